@@ -1,0 +1,616 @@
+// Reading and checking options: the config file's syntax (JSON with comments), the value
+// forms (sizes, durations), every key's type and range, and the layering
+// defaults <- config file <- command-line flags. cli.ts only maps flags to option keys;
+// every rule about values lives here.
+
+import { parseCli, usage } from './cli.ts'
+import {
+  DEFAULT_AUTH_TIMEOUT,
+  LOG_LEVELS,
+  MAX_PAYLOAD_LIMIT,
+  defaults,
+  type Authorization,
+  type LogLevel,
+  type Options,
+} from './options.ts'
+
+export interface ConfigErrorInfo {
+  file?: string
+  /** 1-based position of a syntax error. */
+  line?: number
+  column?: number
+  /** Dotted option path the error is about, e.g. "authorization.timeout". */
+  key?: string
+  /** The command-line flag the bad value came from, e.g. "--port". */
+  flag?: string
+}
+
+/** Any problem with the configuration or the command line. The message is ready to show. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+  readonly file?: string
+  readonly line?: number
+  readonly column?: number
+  readonly key?: string
+  readonly flag?: string
+  constructor(message: string, info: ConfigErrorInfo = {}) {
+    super(message)
+    this.file = info.file
+    this.line = info.line
+    this.column = info.column
+    this.key = info.key
+    this.flag = info.flag
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Config file syntax
+
+/**
+ * Parses JSON that may also contain `//`, `/* *\/` and `#` comments and trailing commas.
+ * An empty file (or one with only comments) is an empty object. Duplicate keys are errors,
+ * since the silently ignored first one is nearly always a mistake.
+ */
+export function parseConfigText(text: string, file: string): unknown {
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0
+
+  const fail = (msg: string, at = i): never => {
+    const { line, column } = position(text, at)
+    throw new ConfigError(`config error in ${file}:${line}:${column}: ${msg}`, { file, line, column })
+  }
+  const here = (): string =>
+    i >= text.length ? 'end of file' : text[i] === '"' ? 'a string' : JSON.stringify(String.fromCodePoint(text.codePointAt(i)!))
+
+  const skip = (): void => {
+    while (i < text.length) {
+      const c = text[i]
+      if (c === ' ' || c === '\t' || c === '\n' || c === '\r') i++
+      else if (c === '#' || (c === '/' && text[i + 1] === '/')) {
+        while (i < text.length && text[i] !== '\n') i++
+      } else if (c === '/' && text[i + 1] === '*') {
+        const end = text.indexOf('*/', i + 2)
+        if (end < 0) fail('comment is not closed (missing "*/")')
+        i = end + 2
+      } else break
+    }
+  }
+
+  const quoted = (): string => {
+    const start = i++
+    let out = ''
+    let from = i
+    for (;;) {
+      if (i >= text.length) fail('string is not closed (missing \'"\')', start)
+      const c = text.charCodeAt(i)
+      if (c === 0x22) break // "
+      if (c === 0x0a || c === 0x0d) fail('string is not closed before the end of the line', start)
+      if (c < 0x20) fail('control character in string; write it as an escape like "\\t"')
+      if (c !== 0x5c) {
+        i++
+        continue
+      }
+      out += text.slice(from, i)
+      const e = text[i + 1]
+      if (e !== undefined && Object.hasOwn(ESCAPES, e)) {
+        out += ESCAPES[e]
+        i += 2
+      } else if (e === 'u' && /^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) {
+        out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16))
+        i += 6
+      } else {
+        fail(`invalid escape "\\${e ?? ''}" in string`)
+      }
+      from = i
+    }
+    out += text.slice(from, i)
+    i++
+    return out
+  }
+
+  const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y
+  const number = (): number => {
+    NUMBER.lastIndex = i
+    const m = NUMBER.exec(text)
+    if (!m) return fail(`unexpected ${here()}, expected a value`)
+    i += m[0].length
+    // `max_payload: 1MB` is valid in nats-server's own format; say how to write it here.
+    if (/[A-Za-z_.]/.test(text[i] ?? '')) {
+      fail(`unexpected ${here()} after a number; values with units must be quoted, like "1MB" or "10s"`)
+    }
+    return Number(m[0])
+  }
+
+  const value = (depth: number): unknown => {
+    if (depth > 64) fail('nested too deeply')
+    skip()
+    const c = text[i]
+    if (c === '{') return object(depth)
+    if (c === '[') return array(depth)
+    if (c === '"') return quoted()
+    if (c === '-' || (c !== undefined && c >= '0' && c <= '9')) return number()
+    for (const [word, v] of [['true', true], ['false', false], ['null', null]] as const) {
+      if (text.startsWith(word, i) && !/[\w$]/.test(text[i + word.length] ?? '')) {
+        i += word.length
+        return v
+      }
+    }
+    const word = /^[\w$.-]+/.exec(text.slice(i, i + 40))
+    if (word) fail(`unexpected ${JSON.stringify(word[0])}; strings must be in double quotes`)
+    return fail(`unexpected ${here()}, expected a value`)
+  }
+
+  const object = (depth: number): Record<string, unknown> => {
+    i++
+    const obj: Record<string, unknown> = {}
+    const seen = new Set<string>()
+    for (;;) {
+      skip()
+      if (text[i] === '}') {
+        i++
+        return obj
+      }
+      if (text[i] !== '"') fail(`unexpected ${here()}, expected a key in double quotes or "}"`)
+      const keyAt = i
+      const key = quoted()
+      if (seen.has(key)) fail(`duplicate key ${JSON.stringify(key)}`, keyAt)
+      seen.add(key)
+      skip()
+      if (text[i] !== ':') fail(`unexpected ${here()}, expected ":" after key ${JSON.stringify(key)}`)
+      i++
+      // defineProperty, so a "__proto__" key is data rather than a prototype change.
+      Object.defineProperty(obj, key, { value: value(depth + 1), enumerable: true, writable: true, configurable: true })
+      skip()
+      if (text[i] === ',') i++
+      else if (text[i] === '"') fail('missing "," before this key')
+      else if (text[i] !== '}') fail(`unexpected ${here()}, expected "," or "}"`)
+    }
+  }
+
+  const array = (depth: number): unknown[] => {
+    i++
+    const arr: unknown[] = []
+    for (;;) {
+      skip()
+      if (text[i] === ']') {
+        i++
+        return arr
+      }
+      arr.push(value(depth + 1))
+      skip()
+      if (text[i] === ',') i++
+      else if (text[i] !== ']') fail(`unexpected ${here()}, expected "," or "]"`)
+    }
+  }
+
+  skip()
+  if (i >= text.length) return {}
+  const result = value(0)
+  skip()
+  if (i < text.length) fail(`unexpected ${here()} after the end of the configuration`)
+  return result
+}
+
+const ESCAPES: Record<string, string> = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t' }
+
+function position(text: string, at: number): { line: number; column: number } {
+  let line = 1
+  let lineStart = 0
+  for (let j = 0; j < at && j < text.length; j++) {
+    if (text.charCodeAt(j) === 0x0a) {
+      line++
+      lineStart = j + 1
+    }
+  }
+  return { line, column: at - lineStart + 1 }
+}
+
+// ---------------------------------------------------------------------------------------
+// Value forms
+
+// nats-server's convention: a bare letter is a power of 1000, "B"/"iB"/"i" a power of 1024.
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1 }
+for (const [i, letter] of ['k', 'm', 'g', 't'].entries()) {
+  SIZE_UNITS[letter] = 1000 ** (i + 1)
+  for (const suffix of ['b', 'i', 'ib']) SIZE_UNITS[letter + suffix] = 1024 ** (i + 1)
+}
+
+/**
+ * A size in bytes: a non-negative integer, or a string like "512", "64K" (64000), "64KB" or
+ * "64KiB" (65536); units are case-insensitive. Returns undefined when `v` is not a size.
+ */
+export function parseSize(v: unknown): number | undefined {
+  if (typeof v === 'number') return Number.isSafeInteger(v) && v >= 0 ? v : undefined
+  if (typeof v !== 'string') return undefined
+  const m = /^\s*(\d+)\s*([a-z]*)\s*$/i.exec(v)
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined
+  if (!m || unit === undefined) return undefined
+  const n = Number(m[1]) * unit
+  return Number.isSafeInteger(n) ? n : undefined
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/**
+ * A duration in milliseconds: a number of seconds (nats-server reads bare numbers as seconds)
+ * or a Go-style string such as "500ms", "10s", "1.5m", "1h30m". Returns undefined when `v` is
+ * not a duration.
+ */
+export function parseDuration(v: unknown): number | undefined {
+  let seconds: number | undefined
+  if (typeof v === 'number') seconds = v
+  else if (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v)) seconds = Number(v)
+  if (seconds !== undefined) return Number.isFinite(seconds) && seconds >= 0 ? Math.round(seconds * 1000) : undefined
+  if (typeof v !== 'string') return undefined
+  const s = v.trim()
+  const part = /(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)/y
+  let total = 0
+  let at = 0
+  while (at < s.length) {
+    part.lastIndex = at
+    const m = part.exec(s)
+    if (!m) return undefined
+    total += Number(m[1]) * DURATION_UNITS[m[2]!]!
+    at = part.lastIndex
+  }
+  return at > 0 ? Math.round(total) : undefined
+}
+
+// Host timers (setTimeout/setInterval) overflow above 2^31-1 ms and then fire immediately.
+const MAX_DURATION = 2 ** 31 - 1
+
+// ---------------------------------------------------------------------------------------
+// Checking values
+
+/** Thrown by value checks; the caller adds where the value came from. */
+class Invalid extends Error {}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 57)}...` : v)
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  if (typeof v === 'object') return 'an object'
+  return String(v)
+}
+
+function expected(what: string, got: unknown): never {
+  throw new Invalid(`expected ${what}, got ${describe(got)}`)
+}
+
+type Check<T> = (v: unknown) => T
+
+// Integers and booleans may also be strings: that is how flag values and ${VAR} values arrive.
+const integer =
+  (min: number, max: number, what: string): Check<number> =>
+  (v) => {
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^\s*[+-]?\d+\s*$/.test(v) ? Number(v) : NaN
+    if (!Number.isSafeInteger(n) || n < min || n > max) expected(what, v)
+    return n
+  }
+
+const SIZE = 'a size in bytes (number, or a string like "1MB")'
+const size =
+  (max = Number.MAX_SAFE_INTEGER, maxText = ''): Check<number> =>
+  (v) => {
+    const n = parseSize(v)
+    if (n === undefined) expected(SIZE, v)
+    if (n === 0) expected('a size greater than 0', v)
+    if (n > max) expected(`a size up to ${maxText}`, v)
+    return n
+  }
+
+const DURATION = 'a duration (seconds as a number, or a string like "10s", "500ms", "2m")'
+const duration: Check<number> = (v) => {
+  const ms = parseDuration(v)
+  if (ms === undefined) expected(DURATION, v)
+  if (ms === 0) expected('a duration of at least 1ms', v)
+  if (ms > MAX_DURATION) expected('a duration up to 596h (about 24 days)', v)
+  return ms
+}
+
+const boolean: Check<boolean> = (v) => {
+  if (v === true || v === 'true') return true
+  if (v === false || v === 'false') return false
+  return expected('true or false', v)
+}
+
+const string: Check<string> = (v) => (typeof v === 'string' ? v : expected('a string', v))
+
+const nonEmpty: Check<string> = (v) => (typeof v === 'string' && v !== '' ? v : expected('a non-empty string', v))
+
+// Passwords and tokens are never echoed back, even when they have the wrong type.
+const secret: Check<string> = (v) => {
+  if (typeof v === 'string' && v !== '') return v
+  const got = typeof v === 'string' ? 'an empty string' : typeof v === 'object' ? describe(v) : `a ${typeof v}`
+  throw new Invalid(`expected a non-empty string, got ${got}`)
+}
+
+const host: Check<string> = (v) =>
+  typeof v === 'string' && /^[^\s/]+$/.test(v) ? v : expected('a host name or IP address', v)
+
+const logLevel: Check<LogLevel> = (v) => {
+  const level = typeof v === 'string' ? LOG_LEVELS.find((l) => l === v.toLowerCase()) : undefined
+  return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
+}
+
+type Scalars = Omit<Options, 'authorization'>
+
+const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
+  host,
+  port: integer(0, 65535, 'an integer 0-65535'),
+  server_name: string,
+  max_payload: size(MAX_PAYLOAD_LIMIT, '64MB (67108864 bytes)'),
+  max_pending: size(),
+  max_control_line: size(),
+  max_connections: integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
+  ping_interval: duration,
+  ping_max: integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
+  write_deadline: duration,
+  max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 means unlimited)'),
+  log_level: logLevel,
+  debug: boolean,
+  trace: boolean,
+  logtime: boolean,
+}
+
+const AUTH_CHECKS: { [K in keyof Authorization]-?: Check<NonNullable<Authorization[K]>> } = {
+  user: nonEmpty,
+  password: secret,
+  token: secret,
+  timeout: duration,
+}
+
+const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization']
+
+// nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
+const NOT_SUPPORTED = new Set([
+  'client_advertise', 'tls', 'mqtt', 'leafnodes', 'websocket', 'cluster',
+  'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
+  'resolver', 'http', 'http_port', 'https', 'https_port', 'http_base_path', 'pid_file',
+  'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
+  'no_auth_user', 'lame_duck_duration', 'lame_duck_grace_period', 'connect_error_reports',
+  'reconnect_error_reports', 'include', 'authorization.users', 'authorization.permissions',
+])
+
+// Names people bring from nats-server's format (it accepts several spellings) or from habit.
+const ALIASES: Record<string, string> = {
+  net: 'host',
+  addr: 'host',
+  listen: 'host" and "port',
+  name: 'server_name',
+  'authorization.username': 'authorization.user',
+  'authorization.pass': 'authorization.password',
+}
+
+/** Where a layer of values came from, to name it in messages. */
+export interface Source {
+  /** The config file the values were read from. */
+  file?: string
+  /** For command-line values: option key -> the flag that set it (e.g. "port" -> "--port"). */
+  flags?: Readonly<Record<string, string>>
+}
+
+/** How a message about a value from `src` starts: the flag, or the file. */
+function lead(src: Source, key: string): string {
+  const flag = src.flags?.[key]
+  if (flag !== undefined) return `${flag}: `
+  return src.file !== undefined ? `config error in ${src.file}: ` : 'config error: '
+}
+
+/** An error about `key`'s value; flags already say which key, file sources add it. */
+function blame(src: Source, key: string, detail: string, nameKey = true): ConfigError {
+  const flag = src.flags?.[key]
+  const named = flag === undefined && nameKey ? `${key}: ` : ''
+  return new ConfigError(lead(src, key) + named + detail, { key, flag, file: src.file })
+}
+
+function unknownKey(src: Source, path: string, known: readonly string[], prefix: string): ConfigError {
+  let msg = `unknown option ${JSON.stringify(path)}`
+  const near = ALIASES[path] ?? closest(path.slice(prefix.length), known)
+  if (NOT_SUPPORTED.has(path)) msg += ' (a nats-server option that sprig does not support yet)'
+  else if (near !== undefined) msg += ` (did you mean "${ALIASES[path] ?? prefix + near}"?)`
+  return blame(src, path, msg, false)
+}
+
+/** The known name that `name` most likely meant, if exactly one is clearly closest. */
+export function closest(name: string, known: readonly string[]): string | undefined {
+  // Case, "-" and "_" differences are always a match: maxPayload, max-payload -> max_payload.
+  const norm = (s: string): string => s.toLowerCase().replace(/[-_]/g, '')
+  const same = known.find((k) => norm(k) === norm(name))
+  if (same !== undefined) return same
+  const limit = Math.min(2, Math.floor(name.length / 3))
+  const scored = known.map((k) => ({ k, d: editDistance(norm(name), norm(k)) })).filter((s) => s.d <= limit)
+  const best = Math.min(...scored.map((s) => s.d))
+  const top = scored.filter((s) => s.d === best)
+  return top.length === 1 ? top[0]!.k : undefined
+}
+
+// Optimal string alignment distance: Levenshtein plus adjacent transpositions ("prot").
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i])
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1)
+      d[i]![j] = v
+    }
+  }
+  return d[a.length]![b.length]!
+}
+
+function checked<T>(check: Check<T>, v: unknown, src: Source, key: string): T {
+  try {
+    return check(v)
+  } catch (e) {
+    /* c8 ignore next */
+    if (!(e instanceof Invalid)) throw e
+    throw blame(src, key, e.message)
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+/**
+ * One layer over `base`: checks each key in `raw` and returns the merged options plus the
+ * keys this layer set. Cross-key rules that span layers are left to `crossCheck`.
+ */
+function applyLayer(raw: unknown, base: Options, src: Source): { options: Options; set: Set<string> } {
+  if (!isObject(raw)) {
+    const where = src.file !== undefined ? `config error in ${src.file}: ` : 'config error: '
+    throw new ConfigError(`${where}expected an object of options at the top level, got ${describe(raw)}`, { file: src.file })
+  }
+  const out: Options = { ...base }
+  if (base.authorization) out.authorization = { ...base.authorization }
+  const set = new Set<string>()
+  const checks: Record<string, Check<unknown>> = OPTION_CHECKS
+
+  for (const [key, v] of Object.entries(raw)) {
+    if (key === 'authorization') {
+      out.authorization = authorization(v, src)
+    } else if (Object.hasOwn(checks, key)) {
+      ;(out as unknown as Record<string, unknown>)[key] = checked(checks[key]!, v, src, key)
+    } else {
+      throw unknownKey(src, key, OPTION_KEYS, '')
+    }
+    set.add(key)
+  }
+
+  // nats-server's `debug: true` / `trace: true` turn the level up; within one layer they win
+  // over a quieter log_level, while a later layer's log_level (e.g. the -l flag) replaces both.
+  let level = out.log_level
+  if (set.has('debug') && out.debug) level = louder(level, 'debug')
+  if (set.has('trace') && out.trace) level = louder(level, 'trace')
+  out.log_level = level
+  out.debug = LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf('debug')
+  out.trace = level === 'trace'
+  return { options: out, set }
+}
+
+function louder(a: LogLevel, b: LogLevel): LogLevel {
+  return LOG_LEVELS.indexOf(a) >= LOG_LEVELS.indexOf(b) ? a : b
+}
+
+// A layer's authorization replaces the one below it as a whole: mixing a user from the config
+// file with a token from elsewhere would produce a combination nobody wrote.
+function authorization(v: unknown, src: Source): Authorization {
+  if (!isObject(v)) throw blame(src, 'authorization', `expected an object, got ${describe(v)}`)
+  const auth: Authorization = { timeout: DEFAULT_AUTH_TIMEOUT }
+  const checks: Record<string, Check<unknown>> = AUTH_CHECKS
+  for (const [key, value] of Object.entries(v)) {
+    const path = `authorization.${key}`
+    if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, Object.keys(checks), 'authorization.')
+    ;(auth as unknown as Record<string, unknown>)[key] = checked(checks[key]!, value, src, path)
+  }
+  if (auth.token !== undefined && (auth.user !== undefined || auth.password !== undefined)) {
+    throw blame(src, 'authorization', 'cannot have both a token and a user/password')
+  }
+  if (auth.user !== undefined && auth.password === undefined) {
+    throw blame(src, 'authorization.password', 'required when authorization.user is set')
+  }
+  if (auth.password !== undefined && auth.user === undefined) {
+    throw blame(src, 'authorization.user', 'required when authorization.password is set')
+  }
+  return auth
+}
+
+/** Which source last set each key, and how late it came (higher wins). */
+type Origins = Map<string, { src: Source; rank: number }>
+
+function crossCheck(o: Options, origins: Origins): void {
+  if (o.max_payload > o.max_pending) {
+    // Name whichever of the two was set last: that is the value the user just changed.
+    const rank = (key: string): number => origins.get(key)?.rank ?? 0
+    const key = rank('max_pending') > rank('max_payload') ? 'max_pending' : 'max_payload'
+    const detail = `max_payload (${o.max_payload}) cannot be higher than max_pending (${o.max_pending})`
+    throw blame(origins.get(key)?.src ?? {}, key, detail, false)
+  }
+}
+
+/**
+ * Checks `raw` (an object of options, as parsed from a config file) key by key and merges it
+ * over `base`. Throws ConfigError naming the offending key.
+ */
+export function validateOptions(raw: unknown, base: Options = defaults, source: Source = {}): Options {
+  const { options, set } = applyLayer(raw, base, source)
+  const origins: Origins = new Map()
+  for (const key of set) origins.set(key, { src: source, rank: 1 })
+  crossCheck(options, origins)
+  return options
+}
+
+/**
+ * Replaces every string that is exactly "${NAME}" with the environment variable NAME, so
+ * secrets can stay out of the file. Only whole strings are replaced: bcrypt hashes and
+ * passwords that merely contain "$" are left alone.
+ */
+export function substituteEnv(raw: unknown, env: Readonly<Record<string, string | undefined>>, file?: string, path = ''): unknown {
+  if (typeof raw === 'string') {
+    const m = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/.exec(raw)
+    if (!m) return raw
+    const value = env[m[1]!]
+    if (value === undefined) {
+      throw blame({ file }, path || '(top level)', `environment variable ${m[1]} is not set`)
+    }
+    return value
+  }
+  if (Array.isArray(raw)) return raw.map((v, i) => substituteEnv(v, env, file, `${path}[${i}]`))
+  if (isObject(raw)) {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(raw)) {
+      Object.defineProperty(out, k, {
+        value: substituteEnv(v, env, file, path ? `${path}.${k}` : k),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      })
+    }
+    return out
+  }
+  return raw
+}
+
+export interface LoadInput {
+  /** The command-line arguments after the program name. */
+  argv: readonly string[]
+  /** Returns a file's text; may throw (the error's message is shown). */
+  readFile: (path: string) => string
+  /** For "${NAME}" references in the config file. */
+  env?: Readonly<Record<string, string | undefined>>
+}
+
+export type LoadResult = { options: Options; configFile?: string } | { help: string } | { version: true }
+
+/** defaults <- config file (-c) <- flags. Throws ConfigError for anything wrong. */
+export function loadOptions(input: LoadInput): LoadResult {
+  const cli = parseCli(input.argv)
+  if (cli.help) return { help: usage() }
+  if (cli.version) return { version: true }
+
+  let options = defaults
+  const origins: Origins = new Map()
+  const file = cli.config
+  if (file !== undefined) {
+    let text: string
+    try {
+      text = input.readFile(file)
+    } catch (e) {
+      const why = e instanceof Error ? e.message : String(e)
+      throw new ConfigError(`config error: cannot read ${file}: ${why}`, { file })
+    }
+    const raw = substituteEnv(parseConfigText(text, file), input.env ?? {}, file)
+    const layer = applyLayer(raw, options, { file })
+    options = layer.options
+    for (const key of layer.set) origins.set(key, { src: { file }, rank: 1 })
+  }
+
+  const flags = { flags: cli.flags }
+  const layer = applyLayer(cli.values, options, flags)
+  options = layer.options
+  for (const key of layer.set) origins.set(key, { src: flags, rank: 2 })
+
+  crossCheck(options, origins)
+  return file !== undefined ? { options, configFile: file } : { options }
+}

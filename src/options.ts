@@ -1,0 +1,78 @@
+// The server's settings as plain data. Names follow nats-server's configuration keys
+// (snake_case) wherever nats-server has the same option, so its docs mostly apply.
+// Durations are milliseconds and sizes are bytes here; config.ts turns the friendlier
+// forms ("2m", "1MB") into these.
+
+import { LEVELS, type Level } from './log.ts'
+
+export type LogLevel = Level
+export const LOG_LEVELS: readonly LogLevel[] = LEVELS
+
+/**
+ * Client authorization: one user with a password, or one token (nats-server's simple form).
+ * Authorization is required when `user` or `token` is set. More fields (`users`,
+ * `permissions`) will join this object later, so code should not assume it holds only these.
+ */
+export interface Authorization {
+  user?: string
+  password?: string
+  token?: string
+  /** How long a client has to send CONNECT, in ms. */
+  timeout: number
+}
+
+export interface Options {
+  host: string
+  port: number
+  /** Empty means: use the server id. */
+  server_name: string
+  /** Largest message payload a client may publish, in bytes. */
+  max_payload: number
+  /** Bytes that may wait in one connection's outbound queue before it counts as a slow consumer. */
+  max_pending: number
+  max_control_line: number
+  max_connections: number
+  /** ms */
+  ping_interval: number
+  /** Unanswered PINGs before the connection is closed as stale. */
+  ping_max: number
+  /** ms a blocked write may take before the connection is closed as a slow consumer. */
+  write_deadline: number
+  /** Per connection; 0 means unlimited. */
+  max_subscriptions: number
+  /** The effective level; `debug`/`trace` below always agree with it. */
+  log_level: LogLevel
+  debug: boolean
+  trace: boolean
+  logtime: boolean
+  authorization?: Authorization
+  // Later: mqtt, leafnodes, tls, http_port (monitoring).
+}
+
+/** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
+export const MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024
+
+/** Default for `authorization.timeout` (nats-server's AUTH_TIMEOUT). */
+export const DEFAULT_AUTH_TIMEOUT = 2_000
+
+export const defaults: Options = Object.freeze({
+  host: '0.0.0.0',
+  port: 4222,
+  server_name: '',
+  max_payload: 1024 * 1024,
+  // nats-server allows 64 MB per connection. Sprig targets gateways with about 1 GB of RAM
+  // that also run other services: a few dozen slow consumers at 64 MB each would exhaust it,
+  // while 8 MiB still holds eight maximum-size (1 MB) messages, which is plenty of slack for
+  // a healthy reader on a LAN.
+  max_pending: 8 * 1024 * 1024,
+  max_control_line: 4096,
+  max_connections: 64 * 1024,
+  ping_interval: 2 * 60_000,
+  ping_max: 2,
+  write_deadline: 10_000,
+  max_subscriptions: 0,
+  log_level: 'info',
+  debug: false,
+  trace: false,
+  logtime: true,
+})
