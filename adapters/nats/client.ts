@@ -1,0 +1,383 @@
+// One NATS client connection, sans-I/O: the target feeds it bytes (`data`) and it writes
+// frames to its Wire through a bounded Outbound queue. It behaves as nats-server 2.9+ does
+// towards clients: the same INFO fields, the same -ERR strings, and the same choice of which
+// errors close the connection (see ERR and `fail`).
+
+import type { Conn, Wire } from '../../src/host.ts'
+import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
+import { newMsg, type Msg } from '../../src/msg.ts'
+import { Outbound } from '../../src/outbound.ts'
+import type { Owner, Sub } from '../../src/router.ts'
+import type { Server, Session } from '../../src/server.ts'
+import { isValidLiteralSubject, isValidSubject } from '../../src/subject.ts'
+import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
+import { ERR, infoLine, OK, PING, PONG, NO_RESPONDERS_HDR } from './proto.ts'
+
+export interface NatsSub extends Sub {
+  readonly owner: NatsClient
+  readonly sid: string
+  readonly sidBytes: Uint8Array
+  /** Auto-unsubscribe after this many deliveries (0 = none). */
+  max: number
+  delivered: number
+}
+
+/** What a client may say in CONNECT (nats-server's field names). */
+interface ConnectOpts {
+  verbose?: boolean
+  pedantic?: boolean
+  echo?: boolean
+  headers?: boolean
+  no_responders?: boolean
+  protocol?: number
+  name?: string
+  lang?: string
+  version?: string
+  user?: string
+  pass?: string
+  auth_token?: string
+}
+
+export class NatsClient implements Owner, Session, Conn, Handler {
+  readonly kind = 'nats'
+  readonly out: Outbound
+  readonly parser: Parser
+  readonly subs = new Map<string, NatsSub>()
+  readonly start: number
+  // Before CONNECT nats-server assumes verbose and pedantic; CONNECT then sets them as given.
+  verbose = true
+  pedantic = true
+  echo = true
+  headers = false
+  noResponders = false
+  connected = false
+  name = ''
+  lang = ''
+  version = ''
+  done = false
+  lastIn: number
+  pingsOut = 0
+  nextPing: number
+  in_msgs = 0
+  out_msgs = 0
+  private readonly msg: Msg = newMsg()
+  /** The last publish subject that passed validation (same string object when it repeats). */
+  private okSubject = ''
+
+  constructor(
+    readonly srv: Server,
+    readonly cid: number,
+    readonly wire: Wire,
+  ) {
+    const o = srv.opts
+    this.out = new Outbound(wire, o.max_pending, srv.schedule)
+    this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
+    this.parser.connectFirst = this.authRequired
+    this.start = this.lastIn = srv.host.now()
+    this.nextPing = this.start + o.ping_interval
+    srv.add(this)
+    this.send(utf8(infoLine(srv, this)))
+    srv.log.debug(() => `${this.label()} client connection created`)
+  }
+
+  get authRequired(): boolean {
+    const a = this.srv.opts.authorization
+    return !!a && (a.user !== undefined || a.token !== undefined)
+  }
+
+  label(): string {
+    return `${this.wire.remoteAddress}:${this.wire.remotePort} - cid:${this.cid}`
+  }
+
+  // --- bytes in ---------------------------------------------------------------------------
+
+  data(chunk: Uint8Array): void {
+    if (this.done) return
+    this.lastIn = this.srv.host.now()
+    this.parser.feed(chunk)
+  }
+
+  drained(): void {
+    this.out.drained(this.srv.host.now())
+  }
+
+  closed(reason?: string): void {
+    this.teardown(reason ?? 'Client Closed')
+  }
+
+  // --- parser callbacks -------------------------------------------------------------------
+
+  connect(json: string): void {
+    let o: ConnectOpts
+    try {
+      o = JSON.parse(json) as ConnectOpts
+      if (o === null || typeof o !== 'object') throw new Error('not an object')
+    } catch (e) {
+      this.srv.log.error(`${this.label()} CONNECT parse error: ${(e as Error).message}`)
+      return this.teardown('Protocol Violation')
+    }
+    const proto = o.protocol ?? 0
+    if (typeof proto !== 'number' || proto < 0 || proto > 1) return this.closeWithErr(ERR.badProtocol, 'Bad Client Protocol')
+    if (this.authRequired && !this.authorize(o)) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+    // Like nats-server, a field the client leaves out keeps its current value.
+    this.verbose = bool(o.verbose, this.verbose)
+    this.pedantic = bool(o.pedantic, this.pedantic)
+    this.echo = bool(o.echo, this.echo)
+    this.headers = bool(o.headers, this.headers)
+    this.noResponders = bool(o.no_responders, this.noResponders)
+    if (this.noResponders && !this.headers) return this.closeWithErr(ERR.noRespondersNeedHeaders, 'Protocol Violation')
+    this.name = str(o.name)
+    this.lang = str(o.lang)
+    this.version = str(o.version)
+    this.parser.headers = this.headers
+    this.parser.connectFirst = false
+    this.connected = true
+    if (this.verbose) this.send(OK)
+  }
+
+  private authorize(o: ConnectOpts): boolean {
+    const a = this.srv.opts.authorization!
+    if (a.token !== undefined) return o.auth_token === a.token
+    return o.user === a.user && o.pass === (a.password ?? '')
+  }
+
+  pub(p: PubArgs, data: Uint8Array): void {
+    this.in_msgs++
+    const subject = p.subject
+    if (subject !== this.okSubject) {
+      if (!isValidLiteralSubject(subject)) {
+        // nats-server only complains in pedantic mode; either way we do not route it, since
+        // a wildcard or malformed subject has no meaning for subscribers.
+        if (this.pedantic) this.send(ERR.invalidPublishSubject)
+        if (this.verbose) this.send(OK)
+        return
+      }
+      this.okSubject = subject
+    }
+    const m = this.msg
+    m.subject = subject
+    m.subjectBytes = p.subjectBytes
+    m.reply = p.reply
+    m.replyBytes = p.replyBytes
+    if (p.hdr >= 0) {
+      m.hdr = data.subarray(0, p.hdr)
+      m.payload = data.subarray(p.hdr)
+    } else {
+      m.hdr = null
+      m.payload = data
+    }
+    // nats-server acknowledges before it delivers, so +OK precedes any echoed MSG.
+    if (this.verbose) this.send(OK)
+    const n = this.srv.router.publish(m, this)
+    if (n === 0 && this.noResponders && p.reply !== '') this.noRespondersReply(m)
+  }
+
+  /** A request nobody received: answer the requester's own reply subscription with a 503. */
+  private noRespondersReply(m: Msg): void {
+    const match = this.srv.router.subs.match(m.reply)
+    const status: Msg = { ...m, subject: m.reply, subjectBytes: m.replyBytes, reply: '', replyBytes: EMPTY_BYTES, hdr: NO_RESPONDERS_HDR, payload: EMPTY_BYTES }
+    for (const s of match.psubs) if (s.owner === this) return this.deliver(s, status)
+    for (const g of match.qsubs) for (const s of g) if (s.owner === this) return this.deliver(s, status)
+  }
+
+  sub(subject: string, queue: string | null, sid: string): void {
+    if (!isValidSubject(subject) || (queue !== null && !isValidSubject(queue))) {
+      this.send(ERR.invalidSubject)
+      return
+    }
+    const max = this.srv.opts.max_subscriptions
+    if (max > 0 && this.subs.size >= max) {
+      this.srv.log.error(`${this.label()} Maximum Subscriptions Exceeded (${max})`)
+      this.send(ERR.maxSubscriptions)
+      return
+    }
+    // A repeated sid keeps the original subscription, as in nats-server.
+    if (!this.subs.has(sid)) {
+      const s: NatsSub = { subject, queue, owner: this, sid, sidBytes: utf8(sid), max: 0, delivered: 0 }
+      this.subs.set(sid, s)
+      this.srv.router.subscribe(s)
+    }
+    if (this.verbose) this.send(OK)
+  }
+
+  unsub(sid: string, max: number): void {
+    const s = this.subs.get(sid)
+    if (s) {
+      if (max > 0 && s.delivered < max) s.max = max
+      else this.dropSub(s)
+    }
+    if (this.verbose) this.send(OK)
+  }
+
+  private dropSub(s: NatsSub): void {
+    this.subs.delete(s.sid)
+    this.srv.router.unsubscribe(s)
+  }
+
+  ping(): void {
+    this.send(PONG)
+  }
+
+  pong(): void {
+    this.pingsOut = 0
+  }
+
+  err(text: string): void {
+    this.srv.log.debug(() => `${this.label()} client sent -ERR ${text}`)
+    this.teardown('Client Closed')
+  }
+
+  fail(why: Failure, detail: string): void {
+    switch (why) {
+      case 'unknown_op':
+        this.srv.log.error(`${this.label()} Client parser ERROR: ${JSON.stringify(detail)}`)
+        return this.closeWithErr(ERR.unknownOp, 'Protocol Violation')
+      case 'control_line':
+        this.srv.log.error(`${this.label()} maximum control line exceeded (${this.srv.opts.max_control_line})`)
+        return this.closeWithErr(ERR.maxControlLine, 'Max Control Line Exceeded')
+      case 'auth_first':
+        this.srv.log.error(`${this.label()} Authorization Violation: ${JSON.stringify(detail)} before CONNECT`)
+        return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+      case 'max_payload':
+        this.srv.log.error(`${this.label()} Maximum Payload Violation: ${detail}`)
+        return this.closeWithErr(ERR.maxPayload, 'Max Payload Exceeded')
+      default:
+        this.srv.log.error(`${this.label()} protocol error: ${detail}`)
+        return this.teardown('Protocol Violation')
+    }
+  }
+
+  // --- bytes out --------------------------------------------------------------------------
+
+  /** Router delivery: frame MSG/HMSG straight into the outbound buffer. */
+  deliver(sub: Sub, m: Msg): void {
+    if (this.done) return
+    const s = sub as NatsSub
+    const hdr = this.headers ? m.hdr : null // header-less clients get the payload only
+    const hlen = hdr ? hdr.length : 0
+    const total = hlen + m.payload.length
+    const subj = m.subjectBytes
+    const sid = s.sidBytes
+    const rlen = m.replyBytes.length
+    let n = (hdr ? 5 : 4) + subj.length + 1 + sid.length + 1 + (rlen > 0 ? rlen + 1 : 0) + uintLength(total) + 2 + total + 2
+    if (hdr) n += uintLength(hlen) + 1
+    const out = this.out
+    let p = out.reserve(n)
+    if (p < 0) return this.slowConsumer(`MaxPending of ${out.limit} Exceeded`)
+    const b = out.buf
+    if (hdr) {
+      b[p++] = 72 // H
+    }
+    b[p++] = 77 // M
+    b[p++] = 83 // S
+    b[p++] = 71 // G
+    b[p++] = 32
+    p = put(b, p, subj)
+    b[p++] = 32
+    p = put(b, p, sid)
+    b[p++] = 32
+    if (rlen > 0) {
+      p = put(b, p, m.replyBytes)
+      b[p++] = 32
+    }
+    if (hdr) {
+      p = writeUint(b, p, hlen)
+      b[p++] = 32
+    }
+    p = writeUint(b, p, total)
+    b[p++] = 13
+    b[p++] = 10
+    if (hdr) p = put(b, p, hdr)
+    p = put(b, p, m.payload)
+    b[p++] = 13
+    b[p] = 10
+    this.out_msgs++
+    if (s.max > 0 && ++s.delivered >= s.max) this.dropSub(s)
+    else if (s.max === 0) s.delivered++
+  }
+
+  /** Queues a protocol line (INFO, +OK, PONG, -ERR ...). */
+  send(bytes: Uint8Array): void {
+    if (this.done) return
+    if (!this.out.push(bytes)) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+  }
+
+  private slowConsumer(why: string): void {
+    const srv = this.srv
+    srv.counters.slow_consumers++
+    srv.log.warn(`${this.label()} Slow Consumer Detected: ${why}`)
+    // What is queued would only delay the error behind data the client cannot take anyway.
+    this.out.discard()
+    this.wire.write(ERR.slowConsumer)
+    this.teardown('Slow Consumer', true)
+  }
+
+  private closeWithErr(err: Uint8Array, reason: string): void {
+    if (this.done) return
+    this.send(err)
+    this.teardown(reason)
+  }
+
+  // --- housekeeping -----------------------------------------------------------------------
+
+  tick(now: number): void {
+    if (this.done) return
+    const o = this.srv.opts
+    if (!this.connected && this.authRequired && now - this.start > o.authorization!.timeout) {
+      return this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
+    }
+    if (this.out.blockedSince !== 0 && now - this.out.blockedSince > o.write_deadline) {
+      return this.slowConsumer(`Write Deadline of ${o.write_deadline}ms Exceeded`)
+    }
+    if (now < this.nextPing) return
+    this.nextPing = now + o.ping_interval
+    // Like nats-server: no PING while the client is talking to us anyway.
+    if (now - this.lastIn < o.ping_interval && this.pingsOut === 0) return
+    if (this.pingsOut + 1 > o.ping_max) {
+      this.srv.log.debug(() => `${this.label()} Stale Client Connection - Closing`)
+      return this.closeWithErr(ERR.stale, 'Stale Connection')
+    }
+    this.pingsOut++
+    this.send(PING)
+  }
+
+  shutdown(): void {
+    this.teardown('Server Shutdown')
+  }
+
+  /**
+   * Ends the connection once: drops its subscriptions, unregisters, and closes the wire
+   * after flushing what is queued (unless that was discarded already).
+   */
+  private teardown(reason: string, discarded = false): void {
+    if (this.done) return
+    this.done = true
+    this.parser.stopped = true
+    for (const s of this.subs.values()) this.srv.router.unsubscribe(s)
+    this.subs.clear()
+    this.srv.remove(this)
+    if (!discarded) this.out.flush(this.srv.host.now())
+    this.wire.end()
+    this.srv.log.debug(() => `${this.label()} client closed: ${reason}`)
+  }
+}
+
+const EMPTY_BYTES = new Uint8Array(0)
+
+function put(b: Uint8Array, p: number, src: Uint8Array): number {
+  const n = src.length
+  if (n < 32) {
+    for (let i = 0; i < n; i++) b[p + i] = src[i]!
+  } else {
+    b.set(src, p)
+  }
+  return p + n
+}
+
+function bool(v: unknown, current: boolean): boolean {
+  return typeof v === 'boolean' ? v : current
+}
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : ''
+}

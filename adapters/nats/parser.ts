@@ -1,0 +1,325 @@
+// NATS client-protocol parser: bytes in, one handler call per operation out. It works on whole
+// control lines (found with indexOf, not a per-byte state machine) and slices payloads out of
+// the read buffer without copying unless a payload is split across reads. Operation names are
+// case-insensitive and arguments may be separated by any run of spaces and tabs, as in
+// nats-server. What counts as an error, and how it ends, follows nats-server (see `Failure`).
+
+import { text } from '../../src/bytes.ts'
+
+/** How parsing stopped; the connection sends what nats-server sends for it and closes. */
+export type Failure =
+  | 'unknown_op' // -ERR 'Unknown Protocol Operation'
+  | 'control_line' // -ERR 'maximum control line exceeded'
+  | 'max_payload' // -ERR 'Maximum Payload Violation'
+  | 'bad_args' // closed without an -ERR (nats-server's processPub/processSub parse errors)
+  | 'no_headers' // HPUB from a client that did not ask for headers: closed without an -ERR
+  | 'auth_first' // another operation before CONNECT while auth is required: -ERR 'Authorization Violation'
+
+export interface PubArgs {
+  subject: string
+  subjectBytes: Uint8Array
+  reply: string
+  replyBytes: Uint8Array
+  /** Header length for HPUB, -1 for PUB. */
+  hdr: number
+  /** Total size (headers + payload). */
+  size: number
+}
+
+export interface Handler {
+  connect(json: string): void
+  /** `data` holds headers then payload (`p.size` bytes); valid only during the call. */
+  pub(p: PubArgs, data: Uint8Array): void
+  sub(subject: string, queue: string | null, sid: string): void
+  unsub(sid: string, max: number): void
+  ping(): void
+  pong(): void
+  err(text: string): void
+  fail(why: Failure, detail: string): void
+}
+
+const SP = 32
+const TAB = 9
+const CR = 13
+const LF = 10
+const NO_BYTES = new Uint8Array(0)
+/** nats-server refuses sizes with more digits than this (≈ 1 GB). */
+const MAX_SIZE_DIGITS = 9
+
+export class Parser {
+  maxPayload: number
+  maxControlLine: number
+  /** Set once the client's CONNECT asked for headers; HPUB is refused before that. */
+  headers = false
+  /** While auth is pending every operation must be CONNECT, as in nats-server. */
+  connectFirst = false
+  stopped = false
+
+  /** Start of a control line left incomplete by the previous read. */
+  private partial: Uint8Array | null = null
+  /** A payload being assembled across reads (size + CRLF bytes). */
+  private body: Uint8Array | null = null
+  private filled = 0
+  private readonly pa: PubArgs = { subject: '', subjectBytes: NO_BYTES, reply: '', replyBytes: NO_BYTES, hdr: -1, size: 0 }
+  /** Argument boundaries of the current line: start,end pairs. */
+  private readonly args = new Int32Array(12)
+  /** The previous publish subject, reused when the next one has the same bytes. */
+  private lastSubject = NO_BYTES
+  private lastSubjectText = ''
+
+  constructor(
+    private readonly h: Handler,
+    opts: { maxPayload: number; maxControlLine: number },
+  ) {
+    this.maxPayload = opts.maxPayload
+    this.maxControlLine = opts.maxControlLine
+  }
+
+  feed(chunk: Uint8Array): void {
+    if (this.stopped) return
+    let buf = chunk
+    let pos = 0
+    if (this.body !== null) {
+      pos = this.fillBody(buf)
+      if (pos < 0) return
+    } else if (this.partial !== null) {
+      const p = this.partial
+      this.partial = null
+      buf = new Uint8Array(p.length + chunk.length)
+      buf.set(p, 0)
+      buf.set(chunk, p.length)
+    }
+    const len = buf.length
+    while (pos < len && !this.stopped) {
+      const nl = buf.indexOf(LF, pos)
+      if (nl < 0) {
+        if (len - pos > this.maxControlLine) this.failWith('control_line', 'control line too long')
+        else this.partial = buf.slice(pos)
+        return
+      }
+      if (nl - pos > this.maxControlLine) {
+        this.failWith('control_line', 'control line too long')
+        return
+      }
+      const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
+      const next = this.line(buf, pos, end, nl + 1)
+      if (next < 0) return
+      pos = next
+    }
+  }
+
+  /** Handles one control line; returns where parsing continues, or -1 to stop for now. */
+  private line(buf: Uint8Array, start: number, end: number, after: number): number {
+    const c0 = buf[start]! | 0x20
+    if (this.connectFirst && c0 !== 0x63) return this.failWith('auth_first', text(buf, start, Math.min(end, start + 16)))
+    const c1 = end > start + 1 ? buf[start + 1]! | 0x20 : 0
+    switch (c0) {
+      case 0x70: // p
+        if (c1 === 0x75 && this.word(buf, start, end, 'pub', true)) return this.pub(buf, start + 3, end, after, false)
+        if (c1 === 0x69 && this.word(buf, start, end, 'ping', false)) {
+          this.h.ping()
+          return after
+        }
+        if (c1 === 0x6f && this.word(buf, start, end, 'pong', false)) {
+          this.h.pong()
+          return after
+        }
+        break
+      case 0x68: // h
+        if (this.word(buf, start, end, 'hpub', true)) {
+          if (!this.headers) return this.failWith('no_headers', 'headers not supported')
+          return this.pub(buf, start + 4, end, after, true)
+        }
+        break
+      case 0x73: // s
+        if (this.word(buf, start, end, 'sub', true)) return this.sub(buf, start + 3, end, after)
+        break
+      case 0x75: // u
+        if (this.word(buf, start, end, 'unsub', true)) return this.unsub(buf, start + 5, end, after)
+        break
+      case 0x63: // c
+        if (this.word(buf, start, end, 'connect', false)) {
+          this.h.connect(text(buf, skipBlanks(buf, start + 7, end), end))
+          return after
+        }
+        break
+      case 0x69: // i: a client may echo INFO back; nats-server ignores it
+        if (this.word(buf, start, end, 'info', false)) return after
+        break
+      case 0x2b: // +OK
+        if (c1 === 0x6f && end > start + 2 && (buf[start + 2]! | 0x20) === 0x6b) return after
+        break
+      case 0x2d: // -ERR from a client ends its connection
+        if (this.word(buf, start, end, '-err', true)) {
+          this.h.err(text(buf, skipBlanks(buf, start + 4, end), end))
+          return after
+        }
+        break
+    }
+    this.failWith('unknown_op', text(buf, start, Math.min(end, start + 32)))
+    return -1
+  }
+
+  /** Does the line start with `w` (case-insensitive), followed by a blank when `blank`? */
+  private word(buf: Uint8Array, start: number, end: number, w: string, blank: boolean): boolean {
+    const n = w.length
+    if (end - start < n + (blank ? 1 : 0)) return false
+    for (let i = 0; i < n; i++) {
+      const c = buf[start + i]!
+      const lc = c >= 0x41 && c <= 0x5a ? c | 0x20 : c
+      if (lc !== w.charCodeAt(i)) return false
+    }
+    if (!blank) return true
+    const b = buf[start + n]
+    return b === SP || b === TAB
+  }
+
+  private pub(buf: Uint8Array, from: number, end: number, after: number, hpub: boolean): number {
+    const a = this.args
+    const n = splitArgs(buf, from, end, a)
+    const pa = this.pa
+    let hdr = -1
+    let size: number
+    let si = 0
+    let ri = -1
+    if (!hpub && (n === 2 || n === 3)) {
+      if (n === 3) ri = 2
+      size = parseSize(buf, a[(n - 1) * 2]!, a[(n - 1) * 2 + 1]!)
+    } else if (hpub && (n === 3 || n === 4)) {
+      if (n === 4) ri = 2
+      hdr = parseSize(buf, a[(n - 2) * 2]!, a[(n - 2) * 2 + 1]!)
+      size = parseSize(buf, a[(n - 1) * 2]!, a[(n - 1) * 2 + 1]!)
+      if (hdr < 0 || hdr > size) return this.failWith('bad_args', 'bad header size')
+    } else {
+      return this.failWith('bad_args', 'bad publish arguments')
+    }
+    if (size < 0) return this.failWith('bad_args', 'bad or missing size')
+    if (size > this.maxPayload) return this.failWith('max_payload', `${size} > ${this.maxPayload}`)
+    this.subject(buf, a[si]!, a[si + 1]!)
+    if (ri < 0) {
+      pa.reply = ''
+      pa.replyBytes = NO_BYTES
+    } else {
+      pa.replyBytes = buf.subarray(a[ri]!, a[ri + 1]!)
+      pa.reply = text(pa.replyBytes)
+    }
+    pa.hdr = hdr
+    pa.size = size
+    const need = size + 2
+    if (buf.length - after >= need) {
+      if (buf[after + size] !== CR || buf[after + size + 1] !== LF) return this.failWith('unknown_op', 'payload not followed by CRLF')
+      this.h.pub(pa, buf.subarray(after, after + size))
+      return after + need
+    }
+    // Split payload: keep copies, since the read buffer goes away after this call.
+    pa.subjectBytes = pa.subjectBytes.slice()
+    pa.replyBytes = pa.replyBytes.slice()
+    this.body = new Uint8Array(need)
+    this.filled = 0
+    this.fillBody(buf.subarray(after))
+    return -1
+  }
+
+  /** Copies the next part of a split payload; returns the offset after it, or -1 if still incomplete. */
+  private fillBody(buf: Uint8Array): number {
+    const body = this.body!
+    const take = Math.min(body.length - this.filled, buf.length)
+    body.set(buf.subarray(0, take), this.filled)
+    this.filled += take
+    if (this.filled < body.length) return -1
+    this.body = null
+    const size = body.length - 2
+    if (body[size] !== CR || body[size + 1] !== LF) {
+      this.failWith('unknown_op', 'payload not followed by CRLF')
+      return -1
+    }
+    this.h.pub(this.pa, body.subarray(0, size))
+    return take
+  }
+
+  /** Sets pa.subject/subjectBytes, reusing the previous string when the bytes repeat. */
+  private subject(buf: Uint8Array, s: number, e: number): void {
+    const pa = this.pa
+    const last = this.lastSubject
+    const n = e - s
+    pa.subjectBytes = buf.subarray(s, e)
+    if (last.length === n) {
+      let same = true
+      for (let i = 0; i < n; i++) {
+        if (last[i] !== buf[s + i]) {
+          same = false
+          break
+        }
+      }
+      if (same) {
+        pa.subject = this.lastSubjectText
+        return
+      }
+    }
+    pa.subject = text(buf, s, e)
+    this.lastSubject = buf.slice(s, e)
+    this.lastSubjectText = pa.subject
+  }
+
+  private sub(buf: Uint8Array, from: number, end: number, after: number): number {
+    const a = this.args
+    const n = splitArgs(buf, from, end, a)
+    if (n !== 2 && n !== 3) return this.failWith('bad_args', 'bad subscribe arguments')
+    const subject = text(buf, a[0]!, a[1]!)
+    const queue = n === 3 ? text(buf, a[2]!, a[3]!) : null
+    const k = (n - 1) * 2
+    this.h.sub(subject, queue, text(buf, a[k]!, a[k + 1]!))
+    return after
+  }
+
+  private unsub(buf: Uint8Array, from: number, end: number, after: number): number {
+    const a = this.args
+    const n = splitArgs(buf, from, end, a)
+    if (n !== 1 && n !== 2) return this.failWith('bad_args', 'bad unsubscribe arguments')
+    const max = n === 2 ? parseSize(buf, a[2]!, a[3]!) : -1
+    this.h.unsub(text(buf, a[0]!, a[1]!), max)
+    return after
+  }
+
+  private failWith(why: Failure, detail: string): number {
+    this.stopped = true
+    this.partial = null
+    this.body = null
+    this.h.fail(why, detail)
+    return -1
+  }
+}
+
+function skipBlanks(buf: Uint8Array, i: number, end: number): number {
+  while (i < end && (buf[i] === SP || buf[i] === TAB)) i++
+  return i
+}
+
+/** Splits buf[from, end) on runs of blanks into out (start,end pairs). Returns the count, 6 if more than 5. */
+export function splitArgs(buf: Uint8Array, from: number, end: number, out: Int32Array): number {
+  let n = 0
+  let i = from
+  while (i < end) {
+    while (i < end && (buf[i] === SP || buf[i] === TAB)) i++
+    if (i >= end) break
+    if (n === 6) return 6
+    const s = i
+    while (i < end && buf[i] !== SP && buf[i] !== TAB) i++
+    out[n * 2] = s
+    out[n * 2 + 1] = i
+    n++
+  }
+  return n
+}
+
+/** Decimal size as nats-server reads it: digits only, at most 9 of them; -1 otherwise. */
+export function parseSize(buf: Uint8Array, s: number, e: number): number {
+  if (e <= s || e - s > MAX_SIZE_DIGITS) return -1
+  let v = 0
+  for (let i = s; i < e; i++) {
+    const d = buf[i]! - 48
+    if (d < 0 || d > 9) return -1
+    v = v * 10 + d
+  }
+  return v
+}

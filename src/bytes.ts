@@ -1,0 +1,74 @@
+// Small byte helpers shared by the protocol adapters. Subjects and control lines are ASCII in
+// practice, so the fast paths avoid TextDecoder/TextEncoder calls for short ASCII strings.
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+export const CRLF = new Uint8Array([13, 10])
+
+/** UTF-8 bytes of a string; ASCII strings skip the encoder. */
+export function utf8(s: string): Uint8Array {
+  const n = s.length
+  if (n < 64) {
+    const out = new Uint8Array(n)
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i)
+      if (c > 127) return enc.encode(s)
+      out[i] = c
+    }
+    return out
+  }
+  return enc.encode(s)
+}
+
+/** Decodes buf[start, end) as UTF-8; ASCII takes a char loop (cheaper than a decoder call). */
+export function text(buf: Uint8Array, start = 0, end = buf.length): string {
+  const n = end - start
+  if (n < 48) {
+    let s = ''
+    for (let i = start; i < end; i++) {
+      const c = buf[i]!
+      if (c > 127) return dec.decode(buf.subarray(start, end))
+      s += String.fromCharCode(c)
+    }
+    return s
+  }
+  return dec.decode(buf.subarray(start, end))
+}
+
+/** Writes the decimal digits of a non-negative integer at buf[at]; returns the new offset. */
+export function writeUint(buf: Uint8Array, at: number, v: number): number {
+  if (v < 10) {
+    buf[at] = 48 + v
+    return at + 1
+  }
+  let digits = 0
+  for (let x = v; x > 0; x = Math.floor(x / 10)) digits++
+  let p = at + digits
+  for (let x = v; x > 0; x = Math.floor(x / 10)) buf[--p] = 48 + (x % 10)
+  return at + digits
+}
+
+/** Number of decimal digits of a non-negative integer. */
+export function uintLength(v: number): number {
+  let n = 1
+  while (v >= 10) {
+    v = Math.floor(v / 10)
+    n++
+  }
+  return n
+}
+
+export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a, 0)
+  out.set(b, a.length)
+  return out
+}
+
+export function equalBytes(a: Uint8Array, b: Uint8Array, bStart: number, bEnd: number): boolean {
+  const n = bEnd - bStart
+  if (a.length !== n) return false
+  for (let i = 0; i < n; i++) if (a[i] !== b[bStart + i]) return false
+  return true
+}

@@ -1,0 +1,93 @@
+// A connection's outbound queue: bytes are appended into one growing buffer and handed to the
+// wire in a single write per batch (the server flushes dirty queues once per I/O turn). The
+// queue is bounded: `pending` counts what is buffered here plus what the wire has not yet
+// drained, and reserve() refuses to grow past the limit, which the owner treats as a slow
+// consumer. While the wire is backpressured nothing more is written to it.
+
+import type { Wire } from './host.ts'
+
+const MIN_CHUNK = 4096
+
+export class Outbound {
+  buf: Uint8Array = EMPTY
+  len = 0
+  /** Bytes given to the wire that it has not reported drained (only counted while blocked). */
+  backlog = 0
+  /** host.now() when the wire last refused more, 0 when it is not blocked. */
+  blockedSince = 0
+  /** Set while this queue sits in the server's flush list. */
+  scheduled = false
+
+  constructor(
+    readonly wire: Wire,
+    public limit: number,
+    private readonly schedule: (o: Outbound) => void,
+  ) {}
+
+  get pending(): number {
+    return this.len + this.backlog
+  }
+
+  /**
+   * Makes room for n more bytes and returns the offset to write them at in `buf`,
+   * or -1 when that would take the queue over its limit.
+   */
+  reserve(n: number): number {
+    const at = this.len
+    const need = at + n
+    if (need + this.backlog > this.limit) return -1
+    if (need > this.buf.length) this.grow(need)
+    this.len = need
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.schedule(this)
+    }
+    return at
+  }
+
+  /** Appends bytes; false when over the limit (nothing is written then). */
+  push(data: Uint8Array): boolean {
+    const at = this.reserve(data.length)
+    if (at < 0) return false
+    this.buf.set(data, at)
+    return true
+  }
+
+  private grow(need: number): void {
+    let cap = Math.max(MIN_CHUNK, this.buf.length * 2)
+    while (cap < need) cap *= 2
+    const next = new Uint8Array(cap)
+    if (this.len > 0) next.set(this.buf.subarray(0, this.len))
+    this.buf = next
+  }
+
+  /** Hands the batch to the wire unless the wire is still draining the previous one. */
+  flush(now: number): void {
+    this.scheduled = false
+    if (this.len === 0 || this.blockedSince !== 0) return
+    const n = this.len
+    const chunk = this.buf.subarray(0, n)
+    // The wire keeps `chunk`, so start a fresh buffer rather than reuse this one.
+    this.buf = EMPTY
+    this.len = 0
+    if (!this.wire.write(chunk)) {
+      this.backlog = n
+      this.blockedSince = now
+    }
+  }
+
+  /** The wire drained: write whatever piled up meanwhile. */
+  drained(now: number): void {
+    this.backlog = 0
+    this.blockedSince = 0
+    this.flush(now)
+  }
+
+  /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
+  discard(): void {
+    this.buf = EMPTY
+    this.len = 0
+  }
+}
+
+const EMPTY = new Uint8Array(0)

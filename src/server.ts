@@ -1,0 +1,114 @@
+// The broker's shared state, independent of any protocol or runtime: options, the router,
+// the connection registry, counters, the per-turn flush of outbound queues and the
+// housekeeping tick. Protocol adapters register their connections here; targets feed it
+// sockets and a clock.
+
+import type { Host } from './host.ts'
+import type { Logger } from './log.ts'
+import type { Options } from './options.ts'
+import type { Outbound } from './outbound.ts'
+import { Router } from './router.ts'
+
+/** What every protocol connection offers the server. */
+export interface Session {
+  readonly cid: number
+  readonly kind: string
+  /** Housekeeping: pings, deadlines, timeouts. */
+  tick(now: number): void
+  /** Stop: flush what can be flushed and close. */
+  shutdown(): void
+}
+
+export interface Counters {
+  /** Connections accepted since start. */
+  total_connections: number
+  /** Connections closed as slow consumers (over max_pending, or a blocked write past write_deadline). */
+  slow_consumers: number
+  /** Connections refused at accept because of max_connections. */
+  refused_connections: number
+}
+
+export const VERSION = '0.1.0'
+
+export class Server {
+  readonly router = new Router()
+  readonly sessions = new Map<number, Session>()
+  readonly counters: Counters = { total_connections: 0, slow_consumers: 0, refused_connections: 0 }
+  readonly id: string
+  readonly name: string
+  readonly started: number
+  private nextCid = 1
+  private dirty: Outbound[] = []
+  private flushQueued = false
+  private ticker: { cancel(): void } | null = null
+  private readonly flushAll = (): void => {
+    this.flushQueued = false
+    const list = this.dirty
+    this.dirty = []
+    const now = this.host.now()
+    for (let i = 0; i < list.length; i++) list[i]!.flush(now)
+  }
+
+  constructor(
+    public opts: Options,
+    readonly host: Host,
+    readonly log: Logger,
+  ) {
+    this.id = serverId()
+    this.name = opts.server_name || this.id
+    this.started = host.now()
+  }
+
+  /** Outbound queues call this when they get their first bytes of a batch. */
+  readonly schedule = (o: Outbound): void => {
+    this.dirty.push(o)
+    if (!this.flushQueued) {
+      this.flushQueued = true
+      this.host.defer(this.flushAll)
+    }
+  }
+
+  /** A new connection id, or 0 when max_connections is reached. */
+  admit(): number {
+    if (this.sessions.size >= this.opts.max_connections) {
+      this.counters.refused_connections++
+      return 0
+    }
+    this.counters.total_connections++
+    return this.nextCid++
+  }
+
+  add(s: Session): void {
+    this.sessions.set(s.cid, s)
+  }
+
+  remove(s: Session): void {
+    this.sessions.delete(s.cid)
+  }
+
+  start(): void {
+    if (this.ticker) return
+    this.ticker = this.host.every(1000, () => this.tick())
+  }
+
+  tick(): void {
+    const now = this.host.now()
+    for (const s of this.sessions.values()) s.tick(now)
+  }
+
+  /** Closes every session after flushing what it has queued. */
+  shutdown(): void {
+    this.ticker?.cancel()
+    this.ticker = null
+    this.flushAll()
+    for (const s of [...this.sessions.values()]) s.shutdown()
+  }
+}
+
+/** nats-server ids are 56 base32 characters starting with N (an nkey's shape); so are ours. */
+function serverId(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
+  let id = 'N'
+  for (let i = 0; i < 55; i++) id += alphabet[Math.floor(Math.random() * 32)]
+  return id
+}
