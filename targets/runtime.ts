@@ -1,0 +1,47 @@
+// What each runtime module provides, and the few helpers they share.
+
+import type { Conn, Host, Wire } from '../src/host.ts'
+
+export type Accept = (wire: Wire) => Conn | null
+
+export interface Listener {
+  readonly port: number
+  /** Stop accepting; open connections stay. */
+  close(): void
+  /** Sockets accepted by this listener that are not closed yet. */
+  open(): number
+}
+
+export interface Runtime {
+  /** e.g. "node 20.20.2" */
+  readonly name: string
+  readonly host: Host
+  listen(host: string, port: number, accept: Accept): Promise<Listener>
+}
+
+/** Timers and microtasks exist under these names on Node, Bun and Deno alike. */
+export const standardHost: Host = {
+  now: () => Date.now(),
+  defer: (fn) => queueMicrotask(fn),
+  every: (ms, fn) => {
+    const t = setInterval(fn, ms)
+    return { cancel: () => clearInterval(t) }
+  },
+}
+
+/** nats-server reports IPv4 peers without the IPv6-mapped prefix. */
+export function plainAddress(a: string | undefined): string {
+  if (!a) return ''
+  return a.startsWith('::ffff:') ? a.slice(7) : a
+}
+
+/** A one-line, human error for a listener that could not start. */
+export function listenError(host: string, port: number, e: unknown): Error {
+  const code = (e as { code?: string }).code
+  const why =
+    code === 'EADDRINUSE' ? 'address already in use'
+    : code === 'EACCES' ? 'permission denied'
+    : code === 'EADDRNOTAVAIL' ? 'address not available'
+    : (e as Error).message
+  return new Error(`cannot listen on ${host}:${port}: ${why}`)
+}
