@@ -1,0 +1,60 @@
+// Shared shapes. A scenario family (NATS now, MQTT later) is a list of Scenario values; the
+// runner only needs a server of the same `kind` to run them against.
+import type { ChildProcess } from 'node:child_process'
+
+export type Kind = 'nats' | 'mqtt'
+
+export interface Addr {
+  host: string
+  port: number
+}
+
+/** Numbers for the table; strings for notes such as per-subscriber completion. */
+export type Metrics = Record<string, number | string>
+
+export interface MetricSpec {
+  key: string
+  label: string
+  /** Renders a value for the table. */
+  fmt: (v: number) => string
+  /** Which direction is good; a ratio column is shown only for metrics that have one. */
+  better?: 'higher' | 'lower'
+  /** How rounds are combined: the median (default), or the worst case for counts like losses. */
+  agg?: 'median' | 'max'
+}
+
+export interface Scenario {
+  /** Unique, matched by `--only`, e.g. "pub-sub 1KiB". */
+  id: string
+  kind: Kind
+  /** One line describing the load, shown above the table. */
+  describe: string
+  metrics: MetricSpec[]
+  /** The metric repeated in the summary table. */
+  headline: string
+  /** The load parameters `run` closes over, recorded in dist/bench.json. */
+  params: Record<string, number>
+  run: (addr: Addr) => Promise<Metrics>
+}
+
+/** A started server: the child plus what the runner needs to report on it. */
+export interface ServerProcess {
+  child: ChildProcess
+  pid: number
+  /** Last few KB of the server's stdout+stderr, for failure reports. */
+  tail: () => string
+  /** '' while running, else how it ended. */
+  exited: () => string
+}
+
+export interface ServerSpec {
+  name: string
+  kind: Kind
+  /** The reference server that sprig rows are compared with. */
+  reference: boolean
+  /** Command line for the report; without a port it shows the `{port}` placeholder. */
+  describe: (port?: number) => string
+  start: (port: number) => ServerProcess
+  /** Version string from the binary, if it can tell. */
+  version: () => string
+}

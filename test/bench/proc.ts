@@ -1,0 +1,144 @@
+// Server processes: free ports, readiness, /proc readings, shutdown.
+import { spawn, spawnSync } from 'node:child_process'
+import { accessSync, constants, readFileSync } from 'node:fs'
+import net from 'node:net'
+import path from 'node:path'
+import { close, connectNats } from './nats-conn.ts'
+import type { Kind, ServerProcess as Proc } from './model.ts'
+
+export const HOST = '127.0.0.1'
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer()
+    srv.on('error', reject)
+    srv.listen(0, HOST, () => {
+      const a = srv.address()
+      const port = typeof a === 'object' && a ? a.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+/** Absolute path of an executable found on PATH, or '' . */
+export function which(name: string): string {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (!dir) continue
+    const p = path.join(dir, name)
+    try {
+      accessSync(p, constants.X_OK)
+      return p
+    } catch {
+      // not here
+    }
+  }
+  return ''
+}
+
+export function isExecutable(p: string): boolean {
+  try {
+    accessSync(p, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** First line of `cmd args`, or '' if it can't run. */
+export function firstLine(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 10_000 })
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] ?? ''
+}
+
+// Servers we started and that are still running: killed if the bench itself exits early.
+const running = new Set<Proc>()
+process.on('exit', () => {
+  for (const p of running) p.child.kill('SIGKILL')
+})
+// Signals would skip 'exit' handlers; turn them into a normal exit.
+process.on('SIGINT', () => process.exit(130))
+process.on('SIGTERM', () => process.exit(143))
+
+/** Starts `argv`, keeping (and draining) its output so a chatty server never blocks on a full pipe. */
+export function launch(argv: string[], cwd: string): Proc {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let exit = ''
+  const keep = (d: Buffer): void => {
+    out = (out + d.toString('utf8')).slice(-4000)
+  }
+  child.stdout?.on('data', keep)
+  child.stderr?.on('data', keep)
+  const p: Proc = { child, pid: child.pid ?? 0, tail: () => out.trim(), exited: () => exit }
+  running.add(p)
+  child.on('error', (e) => {
+    exit = `spawn failed: ${e.message}`
+    running.delete(p)
+  })
+  child.on('exit', (code, sig) => {
+    exit = `exited (${sig ?? `code ${code}`})`
+    running.delete(p)
+  })
+  return p
+}
+
+/** Waits until the server accepts a connection and answers PING with PONG; returns its INFO. */
+export async function waitReady(p: Proc, port: number, kind: Kind, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+  const deadline = Date.now() + timeoutMs
+  let last = ''
+  while (Date.now() < deadline) {
+    if (p.exited()) {
+      const how = p.exited().startsWith('spawn') ? p.exited() : `server ${p.exited()} before it was ready`
+      throw new Error(p.tail() ? `${how}:\n${p.tail()}` : how)
+    }
+    if (kind !== 'nats') throw new Error(`no readiness probe for ${kind} yet`)
+    try {
+      const c = await connectNats({ host: HOST, port }, 2000)
+      close(c)
+      return c.info
+    } catch (e) {
+      last = (e as Error).message
+    }
+    await sleep(100)
+  }
+  throw new Error(`server not ready after ${timeoutMs} ms (${last})${p.tail() ? `:\n${p.tail()}` : ''}`)
+}
+
+/** A VmRSS/VmHWM-style field of /proc/<pid>/status in bytes, or NaN off Linux. */
+export function procStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))
+    return m ? Number(m[1]) * 1024 : NaN
+  } catch {
+    return NaN
+  }
+}
+
+// USER_HZ is 100 on every Linux we care about; asking getconf once keeps it honest.
+const CLK_TCK = Number(firstLine('getconf', ['CLK_TCK'])) || 100
+
+/** CPU seconds (user + system, all threads) the process has used so far, or NaN. */
+export function procCpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK
+  } catch {
+    return NaN
+  }
+}
+
+/** SIGTERM, then SIGKILL if it is still there after `graceMs`. Only ever the child we started. */
+export async function stop(p: Proc, graceMs = 3000): Promise<void> {
+  if (p.exited()) return
+  const gone = new Promise<void>((r) => p.child.once('exit', () => r()))
+  p.child.kill('SIGTERM')
+  const t = setTimeout(() => p.child.kill('SIGKILL'), graceMs)
+  await gone
+  clearTimeout(t)
+}
