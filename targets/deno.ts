@@ -1,12 +1,115 @@
-// Deno: node:net listeners. TLS on Deno must go through node:tls anyway (Deno.listenTls
-// cannot ask for client certificates), so one socket API serves both.
+// Deno: node:net listeners by default. TLS on Deno must go through node:tls anyway
+// (Deno.listenTls cannot ask for client certificates), so one socket API serves both.
+// SPRIG_NET=native selects a Deno.listen listener instead, which the benchmark compares.
 
+import process from 'node:process'
+import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
-import { standardHost, type Runtime } from './runtime.ts'
+import { listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
-declare const Deno: { version: { deno: string } }
+interface DenoConn {
+  read(p: Uint8Array): Promise<number | null>
+  write(p: Uint8Array): Promise<number>
+  close(): void
+  setNoDelay?(on?: boolean): void
+  readonly remoteAddr: { hostname: string; port: number }
+}
+
+declare const Deno: {
+  version: { deno: string }
+  listen(o: { hostname: string; port: number }): AsyncIterable<DenoConn> & { addr: { port: number }; close(): void }
+}
+
+const READ_SIZE = 64 * 1024
+const END_GRACE_MS = 2000
+
+function listenDeno(host: string, port: number, accept: Accept): Promise<Listener> {
+  let l
+  try {
+    l = Deno.listen({ hostname: host, port })
+  } catch (e) {
+    return Promise.reject(listenError(host, port, e))
+  }
+  let open = 0
+  void (async () => {
+    try {
+      for await (const c of l) {
+        open++
+        void serveConn(c, accept).finally(() => open--)
+      }
+    } catch {
+      // listener closed
+    }
+  })()
+  return Promise.resolve({ port: l.addr.port, close: () => l.close(), open: () => open })
+}
+
+/** One connection: a read loop, and writes chained one at a time (false while one is in flight). */
+async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
+  c.setNoDelay?.(true)
+  const queue: Uint8Array[] = []
+  let writing = false
+  let gone = false
+  let ending = false
+  let conn: Conn | null = null
+  const close = (): void => {
+    if (gone) return
+    gone = true
+    try {
+      c.close()
+    } catch {
+      // already closed
+    }
+  }
+  const pump = async (): Promise<void> => {
+    writing = true
+    try {
+      while (queue.length > 0 && !gone) {
+        let d = queue[0]!
+        while (d.length > 0) d = d.subarray(await c.write(d))
+        queue.shift()
+      }
+    } catch {
+      close()
+    }
+    writing = false
+    if (ending) close()
+    else if (!gone) conn?.drained()
+  }
+  const wire: Wire = {
+    write(d) {
+      queue.push(d)
+      if (!writing) void pump()
+      return queue.length <= 1 && !writing
+    },
+    end() {
+      ending = true
+      if (!writing) close()
+      setTimeout(close, END_GRACE_MS)
+    },
+    destroy: close,
+    remoteAddress: c.remoteAddr.hostname,
+    remotePort: c.remoteAddr.port,
+  }
+  conn = accept(wire)
+  if (conn) {
+    const buf = new Uint8Array(READ_SIZE)
+    try {
+      for (;;) {
+        const n = await c.read(buf)
+        if (n === null) break
+        conn.data(buf.subarray(0, n))
+      }
+    } catch {
+      // reset by peer, or closed by us
+    }
+  }
+  close()
+  conn?.closed()
+}
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Bun. */
 export function deno(): Runtime {
-  return { name: `deno ${Deno.version.deno}`, host: standardHost, listen: listenNet }
+  const native = process.env.SPRIG_NET === 'native'
+  return { name: `deno ${Deno.version.deno}${native ? ' (Deno.listen)' : ''}`, host: standardHost, listen: native ? listenDeno : listenNet }
 }

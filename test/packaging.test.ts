@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { freePort, havePeer, spawnServer } from './helpers/peers.ts'
+import { freePort, havePeer, skipOrFail, spawnServer } from './helpers/peers.ts'
 import { exchange } from './helpers/raw.ts'
 
 const root = resolve(import.meta.dirname, '..')
@@ -34,10 +34,7 @@ t.test('x64 binary answers PING and reports its idle memory', async (t) => {
 t.test('arm64 binary starts under qemu-aarch64-static and answers PING', async (t) => {
   if (!havePeer(t, 'qemu-aarch64-static', 'qemu-user-static')) return
   if (!existsSync('/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1')) {
-    const msg = 'the arm64 loader is missing: install the Debian package libc6-arm64-cross'
-    if (process.env.CI) t.fail(msg)
-    else t.skip(msg)
-    return
+    return skipOrFail(t, 'the arm64 loader is missing: install the Debian package libc6-arm64-cross')
   }
   const file = spawnSync('file', [arm64], { encoding: 'utf8' })
   if (file.status === 0) t.match(file.stdout, /ARM aarch64/)

@@ -13,6 +13,14 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BUNDLE = process.env.SPRIG_BUNDLE || 'dist/sprig.js'
 const RUNTIMES = ['bun', 'node', 'deno'] as const
 type Runtime = (typeof RUNTIMES)[number]
+/**
+ * Socket-API variants, to check each runtime's default choice (targets/*.ts): Bun on
+ * node:net instead of Bun.listen, Deno on Deno.listen instead of node:net. Not run by default.
+ */
+const VARIANTS: Record<string, { runtime: Runtime; env: string }> = {
+  'bun+node:net': { runtime: 'bun', env: 'SPRIG_NET=node' },
+  'deno+native': { runtime: 'deno', env: 'SPRIG_NET=native' },
+}
 /** Reference server per protocol and the Debian package that provides it. */
 const REFERENCE: Record<Kind, { bin: string; pkg: string }> = {
   nats: { bin: 'nats-server', pkg: 'nats-server' },
@@ -23,7 +31,8 @@ const SETTLE_MS = 300
 
 const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N]
 
-  --runtimes   sprig runtimes to benchmark (default: every one that is installed)
+  --runtimes   sprig runtimes to benchmark (default: every one that is installed); also
+               bun+node:net and deno+native, the socket APIs each runtime does not use by default
   --quick      10× fewer messages and 1 round, for a CI smoke run
   --rounds     rounds over all servers (default 3, --quick 1); tables show the median of the
                rounds and the min–max of the headline metric. Servers take turns in every
@@ -38,7 +47,8 @@ env SPRIG_BUNDLE=<file.js> runs that bundle under each runtime instead of dist/s
 Writes the results to dist/bench.json as well.`
 
 interface Args {
-  runtimes: Runtime[] | null
+  /** Runtimes and VARIANTS names. */
+  runtimes: string[] | null
   quick: boolean
   rounds: number
   only: string[]
@@ -63,8 +73,9 @@ function parseArgs(argv: string[]): Args {
       if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error('--rounds wants a positive integer')
     } else if (flag === '--runtimes') {
       const rs = val().split(',').map((s) => s.trim()).filter(Boolean)
-      for (const r of rs) if (!(RUNTIMES as readonly string[]).includes(r)) throw new Error(`unknown runtime ${r} (want ${RUNTIMES.join(',')})`)
-      a.runtimes = rs as Runtime[]
+      const known = [...RUNTIMES, ...Object.keys(VARIANTS)]
+      for (const r of rs) if (!known.includes(r)) throw new Error(`unknown runtime ${r} (want ${known.join(',')})`)
+      a.runtimes = rs
     } else if (flag === '--help' || flag === '-h') {
       console.log(HELP)
       process.exit(0)
@@ -253,14 +264,17 @@ async function main(): Promise<number> {
   } else if (!existsSync(bundle)) {
     notes.push(`${BUNDLE} not found: run \`npm run bundle\` first (or set SPRIG_CMD); benchmarking the reference only`)
   } else {
-    for (const r of wanted) {
+    for (const name of wanted) {
+      const v = VARIANTS[name]
+      const r = v ? v.runtime : (name as Runtime)
       const bin = runtimeBin(r)
       if (!bin) {
         notes.push(`runtime ${r} not installed, skipped`)
         continue
       }
-      const argv = (port: string): string[] => (r === 'deno' ? [bin, 'run', '-A', BUNDLE, '-p', port] : [bin, BUNDLE, '-p', port])
-      sprigs.push(fromArgv(`sprig/${r}`, 'nats', false, argv, () => versions[r]!))
+      const env = v ? ['env', v.env] : []
+      const argv = (port: string): string[] => [...env, ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE, '-p', port] : [bin, BUNDLE, '-p', port])]
+      sprigs.push(fromArgv(`sprig/${name}`, 'nats', false, argv, () => versions[r]!))
     }
   }
 

@@ -12,18 +12,24 @@ export function which(cmd: string): string | null {
   return r.status === 0 ? r.stdout.trim() : null
 }
 
+/** The part of a tap Test this needs: plan(0, why) marks the test skipped, with the reason. */
 interface T {
-  fail(msg: string): void
-  skip(msg: string): void
+  fail(msg: string): unknown
+  plan(n: number, comment?: string): unknown
 }
 
 /** True when `cmd` is here; otherwise fails (CI) or skips, naming the Debian package. */
 export function havePeer(t: T, cmd: string, pkg: string): boolean {
   if (which(cmd)) return true
   const msg = `${cmd} not found: install the Debian package ${pkg} (apt-get install -y ${pkg})`
-  if (inCI) t.fail(msg)
-  else t.skip(msg)
+  skipOrFail(t, msg)
   return false
+}
+
+/** A missing peer: a failure in CI, a skip that says what to install elsewhere. */
+export function skipOrFail(t: T, msg: string): void {
+  if (inCI) t.fail(msg)
+  else t.plan(0, msg)
 }
 
 export function freePort(): Promise<number> {
