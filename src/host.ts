@@ -10,6 +10,8 @@ export interface Wire {
    * should not write again until `Conn.drained()` is called.
    */
   write(data: Uint8Array): boolean
+  /** Bytes written that the socket has not sent yet (counted against max_pending). */
+  buffered(): number
   /** Flush what was written, then close. */
   end(): void
   /** Close at once, dropping anything unsent. */

@@ -2,7 +2,8 @@
 // wire in a single write per batch (the server flushes dirty queues once per I/O turn). The
 // queue is bounded: `pending` counts what is buffered here plus what the wire has not yet
 // drained, and reserve() refuses to grow past the limit, which the owner treats as a slow
-// consumer. While the wire is backpressured nothing more is written to it.
+// consumer. While the wire is backpressured nothing more is written to it, and what the
+// socket still holds counts against the limit.
 
 import type { Wire } from './host.ts'
 
@@ -11,8 +12,6 @@ const MIN_CHUNK = 4096
 export class Outbound {
   buf: Uint8Array = EMPTY
   len = 0
-  /** Bytes given to the wire that it has not reported drained (only counted while blocked). */
-  backlog = 0
   /** host.now() when the wire last refused more, 0 when it is not blocked. */
   blockedSince = 0
   /** Set while this queue sits in the server's flush list. */
@@ -24,8 +23,9 @@ export class Outbound {
     private readonly schedule: (o: Outbound) => void,
   ) {}
 
+  /** Bytes queued here plus, while the wire is blocked, what the socket still holds. */
   get pending(): number {
-    return this.len + this.backlog
+    return this.len + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
   }
 
   /**
@@ -35,7 +35,7 @@ export class Outbound {
   reserve(n: number): number {
     const at = this.len
     const need = at + n
-    if (need + this.backlog > this.limit) return -1
+    if (need > this.limit || (this.blockedSince !== 0 && need + this.wire.buffered() > this.limit)) return -1
     if (need > this.buf.length) this.grow(need)
     this.len = need
     if (!this.scheduled) {
@@ -65,20 +65,15 @@ export class Outbound {
   flush(now: number): void {
     this.scheduled = false
     if (this.len === 0 || this.blockedSince !== 0) return
-    const n = this.len
-    const chunk = this.buf.subarray(0, n)
+    const chunk = this.buf.subarray(0, this.len)
     // The wire keeps `chunk`, so start a fresh buffer rather than reuse this one.
     this.buf = EMPTY
     this.len = 0
-    if (!this.wire.write(chunk)) {
-      this.backlog = n
-      this.blockedSince = now
-    }
+    if (!this.wire.write(chunk)) this.blockedSince = now
   }
 
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
-    this.backlog = 0
     this.blockedSince = 0
     this.flush(now)
   }

@@ -87,6 +87,11 @@ function wireFor(s: BunSocket, st: State): Wire {
       if (st.rest.length === 0) s.end()
       setTimeout(() => s.terminate(), END_GRACE_MS).unref()
     },
+    buffered() {
+      let n = 0
+      for (const d of st.rest) n += d.length
+      return n
+    },
     destroy: () => s.terminate(),
     remoteAddress: plainAddress(s.remoteAddress),
     remotePort: s.remotePort,

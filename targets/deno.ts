@@ -87,6 +87,11 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
       if (!writing) close()
       setTimeout(close, END_GRACE_MS)
     },
+    buffered() {
+      let n = 0
+      for (const d of queue) n += d.length
+      return n
+    },
     destroy: close,
     remoteAddress: c.remoteAddr.hostname,
     remotePort: c.remoteAddr.port,

@@ -16,6 +16,7 @@ export function listenNet(host: string, port: number, accept: Accept): Promise<L
     let conn: Conn | null = null
     const wire: Wire = {
       write: (d) => sock.write(d),
+      buffered: () => sock.writableLength,
       end: () => {
         sock.end()
         setTimeout(() => sock.destroy(), END_GRACE_MS).unref()
