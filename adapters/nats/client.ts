@@ -9,9 +9,9 @@ import { newMsg, type Msg } from '../../src/msg.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server, Session } from '../../src/server.ts'
-import { isValidLiteralSubject, isValidSubject } from '../../src/subject.ts'
+import { isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
-import { ERR, infoLine, OK, PING, PONG, NO_RESPONDERS_HDR } from './proto.ts'
+import { ERR, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
 
 export interface NatsSub extends Sub {
   readonly owner: NatsClient
@@ -36,6 +36,32 @@ interface ConnectOpts {
   user?: string
   pass?: string
   auth_token?: string
+  account?: string
+  new_account?: boolean
+}
+
+/** The JSON type of each field of nats-server's ClientOpts; a mismatch fails its CONNECT. */
+const CONNECT_FIELDS: Record<string, 'boolean' | 'string' | 'int' | 'object'> = {
+  echo: 'boolean',
+  verbose: 'boolean',
+  pedantic: 'boolean',
+  tls_required: 'boolean',
+  new_account: 'boolean',
+  headers: 'boolean',
+  no_responders: 'boolean',
+  nkey: 'string',
+  jwt: 'string',
+  sig: 'string',
+  auth_token: 'string',
+  user: 'string',
+  pass: 'string',
+  name: 'string',
+  lang: 'string',
+  version: 'string',
+  account: 'string',
+  protocol: 'int',
+  import: 'object',
+  export: 'object',
 }
 
 export class NatsClient implements Owner, Session, Conn, Handler {
@@ -60,6 +86,9 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   nextPing: number
   in_msgs = 0
   out_msgs = 0
+  private authTimer: { cancel(): void } | null = null
+  /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
+  private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
   /** The last publish subject that passed validation (same string object when it repeats). */
   private okSubject = ''
@@ -73,6 +102,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.out = new Outbound(wire, o.max_pending, srv.schedule)
     this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
     this.parser.connectFirst = this.authRequired
+    // Timed from accept like nats-server's auth timer; the 1 s housekeeping tick is too coarse.
+    if (this.parser.connectFirst) this.authTimer = srv.host.every(o.authorization!.timeout, () => this.authTimeout())
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
@@ -110,15 +141,17 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   connect(json: string): void {
     let o: ConnectOpts
     try {
-      o = JSON.parse(json) as ConnectOpts
-      if (o === null || typeof o !== 'object') throw new Error('not an object')
+      o = { ...this.given, ...decodeConnect(json) }
     } catch (e) {
       this.srv.log.error(`${this.label()} CONNECT parse error: ${(e as Error).message}`)
       return this.teardown('Protocol Violation')
     }
-    const proto = o.protocol ?? 0
-    if (typeof proto !== 'number' || proto < 0 || proto > 1) return this.closeWithErr(ERR.badProtocol, 'Bad Client Protocol')
+    // nats-server's order: credentials, then account fields (refused), then the protocol.
     if (this.authRequired && !this.authorize(o)) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+    if (o.new_account || o.account) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+    const proto = o.protocol ?? 0
+    if (proto < 0 || proto > 1) return this.closeWithErr(ERR.badProtocol, 'Bad Client Protocol')
+    this.given = o
     // Like nats-server, a field the client leaves out keeps its current value.
     this.verbose = bool(o.verbose, this.verbose)
     this.pedantic = bool(o.pedantic, this.pedantic)
@@ -132,7 +165,15 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.parser.headers = this.headers
     this.parser.connectFirst = false
     this.connected = true
+    this.authTimer?.cancel()
+    this.authTimer = null
     if (this.verbose) this.send(OK)
+  }
+
+  private authTimeout(): void {
+    this.authTimer?.cancel()
+    this.authTimer = null
+    if (!this.connected) this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
   }
 
   private authorize(o: ConnectOpts): boolean {
@@ -145,21 +186,24 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.in_msgs++
     const subject = p.subject
     if (subject !== this.okSubject) {
-      if (!isValidLiteralSubject(subject)) {
-        // nats-server only complains in pedantic mode; either way we do not route it, since
-        // a wildcard or malformed subject has no meaning for subscribers.
+      if (isValidLiteralSubject(subject)) this.okSubject = subject
+      else {
+        // nats-server only warns (pedantic) and routes it anyway: wildcard tokens then match
+        // only wildcard subscriptions, and a subject with an empty token matches nothing.
         if (this.pedantic) this.send(ERR.invalidPublishSubject)
-        if (this.verbose) this.send(OK)
-        return
+        // Whitespace, which no subscription can name, stays out (nats-server 2.9 routes it).
+        if (hasSpace(subject)) {
+          if (this.verbose) this.send(OK)
+          return
+        }
       }
-      this.okSubject = subject
     }
     const m = this.msg
     m.subject = subject
     m.subjectBytes = p.subjectBytes
     m.reply = p.reply
     m.replyBytes = p.replyBytes
-    if (p.hdr >= 0) {
+    if (p.hdr > 0) { // an empty header block goes out as a plain MSG, as from nats-server
       m.hdr = data.subarray(0, p.hdr)
       m.payload = data.subarray(p.hdr)
     } else {
@@ -169,30 +213,30 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     // nats-server acknowledges before it delivers, so +OK precedes any echoed MSG.
     if (this.verbose) this.send(OK)
     const n = this.srv.router.publish(m, this)
-    if (n === 0 && this.noResponders && p.reply !== '') this.noRespondersReply(m)
+    if (n === 0 && this.noResponders && p.reply !== '') this.noRespondersReply(p.reply)
   }
 
-  /** A request nobody received: answer the requester's own reply subscription with a 503. */
-  private noRespondersReply(m: Msg): void {
-    const match = this.srv.router.subs.match(m.reply)
-    const status: Msg = { ...m, subject: m.reply, subjectBytes: m.replyBytes, reply: '', replyBytes: EMPTY_BYTES, hdr: NO_RESPONDERS_HDR, payload: EMPTY_BYTES }
-    for (const s of match.psubs) if (s.owner === this) return this.deliver(s, status)
-    for (const g of match.qsubs) for (const s of g) if (s.owner === this) return this.deliver(s, status)
+  /**
+   * A request nobody received: a 503 status to the requester's own reply subscription. Like
+   * nats-server: plain subscriptions only, and it does not count toward an UNSUB max.
+   */
+  private noRespondersReply(reply: string): void {
+    for (const s of this.srv.router.subs.match(reply).psubs) if (s.owner === this) return this.send(noResponders(reply, (s as NatsSub).sid))
   }
 
   sub(subject: string, queue: string | null, sid: string): void {
-    if (!isValidSubject(subject) || (queue !== null && !isValidSubject(queue))) {
-      this.send(ERR.invalidSubject)
-      return
-    }
     const max = this.srv.opts.max_subscriptions
     if (max > 0 && this.subs.size >= max) {
       this.srv.log.error(`${this.label()} Maximum Subscriptions Exceeded (${max})`)
       this.send(ERR.maxSubscriptions)
       return
     }
-    // A repeated sid keeps the original subscription, as in nats-server.
+    // A repeated sid keeps the original subscription and is not checked again, as in nats-server.
     if (!this.subs.has(sid)) {
+      if (!isValidSubject(subject) || (queue !== null && !isValidQueueName(queue))) {
+        this.send(ERR.invalidSubject)
+        return
+      }
       const s: NatsSub = { subject, queue, owner: this, sid, sidBytes: utf8(sid), max: 0, delivered: 0 }
       this.subs.set(sid, s)
       this.srv.router.subscribe(s)
@@ -323,9 +367,6 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   tick(now: number): void {
     if (this.done) return
     const o = this.srv.opts
-    if (!this.connected && this.authRequired && now - this.start > o.authorization!.timeout) {
-      return this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
-    }
     if (this.out.blockedSince !== 0 && now - this.out.blockedSince > o.write_deadline) {
       return this.slowConsumer(`Write Deadline of ${o.write_deadline}ms Exceeded`)
     }
@@ -353,6 +394,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (this.done) return
     this.done = true
     this.parser.stopped = true
+    this.authTimer?.cancel()
+    this.authTimer = null
     for (const s of this.subs.values()) this.srv.router.unsubscribe(s)
     this.subs.clear()
     this.srv.remove(this)
@@ -362,8 +405,6 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 }
 
-const EMPTY_BYTES = new Uint8Array(0)
-
 function put(b: Uint8Array, p: number, src: Uint8Array): number {
   const n = src.length
   if (n < 32) {
@@ -372,6 +413,39 @@ function put(b: Uint8Array, p: number, src: Uint8Array): number {
     b.set(src, p)
   }
   return p + n
+}
+
+/**
+ * Reads CONNECT's JSON as Go's encoding/json fills nats-server's ClientOpts: an object or
+ * null, keys matched case-insensitively, a known field of the wrong type is an error (null
+ * leaves it unset), unknown fields are ignored.
+ */
+function decodeConnect(json: string): ConnectOpts {
+  const v: unknown = JSON.parse(json)
+  const o: Record<string, unknown> = {}
+  if (v === null) return o
+  if (typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object')
+  for (const [k, x] of Object.entries(v)) {
+    const key = k.toLowerCase()
+    const type = CONNECT_FIELDS[key]
+    if (type === undefined || x === null) continue
+    const ok =
+      type === 'int' ? Number.isSafeInteger(x)
+      : type === 'object' ? typeof x === 'object' && !Array.isArray(x)
+      : typeof x === type
+    if (!ok) throw new Error(`bad type for ${key}`)
+    o[key] = x
+  }
+  return o
+}
+
+/** Does the subject contain whitespace (which no subscription can name)? */
+function hasSpace(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c === 32 || c === 9 || c === 10 || c === 13 || c === 12) return true
+  }
+  return false
 }
 
 function bool(v: unknown, current: boolean): boolean {

@@ -93,19 +93,53 @@ export class Parser {
     while (pos < len && !this.stopped) {
       const nl = buf.indexOf(LF, pos)
       if (nl < 0) {
-        if (len - pos > this.maxControlLine) this.failWith('control_line', 'control line too long')
-        else this.partial = buf.slice(pos)
-        return
-      }
-      if (nl - pos > this.maxControlLine) {
-        this.failWith('control_line', 'control line too long')
+        this.keep(buf, pos, len)
         return
       }
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
+      // Only a line longer than the limit can have an argument over it (slow path).
+      if (nl - pos > this.maxControlLine && this.overLimit(buf, pos, end)) return
       const next = this.line(buf, pos, end, nl + 1)
       if (next < 0) return
       pos = next
     }
+  }
+
+  /**
+   * Keeps the start of a line for the next read, unless nats-server would already refuse it:
+   * its byte-wise parser fails an unknown operation (or anything but CONNECT while auth is
+   * pending) at the first bad byte, and an argument over the limit while it is still arriving.
+   */
+  private keep(buf: Uint8Array, pos: number, len: number): void {
+    if (this.connectFirst && (buf[pos]! | 0x20) !== 0x63) {
+      this.failWith('auth_first', text(buf, pos, Math.min(len, pos + 16)))
+      return
+    }
+    const at = scanOp(buf, pos, len)
+    if (at === OP_BAD) {
+      this.failWith('unknown_op', text(buf, pos, Math.min(len, pos + 32)))
+      return
+    }
+    const end = buf[len - 1] === CR ? len - 1 : len
+    if (at >= 0 ? end - at > this.maxControlLine : len - pos > this.maxControlLine) {
+      this.failWith('control_line', 'control line too long')
+      return
+    }
+    this.partial = buf.slice(pos)
+  }
+
+  /**
+   * For a complete line longer than max_control_line: fails it when its argument (the line
+   * after the operation name and blanks) is over the limit, as nats-server measures it.
+   * PING, PONG and +OK lines that long fail too: nats-server skips any amount of junk after
+   * them, but sprig bounds what it buffers for a line.
+   */
+  private overLimit(buf: Uint8Array, pos: number, end: number): boolean {
+    if (this.connectFirst && (buf[pos]! | 0x20) !== 0x63) return false // line() refuses it
+    const at = scanOp(buf, pos, end)
+    if (at >= 0 ? end - at <= this.maxControlLine : at !== OP_NO_ARGS) return false
+    this.failWith('control_line', 'control line too long')
+    return true
   }
 
   /** Handles one control line; returns where parsing continues, or -1 to stop for now. */
@@ -143,8 +177,11 @@ export class Parser {
           return after
         }
         break
-      case 0x69: // i: a client may echo INFO back; nats-server ignores it
-        if (this.word(buf, start, end, 'info', false)) return after
+      case 0x69: // i: a client may echo INFO back; nats-server ignores it if it is JSON
+        if (this.word(buf, start, end, 'info', false)) {
+          if (!isJsonObject(text(buf, skipBlanks(buf, start + 4, end), end))) return this.failWith('bad_args', 'bad INFO')
+          return after
+        }
         break
       case 0x2b: // +OK
         if (c1 === 0x6f && end > start + 2 && (buf[start + 2]! | 0x20) === 0x6b) return after
@@ -226,9 +263,13 @@ export class Parser {
     const take = Math.min(body.length - this.filled, buf.length)
     body.set(buf.subarray(0, take), this.filled)
     this.filled += take
-    if (this.filled < body.length) return -1
-    this.body = null
     const size = body.length - 2
+    if (this.filled < body.length) {
+      // nats-server refuses a wrong byte after the payload at once, not when the line is full
+      if (this.filled > size && body[size] !== CR) this.failWith('unknown_op', 'payload not followed by CRLF')
+      return -1
+    }
+    this.body = null
     if (body[size] !== CR || body[size + 1] !== LF) {
       this.failWith('unknown_op', 'payload not followed by CRLF')
       return -1
@@ -287,6 +328,67 @@ export class Parser {
     this.body = null
     this.h.fail(why, detail)
     return -1
+  }
+}
+
+/** scanOp results other than the offset of an argument. */
+const OP_BAD = -1 // no client operation starts with these bytes
+const OP_PENDING = -2 // could still become an operation: more bytes needed
+const OP_NO_ARGS = -3 // PING, PONG, +OK: no argument
+
+/** Operation names: `blank` ones need a blank before their argument, `bare` ones take none. */
+const OPS: readonly { w: string; blank: boolean; bare: boolean }[] = [
+  { w: 'pub', blank: true, bare: false },
+  { w: 'hpub', blank: true, bare: false },
+  { w: 'sub', blank: true, bare: false },
+  { w: 'unsub', blank: true, bare: false },
+  { w: '-err', blank: true, bare: false },
+  { w: 'connect', blank: false, bare: false },
+  { w: 'info', blank: false, bare: false },
+  { w: 'ping', blank: false, bare: true },
+  { w: 'pong', blank: false, bare: true },
+  { w: '+ok', blank: false, bare: true },
+]
+
+/**
+ * Where the argument of the operation starting at buf[s] begins (after its name and blanks),
+ * or OP_BAD / OP_PENDING / OP_NO_ARGS. Only for slow paths: split or overlong lines.
+ */
+function scanOp(buf: Uint8Array, s: number, e: number): number {
+  let pending = false
+  for (const op of OPS) {
+    const w = op.w
+    const n = Math.min(w.length, e - s)
+    let i = 0
+    while (i < n) {
+      const c = buf[s + i]!
+      if ((c >= 0x41 && c <= 0x5a ? c | 0x20 : c) !== w.charCodeAt(i)) break
+      i++
+    }
+    if (i < n) continue
+    if (n < w.length) {
+      pending = true
+      continue
+    }
+    if (op.bare) return OP_NO_ARGS
+    let j = s + n
+    if (op.blank) {
+      if (j === e) return OP_PENDING
+      if (buf[j] !== SP && buf[j] !== TAB) continue
+    }
+    j = skipBlanks(buf, j, e)
+    return j === e ? OP_PENDING : j
+  }
+  return pending ? OP_PENDING : OP_BAD
+}
+
+/** JSON that Go can decode into a struct: an object, or null. */
+function isJsonObject(s: string): boolean {
+  try {
+    const v: unknown = JSON.parse(s)
+    return v === null || (typeof v === 'object' && !Array.isArray(v))
+  } catch {
+    return false
   }
 }
 

@@ -24,17 +24,21 @@ export const ERR = {
   authTimeout: err('Authentication Timeout'),
   badProtocol: err('invalid client protocol'),
   noRespondersNeedHeaders: err('no responders requires headers support'),
-  maxSubscriptions: err('Maximum Subscriptions Exceeded'),
+  maxSubscriptions: err('maximum subscriptions exceeded'),
   maxConnections: err('maximum connections exceeded'),
   shutdown: err('Server Shutdown'),
 } as const
 
-/** Header block of the status message sent to a requester when nobody received its request. */
-export const NO_RESPONDERS_HDR = utf8('NATS/1.0 503\r\n\r\n')
+/** The status message for a requester whose request nobody received (rare: built per use). */
+export const noResponders = (reply: string, sid: string): Uint8Array => line(`HMSG ${reply} ${sid} 16 16\r\nNATS/1.0 503\r\n\r\n`)
 
-/** INFO as nats-server words it (including the space before CRLF). */
+/**
+ * INFO as nats-server words it (its key order, and the space before CRLF), without the
+ * Go-specific `go` (runtime version) field.
+ */
 export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: string } }): string {
   const o = srv.opts
+  const a = o.authorization
   const info: Record<string, unknown> = {
     server_id: srv.id,
     server_name: srv.name,
@@ -43,11 +47,10 @@ export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: s
     host: o.host,
     port: o.port,
     headers: true,
-    max_payload: o.max_payload,
-    client_id: c.cid,
-    client_ip: c.wire.remoteAddress,
   }
-  const a = o.authorization
   if (a && (a.user !== undefined || a.token !== undefined)) info.auth_required = true
+  info.max_payload = o.max_payload
+  info.client_id = c.cid
+  info.client_ip = c.wire.remoteAddress
   return `INFO ${JSON.stringify(info)} \r\n`
 }

@@ -1,0 +1,343 @@
+// Unit tests of the NATS client-protocol parser with a recording handler (no sockets): every
+// operation, the syntax nats-server tolerates, frames split at every byte, and each kind of
+// bad frame with the exact Failure it ends in.
+
+import t from 'tap'
+import { Parser, parseSize, splitArgs, type Failure, type Handler, type PubArgs } from '../adapters/nats/parser.ts'
+
+type Op =
+  | ['connect', string]
+  | ['pub', string, string, number, number, string]
+  | ['sub', string, string | null, string]
+  | ['unsub', string, number]
+  | ['ping']
+  | ['pong']
+  | ['err', string]
+  | ['fail', Failure]
+
+const dec = new TextDecoder()
+const enc = new TextEncoder()
+
+/** A handler that records every call; payloads are copied (they are only valid during the call). */
+class Recorder implements Handler {
+  ops: Op[] = []
+  payloads: Uint8Array[] = []
+  /** Called from connect(), as the client accepts or refuses a CONNECT there. */
+  onConnect = (): void => {}
+  connect(json: string): void {
+    this.ops.push(['connect', json])
+    this.onConnect()
+  }
+  pub(p: PubArgs, data: Uint8Array): void {
+    // the byte forms must agree with the strings
+    if (dec.decode(p.subjectBytes) !== p.subject) throw new Error('subjectBytes differ from subject')
+    if (dec.decode(p.replyBytes) !== p.reply) throw new Error('replyBytes differ from reply')
+    if (data.length !== p.size) throw new Error('data length differs from size')
+    this.payloads.push(data.slice())
+    this.ops.push(['pub', p.subject, p.reply, p.hdr, p.size, dec.decode(data)])
+  }
+  sub(subject: string, queue: string | null, sid: string): void {
+    this.ops.push(['sub', subject, queue, sid])
+  }
+  unsub(sid: string, max: number): void {
+    this.ops.push(['unsub', sid, max])
+  }
+  ping(): void {
+    this.ops.push(['ping'])
+  }
+  pong(): void {
+    this.ops.push(['pong'])
+  }
+  err(text: string): void {
+    this.ops.push(['err', text])
+  }
+  fail(why: Failure): void {
+    this.ops.push(['fail', why])
+  }
+}
+
+interface Setup {
+  maxPayload?: number
+  maxControlLine?: number
+  headers?: boolean
+  connectFirst?: boolean
+}
+
+function parser(s: Setup = {}): { p: Parser; r: Recorder } {
+  const r = new Recorder()
+  const p = new Parser(r, { maxPayload: s.maxPayload ?? 1024 * 1024, maxControlLine: s.maxControlLine ?? 4096 })
+  p.headers = s.headers ?? true
+  p.connectFirst = s.connectFirst ?? false
+  return { p, r }
+}
+
+const bytes = (x: string | Uint8Array): Uint8Array => (typeof x === 'string' ? enc.encode(x) : x)
+
+/** Feeds the pieces in order; returns what the handler saw. */
+function run(pieces: (string | Uint8Array)[], s: Setup = {}): Op[] {
+  const { p, r } = parser(s)
+  for (const x of pieces) p.feed(bytes(x))
+  return r.ops
+}
+
+// --- every operation -----------------------------------------------------------------------
+
+t.test('operations', async (t) => {
+  const cases: [string, string, Op[]][] = [
+    ['CONNECT', 'CONNECT {"verbose":false}\r\n', [['connect', '{"verbose":false}']]],
+    ['CONNECT without blank', 'CONNECT{}\r\n', [['connect', '{}']]],
+    ['CONNECT bare', 'CONNECT\r\n', [['connect', '']]],
+    ['PUB', 'PUB foo 5\r\nhello\r\n', [['pub', 'foo', '', -1, 5, 'hello']]],
+    ['PUB with reply', 'PUB foo bar 5\r\nhello\r\n', [['pub', 'foo', 'bar', -1, 5, 'hello']]],
+    ['PUB empty payload', 'PUB foo 0\r\n\r\n', [['pub', 'foo', '', -1, 0, '']]],
+    ['HPUB', 'HPUB foo 12 14\r\nNATS/1.0\r\n\r\nhi\r\n', [['pub', 'foo', '', 12, 14, 'NATS/1.0\r\n\r\nhi']]],
+    ['HPUB with reply', 'HPUB foo bar 12 14\r\nNATS/1.0\r\n\r\nhi\r\n', [['pub', 'foo', 'bar', 12, 14, 'NATS/1.0\r\n\r\nhi']]],
+    ['HPUB empty header block', 'HPUB foo 0 2\r\nhi\r\n', [['pub', 'foo', '', 0, 2, 'hi']]],
+    ['SUB', 'SUB foo 1\r\n', [['sub', 'foo', null, '1']]],
+    ['SUB with queue', 'SUB foo q 1\r\n', [['sub', 'foo', 'q', '1']]],
+    ['UNSUB', 'UNSUB 1\r\n', [['unsub', '1', -1]]],
+    ['UNSUB with max', 'UNSUB 1 5\r\n', [['unsub', '1', 5]]],
+    ['UNSUB with a non-numeric max', 'UNSUB 1 x\r\n', [['unsub', '1', -1]]],
+    ['PING', 'PING\r\n', [['ping']]],
+    ['PONG', 'PONG\r\n', [['pong']]],
+    ['PING with junk after it (nats-server ignores it)', 'PINGX\r\nPING x\r\n', [['ping'], ['ping']]],
+    ['+OK is ignored', '+OK\r\n+ok\r\nPING\r\n', [['ping']]],
+    ['-ERR', "-ERR 'boom'\r\n", [['err', "'boom'"]]],
+    ['INFO is ignored', 'INFO {"server_id":"x"}\r\nINFO null\r\nPING\r\n', [['ping']]],
+    ['UTF-8 subject', 'SUB fø.ü 1\r\nPUB fø.ü 2\r\nhi\r\n', [['sub', 'fø.ü', null, '1'], ['pub', 'fø.ü', '', -1, 2, 'hi']]],
+  ]
+  for (const [name, input, want] of cases) t.strictSame(run([input]), want, name)
+})
+
+t.test('case-insensitive operation names', async (t) => {
+  const input = 'connect {}\r\npub a 1\r\nx\r\nPuB a 1\r\ny\r\nhPuB a 0 1\r\nz\r\nsUb a 1\r\nUnSuB 1\r\nping\r\npOnG\r\n+oK\r\n-eRr x\r\ninfo {}\r\n'
+  t.strictSame(run([input]), [
+    ['connect', '{}'],
+    ['pub', 'a', '', -1, 1, 'x'],
+    ['pub', 'a', '', -1, 1, 'y'],
+    ['pub', 'a', '', 0, 1, 'z'],
+    ['sub', 'a', null, '1'],
+    ['unsub', '1', -1],
+    ['ping'],
+    ['pong'],
+    ['err', 'x'],
+  ])
+})
+
+t.test('tabs, repeated blanks, LF without CR', async (t) => {
+  t.strictSame(run(['PUB\t foo \t bar\t\t3 \t\r\nabc\r\n']), [['pub', 'foo', 'bar', -1, 3, 'abc']], 'PUB')
+  t.strictSame(run(['SUB  \tfoo\t q \t 1\t\r\n']), [['sub', 'foo', 'q', '1']], 'SUB')
+  t.strictSame(run(['UNSUB\t1  \t 2\r\n']), [['unsub', '1', 2]], 'UNSUB')
+  t.strictSame(run(['CONNECT \t {}\r\n']), [['connect', '{}']], 'CONNECT')
+  t.strictSame(run(['PING\nSUB a 1\nPUB a 1\nx\r\nPONG\n']), [['ping'], ['sub', 'a', null, '1'], ['pub', 'a', '', -1, 1, 'x'], ['pong']], 'LF only')
+})
+
+t.test('payloads containing CRLF and protocol text', async (t) => {
+  const body = 'a\r\nPING\r\nPUB x 1\r\n\r\n'
+  t.strictSame(run([`PUB foo ${body.length}\r\n${body}\r\nPING\r\n`]), [['pub', 'foo', '', -1, body.length, body], ['ping']])
+})
+
+// --- frames split at every byte -------------------------------------------------------------
+
+const STREAM =
+  'CONNECT {"verbose":false,"headers":true}\r\n' +
+  'SUB foo.* q 1\r\n' +
+  'SUB > 2\r\n' +
+  'PUB foo.bar reply.1 7\r\nhi\r\nyou\r\n' +
+  'PUB foo.bar 0\r\n\r\n' +
+  'HPUB foo.bar 18 23\r\nNATS/1.0\r\nA: b\r\n\r\nhello\r\n' +
+  'HPUB foo.baz r 12 12\r\nNATS/1.0\r\n\r\n\r\n' +
+  'pub\tfoo.bar\t  3\nabc\r\n' +
+  'UNSUB 1 10\r\n' +
+  'UNSUB 2\r\n' +
+  'PING\r\nPONG\n+OK\r\nINFO {}\r\n' +
+  "-ERR 'bye'\r\n"
+
+t.test('a stream split at every byte boundary parses the same', async (t) => {
+  const whole = run([STREAM])
+  t.strictSame(whole, [
+    ['connect', '{"verbose":false,"headers":true}'],
+    ['sub', 'foo.*', 'q', '1'],
+    ['sub', '>', null, '2'],
+    ['pub', 'foo.bar', 'reply.1', -1, 7, 'hi\r\nyou'],
+    ['pub', 'foo.bar', '', -1, 0, ''],
+    ['pub', 'foo.bar', '', 18, 23, 'NATS/1.0\r\nA: b\r\n\r\nhello'],
+    ['pub', 'foo.baz', 'r', 12, 12, 'NATS/1.0\r\n\r\n'],
+    ['pub', 'foo.bar', '', -1, 3, 'abc'],
+    ['unsub', '1', 10],
+    ['unsub', '2', -1],
+    ['ping'],
+    ['pong'],
+    ['err', "'bye'"],
+  ], 'the whole stream')
+  const oneByOne = [...enc.encode(STREAM)].map((b) => new Uint8Array([b]))
+  t.strictSame(run(oneByOne), whole, 'one byte at a time')
+  const all = enc.encode(STREAM)
+  let bad = 0
+  for (let i = 1; i < all.length; i++) {
+    const got = run([all.subarray(0, i), all.subarray(i)])
+    if (JSON.stringify(got) !== JSON.stringify(whole)) {
+      bad++
+      t.strictSame(got, whole, `split at ${i}`)
+    }
+  }
+  t.equal(bad, 0, `every split in two (${all.length - 1} points)`)
+  // three pieces at pseudo-random points (fixed seed)
+  let seed = 7
+  const rand = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2147483648) % n
+  for (let k = 0; k < 300; k++) {
+    const a = 1 + rand(all.length - 2)
+    const b = a + 1 + rand(all.length - a - 1)
+    const got = run([all.subarray(0, a), all.subarray(a, b), all.subarray(b)])
+    if (JSON.stringify(got) !== JSON.stringify(whole)) t.strictSame(got, whole, `split at ${a}, ${b}`)
+  }
+})
+
+t.test('a split read does not keep the caller’s buffer', async (t) => {
+  const { p, r } = parser()
+  const buf = enc.encode('PUB foo bar 5\r\nhe')
+  p.feed(buf)
+  buf.fill(0x21) // the target reuses its read buffer
+  p.feed(enc.encode('llo\r\nPUB foo 1\r\n'))
+  const again = enc.encode('x\r\n')
+  p.feed(again)
+  t.strictSame(r.ops, [
+    ['pub', 'foo', 'bar', -1, 5, 'hello'],
+    ['pub', 'foo', '', -1, 1, 'x'],
+  ])
+})
+
+t.test('a payload split across many reads', async (t) => {
+  const payload = 'abcdefghij\r\nklmnopqrstuvwxyz'
+  const pieces = [`PUB foo ${payload.length}\r\n`, ...payload.split(''), '\r', '\n', 'PING\r\n']
+  t.strictSame(run(pieces), [['pub', 'foo', '', -1, payload.length, payload], ['ping']])
+})
+
+t.test('a 1 MiB payload', async (t) => {
+  const size = 1024 * 1024
+  const data = new Uint8Array(size)
+  for (let i = 0; i < size; i++) data[i] = (i * 31 + 7) & 0xff
+  const frame = new Uint8Array([...enc.encode(`PUB big ${size}\r\n`), ...data, 13, 10, ...enc.encode('PING\r\n')])
+  for (const chunk of [frame.length, 65536, 1000]) {
+    const { p, r } = parser({ maxPayload: size })
+    for (let i = 0; i < frame.length; i += chunk) p.feed(frame.subarray(i, i + chunk))
+    t.equal(r.ops.length, 2, `reads of ${chunk}: two operations`)
+    t.equal(r.ops[0]![0], 'pub')
+    t.equal(r.ops[1]![0], 'ping')
+    t.ok(Buffer.from(r.payloads[0]!).equals(Buffer.from(data)), `reads of ${chunk}: payload intact`)
+  }
+  t.strictSame(run([`PUB big ${size + 1}\r\n`], { maxPayload: size }), [['fail', 'max_payload']], 'one byte more')
+})
+
+// --- bad frames -----------------------------------------------------------------------------
+
+t.test('bad frames end in the right failure', async (t) => {
+  const cases: [string, (string | Uint8Array)[], Failure, Setup?][] = [
+    ['unknown operation', ['FOO\r\n'], 'unknown_op'],
+    ['unknown operation before its newline', ['FO'], 'unknown_op'],
+    ['MSG from a client', ['MSG foo 1 1\r\nx\r\n'], 'unknown_op'],
+    ['empty line', ['\r\n'], 'unknown_op'],
+    ['leading blank', [' PING\r\n'], 'unknown_op'],
+    ['PUB without blank', ['PUB\r\n'], 'unknown_op'],
+    ['PUB glued to its subject', ['PUBfoo 1\r\n'], 'unknown_op'],
+    ['-ERR without blank', ['-ERR\r\n'], 'unknown_op'],
+    ['+X', ['+X\r\n'], 'unknown_op'],
+    ['PUB without arguments', ['PUB \r\n'], 'bad_args'],
+    ['PUB one argument', ['PUB foo\r\n'], 'bad_args'],
+    ['PUB four arguments', ['PUB a b c 1\r\n'], 'bad_args'],
+    ['PUB six arguments', ['PUB a b c d e 1\r\n'], 'bad_args'],
+    ['negative size', ['PUB foo -1\r\n'], 'bad_args'],
+    ['non-numeric size', ['PUB foo x\r\n'], 'bad_args'],
+    ['size with a suffix', ['PUB foo 1x\r\n'], 'bad_args'],
+    ['size with a sign', ['PUB foo +1\r\n'], 'bad_args'],
+    ['ten-digit size', ['PUB foo 1234567890\r\n'], 'bad_args'],
+    ['size over max_payload', ['PUB foo 1048577\r\n'], 'max_payload'],
+    ['nine-digit size over max_payload', ['PUB foo 999999999\r\n'], 'max_payload'],
+    ['HPUB header size over total', ['HPUB foo 14 12\r\n'], 'bad_args'],
+    ['HPUB non-numeric header size', ['HPUB foo x 2\r\n'], 'bad_args'],
+    ['HPUB two arguments', ['HPUB foo 2\r\n'], 'bad_args'],
+    ['HPUB five arguments', ['HPUB foo a b 0 2\r\n'], 'bad_args'],
+    ['HPUB total over max_payload', ['HPUB foo 12 101\r\n'], 'max_payload', { maxPayload: 100 }],
+    ['HPUB before headers are enabled', ['HPUB foo 12 14\r\n'], 'no_headers', { headers: false }],
+    ['SUB one argument', ['SUB foo\r\n'], 'bad_args'],
+    ['SUB four arguments', ['SUB a b c d\r\n'], 'bad_args'],
+    ['UNSUB without arguments', ['UNSUB \r\n'], 'bad_args'],
+    ['UNSUB three arguments', ['UNSUB 1 2 3\r\n'], 'bad_args'],
+    ['INFO that is not JSON', ['INFO x\r\n'], 'bad_args'],
+    ['INFO array', ['INFO []\r\n'], 'bad_args'],
+    ['payload not followed by CRLF', ['PUB foo 5\r\nhelloXX'], 'unknown_op'],
+    ['payload followed by CR only', ['PUB foo 5\r\nhello\rX'], 'unknown_op'],
+    ['payload longer than its size', ['PUB foo 5\r\nhello world\r\n'], 'unknown_op'],
+    ['wrong byte after a split payload, at once', ['PUB foo 5\r\nhel', 'loX'], 'unknown_op'],
+    ['wrong byte after a split payload, one by one', ['PUB foo 2\r\n', 'h', 'i', '\r', 'X'], 'unknown_op'],
+    ['argument over max_control_line in one read', [`SUB ${'a'.repeat(63)} 1\r\n`], 'control_line', { maxControlLine: 64 }],
+    ['argument over max_control_line split across reads', [`SUB ${'a'.repeat(40)}`, `${'a'.repeat(40)} 1\r\n`], 'control_line', { maxControlLine: 64 }],
+    ['argument over max_control_line before its newline', [`PUB ${'a'.repeat(65)}`], 'control_line', { maxControlLine: 64 }],
+    ['CONNECT over max_control_line', [`CONNECT {"name":"${'n'.repeat(60)}"}\r\n`], 'control_line', { maxControlLine: 64 }],
+    ['long PING line', [`PING${' '.repeat(70)}\r\n`], 'control_line', { maxControlLine: 64 }],
+    ['long PING line before its newline', [`PING${' '.repeat(70)}`], 'control_line', { maxControlLine: 64 }],
+    ['long unknown operation', [`${'X'.repeat(100)}\r\n`], 'unknown_op', { maxControlLine: 64 }],
+    ['long unknown operation before its newline', [`${'X'.repeat(100)}`], 'unknown_op', { maxControlLine: 64 }],
+    ['PING before CONNECT when auth is pending', ['PING\r\n'], 'auth_first', { connectFirst: true }],
+    ['PUB before CONNECT when auth is pending', ['PUB foo 1\r\nx\r\n'], 'auth_first', { connectFirst: true }],
+    ['partial operation when auth is pending', ['P'], 'auth_first', { connectFirst: true }],
+    ['long line when auth is pending', [`SUB ${'a'.repeat(100)} 1\r\n`], 'auth_first', { connectFirst: true, maxControlLine: 64 }],
+    ['C-operation that is not CONNECT when auth is pending', ['COFFEE\r\n'], 'unknown_op', { connectFirst: true }],
+  ]
+  for (const [name, pieces, why, setup] of cases) {
+    const ops = run(pieces, setup)
+    t.strictSame(ops, [['fail', why]], name)
+  }
+})
+
+t.test('limits that are not exceeded', async (t) => {
+  const s = { maxControlLine: 64, maxPayload: 100 }
+  t.strictSame(run([`SUB ${'a'.repeat(62)} 1\r\n`], s), [['sub', 'a'.repeat(62), null, '1']], 'argument of exactly max_control_line')
+  t.strictSame(run([`SUB${' '.repeat(70)}a 1\r\n`], s), [['sub', 'a', null, '1']], 'blanks after the operation do not count')
+  t.strictSame(run([`SUB ${'a'.repeat(30)}`, `${'a'.repeat(30)} 1\r\n`], s), [['sub', 'a'.repeat(60), null, '1']], 'split, under the limit')
+  t.strictSame(run([`PUB foo 100\r\n${'x'.repeat(100)}\r\n`], s), [['pub', 'foo', '', -1, 100, 'x'.repeat(100)]], 'payload of exactly max_payload')
+})
+
+t.test('CONNECT first while auth is pending', async (t) => {
+  const { p, r } = parser({ connectFirst: true })
+  r.onConnect = () => (p.connectFirst = false) // the client accepts the credentials
+  p.feed(enc.encode('CONNECT {"user":"u"}\r\nPI'))
+  t.strictSame(r.ops, [['connect', '{"user":"u"}']], 'CONNECT is let through; the rest waits')
+  p.feed(enc.encode('NG\r\n'))
+  t.strictSame(r.ops, [['connect', '{"user":"u"}'], ['ping']])
+})
+
+t.test('after a failure nothing more is parsed', async (t) => {
+  const { p, r } = parser()
+  p.feed(enc.encode('PING\r\nFOO\r\nPING\r\nSUB a 1\r\n'))
+  p.feed(enc.encode('PING\r\n'))
+  t.strictSame(r.ops, [['ping'], ['fail', 'unknown_op']])
+  t.ok(p.stopped)
+
+  const split = parser()
+  split.p.feed(enc.encode('PUB foo 5\r\nhel'))
+  split.p.feed(enc.encode('loX\r\nPING\r\n'))
+  split.p.feed(enc.encode('PING\r\n'))
+  t.strictSame(split.r.ops, [['fail', 'unknown_op']], 'after a bad split payload')
+
+  const stopped = parser()
+  stopped.p.stopped = true // the connection ended (e.g. a CONNECT refused)
+  stopped.p.feed(enc.encode('PING\r\n'))
+  t.strictSame(stopped.r.ops, [], 'stopped from outside')
+})
+
+t.test('parseSize and splitArgs', async (t) => {
+  const sz = (s: string): number => parseSize(enc.encode(s), 0, s.length)
+  t.equal(sz('0'), 0)
+  t.equal(sz('123456789'), 123456789)
+  t.equal(sz(''), -1)
+  t.equal(sz('1234567890'), -1)
+  t.equal(sz('-1'), -1)
+  t.equal(sz('1 '), -1)
+  const out = new Int32Array(12)
+  const b = enc.encode(' \ta  bb\tc ')
+  t.equal(splitArgs(b, 0, b.length, out), 3)
+  t.strictSame([...out.subarray(0, 6)], [2, 3, 5, 7, 8, 9])
+  const many = enc.encode('a b c d e f g')
+  t.equal(splitArgs(many, 0, many.length, out), 6, 'more than five is reported as 6')
+})
