@@ -9,11 +9,12 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, headers, type Msg, type NatsConnection } from '@nats-io/transport-node'
+import { runtimeBin } from './helpers/bins.ts'
 import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
 
 const root = resolve(import.meta.dirname, '..')
 const bundle = join(root, 'dist', 'sprig.js')
-const bin = (name: string): string => join(root, 'node_modules', '.bin', name)
+const bin = (name: 'bun' | 'deno'): string => runtimeBin(name)
 
 interface Variant {
   name: string

@@ -6,7 +6,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Kind, Scenario, ServerSpec } from './model.ts'
 import { natsScenarios } from './nats-load.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
+import { firstLine, freePort, HOST, launch, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
+import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
@@ -87,9 +88,7 @@ function parseArgs(argv: string[]): Args {
 
 /** The binary for a runtime: the project's own bun/deno, node from PATH. */
 function runtimeBin(r: Runtime): string {
-  if (r === 'node') return which('node')
-  const p = path.join(ROOT, 'node_modules/.bin', r)
-  return isExecutable(p) ? p : ''
+  return r === 'node' ? which('node') : projectBin(r)
 }
 
 function runtimeVersion(r: Runtime, bin: string): string {

@@ -1,0 +1,33 @@
+// Where the runtimes the tests and the benchmark start live. Bun comes from the npm package
+// `bun` (node_modules/.bin/bun). Deno comes from its platform package (@deno/linux-x64-glibc):
+// our registry lacks the other platforms' packages, so the `deno` wrapper package cannot be
+// locked for `npm ci`. A deno or bun on PATH is the fallback.
+
+import { accessSync, constants } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { spawnSync } from 'node:child_process'
+
+const root = resolve(import.meta.dirname, '..', '..')
+
+function executable(p: string): boolean {
+  try {
+    accessSync(p, constants.X_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function onPath(cmd: string): string {
+  const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : ''
+}
+
+/** Absolute path of the runtime's binary, or '' when it is not installed. */
+export function runtimeBin(name: 'node' | 'bun' | 'deno'): string {
+  if (name === 'node') return process.execPath
+  const arch = process.arch === 'arm64' ? 'arm64' : 'x64'
+  const candidates =
+    name === 'bun' ? [join(root, 'node_modules/.bin/bun')] : [join(root, `node_modules/@deno/linux-${arch}-glibc/deno`), join(root, 'node_modules/.bin/deno')]
+  return candidates.find(executable) ?? onPath(name)
+}
