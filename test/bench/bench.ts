@@ -15,11 +15,11 @@ const BUNDLE = process.env.SPRIG_BUNDLE || 'dist/sprig.js'
 const RUNTIMES = ['bun', 'node', 'deno'] as const
 type Runtime = (typeof RUNTIMES)[number]
 /**
- * Socket-API variants, to check each runtime's default choice (targets/*.ts): Bun on
- * node:net instead of Bun.listen, Deno on Deno.listen instead of node:net. Not run by default.
+ * Socket-API variants, to check each runtime's default choice (targets/*.ts, node:net on all
+ * three): Bun on Bun.listen, Deno on Deno.listen. Not run by default.
  */
 const VARIANTS: Record<string, { runtime: Runtime; env: string }> = {
-  'bun+node:net': { runtime: 'bun', env: 'SPRIG_NET=node' },
+  'bun+native': { runtime: 'bun', env: 'SPRIG_NET=native' },
   'deno+native': { runtime: 'deno', env: 'SPRIG_NET=native' },
 }
 /** Reference server per protocol and the Debian package that provides it. */
@@ -33,7 +33,7 @@ const SETTLE_MS = 300
 const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N]
 
   --runtimes   sprig runtimes to benchmark (default: every one that is installed); also
-               bun+node:net and deno+native, the socket APIs each runtime does not use by default
+               bun+native and deno+native, the socket APIs each runtime does not use by default
   --quick      10× fewer messages and 1 round, for a CI smoke run
   --rounds     rounds over all servers (default 3, --quick 1); tables show the median of the
                rounds and the min–max of the headline metric. Servers take turns in every
