@@ -336,8 +336,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     b[p++] = 13
     b[p] = 10
     this.out_msgs++
-    if (s.max > 0 && ++s.delivered >= s.max) this.dropSub(s)
-    else if (s.max === 0) s.delivered++
+    if (++s.delivered === s.max) this.dropSub(s)
   }
 
   /** Queues a protocol line (INFO, +OK, PONG, -ERR ...). */
