@@ -5,13 +5,13 @@
 
 import { parseArgs } from 'node:util'
 import { ConfigError, closest } from './config.ts'
-import { LOG_LEVELS, defaults, type Options } from './options.ts'
+import { LOG_LEVELS, MQTT_DEFAULTS, defaults, type Options } from './options.ts'
 
 interface Flag {
   long: string
   short?: string
-  /** The option key the value goes to; none for -c, -h and -v. */
-  key?: keyof Options
+  /** The option key the value goes to (dotted for a block's key); none for -c, -h and -v. */
+  key?: keyof Options | 'mqtt.port'
   /** Placeholder for the value in the help text; no placeholder means a boolean flag. */
   arg?: string
   help: string
@@ -23,6 +23,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'port', short: 'p', key: 'port', arg: 'PORT', help: 'Port for clients' },
   { long: 'max-payload', key: 'max_payload', arg: 'SIZE', help: 'Largest message payload' },
   { long: 'max-pending', key: 'max_pending', arg: 'SIZE', help: 'Outbound bytes queued per connection' },
+  { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
@@ -121,7 +122,8 @@ export function usage(): string {
   ].join('\n')
 }
 
-function showDefault(key: keyof Options): string {
+function showDefault(key: keyof Options | 'mqtt.port'): string {
+  if (key === 'mqtt.port') return String(MQTT_DEFAULTS.port)
   const v = defaults[key]
   if (key === 'max_payload' || key === 'max_pending') return showSize(v as number)
   return String(v)

@@ -7,10 +7,12 @@ import { parseCli, usage } from './cli.ts'
 import {
   DEFAULT_AUTH_TIMEOUT,
   LOG_LEVELS,
+  MQTT_DEFAULTS,
   MAX_PAYLOAD_LIMIT,
   defaults,
   type Authorization,
   type LogLevel,
+  type MqttOptions,
   type Options,
 } from './options.ts'
 
@@ -332,7 +334,7 @@ const logLevel: Check<LogLevel> = (v) => {
   return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
 }
 
-type Scalars = Omit<Options, 'authorization'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -359,11 +361,23 @@ const AUTH_CHECKS: { [K in keyof Authorization]-?: Check<NonNullable<Authorizati
   timeout: duration,
 }
 
-const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization']
+const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
+  enabled: boolean,
+  host: (v) => (v === '' ? '' : host(v)),
+  port: integer(0, 65535, 'an integer 0-65535'),
+  max_ack_pending: integer(1, 65535, 'an integer 1-65535'),
+  retained_max_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 keeps no retained messages)'),
+  retained_max_bytes: (v) => (v === 0 || v === '0' ? 0 : size()(v)),
+  session_expiry: duration,
+  max_offline_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 queues nothing offline)'),
+  max_offline_bytes: (v) => (v === 0 || v === '0' ? 0 : size()(v)),
+}
+
+const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'mqtt']
 
 // nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
 const NOT_SUPPORTED = new Set([
-  'client_advertise', 'tls', 'mqtt', 'leafnodes', 'websocket', 'cluster',
+  'client_advertise', 'tls', 'leafnodes', 'websocket', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
   'resolver', 'http', 'http_port', 'https', 'https_port', 'http_base_path', 'pid_file',
   'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
@@ -464,12 +478,19 @@ function applyLayer(raw: unknown, base: Options, src: Source): { options: Option
   }
   const out: Options = { ...base }
   if (base.authorization) out.authorization = { ...base.authorization }
+  if (base.mqtt) out.mqtt = { ...base.mqtt }
   const set = new Set<string>()
   const checks: Record<string, Check<unknown>> = OPTION_CHECKS
 
   for (const [key, v] of Object.entries(raw)) {
     if (key === 'authorization') {
       out.authorization = authorization(v, src)
+    } else if (key === 'mqtt') {
+      if (!isObject(v)) throw blame(src, 'mqtt', `expected an object, got ${describe(v)}`)
+      const m = (out.mqtt ??= { ...MQTT_DEFAULTS })
+      for (const [k, x] of Object.entries(v)) mqttKey(m, k, x, src)
+    } else if (key.startsWith('mqtt.')) {
+      mqttKey((out.mqtt ??= { ...MQTT_DEFAULTS }), key.slice(5), v, src) // from a flag such as --mqtt-port
     } else if (Object.hasOwn(checks, key)) {
       ;(out as unknown as Record<string, unknown>)[key] = checked(checks[key]!, v, src, key)
     } else {
@@ -491,6 +512,15 @@ function applyLayer(raw: unknown, base: Options, src: Source): { options: Option
 
 function louder(a: LogLevel, b: LogLevel): LogLevel {
   return LOG_LEVELS.indexOf(a) >= LOG_LEVELS.indexOf(b) ? a : b
+}
+
+// Unlike authorization, the mqtt block merges key by key: the file may set the host and a
+// flag the port.
+function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
+  const path = `mqtt.${key}`
+  const checks: Record<string, Check<unknown>> = MQTT_CHECKS
+  if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, Object.keys(checks), 'mqtt.')
+  ;(m as unknown as Record<string, unknown>)[key] = checked(checks[key]!, v, src, path)
 }
 
 // A layer's authorization replaces the one below it as a whole: mixing a user from the config

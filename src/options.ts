@@ -46,7 +46,36 @@ export interface Options {
   trace: boolean
   logtime: boolean
   authorization?: Authorization
-  // Later: mqtt, leafnodes, tls, http_port (monitoring).
+  /** Absent means MQTT_DEFAULTS (read it through mqttOptions()). */
+  mqtt?: MqttOptions
+  // Later: leafnodes, tls, http_port (monitoring).
+}
+
+/** The MQTT listener (nats-server's `mqtt` block names where it has them). */
+export interface MqttOptions {
+  /** false: no MQTT listener at all. */
+  enabled: boolean
+  /** Empty means: the top-level `host`, so `-a 127.0.0.1` keeps MQTT on loopback too. */
+  host: string
+  port: number
+  /**
+   * QoS 1 messages sent to one client and not yet acknowledged (nats-server's name). An MQTT 5
+   * client's smaller Receive Maximum wins. Further messages wait, counted against max_pending.
+   */
+  max_ack_pending: number
+  /** Retained messages kept (one per topic); a new topic over either bound is not kept. */
+  retained_max_msgs: number
+  /** Bytes of retained topics and payloads kept. */
+  retained_max_bytes: number
+  /**
+   * ms a persistent session (3.1.1 clean session 0, or MQTT 5 Session Expiry) outlives its
+   * connection; also the most an MQTT 5 client may ask for, so abandoned sessions go.
+   */
+  session_expiry: number
+  /** QoS 1/2 messages queued for a disconnected persistent session; newer ones are dropped. */
+  max_offline_msgs: number
+  /** Payload bytes queued for a disconnected persistent session. */
+  max_offline_bytes: number
 }
 
 /** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
@@ -76,3 +105,23 @@ export const defaults: Options = Object.freeze({
   trace: false,
   logtime: true,
 })
+
+export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
+  enabled: true,
+  host: '',
+  port: 1883,
+  max_ack_pending: 1024,
+  // A gateway keeps device state, not an archive: 10k topics or 16 MiB, whichever first.
+  retained_max_msgs: 10_000,
+  retained_max_bytes: 16 * 1024 * 1024,
+  // A device that was off overnight still finds its session; one that never returns is gone
+  // a day later. 1000 messages / 1 MiB each keeps a thousand parked sessions within 1 GiB.
+  session_expiry: 24 * 3_600_000,
+  max_offline_msgs: 1000,
+  max_offline_bytes: 1024 * 1024,
+})
+
+/** The MQTT settings in effect: the `mqtt` block, or the defaults when there is none. */
+export function mqttOptions(o: Options): MqttOptions {
+  return o.mqtt ?? MQTT_DEFAULTS
+}

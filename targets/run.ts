@@ -4,10 +4,11 @@
 
 import { readFileSync } from 'node:fs'
 import process from 'node:process'
+import { acceptMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { createLogger, type Logger } from '../src/log.ts'
-import type { Options } from '../src/options.ts'
+import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import type { Listener, Runtime } from './runtime.ts'
 
@@ -58,6 +59,8 @@ export interface Broker {
   readonly srv: Server
   /** The NATS listener's port (the real one when options asked for port 0). */
   readonly port: number
+  /** The MQTT listener's port, or 0 when MQTT is disabled. */
+  readonly mqttPort: number
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
   stop(): Promise<void>
 }
@@ -68,12 +71,29 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const nats = await rt.listen(opts.host, opts.port, (wire) => acceptNats(srv, wire))
   // Port 0 asks the OS for a free port; INFO must then carry the real one.
   srv.opts = { ...opts, port: nats.port }
+  const listeners: Listener[] = [nats]
+  let mqttPort = 0
+  const mo = mqttOptions(opts)
+  if (mo.enabled) {
+    const host = mo.host || opts.host
+    let mqtt: Listener
+    try {
+      mqtt = await rt.listen(host, mo.port, (wire) => acceptMqtt(srv, wire))
+    } catch (e) {
+      nats.close()
+      throw e
+    }
+    listeners.push(mqtt)
+    mqttPort = mqtt.port
+    srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort } }
+  }
   srv.start()
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
-  const listeners: Listener[] = [nats]
+  if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   return {
     srv,
     port: nats.port,
+    mqttPort,
     async stop() {
       for (const l of listeners) l.close()
       srv.shutdown()

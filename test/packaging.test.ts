@@ -21,7 +21,7 @@ t.before(() => {
 
 t.test('x64 binary answers PING and reports its idle memory', async (t) => {
   const port = await freePort()
-  const p = await spawnServer(x64, ['-a', '127.0.0.1', '-p', String(port)], port)
+  const p = await spawnServer(x64, ['-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port)
   t.teardown(() => p.stop())
   const r = await exchange(port, 'PING\r\n')
   t.equal(r.out, 'PONG\r\n')
@@ -39,7 +39,7 @@ t.test('arm64 binary starts under qemu-aarch64-static and answers PING', async (
   const file = spawnSync('file', [arm64], { encoding: 'utf8' })
   if (file.status === 0) t.match(file.stdout, /ARM aarch64/)
   const port = await freePort()
-  const p = await spawnServer('qemu-aarch64-static', ['-L', '/usr/aarch64-linux-gnu', arm64, '-a', '127.0.0.1', '-p', String(port)], port)
+  const p = await spawnServer('qemu-aarch64-static', ['-L', '/usr/aarch64-linux-gnu', arm64, '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port)
   t.teardown(() => p.stop())
   const r = await exchange(port, 'PING\r\n', 1000)
   t.equal(r.out, 'PONG\r\n')

@@ -180,7 +180,7 @@ for (const v of variants) {
       const port = await freePort()
       let p: Proc
       try {
-        p = await spawnServer(v.cmd, [...v.args, '-a', '127.0.0.1', '-p', String(port)], port, v.env)
+        p = await spawnServer(v.cmd, [...v.args, '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, v.env)
       } catch (e) {
         t.fail(`did not start: ${(e as Error).message}`)
         return
@@ -250,7 +250,7 @@ for (const v of variants) {
       await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
       t.teardown(() => new Promise<void>((r) => blocker.close(() => r())))
       const port = (blocker.address() as net.AddressInfo).port
-      const r = await run(v, ['-a', '127.0.0.1', '-p', String(port)])
+      const r = await run(v, ['-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'])
       t.equal(r.code, 1, 'exit code 1')
       t.same(errorLines(r.stderr), [`sprig: cannot listen on 127.0.0.1:${port}: address already in use`], 'one line, no stack trace')
       t.notMatch(r.stderr, /Server is ready/)

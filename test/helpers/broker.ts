@@ -1,7 +1,7 @@
 // Starts sprig in the test process (node:net listener on loopback, port chosen by the OS),
 // with its log lines collected for assertions.
 
-import { defaults, type Options } from '../../src/options.ts'
+import { MQTT_DEFAULTS, defaults, type MqttOptions, type Options } from '../../src/options.ts'
 import { createLogger } from '../../src/log.ts'
 import { node } from '../../targets/node.ts'
 import { serve, type Broker } from '../../targets/run.ts'
@@ -9,12 +9,24 @@ import { serve, type Broker } from '../../targets/run.ts'
 export interface TestBroker extends Broker {
   readonly logs: string[]
   readonly url: string
+  /** mqtt://127.0.0.1:PORT, or '' when MQTT is off. */
+  readonly mqttUrl: string
 }
 
-export async function startBroker(over: Partial<Options> = {}): Promise<TestBroker> {
-  const opts: Options = { ...defaults, host: '127.0.0.1', port: 0, log_level: 'debug', ...over }
+export type TestOptions = Omit<Partial<Options>, 'mqtt'> & {
+  /**
+   * MQTT is off unless asked for, so tests never fight over 1883: `true` starts it on an
+   * OS-chosen port, an object sets its options (port 0 unless given).
+   */
+  mqtt?: boolean | Partial<MqttOptions>
+}
+
+export async function startBroker(over: TestOptions = {}): Promise<TestBroker> {
+  const { mqtt, ...rest } = over
+  const m: MqttOptions = mqtt ? { ...MQTT_DEFAULTS, port: 0, ...(mqtt === true ? {} : mqtt) } : { ...MQTT_DEFAULTS, enabled: false }
+  const opts: Options = { ...defaults, host: '127.0.0.1', port: 0, log_level: 'debug', ...rest, mqtt: m }
   const logs: string[] = []
   const log = createLogger({ level: opts.log_level, time: false, sink: (l) => logs.push(l) })
   const b = await serve(node(), opts, log)
-  return Object.assign(b, { logs, url: `nats://127.0.0.1:${b.port}` })
+  return Object.assign(b, { logs, url: `nats://127.0.0.1:${b.port}`, mqttUrl: b.mqttPort ? `mqtt://127.0.0.1:${b.mqttPort}` : '' })
 }

@@ -1,0 +1,383 @@
+// One MQTT connection, sans-I/O like the NATS client: the target feeds bytes to `data`, the
+// mqtt-packet parser turns them into packets for the handlers in packets.ts, and replies and
+// deliveries are framed with mqtt-packet's generator into a bounded Outbound queue.
+// This module holds the connection's state and the byte/close plumbing; what each packet
+// means lives in packets.ts.
+
+import { Buffer } from 'node:buffer'
+import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-packet'
+import type { Conn, Wire } from '../../src/host.ts'
+import { headerValue } from '../../src/headers.ts'
+import type { Msg } from '../../src/msg.ts'
+import { Outbound } from '../../src/outbound.ts'
+import type { Owner, Sub } from '../../src/router.ts'
+import { mqttOptions as mqttOpts } from '../../src/options.ts'
+import type { Server, Session } from '../../src/server.ts'
+import { subjectToTopic } from './topic.ts'
+import { mqttState, type Holder, type MqttState } from './state.ts'
+import { checkConnectHeader, onPacket, publishWill } from './packets.ts'
+import { expireSessions, park } from './session.ts'
+import { headersToProps, type PublishProps } from './props.ts'
+
+export type QoS = 0 | 1 | 2
+
+export interface MqttSub extends Sub {
+  /** The connection, or a Parked session while its persistent client is away. */
+  readonly owner: Owner
+  /** The filter as the client sent it (the key of `subs`). */
+  readonly filter: string
+  readonly qos: QoS
+  /** The filter starts with a wildcard, so it must not match `$` topics [MQTT-4.7.2-1]. */
+  readonly noDollar: boolean
+  /** MQTT 5 No Local: not the client's own publishes. */
+  readonly noLocal: boolean
+}
+
+/** A QoS > 0 message on its way to the client. */
+export interface Outgoing {
+  topic: string
+  payload: Buffer
+  qos: QoS
+  retain: boolean
+  /** QoS 2: PUBREC came and PUBREL went; waiting for PUBCOMP. */
+  released: boolean
+  /** MQTT 5 properties from the message's NATS headers. */
+  props?: PublishProps
+}
+
+/** The will from CONNECT, published if the connection ends without DISCONNECT [MQTT-3.1.2-8]. */
+export interface Will {
+  topic: string
+  subject: string
+  payload: Buffer
+  qos: QoS
+  retain: boolean
+}
+
+/** QoS a NATS publish without `Nmqtt-Pub` gets: 1, so it reaches QoS 1 subscribers at least once. */
+export const NATS_DEFAULT_QOS: QoS = 1
+
+/** ms a new connection has to send CONNECT. */
+const CONNECT_TIMEOUT = 10_000
+
+/** Bytes that may sit in the parser waiting for the rest of a packet, over max_payload. */
+const PACKET_OVERHEAD = 64 * 1024
+
+export class MqttConn implements Owner, Session, Conn, Holder {
+  readonly kind = 'mqtt'
+  readonly echo = true // MQTT delivers a client's own publishes unless No Local says otherwise
+  readonly out: Outbound
+  readonly st: MqttState
+  parser: Parser | null = null
+  /** Bytes of the first packet, kept until its protocol level can be checked. */
+  head: Uint8Array | null = new Uint8Array(0)
+  version: 4 | 5 = 4
+  clientId = ''
+  connected = false
+  done = false
+  /** ms; 0 = no keepalive. */
+  keepalive = 0
+  lastIn: number
+  will: Will | null = null
+  readonly subs = new Map<string, MqttSub[]>()
+  /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
+  readonly inflight = new Map<number, Outgoing>()
+  /** QoS > 0 messages waiting for a free in-flight slot. */
+  waiting: Outgoing[] = []
+  /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
+  held = 0
+  maxInflight: number
+  /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
+  readonly qos2In = new Set<number>()
+  /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
+  sessionExpiry = 0
+  /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
+  maxOutPacket = 0
+  /** True while this connection's own PUBLISH is being routed (for No Local). */
+  publishing = false
+  /** Reused for each PUBLISH this client sends (the router does not keep it). */
+  msg: Msg | null = null
+  private lastPid = 0
+
+  constructor(
+    readonly srv: Server,
+    readonly cid: number,
+    readonly wire: Wire,
+  ) {
+    this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule)
+    this.st = mqttState(srv)
+    this.maxInflight = mqttOpts(srv.opts).max_ack_pending
+    this.lastIn = srv.host.now()
+    srv.add(this)
+    srv.log.debug(() => `${this.label()} mqtt connection created`)
+  }
+
+  label(): string {
+    const id = this.clientId ? ` (${JSON.stringify(this.clientId)})` : ''
+    return `${this.wire.remoteAddress}:${this.wire.remotePort} - mid:${this.cid}${id}`
+  }
+
+  // --- bytes in ---------------------------------------------------------------------------
+
+  data(chunk: Uint8Array): void {
+    if (this.done) return
+    this.lastIn = this.srv.host.now()
+    try {
+      let bytes = chunk
+      if (this.head) {
+        // Until the first packet's level is known, mqtt-packet would only say "Invalid protocol
+        // version"; we must answer it with a CONNACK [MQTT-3.1.2-2], so look first.
+        bytes = concat(this.head, chunk)
+        const verdict = checkConnectHeader(this, bytes)
+        if (verdict === 'more') {
+          this.head = bytes
+          return
+        }
+        if (verdict === 'refused') return
+        this.head = null
+        this.parser = newParser()
+        this.parser.on('packet', (p: Packet) => onPacket(this, p))
+        this.parser.on('error', (e: Error) => this.protocolError(e.message))
+      } else {
+        bytes = chunk.slice() // the parser keeps what it is given; the chunk is only lent to us
+      }
+      const left = this.parser!.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+      if (!this.done && left > this.srv.opts.max_payload + PACKET_OVERHEAD) this.tooLarge()
+    } catch (e) {
+      // A handler bug or a codec surprise ends this connection only.
+      this.srv.log.error(`${this.label()} mqtt error: ${(e as Error).message}`)
+      this.teardown('Internal Error', true)
+    }
+  }
+
+  drained(): void {
+    this.out.drained(this.srv.host.now())
+  }
+
+  closed(reason?: string): void {
+    this.teardown(reason ?? 'Client Closed', true)
+  }
+
+  // --- bytes out --------------------------------------------------------------------------
+
+  /** Frames a packet into the outbound queue; false when that made us a slow consumer. */
+  send(p: Packet): boolean {
+    if (this.done) return false
+    const buf = this.frame(p)
+    if (buf === null) return false
+    if (!this.out.push(buf)) {
+      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      return false
+    }
+    return true
+  }
+
+  /** Router delivery. The Msg is only lent: anything kept past this call is copied. */
+  deliver(sub: Sub, m: Msg): void {
+    if (this.done || !this.connected) return
+    const s = sub as MqttSub
+    if (s.noLocal && this.publishing) return
+    const topic = topicFor(this.st, m)
+    if (topic === null) return
+    if (s.noDollar && topic.charCodeAt(0) === 36) return
+    const qos = deliveryQos(s, m)
+    const props = this.version === 5 ? headersToProps(this.st, m) : undefined
+    if (qos === 0) {
+      const payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength)
+      this.sendPublish({ topic, payload, qos: 0, retain: false, released: false, props }, 0, false)
+      return
+    }
+    this.enqueue({ topic, payload: Buffer.from(m.payload), qos, retain: false, released: false, props })
+  }
+
+  /** A QoS > 0 message: sent now if the in-flight window has room, else it waits. */
+  enqueue(o: Outgoing): void {
+    if (o.qos === 0) {
+      this.sendPublish(o, 0, false)
+      return
+    }
+    this.held += o.payload.length
+    if (this.held + this.out.pending > this.out.limit) {
+      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      return
+    }
+    if (this.inflight.size < this.maxInflight) this.sendInflight(o)
+    else this.waiting.push(o)
+  }
+
+  private sendInflight(o: Outgoing): void {
+    const pid = this.nextPid()
+    this.inflight.set(pid, o)
+    this.sendPublish(o, pid, false)
+  }
+
+  sendPublish(o: Outgoing, pid: number, dup: boolean): void {
+    const p: Packet = { cmd: 'publish', topic: o.topic, payload: o.payload, qos: o.qos, dup, retain: o.retain }
+    if (o.props && this.version === 5) p.properties = o.props
+    if (pid !== 0) p.messageId = pid
+    if (this.maxOutPacket > 0) {
+      const buf = this.frame(p)
+      if (buf === null) return
+      // Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4); drop it as if delivered.
+      if (buf.length > this.maxOutPacket) {
+        this.st.counters.oversize_drops++
+        if (pid !== 0) this.acked(pid)
+        return
+      }
+      if (!this.out.push(buf)) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      return
+    }
+    this.send(p)
+  }
+
+  /**
+   * mqtt-packet's generator throws on a packet it cannot encode. Deliveries run inside
+   * another connection's publish, so that must end this connection, not the publisher's.
+   */
+  private frame(p: Packet): Buffer | null {
+    try {
+      return generate(p, { protocolVersion: this.version })
+    } catch (e) {
+      this.srv.log.error(`${this.label()} mqtt cannot encode ${p.cmd}: ${(e as Error).message}`)
+      this.teardown('Internal Error', true)
+      return null
+    }
+  }
+
+  /** PUBACK (or PUBCOMP) for an in-flight message: frees its slot for a waiting one. */
+  acked(pid: number): boolean {
+    const o = this.inflight.get(pid)
+    if (!o) return false
+    this.inflight.delete(pid)
+    this.held -= o.payload.length
+    while (this.waiting.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
+      this.sendInflight(this.waiting.shift()!)
+    }
+    return true
+  }
+
+  /** Packet ids 1..65535, skipping those still in flight ([MQTT-2.2.1-4] in 5.0). */
+  private nextPid(): number {
+    do this.lastPid = this.lastPid === 65535 ? 1 : this.lastPid + 1
+    while (this.inflight.has(this.lastPid))
+    return this.lastPid
+  }
+
+  // --- endings ----------------------------------------------------------------------------
+
+  /** A packet the codec or a handler rejects: close, and for MQTT 5 say why first. */
+  protocolError(why: string, reason5 = 0x81): void {
+    if (this.done) return
+    this.srv.log.error(`${this.label()} mqtt protocol error: ${why}`)
+    this.disconnect(reason5, 'Protocol Violation')
+  }
+
+  /** MQTT 5: DISCONNECT with a reason code, then close; MQTT 3.1.1 just closes. */
+  disconnect(reason5: number, why: string): void {
+    if (this.done) return
+    if (this.version === 5 && this.connected) this.send({ cmd: 'disconnect', reasonCode: reason5 })
+    this.teardown(why, true)
+  }
+
+  private tooLarge(): void {
+    this.srv.log.error(`${this.label()} mqtt packet over ${this.srv.opts.max_payload + PACKET_OVERHEAD} bytes`)
+    this.disconnect(0x95, 'Packet Too Large')
+  }
+
+  /** Another connection CONNECTed with our client id [MQTT-3.1.4-2]. */
+  takeover(): void {
+    this.srv.log.debug(() => `${this.label()} session taken over`)
+    this.disconnect(0x8e, 'Session Taken Over')
+  }
+
+  private slowConsumer(why: string): void {
+    if (this.done) return
+    this.srv.counters.slow_consumers++
+    this.srv.log.warn(`${this.label()} Slow Consumer Detected: ${why}`)
+    this.out.discard()
+    this.teardown('Slow Consumer', true, true)
+  }
+
+  tick(now: number): void {
+    if (this.done) return
+    const o = this.srv.opts
+    if (this.out.blockedSince !== 0 && now - this.out.blockedSince > o.write_deadline) {
+      return this.slowConsumer(`Write Deadline of ${o.write_deadline}ms Exceeded`)
+    }
+    // [MQTT-3.1.2-24]: nothing for one and a half keepalive periods ends the connection.
+    if (this.keepalive > 0 && now - this.lastIn > this.keepalive * 1.5) {
+      this.srv.log.debug(() => `${this.label()} keepalive timeout`)
+      this.disconnect(0x8d, 'Keepalive Timeout')
+    }
+    if (now - this.st.lastSweep >= 1000) {
+      this.st.lastSweep = now
+      expireSessions(this.st, now)
+    }
+    // Before CONNECT there is no keepalive yet; a socket that never sends one is dropped.
+    if (!this.connected && now - this.lastIn > CONNECT_TIMEOUT) {
+      this.teardown('Connect Timeout', false)
+    }
+  }
+
+  shutdown(): void {
+    this.disconnect(0x8b, 'Server Shutdown')
+  }
+
+  /**
+   * Ends the connection once: publishes the will when `abrupt` (no DISCONNECT from the
+   * client), drops subscriptions and the client id, and closes the wire after flushing.
+   */
+  teardown(reason: string, abrupt: boolean, discarded = false): void {
+    if (this.done) return
+    this.done = true
+    const srv = this.srv
+    if (this.parser) this.parser.removeAllListeners('packet')
+    if (this.connected && this.sessionExpiry > 0) park(this, srv.host.now(), this.sessionExpiry)
+    for (const list of this.subs.values()) for (const s of list) srv.router.unsubscribe(s)
+    this.subs.clear()
+    if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
+    srv.remove(this)
+    const will = this.will
+    this.will = null
+    if (abrupt && will) publishWill(this, will)
+    this.inflight.clear()
+    this.waiting = []
+    if (!discarded) this.out.flush(srv.host.now())
+    this.wire.end()
+    srv.log.debug(() => `${this.label()} mqtt connection closed: ${reason}`)
+  }
+}
+
+/** The topic for a routed message (mapped once per message), or null, counted, if it has none. */
+export function topicFor(st: MqttState, m: Msg): string | null {
+  if (st.topicSeq !== m.seq) {
+    st.topicSeq = m.seq
+    st.topic = subjectToTopic(m.subject)
+    if (st.topic === null) st.counters.unmappable_subjects++
+  }
+  return st.topic
+}
+
+/** Delivery QoS: the lower of the subscription's and the message's [MQTT-3.8.4-8]. */
+export function deliveryQos(s: MqttSub, m: Msg): QoS {
+  const q = msgQos(m)
+  return s.qos < q ? s.qos : q
+}
+
+/** The QoS a routed message carries: its `Nmqtt-Pub` header, else NATS_DEFAULT_QOS. */
+export function msgQos(m: Msg): QoS {
+  if (m.hdr === null) return NATS_DEFAULT_QOS
+  const v = headerValue(m.hdr, 'Nmqtt-Pub')
+  if (v === '0') return 0
+  if (v === '1') return 1
+  if (v === '2') return 2
+  return NATS_DEFAULT_QOS
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b.slice()
+  const out = new Uint8Array(a.length + b.length)
+  out.set(a)
+  out.set(b, a.length)
+  return out
+}

@@ -1,0 +1,378 @@
+// What each MQTT packet does: one small handler per packet type, called by the connection
+// (conn.ts) with the packet mqtt-packet parsed. Spec references are to MQTT 3.1.1 and 5.0;
+// where the two differ, the handler says which.
+
+import { Buffer } from 'node:buffer'
+import type {
+  IConnectPacket,
+  IDisconnectPacket,
+  IPublishPacket,
+  ISubscribePacket,
+  ISubscription,
+  IUnsubscribePacket,
+  Packet,
+} from 'mqtt-packet'
+import { utf8 } from '../../src/bytes.ts'
+import { encodeHeaders } from '../../src/headers.ts'
+import { newMsg, type Msg } from '../../src/msg.ts'
+import { mqttOptions as mqttOpts } from '../../src/options.ts'
+import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
+import { matchRetained, retain } from './retained.ts'
+import { discardParked, resume, takeParked } from './session.ts'
+import { propsToHeaders, type PublishProps } from './props.ts'
+import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst } from './topic.ts'
+
+/** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
+export const QOS_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([['Nmqtt-Pub', String(q)]]))
+
+// MQTT 5 reason codes used here.
+const RC = {
+  success: 0x00,
+  noSubscriptionExisted: 0x11,
+  unspecified: 0x80,
+  malformed: 0x81,
+  protocolError: 0x82,
+  clientIdInvalid: 0x85,
+  badUserOrPassword: 0x86,
+  badAuthMethod: 0x8c,
+  filterInvalid: 0x8f,
+  topicNameInvalid: 0x90,
+  receiveMaxExceeded: 0x93,
+  topicAliasInvalid: 0x94,
+  packetTooLarge: 0x95,
+  quotaExceeded: 0x97,
+  unsupportedVersion: 0x84,
+} as const
+
+// --- before the parser: the protocol level ----------------------------------------------------
+
+/**
+ * Looks at the start of the first packet: it must be CONNECT [MQTT-3.1.0-1] naming "MQTT"
+ * [MQTT-3.1.2-1]; a level other than 4 (3.1.1) or 5 gets CONNACK 0x01 (3.1.1's "unacceptable
+ * protocol version") or, for levels above 5, 0x84 in 5.0's format, then a close
+ * [MQTT-3.1.2-2]. 'more' until enough bytes arrived.
+ */
+export function checkConnectHeader(c: MqttConn, b: Uint8Array): 'more' | 'ok' | 'refused' {
+  const refuse = (why: string): 'refused' => {
+    c.srv.log.error(`${c.label()} mqtt connect refused: ${why}`)
+    c.teardown(why, true)
+    return 'refused'
+  }
+  if (b.length === 0) return 'more'
+  if (b[0] !== 0x10) return refuse('first packet is not CONNECT')
+  let i = 1
+  for (;;) {
+    if (i >= b.length) return 'more'
+    if ((b[i++]! & 0x80) === 0) break
+    if (i > 4) return refuse('malformed remaining length')
+  }
+  if (b.length < i + 2) return 'more'
+  const n = (b[i]! << 8) | b[i + 1]!
+  if (n !== 4 && n !== 6) return refuse('bad protocol name')
+  if (b.length < i + 3 + n) return 'more'
+  const name = String.fromCharCode(...b.subarray(i + 2, i + 2 + n))
+  const level = b[i + 2 + n]!
+  if (name !== 'MQTT' && name !== 'MQIsdp') return refuse('bad protocol name')
+  if (name === 'MQTT' && (level === 4 || level === 5)) return 'ok'
+  // The refusal goes out in the format the client can read: 3.1.1's for older levels.
+  c.out.push(level > 5 ? new Uint8Array([0x20, 3, 0, RC.unsupportedVersion, 0]) : new Uint8Array([0x20, 2, 0, 0x01]))
+  return refuse(`unsupported protocol ${name} level ${level}`)
+}
+
+// --- dispatch ---------------------------------------------------------------------------------
+
+type Handler = (c: MqttConn, p: Packet) => void
+
+const HANDLERS: Partial<Record<Packet['cmd'], Handler>> = {
+  connect: (c, p) => onConnect(c, p as IConnectPacket),
+  publish: (c, p) => onPublish(c, p as IPublishPacket),
+  puback: (c, p) => onPuback(c, p.messageId ?? 0),
+  pubrec: (c, p) => onPubrec(c, p.messageId ?? 0),
+  pubrel: (c, p) => onPubrel(c, p.messageId ?? 0),
+  pubcomp: (c, p) => onPubcomp(c, p.messageId ?? 0),
+  subscribe: (c, p) => onSubscribe(c, p as ISubscribePacket),
+  unsubscribe: (c, p) => onUnsubscribe(c, p as IUnsubscribePacket),
+  pingreq: (c) => c.send({ cmd: 'pingresp' }), // [MQTT-3.12.4-1]
+  disconnect: (c, p) => onDisconnect(c, p as IDisconnectPacket),
+}
+
+export function onPacket(c: MqttConn, p: Packet): void {
+  if (c.done) return
+  if (p.cmd === 'connect') {
+    if (c.connected) return c.protocolError('second CONNECT', RC.protocolError) // [MQTT-3.1.0-2]
+  } else if (!c.connected) {
+    return c.protocolError(`${p.cmd} before CONNACK`, RC.protocolError)
+  }
+  const h = HANDLERS[p.cmd]
+  // Server-to-client packets, and AUTH (no enhanced authentication offered), end the connection.
+  if (!h) return c.protocolError(`unexpected ${p.cmd}`, RC.protocolError)
+  h(c, p)
+}
+
+// --- CONNECT ----------------------------------------------------------------------------------
+
+function connack(c: MqttConn, code4: number, code5: number, props?: Record<string, unknown>, sessionPresent = false): void {
+  c.send({ cmd: 'connack', returnCode: code4, reasonCode: code5, sessionPresent, ...(props && c.version === 5 ? { properties: props } : {}) })
+}
+
+function refuseConnect(c: MqttConn, code4: number, code5: number, why: string): void {
+  c.srv.log.error(`${c.label()} mqtt connect refused: ${why}`)
+  connack(c, code4, code5)
+  c.teardown(why, false)
+}
+
+function onConnect(c: MqttConn, p: IConnectPacket): void {
+  c.version = p.protocolVersion === 5 ? 5 : 4
+  const srv = c.srv
+  const props = p.properties ?? {}
+  if (props.authenticationMethod !== undefined) return refuseConnect(c, 0x05, RC.badAuthMethod, 'enhanced authentication')
+  if (!authorized(c, p)) return refuseConnect(c, 0x04, RC.badUserOrPassword, 'Authorization Violation')
+  let id = p.clientId
+  let assigned = false
+  if (id === '') {
+    // 3.1.1: a zero-length id only with a clean session [MQTT-3.1.3-7] [MQTT-3.1.3-8].
+    if (c.version === 4 && !p.clean) return refuseConnect(c, 0x02, RC.clientIdInvalid, 'empty client id without clean session')
+    id = `sprig-${srv.id.slice(-8)}-${c.cid}-${Math.random().toString(36).slice(2, 8)}` // [MQTT-3.1.3-6]
+    assigned = true
+  }
+  let will: Will | null = null
+  if (p.will) {
+    const subject = topicToSubject(p.will.topic)
+    if (typeof subject !== 'string') {
+      // 5.0 has a code for it; 3.1.1 has none that fits, so it only closes.
+      if (c.version === 4) return c.teardown(`invalid will topic: ${subject.error}`, false)
+      return refuseConnect(c, 0, RC.topicNameInvalid, `invalid will topic: ${subject.error}`)
+    }
+    const payload = typeof p.will.payload === 'string' ? Buffer.from(p.will.payload) : p.will.payload
+    will = { topic: p.will.topic, subject, payload, qos: (p.will.qos ?? 0) as QoS, retain: p.will.retain === true }
+  }
+  c.clientId = id
+  c.will = will
+  c.keepalive = (p.keepalive ?? 0) * 1000
+  if (props.receiveMaximum) c.maxInflight = Math.min(c.maxInflight, props.receiveMaximum)
+  if (props.maximumPacketSize) c.maxOutPacket = props.maximumPacketSize
+  // Session takeover: the older connection with this id goes [MQTT-3.1.4-2] (parking its
+  // session if it was persistent, so it can be picked up right below).
+  c.st.clients.get(id)?.takeover()
+  c.st.clients.set(id, c)
+  const o = mqttOpts(srv.opts)
+  let parked = takeParked(c.st, id)
+  // Clean session / Clean Start: any previous session is discarded [MQTT-3.1.2-6] (5.0: [MQTT-3.1.2-4]).
+  if (parked && p.clean !== false) {
+    discardParked(parked)
+    parked = null
+  }
+  // 3.1.1: clean session 0 persists (until session_expiry); 5.0: Session Expiry Interval,
+  // capped at session_expiry, and the CONNACK then says so.
+  let expiryProp: number | undefined
+  if (c.version === 4) c.sessionExpiry = p.clean === false ? o.session_expiry : 0
+  else {
+    const asked = props.sessionExpiryInterval ?? 0
+    const ms = asked === 0xffffffff ? Infinity : asked * 1000
+    c.sessionExpiry = Math.min(ms, o.session_expiry)
+    if (ms > o.session_expiry) expiryProp = Math.floor(o.session_expiry / 1000)
+  }
+  c.connected = true
+  connack(c, 0, RC.success, {
+    ...(expiryProp !== undefined ? { sessionExpiryInterval: expiryProp } : {}),
+    receiveMaximum: o.max_ack_pending,
+    maximumPacketSize: srv.opts.max_payload + 64 * 1024,
+    retainAvailable: o.retained_max_msgs > 0,
+    wildcardSubscriptionAvailable: true,
+    subscriptionIdentifiersAvailable: false,
+    sharedSubscriptionAvailable: true,
+    ...(assigned ? { assignedClientIdentifier: id } : {}), // MQTT 5 §3.2.2.3.7
+  }, parked !== null) // session present [MQTT-3.2.2-2]
+  srv.log.debug(() => `${c.label()} mqtt ${c.version === 5 ? '5.0' : '3.1.1'} client connected${parked ? ', session resumed' : ''}`)
+  if (parked) resume(c, parked)
+}
+
+/** The server's `authorization` applies to MQTT too: user/password, or the token as password. */
+function authorized(c: MqttConn, p: IConnectPacket): boolean {
+  const a = c.srv.opts.authorization
+  if (!a || (a.user === undefined && a.token === undefined)) return true
+  const pass = p.password ? p.password.toString() : undefined
+  if (a.token !== undefined) return pass === a.token
+  return p.username === a.user && pass === (a.password ?? '')
+}
+
+// --- PUBLISH in -------------------------------------------------------------------------------
+
+function onPublish(c: MqttConn, p: IPublishPacket): void {
+  if (p.properties?.topicAlias !== undefined) {
+    // We offer Topic Alias Maximum 0, so any alias is invalid (5.0 §3.3.2.3.4).
+    return c.disconnect(RC.topicAliasInvalid, 'Topic Alias Invalid')
+  }
+  const subject = topicToSubject(p.topic)
+  if (typeof subject !== 'string') {
+    // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
+    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${JSON.stringify(p.topic)}: ${subject.error}`)
+    return c.disconnect(RC.topicNameInvalid, 'Invalid Publish Topic')
+  }
+  const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
+  if (payload.length > c.srv.opts.max_payload) {
+    c.srv.log.error(`${c.label()} mqtt payload of ${payload.length} bytes over max_payload`)
+    return c.disconnect(RC.packetTooLarge, 'Max Payload Exceeded')
+  }
+  const qos = p.qos
+  const pid = p.messageId ?? 0
+  if (qos === 2) {
+    // Exactly once, method A: route at PUBLISH, remember the id until PUBREL so a resent
+    // PUBLISH (DUP) is only acknowledged again [MQTT-4.3.3-2].
+    if (!c.qos2In.has(pid)) {
+      if (c.qos2In.size >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
+      c.qos2In.add(pid)
+      route(c, p.topic, subject, payload, 2, p.retain, p.properties)
+    }
+    c.send({ cmd: 'pubrec', messageId: pid })
+    return
+  }
+  route(c, p.topic, subject, payload, qos, p.retain, p.properties)
+  if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
+}
+
+/** Hands an MQTT message to the router as a NATS message; keeps it if retained. */
+function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props?: PublishProps): void {
+  if (retained) retain(c.st.retained, topic, subject, payload, qos)
+  // A retained message with an empty payload only deletes; it still goes to current
+  // subscribers as a normal message [MQTT-3.3.1-10].
+  const m = c.msg ?? (c.msg = newMsg())
+  m.subject = subject
+  m.subjectBytes = utf8(subject)
+  m.hdr = (c.version === 5 ? propsToHeaders(qos, props) : null) ?? QOS_HEADERS[qos]!
+  m.payload = payload
+  c.publishing = true
+  try {
+    c.srv.router.publish(m, c)
+  } finally {
+    c.publishing = false
+  }
+}
+
+/** Publishes a will: on abrupt close [MQTT-3.1.2-8], never after DISCONNECT [MQTT-3.1.2-10]. */
+export function publishWill(c: MqttConn, w: Will): void {
+  c.st.counters.wills++
+  if (w.retain) retain(c.st.retained, w.topic, w.subject, w.payload, w.qos)
+  const m: Msg = newMsg()
+  m.subject = w.subject
+  m.subjectBytes = utf8(w.subject)
+  m.hdr = QOS_HEADERS[w.qos]!
+  m.payload = w.payload
+  c.srv.router.publish(m, null)
+}
+
+// --- acknowledgements -------------------------------------------------------------------------
+
+function onPuback(c: MqttConn, pid: number): void {
+  const o = c.inflight.get(pid)
+  if (o && o.qos === 1) c.acked(pid)
+}
+
+/** QoS 2 out, step 2: the client has it; release it [MQTT-4.3.3-1]. */
+function onPubrec(c: MqttConn, pid: number): void {
+  const o = c.inflight.get(pid)
+  if (o && o.qos === 2) o.released = true
+  c.send({ cmd: 'pubrel', messageId: pid, ...(o || c.version === 4 ? {} : { reasonCode: 0x92 }) })
+}
+
+/** QoS 2 out, done. */
+function onPubcomp(c: MqttConn, pid: number): void {
+  const o = c.inflight.get(pid)
+  if (o && o.qos === 2) c.acked(pid)
+}
+
+/** QoS 2 in, step 3: forget the id, so it may be reused for a new message. */
+function onPubrel(c: MqttConn, pid: number): void {
+  const known = c.qos2In.delete(pid)
+  c.send({ cmd: 'pubcomp', messageId: pid, ...(known || c.version === 4 ? {} : { reasonCode: 0x92 }) })
+}
+
+// --- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------------------
+
+function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
+  const granted: number[] = []
+  const fresh: { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean }[] = []
+  for (const s of p.subscriptions) {
+    const r = addSub(c, s)
+    if (typeof r === 'number') granted.push(r)
+    else if (r === null) return // the connection was closed
+    else {
+      granted.push(r.sub.qos)
+      fresh.push(r)
+    }
+  }
+  c.send({ cmd: 'suback', messageId: p.messageId, granted }) // [MQTT-3.8.4-1]
+  // Retained messages follow the SUBACK, with the retain flag set [MQTT-3.3.1-6]; MQTT 5
+  // Retain Handling 1 sends them only for a new subscription, 2 never; none for shared ones.
+  for (const f of fresh) {
+    if (f.sub.queue !== null || f.rh === 2 || (f.rh === 1 && !f.isNew)) continue
+    for (const r of matchRetained(c.st.retained, f.subjects)) {
+      if (f.sub.noDollar && startsWithDollar(r.topic)) continue
+      const qos = Math.min(r.qos, f.sub.qos) as QoS
+      c.enqueue({ topic: r.topic, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength), qos, retain: true, released: false })
+    }
+  }
+}
+
+/** One filter: its router subscriptions, or a failure code for SUBACK, or null if closed. */
+function addSub(c: MqttConn, s: ISubscription): { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean } | number | null {
+  const fail = c.version === 5 ? RC.filterInvalid : 0x80
+  const shared = parseShared(s.topic)
+  let subjects: string[]
+  let queue: string | null = null
+  let filter = s.topic
+  if (shared === null) {
+    const r = filterToSubjects(s.topic)
+    if (!Array.isArray(r)) return fail
+    subjects = r
+  } else if ('error' in shared) {
+    return fail
+  } else {
+    // No Local on a shared subscription is a Protocol Error [MQTT-3.8.3-4].
+    if (s.nl) {
+      c.disconnect(RC.protocolError, 'No Local on a shared subscription')
+      return null
+    }
+    subjects = shared.subjects
+    queue = shared.group
+    filter = shared.filter
+  }
+  const old = c.subs.get(s.topic)
+  const max = c.srv.opts.max_subscriptions
+  if (!old && max > 0 && c.subs.size >= max) return c.version === 5 ? RC.quotaExceeded : 0x80
+  // The same filter again replaces the old subscription [MQTT-3.8.4-3].
+  if (old) for (const x of old) c.srv.router.unsubscribe(x)
+  const base = { queue, owner: c, filter: s.topic, qos: s.qos, noDollar: wildcardFirst(filter), noLocal: s.nl === true }
+  const list: MqttSub[] = subjects.map((subject) => ({ ...base, subject }))
+  c.subs.set(s.topic, list)
+  for (const x of list) c.srv.router.subscribe(x)
+  return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }
+}
+
+function onUnsubscribe(c: MqttConn, p: IUnsubscribePacket): void {
+  const codes: number[] = []
+  for (const f of p.unsubscriptions) {
+    const list = c.subs.get(f)
+    if (list) {
+      for (const s of list) c.srv.router.unsubscribe(s)
+      c.subs.delete(f)
+    }
+    codes.push(list ? RC.success : RC.noSubscriptionExisted)
+  }
+  c.send({ cmd: 'unsuback', messageId: p.messageId, granted: c.version === 5 ? codes : [] }) // [MQTT-3.10.4-4]
+}
+
+// --- DISCONNECT -------------------------------------------------------------------------------
+
+function onDisconnect(c: MqttConn, p: IDisconnectPacket): void {
+  const se = p.properties?.sessionExpiryInterval
+  if (se !== undefined) {
+    // Turning a clean session persistent at DISCONNECT is a Protocol Error (5.0 §3.14.2.2.2).
+    if (c.sessionExpiry === 0 && se > 0) return c.protocolError('session expiry set at DISCONNECT', RC.protocolError)
+    c.sessionExpiry = Math.min(se === 0xffffffff ? Infinity : se * 1000, mqttOpts(c.srv.opts).session_expiry)
+  }
+  // MQTT 5 reason 0x04 "Disconnect with Will Message" keeps the will; otherwise it is
+  // discarded [MQTT-3.14.4-3].
+  const keepWill = c.version === 5 && p.reasonCode === 0x04
+  c.teardown('Client Disconnect', keepWill)
+}

@@ -1,0 +1,72 @@
+// Retained messages: the last retained PUBLISH per topic, in memory, bounded by count and
+// bytes. Overflow policy: a message for a topic not yet kept is refused (and counted) when
+// either bound would be passed; replacing or deleting a kept topic always works, so a
+// device's known state can still change while the store is full. Refusing rather than
+// evicting keeps what is retained predictable: nothing disappears because others arrived.
+
+import { subjectMatches } from '../../src/subject.ts'
+
+export interface Retained {
+  topic: string
+  /** The topic's NATS subject, matched against subscription subjects. */
+  subject: string
+  payload: Uint8Array
+  qos: 0 | 1 | 2
+}
+
+export interface RetainedStore {
+  readonly byTopic: Map<string, Retained>
+  bytes: number
+  /** Messages not kept because the store was full. */
+  refused: number
+  maxMsgs: number
+  maxBytes: number
+}
+
+export function newRetainedStore(maxMsgs: number, maxBytes: number): RetainedStore {
+  return { byTopic: new Map(), bytes: 0, refused: 0, maxMsgs, maxBytes }
+}
+
+const size = (r: { topic: string; payload: Uint8Array }): number => r.topic.length + r.payload.length
+
+/**
+ * Stores (copying the payload) or, for an empty payload, deletes [MQTT-3.3.1-10] [MQTT-3.3.1-11].
+ * False when refused for lack of room.
+ */
+export function retain(st: RetainedStore, topic: string, subject: string, payload: Uint8Array, qos: 0 | 1 | 2): boolean {
+  const old = st.byTopic.get(topic)
+  if (payload.length === 0) {
+    if (old) {
+      st.byTopic.delete(topic)
+      st.bytes -= size(old)
+    }
+    return true
+  }
+  const r: Retained = { topic, subject, payload: payload.slice(), qos }
+  const bytes = st.bytes - (old ? size(old) : 0) + size(r)
+  if (!old && (st.byTopic.size + 1 > st.maxMsgs || bytes > st.maxBytes)) {
+    st.refused++
+    return false
+  }
+  if (old && bytes > st.maxBytes) {
+    st.refused++
+    return false
+  }
+  st.byTopic.set(topic, r)
+  st.bytes = bytes
+  return true
+}
+
+/** Kept messages whose subject matches any of `subjects` (a filter's NATS form). */
+export function matchRetained(st: RetainedStore, subjects: readonly string[]): Retained[] {
+  const out: Retained[] = []
+  for (const r of st.byTopic.values()) {
+    for (const s of subjects) {
+      if (subjectMatches(s, r.subject)) {
+        out.push(r)
+        break
+      }
+    }
+  }
+  return out
+}

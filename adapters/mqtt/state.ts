@@ -1,0 +1,63 @@
+// What all MQTT connections of one server share: who holds each client id (for session
+// takeover), the retained store and the adapter's counters. Kept beside the Server rather
+// than in it, so the core stays protocol-free.
+
+import { mqttOptions as mqttOpts } from '../../src/options.ts'
+import type { Server } from '../../src/server.ts'
+import { newRetainedStore, type RetainedStore } from './retained.ts'
+import type { Parked } from './session.ts'
+import type { PublishProps } from './props.ts'
+
+export interface MqttCounters {
+  /** NATS messages skipped for an MQTT subscriber because the subject has no topic form. */
+  unmappable_subjects: number
+  /** Deliveries dropped because they exceeded the client's Maximum Packet Size (MQTT 5). */
+  oversize_drops: number
+  /** Will messages published. */
+  wills: number
+  /** QoS 1/2 messages dropped because a disconnected session's queue was full. */
+  offline_dropped: number
+}
+
+/** The part of a connection the shared state needs: closing it on takeover. */
+export interface Holder {
+  takeover(): void
+}
+
+export interface MqttState {
+  readonly clients: Map<string, Holder>
+  readonly retained: RetainedStore
+  /** Persistent sessions whose client is away, by client id. */
+  readonly sessions: Map<string, Parked>
+  /** host.now() of the last expiry sweep. */
+  lastSweep: number
+  readonly counters: MqttCounters
+  /** Subject -> topic of the last message delivered (fan-out maps each message once). */
+  topicSeq: number
+  topic: string | null
+  /** Header -> MQTT 5 properties of the last message delivered, likewise. */
+  propsSeq: number
+  props: PublishProps | undefined
+}
+
+const states = new WeakMap<Server, MqttState>()
+
+export function mqttState(srv: Server): MqttState {
+  let st = states.get(srv)
+  if (!st) {
+    const o = mqttOpts(srv.opts)
+    st = {
+      clients: new Map(),
+      retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
+      sessions: new Map(),
+      lastSweep: 0,
+      counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0 },
+      topicSeq: -1,
+      topic: null,
+      propsSeq: -1,
+      props: undefined,
+    }
+    states.set(srv, st)
+  }
+  return st
+}
