@@ -3,7 +3,7 @@
 
 import t from 'tap'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { freePort, havePeer, skipOrFail, spawnServer } from './helpers/peers.ts'
@@ -13,8 +13,20 @@ const root = resolve(import.meta.dirname, '..')
 const x64 = join(root, 'dist/sprig-linux-x64')
 const arm64 = join(root, 'dist/sprig-linux-arm64')
 
+/** Newest modification time under the source folders, to tell stale binaries. */
+function newestSource(): number {
+  let newest = 0
+  for (const dir of ['src', 'adapters', 'targets']) {
+    for (const f of readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' })) {
+      newest = Math.max(newest, statSync(join(root, dir, f)).mtimeMs)
+    }
+  }
+  return newest
+}
+
 t.before(() => {
-  if (existsSync(x64) && existsSync(arm64)) return
+  const fresh = (f: string): boolean => existsSync(f) && statSync(f).mtimeMs >= newestSource()
+  if (fresh(x64) && fresh(arm64)) return
   const r = spawnSync('npm', ['run', 'compile'], { cwd: root, encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`npm run compile failed:\n${r.stdout}\n${r.stderr}`)
 })
