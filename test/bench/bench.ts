@@ -1,12 +1,14 @@
 // sprig benchmark: the same raw-socket load against sprig (per runtime) and the reference
 // server, one server at a time, printed side by side with ratios. See --help.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Kind, Scenario, ServerSpec } from './model.ts'
+import { flowControlNote, MQTT_TARGETS, mqttScenarios } from './mqtt-load.ts'
 import { natsScenarios } from './nats-load.ts'
-import { firstLine, freePort, HOST, launch, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
+import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
@@ -27,10 +29,43 @@ const REFERENCE: Record<Kind, { bin: string; pkg: string }> = {
   nats: { bin: 'nats-server', pkg: 'nats-server' },
   mqtt: { bin: 'mosquitto', pkg: 'mosquitto' },
 }
+/** Other processes' CPU (% of one core) during a scenario above which its numbers are suspect. */
+const OTHER_CPU_WARN = 25
 /** Let the server settle (GC, freed buffers) between scenarios. */
 const SETTLE_MS = 300
 
-const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N]
+/** Temporary files (mosquitto configs), removed on exit. */
+const TMP = mkdtempSync(path.join(os.tmpdir(), 'sprig-bench-'))
+process.on('exit', () => rmSync(TMP, { recursive: true, force: true }))
+
+/**
+ * mosquitto's config for the MQTT rows. mosquitto 2 only allows anonymous clients if told to,
+ * and by default keeps only 20 QoS 1 messages in flight and 1000 queued per client (beyond
+ * that QoS 0 deliveries are dropped): lifted, since the load generator bounds what is in flight
+ * itself. Connection logging off. set_tcp_nodelay stays at its default (off): mosquitto writes
+ * every outgoing packet with its own send(), and with TCP_NODELAY each becomes a segment of
+ * its own, which costs it ~40% of its QoS 0 rate here; Nagle is its better setting for this load.
+ */
+const MOSQUITTO_SETTINGS = [
+  'allow_anonymous true',
+  'max_connections -1',
+  'max_inflight_messages 0',
+  'max_queued_messages 0',
+  'persistence false',
+  'connection_messages false',
+  'log_dest stderr',
+  'log_type error',
+  'log_type warning',
+]
+
+/** Writes a mosquitto config listening on HOST:port; returns its path. */
+function mosquittoConf(port: string): string {
+  const file = path.join(TMP, `mosquitto-${port}.conf`)
+  writeFileSync(file, `# written by sprig's test/bench/bench.ts\nlistener ${port} ${HOST}\n${MOSQUITTO_SETTINGS.join('\n')}\n`)
+  return file
+}
+
+const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N] [--conns N]
 
   --runtimes   sprig runtimes to benchmark (default: every one that is installed); also
                bun+native and deno+native, the socket APIs each runtime does not use by default
@@ -39,9 +74,23 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                rounds and the min–max of the headline metric. Servers take turns in every
                round, so drift on a noisy machine hits all of them alike.
   --only       run only scenarios whose id contains one of the substrings (case-insensitive),
-               e.g. --only pub-sub, --only 16B, --only req-reply,fan-out
-  --sprig-cmd  replace the sprig servers by this command, {port} is substituted
+               e.g. --only pub-sub, --only 16B, --only req-reply,fan-out; --only mqtt for
+               the MQTT family (mqtt-idle-conns, mqtt-qos0, mqtt-qos1, mqtt-fan-out),
+               --only nats for every NATS scenario
+  --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
+               (needs ulimit -n above N + a few hundred, for this process and the servers)
+  --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
                (same as env SPRIG_CMD), e.g. --sprig-cmd 'nats-server -a 127.0.0.1 -p {port}'
+  --sprig-mqtt-cmd  replace the sprig MQTT servers by this command (same as env
+               SPRIG_MQTT_CMD); {port} is the MQTT port, {natsPort} a second free port,
+               {conf} a mosquitto config for {port} (the reference's), so mosquitto can stand
+               in for sprig: --sprig-mqtt-cmd 'mosquitto -c {conf}'
+
+Without --sprig-mqtt-cmd the MQTT rows run the bundle per runtime as
+  <runtime> dist/sprig.js -p {natsPort} --mqtt-port {port}
+The MQTT reference is mosquitto -c <config>, the config being
+  listener {port} ${HOST}
+  ${MOSQUITTO_SETTINGS.join('\n  ')}
 
 env SPRIG_BUNDLE=<file.js> runs that bundle under each runtime instead of dist/sprig.js.
 
@@ -54,10 +103,20 @@ interface Args {
   rounds: number
   only: string[]
   sprigCmd: string
+  sprigMqttCmd: string
+  conns: number
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { runtimes: null, quick: false, rounds: 0, only: [], sprigCmd: process.env.SPRIG_CMD ?? '' }
+  const a: Args = {
+    runtimes: null,
+    quick: false,
+    rounds: 0,
+    only: [],
+    sprigCmd: process.env.SPRIG_CMD ?? '',
+    sprigMqttCmd: process.env.SPRIG_MQTT_CMD ?? '',
+    conns: 1000,
+  }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     const [flag, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
@@ -69,6 +128,11 @@ function parseArgs(argv: string[]): Args {
     if (flag === '--quick') a.quick = true
     else if (flag === '--only') a.only = val().split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
+    else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
+    else if (flag === '--conns') {
+      a.conns = Number(val())
+      if (!Number.isInteger(a.conns) || a.conns < 1) throw new Error('--conns wants a positive integer')
+    }
     else if (flag === '--rounds') {
       a.rounds = Number(val())
       if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error('--rounds wants a positive integer')
@@ -96,15 +160,27 @@ function runtimeVersion(r: Runtime, bin: string): string {
   return r === 'bun' ? `bun ${v}` : r === 'node' ? `node ${v}` : v
 }
 
-function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: string) => string[], version: () => string): ServerSpec {
+/**
+ * A server started from an argv. `argv` gets the port and a second free port (sprig's NATS
+ * port for the MQTT rows); for the header, without ports, it gets the placeholders, and
+ * `conf` says whether a config file path should show as {conf}.
+ */
+function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: string, aux: string, conf: (port: string) => string) => string[], version: () => string): ServerSpec {
   return {
     name,
     kind,
     reference,
-    describe: (port) => argv(port === undefined ? '{port}' : String(port)).map(shellQuote).join(' '),
-    start: (port) => launch(argv(String(port)), ROOT),
+    describe: (port, aux) =>
+      argv(port === undefined ? '{port}' : String(port), aux === undefined ? '{natsPort}' : String(aux), (p) => (port === undefined ? '{conf}' : mosquittoConfPath(p)))
+        .map(shellQuote)
+        .join(' '),
+    start: (port, aux) => launch(argv(String(port), String(aux), mosquittoConf), ROOT),
     version,
   }
+}
+
+function mosquittoConfPath(port: string): string {
+  return path.join(TMP, `mosquitto-${port}.conf`)
 }
 
 function shellQuote(s: string): string {
@@ -136,11 +212,43 @@ function machine(): Record<string, string | number> {
 function commandLine(): string {
   const rt = process.versions.bun ? 'bun' : 'Deno' in globalThis ? 'deno run -A' : 'node'
   const script = path.relative(process.cwd(), process.argv[1] ?? 'test/bench/bench.ts')
-  const env = ['SPRIG_CMD', 'SPRIG_BUNDLE']
+  const env = ['SPRIG_CMD', 'SPRIG_MQTT_CMD', 'SPRIG_BUNDLE']
     .filter((k) => process.env[k])
     .map((k) => `${k}=${shellQuote(process.env[k]!)} `)
     .join('')
   return `${env}${rt} ${[script, ...process.argv.slice(2)].map(shellQuote).join(' ')}`
+}
+
+/** The soft and hard open-files limits from /proc/self/limits, or null off Linux. */
+function fdLimits(): { soft: number; hard: number } | null {
+  try {
+    const m = readFileSync('/proc/self/limits', 'utf8').match(/^Max open files\s+(\S+)\s+(\S+)/m)
+    const num = (x: string): number => (x === 'unlimited' ? Infinity : Number(x))
+    return m ? { soft: num(m[1]!), hard: num(m[2]!) } : null
+  } catch {
+    return null
+  }
+}
+
+/**
+ * The idle-connection scenario needs `want` descriptors here and in the server (which inherits
+ * our limits). JS runtimes can't call setrlimit, so if the soft limit is too low this re-runs
+ * the bench under `sh -c 'ulimit -n …'` (up to the hard limit) and exits with its status.
+ * Returns a note for the header, or ''.
+ */
+function raiseFdLimit(want: number): string {
+  const lim = fdLimits()
+  if (!lim || lim.soft >= want) return process.env.SPRIG_BENCH_ULIMIT ? `re-run under ulimit -n ${process.env.SPRIG_BENCH_ULIMIT} for mqtt-idle-conns` : ''
+  const to = Math.min(want, lim.hard)
+  if (to > lim.soft && !process.env.SPRIG_BENCH_ULIMIT) {
+    writeSync(2, `  … raising ulimit -n from ${lim.soft} to ${to} for the idle connections: re-running under sh -c 'ulimit -n ${to}'\n`)
+    const r = spawnSync('sh', ['-c', `ulimit -n ${to} && exec "$@"`, 'sh', process.execPath, ...process.argv.slice(1)], {
+      stdio: 'inherit',
+      env: { ...process.env, SPRIG_BENCH_ULIMIT: String(to) },
+    })
+    process.exit(r.status ?? 2)
+  }
+  return `open-files limit ${lim.soft} (hard ${lim.hard}) is below the ${want} that mqtt-idle-conns needs: expect connection failures (raise ulimit -n -H as root)`
 }
 
 function mib(n: number): string {
@@ -162,18 +270,20 @@ interface ServerReport {
 
 async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunResult[], round: number, tag: string): Promise<ServerReport> {
   const port = await freePort()
+  let aux = await freePort()
+  while (aux === port) aux = await freePort()
   const rep: ServerReport = {
     name: spec.name,
     kind: spec.kind,
     reference: spec.reference,
-    command: spec.describe(port),
+    command: spec.describe(port, aux),
     version: spec.version(),
     infoVersion: '',
     idleRss: NaN,
     peakRss: NaN,
     endRss: NaN,
   }
-  const proc = spec.start(port)
+  const proc = spec.start(port, aux)
   const failAll = (why: string): void => {
     for (const s of scenarios) results.push({ scenario: s.id, server: spec.name, round, error: why, wallMs: 0 })
   }
@@ -185,7 +295,7 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
   } catch (e) {
     rep.error = (e as Error).message
     progress(`${tag}${spec.name}: FAILED to start: ${rep.error}`)
-    failAll(`server did not start: ${rep.error.split('\n')[0]}`)
+    failAll(`server did not start: ${rep.error.replace(/:\n/, ': ').split('\n')[0]}`)
     await stop(proc)
     return rep
   }
@@ -195,11 +305,12 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
       continue
     }
     const cpu0 = procCpuSeconds(proc.pid)
+    const busy0 = machineBusySeconds()
     const gen0 = process.cpuUsage()
     const t0 = performance.now()
     const r: RunResult = { scenario: s.id, server: spec.name, round, wallMs: 0 }
     try {
-      r.metrics = await s.run({ host: HOST, port })
+      r.metrics = await s.run({ host: HOST, port, pid: proc.pid })
     } catch (e) {
       r.error = (e as Error).message
       // A dropped connection is often the server dying: give its exit a moment to be noticed.
@@ -211,6 +322,9 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
     r.serverCpu = ((procCpuSeconds(proc.pid) - cpu0) * 1000 * 100) / r.wallMs
     r.benchCpu = ((gen.user + gen.system) / 1000 / r.wallMs) * 100
     if (!Number.isFinite(r.serverCpu)) delete r.serverCpu
+    // Whatever else ran meanwhile; a few % is the kernel's share of our traffic, more is noise.
+    r.otherCpu = Math.max(0, ((machineBusySeconds() - busy0) * 1000 * 100) / r.wallMs - (r.serverCpu ?? 0) - r.benchCpu)
+    if (!Number.isFinite(r.otherCpu)) delete r.otherCpu
     results.push(r)
     const head = s.metrics.find((m) => m.key === s.headline)!
     const hv = r.metrics?.[s.headline]
@@ -255,43 +369,60 @@ async function main(): Promise<number> {
     const bin = runtimeBin(r)
     versions[r] = bin ? runtimeVersion(r, bin) : 'not installed'
   }
+  if (args.quick) notes.push('--quick: runs of ~0.1-0.5 s, a smoke test; ratios are noise (±30%), use a full run for numbers')
+  const all = [...natsScenarios({ quick: args.quick }), ...mqttScenarios({ quick: args.quick, conns: args.conns })]
+  const scenarios = args.only.length ? all.filter((s) => args.only.some((o) => s.id.toLowerCase().includes(o) || o === s.kind)) : all
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${all.map((s) => s.id).join(', ')}`)
+  const kinds = [...new Set(scenarios.map((s) => s.kind))]
+  if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
+    const fds = raiseFdLimit(args.conns + 500)
+    if (fds) notes.push(fds)
+  }
+
+  // sprig servers, per protocol family in use: a custom command, or the bundle per runtime.
   const bundle = path.resolve(ROOT, BUNDLE)
-  if (args.sprigCmd) {
-    const cmd = args.sprigCmd
-    sprigs.push(fromArgv('sprig/cmd', 'nats', false, (port) => splitCmd(cmd.replaceAll('{port}', port)), () => 'custom command'))
-    if (args.runtimes) notes.push('--runtimes ignored: SPRIG_CMD / --sprig-cmd replaces the sprig servers')
-  } else if (!existsSync(bundle)) {
-    notes.push(`${BUNDLE} not found: run \`npm run bundle\` first (or set SPRIG_CMD); benchmarking the reference only`)
-  } else {
+  const custom: Record<Kind, string> = { nats: args.sprigCmd, mqtt: args.sprigMqttCmd }
+  const customEnv: Record<Kind, string> = { nats: 'SPRIG_CMD / --sprig-cmd', mqtt: 'SPRIG_MQTT_CMD / --sprig-mqtt-cmd' }
+  for (const kind of kinds) {
+    const cmd = custom[kind]
+    if (cmd) {
+      sprigs.push(
+        fromArgv('sprig/cmd', kind, false, (port, aux, conf) => splitCmd(cmd).map((w) => w.replaceAll('{port}', port).replaceAll('{natsPort}', aux).replaceAll('{conf}', w.includes('{conf}') ? conf(port) : '')), () => 'custom command'),
+      )
+      if (args.runtimes) notes.push(`--runtimes ignored for ${kind}: ${customEnv[kind]} replaces the sprig servers`)
+      continue
+    }
+    if (!existsSync(bundle)) {
+      notes.push(`${BUNDLE} not found: run \`npm run bundle\` first (or set ${customEnv[kind]}); ${kind}: benchmarking the reference only`)
+      continue
+    }
     for (const name of wanted) {
       const v = VARIANTS[name]
       const r = v ? v.runtime : (name as Runtime)
       const bin = runtimeBin(r)
       if (!bin) {
-        notes.push(`runtime ${r} not installed, skipped`)
+        if (kind === kinds[0]) notes.push(`runtime ${r} not installed, skipped`)
         continue
       }
       const env = v ? ['env', v.env] : []
-      const argv = (port: string): string[] => [...env, ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE, '-p', port] : [bin, BUNDLE, '-p', port])]
-      sprigs.push(fromArgv(`sprig/${name}`, 'nats', false, argv, () => versions[r]!))
+      // NATS rows: -p {port}. MQTT rows: the MQTT listener on {port}, NATS on a port of its own.
+      const ports = (port: string, aux: string): string[] => (kind === 'nats' ? ['-p', port, '--mqtt-port', '0'] : ['-p', aux, '--mqtt-port', port])
+      const argv = (port: string, aux: string): string[] => [...env, ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE]), ...ports(port, aux)]
+      sprigs.push(fromArgv(`sprig/${name}`, kind, false, argv, () => versions[r]!))
     }
   }
 
-  if (args.quick) notes.push('--quick: runs of ~0.1-0.5 s, a smoke test; ratios are noise (±30%), use a full run for numbers')
-  const all = natsScenarios({ quick: args.quick })
-  const scenarios = args.only.length ? all.filter((s) => args.only.some((o) => s.id.toLowerCase().includes(o))) : all
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${all.map((s) => s.id).join(', ')}`)
-
   // Reference servers, one per protocol family in use.
   const refs: ServerSpec[] = []
-  for (const kind of new Set(scenarios.map((s) => s.kind))) {
+  for (const kind of kinds) {
     const { bin, pkg } = REFERENCE[kind]
-    const p = which(bin)
+    const p = which(bin) || (kind === 'mqtt' && isExecutable(`/usr/sbin/${bin}`) ? `/usr/sbin/${bin}` : '')
     if (!p) {
       notes.push(`reference ${bin} not found on PATH (Debian/Ubuntu: apt-get install ${pkg}); no ratios for ${kind}`)
       continue
     }
-    refs.push(fromArgv(bin, kind, true, (port) => [p, '-a', HOST, '-p', port], () => firstLine(p, ['--version'])))
+    if (kind === 'mqtt') refs.push(fromArgv(bin, kind, true, (port, _aux, conf) => [p, '-c', conf(port)], () => firstLine(p, ['-h'])))
+    else refs.push(fromArgv(bin, kind, true, (port) => [p, '-a', HOST, '-p', port], () => firstLine(p, ['--version'])))
   }
 
   // Reference first (in round 1), so its numbers are on screen while sprig runs.
@@ -303,8 +434,15 @@ async function main(): Promise<number> {
     `command:   ${commandLine()}`,
     `machine:   ${m.cores} cores, ${m.model}, ${m.memGiB} GiB, ${m.os}`,
     `runtimes:  ${RUNTIMES.map((r) => versions[r]).join(' | ')}`,
-    `load gen:  ${genRuntime} (this process, single-threaded, raw NATS protocol over node:net, ${HOST})`,
-    `servers:   ${servers.map((s) => `${s.name} = ${s.describe()} [${s.version()}]`).join('\n           ')}`,
+    `load gen:  ${genRuntime} (this process, single-threaded, raw ${kinds.map((k) => k.toUpperCase()).join('/')} protocol over node:net, ${HOST})`,
+    `servers:   ${servers.map((s) => `${s.name}${kinds.length > 1 ? ` (${s.kind})` : ''} = ${s.describe()} [${s.version()}]`).join('\n           ')}`,
+    ...(kinds.includes('mqtt')
+      ? [
+          `mosquitto: listener {port} ${HOST}; ${MOSQUITTO_SETTINGS.join('; ')}`,
+          `mqtt load: MQTT 3.1.1, clean session; ${flowControlNote()}`,
+          `targets:   sprig MQTT: ${MQTT_TARGETS}`,
+        ]
+      : []),
     ...notes.map((n) => `note:      ${n}`),
   ]
   console.log(header.join('\n') + '\n')
@@ -322,20 +460,30 @@ async function main(): Promise<number> {
     for (const s of order) perRound.push(await runServer(s, scenarios.filter((x) => x.kind === s.kind), raw, round, tag))
   }
   const results = combineRounds(raw, scenarios)
-  const reports = servers.map((s) => combineReports(perRound.filter((r) => r.name === s.name)))
+  const reports = servers.map((s) => combineReports(perRound.filter((r) => r.name === s.name && r.kind === s.kind)))
 
-  const cols: Column[] = [...sprigs, ...refs].map((s) => ({ name: s.name, reference: s.reference }))
+  // Tables per protocol family: its sprig servers against its reference.
+  const colsOf = (kind: Kind): Column[] => [...sprigs, ...refs].filter((s) => s.kind === kind).map((s) => ({ name: s.name, reference: s.reference }))
   console.log('')
-  for (const s of scenarios) console.log(scenarioTable(s, cols, results) + '\n')
-  if (refs.length && sprigs.length) console.log('ratios (x/ref): sprig ÷ nats-server for rates, nats-server ÷ sprig for latency — higher is better for sprig, 1.00× = parity\n')
-  console.log(`== summary\n${summaryTable(scenarios, cols, results)}\n`)
+  for (const s of scenarios) console.log(scenarioTable(s, colsOf(s.kind), results) + '\n')
+  for (const kind of kinds) {
+    const ref = refs.find((r) => r.kind === kind)
+    if (ref && sprigs.some((x) => x.kind === kind)) {
+      console.log(`ratios (x/ref, ${kind}): sprig ÷ ${ref.name} for rates, ${ref.name} ÷ sprig for latency and memory — higher is better for sprig, 1.00× = parity`)
+    }
+  }
+  console.log('')
+  for (const kind of kinds) {
+    const title = kinds.length > 1 ? `== summary (${kind})` : '== summary'
+    console.log(`${title}\n${summaryTable(scenarios.filter((s) => s.kind === kind), colsOf(kind), results)}\n`)
+  }
 
-  const srvRows = [['server', 'version (INFO)', 'idle RSS', 'peak RSS (VmHWM)', 'RSS at end', 'command']]
+  const srvRows = [['server', ...(kinds.length > 1 ? ['kind'] : []), 'version (INFO)', 'idle RSS', 'peak RSS (VmHWM)', 'RSS at end', 'command']]
   for (const r of [...reports.filter((x) => !x.reference), ...reports.filter((x) => x.reference)]) {
-    srvRows.push([r.name, r.infoVersion || '-', mib(r.idleRss), mib(r.peakRss), mib(r.endRss), r.command])
+    srvRows.push([r.name, ...(kinds.length > 1 ? [r.kind] : []), r.infoVersion || '-', mib(r.idleRss), mib(r.peakRss), mib(r.endRss), r.command])
   }
   const w = srvRows[0]!.map((_, i) => Math.max(...srvRows.map((row) => row[i]!.length)))
-  console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
+  console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 || (kinds.length > 1 && i === 1) ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
 
   const out = path.join(ROOT, 'dist/bench.json')
   mkdirSync(path.dirname(out), { recursive: true })
@@ -349,7 +497,7 @@ async function main(): Promise<number> {
     loadGenerator: genRuntime,
     notes,
     servers: reports,
-    scenarios: scenarios.map((s) => ({ id: s.id, kind: s.kind, describe: s.describe, headline: s.headline, params: s.params })),
+    scenarios: scenarios.map((s) => ({ id: s.id, kind: s.kind, describe: s.describe, headline: s.headline, params: s.params, target: s.target?.text })),
     results,
     perRound: { results: raw, servers: perRound },
   }
@@ -358,6 +506,11 @@ async function main(): Promise<number> {
   // Loss counts as a failure too: a broker must not drop messages under this load.
   const failed = raw.filter((r) => r.error).length
   const lossy = raw.filter((r) => typeof r.metrics?.lost === 'number' && r.metrics.lost > 0).length
+  const busy = raw.filter((r) => (r.otherCpu ?? 0) > OTHER_CPU_WARN)
+  if (busy.length) {
+    const worst = Math.max(...busy.map((r) => r.otherCpu!))
+    console.log(`warning: ${busy.length} of ${raw.length} scenario run(s) shared the machine with other load (> ${OTHER_CPU_WARN}% of a core, up to ${worst.toFixed(0)}%, see "other CPU"): their numbers and ratios are unreliable`)
+  }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
   return failed || lossy ? 1 : 0

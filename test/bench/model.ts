@@ -7,6 +7,8 @@ export type Kind = 'nats' | 'mqtt'
 export interface Addr {
   host: string
   port: number
+  /** The server's pid, for scenarios that read its /proc entries (memory per connection). */
+  pid?: number
 }
 
 /** Numbers for the table; strings for notes such as per-subscriber completion. */
@@ -32,6 +34,11 @@ export interface Scenario {
   metrics: MetricSpec[]
   /** The metric repeated in the summary table. */
   headline: string
+  /**
+   * A goal for sprig on the headline metric, shown in the summary: `ratio` is against the
+   * reference (higher is better, as in the ratio columns), `max` an absolute upper bound.
+   */
+  target?: { ratio?: number; max?: number; text: string }
   /** The load parameters `run` closes over, recorded in dist/bench.json. */
   params: Record<string, number>
   run: (addr: Addr) => Promise<Metrics>
@@ -52,9 +59,12 @@ export interface ServerSpec {
   kind: Kind
   /** The reference server that sprig rows are compared with. */
   reference: boolean
-  /** Command line for the report; without a port it shows the `{port}` placeholder. */
-  describe: (port?: number) => string
-  start: (port: number) => ServerProcess
+  /**
+   * Command line for the report; without a port it shows the `{port}` placeholder. `aux` is a
+   * second free port the runner hands every server (sprig's NATS port for the MQTT rows).
+   */
+  describe: (port?: number, aux?: number) => string
+  start: (port: number, aux: number) => ServerProcess
   /** Version string from the binary, if it can tell. */
   version: () => string
 }

@@ -47,16 +47,27 @@ export interface NatsConn {
 
 export type WaitResult = 'ok' | 'timeout' | 'closed'
 
+/** What `waitUntil` needs of a connection (NATS here, MQTT in mqtt-conn.ts). */
+export interface Watched {
+  closed: boolean
+  lastData: number
+}
+
 interface Waiter {
   pred: () => boolean
-  conns: NatsConn[]
+  conns: Watched[]
   done: (r: WaitResult) => void
 }
 
 // All pending waits; re-checked after every socket event. There are only ever a handful.
 const waiters = new Set<Waiter>()
 
-function wake(): void {
+/** Callbacks run after every socket event, before the waits (for event-driven publishers). */
+export const onEvent = new Set<() => void>()
+
+/** Re-checks every pending wait; call after each socket event. */
+export function wake(): void {
+  for (const f of onEvent) f()
   for (const w of waiters) {
     if (w.pred()) w.done('ok')
     else if (w.conns.some((c) => c.closed)) w.done('closed')
@@ -67,7 +78,7 @@ function wake(): void {
  * Resolves when `pred` holds, or with 'timeout'/'closed'. With `idle`, the timeout counts from
  * the last byte any of `conns` received, so long transfers don't need a guessed total duration.
  */
-export function waitUntil(conns: NatsConn[], pred: () => boolean, ms: number, idle = false): Promise<WaitResult> {
+export function waitUntil(conns: Watched[], pred: () => boolean, ms: number, idle = false): Promise<WaitResult> {
   if (pred()) return Promise.resolve('ok')
   return new Promise((resolve) => {
     const start = performance.now()

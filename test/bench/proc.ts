@@ -3,6 +3,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { accessSync, constants, readFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
+import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
 import { close, connectNats } from './nats-conn.ts'
 import type { Kind, ServerProcess as Proc } from './model.ts'
 
@@ -86,7 +87,10 @@ export function launch(argv: string[], cwd: string): Proc {
   return p
 }
 
-/** Waits until the server accepts a connection and answers PING with PONG; returns its INFO. */
+/**
+ * Waits until the server accepts a connection and completes a handshake: NATS PING/PONG (returns
+ * its INFO), MQTT CONNECT/CONNACK (returns {}).
+ */
 export async function waitReady(p: Proc, port: number, kind: Kind, timeoutMs = 15_000): Promise<Record<string, unknown>> {
   const deadline = Date.now() + timeoutMs
   let last = ''
@@ -95,8 +99,11 @@ export async function waitReady(p: Proc, port: number, kind: Kind, timeoutMs = 1
       const how = p.exited().startsWith('spawn') ? p.exited() : `server ${p.exited()} before it was ready`
       throw new Error(p.tail() ? `${how}:\n${p.tail()}` : how)
     }
-    if (kind !== 'nats') throw new Error(`no readiness probe for ${kind} yet`)
     try {
+      if (kind === 'mqtt') {
+        closeMqtt(await connectMqtt({ host: HOST, port }, 2000, `sprig-bench-probe-${process.pid}`))
+        return {}
+      }
       const c = await connectNats({ host: HOST, port }, 2000)
       close(c)
       return c.info
@@ -128,6 +135,18 @@ export function procCpuSeconds(pid: number): number {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     return (Number(f[11]) + Number(f[12])) / CLK_TCK
+  } catch {
+    return NaN
+  }
+}
+
+/** Busy CPU seconds of the whole machine (all cores, everything but idle and iowait), or NaN. */
+export function machineBusySeconds(): number {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number)
+    // user nice system idle iowait irq softirq steal (guest time is already in user)
+    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!
+    return busy / CLK_TCK
   } catch {
     return NaN
   }

@@ -14,6 +14,8 @@ export interface RunResult {
   /** CPU used during the scenario, in % of one core. */
   serverCpu?: number
   benchCpu?: number
+  /** CPU used by everything else on the machine meanwhile (other processes, kernel): noise. */
+  otherCpu?: number
   wallMs: number
 }
 
@@ -93,6 +95,8 @@ export function combineRounds(raw: RunResult[], scenarios: Scenario[]): RunResul
     const cpu = ok.map((r) => r.serverCpu).filter((x): x is number => typeof x === 'number')
     if (cpu.length) c.serverCpu = median(cpu)
     c.benchCpu = median(ok.map((r) => r.benchCpu ?? 0))
+    const other = ok.map((r) => r.otherCpu).filter((x): x is number => typeof x === 'number')
+    if (other.length) c.otherCpu = Math.max(...other)
     const hl = ok.map((r) => r.metrics![s.headline]).filter((x): x is number => typeof x === 'number')
     if (hl.length) c.range = [Math.min(...hl), Math.max(...hl)]
     out.push(c)
@@ -112,12 +116,14 @@ function shortName(n: string): string {
 const cpuSpecs: MetricSpec[] = [
   { key: 'serverCpu', label: 'server CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
   { key: 'benchCpu', label: 'load gen CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
+  { key: 'otherCpu', label: 'other CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
 ]
 
 function value(r: RunResult | undefined, key: string): number | string | undefined {
   if (!r?.metrics) return undefined
   if (key === 'serverCpu') return r.serverCpu
   if (key === 'benchCpu') return r.benchCpu
+  if (key === 'otherCpu') return r.otherCpu
   return r.metrics[key]
 }
 
@@ -161,17 +167,38 @@ export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[])
   return `== ${s.id} — ${s.describe}\n${table(rows)}${notes.length ? '\n' + notes.join('\n') : ''}`
 }
 
-/** Headline metric of every scenario in one table. */
+/** Headline metric of every scenario in one table, with the target and whether each sprig meets it. */
 export function summaryTable(scenarios: Scenario[], cols: Column[], results: RunResult[]): string {
   const ref = cols.find((c) => c.reference)
   const sprigs = cols.filter((c) => !c.reference)
-  const rows: string[][] = [['scenario', 'metric', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])]]
+  const targets = scenarios.some((s) => s.target)
+  const rows: string[][] = [['scenario', 'metric', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : []), ...(targets ? ['target'] : [])]]
   for (const s of scenarios) {
     const spec = s.metrics.find((m) => m.key === s.headline)!
     const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
     const row = [s.id, spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
     if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))))
+    if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, ref, by)}` : '')
     rows.push(row)
   }
   return table(rows)
+}
+
+/** " met"/" missed" per sprig column (names shown when there are several); '' if unknown. */
+function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], ref: Column | undefined, by: Map<string, RunResult>): string {
+  const t = s.target!
+  const out: string[] = []
+  for (const c of sprigs) {
+    const v = value(by.get(c.name), spec.key)
+    if (typeof v !== 'number' || by.get(c.name)?.error) continue
+    let ok = true
+    if (t.max !== undefined) ok &&= v <= t.max
+    if (t.ratio !== undefined) {
+      const r = ref ? ratio(spec, v, value(by.get(ref.name), spec.key)) : NaN
+      if (!Number.isFinite(r)) continue
+      ok &&= r >= t.ratio
+    }
+    out.push(`${sprigs.length > 1 ? shortName(c.name) + ' ' : ''}${ok ? 'met' : 'MISSED'}`)
+  }
+  return out.length ? `: ${out.join(', ')}` : ''
 }
