@@ -68,3 +68,16 @@ export interface ServerSpec {
   /** Version string from the binary, if it can tell. */
   version: () => string
 }
+
+/** Runs `fn` with a tracker for connections it opens, and closes them all afterwards. */
+export async function withConns<C, T>(close: (c: C) => void, fn: (track: (c: C) => C) => Promise<T>): Promise<T> {
+  const open: C[] = []
+  try {
+    return await fn((c) => {
+      open.push(c)
+      return c
+    })
+  } finally {
+    for (const c of open) close(c)
+  }
+}

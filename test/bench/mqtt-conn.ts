@@ -5,7 +5,7 @@
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Addr } from './model.ts'
-import { onEvent, wake, waitUntil, type WaitResult } from './nats-conn.ts'
+import { drain, onEvent, wake, waitUntil, type WaitResult } from './nats-conn.ts'
 
 const PINGREQ = Buffer.from([0xc0, 0x00])
 const DISCONNECT = Buffer.from([0xe0, 0x00])
@@ -311,23 +311,6 @@ export function closeMqtt(c: MqttConn): void {
   c.counter = null
   if (!c.closed && c.sock.writable) c.sock.end(DISCONNECT)
   setTimeout(() => c.sock.destroy(), 1000).unref?.()
-}
-
-function drain(c: MqttConn, ms: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => done(new Error(`write stalled for ${ms} ms (server not reading)`)), ms)
-    const onDrain = (): void => done()
-    const onClose = (): void => done(new Error(c.err || 'connection closed'))
-    function done(e?: Error): void {
-      clearTimeout(t)
-      c.sock.off('drain', onDrain)
-      c.sock.off('close', onClose)
-      if (e) reject(e)
-      else resolve()
-    }
-    c.sock.on('drain', onDrain)
-    c.sock.on('close', onClose)
-  })
 }
 
 export interface MqttPublishOpts {

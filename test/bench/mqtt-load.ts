@@ -1,6 +1,6 @@
 // MQTT scenario family: the same raw-socket MQTT 3.1.1 load for sprig and mosquitto.
 import { performance } from 'node:perf_hooks'
-import type { Addr, Metrics, MetricSpec, Scenario } from './model.ts'
+import { withConns, type Addr, type Metrics, type MetricSpec, type Scenario } from './model.ts'
 import { closeMqtt, connectMqtt, sendPing, publishQos0, publishQos1, startCounting, subscribeMqtt, type MqttConn } from './mqtt-conn.ts'
 import { waitUntil } from './nats-conn.ts'
 import { procStatusBytes, sleep } from './proc.ts'
@@ -54,21 +54,10 @@ export function flowControlNote(): string {
   )
 }
 
-async function withConns<T>(fn: (track: (c: MqttConn) => MqttConn) => Promise<T>): Promise<T> {
-  const open: MqttConn[] = []
-  try {
-    return await fn((c) => {
-      open.push(c)
-      return c
-    })
-  } finally {
-    for (const c of open) closeMqtt(c)
-  }
-}
 
 /** One publisher at `qos`, `nsubs` frame-counting subscribers at the same QoS on one topic. */
 async function runFan(addr: Addr, payload: number, count: number, nsubs: number, qos: 0 | 1): Promise<Metrics> {
-  return withConns(async (track) => {
+  return withConns(closeMqtt, async (track) => {
     const topic = `bench/fan/q${qos}`
     const subs: MqttConn[] = []
     for (let i = 0; i < nsubs; i++) {

@@ -283,7 +283,8 @@ export function close(c: NatsConn): void {
   c.sock.destroy()
 }
 
-function drain(c: NatsConn, ms: number): Promise<void> {
+/** Waits for 'drain' on a connection's socket; fails on close or after `ms` (shared with mqtt-conn). */
+export function drain(c: { sock: net.Socket; err: string }, ms: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => done(new Error(`write stalled for ${ms} ms (server not reading)`)), ms)
     const onDrain = (): void => done()

@@ -1,6 +1,6 @@
 // NATS scenario family: the same raw-socket load for sprig and nats-server.
 import { performance } from 'node:perf_hooks'
-import type { Addr, Metrics, MetricSpec, Scenario } from './model.ts'
+import { withConns, type Addr, type Metrics, type MetricSpec, type Scenario } from './model.ts'
 import { close, connectNats, msgFrameSize, publish, startCounting, subscribe, waitUntil, type NatsConn } from './nats-conn.ts'
 import { fmtCount, fmtMB, fmtPct, fmtRate, fmtUs } from './report.ts'
 
@@ -43,20 +43,9 @@ const rateSpecs: MetricSpec[] = [
   { key: 'mbPerSec', label: 'MB/s (payload)', fmt: fmtMB, better: 'higher' },
 ]
 
-async function withConns<T>(fn: (track: (c: NatsConn) => NatsConn) => Promise<T>): Promise<T> {
-  const open: NatsConn[] = []
-  try {
-    return await fn((c) => {
-      open.push(c)
-      return c
-    })
-  } finally {
-    for (const c of open) close(c)
-  }
-}
 
 async function runPubOnly(addr: Addr, payload: number, count: number): Promise<Metrics> {
-  return withConns(async (track) => {
+  return withConns(close, async (track) => {
     const pub = track(await connectNats(addr))
     const r = await publish(pub, { subject: 'bench.pub', payload, count, pingEvery: pingEvery(payload, count), maxAhead: 2, timeoutMs: STALL_MS })
     const secs = (r.endAt - r.startAt) / 1000
@@ -66,7 +55,7 @@ async function runPubOnly(addr: Addr, payload: number, count: number): Promise<M
 
 /** One publisher, `nsubs` byte-counting subscribers on the same subject. */
 async function runFan(addr: Addr, payload: number, count: number, nsubs: number): Promise<Metrics> {
-  return withConns(async (track) => {
+  return withConns(close, async (track) => {
     const subject = 'bench.fan'
     const { header, frame } = msgFrameSize(subject, '1', payload)
     const subs: NatsConn[] = []
@@ -115,7 +104,7 @@ async function runFan(addr: Addr, payload: number, count: number, nsubs: number)
 }
 
 async function runReqRep(addr: Addr, payload: number, n: number, warm: number): Promise<Metrics> {
-  return withConns(async (track) => {
+  return withConns(close, async (track) => {
     const body = Buffer.alloc(payload, 0x62)
     const resp = track(await connectNats(addr))
     // The responder answers each request on its reply subject, echoing the payload.
