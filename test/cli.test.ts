@@ -1,18 +1,9 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { FLAGS, parseCli, usage } from '../src/cli.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
+import { errorOf } from './helpers/config.ts'
 import { defaults, type Options } from '../src/options.ts'
 
-function errorOf(t: Test, fn: () => unknown): string {
-  try {
-    fn()
-  } catch (e) {
-    t.type(e, ConfigError)
-    return (e as Error).message
-  }
-  t.fail('expected a ConfigError')
-  return ''
-}
 
 const noFiles = (path: string): string => {
   throw new Error(`ENOENT: ${path}`)

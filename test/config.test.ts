@@ -1,4 +1,4 @@
-import t, { type Test } from 'tap'
+import t from 'tap'
 import {
   ConfigError,
   loadOptions,
@@ -8,21 +8,11 @@ import {
   substituteEnv,
   validateOptions,
 } from '../src/config.ts'
+import { errorOf } from './helpers/config.ts'
 import { defaults, MAX_PAYLOAD_LIMIT, type Options } from '../src/options.ts'
 
 const F = '/etc/sprig.json'
 
-/** Runs fn, expects a ConfigError, returns its message. */
-function errorOf(t: Test, fn: () => unknown): string {
-  try {
-    fn()
-  } catch (e) {
-    t.type(e, ConfigError)
-    return (e as Error).message
-  }
-  t.fail('expected a ConfigError')
-  return ''
-}
 
 function files(map: Record<string, string>): (path: string) => string {
   return (path) => {
