@@ -11,30 +11,22 @@ const END_GRACE_MS = 2000
 
 export function listenNet(host: string, port: number, accept: Accept): Promise<Listener> {
   const sockets = new Set<net.Socket>()
+  // One set of listeners for all sockets (`this` is the socket), not closures per socket.
+  function onClose(this: net.Socket): void {
+    sockets.delete(this)
+    ;(this as WiredSocket)[WIRE].conn?.closed()
+  }
   const server = net.createServer({ noDelay: true }, (sock) => {
     sockets.add(sock)
-    let conn: Conn | null = null
-    const wire: Wire = {
-      write: (d) => sock.write(d),
-      buffered: () => sock.writableLength,
-      end: () => {
-        sock.end()
-        setTimeout(() => sock.destroy(), END_GRACE_MS).unref()
-      },
-      destroy: () => sock.destroy(),
-      remoteAddress: plainAddress(sock.remoteAddress),
-      remotePort: sock.remotePort ?? 0,
-    }
-    sock.on('error', () => {}) // 'close' follows and tells the connection
-    sock.on('close', () => {
-      sockets.delete(sock)
-      conn?.closed()
-    })
-    conn = accept(wire)
+    const wire = new NetWire(sock)
+    ;(sock as WiredSocket)[WIRE] = wire
+    sock.on('error', ignore) // 'close' follows and tells the connection
+    sock.on('close', onClose)
+    const conn = accept(wire)
     if (!conn) return
-    const c = conn
-    sock.on('data', (d: Uint8Array) => c.data(d))
-    sock.on('drain', () => c.drained())
+    wire.conn = conn
+    sock.on('data', onData)
+    sock.on('drain', onDrain)
   })
   return new Promise((resolve, reject) => {
     server.once('error', (e) => reject(listenError(host, port, e)))
@@ -47,4 +39,50 @@ export function listenNet(host: string, port: number, accept: Accept): Promise<L
       })
     })
   })
+}
+
+const WIRE = Symbol('wire')
+type WiredSocket = net.Socket & { [WIRE]: NetWire }
+
+/** A socket as the adapters see it; methods on the prototype, so nothing per socket but the object. */
+class NetWire implements Wire {
+  conn: Conn | null = null
+  readonly remoteAddress: string
+  readonly remotePort: number
+
+  constructor(readonly sock: net.Socket) {
+    this.remoteAddress = plainAddress(sock.remoteAddress)
+    this.remotePort = sock.remotePort ?? 0
+  }
+
+  write(d: Uint8Array): boolean {
+    return this.sock.write(d)
+  }
+
+  buffered(): number {
+    return this.sock.writableLength
+  }
+
+  end(): void {
+    this.sock.end()
+    setTimeout(destroySocket, END_GRACE_MS, this.sock).unref()
+  }
+
+  destroy(): void {
+    this.sock.destroy()
+  }
+}
+
+function destroySocket(sock: net.Socket): void {
+  sock.destroy()
+}
+
+function ignore(): void {}
+
+function onData(this: net.Socket, d: Uint8Array): void {
+  ;(this as WiredSocket)[WIRE].conn!.data(d)
+}
+
+function onDrain(this: net.Socket): void {
+  ;(this as WiredSocket)[WIRE].conn!.drained()
 }
