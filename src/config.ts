@@ -371,6 +371,11 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   session_expiry: duration,
   max_offline_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 queues nothing offline)'),
   max_offline_bytes: (v) => (v === 0 || v === '0' ? 0 : size()(v)),
+  topic_alias_maximum: integer(0, 65535, 'an integer 0-65535'),
+  max_keepalive: (v) => (v === 0 || v === '0' ? 0 : duration(v)),
+  max_topic_length: integer(1, 65535, 'an integer 1-65535'),
+  max_topic_levels: integer(0, 65535, 'an integer >= 0 (0: no limit)'),
+  max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0: the top-level max_subscriptions)'),
 }
 
 const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'mqtt']

@@ -76,6 +76,20 @@ export interface MqttOptions {
   max_offline_msgs: number
   /** Payload bytes queued for a disconnected persistent session. */
   max_offline_bytes: number
+  /** MQTT 5 Topic Alias Maximum offered in CONNACK (aliases a client may set); 0 = none. */
+  topic_alias_maximum: number
+  /**
+   * ms; the longest keepalive an MQTT 5 client may use: one asking for more (or for none)
+   * is told this value as Server Keep Alive. 0 = whatever the client asks. 3.1.1 clients
+   * cannot be told, so they keep theirs.
+   */
+  max_keepalive: number
+  /** Most UTF-8 bytes in a topic name or filter (MQTT's own cap is 65535). */
+  max_topic_length: number
+  /** Most levels in a topic name or filter; 0 = no limit. */
+  max_topic_levels: number
+  /** Subscriptions (topic filters) per MQTT client; 0 = the top-level max_subscriptions. */
+  max_subscriptions: number
 }
 
 /** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
@@ -119,6 +133,11 @@ export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
   session_expiry: 24 * 3_600_000,
   max_offline_msgs: 1000,
   max_offline_bytes: 1024 * 1024,
+  topic_alias_maximum: 64,
+  max_keepalive: 0,
+  max_topic_length: 65535,
+  max_topic_levels: 0,
+  max_subscriptions: 0,
 })
 
 /** The MQTT settings in effect: the `mqtt` block, or the defaults when there is none. */

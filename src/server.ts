@@ -86,6 +86,11 @@ export class Server {
     this.sessions.delete(s.cid)
   }
 
+  /** True between start() and shutdown(). */
+  get running(): boolean {
+    return this.ticker !== null
+  }
+
   start(): void {
     if (this.ticker) return
     this.ticker = this.host.every(1000, () => this.tick())

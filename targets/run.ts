@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs'
 import process from 'node:process'
-import { acceptMqtt } from '../adapters/mqtt/index.ts'
+import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { createLogger, type Logger } from '../src/log.ts'
@@ -85,6 +85,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     }
     listeners.push(mqtt)
     mqttPort = mqtt.port
+    startMqtt(srv) // the $SPRIG.mqtt.* services answer NATS before any device connects
     srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort } }
   }
   srv.start()

@@ -41,6 +41,11 @@ t.test('defaults: MQTT on, port 1883, on the main host', async (t) => {
     session_expiry: 24 * 3_600_000,
     max_offline_msgs: 1000,
     max_offline_bytes: 1024 * 1024,
+    topic_alias_maximum: 64,
+    max_keepalive: 0,
+    max_topic_length: 65535,
+    max_topic_levels: 0,
+    max_subscriptions: 0,
   })
   t.ok(Object.isFrozen(MQTT_DEFAULTS))
   t.equal(load([]).mqtt, undefined, 'no block: the defaults apply')

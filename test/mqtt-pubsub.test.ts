@@ -69,8 +69,9 @@ t.test('x/# becomes two router subscriptions and matches x itself (§4.7.1.2)', 
   const own = await startBroker({ mqtt: true })
   t.teardown(() => own.stop())
   const c = await mqttClient(t, own.mqttUrl)
+  const base = own.srv.router.subs.count // the adapter's own $SPRIG.mqtt.* services
   await c.subscribeAsync('home/#', { qos: 0 })
-  t.equal(own.srv.router.subs.count, 2)
+  t.equal(own.srv.router.subs.count, base + 2)
   const got = messages(c, 3)
   await c.publishAsync('home', '1')
   await c.publishAsync('home/kitchen', '2')
@@ -78,7 +79,7 @@ t.test('x/# becomes two router subscriptions and matches x itself (§4.7.1.2)', 
   await c.publishAsync('homer', 'no')
   t.same((await got).map((m) => m.topic), ['home', 'home/kitchen', 'home/kitchen/temp'])
   await c.unsubscribeAsync('home/#')
-  t.equal(own.srv.router.subs.count, 0, 'UNSUBSCRIBE removes both')
+  t.equal(own.srv.router.subs.count, base, 'UNSUBSCRIBE removes both')
 })
 
 t.test('UNSUBSCRIBE stops delivery; UNSUBACK [MQTT-3.10.4-4] (5.0 reason codes, §3.11.3)', async (t) => {
@@ -173,8 +174,8 @@ t.test('PUBLISH to a wildcard topic: 3.1.1 closes, 5.0 DISCONNECT 0x90 [MQTT-3.3
     t.ok(await c5.waitClosed())
   }
   const alias = await RawMqtt.connect(port, 5)
-  alias.send({ cmd: 'publish', topic: 'a', payload: Buffer.from('x'), qos: 0, dup: false, retain: false, properties: { topicAlias: 1 } })
-  t.equal(((await alias.next('disconnect')) as IDisconnectPacket)?.reasonCode, 0x94, 'topic alias over our maximum 0 (5.0 §3.3.2.3.4)')
+  alias.send({ cmd: 'publish', topic: 'a', payload: Buffer.from('x'), qos: 0, dup: false, retain: false, properties: { topicAlias: 65 } })
+  t.equal(((await alias.next('disconnect')) as IDisconnectPacket)?.reasonCode, 0x94, 'topic alias over our maximum 64 [MQTT-3.3.2-9]')
 })
 
 t.test('$ topics are not matched by filters starting with a wildcard [MQTT-4.7.2-1]', async (t) => {

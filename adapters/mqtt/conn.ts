@@ -1,6 +1,8 @@
-// One MQTT connection, sans-I/O like the NATS client: the target feeds bytes to `data`, the
-// mqtt-packet parser turns them into packets for the handlers in packets.ts, and replies and
-// deliveries are framed with mqtt-packet's generator into a bounded Outbound queue.
+// One MQTT connection, sans-I/O like the NATS client: the target feeds bytes to `data`, which
+// splits them into packets (frame.ts); PUBLISH and PUBACK are parsed there directly, every
+// other packet by a shared mqtt-packet parser, for the handlers in packets.ts. Deliveries are
+// framed by hand (frame.ts), other replies with mqtt-packet's generator, into a bounded
+// Outbound queue.
 // This module holds the connection's state and the byte/close plumbing; what each packet
 // means lives in packets.ts.
 
@@ -15,9 +17,10 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, onPacket, publishWill } from './packets.ts'
+import { checkConnectHeader, onPacket, publishWill, QOS_HEADERS } from './packets.ts'
+import { frameSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish } from './frame.ts'
 import { expireSessions, park } from './session.ts'
-import { headersToProps, type PublishProps } from './props.ts'
+import { deliveryProps, headersToProps, msgRetained, unexpired, type PublishProps } from './props.ts'
 
 export type QoS = 0 | 1 | 2
 
@@ -31,6 +34,10 @@ export interface MqttSub extends Sub {
   readonly noDollar: boolean
   /** MQTT 5 No Local: not the client's own publishes. */
   readonly noLocal: boolean
+  /** MQTT 5 Subscription Identifier (packets.ts). */
+  readonly subId?: number
+  /** MQTT 5 Retain As Published (packets.ts). */
+  readonly rap?: boolean
 }
 
 /** A QoS > 0 message on its way to the client. */
@@ -68,9 +75,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   readonly echo = true // MQTT delivers a client's own publishes unless No Local says otherwise
   readonly out: Outbound
   readonly st: MqttState
-  parser: Parser | null = null
   /** Bytes of the first packet, kept until its protocol level can be checked. */
-  head: Uint8Array | null = new Uint8Array(0)
+  head: Uint8Array | null = EMPTY
+  /** The start of a packet whose remaining bytes have not arrived yet (a private copy). */
+  rest: Uint8Array | null = null
   version: 4 | 5 = 4
   clientId = ''
   connected = false
@@ -80,15 +88,13 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   lastIn: number
   will: Will | null = null
   readonly subs = new Map<string, MqttSub[]>()
-  /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
-  readonly inflight = new Map<number, Outgoing>()
-  /** QoS > 0 messages waiting for a free in-flight slot. */
-  waiting: Outgoing[] = []
+  // inflight, waiting and qos2In are made on first use: an idle connection never needs them.
+  private _inflight: Map<number, Outgoing> | null = null
+  private _waiting: Outgoing[] | null = null
+  private _qos2In: Set<number> | null = null
   /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
   held = 0
   maxInflight: number
-  /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
-  readonly qos2In = new Set<number>()
   /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
   sessionExpiry = 0
   /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
@@ -110,6 +116,21 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.lastIn = srv.host.now()
     srv.add(this)
     srv.log.debug(() => `${this.label()} mqtt connection created`)
+  }
+
+  /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
+  get inflight(): Map<number, Outgoing> {
+    return (this._inflight ??= new Map())
+  }
+
+  /** QoS > 0 messages waiting for a free in-flight slot. */
+  get waiting(): Outgoing[] {
+    return (this._waiting ??= [])
+  }
+
+  /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
+  get qos2In(): Set<number> {
+    return (this._qos2In ??= new Set())
   }
 
   label(): string {
@@ -135,19 +156,46 @@ export class MqttConn implements Owner, Session, Conn, Holder {
         }
         if (verdict === 'refused') return
         this.head = null
-        this.parser = newParser()
-        this.parser.on('packet', (p: Packet) => onPacket(this, p))
-        this.parser.on('error', (e: Error) => this.protocolError(e.message))
-      } else {
-        bytes = chunk.slice() // the parser keeps what it is given; the chunk is only lent to us
+      } else if (this.rest) {
+        bytes = concat(this.rest, chunk)
+        this.rest = null
       }
-      const left = this.parser!.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
-      if (!this.done && left > this.srv.opts.max_payload + PACKET_OVERHEAD) this.tooLarge()
+      this.packets(bytes)
     } catch (e) {
       // A handler bug or a codec surprise ends this connection only.
       this.srv.log.error(`${this.label()} mqtt error: ${(e as Error).message}`)
       this.teardown('Internal Error', true)
     }
+  }
+
+  /** Handles each whole packet in `b`; keeps a copy of a cut one at the end. */
+  private packets(b: Uint8Array): void {
+    const end = b.length
+    let at = 0
+    while (at < end && !this.done) {
+      const n = frameSize(b, at, end)
+      if (n === MALFORMED) return this.protocolError('Invalid variable byte integer')
+      if (n === NEED_MORE || at + n > end) break
+      this.packet(b, at, n)
+      at += n
+    }
+    if (this.done || at === end) return
+    // Bytes waiting for the rest of a packet, bounded like mqtt-packet's buffer was.
+    if (end - at > this.srv.opts.max_payload + PACKET_OVERHEAD) return this.tooLarge()
+    this.rest = b.slice(at) // the chunk is only lent to us
+  }
+
+  /** One whole packet of n bytes at b[at]. */
+  private packet(b: Uint8Array, at: number, n: number): void {
+    const b0 = b[at]!
+    if ((b0 & 0xf0) === 0x30) {
+      const p = parsePublish(b, at, n, this.version === 5)
+      if (p !== null) return onPacket(this, p)
+    } else if (b0 === 0x40 && n === 4) {
+      return onPacket(this, { cmd: 'puback', messageId: (b[at + 2]! << 8) | b[at + 3]! })
+    }
+    // mqtt-packet keeps slices of what it parses (will payload, ...), so it gets a copy.
+    parseWithMqttPacket(this, Buffer.from(b.subarray(at, at + n)))
   }
 
   drained(): void {
@@ -181,13 +229,15 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (topic === null) return
     if (s.noDollar && topic.charCodeAt(0) === 36) return
     const qos = deliveryQos(s, m)
-    const props = this.version === 5 ? headersToProps(this.st, m) : undefined
+    const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
+    const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
     if (qos === 0) {
+      if (props === undefined && this.framed(topic, m.payload, 0, 0, false, retain)) return
       const payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength)
-      this.sendPublish({ topic, payload, qos: 0, retain: false, released: false, props }, 0, false)
+      this.sendPublish({ topic, payload, qos: 0, retain, released: false, props }, 0, false)
       return
     }
-    this.enqueue({ topic, payload: Buffer.from(m.payload), qos, retain: false, released: false, props })
+    this.enqueue({ topic, payload: Buffer.from(m.payload), qos, retain, released: false, props })
   }
 
   /** A QoS > 0 message: sent now if the in-flight window has room, else it waits. */
@@ -206,12 +256,19 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   private sendInflight(o: Outgoing): void {
+    // A message that waited past its Message Expiry Interval is dropped [MQTT-3.3.2-5] (props.ts).
+    if (o.props !== undefined && !unexpired(o, this.srv.host.now())) {
+      this.held -= o.payload.length
+      return
+    }
     const pid = this.nextPid()
     this.inflight.set(pid, o)
     this.sendPublish(o, pid, false)
   }
 
   sendPublish(o: Outgoing, pid: number, dup: boolean): void {
+    if (this.done) return
+    if (!(o.props && this.version === 5) && this.framed(o.topic, o.payload, o.qos, pid, dup, o.retain)) return
     const p: Packet = { cmd: 'publish', topic: o.topic, payload: o.payload, qos: o.qos, dup, retain: o.retain }
     if (o.props && this.version === 5) p.properties = o.props
     if (pid !== 0) p.messageId = pid
@@ -228,6 +285,27 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       return
     }
     this.send(p)
+  }
+
+  /**
+   * Frames a PUBLISH without properties straight into the outbound queue; false (nothing
+   * done) when it is one for mqtt-packet's generator to frame (and refuse).
+   */
+  private framed(topic: string, payload: Uint8Array, qos: QoS, pid: number, dup: boolean, retain: boolean): boolean {
+    const v5 = this.version === 5
+    const t = topicBytes(topic)
+    const size = publishSize(t, payload.length, qos, v5)
+    if (size < 0) return false
+    // Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4); drop it as if delivered.
+    if (this.maxOutPacket > 0 && size > this.maxOutPacket) {
+      this.st.counters.oversize_drops++
+      if (pid !== 0) this.acked(pid)
+      return true
+    }
+    const at = this.out.reserve(size)
+    if (at < 0) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+    else writePublish(this.out.buf, at, t, payload, qos, dup, retain, pid, v5)
+    return true
   }
 
   /**
@@ -250,8 +328,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (!o) return false
     this.inflight.delete(pid)
     this.held -= o.payload.length
-    while (this.waiting.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
-      this.sendInflight(this.waiting.shift()!)
+    const w = this._waiting
+    while (w !== null && w.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
+      this.sendInflight(w.shift()!)
     }
     return true
   }
@@ -331,7 +410,6 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (this.done) return
     this.done = true
     const srv = this.srv
-    if (this.parser) this.parser.removeAllListeners('packet')
     if (this.connected && this.sessionExpiry > 0) park(this, srv.host.now(), this.sessionExpiry)
     for (const list of this.subs.values()) for (const s of list) srv.router.unsubscribe(s)
     this.subs.clear()
@@ -340,8 +418,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(this, will)
-    this.inflight.clear()
-    this.waiting = []
+    this._inflight = null
+    this._waiting = null
     if (!discarded) this.out.flush(srv.host.now())
     this.wire.end()
     srv.log.debug(() => `${this.label()} mqtt connection closed: ${reason}`)
@@ -352,11 +430,19 @@ export class MqttConn implements Owner, Session, Conn, Holder {
 export function topicFor(st: MqttState, m: Msg): string | null {
   if (st.topicSeq !== m.seq) {
     st.topicSeq = m.seq
-    st.topic = subjectToTopic(m.subject)
+    if (m.subject !== lastSubject) {
+      lastSubject = m.subject
+      lastSubjectTopic = subjectToTopic(m.subject)
+    }
+    st.topic = lastSubjectTopic
     if (st.topic === null) st.counters.unmappable_subjects++
   }
   return st.topic
 }
+
+// The last subject mapped to a topic: a stream of messages on one subject maps it once.
+let lastSubject = ''
+let lastSubjectTopic: string | null = null
 
 /** Delivery QoS: the lower of the subscription's and the message's [MQTT-3.8.4-8]. */
 export function deliveryQos(s: MqttSub, m: Msg): QoS {
@@ -366,13 +452,52 @@ export function deliveryQos(s: MqttSub, m: Msg): QoS {
 
 /** The QoS a routed message carries: its `Nmqtt-Pub` header, else NATS_DEFAULT_QOS. */
 export function msgQos(m: Msg): QoS {
-  if (m.hdr === null) return NATS_DEFAULT_QOS
-  const v = headerValue(m.hdr, 'Nmqtt-Pub')
+  const h = m.hdr
+  if (h === null) return NATS_DEFAULT_QOS
+  // MQTT publishes carry one of these blocks as they are: no need to parse them.
+  if (h === QOS_HEADERS[0]) return 0
+  if (h === QOS_HEADERS[1]) return 1
+  if (h === QOS_HEADERS[2]) return 2
+  const v = headerValue(h, 'Nmqtt-Pub')
   if (v === '0') return 0
   if (v === '1') return 1
   if (v === '2') return 2
   return NATS_DEFAULT_QOS
 }
+
+type SharedParser = Parser & { conn: MqttConn | null; settings: unknown }
+
+const V4 = { protocolVersion: 4 }
+const V5 = { protocolVersion: 5 }
+/** One mqtt-packet parser for all connections: it is only ever given whole packets. */
+let idleParser: SharedParser | null = null
+
+function newSharedParser(): SharedParser {
+  const p = newParser() as SharedParser
+  p.conn = null
+  p.on('packet', (pk: Packet) => onPacket(p.conn!, pk))
+  p.on('error', (e: Error) => p.conn!.protocolError(e.message))
+  return p
+}
+
+/** Parses one whole packet with mqtt-packet; a re-entrant call gets a parser of its own. */
+function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
+  const p = idleParser ?? newSharedParser()
+  idleParser = null
+  // The parser reads the protocol level from settings (CONNECT replaces them with itself).
+  p.settings = c.version === 5 ? V5 : V4
+  p.conn = c
+  let left = -1
+  try {
+    left = p.parse(frame)
+  } finally {
+    p.conn = null
+    // A throwing handler can leave the parser mid-packet: then it is dropped.
+    if (left === 0) idleParser = p
+  }
+}
+
+const EMPTY = new Uint8Array(0)
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   if (a.length === 0) return b.slice()

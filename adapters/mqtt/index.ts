@@ -3,18 +3,76 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import type { Server } from '../../src/server.ts'
 import { MqttConn } from './conn.ts'
+import { installServices } from './services.ts'
 
 export { MqttConn, NATS_DEFAULT_QOS } from './conn.ts'
 export { mqttState } from './state.ts'
+export { RETAINED_GET, RETAIN_PREFIX } from './services.ts'
 
-/** A connection for a freshly accepted socket, or null when max_connections refuses it. */
+/**
+ * Subscribes the adapter's NATS-side services ($SPRIG.mqtt.*, see services.ts). Idempotent;
+ * also done on the first MQTT connection. A target that calls it at start-up makes the
+ * retained store readable from NATS before any device has connected.
+ */
+export function startMqtt(srv: Server): void {
+  installServices(srv)
+}
+
+/**
+ * A connection for a freshly accepted socket. Over max_connections the socket gets a small
+ * refusing connection instead: it reads the CONNECT's protocol level and answers in that
+ * version's format, CONNACK 0x03 "Server unavailable" (3.1.1) or 0x97 "Quota exceeded"
+ * (5.0), then closes. Null when even that is not possible.
+ */
 export function acceptMqtt(srv: Server, wire: Wire): Conn | null {
+  installServices(srv)
   const cid = srv.admit()
   if (cid === 0) {
-    // Before CONNECT we cannot know which CONNACK format the client reads: just close.
     srv.log.error(`${wire.remoteAddress}:${wire.remotePort} - maximum connections (${srv.opts.max_connections}) exceeded`)
-    wire.end()
-    return null
+    return refusing(srv, wire)
   }
   return new MqttConn(srv, cid, wire)
+}
+
+/** Refusing connections waiting for their CONNECT; the oldest is dropped past this many. */
+const MAX_REFUSING = 64
+const refusingWires = new WeakMap<Server, Set<Wire>>()
+
+function refusing(srv: Server, wire: Wire): Conn {
+  let set = refusingWires.get(srv)
+  if (!set) refusingWires.set(srv, (set = new Set()))
+  if (set.size >= MAX_REFUSING) {
+    const oldest = set.values().next().value!
+    set.delete(oldest)
+    oldest.end()
+  }
+  set.add(wire)
+  const done = (): void => {
+    set.delete(wire)
+    wire.end()
+  }
+  return {
+    data(chunk: Uint8Array): void {
+      if (!set.has(wire)) return
+      const level = connectLevel(chunk)
+      if (level === 5) wire.write(new Uint8Array([0x20, 3, 0, 0x97, 0]))
+      else if (level !== null) wire.write(new Uint8Array([0x20, 2, 0, 0x03]))
+      done() // a CONNECT cut before its level just gets the close
+    },
+    drained(): void {},
+    closed(): void {
+      set.delete(wire)
+    },
+  }
+}
+
+/** The protocol level of a CONNECT at the start of b, or null when b does not hold one. */
+function connectLevel(b: Uint8Array): number | null {
+  if (b[0] !== 0x10) return null
+  let i = 1
+  while (i < 5 && i < b.length && (b[i]! & 0x80) !== 0) i++
+  i++
+  if (b.length < i + 2) return null
+  const n = (b[i]! << 8) | b[i + 1]!
+  return b.length > i + 2 + n ? b[i + 2 + n]! : null
 }

@@ -14,13 +14,14 @@ import type {
 } from 'mqtt-packet'
 import { utf8 } from '../../src/bytes.ts'
 import { encodeHeaders } from '../../src/headers.ts'
-import { newMsg, type Msg } from '../../src/msg.ts'
+import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
 import { matchRetained, retain } from './retained.ts'
 import { discardParked, resume, takeParked } from './session.ts'
-import { propsToHeaders, type PublishProps } from './props.ts'
-import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst } from './topic.ts'
+import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
+import { cancelWill, scheduleWill } from './services.ts'
+import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicLimits } from './topic.ts'
 
 /** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
 export const QOS_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([['Nmqtt-Pub', String(q)]]))
@@ -43,6 +44,44 @@ const RC = {
   quotaExceeded: 0x97,
   unsupportedVersion: 0x84,
 } as const
+
+/** A will with its MQTT 5 extras: Will Delay Interval (ms) and properties. */
+interface FullWill extends Will {
+  delay: number
+  props?: PublishProps
+}
+
+/** A subscription with its MQTT 5 options beyond No Local. */
+export interface FullSub extends MqttSub {
+  /** Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
+  readonly subId?: number
+  /** Retain As Published: deliver the retain flag as it was published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
+  readonly rap: boolean
+}
+
+/** Topic aliases a client has set (MQTT 5 §3.3.2.3.4), per connection; only for those that use them. */
+const aliases = new WeakMap<MqttConn, Map<number, string>>()
+
+const limitsCache = new WeakMap<object, TopicLimits>()
+
+/** The configured topic limits, in the form topic.ts takes (built once per options object). */
+function limits(c: MqttConn): TopicLimits {
+  const o = mqttOpts(c.srv.opts)
+  let lim = limitsCache.get(o)
+  if (!lim) {
+    lim = { maxLength: o.max_topic_length, ...(o.max_topic_levels > 0 ? { maxLevels: o.max_topic_levels } : {}) }
+    limitsCache.set(o, lim)
+  }
+  return lim
+}
+
+/** A clear description of a refused topic, naming the limit when one was passed. */
+function why(c: MqttConn, error: string): string {
+  const o = mqttOpts(c.srv.opts)
+  if (error === 'too_long') return `too_long (mqtt.max_topic_length is ${o.max_topic_length} bytes)`
+  if (error === 'too_deep') return `too_deep (mqtt.max_topic_levels is ${o.max_topic_levels})`
+  return error
+}
 
 // --- before the parser: the protocol level ----------------------------------------------------
 
@@ -137,25 +176,48 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   }
   let will: Will | null = null
   if (p.will) {
-    const subject = topicToSubject(p.will.topic)
+    const subject = topicToSubject(p.will.topic, limits(c))
     if (typeof subject !== 'string') {
       // 5.0 has a code for it; 3.1.1 has none that fits, so it only closes.
+      c.srv.log.error(`${c.label()} mqtt invalid will topic ${JSON.stringify(p.will.topic)}: ${why(c, subject.error)}`)
       if (c.version === 4) return c.teardown(`invalid will topic: ${subject.error}`, false)
       return refuseConnect(c, 0, RC.topicNameInvalid, `invalid will topic: ${subject.error}`)
     }
     const payload = typeof p.will.payload === 'string' ? Buffer.from(p.will.payload) : p.will.payload
-    will = { topic: p.will.topic, subject, payload, qos: (p.will.qos ?? 0) as QoS, retain: p.will.retain === true }
+    const wp = (p.will.properties ?? {}) as PublishProps & { willDelayInterval?: number }
+    const { willDelayInterval, ...rest } = wp
+    const fw: FullWill = {
+      topic: p.will.topic,
+      subject,
+      payload,
+      qos: (p.will.qos ?? 0) as QoS,
+      retain: p.will.retain === true,
+      delay: c.version === 5 ? (willDelayInterval ?? 0) * 1000 : 0,
+      ...(c.version === 5 && Object.keys(rest).length > 0 ? { props: rest } : {}),
+    }
+    will = fw
   }
   c.clientId = id
   c.will = will
   c.keepalive = (p.keepalive ?? 0) * 1000
+  const o = mqttOpts(srv.opts)
+  // Server Keep Alive: an MQTT 5 client asking for more than max_keepalive (or for none) is
+  // told the maximum, and must use it [MQTT-3.2.2-21]; otherwise its own value applies
+  // [MQTT-3.2.2-22]. A 3.1.1 client cannot be told, so it keeps its own.
+  let serverKeepAlive: number | undefined
+  if (c.version === 5 && o.max_keepalive > 0 && (c.keepalive === 0 || c.keepalive > o.max_keepalive)) {
+    serverKeepAlive = Math.min(65535, Math.max(1, Math.floor(o.max_keepalive / 1000)))
+    c.keepalive = serverKeepAlive * 1000
+  }
   if (props.receiveMaximum) c.maxInflight = Math.min(c.maxInflight, props.receiveMaximum)
   if (props.maximumPacketSize) c.maxOutPacket = props.maximumPacketSize
   // Session takeover: the older connection with this id goes [MQTT-3.1.4-2] (parking its
   // session if it was persistent, so it can be picked up right below).
   c.st.clients.get(id)?.takeover()
   c.st.clients.set(id, c)
-  const o = mqttOpts(srv.opts)
+  // A delayed will of this session is not sent once the client is back [MQTT-3.1.3-9];
+  // with Clean Start the old session ends here, and a will waiting for that goes now.
+  cancelWill(c.st, id, p.clean !== false)
   let parked = takeParked(c.st, id)
   // Clean session / Clean Start: any previous session is discarded [MQTT-3.1.2-6] (5.0: [MQTT-3.1.2-4]).
   if (parked && p.clean !== false) {
@@ -179,7 +241,9 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
     maximumPacketSize: srv.opts.max_payload + 64 * 1024,
     retainAvailable: o.retained_max_msgs > 0,
     wildcardSubscriptionAvailable: true,
-    subscriptionIdentifiersAvailable: false,
+    subscriptionIdentifiersAvailable: true,
+    ...(o.topic_alias_maximum > 0 ? { topicAliasMaximum: o.topic_alias_maximum } : {}),
+    ...(serverKeepAlive !== undefined ? { serverKeepAlive } : {}),
     sharedSubscriptionAvailable: true,
     ...(assigned ? { assignedClientIdentifier: id } : {}), // MQTT 5 §3.2.2.3.7
   }, parked !== null) // session present [MQTT-3.2.2-2]
@@ -199,16 +263,35 @@ function authorized(c: MqttConn, p: IConnectPacket): boolean {
 // --- PUBLISH in -------------------------------------------------------------------------------
 
 function onPublish(c: MqttConn, p: IPublishPacket): void {
-  if (p.properties?.topicAlias !== undefined) {
-    // We offer Topic Alias Maximum 0, so any alias is invalid (5.0 §3.3.2.3.4).
-    return c.disconnect(RC.topicAliasInvalid, 'Topic Alias Invalid')
+  let topic = p.topic
+  const alias = p.properties?.topicAlias
+  if (alias !== undefined) {
+    // Topic Alias (5.0 §3.3.2.3.4): 0 or more than our Topic Alias Maximum is invalid
+    // [MQTT-3.3.2-8] [MQTT-3.3.2-9]; a topic name sets the alias, an empty one uses it.
+    const max = mqttOpts(c.srv.opts).topic_alias_maximum
+    if (alias === 0 || alias > max) {
+      c.srv.log.error(`${c.label()} mqtt topic alias ${alias} outside 1..${max} (mqtt.topic_alias_maximum)`)
+      return c.disconnect(RC.topicAliasInvalid, 'Topic Alias Invalid')
+    }
+    let map = aliases.get(c)
+    if (topic === '') {
+      const known = map?.get(alias)
+      if (known === undefined) return c.protocolError(`unknown topic alias ${alias}`, RC.protocolError)
+      topic = known
+    } else {
+      if (!map) aliases.set(c, (map = new Map()))
+      map.set(alias, topic)
+    }
   }
-  const subject = topicToSubject(p.topic)
+  const subject = topicToSubject(topic, limits(c))
   if (typeof subject !== 'string') {
     // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
-    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${JSON.stringify(p.topic)}: ${subject.error}`)
+    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${JSON.stringify(topic)}: ${why(c, subject.error)}`)
     return c.disconnect(RC.topicNameInvalid, 'Invalid Publish Topic')
   }
+  // A Response Topic must be a topic name, without wildcards [MQTT-3.3.2-14].
+  const reply = c.version === 5 ? replyFor(p.properties) : ''
+  if (reply === null) return c.protocolError(`invalid response topic ${JSON.stringify(p.properties?.responseTopic)}`, RC.protocolError)
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (payload.length > c.srv.opts.max_payload) {
     c.srv.log.error(`${c.label()} mqtt payload of ${payload.length} bytes over max_payload`)
@@ -222,25 +305,28 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
     if (!c.qos2In.has(pid)) {
       if (c.qos2In.size >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
       c.qos2In.add(pid)
-      route(c, p.topic, subject, payload, 2, p.retain, p.properties)
+      route(c, topic, subject, payload, 2, p.retain, p.properties, reply)
     }
     c.send({ cmd: 'pubrec', messageId: pid })
     return
   }
-  route(c, p.topic, subject, payload, qos, p.retain, p.properties)
+  route(c, topic, subject, payload, qos, p.retain, p.properties, reply)
   if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
 }
 
 /** Hands an MQTT message to the router as a NATS message; keeps it if retained. */
-function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props?: PublishProps): void {
-  if (retained) retain(c.st.retained, topic, subject, payload, qos)
+function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): void {
+  const v5props = c.version === 5 ? props : undefined
+  if (retained) retain(c.st.retained, topic, subject, payload, qos, keepProps(v5props, c.srv.host.now()))
   // A retained message with an empty payload only deletes; it still goes to current
   // subscribers as a normal message [MQTT-3.3.1-10].
   const m = c.msg ?? (c.msg = newMsg())
   m.subject = subject
   m.subjectBytes = utf8(subject)
-  m.hdr = (c.version === 5 ? propsToHeaders(qos, props) : null) ?? QOS_HEADERS[qos]!
+  m.hdr = propsToHeaders(qos, v5props, retained) ?? QOS_HEADERS[qos]!
   m.payload = payload
+  m.reply = reply // the Response Topic, as props.ts maps it
+  m.replyBytes = reply === '' ? EMPTY : utf8(reply)
   c.publishing = true
   try {
     c.srv.router.publish(m, c)
@@ -249,16 +335,34 @@ function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array,
   }
 }
 
-/** Publishes a will: on abrupt close [MQTT-3.1.2-8], never after DISCONNECT [MQTT-3.1.2-10]. */
+/**
+ * Publishes a will: on abrupt close [MQTT-3.1.2-8], never after DISCONNECT [MQTT-3.1.2-10].
+ * An MQTT 5 Will Delay Interval holds it back until the delay or the session ends, whichever
+ * comes first (5.0 §3.1.3.2.2); a reconnect before then cancels it [MQTT-3.1.3-9].
+ */
 export function publishWill(c: MqttConn, w: Will): void {
-  c.st.counters.wills++
-  if (w.retain) retain(c.st.retained, w.topic, w.subject, w.payload, w.qos)
+  const fw = w as FullWill
+  const now = c.srv.host.now()
+  const wait = Math.min(fw.delay ?? 0, c.sessionExpiry)
+  if (wait > 0) return scheduleWill(c.srv, c.clientId, now + wait, () => sendWill(c.srv, c.st, fw))
+  sendWill(c.srv, c.st, fw)
+}
+
+function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill): void {
+  st.counters.wills++
+  const reply = replyFor(w.props)
+  const props = keepProps(w.props, srv.host.now())
+  if (w.retain) retain(st.retained, w.topic, w.subject, w.payload, w.qos, props)
   const m: Msg = newMsg()
   m.subject = w.subject
   m.subjectBytes = utf8(w.subject)
-  m.hdr = QOS_HEADERS[w.qos]!
+  m.hdr = propsToHeaders(w.qos, props, w.retain) ?? QOS_HEADERS[w.qos]!
   m.payload = w.payload
-  c.srv.router.publish(m, null)
+  if (reply) {
+    m.reply = reply
+    m.replyBytes = utf8(reply)
+  }
+  srv.router.publish(m, null)
 }
 
 // --- acknowledgements -------------------------------------------------------------------------
@@ -291,9 +395,12 @@ function onPubrel(c: MqttConn, pid: number): void {
 
 function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
   const granted: number[] = []
-  const fresh: { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean }[] = []
+  const fresh: { sub: FullSub; subjects: string[]; rh: number; isNew: boolean }[] = []
+  const subId = c.version === 5 ? p.properties?.subscriptionIdentifier : undefined
+  // A Subscription Identifier of 0 is a Protocol Error (5.0 §3.8.2.1.2).
+  if (subId === 0) return c.protocolError('subscription identifier 0', RC.protocolError)
   for (const s of p.subscriptions) {
-    const r = addSub(c, s)
+    const r = addSub(c, s, subId)
     if (typeof r === 'number') granted.push(r)
     else if (r === null) return // the connection was closed
     else {
@@ -306,27 +413,43 @@ function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
   // Retain Handling 1 sends them only for a new subscription, 2 never; none for shared ones.
   for (const f of fresh) {
     if (f.sub.queue !== null || f.rh === 2 || (f.rh === 1 && !f.isNew)) continue
-    for (const r of matchRetained(c.st.retained, f.subjects)) {
+    const now = c.srv.host.now()
+    for (const r of matchRetained(c.st.retained, f.subjects, now)) {
       if (f.sub.noDollar && startsWithDollar(r.topic)) continue
       const qos = Math.min(r.qos, f.sub.qos) as QoS
-      c.enqueue({ topic: r.topic, payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength), qos, retain: true, released: false })
+      const o = {
+        topic: r.topic,
+        payload: Buffer.from(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength),
+        qos,
+        retain: true,
+        released: false,
+        props: c.version === 5 ? deliveryProps(r.props, f.sub) : undefined,
+      }
+      // The remaining Message Expiry Interval goes with it [MQTT-3.3.2-6].
+      if (expiredAt(r.props, now) || !unexpired(o, now)) continue
+      c.enqueue(o)
     }
   }
 }
 
 /** One filter: its router subscriptions, or a failure code for SUBACK, or null if closed. */
-function addSub(c: MqttConn, s: ISubscription): { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean } | number | null {
+function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub: FullSub; subjects: string[]; rh: number; isNew: boolean } | number | null {
   const fail = c.version === 5 ? RC.filterInvalid : 0x80
-  const shared = parseShared(s.topic)
+  const lim = limits(c)
+  const shared = parseShared(s.topic, lim)
   let subjects: string[]
   let queue: string | null = null
   let filter = s.topic
+  const refused = (e: string): number => {
+    c.srv.log.error(`${c.label()} mqtt subscribe to invalid filter ${JSON.stringify(s.topic)}: ${why(c, e)}`)
+    return fail
+  }
   if (shared === null) {
-    const r = filterToSubjects(s.topic)
-    if (!Array.isArray(r)) return fail
+    const r = filterToSubjects(s.topic, lim)
+    if (!Array.isArray(r)) return refused(r.error)
     subjects = r
   } else if ('error' in shared) {
-    return fail
+    return refused(shared.error)
   } else {
     // No Local on a shared subscription is a Protocol Error [MQTT-3.8.3-4].
     if (s.nl) {
@@ -338,12 +461,25 @@ function addSub(c: MqttConn, s: ISubscription): { sub: MqttSub; subjects: string
     filter = shared.filter
   }
   const old = c.subs.get(s.topic)
-  const max = c.srv.opts.max_subscriptions
-  if (!old && max > 0 && c.subs.size >= max) return c.version === 5 ? RC.quotaExceeded : 0x80
+  const max = mqttOpts(c.srv.opts).max_subscriptions || c.srv.opts.max_subscriptions
+  if (!old && max > 0 && c.subs.size >= max) {
+    // 5.0: Quota Exceeded; 3.1.1 has only Failure [MQTT-3.9.3-1].
+    c.srv.log.error(`${c.label()} mqtt subscribe to ${JSON.stringify(s.topic)} refused: maximum subscriptions (${max}) exceeded`)
+    return c.version === 5 ? RC.quotaExceeded : 0x80
+  }
   // The same filter again replaces the old subscription [MQTT-3.8.4-3].
   if (old) for (const x of old) c.srv.router.unsubscribe(x)
-  const base = { queue, owner: c, filter: s.topic, qos: s.qos, noDollar: wildcardFirst(filter), noLocal: s.nl === true }
-  const list: MqttSub[] = subjects.map((subject) => ({ ...base, subject }))
+  const base = {
+    queue,
+    owner: c,
+    filter: s.topic,
+    qos: s.qos,
+    noDollar: wildcardFirst(filter),
+    noLocal: s.nl === true,
+    rap: c.version === 5 && s.rap === true,
+    ...(subId !== undefined ? { subId } : {}),
+  }
+  const list: FullSub[] = subjects.map((subject) => ({ ...base, subject }))
   c.subs.set(s.topic, list)
   for (const x of list) c.srv.router.subscribe(x)
   return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }

@@ -5,6 +5,7 @@
 // evicting keeps what is retained predictable: nothing disappears because others arrived.
 
 import { subjectMatches } from '../../src/subject.ts'
+import { expiredAt, type PublishProps } from './props.ts'
 
 export interface Retained {
   topic: string
@@ -12,6 +13,8 @@ export interface Retained {
   subject: string
   payload: Uint8Array
   qos: 0 | 1 | 2
+  /** MQTT 5 properties kept with it (user properties, expiry, ...); its expiry ends it. */
+  props?: PublishProps
 }
 
 export interface RetainedStore {
@@ -33,7 +36,7 @@ const size = (r: { topic: string; payload: Uint8Array }): number => r.topic.leng
  * Stores (copying the payload) or, for an empty payload, deletes [MQTT-3.3.1-10] [MQTT-3.3.1-11].
  * False when refused for lack of room.
  */
-export function retain(st: RetainedStore, topic: string, subject: string, payload: Uint8Array, qos: 0 | 1 | 2): boolean {
+export function retain(st: RetainedStore, topic: string, subject: string, payload: Uint8Array, qos: 0 | 1 | 2, props?: PublishProps): boolean {
   const old = st.byTopic.get(topic)
   if (payload.length === 0) {
     if (old) {
@@ -42,7 +45,7 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
     }
     return true
   }
-  const r: Retained = { topic, subject, payload: payload.slice(), qos }
+  const r: Retained = { topic, subject, payload: payload.slice(), qos, ...(props ? { props } : {}) }
   const bytes = st.bytes - (old ? size(old) : 0) + size(r)
   if (!old && (st.byTopic.size + 1 > st.maxMsgs || bytes > st.maxBytes)) {
     st.refused++
@@ -57,10 +60,18 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
   return true
 }
 
-/** Kept messages whose subject matches any of `subjects` (a filter's NATS form). */
-export function matchRetained(st: RetainedStore, subjects: readonly string[]): Retained[] {
+/**
+ * Kept messages whose subject matches any of `subjects` (a filter's NATS form). Messages
+ * whose Message Expiry Interval has passed (at `now`) are deleted instead [MQTT-3.3.2-5].
+ */
+export function matchRetained(st: RetainedStore, subjects: readonly string[], now = 0): Retained[] {
   const out: Retained[] = []
   for (const r of st.byTopic.values()) {
+    if (r.props && expiredAt(r.props, now)) {
+      st.byTopic.delete(r.topic)
+      st.bytes -= size(r)
+      continue
+    }
     for (const s of subjects) {
       if (subjectMatches(s, r.subject)) {
         out.push(r)

@@ -13,7 +13,7 @@ import { mqttOptions } from '../../src/options.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
 import { deliveryQos, topicFor, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
 import type { MqttState } from './state.ts'
-import { headersToProps } from './props.ts'
+import { deliveryProps, headersToProps, msgRetained } from './props.ts'
 
 export class Parked implements Owner {
   readonly echo = true
@@ -45,7 +45,8 @@ export class Parked implements Owner {
       this.st.counters.offline_dropped++
       return
     }
-    this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: false, released: false, props: headersToProps(this.st, m) })
+    const props = deliveryProps(headersToProps(this.st, m), s)
+    this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props })
     this.queued += m.payload.length
   }
 }

@@ -38,6 +38,8 @@ export interface MqttState {
   /** Header -> MQTT 5 properties of the last message delivered, likewise. */
   propsSeq: number
   props: PublishProps | undefined
+  /** The server's clock (host.now()), for message expiry. */
+  now(): number
 }
 
 const states = new WeakMap<Server, MqttState>()
@@ -56,6 +58,7 @@ export function mqttState(srv: Server): MqttState {
       topic: null,
       propsSeq: -1,
       props: undefined,
+      now: () => srv.host.now(),
     }
     states.set(srv, st)
   }

@@ -1,0 +1,179 @@
+// What the MQTT adapter offers NATS clients, as subjects under `$SPRIG.mqtt.` (sprig's own
+// namespace: nats-server keeps `$MQTT.` for its JetStream internals, and a `$` subject is
+// never matched by an MQTT `#` or `+/...` subscription [MQTT-4.7.2-1], so devices do not
+// see this traffic):
+//
+//   $SPRIG.mqtt.reply.<base64url>.<subject>   replies to MQTT 5 requests that carry
+//       Correlation Data (see props.ts): republished to <subject> with the
+//       `Nmqtt-Correlation-Data` header.
+//   $SPRIG.mqtt.retained.get   request; payload: an MQTT topic filter (empty = `#`). Reply:
+//       JSON {"messages":[{"topic","subject","qos","payload"(base64)}...],"truncated":bool}
+//       (topic order; cut to fit max_payload, then truncated is true), or {"error":"..."}.
+//   $SPRIG.mqtt.retain.<subject>   publish: sets the retained message of <subject>'s topic
+//       (an empty payload deletes it) and delivers it to <subject> like an MQTT retained
+//       PUBLISH; QoS from `Nmqtt-Pub` (default 1). With a reply subject it answers
+//       {"ok":true} or {"error":"..."}.
+//
+// Installed once per server, when the MQTT adapter takes its first connection or is
+// started (startMqtt in index.ts).
+
+import { Buffer } from 'node:buffer'
+import { utf8 } from '../../src/bytes.ts'
+import { decodeHeaders, encodeHeaders } from '../../src/headers.ts'
+import { newMsg, type Msg } from '../../src/msg.ts'
+import type { Owner, Sub } from '../../src/router.ts'
+import type { Server } from '../../src/server.ts'
+import { msgQos } from './conn.ts'
+import { CORRELATION, headersToProps, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
+import { matchRetained, retain } from './retained.ts'
+import { mqttState, type MqttState } from './state.ts'
+import { filterToSubjects, startsWithDollar, subjectToTopic, wildcardFirst } from './topic.ts'
+
+export const RETAINED_GET = '$SPRIG.mqtt.retained.get'
+export const RETAIN_PREFIX = '$SPRIG.mqtt.retain.'
+
+const installed = new WeakSet<Server>()
+
+/** Subscribes the adapter's NATS-side services (idempotent). */
+export function installServices(srv: Server): void {
+  if (installed.has(srv)) return
+  installed.add(srv)
+  const owner: Owner = { cid: 0, echo: true, deliver: (sub, m) => (sub as ServiceSub).handle(srv, m) }
+  const add = (subject: string, handle: (srv: Server, m: Msg) => void): void => {
+    srv.router.subscribe({ subject, queue: null, owner, handle } as ServiceSub)
+  }
+  add(REPLY_PREFIX + '>', republishReply)
+  add(RETAINED_GET, retainedGet)
+  add(RETAIN_PREFIX + '>', retainSet)
+}
+
+interface ServiceSub extends Sub {
+  handle(srv: Server, m: Msg): void
+}
+
+function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: Uint8Array, reply = ''): void {
+  const m = newMsg()
+  m.subject = subject
+  m.subjectBytes = utf8(subject)
+  m.reply = reply
+  m.replyBytes = utf8(reply)
+  m.hdr = hdr
+  m.payload = payload
+  srv.router.publish(m, null)
+}
+
+function answer(srv: Server, m: Msg, body: unknown): void {
+  if (m.reply !== '') publish(srv, m.reply, null, utf8(JSON.stringify(body)))
+}
+
+/** A NATS reply to an MQTT request with Correlation Data: on to the Response Topic, with it. */
+function republishReply(srv: Server, m: Msg): void {
+  const r = parseReply(m.subject)
+  if (r === null) return
+  const h = m.hdr ? decodeHeaders(m.hdr) : null
+  const pairs = (h?.pairs ?? []).filter(([k]) => k !== CORRELATION)
+  pairs.push([CORRELATION, r.corr.toString('base64')])
+  publish(srv, r.subject, encodeHeaders(pairs, h?.status ?? ''), m.payload.slice(), m.reply)
+}
+
+function retainedGet(srv: Server, m: Msg): void {
+  if (m.reply === '') return
+  const filter = Buffer.from(m.payload).toString('utf8').trim() || '#'
+  const subjects = filterToSubjects(filter)
+  if (!Array.isArray(subjects)) return answer(srv, m, { error: `invalid topic filter ${JSON.stringify(filter)}: ${subjects.error}` })
+  const noDollar = wildcardFirst(filter)
+  const found = matchRetained(mqttState(srv).retained, subjects, srv.host.now())
+    .filter((r) => !(noDollar && startsWithDollar(r.topic)))
+    .sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0))
+  const messages = found.map((r) => ({ topic: r.topic, subject: r.subject, qos: r.qos, payload: Buffer.from(r.payload).toString('base64') }))
+  let truncated = false
+  let body = utf8(JSON.stringify({ messages, truncated }))
+  while (body.length > srv.opts.max_payload && messages.length > 0) {
+    // Halve until it fits: a reply never goes over what a client may receive.
+    messages.length = Math.floor(messages.length / 2)
+    truncated = true
+    body = utf8(JSON.stringify({ messages, truncated }))
+  }
+  publish(srv, m.reply, null, body)
+}
+
+function retainSet(srv: Server, m: Msg): void {
+  const subject = m.subject.slice(RETAIN_PREFIX.length)
+  const topic = subjectToTopic(subject)
+  if (topic === null) return answer(srv, m, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
+  const payload = m.payload.slice()
+  const hdr = m.hdr ? m.hdr.slice() : null
+  const reply = m.reply
+  const st = mqttState(srv)
+  const qos = msgQos(m)
+  // Kept with the message: its headers as MQTT 5 properties (Nmqtt-Expiry ends it), not the
+  // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
+  const props = headersToProps(st, { ...m, reply: '', seq: -2 })
+  st.propsSeq = -1
+  const kept = retain(st.retained, topic, subject, payload, qos, props)
+  // Like an MQTT retained PUBLISH, it also goes to current subscribers [MQTT-3.3.1-10],
+  // marked retained (for Retain As Published).
+  let out = RETAINED_HEADERS[qos]!
+  if (hdr) {
+    const h = decodeHeaders(hdr)
+    const pairs = (h?.pairs ?? []).filter(([k]) => k.toLowerCase() !== 'nmqtt-retain')
+    pairs.push(['Nmqtt-Retain', '1'])
+    out = encodeHeaders(pairs, h?.status ?? '')
+  }
+  publish(srv, subject, out, payload)
+  if (reply !== '') publish(srv, reply, null, utf8(JSON.stringify(kept ? { ok: true } : { error: 'retained store full' })))
+}
+
+// --- delayed wills ----------------------------------------------------------------------------
+
+interface PendingWill {
+  due: number
+  fire: () => void
+}
+
+const pendingWills = new WeakMap<MqttState, Map<string, PendingWill>>()
+const timers = new WeakMap<MqttState, { cancel(): void }>()
+
+/**
+ * Holds a will back until `due` (host.now() time). Checked once a second by a timer that
+ * exists only while wills wait, and stops with the server.
+ */
+export function scheduleWill(srv: Server, clientId: string, due: number, fire: () => void): void {
+  const st = mqttState(srv)
+  let map = pendingWills.get(st)
+  if (!map) pendingWills.set(st, (map = new Map()))
+  map.set(clientId, { due, fire })
+  if (timers.has(st)) return
+  const t = srv.host.every(1000, () => {
+    const now = srv.host.now()
+    // Wills still held back when the server stops are dropped with it.
+    const stopped = !srv.running
+    for (const [id, w] of map) {
+      if (w.due > now && !stopped) continue
+      map.delete(id)
+      if (!stopped) w.fire()
+    }
+    if (map.size === 0) {
+      t.cancel()
+      timers.delete(st)
+    }
+  })
+  timers.set(st, t)
+}
+
+/**
+ * A client with this id connected: its delayed will is not sent [MQTT-3.1.3-9], or, when the
+ * new connection ends the old session (Clean Start), sent now.
+ */
+export function cancelWill(st: MqttState, clientId: string, sessionEnds = false): void {
+  const map = pendingWills.get(st)
+  const w = map?.get(clientId)
+  if (!w) return
+  map!.delete(clientId)
+  if (sessionEnds) w.fire()
+}
+
+/** Client ids whose will is waiting (for tests and monitoring). */
+export function pendingWillIds(st: MqttState): string[] {
+  return [...(pendingWills.get(st)?.keys() ?? [])]
+}
