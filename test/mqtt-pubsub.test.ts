@@ -8,7 +8,7 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
 import type { IDisconnectPacket, IPublishPacket, ISubackPacket, IUnsubackPacket, Packet } from 'mqtt-packet'
 import { mqttState } from '../adapters/mqtt/index.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { RawMqtt, messages, mqttClient, sleep } from './helpers/mqtt.ts'
+import { RawMqtt, messages, mqttClient, sleep, natsClient } from './helpers/mqtt.ts'
 import { havePeer } from './helpers/peers.ts'
 
 let b: TestBroker
@@ -20,11 +20,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test): Promise<NatsConnection> => natsClient(t, b.url)
 
 const td = new TextDecoder()
 

@@ -4,10 +4,10 @@
 
 import { spawn } from 'node:child_process'
 import t, { type Test } from 'tap'
-import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
+import { headers, type NatsConnection } from '@nats-io/transport-node'
 import type { IDisconnectPacket, IPublishPacket } from 'mqtt-packet'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { RawMqtt, mqttClient } from './helpers/mqtt.ts'
+import { RawMqtt, mqttClient, natsClient } from './helpers/mqtt.ts'
 import { havePeer } from './helpers/peers.ts'
 
 let b: TestBroker
@@ -17,11 +17,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test): Promise<NatsConnection> => natsClient(t, b.url)
 
 const td = new TextDecoder()
 

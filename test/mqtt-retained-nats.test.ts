@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
 import { mqttState, startMqtt } from '../adapters/mqtt/index.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { messages, mqttClient } from './helpers/mqtt.ts'
+import { messages, mqttClient, natsClient } from './helpers/mqtt.ts'
 
 let b: TestBroker
 
@@ -15,11 +15,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test): Promise<NatsConnection> => natsClient(t, b.url)
 
 interface Reply {
   messages?: { topic: string; subject: string; qos: number; payload: string }[]

@@ -2,11 +2,11 @@
 // keepalive timeout, protocol error, takeover), never after a clean DISCONNECT.
 
 import t, { type Test } from 'tap'
-import { connect, type NatsConnection } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
 import type { IConnackPacket } from 'mqtt-packet'
 import { mqttState } from '../adapters/mqtt/index.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { RawMqtt, messages, mqttClient, sleep } from './helpers/mqtt.ts'
+import { RawMqtt, messages, mqttClient, sleep, natsClient } from './helpers/mqtt.ts'
 
 let b: TestBroker
 
@@ -15,11 +15,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test): Promise<NatsConnection> => natsClient(t, b.url)
 
 const will = (topic: string, payload: string, extra: Record<string, unknown> = {}) => ({
   will: { topic, payload: Buffer.from(payload), qos: 1 as const, retain: false, ...extra },
