@@ -2,13 +2,14 @@
 // that serve() starts (or skips) the listener and logs where it listens.
 
 import net from 'node:net'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import mqtt from 'mqtt'
 import { FLAGS, usage } from '../src/cli.ts'
-import { ConfigError, loadOptions, validateOptions } from '../src/config.ts'
+import { loadOptions, validateOptions } from '../src/config.ts'
 import { createLogger } from '../src/log.ts'
 import { MQTT_DEFAULTS, defaults, mqttOptions, type Options } from '../src/options.ts'
 import { node } from '../targets/node.ts'
+import { errorOf } from './helpers/config.ts'
 import { serve } from '../targets/run.ts'
 
 const F = '/etc/sprig/sprig.json'
@@ -19,16 +20,6 @@ function load(argv: string[], files: Record<string, string> = {}): Options {
   return r.options
 }
 
-function errorOf(t: Test, fn: () => unknown): string {
-  try {
-    fn()
-  } catch (e) {
-    t.type(e, ConfigError)
-    return (e as Error).message
-  }
-  t.fail('expected a ConfigError')
-  return ''
-}
 
 t.test('defaults: MQTT on, port 1883, on the main host', async (t) => {
   t.same(MQTT_DEFAULTS, {
