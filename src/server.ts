@@ -41,6 +41,7 @@ export class Server {
   private dirty: Outbound[] = []
   private flushQueued = false
   private ticker: { cancel(): void } | null = null
+  private readonly housekeeping: ((now: number) => void)[] = []
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty
@@ -96,9 +97,15 @@ export class Server {
     this.ticker = this.host.every(1000, () => this.tick())
   }
 
+  /** Runs `fn` on every housekeeping tick (adapters' state that outlives connections). */
+  onTick(fn: (now: number) => void): void {
+    this.housekeeping.push(fn)
+  }
+
   tick(): void {
     const now = this.host.now()
     for (const s of this.sessions.values()) s.tick(now)
+    for (const fn of this.housekeeping) fn(now)
   }
 
   /** Closes every session after flushing what it has queued. */

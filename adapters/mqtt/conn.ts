@@ -19,7 +19,7 @@ import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
 import { checkConnectHeader, onPacket, publishWill, QOS_HEADERS } from './packets.ts'
 import { frameSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish } from './frame.ts'
-import { expireSessions, park } from './session.ts'
+import { park } from './session.ts'
 import { deliveryProps, headersToProps, msgRetained, unexpired, type PublishProps } from './props.ts'
 
 export type QoS = 0 | 1 | 2
@@ -387,10 +387,6 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (this.keepalive > 0 && now - this.lastIn > this.keepalive * 1.5) {
       this.srv.log.debug(() => `${this.label()} keepalive timeout`)
       this.disconnect(0x8d, 'Keepalive Timeout')
-    }
-    if (now - this.st.lastSweep >= 1000) {
-      this.st.lastSweep = now
-      expireSessions(this.st, now)
     }
     // Before CONNECT there is no keepalive yet; a socket that never sends one is dropped.
     if (!this.connected && now - this.lastIn > CONNECT_TIMEOUT) {

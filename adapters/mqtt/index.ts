@@ -4,19 +4,27 @@ import type { Conn, Wire } from '../../src/host.ts'
 import type { Server } from '../../src/server.ts'
 import { MqttConn } from './conn.ts'
 import { installServices } from './services.ts'
+import { expireSessions } from './session.ts'
+import { mqttState } from './state.ts'
 
 export { MqttConn, NATS_DEFAULT_QOS } from './conn.ts'
 export { mqttState } from './state.ts'
 export { RETAINED_GET, RETAIN_PREFIX } from './services.ts'
 
 /**
- * Subscribes the adapter's NATS-side services ($SPRIG.mqtt.*, see services.ts). Idempotent;
- * also done on the first MQTT connection. A target that calls it at start-up makes the
- * retained store readable from NATS before any device has connected.
+ * Subscribes the adapter's NATS-side services ($SPRIG.mqtt.*, see services.ts), once, when the
+ * MQTT listener starts (targets/run.ts), so the retained store is readable from NATS before
+ * any device has connected. Idempotent.
  */
 export function startMqtt(srv: Server): void {
+  if (started.has(srv)) return
+  started.add(srv)
   installServices(srv)
+  // Parked sessions expire on the server's tick, whether or not any MQTT client is connected.
+  srv.onTick((now) => expireSessions(mqttState(srv), now))
 }
+
+const started = new WeakSet<Server>()
 
 /**
  * A connection for a freshly accepted socket. Over max_connections the socket gets a small
@@ -25,7 +33,6 @@ export function startMqtt(srv: Server): void {
  * (5.0), then closes. Null when even that is not possible.
  */
 export function acceptMqtt(srv: Server, wire: Wire): Conn | null {
-  installServices(srv)
   const cid = srv.admit()
   if (cid === 0) {
     srv.log.error(`${wire.remoteAddress}:${wire.remotePort} - maximum connections (${srv.opts.max_connections}) exceeded`)

@@ -5,7 +5,7 @@
 // dropped and counted, so what the device finds is the oldest, contiguous stretch).
 // QoS 0 messages are not queued (MQTT allows either). A reconnect with the same client id
 // takes the session back: unacknowledged messages are resent with DUP [MQTT-4.4.0-1], then
-// the queue follows. Sessions expire after their expiry, checked on the housekeeping tick.
+// the queue follows. Sessions expire after their expiry, checked on the server's housekeeping tick (startMqtt).
 
 import { Buffer } from 'node:buffer'
 import type { Msg } from '../../src/msg.ts'

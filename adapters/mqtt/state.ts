@@ -29,8 +29,6 @@ export interface MqttState {
   readonly retained: RetainedStore
   /** Persistent sessions whose client is away, by client id. */
   readonly sessions: Map<string, Parked>
-  /** host.now() of the last expiry sweep. */
-  lastSweep: number
   readonly counters: MqttCounters
   /** Subject -> topic of the last message delivered (fan-out maps each message once). */
   topicSeq: number
@@ -52,7 +50,6 @@ export function mqttState(srv: Server): MqttState {
       clients: new Map(),
       retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
       sessions: new Map(),
-      lastSweep: 0,
       counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0 },
       topicSeq: -1,
       topic: null,
