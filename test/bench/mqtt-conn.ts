@@ -5,7 +5,7 @@
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Addr } from './model.ts'
-import { drain, onEvent, wake, waitUntil, type WaitResult } from './nats-conn.ts'
+import { drain, onEvent, repeatFrame, wake, waitUntil, type WaitResult } from './nats-conn.ts'
 
 const PINGREQ = Buffer.from([0xc0, 0x00])
 const DISCONNECT = Buffer.from([0xe0, 0x00])
@@ -346,12 +346,7 @@ async function waitLag(c: MqttConn, o: MqttPublishOpts, sent: number): Promise<v
  */
 export async function publishQos0(c: MqttConn, o: MqttPublishOpts): Promise<{ startAt: number; endAt: number }> {
   const { frame } = publishFrame(o.topic, o.payload, 0)
-  const batch = (n: number): Buffer => {
-    const b = Buffer.allocUnsafe(n * frame.length + 2)
-    for (let i = 0; i < n; i++) frame.copy(b, i * frame.length)
-    PINGREQ.copy(b, n * frame.length)
-    return b
-  }
+  const batch = (n: number): Buffer => repeatFrame(frame, n, PINGREQ)
   const per = Math.min(o.batch, o.count)
   const full = batch(per)
   const startAt = performance.now()

@@ -59,6 +59,9 @@ interface Waiter {
   done: (r: WaitResult) => void
 }
 
+/** The PING that ends each publish batch (flow control: the PONG says the batch was read). */
+const PING_LINE = Buffer.from('PING\r\n', 'latin1')
+
 // All pending waits; re-checked after every socket event. There are only ever a handful.
 const waiters = new Set<Waiter>()
 
@@ -283,6 +286,14 @@ export function close(c: NatsConn): void {
   c.sock.destroy()
 }
 
+/** `n` copies of `frame` followed by `tail` (a PING / PINGREQ), built into one buffer. */
+export function repeatFrame(frame: Buffer, n: number, tail: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(n * frame.length + tail.length)
+  for (let i = 0; i < n; i++) frame.copy(b, i * frame.length)
+  tail.copy(b, n * frame.length)
+  return b
+}
+
 /** Waits for 'drain' on a connection's socket; fails on close or after `ms` (shared with mqtt-conn). */
 export function drain(c: { sock: net.Socket; err: string }, ms: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -319,12 +330,7 @@ export interface PublishOpts {
  */
 export async function publish(c: NatsConn, o: PublishOpts): Promise<{ startAt: number; endAt: number }> {
   const frame = Buffer.concat([Buffer.from(`PUB ${o.subject} ${o.payload}\r\n`), Buffer.alloc(o.payload, 0x61), Buffer.from('\r\n')])
-  const batch = (n: number): Buffer => {
-    const b = Buffer.allocUnsafe(n * frame.length + 6)
-    for (let i = 0; i < n; i++) frame.copy(b, i * frame.length)
-    b.write('PING\r\n', n * frame.length, 'latin1')
-    return b
-  }
+  const batch = (n: number): Buffer => repeatFrame(frame, n, PING_LINE)
   // Built once and written repeatedly; the runtimes never modify what we hand to write().
   const per = Math.min(o.pingEvery, o.count)
   const full = batch(per)
