@@ -18,6 +18,42 @@ export interface Wire {
   destroy(): void
   readonly remoteAddress: string
   readonly remotePort: number
+  /**
+   * Set once a TLS handshake has completed on this wire (server side: the client's certificate,
+   * if it sent one; client side: the hub's). Absent on plain TCP.
+   */
+  readonly tls?: PeerTls
+  /**
+   * Client side only (dialled wires with TLS configured): upgrade this plaintext connection to
+   * TLS now, after the peer's plaintext INFO, as NATS does. Data keeps flowing to the same Conn.
+   */
+  startTls?(done: (err: string | null) => void): void
+}
+
+/** What a finished TLS handshake tells the adapters about the peer. */
+export interface PeerTls {
+  /** TLS version, e.g. "TLSv1.3". */
+  readonly protocol: string
+  /** The peer's certificate passed verification against the configured CA. */
+  readonly authorized: boolean
+  /** Certificate identities in the order the identity mapping chose (first one wins). */
+  readonly identities: readonly string[]
+  /** The subject DN in nats-server's format (e.g. "CN=device-42,O=Acme"), or '' without a certificate. */
+  readonly subject: string
+}
+
+/**
+ * Outgoing connections (the uplink). The target opens a socket (and TLS when asked: TLS-first
+ * handshakes before `open` is called, otherwise the wire offers `startTls`); the core supplies
+ * the Conn. `failed` is called instead of `open` when the connection cannot be made.
+ */
+export type Dial = (to: DialTarget, open: (wire: Wire) => Conn, failed: (reason: string) => void) => void
+
+export interface DialTarget {
+  readonly host: string
+  readonly port: number
+  /** null: plain TCP only (a hub that requires TLS is then an error). */
+  readonly tls: import('./options.ts').TlsOptions | null
 }
 
 /** What a target calls on an adapter connection. */

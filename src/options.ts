@@ -51,6 +51,28 @@ export interface Options {
   // Later: leafnodes, tls, http_port (monitoring).
 }
 
+/**
+ * A `tls` block (nats-server's names), for a listener (server side) or an uplink remote
+ * (client side). Files are paths; the target reads them.
+ */
+export interface TlsOptions {
+  cert_file?: string
+  key_file?: string
+  ca_file?: string
+  /** Server: require and verify client certificates. */
+  verify: boolean
+  /** Server: verify, then map the certificate's identity to a user. */
+  verify_and_map: boolean
+  /** ms the TLS handshake may take. */
+  timeout: number
+  /** TLS before any protocol byte (nats-server 2.10+ `handshake_first`). */
+  handshake_first: boolean
+  /** A CRL file (PEM); certificates it revokes are refused. */
+  crl_file?: string
+  /** Client side: skip verification of the peer (for tests only; nats-server's `insecure`). */
+  insecure?: boolean
+}
+
 /** The MQTT listener (nats-server's `mqtt` block names where it has them). */
 export interface MqttOptions {
   /** false: no MQTT listener at all. */
