@@ -24,6 +24,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'max-payload', key: 'max_payload', arg: 'SIZE', help: 'Largest message payload' },
   { long: 'max-pending', key: 'max_pending', arg: 'SIZE', help: 'Outbound bytes queued per connection' },
   { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
+  { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },

@@ -352,6 +352,8 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   debug: boolean,
   trace: boolean,
   logtime: boolean,
+  http_port: integer(0, 65535, 'an integer 0-65535 (0: no monitoring)'),
+  http_host: (v) => (v === '' ? '' : host(v)),
 }
 
 const AUTH_CHECKS: { [K in keyof Authorization]-?: Check<NonNullable<Authorization[K]>> } = {
@@ -384,7 +386,7 @@ const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'mqtt']
 const NOT_SUPPORTED = new Set([
   'client_advertise', 'tls', 'leafnodes', 'websocket', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
-  'resolver', 'http', 'http_port', 'https', 'https_port', 'http_base_path', 'pid_file',
+  'resolver', 'https', 'https_port', 'http_base_path', 'pid_file',
   'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
   'no_auth_user', 'lame_duck_duration', 'lame_duck_grace_period', 'connect_error_reports',
   'reconnect_error_reports', 'include', 'authorization.users', 'authorization.permissions',
@@ -396,6 +398,8 @@ const ALIASES: Record<string, string> = {
   addr: 'host',
   listen: 'host" and "port',
   name: 'server_name',
+  http: 'http_host" and "http_port',
+  monitor_port: 'http_port',
   'authorization.username': 'authorization.user',
   'authorization.pass': 'authorization.password',
 }

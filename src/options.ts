@@ -46,9 +46,13 @@ export interface Options {
   trace: boolean
   logtime: boolean
   authorization?: Authorization
+  /** Monitoring HTTP port (nats-server's `http_port`); 0 = no monitoring listener. */
+  http_port: number
+  /** Monitoring host; empty means the top-level `host`. */
+  http_host: string
   /** Absent means MQTT_DEFAULTS (read it through mqttOptions()). */
   mqtt?: MqttOptions
-  // Later: leafnodes, tls, http_port (monitoring).
+  // Later: leafnodes, tls.
 }
 
 /**
@@ -140,6 +144,8 @@ export const defaults: Options = Object.freeze({
   debug: false,
   trace: false,
   logtime: true,
+  http_port: 0,
+  http_host: '',
 })
 
 export const MQTT_DEFAULTS: MqttOptions = Object.freeze({

@@ -17,6 +17,8 @@ export interface Session {
   tick(now: number): void
   /** Stop: flush what can be flushed and close. */
   shutdown(): void
+  /** The connection as monitoring (/connz) shows it. */
+  describe?(): import('./monitor.ts').ConnInfo
 }
 
 export interface Counters {
@@ -42,6 +44,11 @@ export class Server {
   private flushQueued = false
   private ticker: { cancel(): void } | null = null
   private readonly housekeeping: ((now: number) => void)[] = []
+  /**
+   * Sections monitoring adds to /varz under `sprig` (adapters' counters, the uplink's state),
+   * and `leafz` for /leafz; each is read when a request comes in.
+   */
+  readonly status = new Map<string, () => unknown>()
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty

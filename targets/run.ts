@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import process from 'node:process'
 import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
+import { listenMonitor } from './http.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { createLogger, type Logger } from '../src/log.ts'
 import { mqttOptions, type Options } from '../src/options.ts'
@@ -61,6 +62,8 @@ export interface Broker {
   readonly port: number
   /** The MQTT listener's port, or 0 when MQTT is disabled. */
   readonly mqttPort: number
+  /** The monitoring listener's port, or 0 when there is none. */
+  readonly httpPort: number
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
   stop(): Promise<void>
 }
@@ -88,6 +91,20 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     startMqtt(srv) // the $SPRIG.mqtt.* services answer NATS before any device connects
     srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort } }
   }
+  let httpPort = 0
+  if (opts.http_port !== 0) {
+    const host = opts.http_host || opts.host
+    try {
+      const mon = await listenMonitor(srv, host, opts.http_port)
+      listeners.push(mon)
+      httpPort = mon.port
+      srv.opts = { ...srv.opts, http_port: httpPort }
+      log.info(`Starting http monitor on ${host}:${httpPort}`)
+    } catch (e) {
+      for (const l of listeners) l.close()
+      throw e
+    }
+  }
   srv.start()
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
@@ -95,6 +112,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     srv,
     port: nats.port,
     mqttPort,
+    httpPort,
     async stop() {
       for (const l of listeners) l.close()
       srv.shutdown()

@@ -120,3 +120,9 @@ t.test('help and version', async (t) => {
   t.match(text, /1K = 1000, 1KB = 1KiB = 1024/)
   for (const line of text.split('\n')) t.ok(line.length <= 100, `short line: ${line}`)
 })
+
+t.test('-m / --http-port sets the monitoring port', async (t) => {
+  t.equal(load(['-m', '8222']).http_port, 8222)
+  t.equal(load(['--http-port', '0']).http_port, 0)
+  t.throws(() => load(['-m', 'x']), /--http-port: expected an integer 0-65535/)
+})

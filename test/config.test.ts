@@ -45,6 +45,8 @@ t.test('defaults', async (t) => {
     debug: false,
     trace: false,
     logtime: true,
+    http_port: 0,
+    http_host: '',
   })
   t.ok(Object.isFrozen(defaults))
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)
@@ -262,6 +264,8 @@ t.test('every key: a bad value names the key and what was expected', async (t) =
     [{ authorization: { token: null } }, 'authorization.token: expected a non-empty string, got null'],
     [{ authorization: { token: '' } }, 'authorization.token: expected a non-empty string, got an empty string'],
     [{ authorization: { token: 't', timeout: 'soon' } }, `authorization.timeout: ${DUR}, got "soon"`],
+    [{ http_port: 70000 }, 'http_port: expected an integer 0-65535 (0: no monitoring), got 70000'],
+    [{ http_host: 'a b' }, 'http_host: expected a host name or IP address, got "a b"'],
   ]
   for (const [raw, want] of cases) {
     t.equal(errorOf(t, () => validateOptions(raw, defaults, { file: F })), `config error in ${F}: ${want}`, want)

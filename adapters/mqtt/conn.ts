@@ -6,6 +6,7 @@
 // This module holds the connection's state and the byte/close plumbing; what each packet
 // means lives in packets.ts.
 
+import type { ConnInfo } from '../../src/monitor.ts'
 import { Buffer } from 'node:buffer'
 import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-packet'
 import type { Conn, Wire } from '../../src/host.ts'
@@ -131,6 +132,20 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
   get qos2In(): Set<number> {
     return (this._qos2In ??= new Set())
+  }
+
+  describe(): ConnInfo {
+    return {
+      cid: this.cid,
+      type: 'mqtt',
+      ip: this.wire.remoteAddress,
+      port: this.wire.remotePort,
+      last_activity: this.lastIn,
+      pending_bytes: this.out.pending,
+      subscriptions: this.subs.size, // topic filters, as the client counts them
+      mqtt_client: this.clientId,
+      ...(this.wire.tls ? { tls_version: this.wire.tls.protocol } : {}),
+    }
   }
 
   label(): string {

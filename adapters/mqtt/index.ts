@@ -20,6 +20,15 @@ export function startMqtt(srv: Server): void {
   if (started.has(srv)) return
   started.add(srv)
   installServices(srv)
+  const st = mqttState(srv)
+  // /varz → sprig.mqtt: every MQTT bound's drop counter, next to what it bounds.
+  srv.status.set('mqtt', () => ({
+    sessions_parked: st.sessions.size,
+    retained_msgs: st.retained.byTopic.size,
+    retained_bytes: st.retained.bytes,
+    retained_refused: st.retained.refused,
+    ...st.counters,
+  }))
   // Parked sessions expire on the server's tick, whether or not any MQTT client is connected.
   srv.onTick((now) => expireSessions(mqttState(srv), now))
 }

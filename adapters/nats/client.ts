@@ -6,6 +6,7 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
+import type { ConnInfo } from '../../src/monitor.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server, Session } from '../../src/server.ts'
@@ -337,6 +338,25 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     b[p] = 10
     this.out_msgs++
     if (++s.delivered === s.max) this.dropSub(s)
+  }
+
+  describe(): ConnInfo {
+    return {
+      cid: this.cid,
+      type: 'nats',
+      ip: this.wire.remoteAddress,
+      port: this.wire.remotePort,
+      start: this.start,
+      last_activity: this.lastIn,
+      pending_bytes: this.out.pending,
+      in_msgs: this.in_msgs,
+      out_msgs: this.out_msgs,
+      subscriptions: this.subs.size,
+      name: this.name,
+      lang: this.lang,
+      version: this.version,
+      ...(this.wire.tls ? { tls_version: this.wire.tls.protocol } : {}),
+    }
   }
 
   /** Queues a protocol line (INFO, +OK, PONG, -ERR ...). */
