@@ -11,7 +11,7 @@ interface Flag {
   long: string
   short?: string
   /** The option key the value goes to (dotted for a block's key); none for -c, -h and -v. */
-  key?: keyof Options | 'mqtt.port'
+  key?: keyof Options | 'mqtt.port' | 'leafnodes.url'
   /** Placeholder for the value in the help text; no placeholder means a boolean flag. */
   arg?: string
   help: string
@@ -25,6 +25,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'max-pending', key: 'max_pending', arg: 'SIZE', help: 'Outbound bytes queued per connection' },
   { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
+  { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
@@ -108,7 +109,7 @@ function cliError(e: unknown): unknown {
 export function usage(): string {
   const rows = FLAGS.map((f) => {
     const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.long}` + (f.arg ? ` ${f.arg}` : '')
-    const def = f.key !== undefined ? ` (default: ${showDefault(f.key)})` : ''
+    const def = f.key !== undefined && f.key !== 'leafnodes.url' ? ` (default: ${showDefault(f.key)})` : ''
     return `  ${names.padEnd(26)}${f.help}${def}`
   })
   return [

@@ -28,6 +28,12 @@ export interface Wire {
    * TLS now, after the peer's plaintext INFO, as NATS does. Data keeps flowing to the same Conn.
    */
   startTls?(done: (err: string | null) => void): void
+  /**
+   * Stop reading from the socket until `resume()` (producer backpressure: the uplink stalls a
+   * publisher while its queue to the hub is full). Data already read is still delivered.
+   */
+  pause?(): void
+  resume?(): void
 }
 
 /** What a finished TLS handshake tells the adapters about the peer. */

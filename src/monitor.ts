@@ -77,6 +77,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     ping_max: o.ping_max,
     http_host: o.http_host || o.host,
     http_port: o.http_port,
+    https_port: o.https_port,
     auth_timeout: (o.authorization?.timeout ?? 2000) / 1000,
     max_control_line: o.max_control_line,
     max_payload: o.max_payload,

@@ -4,21 +4,32 @@
 // forms ("2m", "1MB") into these.
 
 import { LEVELS, type Level } from './log.ts'
+import type { Permissions } from './permissions.ts'
 
 export type LogLevel = Level
 export const LOG_LEVELS: readonly LogLevel[] = LEVELS
 
 /**
- * Client authorization: one user with a password, or one token (nats-server's simple form).
- * Authorization is required when `user` or `token` is set. More fields (`users`,
- * `permissions`) will join this object later, so code should not assume it holds only these.
+ * Client authorization (nats-server's `authorization` block): one user with a password, one
+ * token, or a list of `users`; `permissions` are the default for users without their own.
+ * Authorization is required when `user`, `token` or `users` is set (src/auth.ts).
  */
 export interface Authorization {
   user?: string
   password?: string
   token?: string
+  users?: UserConfig[]
+  permissions?: Permissions
   /** How long a client has to send CONNECT, in ms. */
   timeout: number
+}
+
+/** One entry of `authorization.users`. No password: only a certificate (verify_and_map) or no_auth_user names it. */
+export interface UserConfig {
+  user: string
+  /** Plain text, or a bcrypt hash ($2a$/$2b$). */
+  password?: string
+  permissions?: Permissions
 }
 
 export interface Options {
@@ -46,13 +57,20 @@ export interface Options {
   trace: boolean
   logtime: boolean
   authorization?: Authorization
+  /** Clients that send no credentials become this user (one of authorization.users). */
+  no_auth_user?: string
   /** Monitoring HTTP port (nats-server's `http_port`); 0 = no monitoring listener. */
   http_port: number
   /** Monitoring host; empty means the top-level `host`. */
   http_host: string
+  /** Monitoring over HTTPS with the top-level `tls` block (nats-server's `https_port`); 0 = none. */
+  https_port: number
   /** Absent means MQTT_DEFAULTS (read it through mqttOptions()). */
   mqtt?: MqttOptions
-  // Later: leafnodes, tls.
+  /** Leaf uplinks to NATS hubs (sprig dials out; it does not accept leaf connections). */
+  leafnodes?: LeafnodeOptions
+  /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
+  tls?: TlsOptions
 }
 
 /**
@@ -75,6 +93,11 @@ export interface TlsOptions {
   crl_file?: string
   /** Client side: skip verification of the peer (for tests only; nats-server's `insecure`). */
   insecure?: boolean
+  /**
+   * Server side, with verify_and_map: which certificate field names the user. Absent or
+   * `auto`: nats-server's order (email SANs, DNS SANs, URI SANs, subject DN).
+   */
+  map?: import('./cert-identity.ts').CertMap
 }
 
 /** The MQTT listener (nats-server's `mqtt` block names where it has them). */
@@ -116,6 +139,15 @@ export interface MqttOptions {
   max_topic_levels: number
   /** Subscriptions (topic filters) per MQTT client; 0 = the top-level max_subscriptions. */
   max_subscriptions: number
+  /** TLS for MQTT clients, on its own port `tls_port`. */
+  tls?: TlsOptions
+  /** The MQTT TLS port (8883, MQTT's registered port), used when `tls` is set. */
+  tls_port: number
+  /**
+   * Keep the plain `port` listener open next to the TLS one. Absent: only when `tls` is not
+   * set (a configured mqtt.tls closes the plain port, so devices cannot skip the certificate).
+   */
+  plain?: boolean
 }
 
 /** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
@@ -146,6 +178,7 @@ export const defaults: Options = Object.freeze({
   logtime: true,
   http_port: 0,
   http_host: '',
+  https_port: 0,
 })
 
 export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
@@ -166,9 +199,81 @@ export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
   max_topic_length: 65535,
   max_topic_levels: 0,
   max_subscriptions: 0,
+  tls_port: 8883,
 })
 
 /** The MQTT settings in effect: the `mqtt` block, or the defaults when there is none. */
 export function mqttOptions(o: Options): MqttOptions {
   return o.mqtt ?? MQTT_DEFAULTS
 }
+
+/** nats-server's `leafnodes` block, soliciting side only (`remotes`), plus sprig's additions. */
+export interface LeafnodeOptions {
+  remotes: RemoteOptions[]
+  /** ms; first wait before redialling (nats-server's `reconnect`, default 1s); doubles per failure. */
+  reconnect: number
+  /** ms; the longest wait between attempts (sprig's; default 30s). */
+  reconnect_max: number
+}
+
+/** One `leafnodes.remotes[]` entry. nats-server's names first, sprig's own after. */
+export interface RemoteOptions {
+  /** nats://[user:pass@]host:port (also `tls://`); user/password or token from the userinfo. */
+  urls: string[]
+  /** Dial the URLs in the order given (nats-server's `no_randomize`). */
+  no_randomize: boolean
+  /** Path to a .creds file (user JWT + nkey seed). */
+  credentials?: string
+  /** An nkey user seed, or the path of a file that holds one. */
+  nkey?: string
+  /** TLS to the hub; also used when the hub's INFO says tls_required. */
+  tls?: TlsOptions
+  /** Hub subjects (wildcards allowed) never taken in from this hub (nats-server). */
+  deny_imports: string[]
+  /** Local subjects never sent to this hub (nats-server). */
+  deny_exports: string[]
+  // sprig's own below.
+  /** Only these local subjects are sent up (empty: all). */
+  allow_exports: string[]
+  /** Only these subjects are taken in from the hub (empty: all). */
+  allow_imports: string[]
+  /** Prefix mappings: local `local.>` is `hub.>` at the hub (prefix added going up, stripped coming down). */
+  map: SubjectMap[]
+  /** Subjects buffered while the link is down (empty: what the hub had interest in when it dropped). */
+  buffer_subjects: string[]
+  buffer_max_msgs: number
+  buffer_max_bytes: number
+  /** Which message goes when the buffer is full. */
+  buffer_policy: 'drop_oldest' | 'drop_newest'
+  /** ms a buffered message waits, once the link is back, for the hub to show interest in it. */
+  buffer_hold: number
+  /**
+   * The hub seen as a user of this gateway (nats-server's permission shape, local subject
+   * names): `publish` is what the hub may publish here (what comes down), `subscribe` is what
+   * interest goes up. The same compiled check as users' permissions (src/permissions.ts).
+   */
+  permissions?: Permissions
+}
+
+/** A prefix mapping: both sides are literal tokens followed by `.>`. */
+export interface SubjectMap {
+  local: string
+  hub: string
+}
+
+export const LEAF_DEFAULTS = Object.freeze({ reconnect: 1000, reconnect_max: 30_000 })
+
+export const REMOTE_DEFAULTS: Omit<RemoteOptions, 'urls'> = Object.freeze({
+  no_randomize: false,
+  deny_imports: [],
+  deny_exports: [],
+  allow_exports: [],
+  allow_imports: [],
+  map: [],
+  buffer_subjects: [],
+  // 16 MiB of messages (or 100k of them) rides out a long outage on a 1 GB gateway.
+  buffer_max_msgs: 100_000,
+  buffer_max_bytes: 16 * 1024 * 1024,
+  buffer_policy: 'drop_oldest' as const,
+  buffer_hold: 10_000,
+})

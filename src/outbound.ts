@@ -7,7 +7,10 @@
 
 import type { Wire } from './host.ts'
 
-const MIN_CHUNK = 4096
+/** Largest first buffer of a batch; a busy connection's batches start at its last batch's size. */
+const MAX_FIRST = 4096
+/** Smallest first buffer: a handshake reply or a PINGRESP fits. */
+const MIN_FIRST = 64
 
 export class Outbound {
   buf: Uint8Array = EMPTY
@@ -16,6 +19,12 @@ export class Outbound {
   blockedSince = 0
   /** Set while this queue sits in the server's flush list. */
   scheduled = false
+  /**
+   * Size of the last batch handed to the wire: the next batch's first buffer. A quiet
+   * connection (an idle device answering PINGREQs) then never holds a 4 KiB buffer that
+   * lives until the next GC, while a busy one starts where it left off.
+   */
+  private last = MIN_FIRST
 
   constructor(
     readonly wire: Wire,
@@ -54,7 +63,7 @@ export class Outbound {
   }
 
   private grow(need: number): void {
-    let cap = Math.max(MIN_CHUNK, this.buf.length * 2)
+    let cap = this.buf.length === 0 ? this.last : this.buf.length * 2
     while (cap < need) cap *= 2
     const next = new Uint8Array(cap)
     if (this.len > 0) next.set(this.buf.subarray(0, this.len))
@@ -66,6 +75,7 @@ export class Outbound {
     this.scheduled = false
     if (this.len === 0 || this.blockedSince !== 0) return
     const chunk = this.buf.subarray(0, this.len)
+    this.last = this.len < MIN_FIRST ? MIN_FIRST : this.len > MAX_FIRST ? MAX_FIRST : this.len
     // The wire keeps `chunk`, so start a fresh buffer rather than reuse this one.
     this.buf = EMPTY
     this.len = 0

@@ -3,13 +3,15 @@
 // (a NATS connection, an MQTT session, the uplink); owners do their own framing and queueing.
 
 import type { Msg } from './msg.ts'
-import { Sublist, type SubLike } from './sublist.ts'
+import { Sublist, type Match, type SubLike } from './sublist.ts'
 
 export interface Owner {
   readonly cid: number
   /** false: the owner does not want its own publishes back (NATS `echo:false`). */
   readonly echo: boolean
   deliver(sub: Sub, msg: Msg): void
+  /** The connection's socket, when it has one: the uplink pauses it to slow a publisher down. */
+  readonly wire?: import('./host.ts').Wire
 }
 
 export interface Sub extends SubLike {
@@ -25,11 +27,27 @@ export interface Traffic {
 
 export type InterestListener = (subject: string, queue: string | null, count: number) => void
 
+/**
+ * Sees every publish after local delivery (the uplink: it keeps the hub's interest apart from
+ * local interest, so local subscribers never include it). `local` is what matched here.
+ * Returns how many receivers it stands for (counted for no-responders).
+ */
+export type Tap = (msg: Msg, from: Owner | null, local: Match<Sub>) => number
+
+/**
+ * Sees, before delivery, every publish that carries headers (the MQTT adapter: a NATS publish
+ * with `Nmqtt-Retain: 1` sets a retained message). Header-less publishes never reach it.
+ */
+export type HeaderHook = (msg: Msg, from: Owner | null) => void
+
 export class Router {
   readonly subs: Sublist<Sub>
+  /** At most one; set by the adapter that needs it. */
+  headerHook: HeaderHook | null = null
   readonly traffic: Traffic = { in_msgs: 0, in_bytes: 0, out_msgs: 0, out_bytes: 0 }
   private seq = 0
   private readonly interest: InterestListener[] = []
+  private taps: Tap[] = []
 
   constructor() {
     this.subs = new Sublist<Sub>({ onInterest: (s, q, n) => { for (const f of this.interest) f(s, q, n) } })
@@ -38,6 +56,14 @@ export class Router {
   /** Called on first-subscriber / last-gone changes (every change for queue groups). */
   onInterest(f: InterestListener): void {
     this.interest.push(f)
+  }
+
+  /** Adds a tap; the returned function removes it. */
+  addTap(t: Tap): () => void {
+    this.taps = [...this.taps, t]
+    return () => {
+      this.taps = this.taps.filter((x) => x !== t)
+    }
   }
 
   subscribe(sub: Sub): void {
@@ -51,13 +77,15 @@ export class Router {
   /**
    * Delivers to every matching plain subscription and to one member of each queue group.
    * Returns how many subscriptions got the message (0 lets NATS answer no-responders).
+   * `queues` (a message from a hub) limits queue delivery to the groups it names.
    */
-  publish(msg: Msg, from: Owner | null): number {
+  publish(msg: Msg, from: Owner | null, queues?: readonly string[]): number {
     msg.seq = ++this.seq
     const size = msg.payload.length + (msg.hdr ? msg.hdr.length : 0)
     const t = this.traffic
     t.in_msgs++
     t.in_bytes += size
+    if (msg.hdr !== null && this.headerHook !== null) this.headerHook(msg, from)
     const m = this.subs.match(msg.subject)
     const skipSelf = from !== null && !from.echo
     let n = 0
@@ -71,6 +99,7 @@ export class Router {
     const qsubs = m.qsubs
     for (let g = 0; g < qsubs.length; g++) {
       const group = qsubs[g]!
+      if (queues !== undefined && !queues.includes(group[0]!.queue!)) continue
       // Start at a random member; walk on only if echo rules that member out.
       const len = group.length
       const start = len === 1 ? 0 : Math.floor(Math.random() * len)
@@ -84,6 +113,8 @@ export class Router {
     }
     t.out_msgs += n
     t.out_bytes += n * size
+    const taps = this.taps
+    for (let i = 0; i < taps.length; i++) n += taps[i]!(msg, from, m)
     return n
   }
 }

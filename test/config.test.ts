@@ -47,6 +47,7 @@ t.test('defaults', async (t) => {
     logtime: true,
     http_port: 0,
     http_host: '',
+    https_port: 0,
   })
   t.ok(Object.isFrozen(defaults))
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)
@@ -302,10 +303,10 @@ t.test('unknown keys', async (t) => {
     [{ completely_different: 1 }, 'unknown option "completely_different"'],
     [{ max: 1 }, 'unknown option "max"'],
     [{ jetstream: {} }, 'unknown option "jetstream" (a nats-server option that sprig does not support yet)'],
-    [{ tls: {} }, 'unknown option "tls" (a nats-server option that sprig does not support yet)'],
+    [{ websocket: {} }, 'unknown option "websocket" (a nats-server option that sprig does not support yet)'],
     [{ authorization: { usr: 'a' } }, 'unknown option "authorization.usr" (did you mean "authorization.user"?)'],
     [{ authorization: { pass: 'a' } }, 'unknown option "authorization.pass" (did you mean "authorization.password"?)'],
-    [{ authorization: { users: [] } }, 'unknown option "authorization.users" (a nats-server option that sprig does not support yet)'],
+    [{ authorization: { accounts: [] } }, 'unknown option "authorization.accounts"'],
   ]
   for (const [raw, want] of cases) {
     t.equal(errorOf(t, () => validateOptions(raw, defaults, { file: F })), `config error in ${F}: ${want}`, want)

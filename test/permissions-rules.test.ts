@@ -1,0 +1,59 @@
+// The compiled permission check on its own (src/permissions.ts): what the adapters and the
+// uplink ask for each publish, subscription and delivery.
+
+import t from 'tap'
+import {
+  canPublish,
+  canSubscribe,
+  compilePermissions,
+  deliveryDenied,
+  needsDeliveryCheck,
+  noteRequest,
+  publishAllowed,
+  type Replies,
+} from '../src/permissions.ts'
+
+t.test('publish: allow then deny, wildcards, a missing list allows all', async (t) => {
+  const p = compilePermissions({ publish: { allow: ['a.>', 'b.*'], deny: ['a.secret', 'a.*.x'] } })
+  const cases: [string, boolean][] = [
+    ['a.b', true], ['a.b.c', true], ['b.c', true], ['b.c.d', false], ['c', false],
+    ['a.secret', false], ['a.q.x', false], ['a.q.y', true],
+  ]
+  for (const [s, want] of cases) t.equal(canPublish(p, s), want, s)
+  t.equal(canPublish(p, 'a.secret'), false, 'cached verdicts stay right')
+  const open = compilePermissions({ publish: { deny: ['x.>'] } })
+  t.equal(canPublish(open, 'anything'), true, 'no allow list: all but the denied')
+  t.equal(canPublish(open, 'x.y'), false)
+  t.equal(publishAllowed(null, null, 'x.y', 0), true, 'no permissions at all: everything')
+})
+
+t.test('subscribe: inside an allow rule, not matched by a deny rule; queue rules', async (t) => {
+  const p = compilePermissions({ subscribe: { allow: ['s.>', 'w.> workers'], deny: ['s.secret', 's.*.private'] } })
+  const cases: [string, string | null, boolean][] = [
+    ['s.a', null, true], ['s.>', null, true], ['s.*', null, true], ['>', null, false], ['*.a', null, false],
+    ['s.secret', null, false], ['s.x.private', null, false], ['w.a', 'workers', true], ['w.a', null, false], ['w.a', 'other', false],
+  ]
+  for (const [s, q, want] of cases) t.equal(canSubscribe(p, s, q), want, `${s} ${q ?? ''}`)
+  t.equal(needsDeliveryCheck(p, 's.>'), true, 'a wildcard over a deny rule is checked at delivery')
+  t.equal(needsDeliveryCheck(p, 's.a'), false, 'a literal one is not')
+  t.equal(needsDeliveryCheck(p, 's.a.b.*'), false, 'a wildcard that cannot meet a deny rule is not')
+  t.equal(deliveryDenied(p, 's.secret', null), true)
+  t.equal(deliveryDenied(p, 's.q.private', null), true)
+  t.equal(deliveryDenied(p, 's.ok', null), false)
+})
+
+t.test('allow_responses: replies to received requests, bounded count and time', async (t) => {
+  const p = compilePermissions({ allow_responses: { max: 2, expires: 1000 } })
+  const r: Replies = new Map()
+  t.equal(publishAllowed(p, r, '_INBOX.1', 0), false, 'no publish allow list: nothing but replies')
+  noteRequest(p, r, '_INBOX.1', 0)
+  t.equal(publishAllowed(p, r, '_INBOX.1', 10), true, 'first reply')
+  t.equal(publishAllowed(p, r, '_INBOX.1', 20), true, 'second reply (max 2)')
+  t.equal(publishAllowed(p, r, '_INBOX.1', 30), false, 'third refused')
+  noteRequest(p, r, '_INBOX.2', 0)
+  t.equal(publishAllowed(p, r, '_INBOX.2', 1000), false, 'expired')
+  t.equal(r.size, 0, 'used-up and expired entries are gone')
+  for (let i = 0; i < 5000; i++) noteRequest(p, r, `_INBOX.x${i}`, 0)
+  t.ok(r.size <= 4096, 'the map is bounded')
+  t.equal(publishAllowed(p, r, '_INBOX.x4999', 1), true, 'the newest are kept')
+})
