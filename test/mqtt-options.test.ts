@@ -37,6 +37,7 @@ t.test('defaults: MQTT on, port 1883, on the main host', async (t) => {
     max_topic_length: 65535,
     max_topic_levels: 0,
     max_subscriptions: 0,
+    tls_port: 8883, // used only when mqtt.tls is set
   })
   t.ok(Object.isFrozen(MQTT_DEFAULTS))
   t.equal(load([]).mqtt, undefined, 'no block: the defaults apply')

@@ -1,5 +1,6 @@
 // Retained messages from NATS: reading them with a request to $SPRIG.mqtt.retained.get and
-// setting them with a publish to $SPRIG.mqtt.retain.<subject> (adapters/mqtt/services.ts).
+// setting them with a publish to $SPRIG.mqtt.retain.<subject> or with the header
+// `Nmqtt-Retain: 1` on an ordinary NATS publish (adapters/mqtt/services.ts).
 
 import t, { type Test } from 'tap'
 import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
@@ -112,4 +113,65 @@ t.test('$SPRIG.mqtt.retain keeps the headers as properties (Nmqtt-Expiry expires
 
   await new Promise((r) => setTimeout(r, 1100))
   t.same((await get(nc, 'rx/#')).messages?.map((m) => m.topic), ['rx/b', 'rx/live'], 'the expired one is gone [MQTT-3.3.2-5]')
+})
+
+t.test('a NATS publish with Nmqtt-Retain: 1 sets, replaces and deletes the retained message, and is delivered', async (t) => {
+  const nc = await nats(t)
+  const st = mqttState(b.srv)
+  const live = await mqttClient(t, b.mqttUrl, { protocolVersion: 5 })
+  await live.subscribeAsync('hr/dev/1', { qos: 1 })
+  const natsSeen = nc.subscribe('hr.dev.1', { max: 1 })
+  await nc.flush()
+  const liveGot = messages(live, 1)
+  const h = headers()
+  h.set('Nmqtt-Retain', '1')
+  h.set('Nmqtt-Pub', '0')
+  h.set('X-Unit', 'C')
+  nc.publish('hr.dev.1', '21.5', { headers: h })
+  t.same((await liveGot).map((m) => [m.topic, m.payload, m.retain]), [['hr/dev/1', '21.5', false]], 'delivered to current subscribers as a normal message [MQTT-3.3.1-9]')
+  for await (const m of natsSeen) t.equal(m.headers?.get('Nmqtt-Retain'), '1', 'NATS subscribers get it with its headers')
+  t.same(st.retained.byTopic.get('hr/dev/1')?.props, { userProperties: { 'X-Unit': 'C' } }, 'kept, other headers as properties')
+
+  const late = await mqttClient(t, b.mqttUrl, { protocolVersion: 5 })
+  const lateGot = new Promise<{ topic: string; payload: string; qos: number; retain: boolean; unit: unknown }[]>((resolve) => {
+    late.once('message', (topic, payload, pk) => resolve([{ topic, payload: payload.toString(), qos: pk.qos, retain: pk.retain, unit: pk.properties?.userProperties?.['X-Unit'] }]))
+  })
+  await late.subscribeAsync('hr/#', { qos: 1 })
+  t.same(await lateGot, [{ topic: 'hr/dev/1', payload: '21.5', qos: 0, retain: true, unit: 'C' }], 'a new subscriber gets it retained, at its QoS, with its properties [MQTT-3.3.1-6]')
+
+  const h2 = headers()
+  h2.set('Nmqtt-Retain', '1')
+  nc.publish('hr.dev.1', '22', { headers: h2 })
+  await nc.flush()
+  t.same((await get(nc, 'hr/#')).messages?.map((m) => [m.topic, Buffer.from(m.payload, 'base64').toString(), m.qos]), [['hr/dev/1', '22', 1]], 'replaced; no Nmqtt-Pub is QoS 1 [MQTT-3.3.1-5]')
+
+  nc.publish('hr.dev.1', '', { headers: h2 })
+  await nc.flush()
+  t.same((await get(nc, 'hr/#')).messages, [], 'an empty payload deletes it [MQTT-3.3.1-10]')
+})
+
+t.test('Nmqtt-Retain only stores when it is 1; a subject with no topic form is counted, not stored', async (t) => {
+  const nc = await nats(t)
+  const st = mqttState(b.srv)
+  const h0 = headers()
+  h0.set('Nmqtt-Retain', '0')
+  nc.publish('hn.a', 'x', { headers: h0 })
+  const plain = headers()
+  plain.set('X-Other', 'y')
+  nc.publish('hn.b', 'x', { headers: plain })
+  nc.publish('hn.c', 'x') // no headers at all
+  const before = st.counters.unmappable_subjects
+  const h1 = headers()
+  h1.set('Nmqtt-Retain', '1')
+  nc.publish('hn.a/b', 'x', { headers: h1 }) // a lone `/` in a token has no MQTT form
+  await nc.flush()
+  t.same((await get(nc, 'hn/#')).messages, [], 'nothing kept')
+  t.equal(st.counters.unmappable_subjects, before + 1, 'the unmappable one is counted')
+})
+
+t.test('an MQTT publish carrying Nmqtt-Retain in a user property is not stored by the header hook', async (t) => {
+  const pub = await mqttClient(t, b.mqttUrl, { protocolVersion: 5 })
+  await pub.publishAsync('hm/x', 'v', { qos: 1, properties: { userProperties: { 'Nmqtt-Retain': '1' } } })
+  const nc = await nats(t)
+  t.same((await get(nc, 'hm/#')).messages, [], 'only the MQTT retain flag stores an MQTT publish [MQTT-3.3.1-5]')
 })

@@ -18,9 +18,11 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, onPacket, publishWill, QOS_HEADERS } from './packets.ts'
-import { frameSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish } from './frame.ts'
+import { checkConnectHeader, connectDeadline, onPacket, publishWill, QOS_HEADERS, reauthorize } from './packets.ts'
+import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
+import { frameSize, MALFORMED, NEED_MORE, parseConnect, parsePublish, parseSubscribe, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
 import { park } from './session.ts'
+import { aliasFor, setAlias } from './aliases.ts'
 import { deliveryProps, headersToProps, msgRetained, unexpired, type PublishProps } from './props.ts'
 
 export type QoS = 0 | 1 | 2
@@ -39,6 +41,11 @@ export interface MqttSub extends Sub {
   readonly subId?: number
   /** MQTT 5 Retain As Published (packets.ts). */
   readonly rap?: boolean
+  /**
+   * For a wildcard that overlaps a subscribe deny rule: the permissions each message is
+   * checked against at delivery (kept on the sub, so a parked session can check too).
+   */
+  denyCheck?: CompiledPermissions
 }
 
 /** A QoS > 0 message on its way to the client. */
@@ -100,10 +107,18 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   sessionExpiry = 0
   /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
   maxOutPacket = 0
+  /** MQTT 5 Topic Alias Maximum the client accepts (0: no aliases to it); aliases.ts. */
+  aliasMax = 0
+  /** Topic -> alias sprig gave this connection; null until the first (aliases.ts). */
+  outAliases: Map<string, number> | null = null
   /** True while this connection's own PUBLISH is being routed (for No Local). */
   publishing = false
   /** Reused for each PUBLISH this client sends (the router does not keep it). */
   msg: Msg | null = null
+  /** The authenticated user, and its permissions (null: none) and answerable requests (src/auth.ts). */
+  user = ''
+  perms: CompiledPermissions | null = null
+  replies: Replies | null = null
   private lastPid = 0
 
   constructor(
@@ -163,10 +178,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       if (this.head) {
         // Until the first packet's level is known, mqtt-packet would only say "Invalid protocol
         // version"; we must answer it with a CONNACK [MQTT-3.1.2-2], so look first.
-        bytes = concat(this.head, chunk)
+        bytes = this.head.length === 0 ? chunk : concat(this.head, chunk)
         const verdict = checkConnectHeader(this, bytes)
         if (verdict === 'more') {
-          this.head = bytes
+          this.head = bytes === chunk ? chunk.slice() : bytes // the chunk is only lent to us
           return
         }
         if (verdict === 'refused') return
@@ -208,6 +223,14 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       if (p !== null) return onPacket(this, p)
     } else if (b0 === 0x40 && n === 4) {
       return onPacket(this, { cmd: 'puback', messageId: (b[at + 2]! << 8) | b[at + 3]! })
+    } else if (b0 === 0x82) {
+      const p = parseSubscribe(b, at, n, this.version === 5)
+      if (p !== null) return onPacket(this, p)
+    } else if (b0 === 0x10) {
+      const p = parseConnect(b, at, n)
+      if (p !== null) return onPacket(this, p)
+    } else if (b0 === 0xc0 && n === 2) {
+      return onPacket(this, PINGREQ) // what an idle device sends, once per keepalive
     }
     // mqtt-packet keeps slices of what it parses (will payload, ...), so it gets a copy.
     parseWithMqttPacket(this, Buffer.from(b.subarray(at, at + n)))
@@ -226,6 +249,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   /** Frames a packet into the outbound queue; false when that made us a slow consumer. */
   send(p: Packet): boolean {
     if (this.done) return false
+    const small = writeSmall(p, this.version === 5, this.out)
+    if (small === true) return true
+    if (small === 'full') {
+      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      return false
+    }
     const buf = this.frame(p)
     if (buf === null) return false
     if (!this.out.push(buf)) {
@@ -240,6 +269,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (this.done || !this.connected) return
     const s = sub as MqttSub
     if (s.noLocal && this.publishing) return
+    if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
+    if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const topic = topicFor(this.st, m)
     if (topic === null) return
     if (s.noDollar && topic.charCodeAt(0) === 36) return
@@ -287,6 +318,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const p: Packet = { cmd: 'publish', topic: o.topic, payload: o.payload, qos: o.qos, dup, retain: o.retain }
     if (o.props && this.version === 5) p.properties = o.props
     if (pid !== 0) p.messageId = pid
+    const alias = this.version === 5 ? aliasFor(this, o.topic) : 0
+    if (alias !== 0) {
+      // A known alias goes with an empty topic; a new one with the topic, which sets it.
+      if (alias > 0) p.topic = ''
+      p.properties = { ...p.properties, topicAlias: Math.abs(alias) }
+    }
     if (this.maxOutPacket > 0) {
       const buf = this.frame(p)
       if (buf === null) return
@@ -296,10 +333,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
         if (pid !== 0) this.acked(pid)
         return
       }
-      if (!this.out.push(buf)) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
-      return
-    }
-    this.send(p)
+      if (!this.out.push(buf)) return this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+    } else if (!this.send(p)) return
+    if (alias < 0) setAlias(this, o.topic, -alias)
   }
 
   /**
@@ -308,8 +344,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
    */
   private framed(topic: string, payload: Uint8Array, qos: QoS, pid: number, dup: boolean, retain: boolean): boolean {
     const v5 = this.version === 5
-    const t = topicBytes(topic)
-    const size = publishSize(t, payload.length, qos, v5)
+    const alias = v5 ? aliasFor(this, topic) : 0
+    const t = alias > 0 ? EMPTY : topicBytes(topic)
+    const size = publishSize(t, payload.length, qos, v5, Math.abs(alias))
     if (size < 0) return false
     // Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4); drop it as if delivered.
     if (this.maxOutPacket > 0 && size > this.maxOutPacket) {
@@ -318,8 +355,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       return true
     }
     const at = this.out.reserve(size)
-    if (at < 0) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
-    else writePublish(this.out.buf, at, t, payload, qos, dup, retain, pid, v5)
+    if (at < 0) {
+      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      return true
+    }
+    writePublish(this.out.buf, at, t, payload, qos, dup, retain, pid, v5, Math.abs(alias))
+    if (alias < 0) setAlias(this, topic, -alias) // only once the packet that sets it is queued
     return true
   }
 
@@ -404,13 +445,18 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       this.disconnect(0x8d, 'Keepalive Timeout')
     }
     // Before CONNECT there is no keepalive yet; a socket that never sends one is dropped.
-    if (!this.connected && now - this.lastIn > CONNECT_TIMEOUT) {
+    if (!this.connected && now - this.lastIn > connectDeadline(this, CONNECT_TIMEOUT)) {
       this.teardown('Connect Timeout', false)
     }
   }
 
   shutdown(): void {
     this.disconnect(0x8b, 'Server Shutdown')
+  }
+
+  /** After a config reload: credentials and permissions again (packets.ts). */
+  reauthorize(): void {
+    reauthorize(this)
   }
 
   /**
@@ -509,6 +555,7 @@ function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
 }
 
 const EMPTY = new Uint8Array(0)
+const PINGREQ: Packet = { cmd: 'pingreq' }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   if (a.length === 0) return b.slice()

@@ -4,9 +4,10 @@
 // left to mqtt-packet, one whole frame at a time. Outbound: frame a PUBLISH without
 // properties directly into a buffer.
 
-import type { IPublishPacket } from 'mqtt-packet'
-import type { Buffer } from 'node:buffer'
+import type { IConnectPacket, IPublishPacket, ISubscribePacket, ISubscription, Packet } from 'mqtt-packet'
+import { Buffer } from 'node:buffer'
 import { text, utf8 } from '../../src/bytes.ts'
+import type { Outbound } from '../../src/outbound.ts'
 
 /** frameSize: the fixed header is not complete yet. */
 export const NEED_MORE = -1
@@ -73,6 +74,97 @@ export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolea
   return { cmd: 'publish', topic, payload, qos: qos as 0 | 1 | 2, dup: (b0 & 8) !== 0, retain: (b0 & 1) !== 0, messageId }
 }
 
+/**
+ * A SUBSCRIBE frame (fixed header 0x82) of `size` bytes at b[at], parsed like mqtt-packet
+ * would, or null for anything it would refuse or that carries MQTT 5 properties: those go
+ * to mqtt-packet, which gives the error. Devices subscribe once per connection; this keeps
+ * that from allocating a parse of its own.
+ */
+export function parseSubscribe(b: Uint8Array, at: number, size: number, v5: boolean): ISubscribePacket | null {
+  const end = at + size
+  let p = at + headerSize(b, at)
+  if (end - p < 3) return null
+  const messageId = (b[p]! << 8) | b[p + 1]!
+  p += 2
+  if (v5) {
+    if (b[p] !== 0) return null
+    p++
+  }
+  if (p >= end) return null
+  const subscriptions: ISubscription[] = []
+  while (p < end) {
+    if (end - p < 3) return null
+    const n = (b[p]! << 8) | b[p + 1]!
+    p += 2
+    if (p + n >= end) return null
+    const topic = once(b, p, p + n)
+    p += n
+    const o = b[p++]!
+    if ((o & (v5 ? 0xc0 : 0xfc)) !== 0 || (o & 3) === 3 || ((o >> 4) & 3) === 3) return null
+    subscriptions.push(v5 ? { topic, qos: (o & 3) as 0 | 1 | 2, nl: (o & 4) !== 0, rap: (o & 8) !== 0, rh: (o >> 4) & 3 } : { topic, qos: (o & 3) as 0 | 1 | 2 })
+  }
+  return { cmd: 'subscribe', messageId, subscriptions }
+}
+
+/**
+ * A CONNECT frame at b[at] of the common shape (protocol "MQTT" level 4 or 5, no will, no
+ * MQTT 5 properties; user name and password allowed), parsed like mqtt-packet would; null for
+ * anything else, which mqtt-packet then parses (and refuses if it must). Every device sends
+ * one: this keeps the handshake from allocating a parse of its own.
+ */
+export function parseConnect(b: Uint8Array, at: number, size: number): IConnectPacket | null {
+  const end = at + size
+  let p = at + headerSize(b, at)
+  // "MQTT", level, flags, keepalive
+  if (end - p < 10 || b[p] !== 0 || b[p + 1] !== 4 || b[p + 2] !== 0x4d || b[p + 3] !== 0x51 || b[p + 4] !== 0x54 || b[p + 5] !== 0x54) return null
+  const level = b[p + 6]!
+  const flags = b[p + 7]!
+  // Reserved bit [MQTT-3.1.2-3], and any will bits: left to mqtt-packet.
+  if ((level !== 4 && level !== 5) || (flags & 0x3d) !== 0) return null
+  const keepalive = (b[p + 8]! << 8) | b[p + 9]!
+  p += 10
+  if (level === 5) {
+    if (p >= end || b[p] !== 0) return null
+    p++
+  }
+  const id = stringAt(b, p, end)
+  if (id === null) return null
+  p = id.next
+  const packet: IConnectPacket = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: level, clean: (flags & 2) !== 0, keepalive, clientId: id.s }
+  if (flags & 0x80) {
+    const u = stringAt(b, p, end)
+    if (u === null) return null
+    packet.username = u.s
+    p = u.next
+  }
+  if (flags & 0x40) {
+    if (end - p < 2) return null
+    const n = (b[p]! << 8) | b[p + 1]!
+    if (p + 2 + n > end) return null
+    packet.password = Buffer.from(b.subarray(p + 2, p + 2 + n))
+  }
+  return packet
+}
+
+/** A length-prefixed UTF-8 string at b[p], and where it ends; null when cut. */
+function stringAt(b: Uint8Array, p: number, end: number): { s: string; next: number } | null {
+  if (end - p < 2) return null
+  const n = (b[p]! << 8) | b[p + 1]!
+  if (p + 2 + n > end) return null
+  return { s: once(b, p + 2, p + 2 + n), next: p + 2 + n }
+}
+
+const DECODER = new TextDecoder()
+
+/**
+ * UTF-8 text of b[start, end) for strings decoded once per connection (client id, filters):
+ * one decode, where text() builds short ASCII strings a character at a time (fast for the
+ * subjects it is made for, but a string per character of garbage).
+ */
+function once(b: Uint8Array, start: number, end: number): string {
+  return start === end ? '' : DECODER.decode(b.subarray(start, end))
+}
+
 let inTopic = ''
 let inTopicBytes: Uint8Array = new Uint8Array(0)
 
@@ -105,12 +197,13 @@ export function topicBytes(topic: string): Uint8Array {
 }
 
 /**
- * Size of a PUBLISH without properties (an MQTT 5 one has an empty property length), or -1
+ * Size of a PUBLISH without properties (an MQTT 5 one has an empty property length, or only
+ * a Topic Alias when `alias` > 0), or -1
  * when it cannot be framed here (topic over 65535 bytes, or over the Remaining Length limit).
  */
-export function publishSize(topic: Uint8Array, payloadLen: number, qos: number, v5: boolean): number {
+export function publishSize(topic: Uint8Array, payloadLen: number, qos: number, v5: boolean, alias = 0): number {
   if (topic.length > 0xffff) return -1
-  const rem = 2 + topic.length + (qos > 0 ? 2 : 0) + (v5 ? 1 : 0) + payloadLen
+  const rem = 2 + topic.length + (qos > 0 ? 2 : 0) + propsSize(v5, alias) + payloadLen
   if (rem > MAX_REMAINING) return -1
   return (rem < 128 ? 2 : rem < 16_384 ? 3 : rem < 2_097_152 ? 4 : 5) + rem
 }
@@ -126,9 +219,10 @@ export function writePublish(
   retain: boolean,
   pid: number,
   v5: boolean,
+  alias = 0,
 ): void {
   buf[at++] = 0x30 | (dup ? 8 : 0) | (qos << 1) | (retain ? 1 : 0)
-  let rem = 2 + topic.length + (qos > 0 ? 2 : 0) + (v5 ? 1 : 0) + payload.length
+  let rem = 2 + topic.length + (qos > 0 ? 2 : 0) + propsSize(v5, alias) + payload.length
   do {
     let c = rem % 128
     rem = Math.floor(rem / 128)
@@ -143,6 +237,66 @@ export function writePublish(
     buf[at++] = pid >> 8
     buf[at++] = pid & 0xff
   }
-  if (v5) buf[at++] = 0
+  if (v5) {
+    if (alias > 0) {
+      // Property length 3: Topic Alias (0x23), two bytes.
+      buf[at++] = 3
+      buf[at++] = 0x23
+      buf[at++] = alias >> 8
+      buf[at++] = alias & 0xff
+    } else buf[at++] = 0
+  }
   buf.set(payload, at)
+}
+
+/** Bytes of a hand-framed PUBLISH's properties: none (3.1.1), empty, or only a Topic Alias. */
+function propsSize(v5: boolean, alias: number): number {
+  return v5 ? (alias > 0 ? 4 : 1) : 0
+}
+
+/**
+ * Bytes of the common small packets sprig sends (PINGRESP, the acks without reason code or
+ * properties, SUBACK/UNSUBACK without properties, a 3.1.1 CONNACK), written straight into
+ * `out` as mqtt-packet's generator would; false when `p` is some other shape, for the
+ * generator; 'full' when the queue is over its limit. Saves a Buffer per ack on the QoS 1 path and per handshake on idle connections.
+ */
+export function writeSmall(p: Packet, v5: boolean, out: Outbound): boolean | 'full' {
+  switch (p.cmd) {
+    case 'pingresp':
+      return put(out, [0xd0, 0])
+    case 'puback':
+    case 'pubrec':
+    case 'pubrel':
+    case 'pubcomp': {
+      if ((v5 && p.reasonCode !== undefined && p.reasonCode !== 0) || p.properties !== undefined) return false
+      const id = p.messageId ?? 0
+      return put(out, [ACK_TYPE[p.cmd], 2, id >> 8, id & 0xff])
+    }
+    case 'suback':
+    case 'unsuback': {
+      if (p.properties !== undefined) return false
+      const codes = p.granted as number[]
+      const id = p.messageId ?? 0
+      const rem = 2 + (v5 ? 1 : 0) + codes.length
+      if (rem > 127 || codes.some((c) => typeof c !== 'number')) return false
+      const bytes = [p.cmd === 'suback' ? 0x90 : 0xb0, rem, id >> 8, id & 0xff]
+      if (v5) bytes.push(0)
+      for (const c of codes) bytes.push(c)
+      return put(out, bytes)
+    }
+    case 'connack':
+      if (v5) return false
+      return put(out, [0x20, 2, p.sessionPresent ? 1 : 0, p.returnCode ?? 0])
+    default:
+      return false
+  }
+}
+
+const ACK_TYPE = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 } as const
+
+function put(out: Outbound, bytes: number[]): true | 'full' {
+  const at = out.reserve(bytes.length)
+  if (at < 0) return 'full'
+  out.buf.set(bytes, at)
+  return true
 }

@@ -15,7 +15,9 @@ import type {
 import { utf8 } from '../../src/bytes.ts'
 import { encodeHeaders } from '../../src/headers.ts'
 import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
-import { mqttOptions as mqttOpts } from '../../src/options.ts'
+import { DEFAULT_AUTH_TIMEOUT, mqttOptions as mqttOpts } from '../../src/options.ts'
+import { authenticate, authOf, mapsCertificates, OPEN, type Credentials, type Identity } from '../../src/auth.ts'
+import { canSubscribe, deliveryDenied, needsDeliveryCheck, publishAllowed } from '../../src/permissions.ts'
 import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
 import { matchRetained, retain } from './retained.ts'
 import { discardParked, resume, takeParked } from './session.ts'
@@ -35,6 +37,7 @@ const RC = {
   protocolError: 0x82,
   clientIdInvalid: 0x85,
   badUserOrPassword: 0x86,
+  notAuthorized: 0x87,
   badAuthMethod: 0x8c,
   filterInvalid: 0x8f,
   topicNameInvalid: 0x90,
@@ -122,6 +125,8 @@ export function checkConnectHeader(c: MqttConn, b: Uint8Array): 'more' | 'ok' | 
 
 type Handler = (c: MqttConn, p: Packet) => void
 
+const PINGRESP: Packet = { cmd: 'pingresp' }
+
 const HANDLERS: Partial<Record<Packet['cmd'], Handler>> = {
   connect: (c, p) => onConnect(c, p as IConnectPacket),
   publish: (c, p) => onPublish(c, p as IPublishPacket),
@@ -131,12 +136,14 @@ const HANDLERS: Partial<Record<Packet['cmd'], Handler>> = {
   pubcomp: (c, p) => onPubcomp(c, p.messageId ?? 0),
   subscribe: (c, p) => onSubscribe(c, p as ISubscribePacket),
   unsubscribe: (c, p) => onUnsubscribe(c, p as IUnsubscribePacket),
-  pingreq: (c) => c.send({ cmd: 'pingresp' }), // [MQTT-3.12.4-1]
+  pingreq: (c) => c.send(PINGRESP), // [MQTT-3.12.4-1]
   disconnect: (c, p) => onDisconnect(c, p as IDisconnectPacket),
 }
 
 export function onPacket(c: MqttConn, p: Packet): void {
   if (c.done) return
+  const q = held.get(c)
+  if (q) return holdPacket(c, q, p)
   if (p.cmd === 'connect') {
     if (c.connected) return c.protocolError('second CONNECT', RC.protocolError) // [MQTT-3.1.0-2]
   } else if (!c.connected) {
@@ -162,10 +169,100 @@ function refuseConnect(c: MqttConn, code4: number, code5: number, why: string): 
 
 function onConnect(c: MqttConn, p: IConnectPacket): void {
   c.version = p.protocolVersion === 5 ? 5 : 4
-  const srv = c.srv
   const props = p.properties ?? {}
   if (props.authenticationMethod !== undefined) return refuseConnect(c, 0x05, RC.badAuthMethod, 'enhanced authentication')
-  if (!authorized(c, p)) return refuseConnect(c, 0x04, RC.badUserOrPassword, 'Authorization Violation')
+  // The same users as NATS: username/password, or a token as the password.
+  const pass = p.password ? p.password.toString() : undefined
+  const creds: Credentials = { ...(p.username !== undefined ? { user: p.username } : {}), ...(pass !== undefined ? { pass, token: pass } : {}) }
+  const who = identify(c, creds)
+  if (!(who instanceof Promise)) return admit(c, p, creds, who)
+  // A bcrypt hash: packets behind CONNECT wait until it is checked.
+  held.set(c, { packets: [], bytes: 0 })
+  void who.then((v) => {
+    const q = held.get(c)
+    held.delete(c)
+    admit(c, p, creds, v)
+    for (const pk of q?.packets ?? []) onPacket(c, pk)
+  })
+}
+
+/** Credentials kept per connection, to check again on reload. */
+const credsOf = new WeakMap<MqttConn, Credentials>()
+
+/** Packets that arrived while CONNECT's password hash was being checked. */
+const held = new WeakMap<MqttConn, { packets: Packet[]; bytes: number }>()
+
+function holdPacket(c: MqttConn, q: { packets: Packet[]; bytes: number }, p: Packet): void {
+  // A PUBLISH's payload may be a view of the read buffer: keep a copy.
+  if (p.cmd === 'publish') p = { ...p, payload: Buffer.from(p.payload) }
+  q.bytes += 32 + (p.cmd === 'publish' ? p.payload.length : 0)
+  if (q.bytes > c.srv.opts.max_pending) {
+    c.srv.log.error(`${c.label()} mqtt too much sent while authenticating (max_pending)`)
+    return c.teardown('Slow Consumer', false)
+  }
+  q.packets.push(p)
+}
+
+function identify(c: MqttConn, creds: Credentials): Identity | null | Promise<Identity | null> {
+  const o = c.srv.opts
+  const auth = authOf(o)
+  const mapCert = c.wire.tls !== undefined && mapsCertificates(o, 'mqtt')
+  return auth.required || mapCert ? authenticate(auth, creds, c.wire.tls, mapCert) : OPEN
+}
+
+function setIdentity(c: MqttConn, id: Identity): void {
+  c.user = id.user
+  c.perms = id.perms
+  c.replies = id.perms?.responses ? (c.replies ?? new Map()) : null
+}
+
+function admit(c: MqttConn, p: IConnectPacket, creds: Credentials, who: Identity | null): void {
+  if (c.done) return
+  if (who === null) {
+    const user = creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''
+    return refuseConnect(c, 0x04, RC.badUserOrPassword, `authentication error${user}`)
+  }
+  credsOf.set(c, creds)
+  setIdentity(c, who)
+  accept(c, p)
+}
+
+/**
+ * After a config reload: checks the credentials again (a client that no longer passes is
+ * disconnected) and applies the new permissions: filters they now refuse are removed.
+ */
+export function reauthorize(c: MqttConn): void {
+  const creds = credsOf.get(c)
+  if (c.done || !c.connected || !creds) return
+  const apply = (who: Identity | null): void => {
+    if (c.done) return
+    if (who === null) {
+      c.srv.log.error(`${c.label()} mqtt authentication error after reload${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+      return c.disconnect(RC.notAuthorized, 'Authorization Violation')
+    }
+    setIdentity(c, who)
+    for (const [filter, list] of [...c.subs]) {
+      if (who.perms === null || list.every((s) => canSubscribe(who.perms!, s.subject, s.queue))) {
+        for (const s of list) {
+          if (needsDeliveryCheck(who.perms, s.subject)) s.denyCheck = who.perms!
+          else delete s.denyCheck
+        }
+        continue
+      }
+      for (const s of list) c.srv.router.unsubscribe(s)
+      c.subs.delete(filter)
+      c.srv.log.info(`Removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(c.user)} - not authorized`)
+    }
+  }
+  const who = identify(c, creds)
+  if (who instanceof Promise) void who.then(apply)
+  else apply(who)
+}
+
+/** CONNECT with accepted credentials. */
+function accept(c: MqttConn, p: IConnectPacket): void {
+  const srv = c.srv
+  const props = p.properties ?? {}
   let id = p.clientId
   let assigned = false
   if (id === '') {
@@ -182,6 +279,10 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
       c.srv.log.error(`${c.label()} mqtt invalid will topic ${JSON.stringify(p.will.topic)}: ${why(c, subject.error)}`)
       if (c.version === 4) return c.teardown(`invalid will topic: ${subject.error}`, false)
       return refuseConnect(c, 0, RC.topicNameInvalid, `invalid will topic: ${subject.error}`)
+    }
+    // A will is a publish: one the user may not make is refused at CONNECT.
+    if (c.perms !== null && !publishAllowed(c.perms, null, subject, srv.host.now())) {
+      return refuseConnect(c, 0x05, RC.notAuthorized, `Publish Violation - User ${JSON.stringify(c.user)}, will Subject ${JSON.stringify(subject)}`)
     }
     const payload = typeof p.will.payload === 'string' ? Buffer.from(p.will.payload) : p.will.payload
     const wp = (p.will.properties ?? {}) as PublishProps & { willDelayInterval?: number }
@@ -211,6 +312,8 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   }
   if (props.receiveMaximum) c.maxInflight = Math.min(c.maxInflight, props.receiveMaximum)
   if (props.maximumPacketSize) c.maxOutPacket = props.maximumPacketSize
+  // The client's Topic Alias Maximum: how many aliases sprig may give it [MQTT-3.3.2-11] (aliases.ts).
+  if (c.version === 5 && props.topicAliasMaximum) c.aliasMax = props.topicAliasMaximum
   // Session takeover: the older connection with this id goes [MQTT-3.1.4-2] (parking its
   // session if it was persistent, so it can be picked up right below).
   c.st.clients.get(id)?.takeover()
@@ -235,7 +338,8 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
     if (ms > o.session_expiry) expiryProp = Math.floor(o.session_expiry / 1000)
   }
   c.connected = true
-  connack(c, 0, RC.success, {
+  // 3.1.1 CONNACKs carry no properties: not even built for them.
+  connack(c, 0, RC.success, c.version === 4 ? undefined : {
     ...(expiryProp !== undefined ? { sessionExpiryInterval: expiryProp } : {}),
     receiveMaximum: o.max_ack_pending,
     maximumPacketSize: srv.opts.max_payload + 64 * 1024,
@@ -251,13 +355,10 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   if (parked) resume(c, parked)
 }
 
-/** The server's `authorization` applies to MQTT too: user/password, or the token as password. */
-function authorized(c: MqttConn, p: IConnectPacket): boolean {
-  const a = c.srv.opts.authorization
-  if (!a || (a.user === undefined && a.token === undefined)) return true
-  const pass = p.password ? p.password.toString() : undefined
-  if (a.token !== undefined) return pass === a.token
-  return p.username === a.user && pass === (a.password ?? '')
+/** ms a new connection has to complete CONNECT: authorization.timeout when auth is required (conn.ts ticks it). */
+export function connectDeadline(c: MqttConn, otherwise: number): number {
+  const o = c.srv.opts
+  return authOf(o).required ? (o.authorization?.timeout ?? DEFAULT_AUTH_TIMEOUT) : otherwise
 }
 
 // --- PUBLISH in -------------------------------------------------------------------------------
@@ -299,6 +400,7 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
   }
   const qos = p.qos
   const pid = p.messageId ?? 0
+  if (c.perms !== null && !publishAllowed(c.perms, c.replies, subject, c.srv.host.now())) return refusePublish(c, subject, qos, pid)
   if (qos === 2) {
     // Exactly once, method A: route at PUBLISH, remember the id until PUBREL so a resent
     // PUBLISH (DUP) is only acknowledged again [MQTT-4.3.3-2].
@@ -312,6 +414,18 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
   }
   route(c, topic, subject, payload, qos, p.retain, p.properties, reply)
   if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
+}
+
+/**
+ * A publish the user's permissions refuse: not routed (nor retained). MQTT 5 says so with
+ * reason 0x87 in PUBACK/PUBREC; QoS 0, and 3.1.1 (which has no refusal code), are
+ * acknowledged as usual and dropped, which the specifications allow.
+ */
+function refusePublish(c: MqttConn, subject: string, qos: QoS, pid: number): void {
+  c.srv.log.error(`${c.label()} Publish Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subject)}`)
+  const rc = c.version === 5 ? { reasonCode: RC.notAuthorized } : {}
+  if (qos === 1) c.send({ cmd: 'puback', messageId: pid, ...rc })
+  else if (qos === 2) c.send({ cmd: 'pubrec', messageId: pid, ...rc })
 }
 
 /** Hands an MQTT message to the router as a NATS message; keeps it if retained. */
@@ -399,6 +513,8 @@ function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
   const subId = c.version === 5 ? p.properties?.subscriptionIdentifier : undefined
   // A Subscription Identifier of 0 is a Protocol Error (5.0 §3.8.2.1.2).
   if (subId === 0) return c.protocolError('subscription identifier 0', RC.protocolError)
+  // At least one filter [MQTT-3.8.3-3] (5.0: [MQTT-3.8.3-2]); mqtt-packet lets an empty one through.
+  if (p.subscriptions.length === 0) return c.protocolError('SUBSCRIBE without topic filters', RC.protocolError)
   for (const s of p.subscriptions) {
     const r = addSub(c, s, subId)
     if (typeof r === 'number') granted.push(r)
@@ -416,6 +532,7 @@ function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
     const now = c.srv.host.now()
     for (const r of matchRetained(c.st.retained, f.subjects, now)) {
       if (f.sub.noDollar && startsWithDollar(r.topic)) continue
+      if (f.sub.denyCheck !== undefined && deliveryDenied(f.sub.denyCheck, r.subject, f.sub.queue)) continue
       const qos = Math.min(r.qos, f.sub.qos) as QoS
       const o = {
         topic: r.topic,
@@ -460,6 +577,17 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     queue = shared.group
     filter = shared.filter
   }
+  if (c.perms !== null) {
+    // `a/#` is `a.>` plus `a`: the parent level may be left out if only it is refused.
+    const perms = c.perms
+    const ok = subjects.filter((x) => canSubscribe(perms, x, queue))
+    if (ok.length === 0 || ok[0] !== subjects[0]) {
+      const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+      c.srv.log.error(`${c.label()} Subscription Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subjects[0])}${q}, filter ${JSON.stringify(s.topic)}`)
+      return c.version === 5 ? RC.notAuthorized : 0x80
+    }
+    subjects = ok
+  }
   const old = c.subs.get(s.topic)
   const max = mqttOpts(c.srv.opts).max_subscriptions || c.srv.opts.max_subscriptions
   if (!old && max > 0 && c.subs.size >= max) {
@@ -479,7 +607,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     rap: c.version === 5 && s.rap === true,
     ...(subId !== undefined ? { subId } : {}),
   }
-  const list: FullSub[] = subjects.map((subject) => ({ ...base, subject }))
+  const list: FullSub[] = subjects.map((subject) => (needsDeliveryCheck(c.perms, subject) ? { ...base, subject, denyCheck: c.perms! } : { ...base, subject }))
   c.subs.set(s.topic, list)
   for (const x of list) c.srv.router.subscribe(x)
   return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }
@@ -487,6 +615,8 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
 
 function onUnsubscribe(c: MqttConn, p: IUnsubscribePacket): void {
   const codes: number[] = []
+  // At least one filter [MQTT-3.10.3-2] (5.0: [MQTT-3.10.3-2]).
+  if (p.unsubscriptions.length === 0) return c.protocolError('UNSUBSCRIBE without topic filters', RC.protocolError)
   for (const f of p.unsubscriptions) {
     const list = c.subs.get(f)
     if (list) {

@@ -13,6 +13,8 @@
 //       (an empty payload deletes it) and delivers it to <subject> like an MQTT retained
 //       PUBLISH; QoS from `Nmqtt-Pub` (default 1). With a reply subject it answers
 //       {"ok":true} or {"error":"..."}.
+//   Any NATS publish with the header `Nmqtt-Retain: 1` (router header hook): sets the retained
+//       message of its subject's topic, and is delivered as usual.
 //
 // Installed once per server, when the MQTT adapter takes its first connection or is
 // started (startMqtt in index.ts).
@@ -24,7 +26,7 @@ import { newMsg, type Msg } from '../../src/msg.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { msgQos } from './conn.ts'
-import { CORRELATION, headersToProps, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
+import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
 import { matchRetained, retain } from './retained.ts'
 import { mqttState, type MqttState } from './state.ts'
 import { filterToSubjects, startsWithDollar, subjectToTopic, wildcardFirst } from './topic.ts'
@@ -45,6 +47,37 @@ export function installServices(srv: Server): void {
   add(REPLY_PREFIX + '>', republishReply)
   add(RETAINED_GET, retainedGet)
   add(RETAIN_PREFIX + '>', retainSet)
+  srv.router.headerHook = (m, from) => retainFromHeader(srv, m, from)
+}
+
+/**
+ * A NATS publish (from a client or the uplink) with the header `Nmqtt-Retain: 1` sets the
+ * retained message of its subject's topic, as an MQTT PUBLISH with the retain flag does (an
+ * empty payload deletes it); it is delivered as usual. MQTT publishes keep their own (packets.ts),
+ * and sprig's own publishes (from null: wills, the retain service) have stored theirs already.
+ */
+function retainFromHeader(srv: Server, m: Msg, from: Owner | null): void {
+  if (from === null || (from as { kind?: string }).kind === 'mqtt') return
+  if (!msgRetained(m)) return
+  const st = mqttState(srv)
+  const topic = subjectToTopic(m.subject)
+  if (topic === null) {
+    st.counters.unmappable_subjects++
+    srv.log.warn(`retained message on ${JSON.stringify(m.subject)} not kept: the subject has no MQTT topic form`)
+    return
+  }
+  storeRetained(srv, st, topic, m)
+}
+
+/** Keeps a copy of a routed message as its topic's retained message; false when the store is full. */
+function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boolean {
+  // Kept with the message: its headers as MQTT 5 properties (Nmqtt-Expiry ends it), not the
+  // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
+  const props = headersToProps(st, { ...m, reply: '', seq: -2 })
+  st.propsSeq = -1
+  const kept = retain(st.retained, topic, m.subject, m.payload.slice(), msgQos(m), props)
+  if (!kept) srv.log.warn(`retained message on ${JSON.stringify(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
+  return kept
 }
 
 interface ServiceSub extends Sub {
@@ -106,11 +139,7 @@ function retainSet(srv: Server, m: Msg): void {
   const reply = m.reply
   const st = mqttState(srv)
   const qos = msgQos(m)
-  // Kept with the message: its headers as MQTT 5 properties (Nmqtt-Expiry ends it), not the
-  // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
-  const props = headersToProps(st, { ...m, reply: '', seq: -2 })
-  st.propsSeq = -1
-  const kept = retain(st.retained, topic, subject, payload, qos, props)
+  const kept = storeRetained(srv, st, topic, { ...m, subject })
   // Like an MQTT retained PUBLISH, it also goes to current subscribers [MQTT-3.3.1-10],
   // marked retained (for Retain As Published).
   let out = RETAINED_HEADERS[qos]!

@@ -10,6 +10,7 @@
 import { Buffer } from 'node:buffer'
 import type { Msg } from '../../src/msg.ts'
 import { mqttOptions } from '../../src/options.ts'
+import { deliveryDenied } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
 import { deliveryQos, topicFor, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
 import type { MqttState } from './state.ts'
@@ -37,6 +38,9 @@ export class Parked implements Owner {
 
   deliver(sub: Sub, m: Msg): void {
     const s = sub as MqttSub
+    // The same delivery-time deny check as a live connection: a wildcard that overlaps a
+    // denied subject must not fill the offline queue with what the user may not read.
+    if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
     const topic = topicFor(this.st, m)
     if (topic === null || (s.noDollar && topic.charCodeAt(0) === 36)) return
     const qos = deliveryQos(s, m)

@@ -6,13 +6,19 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
+import { authenticate, authOf, authRequired, mapsCertificates, OPEN, type Credentials, type Identity } from '../../src/auth.ts'
+import { DEFAULT_AUTH_TIMEOUT } from '../../src/options.ts'
+import {
+  canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
+  type CompiledPermissions, type Replies,
+} from '../../src/permissions.ts'
 import type { ConnInfo } from '../../src/monitor.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
-import { ERR, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
+import { ERR, errLine, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
 
 export interface NatsSub extends Sub {
   readonly owner: NatsClient
@@ -21,6 +27,8 @@ export interface NatsSub extends Sub {
   /** Auto-unsubscribe after this many deliveries (0 = none). */
   max: number
   delivered: number
+  /** A wildcard that overlaps a subscribe deny rule: each message is checked at delivery. */
+  denyCheck: boolean
 }
 
 /** What a client may say in CONNECT (nats-server's field names). */
@@ -88,6 +96,16 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   in_msgs = 0
   out_msgs = 0
   private authTimer: { cancel(): void } | null = null
+  /** The authenticated user ('' for a token or no auth), its permissions (null: none). */
+  user = ''
+  perms: CompiledPermissions | null = null
+  /** Reply subjects this client may answer (allow_responses), when its permissions have it. */
+  replies: Replies | null = null
+  /** What CONNECT presented, kept to check again on reload. */
+  private creds: Credentials | null = null
+  /** Operations that arrived while a password hash was being checked; run in order after. */
+  private held: (() => void)[] | null = null
+  private heldBytes = 0
   /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
   private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
@@ -104,7 +122,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
     this.parser.connectFirst = this.authRequired
     // Timed from accept like nats-server's auth timer; the 1 s housekeeping tick is too coarse.
-    if (this.parser.connectFirst) this.authTimer = srv.host.every(o.authorization!.timeout, () => this.authTimeout())
+    if (this.parser.connectFirst) this.authTimer = srv.host.every(o.authorization?.timeout ?? DEFAULT_AUTH_TIMEOUT, () => this.authTimeout())
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
@@ -113,8 +131,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   get authRequired(): boolean {
-    const a = this.srv.opts.authorization
-    return !!a && (a.user !== undefined || a.token !== undefined)
+    return authRequired(this.srv.opts) || (this.wire.tls !== undefined && mapsCertificates(this.srv.opts, 'nats'))
   }
 
   label(): string {
@@ -140,6 +157,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   // --- parser callbacks -------------------------------------------------------------------
 
   connect(json: string): void {
+    if (this.held) return this.hold(() => this.connect(json), json.length)
     let o: ConnectOpts
     try {
       o = { ...this.given, ...decodeConnect(json) }
@@ -148,7 +166,46 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       return this.teardown('Protocol Violation')
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
-    if (this.authRequired && !this.authorize(o)) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+    const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
+    if (!this.authRequired) return this.finishConnect(o, creds, OPEN)
+    const id = authenticate(authOf(this.srv.opts), creds, this.wire.tls, mapsCertificates(this.srv.opts, 'nats'))
+    if (!(id instanceof Promise)) return this.finishConnect(o, creds, id)
+    // A bcrypt hash: what follows CONNECT waits (in `held`) until it is checked.
+    this.held = []
+    this.parser.connectFirst = false
+    this.parser.headers = bool(o.headers, this.headers) // so an HPUB right behind CONNECT can wait too
+    void id.then((v) => {
+      const held = this.held ?? []
+      this.held = null
+      this.heldBytes = 0
+      this.finishConnect(o, creds, v)
+      for (let i = 0; i < held.length && !this.done; i++) {
+        if (this.held) {
+          ;(this.held as (() => void)[]).push(...held.slice(i))
+          break
+        }
+        held[i]!()
+      }
+    })
+  }
+
+  /** Queues an operation that arrived while CONNECT's password is being checked. */
+  private hold(op: () => void, bytes: number): void {
+    this.heldBytes += bytes + 32
+    // Bounded like the outbound queue: a client may not pile up work while it waits.
+    if (this.heldBytes > this.srv.opts.max_pending) return this.slowConsumer(`MaxPending of ${this.srv.opts.max_pending} Exceeded while authenticating`)
+    this.held!.push(op)
+  }
+
+  /** CONNECT, once the credentials are decided (`id` null: refused). */
+  private finishConnect(o: ConnectOpts, creds: Credentials, id: Identity | null): void {
+    if (this.done) return
+    if (id === null) {
+      this.srv.log.error(`${this.label()} authentication error${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+      return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+    }
+    this.creds = creds
+    this.setIdentity(id)
     if (o.new_account || o.account) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
     const proto = o.protocol ?? 0
     if (proto < 0 || proto > 1) return this.closeWithErr(ERR.badProtocol, 'Bad Client Protocol')
@@ -177,13 +234,50 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (!this.connected) this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
   }
 
-  private authorize(o: ConnectOpts): boolean {
-    const a = this.srv.opts.authorization!
-    if (a.token !== undefined) return o.auth_token === a.token
-    return o.user === a.user && o.pass === (a.password ?? '')
+  private setIdentity(id: Identity): void {
+    this.user = id.user
+    this.perms = id.perms
+    this.replies = id.perms?.responses ? (this.replies ?? new Map()) : null
+  }
+
+  /**
+   * After a config reload: checks the credentials again (closing the connection if they no
+   * longer pass, as nats-server does) and applies the user's new permissions, removing
+   * subscriptions they now refuse with nats-server's -ERR and log line.
+   */
+  reauthorize(): void {
+    if (this.done || !this.connected || this.creds === null) return
+    const creds = this.creds
+    const apply = (id: Identity | null): void => {
+      if (this.done) return
+      if (id === null) {
+        this.srv.log.error(`${this.label()} authentication error after reload${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+        return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+      }
+      this.setIdentity(id)
+      for (const s of [...this.subs.values()]) {
+        if (id.perms === null || canSubscribe(id.perms, s.subject, s.queue)) {
+          s.denyCheck = needsDeliveryCheck(id.perms, s.subject)
+          continue
+        }
+        this.dropSub(s)
+        this.send(errLine(`Permissions Violation for Subscription to ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)})`))
+        this.srv.log.info(`Removed sub ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)}) for User ${JSON.stringify(this.user)} - not authorized`)
+      }
+    }
+    const auth = authOf(this.srv.opts)
+    const mapCert = mapsCertificates(this.srv.opts, 'nats')
+    const id = auth.required || mapCert ? authenticate(auth, creds, this.wire.tls, mapCert) : OPEN
+    if (id instanceof Promise) void id.then(apply)
+    else apply(id)
   }
 
   pub(p: PubArgs, data: Uint8Array): void {
+    if (this.held) {
+      const args = { ...p } // the parser reuses p and data: copy both now
+      const body = data.slice(0, p.size)
+      return this.hold(() => this.pub(args, body), p.size)
+    }
     this.in_msgs++
     const subject = p.subject
     if (subject !== this.okSubject) {
@@ -198,6 +292,10 @@ export class NatsClient implements Owner, Session, Conn, Handler {
           return
         }
       }
+    }
+    if (this.perms !== null && !publishAllowed(this.perms, this.replies, subject, this.srv.host.now())) {
+      this.srv.log.error(`${this.label()} Publish Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}`)
+      return this.send(errLine(publishViolation(subject)))
     }
     const m = this.msg
     m.subject = subject
@@ -226,6 +324,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   sub(subject: string, queue: string | null, sid: string): void {
+    if (this.held) return this.hold(() => this.sub(subject, queue, sid), subject.length)
     const max = this.srv.opts.max_subscriptions
     if (max > 0 && this.subs.size >= max) {
       this.srv.log.error(`${this.label()} Maximum Subscriptions Exceeded (${max})`)
@@ -238,7 +337,13 @@ export class NatsClient implements Owner, Session, Conn, Handler {
         this.send(ERR.invalidSubject)
         return
       }
-      const s: NatsSub = { subject, queue, owner: this, sid, sidBytes: utf8(sid), max: 0, delivered: 0 }
+      if (this.perms !== null && !canSubscribe(this.perms, subject, queue)) {
+        const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+        this.srv.log.error(`${this.label()} Subscription Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}${q}, SID ${sid}`)
+        return this.send(errLine(subscribeViolation(subject, queue)))
+      }
+      // denyCheck always set, so every sub has the same shape on the delivery path.
+      const s: NatsSub = { subject, queue, owner: this, sid, sidBytes: utf8(sid), max: 0, delivered: 0, denyCheck: needsDeliveryCheck(this.perms, subject) }
       this.subs.set(sid, s)
       this.srv.router.subscribe(s)
     }
@@ -246,6 +351,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   unsub(sid: string, max: number): void {
+    if (this.held) return this.hold(() => this.unsub(sid, max), sid.length)
     const s = this.subs.get(sid)
     if (s) {
       if (max > 0 && s.delivered < max) s.max = max
@@ -260,10 +366,12 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   ping(): void {
+    if (this.held) return this.hold(() => this.ping(), 0)
     this.send(PONG)
   }
 
   pong(): void {
+    if (this.held) return this.hold(() => this.pong(), 0)
     this.pingsOut = 0
   }
 
@@ -298,6 +406,9 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   deliver(sub: Sub, m: Msg): void {
     if (this.done) return
     const s = sub as NatsSub
+    // Wildcards overlapping a deny rule never deliver what the rule denies (nats-server's check).
+    if (s.denyCheck === true && deliveryDenied(this.perms, m.subject, s.queue)) return
+    if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const hdr = this.headers ? m.hdr : null // header-less clients get the payload only
     const hlen = hdr ? hdr.length : 0
     const total = hlen + m.payload.length

@@ -4,9 +4,12 @@
 import { utf8 } from '../../src/bytes.ts'
 import type { Server } from '../../src/server.ts'
 import { VERSION } from '../../src/server.ts'
+import { authRequired } from '../../src/auth.ts'
 
 const line = (s: string): Uint8Array => utf8(s + '\r\n')
 const err = (s: string): Uint8Array => line(`-ERR '${s}'`)
+/** An -ERR line built per use (permission violations name the subject). */
+export const errLine = err
 
 export const OK = line('+OK')
 export const PING = line('PING')
@@ -38,7 +41,6 @@ export const noResponders = (reply: string, sid: string): Uint8Array => line(`HM
  */
 export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: string } }): string {
   const o = srv.opts
-  const a = o.authorization
   const info: Record<string, unknown> = {
     server_id: srv.id,
     server_name: srv.name,
@@ -48,7 +50,10 @@ export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: s
     port: o.port,
     headers: true,
   }
-  if (a && (a.user !== undefined || a.token !== undefined)) info.auth_required = true
+  if (authRequired(o)) info.auth_required = true
+  // nats-server 2.9's fields and order; a TLS listener upgrades right after this INFO.
+  if (o.tls) info.tls_required = true
+  if (o.tls?.verify) info.tls_verify = true
   info.max_payload = o.max_payload
   info.client_id = c.cid
   info.client_ip = c.wire.remoteAddress
