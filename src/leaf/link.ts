@@ -1,0 +1,417 @@
+// One connection to a hub, as a sans-I/O Conn: read the hub's INFO, upgrade to TLS when asked,
+// CONNECT, wait for the second INFO (permissions), then LS+/LS- and LMSG/HMSG both ways and
+// PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
+// Protocol notes: ../shared/docs/leafnode-protocol.md.
+
+import { utf8 } from '../bytes.ts'
+import type { Conn, Wire } from '../host.ts'
+import { newMsg } from '../msg.ts'
+import { Outbound } from '../outbound.ts'
+import { Sublist, type SubLike } from '../sublist.ts'
+import { leafAuthFields } from './creds.ts'
+import { compileFilters, type Filters, type HubPerm } from './filter.ts'
+import { LeafParser } from './parser.ts'
+import type { Remote } from './remote.ts'
+
+/** What the hub told us about itself (first INFO, updated by later ones). */
+export interface HubInfo {
+  server_id?: string
+  server_name?: string
+  version?: string
+  nonce?: string
+  max_payload?: number
+  tls_required?: boolean
+  leafnode_urls?: string[]
+  cluster?: string
+  connect_info?: boolean
+  remote_account?: string
+  import?: HubPerm
+  export?: HubPerm
+  client_id?: number
+}
+
+export interface HubSub extends SubLike {
+  weight: number
+}
+
+/** A hub -ERR that calls for nats-server's long (30 s) wait before redialling. */
+export function isLongWaitError(text: string): boolean {
+  return /loop detected|same cluster name|duplicate remote leafnode|permissions violation/i.test(text)
+}
+
+// nats-server's spoke waits 1 s for the hub's INFO and 2 s for the INFO that answers CONNECT;
+// sprig gives the first INFO 2 s too (a gateway's CPU may be busy when it redials).
+const INFO_WAIT = 2000
+const CONNECT_WAIT = 2000
+const MAX_LINE = 256 * 1024
+/** LS- this recent when the link drops still count as the hub's interest (see restoreRecent). */
+const RECENT_MS = 5000
+const MAX_REMOVED = 10_000
+const CRLF = '\r\n'
+
+type Phase = 'info' | 'tls' | 'connect' | 'up' | 'closed'
+
+export class Link implements Conn {
+  phase: Phase = 'info'
+  info: HubInfo = {}
+  /** The hub's interest, built from its LS+ burst; the Remote adopts it once it is complete. */
+  readonly hubSubs = new Sublist<HubSub>({ cacheMax: 1024 })
+  readonly hubKeys = new Map<string, HubSub>()
+  /** Set once our first PING after CONNECT is answered: the hub's LS+ snapshot came before it. */
+  interestKnown = false
+  filters: Filters
+  readonly out: Outbound
+  /** LS+ we sent: hub key ("subject" or "subject queue") -> count / weight. */
+  private readonly sent = new Map<string, number>()
+  /** Hub subjects each local interest key stands for (filters are per connection). */
+  private readonly contrib = new Map<string, string[]>()
+  private readonly parser: LeafParser
+  private readonly openedAt: number
+  private phaseAt: number
+  private lastPing: number
+  private pingsOut = 0
+  private readonly msg = newMsg()
+  /** The -ERR text the hub sent last, which explains the close that follows. */
+  hubError = ''
+  tlsDone = false
+  private readonly removed = new Map<string, { sub: HubSub; at: number }>()
+
+  constructor(
+    readonly remote: Remote,
+    readonly wire: Wire,
+    readonly url: URL,
+  ) {
+    const srv = remote.srv
+    this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule)
+    this.filters = compileFilters(remote.opts)
+    this.tlsDone = wire.tls !== undefined
+    this.parser = new LeafParser(
+      {
+        info: (j) => this.onInfo(j),
+        ping: () => this.write('PONG' + CRLF),
+        pong: () => this.onPong(),
+        err: (t) => this.onErr(t),
+        sub: (s, q, w) => this.onSub(s, q, w),
+        unsub: (s, q) => this.onUnsub(s, q),
+        msg: (s, r, q, h, p) => this.onMsg(s, r, q, h, p),
+      },
+      MAX_LINE,
+      srv.opts.max_payload,
+    )
+  }
+
+  // --- Conn
+
+  data(chunk: Uint8Array): void {
+    if (this.phase === 'closed') return
+    const err = this.parser.feed(chunk)
+    if (err !== null && (this.phase as Phase) !== 'closed') this.fail(`protocol error from hub: ${err}`)
+  }
+
+  drained(): void {
+    this.out.drained(this.remote.srv.host.now())
+    this.remote.linkDrained()
+  }
+
+  closed(reason?: string): void {
+    if (this.phase === 'closed') return
+    this.phase = 'closed'
+    this.remote.linkClosed(this, this.hubError !== '' ? `hub error: ${this.hubError}` : (reason ?? 'connection closed by hub'))
+  }
+
+  // --- lifecycle
+
+  /** Drops the connection (bad input, timeouts, stop); the Remote decides what comes next. */
+  fail(reason: string): void {
+    if (this.phase === 'closed') return
+    this.phase = 'closed'
+    this.wire.destroy()
+    this.remote.linkClosed(this, reason)
+  }
+
+  /** Clean close on shutdown: flush what is queued. */
+  end(): void {
+    if (this.phase === 'closed') return
+    this.phase = 'closed'
+    this.out.flush(this.remote.srv.host.now())
+    this.wire.end()
+  }
+
+  tick(now: number): void {
+    const o = this.remote.srv.opts
+    if (this.phase === 'info' && now - this.openedAt > INFO_WAIT + (this.remote.opts.tls?.timeout ?? 0)) {
+      this.fail('no INFO from the hub in time (is this a leafnode port?)')
+    } else if ((this.phase === 'connect' || this.phase === 'tls') && now - this.phaseAt > CONNECT_WAIT + (this.remote.opts.tls?.timeout ?? 0)) {
+      this.fail('Stale Leaf Node Connection: no answer to CONNECT')
+    } else if (this.phase === 'up' && now - this.lastPing >= o.ping_interval) {
+      if (this.pingsOut >= o.ping_max) return this.fail('Stale Connection: the hub stopped answering PING')
+      this.lastPing = now
+      this.pingsOut++
+      this.write('PING' + CRLF)
+    }
+  }
+
+  private write(line: string): void {
+    if (this.phase === 'closed') return
+    if (!this.out.push(utf8(line))) this.fail('outbound queue to the hub is full (hub not reading)')
+  }
+
+  // --- from the hub
+
+  private onInfo(json: string): void {
+    let i: HubInfo
+    try {
+      i = JSON.parse(json) as HubInfo
+      if (typeof i !== 'object' || i === null) throw new Error('not an object')
+    } catch {
+      return this.fail('protocol error from hub: INFO is not valid JSON')
+    }
+    if (Array.isArray(i.leafnode_urls)) this.remote.learnUrls(i.leafnode_urls.filter((u) => typeof u === 'string'), this.url)
+    if (this.phase === 'info') {
+      if (i.client_id === undefined && i.leafnode_urls === undefined) {
+        return this.fail('the first INFO has neither client_id nor leafnode_urls: connected to a client port, not a leafnode port?')
+      }
+      this.info = i
+      if (typeof i.max_payload === 'number' && i.max_payload > 0) {
+        this.parser.maxPayload = Math.max(this.remote.srv.opts.max_payload, i.max_payload)
+      }
+      const wantTls = !this.tlsDone && (i.tls_required === true || this.remote.opts.tls !== undefined || this.url.protocol === 'tls:')
+      if (wantTls) {
+        if (!this.wire.startTls) return this.fail('the hub requires TLS, but this connection cannot start it')
+        this.phase = 'tls'
+        this.phaseAt = this.remote.srv.host.now()
+        this.wire.startTls((err) => {
+          if (this.phase !== 'tls') return
+          if (err !== null) return this.fail(`TLS handshake with the hub failed: ${err}`)
+          this.tlsDone = true
+          this.connect()
+        })
+        return
+      }
+      return this.connect()
+    }
+    if (this.phase === 'connect' && i.connect_info === true) {
+      this.info = { ...this.info, ...i }
+      this.filters = compileFilters(this.remote.opts, i.import, i.export)
+      this.phase = 'up'
+      this.lastPing = this.remote.srv.host.now()
+      // Our interest, our loop-detection subject, then a PING: its PONG follows the hub's
+      // LS+ snapshot, so it tells us when the hub's interest is complete.
+      let lines = ''
+      for (const [key, l] of this.remote.localKeys) {
+        for (const h of this.hubSubjectsFor(key, l.subject, l.queue)) lines += this.account(h, l.queue, 0, l.count)
+      }
+      lines += `LS+ ${this.remote.lds}${CRLF}PING${CRLF}`
+      this.pingsOut++
+      this.write(lines)
+      this.remote.linkUp(this)
+      return
+    }
+    // An async INFO: only the URL list matters (taken above).
+  }
+
+  private connect(): void {
+    let auth
+    try {
+      auth = leafAuthFields(this.remote.opts, this.url, this.info.nonce, this.remote.readFile)
+    } catch (e) {
+      return this.fail(`credentials: ${(e as Error).message}`)
+    }
+    const c = {
+      ...auth,
+      name: this.remote.srv.name,
+      headers: true,
+      compress_mode: 'off',
+      remote_account: '$G',
+      // Hubs with leafnodes.min_version compare this with nats-server versions; sprig speaks
+      // the protocol of nats-server 2.10.
+      version: '2.10.0',
+      tls_required: this.tlsDone,
+    }
+    this.phase = 'connect'
+    this.phaseAt = this.remote.srv.host.now()
+    this.write(`CONNECT ${JSON.stringify(c)}${CRLF}`)
+  }
+
+  private onPong(): void {
+    this.pingsOut = 0
+    if (this.phase === 'up' && !this.interestKnown) {
+      this.interestKnown = true
+      this.remote.interestReady(this)
+    }
+  }
+
+  private onErr(text: string): void {
+    this.hubError = text
+    this.remote.srv.log.error(`Leafnode hub ${this.url.host} reported: -ERR '${text}'`)
+  }
+
+  private onSub(subject: string, queue: string | null, weight: number): void {
+    if (subject === this.remote.lds) {
+      // Our own loop-detection subject came back: we reach this hub through another path.
+      this.hubError = 'Loop detected'
+      return this.fail(`loop detected: the hub sent back our own ${subject}`)
+    }
+    const key = queue === null ? subject : `${subject} ${queue}`
+    const have = this.hubKeys.get(key)
+    if (have !== undefined) {
+      have.weight = weight
+      return
+    }
+    const s: HubSub = { subject, queue, weight }
+    try {
+      this.hubSubs.insert(s)
+    } catch {
+      return this.fail(`protocol error from hub: invalid subject in LS+ ${key}`)
+    }
+    this.hubKeys.set(key, s)
+    if (this.interestKnown) this.remote.pump()
+  }
+
+  private onUnsub(subject: string, queue: string | null): void {
+    const key = queue === null ? subject : `${subject} ${queue}`
+    const s = this.hubKeys.get(key)
+    if (s === undefined) return
+    this.hubKeys.delete(key)
+    this.hubSubs.remove(s)
+    if (this.removed.size >= MAX_REMOVED) this.removed.delete(this.removed.keys().next().value!)
+    this.removed.set(key, { sub: s, at: this.remote.srv.host.now() })
+  }
+
+  /**
+   * A hub that shuts down closes its clients first, so their LS- arrive just before the link
+   * drops. For choosing what to buffer, put back what went in the last moments before `now`.
+   */
+  restoreRecent(now: number): void {
+    for (const [key, r] of this.removed) {
+      if (now - r.at > RECENT_MS || this.hubKeys.has(key)) continue
+      this.hubKeys.set(key, r.sub)
+      this.hubSubs.insert(r.sub)
+    }
+    this.removed.clear()
+  }
+
+  private onMsg(subject: string, reply: string, queues: string[] | null, hdr: Uint8Array | null, payload: Uint8Array): void {
+    if (this.phase !== 'up') return this.fail('protocol error from hub: message before the handshake finished')
+    const r = this.remote
+    r.stats.in_msgs++
+    r.stats.in_bytes += payload.length + (hdr ? hdr.length : 0)
+    const local = this.filters.down(subject)
+    if (local === null || subject.startsWith('$LDS.')) return
+    const m = this.msg
+    m.subject = local
+    m.subjectBytes = utf8(local)
+    m.reply = reply === '' ? '' : this.filters.replyDown(reply)
+    m.replyBytes = m.reply === '' ? m.subjectBytes.subarray(0, 0) : utf8(m.reply)
+    m.hdr = hdr
+    m.payload = payload
+    // No queue list: the hub picked another member for every queue group, plain subscribers only.
+    r.srv.router.publish(m, r.owner, queues ?? NO_QUEUES)
+  }
+
+  // --- to the hub
+
+  /** Hub subjects for a local interest key (cached per connection: filters are). */
+  private hubSubjectsFor(key: string, subject: string, queue: string | null): string[] {
+    let h = this.contrib.get(key)
+    if (h === undefined) {
+      h = this.filters.interestUp(subject, queue)
+      this.contrib.set(key, h)
+    }
+    return h
+  }
+
+  /** Adds `delta` to a hub key's count and returns the LS+/LS- line that change needs, if any. */
+  private account(subject: string, queue: string | null, before: number, after: number): string {
+    const key = queue === null ? subject : `${subject} ${queue}`
+    const cur = this.sent.get(key) ?? 0
+    const next = cur - before + after
+    if (next <= 0) this.sent.delete(key)
+    else this.sent.set(key, next)
+    if (queue === null) {
+      if (cur === 0 && next > 0) return `LS+ ${subject}${CRLF}`
+      if (cur > 0 && next <= 0) return `LS- ${subject}${CRLF}`
+      return ''
+    }
+    if (next > 0 && next !== cur) return `LS+ ${subject} ${queue} ${next}${CRLF}`
+    if (next <= 0 && cur > 0) return `LS- ${subject} ${queue}${CRLF}`
+    return ''
+  }
+
+  /** Local interest changed (sublist counts): tell the hub what that changes there. */
+  localChanged(subject: string, queue: string | null, before: number, after: number): void {
+    if (this.phase !== 'up') return
+    const key = queue === null ? subject : `${subject} ${queue}`
+    let lines = ''
+    for (const h of this.hubSubjectsFor(key, subject, queue)) lines += this.account(h, queue, before, after)
+    if (after === 0) this.contrib.delete(key)
+    if (lines !== '') this.write(lines)
+  }
+
+  /**
+   * The remote's filters changed (config reload): recompile them and tell the hub only what
+   * that changes. New LS+ go out before the LS- of what is no longer wanted, so interest that
+   * both old and new filters keep never drops at the hub.
+   */
+  refilter(): void {
+    this.filters = compileFilters(this.remote.opts, this.info.import, this.info.export)
+    const was = new Map(this.contrib)
+    this.contrib.clear()
+    if (this.phase !== 'up') return
+    let adds = ''
+    let dels = ''
+    for (const [key, l] of this.remote.localKeys) {
+      const before = was.get(key) ?? []
+      const after = this.hubSubjectsFor(key, l.subject, l.queue)
+      for (const h of after) if (!before.includes(h)) adds += this.account(h, l.queue, 0, l.count)
+      for (const h of before) if (!after.includes(h)) dels += this.account(h, l.queue, l.count, 0)
+    }
+    if (adds + dels !== '') this.write(adds + dels)
+  }
+
+  /** LS+ keys we hold at the hub. */
+  get sentCount(): number {
+    return this.sent.size
+  }
+
+  /**
+   * Frames one message for the hub; false when the outbound queue has no room (the caller
+   * keeps it). `queues`: hub queue groups this message should also serve.
+   */
+  send(hubSubject: string, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
+    if (this.phase !== 'up') return false
+    const size = payload.length + (hdr ? hdr.length : 0)
+    const max = this.info.max_payload
+    if (max !== undefined && max > 0 && size > max) {
+      // Newer hubs close the link over this; older ones pass it on. Neither is worth it.
+      this.remote.oversize++
+      return true
+    }
+    let line = hdr ? 'HMSG ' : 'LMSG '
+    line += hubSubject
+    if (queues.length > 0) line += reply !== '' ? ` + ${reply} ${queues.join(' ')}` : ` | ${queues.join(' ')}`
+    else if (reply !== '') line += ` ${reply}`
+    line += hdr ? ` ${hdr.length} ${size}\r\n` : ` ${size}\r\n`
+    const head = utf8(line)
+    const at = this.out.reserve(head.length + size + 2)
+    if (at < 0) return false
+    const b = this.out.buf
+    b.set(head, at)
+    let p = at + head.length
+    if (hdr) {
+      b.set(hdr, p)
+      p += hdr.length
+    }
+    b.set(payload, p)
+    p += payload.length
+    b[p] = 13
+    b[p + 1] = 10
+    const st = this.remote.stats
+    st.out_msgs++
+    st.out_bytes += size
+    return true
+  }
+}
+
+const NO_QUEUES: readonly string[] = Object.freeze([])

@@ -1,0 +1,497 @@
+// One configured remote: which hub URL to dial next, when to redial (jittered exponential
+// backoff, nats-server's 30 s after loop / duplicate-name / permission errors), what local
+// publishes go up (a router tap), and the store-and-forward buffer that holds them while the
+// link is down or still learning the hub's interest.
+
+import type { Dial, DialTarget, Wire } from '../host.ts'
+import type { Msg } from '../msg.ts'
+import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
+import type { Owner, Sub } from '../router.ts'
+import type { Server } from '../server.ts'
+import type { Match, Sublist } from '../sublist.ts'
+import { subjectMatches } from '../subject.ts'
+import { StoreBuffer } from './buffer.ts'
+import { compileFilters, type Filters } from './filter.ts'
+import { isLongWaitError, Link, type HubSub } from './link.ts'
+
+export type RemoteState = 'connecting' | 'handshake' | 'connected' | 'disconnected' | 'stopped'
+
+/** nats-server's wait after a loop, a duplicate name, a same cluster name or a permission error. */
+export const LONG_WAIT = 30_000
+/** Most hub URLs remembered (configured plus discovered). */
+const MAX_URLS = 64
+
+/** Every uplink's owner: messages from a hub are never sent to a hub again. */
+const leafOwners = new WeakSet<Owner>()
+
+/**
+ * Longest a publisher is held (its socket not read) while a link drains its queue to the hub.
+ * Past that the publisher runs again and what the link cannot take goes to the buffer (and may
+ * be dropped, counted), so a hub that stops reading never freezes local traffic for longer.
+ */
+export const STALL_MAX_MS = 2000
+
+/** Publishers' wires paused by any remote, with how many remotes hold each (two may stall one). */
+const pausedBy = new Map<Wire, number>()
+
+export interface LinkStats {
+  in_msgs: number
+  in_bytes: number
+  out_msgs: number
+  out_bytes: number
+}
+
+const DEFAULT_TLS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2000, handshake_first: false })
+
+export class Remote {
+  state: RemoteState = 'disconnected'
+  link: Link | null = null
+  /** The interest the last complete link had (kept while down: it picks what gets buffered). */
+  hubSubs: Sublist<HubSub> | null = null
+  hubKeyCount = 0
+  readonly localKeys = new Map<string, { subject: string; queue: string | null; count: number }>()
+  readonly buffer: StoreBuffer
+  /** Buffered messages dropped because the hub showed no interest in them within buffer_hold. */
+  expired = 0
+  /** Messages over the hub's max_payload, not sent. */
+  oversize = 0
+  readonly stats: LinkStats = { in_msgs: 0, in_bytes: 0, out_msgs: 0, out_bytes: 0 }
+  /** Times a publisher was paused because the link's queue was over its high-water mark. */
+  stalls = 0
+  /** Stalls that ran into STALL_MAX_MS (the hub did not drain the link in time). */
+  stallTimeouts = 0
+  /** Publishers paused now, and since when the first of them. */
+  private readonly stalled = new Set<Wire>()
+  private stallSince = 0
+  /** A stall hit its bound: no new stalls until the link drains below the low-water mark. */
+  private stallSpent = false
+  readonly owner: Owner
+  /** Our loop-detection subject, announced to the hub on every connection. */
+  readonly lds: string
+  urls: URL[]
+  private urlIdx = 0
+  /** The first `configured` entries of `urls` are the remote's own; the rest came from INFO. */
+  private readonly configured: number
+  /** Failed attempts since the last good link. */
+  private failures = 0
+  reconnects = 0
+  private everUp = false
+  since = 0
+  lastError = ''
+  hubUrl: URL | null = null
+  hubName = ''
+  hubId = ''
+  hubAccount = ''
+  private nextDial = 0
+  private readyAt = 0
+  private pumping = false
+  private stopped = false
+  private baseFilters: Filters
+  private readonly removeTap: () => void
+
+  constructor(
+    readonly srv: Server,
+    /** Replaced by reconfigure() on a config reload (filters, maps, buffer_subjects, buffer_hold). */
+    public opts: RemoteOptions,
+    readonly leaf: LeafnodeOptions,
+    readonly index: number,
+    private readonly dial: Dial,
+    readonly readFile: (path: string) => string,
+  ) {
+    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest')
+    this.owner = { cid: 0, echo: true, deliver: () => {} }
+    leafOwners.add(this.owner)
+    this.lds = `$LDS.${randomToken(22)}`
+    this.urls = opts.urls.map((u) => new URL(u))
+    this.configured = this.urls.length
+    if (!opts.no_randomize) shuffle(this.urls)
+    this.baseFilters = compileFilters(opts)
+    for (const i of srv.router.subs.interest()) this.localKeys.set(keyOf(i.subject, i.queue), { subject: i.subject, queue: i.queue, count: i.count })
+    srv.router.onInterest((s, q, n) => this.onLocalInterest(s, q, n))
+    this.removeTap = srv.router.addTap((m, from, local) => this.tap(m, from, local))
+  }
+
+  /** New subject options from a config reload: the live link re-announces only what changed. */
+  reconfigure(opts: RemoteOptions): void {
+    this.opts = opts
+    this.baseFilters = compileFilters(opts)
+    this.link?.refilter()
+  }
+
+  get name(): string {
+    return `remote ${this.index + 1}`
+  }
+
+  start(): void {
+    this.dialNext()
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.state = 'stopped'
+    this.removeTap()
+    this.unstall()
+    this.link?.end()
+    this.link = null
+  }
+
+  /** Housekeeping, several times a second: link timers, redial, held buffer. */
+  tick(now: number): void {
+    if (this.stopped) return
+    if (this.stalled.size > 0 || this.stallSpent) this.checkStall(now)
+    if (this.link) this.link.tick(now)
+    else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
+    if (this.state === 'connected' && this.buffer.length > 0) this.pump()
+  }
+
+  // --- dialling
+
+  private dialNext(): void {
+    if (this.stopped || this.urls.length === 0) return
+    const url = this.urls[this.urlIdx % this.urls.length]!
+    this.urlIdx = (this.urlIdx + 1) % this.urls.length
+    this.state = 'connecting'
+    const tls = this.opts.tls ?? (url.protocol === 'tls:' ? DEFAULT_TLS : null)
+    const to: DialTarget = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 7422), tls: tls ?? DEFAULT_TLS }
+    this.srv.log.debug(`Leafnode ${this.name}: dialling ${redact(url)}`)
+    let opened = false
+    this.dial(
+      to,
+      (wire) => {
+        opened = true
+        if (this.stopped) {
+          wire.destroy()
+          return { data() {}, drained() {}, closed() {} }
+        }
+        this.state = 'handshake'
+        const l = new Link(this, wire, url)
+        this.link = l
+        return l
+      },
+      (reason) => {
+        if (opened || this.stopped) return
+        this.scheduleRedial(`cannot connect to ${redact(url)}: ${reason}`, false)
+      },
+    )
+  }
+
+  /**
+   * Hub URLs from an INFO (`host:port`): the configured URLs plus the latest advertised list
+   * (a node that left the cluster drops out), with the userinfo of the URL we dialled.
+   */
+  learnUrls(hostPorts: string[], via: URL): void {
+    const next = this.urls.slice(0, this.configured)
+    for (const hp of hostPorts) {
+      if (next.length >= MAX_URLS) break
+      let u: URL
+      try {
+        u = new URL(`${via.protocol}//${hp}`)
+      } catch {
+        continue
+      }
+      if (next.some((x) => x.host === u.host)) continue
+      u.username = via.username
+      u.password = via.password
+      next.push(u)
+    }
+    this.urls = next
+  }
+
+  private scheduleRedial(reason: string, long: boolean): void {
+    this.state = 'disconnected'
+    this.lastError = reason
+    // Back off once every URL has been tried at the current delay.
+    const round = Math.floor(this.failures / Math.max(1, this.urls.length))
+    this.failures++
+    const base = Math.min(this.leaf.reconnect * 2 ** Math.min(round, 20), this.leaf.reconnect_max)
+    const wait = long ? LONG_WAIT + Math.random() * this.leaf.reconnect : base / 2 + Math.random() * (base / 2)
+    this.nextDial = this.srv.host.now() + wait
+    this.srv.log.info(`Leafnode ${this.name}: ${reason}; next attempt in ${(wait / 1000).toFixed(1)}s`)
+  }
+
+  // --- link events
+
+  linkUp(l: Link): void {
+    this.hubUrl = l.url
+    this.hubName = l.info.server_name ?? ''
+    this.hubId = l.info.server_id ?? ''
+    this.hubAccount = l.info.remote_account ?? ''
+  }
+
+  interestReady(l: Link): void {
+    // The new hub interest replaces what the previous link knew.
+    this.hubSubs = l.hubSubs
+    this.state = 'connected'
+    this.since = this.readyAt = this.srv.host.now()
+    if (this.everUp) this.reconnects++
+    this.everUp = true
+    this.failures = 0
+    this.lastError = ''
+    this.srv.log.info(
+      `Leafnode ${this.name}: connected to hub "${this.hubName}" (${this.hubId}) at ${redact(l.url)}, account ${this.hubAccount || '?'}` +
+        (this.buffer.length > 0 ? `; ${this.buffer.length} buffered messages to send` : ''),
+    )
+    this.pump()
+  }
+
+  linkClosed(l: Link, reason: string): void {
+    if (this.link !== l) return
+    this.link = null
+    this.unstall()
+    this.stallSpent = false
+    if (this.stopped) return
+    const wasUp = this.state === 'connected'
+    if (wasUp) l.restoreRecent(this.srv.host.now())
+    if (wasUp) this.srv.log.info(`Leafnode ${this.name}: disconnected from hub "${this.hubName}" at ${redact(l.url)}: ${reason}`)
+    this.scheduleRedial(wasUp ? 'link lost' : `connection to ${redact(l.url)} failed: ${reason}`, isLongWaitError(l.hubError) || isLongWaitError(reason))
+    if (wasUp) this.lastError = reason
+  }
+
+  // --- local interest -> hub
+
+  private onLocalInterest(subject: string, queue: string | null, count: number): void {
+    if (this.stopped) return
+    const key = keyOf(subject, queue)
+    const before = this.localKeys.get(key)?.count ?? 0
+    if (count === 0) this.localKeys.delete(key)
+    else this.localKeys.set(key, { subject, queue, count })
+    this.link?.localChanged(subject, queue, before, count)
+  }
+
+  // --- local publishes -> hub
+
+  private tap(m: Msg, from: Owner | null, local: Match<Sub>): number {
+    if (from !== null && leafOwners.has(from)) return 0
+    const l = this.link
+    const live = this.state === 'connected' && l !== null && l.interestKnown
+    const hub = (live ? l.filters : this.baseFilters).up(m.subject)
+    if (hub === null) return 0
+    if (live && this.buffer.length === 0) {
+      const queues = this.hubQueues(l.hubSubs.match(hub), local)
+      if (queues === null) return 0
+      const o = l.out
+      if (l.send(hub, m.reply === '' ? '' : l.filters.replyUp(m.reply), queues, m.hdr, m.payload)) {
+        // Over the high-water mark: slow this publisher down before the queue fills up.
+        if (o.pending > o.limit / 2) this.stall(from)
+        return 1
+      }
+      this.stall(from)
+      this.buffer.push(m) // the outbound queue is full: wait here, in order
+      this.pump()
+      return 1
+    }
+    if (live) {
+      if (this.hubQueues(l.hubSubs.match(hub), local) === null) return 0
+      if (l.out.pending > l.out.limit / 2) this.stall(from)
+    } else if (!this.shouldBuffer(m.subject, hub)) return 0
+    // A held message counts as delivered: a request waits for its reply (or its timeout)
+    // rather than getting no-responders while the link is down.
+    return this.buffer.push(m) ? 1 : 0
+  }
+
+  // --- producer backpressure (nats-server stalls a fast producer the same way)
+
+  /** Stops reading from the publisher `from` until the link drains (or STALL_MAX_MS passes). */
+  private stall(from: Owner | null): void {
+    if (this.stallSpent || from === null) return
+    const w = from.wire
+    if (w === undefined || w.pause === undefined || this.stalled.has(w)) return
+    if (this.stalled.size === 0) this.stallSince = this.srv.host.now()
+    this.stalled.add(w)
+    this.stalls++
+    const n = pausedBy.get(w) ?? 0
+    pausedBy.set(w, n + 1)
+    if (n === 0) w.pause()
+  }
+
+  /** Resumes every publisher this remote paused. */
+  private unstall(): void {
+    for (const w of this.stalled) {
+      const n = (pausedBy.get(w) ?? 1) - 1
+      if (n > 0) pausedBy.set(w, n)
+      else {
+        pausedBy.delete(w)
+        w.resume?.()
+      }
+    }
+    this.stalled.clear()
+  }
+
+  /** Called when the link drains and on every tick: resume below the low-water mark, or on timeout. */
+  private checkStall(now: number): void {
+    const l = this.link
+    if (l === null) return
+    if (l.out.pending <= l.out.limit / 4) {
+      this.stallSpent = false
+      this.unstall()
+    } else if (this.stalled.size > 0 && now - this.stallSince >= STALL_MAX_MS) {
+      this.stallTimeouts++
+      this.stallSpent = true
+      this.srv.log.warn(`Leafnode ${this.name}: the hub has not drained the link for ${STALL_MAX_MS} ms; publishers resume, and what does not fit is buffered`)
+      this.unstall()
+    }
+  }
+
+  /** The link's socket drained. */
+  linkDrained(): void {
+    if (this.stalled.size > 0 || this.stallSpent) this.checkStall(this.srv.host.now())
+    this.pump()
+  }
+
+  /**
+   * The hub queue groups a message should serve (those with no local member), or null when
+   * the hub has no interest at all. An LMSG without a queue list reaches only plain subscribers.
+   */
+  private hubQueues(h: Match<HubSub>, local: Match<Sub> | null): readonly string[] | null {
+    if (h.qsubs.length === 0) return h.psubs.length === 0 ? null : NO_QUEUES
+    const out: string[] = []
+    for (const g of h.qsubs) {
+      const q = g[0]!.queue!
+      if (local !== null && local.qsubs.some((lg) => lg[0]!.queue === q)) continue
+      out.push(q)
+    }
+    if (h.psubs.length === 0 && out.length === 0) return null
+    return out
+  }
+
+  private shouldBuffer(subject: string, hub: string): boolean {
+    const subs = this.opts.buffer_subjects
+    if (subs.length > 0) return subs.some((p) => subjectMatches(p, subject))
+    const h = this.hubSubs
+    if (h === null) return false
+    const m = h.match(hub)
+    return m.psubs.length > 0 || m.qsubs.length > 0
+  }
+
+  /**
+   * Sends buffered messages, oldest first, while the link has room. A message the hub has no
+   * interest in yet waits up to buffer_hold after the link came back (subscribers on the hub
+   * may still be reconnecting), then is dropped and counted as expired.
+   */
+  pump(): void {
+    const l = this.link
+    if (this.pumping || l === null || !l.interestKnown || this.state !== 'connected') return
+    this.pumping = true
+    try {
+      const limit = l.out.limit / 2
+      const now = this.srv.host.now()
+      const local = this.srv.router.subs
+      for (let s = this.buffer.peek(); s !== undefined; s = this.buffer.peek()) {
+        if (l.phase !== 'up') return
+        if (l.out.pending > limit) return // drained() calls again
+        const hub = l.filters.up(s.subject)
+        const queues = hub === null ? null : this.hubQueues(l.hubSubs.match(hub), local.match(s.subject))
+        if (hub === null || queues === null) {
+          if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
+          this.buffer.shift()
+          this.expired++
+          continue
+        }
+        if (!l.send(hub, s.reply === '' ? '' : l.filters.replyUp(s.reply), queues, s.hdr, s.payload)) return
+        this.buffer.shift()
+      }
+    } finally {
+      this.pumping = false
+    }
+    // Batches go out once per I/O turn; keep going after this one is handed to the socket.
+    if (this.buffer.length > 0) this.srv.host.defer(() => this.pump())
+  }
+
+  // --- status
+
+  status(): RemoteStatus {
+    const l = this.link
+    const up = this.state === 'connected'
+    return {
+      name: up ? this.hubName : '',
+      id: up ? this.hubId : '',
+      is_spoke: true,
+      account: up ? this.hubAccount : '',
+      ip: up && this.hubUrl ? this.hubUrl.hostname : '',
+      port: up && this.hubUrl ? Number(this.hubUrl.port || 7422) : 0,
+      in_msgs: this.stats.in_msgs,
+      out_msgs: this.stats.out_msgs,
+      in_bytes: this.stats.in_bytes,
+      out_bytes: this.stats.out_bytes,
+      subscriptions: l?.sentCount ?? 0,
+      remote: this.index,
+      state: this.state,
+      url: this.hubUrl ? redact(this.hubUrl) : '',
+      urls: this.urls.map(redact),
+      since: this.since ? new Date(this.since).toISOString() : '',
+      reconnects: this.reconnects,
+      local_interest: this.localKeys.size,
+      hub_interest: up && l ? l.hubKeys.size : 0,
+      buffered_msgs: this.buffer.length,
+      buffered_bytes: this.buffer.bytes,
+      dropped_msgs: this.buffer.dropped,
+      stalls: this.stalls,
+      stall_timeouts: this.stallTimeouts,
+      expired_msgs: this.expired,
+      oversize_msgs: this.oversize,
+      last_error: this.lastError,
+    }
+  }
+}
+
+/** One remote in `$SPRIG.leafz` / `/leafz`: nats-server's leafz fields first, sprig's after. */
+export interface RemoteStatus {
+  name: string
+  id: string
+  is_spoke: true
+  account: string
+  ip: string
+  port: number
+  in_msgs: number
+  out_msgs: number
+  in_bytes: number
+  out_bytes: number
+  /** LS+ keys this link holds at the hub. */
+  subscriptions: number
+  remote: number
+  state: RemoteState
+  url: string
+  urls: string[]
+  since: string
+  reconnects: number
+  local_interest: number
+  hub_interest: number
+  buffered_msgs: number
+  buffered_bytes: number
+  dropped_msgs: number
+  /** Publishers paused while the link's queue to the hub was over its high-water mark. */
+  stalls: number
+  /** Stalls that hit STALL_MAX_MS. */
+  stall_timeouts: number
+  expired_msgs: number
+  oversize_msgs: number
+  last_error: string
+}
+
+const NO_QUEUES: readonly string[] = Object.freeze([])
+
+function keyOf(subject: string, queue: string | null): string {
+  return queue === null ? subject : `${subject} ${queue}`
+}
+
+/** A URL for logs and status: the password never shows. */
+export function redact(u: URL): string {
+  const c = new URL(u.href)
+  if (c.password) c.password = 'xxxxx'
+  else if (c.username) c.username = 'xxxxx' // a lone name is a token
+  return c.href.replace(/\/$/, '')
+}
+
+function shuffle<T>(a: T[]): void {
+  for (let i = a.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[a[i], a[j]] = [a[j]!, a[i]!]
+  }
+}
+
+function randomToken(n: number): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+  let s = ''
+  for (let i = 0; i < n; i++) s += alphabet[Math.floor(Math.random() * alphabet.length)]
+  return s
+}
