@@ -53,9 +53,13 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
   let gone = false
   let ending = false
   let conn: Conn | null = null
+  // pause(): the read loop waits on this until resume().
+  let paused: Promise<void> | null = null
+  let unpause: (() => void) | null = null
   const close = (): void => {
     if (gone) return
     gone = true
+    unpause?.() // a paused read loop wakes up, finds the connection closed and ends
     try {
       c.close()
     } catch {
@@ -94,6 +98,14 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
       return n
     },
     destroy: close,
+    pause() {
+      paused ??= new Promise((r) => (unpause = r))
+    },
+    resume() {
+      const r = unpause
+      paused = unpause = null
+      r?.()
+    },
     remoteAddress: c.remoteAddr.hostname,
     remotePort: c.remoteAddr.port,
   }
@@ -102,6 +114,7 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
     const buf = new Uint8Array(READ_SIZE)
     try {
       for (;;) {
+        if (paused !== null) await paused
         const n = await c.read(buf)
         if (n === null) break
         conn.data(buf.subarray(0, n))

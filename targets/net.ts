@@ -1,30 +1,42 @@
 // Listener on node:net, the API all three runtimes share. Node and Deno use it; Bun has a
-// native listener (bun.ts) but can fall back to this one.
+// native listener (bun.ts) but can fall back to this one. TLS listeners are always this one:
+// the accepted plain socket is upgraded with node:tls (tls.ts).
 
 import net from 'node:net'
-import type { Conn, Wire } from '../src/host.ts'
+import type tls from 'node:tls'
+import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { Accept, Listener } from './runtime.ts'
-import { listenError, plainAddress } from './runtime.ts'
+import { afterAccept, listenError, plainAddress } from './runtime.ts'
+import { upgradeSocket, type ServerTls } from './tls.ts'
 
 /** How long a closing socket may take to flush before it is destroyed. */
 const END_GRACE_MS = 2000
 
-export function listenNet(host: string, port: number, accept: Accept): Promise<Listener> {
+export function listenNet(host: string, port: number, accept: Accept, secure?: ServerTls): Promise<Listener> {
   const sockets = new Set<net.Socket>()
-  // One set of listeners for all sockets (`this` is the socket), not closures per socket.
+  // One set of listeners for all sockets (`this` is the socket, plain or TLS), not closures
+  // per socket. After a TLS upgrade both sockets may report 'close': the first one counts.
   function onClose(this: net.Socket): void {
-    sockets.delete(this)
-    ;(this as WiredSocket)[WIRE].conn?.closed()
+    const wire = (this as WiredSocket)[WIRE]
+    sockets.delete(wire.raw)
+    const c = wire.conn
+    wire.conn = null
+    c?.closed()
   }
   const server = net.createServer({ noDelay: true }, (sock) => {
     sockets.add(sock)
+    afterAccept()
     const wire = new NetWire(sock)
     ;(sock as WiredSocket)[WIRE] = wire
     sock.on('error', ignore) // 'close' follows and tells the connection
     sock.on('close', onClose)
+    // With TLS, the plain socket's bytes belong to the handshake: no 'data' listener on it.
+    if (secure?.mode === 'first') startTls(wire, secure, onClose)
+    else if (secure) wire.upgradeAfter = { st: secure, onClose }
     const conn = accept(wire)
     if (!conn) return
     wire.conn = conn
+    if (secure) return
     sock.on('data', onData)
     sock.on('drain', onDrain)
   })
@@ -45,32 +57,92 @@ const WIRE = Symbol('wire')
 type WiredSocket = net.Socket & { [WIRE]: NetWire }
 
 /** A socket as the adapters see it; methods on the prototype, so nothing per socket but the object. */
-class NetWire implements Wire {
+export class NetWire implements Wire {
   conn: Conn | null = null
   readonly remoteAddress: string
   readonly remotePort: number
+  /** The accepted (or dialled) plain socket; `sock` is the TLS socket over it once upgraded. */
+  readonly raw: net.Socket
+  tls?: PeerTls
+  /** Listener side, NATS's way: the next write (INFO) goes out in plaintext, then TLS starts. */
+  upgradeAfter: { st: ServerTls; onClose: (this: net.Socket) => void } | null = null
+  /** While a listener-side TLS handshake runs, writes wait here (null otherwise). */
+  held: Uint8Array[] | null = null
 
-  constructor(readonly sock: net.Socket) {
+  // Not readonly: a dialled wire swaps in its TLS socket after STARTTLS-style upgrades (dial.ts).
+  constructor(public sock: net.Socket) {
+    this.raw = sock
     this.remoteAddress = plainAddress(sock.remoteAddress)
     this.remotePort = sock.remotePort ?? 0
   }
 
   write(d: Uint8Array): boolean {
+    if (this.held !== null) {
+      this.held.push(d)
+      return true
+    }
+    const up = this.upgradeAfter
+    if (up !== null) {
+      this.upgradeAfter = null
+      this.held = []
+      this.raw.write(d, (err) => (err ? this.raw.destroy() : startTls(this, up.st, up.onClose)))
+      return true
+    }
     return this.sock.write(d)
   }
 
   buffered(): number {
-    return this.sock.writableLength
+    if (this.held === null) return this.sock.writableLength
+    let n = 0
+    for (const d of this.held) n += d.length
+    return n
   }
 
   end(): void {
+    if (this.held !== null) {
+      // Nothing can be sent before the handshake is over; an adapter ends a wire this early
+      // only to refuse it.
+      this.destroy()
+      return
+    }
     this.sock.end()
     setTimeout(destroySocket, END_GRACE_MS, this.sock).unref()
   }
 
   destroy(): void {
     this.sock.destroy()
+    if (this.sock !== this.raw) this.raw.destroy()
   }
+
+  pause(): void {
+    this.sock.pause()
+  }
+
+  resume(): void {
+    this.sock.resume()
+  }
+}
+
+/**
+ * Upgrades an accepted wire to TLS (server side). Its writes wait until the handshake is
+ * over, then go to the TLS socket, which feeds the same Conn from then on. On a failure
+ * tls.ts logs the reason and destroys the sockets; their 'close' tells the Conn.
+ */
+function startTls(wire: NetWire, st: ServerTls, onClose: (this: net.Socket) => void): void {
+  wire.held ??= []
+  upgradeSocket(wire.raw, st, `${wire.remoteAddress}:${wire.remotePort}`, (ts: tls.TLSSocket, info: PeerTls) => {
+    const held = wire.held ?? []
+    wire.held = null
+    wire.sock = ts
+    wire.tls = info
+    ;(ts as unknown as WiredSocket)[WIRE] = wire
+    ts.on('error', ignore)
+    ts.on('close', onClose)
+    ts.on('data', onData)
+    ts.on('drain', onDrain)
+    for (const d of held) ts.write(d)
+    if (ts.destroyed) onClose.call(ts)
+  }, ignore)
 }
 
 function destroySocket(sock: net.Socket): void {
@@ -79,10 +151,11 @@ function destroySocket(sock: net.Socket): void {
 
 function ignore(): void {}
 
+// `?.`: after a TLS upgrade the plain socket's 'close' may come before the TLS socket's last events.
 function onData(this: net.Socket, d: Uint8Array): void {
-  ;(this as WiredSocket)[WIRE].conn!.data(d)
+  ;(this as WiredSocket)[WIRE].conn?.data(d)
 }
 
 function onDrain(this: net.Socket): void {
-  ;(this as WiredSocket)[WIRE].conn!.drained()
+  ;(this as WiredSocket)[WIRE].conn?.drained()
 }

@@ -7,11 +7,16 @@ import process from 'node:process'
 import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
 import { listenMonitor } from './http.ts'
+import { dialNet } from './dial.ts'
+import { reloadUplink, startUplink, type Uplink } from '../src/leaf/index.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
+import { reloadAuth } from '../src/auth.ts'
 import { createLogger, type Logger } from '../src/log.ts'
 import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import type { Listener, Runtime } from './runtime.ts'
+import { listenNet } from './net.ts'
+import { serverTls, tlsReloader } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
@@ -54,42 +59,101 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   }
   process.on('SIGINT', () => void stop('SIGINT'))
   process.on('SIGTERM', () => void stop('SIGTERM'))
+  process.on('SIGHUP', () => {
+    log.info('Trapped "SIGHUP" signal')
+    if (loaded.configFile === undefined) return log.error('Failed to reload server configuration: can only reload config when a file is provided using -c or --config')
+    reloadConfig(b, argv, log)
+  })
+}
+
+/**
+ * SIGHUP: reads the config file (and flags) again and hands the result to each of the
+ * broker's reloaders; a config that fails validation, or that any reloader refuses, changes
+ * nothing and is logged with its reason. Returns whether it was applied.
+ */
+export function reloadConfig(b: Broker, argv: string[], log: Logger): boolean {
+  const changed: string[] = []
+  try {
+    const r = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env })
+    if (!('options' in r)) return false
+    // Every reloader checks before any applies: a refusal leaves everything as it was.
+    const steps = b.reloaders.map((f) => f(r.options))
+    for (const apply of steps) changed.push(...apply())
+  } catch (e) {
+    log.error(`Failed to reload server configuration: ${(e as Error).message}`)
+    return false
+  }
+  for (const c of changed) log.info(`Reloaded: ${c}`)
+  log.info('Reloaded server configuration')
+  return true
 }
 
 export interface Broker {
   readonly srv: Server
   /** The NATS listener's port (the real one when options asked for port 0). */
   readonly port: number
-  /** The MQTT listener's port, or 0 when MQTT is disabled. */
+  /** The MQTT listener's port, or 0 when MQTT (or its plain listener) is disabled. */
   readonly mqttPort: number
+  /** The MQTT TLS listener's port, or 0 without mqtt.tls. */
+  readonly mqttTlsPort: number
   /** The monitoring listener's port, or 0 when there is none. */
   readonly httpPort: number
+  /** The HTTPS monitoring listener's port, or 0 when there is none. */
+  readonly httpsPort: number
+  /** The leaf uplink (one Remote per leafnodes.remotes entry), or null without remotes. */
+  readonly uplink: Uplink | null
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
   stop(): Promise<void>
+  /**
+   * What a reload (SIGHUP) does, part by part: each takes the re-read options and checks them
+   * (reading any files it needs), throwing an Error that names the key to refuse the reload;
+   * otherwise it returns the step that applies its part and names what changed. All checks
+   * run before any step. Users and permissions are here (src/auth.ts reloadAuth, which also
+   * refuses changes to listener addresses); TLS certificates can join the same way.
+   */
+  readonly reloaders: ((next: Options) => () => string[])[]
 }
 
 /** Starts the listeners and the housekeeping tick for these options. Tests use it too. */
 export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Broker> {
   const srv = new Server(opts, rt.host, log)
-  const nats = await rt.listen(opts.host, opts.port, (wire) => acceptNats(srv, wire))
+  // TLS settings are read and checked before anything listens. TLS listeners are node:net +
+  // node:tls on every runtime (the native socket APIs cannot verify client certificates).
+  const refused = (line: string): void => log.error(line)
+  const mo = mqttOptions(opts)
+  const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : 'after-info', refused)
+  const mqttTls = mo.enabled && mo.tls ? serverTls(mo.tls, 'mqtt.tls', 'first', refused) : undefined
+  if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native') log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
+  const nats = natsTls
+    ? await listenNet(opts.host, opts.port, (wire) => acceptNats(srv, wire), natsTls)
+    : await rt.listen(opts.host, opts.port, (wire) => acceptNats(srv, wire))
   // Port 0 asks the OS for a free port; INFO must then carry the real one.
   srv.opts = { ...opts, port: nats.port }
   const listeners: Listener[] = [nats]
   let mqttPort = 0
-  const mo = mqttOptions(opts)
+  let mqttTlsPort = 0
   if (mo.enabled) {
     const host = mo.host || opts.host
-    let mqtt: Listener
+    // A configured mqtt.tls closes the plain port unless mqtt.plain says to keep it.
+    const plain = mo.plain ?? !mqttTls
     try {
-      mqtt = await rt.listen(host, mo.port, (wire) => acceptMqtt(srv, wire))
+      if (plain) {
+        const mqtt = await (rt.listenMqtt ?? rt.listen)(host, mo.port, (wire) => acceptMqtt(srv, wire))
+        listeners.push(mqtt)
+        mqttPort = mqtt.port
+      }
+      if (mqttTls) {
+        const mqtts = await listenNet(host, mo.tls_port, (wire) => acceptMqtt(srv, wire), mqttTls)
+        listeners.push(mqtts)
+        mqttTlsPort = mqtts.port
+      }
     } catch (e) {
-      nats.close()
+      for (const l of listeners) l.close()
       throw e
     }
-    listeners.push(mqtt)
-    mqttPort = mqtt.port
     startMqtt(srv) // the $SPRIG.mqtt.* services answer NATS before any device connects
-    srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort } }
+    // A port that is not open keeps its configured value (a reload compares against it).
+    srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort || mo.port, tls_port: mqttTlsPort || mo.tls_port } }
   }
   let httpPort = 0
   if (opts.http_port !== 0) {
@@ -105,15 +169,40 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       throw e
     }
   }
+  let httpsPort = 0
+  if (opts.https_port !== 0 && natsTls) {
+    const host = opts.http_host || opts.host
+    // The NATS listener's TLS settings (nats-server's https_port uses the top-level tls block),
+    // handshake first; sharing them means a reload renews this certificate too.
+    try {
+      const mon = await listenMonitor(srv, host, opts.https_port, natsTls)
+      listeners.push(mon)
+      httpsPort = mon.port
+      srv.opts = { ...srv.opts, https_port: httpsPort }
+      log.info(`Starting https monitor on ${host}:${httpsPort}`)
+    } catch (e) {
+      for (const l of listeners) l.close()
+      throw e
+    }
+  }
   srv.start()
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
+  if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
+  if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
+  // Uplinks start once local clients can connect: hub traffic has somewhere to go.
+  const uplink = startUplink(srv, dialNet, (p) => readFileSync(p, 'utf8'))
   return {
     srv,
     port: nats.port,
     mqttPort,
+    mqttTlsPort,
     httpPort,
+    httpsPort,
+    uplink,
+    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
     async stop() {
+      uplink?.stop()
       for (const l of listeners) l.close()
       srv.shutdown()
       const deadline = Date.now() + STOP_GRACE_MS

@@ -6,6 +6,11 @@ import { startBroker } from './helpers/broker.ts'
 import { mqttClient, natsClient, sleep } from './helpers/mqtt.ts'
 import { freePort, havePeer, startNatsServer } from './helpers/peers.ts'
 import { monitorRequest, uptime } from '../src/monitor.ts'
+import { validateOptions } from '../src/config.ts'
+import { readFileSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
+import { makeCerts, serverTlsOptions } from './helpers/certs.ts'
+import { errorOf } from './helpers/config.ts'
 
 async function get(port: number, path: string): Promise<{ status: number; body: Record<string, any> }> {
   const r = await fetch(`http://127.0.0.1:${port}${path}`)
@@ -109,4 +114,47 @@ t.test('the /varz and /connz fields sprig shares with nats-server have the same 
   const refConnz = (await get(http, '/connz')).body
   const connz = (await get(mine, '/connz')).body
   t.same(Object.keys(connz).sort(), Object.keys(refConnz).sort())
+})
+
+t.test('https_port: the same endpoints behind the NATS listener\'s TLS, client certificates verified', async (t) => {
+  const certs = makeCerts(t)
+  if (!certs) return
+  const https = await freePort()
+  const b = await startBroker({ tls: serverTlsOptions(certs), https_port: https })
+  t.teardown(() => b.stop())
+  t.equal(b.httpsPort, https)
+  t.ok(b.logs.some((l) => l.includes(`Starting https monitor on 127.0.0.1:${https}`)))
+  const get = (pair: { cert: string; key: string } | null): Promise<{ status: number; body: string } | { error: string }> =>
+    new Promise((resolve) => {
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: https,
+          path: '/varz',
+          ca: readFileSync(certs.ca),
+          servername: 'localhost',
+          ...(pair ? { cert: readFileSync(pair.cert), key: readFileSync(pair.key) } : {}),
+        },
+        (res) => {
+          let body = ''
+          res.on('data', (d) => (body += d))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        },
+      )
+      req.on('error', (e) => resolve({ error: e.message }))
+      req.end()
+    })
+  const ok = await get(certs.client)
+  t.ok('status' in ok && ok.status === 200, 'a good client certificate gets /varz')
+  if ('body' in ok) t.equal(JSON.parse(ok.body).https_port, https)
+  const rogue = await get(certs.selfSigned)
+  t.ok('error' in rogue, 'a self-signed client certificate is refused')
+  const none = await get(null)
+  t.ok('error' in none, 'no client certificate is refused')
+  await sleep(150)
+  t.ok(b.logs.some((l) => l.includes('- https - TLS handshake error')), 'the refusal is logged with the peer')
+})
+
+t.test('https_port needs the tls block', async (t) => {
+  t.equal(errorOf(t, () => validateOptions({ https_port: 8443 })), 'config error: https_port: needs the top-level tls block (its certificate serves HTTPS)')
 })

@@ -1,0 +1,133 @@
+// Every bad client certificate against every TLS listener (NATS upgrade after INFO, NATS
+// TLS-first, MQTT's TLS port): refused, with one log line naming the peer and the reason.
+// Then bad input: a stalled handshake, garbage instead of a handshake and a huge certificate
+// chain are refused and logged while other clients carry on.
+
+import t from 'tap'
+import net from 'node:net'
+import { connect } from '@nats-io/transport-node'
+import mqtt from 'mqtt'
+import { startBroker, type TestBroker } from './helpers/broker.ts'
+import { makeCerts, serverTlsOptions, tlsAttempt, type CertPair, type Certs } from './helpers/certs.ts'
+
+const certs = makeCerts(t)
+
+interface Listener {
+  name: string
+  how: 'starttls' | 'nats-first' | 'mqtt'
+  broker: () => TestBroker
+  port: () => number
+}
+
+if (certs) {
+  let b: TestBroker // NATS upgrades after INFO; MQTT on its TLS port
+  let first: TestBroker // NATS handshake_first
+  t.before(async () => {
+    const tls = serverTlsOptions(certs, { crl_file: certs.crl, timeout: 1500 })
+    b = await startBroker({ tls, mqtt: { tls, tls_port: 0 } })
+    first = await startBroker({ tls: { ...tls, handshake_first: true } })
+  })
+  t.teardown(async () => {
+    await b?.stop()
+    await first?.stop()
+  })
+
+  const listeners: Listener[] = [
+    { name: 'NATS (upgrade after INFO)', how: 'starttls', broker: () => b, port: () => b.port },
+    { name: 'NATS (TLS first)', how: 'nats-first', broker: () => first, port: () => first.port },
+    { name: 'MQTT (TLS port)', how: 'mqtt', broker: () => b, port: () => b.mqttTlsPort },
+  ]
+
+  const bad: { name: string; pair: (c: Certs) => CertPair | null; reason: RegExp }[] = [
+    { name: 'expired', pair: (c) => c.expired, reason: /certificate has expired/ },
+    { name: 'not yet valid', pair: (c) => c.notYetValid, reason: /certificate is not yet valid/ },
+    { name: 'signed by another CA', pair: (c) => c.otherCa, reason: /not signed by a trusted CA/ },
+    // With a CRL configured OpenSSL first finds no CRL for a self-signed certificate's issuer.
+    { name: 'self-signed', pair: (c) => c.selfSigned, reason: /self-signed certificate|no CRL for its issuer/ },
+    { name: 'revoked (CRL)', pair: (c) => c.revoked, reason: /certificate revoked/ },
+    { name: 'no certificate', pair: () => null, reason: /client certificate required, none sent/ },
+    { name: 'huge chain (400 certificates)', pair: (c) => c.hugeChain, reason: /TLS handshake error: \S/ },
+  ]
+
+  t.test('the good certificate is accepted on every listener', async (t) => {
+    for (const l of listeners) {
+      const a = await tlsAttempt(l.port(), l.how, certs, certs.client)
+      t.ok(a.ok, `${l.name}: ${a.error ?? 'answered'}`)
+    }
+  })
+
+  for (const l of listeners) {
+    t.test(`refused on ${l.name}`, async (t) => {
+      for (const c of bad) {
+        const a = await tlsAttempt(l.port(), l.how, certs, c.pair(certs))
+        t.notOk(a.ok, `${c.name}: refused (${a.error})`)
+        const line = await logLine(l.broker(), a.port)
+        t.match(line, c.reason, `${c.name}: logged with its reason`)
+        t.match(line, new RegExp(`127\\.0\\.0\\.1:${a.port} - TLS handshake error: `), `${c.name}: the line names the peer`)
+      }
+    })
+  }
+
+  t.test('stalled handshakes and garbage do not hold up other clients', async (t) => {
+    // Open a stalled connection and a garbage one on each listener, then use real clients.
+    const stalled: net.Socket[] = []
+    const closed: Promise<void>[] = []
+    const peers: number[] = []
+    let open = 6
+    for (const port of [b.port, first.port, b.mqttTlsPort]) {
+      for (const garbage of [false, true]) {
+        const s = net.connect(port, '127.0.0.1')
+        s.on('error', () => {})
+        s.resume() // read (and drop) the plaintext INFO, so the close is seen
+        closed.push(new Promise<void>((r) => s.once('close', () => (open--, r()))))
+        await new Promise<void>((r) => s.once('connect', () => r()))
+        peers.push(s.localPort!)
+        if (garbage) s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n' + 'x'.repeat(5000))
+        stalled.push(s)
+      }
+    }
+    t.teardown(() => stalled.forEach((s) => s.destroy()))
+
+    const nc = await connect({ servers: b.url, reconnect: false, tls: { caFile: certs.ca, certFile: certs.client.cert, keyFile: certs.client.key } })
+    t.teardown(() => nc.close())
+    const got = new Promise<string>((resolve) => {
+      const sub = nc.subscribe('dev.>', { callback: (_e, m) => { sub.unsubscribe(); resolve(m.string()) } })
+    })
+    await nc.flush()
+    const dev = await mqtt.connectAsync(`mqtts://127.0.0.1:${b.mqttTlsPort}`, {
+      ca: [await readText(certs.ca)],
+      cert: await readText(certs.client.cert),
+      key: await readText(certs.client.key),
+      servername: 'localhost',
+      reconnectPeriod: 0,
+    })
+    t.teardown(() => dev.endAsync())
+    await dev.publishAsync('dev/42/temp', '21.5')
+    t.equal(await got, '21.5', 'MQTT over TLS reaches NATS over TLS while handshakes stall')
+    t.equal(open, 3, 'the three stalled handshakes were still open meanwhile (garbage ones already closed)')
+
+    await Promise.all(closed)
+    t.pass('every stalled or garbage connection was closed')
+    for (const [i, port] of peers.entries()) {
+      const broker = i < 2 ? b : i < 4 ? first : b
+      const line = await logLine(broker, port)
+      t.match(line, i % 2 === 0 ? /TLS handshake timeout/ : /TLS handshake error: \S/, `peer ${i}: ${line}`)
+    }
+  })
+}
+
+async function readText(file: string): Promise<string> {
+  const { readFile } = await import('node:fs/promises')
+  return readFile(file, 'utf8')
+}
+
+/** The refusal line for a peer port (waits briefly: the log follows the close). */
+async function logLine(b: TestBroker, port: number): Promise<string> {
+  const re = new RegExp(`:${port} - TLS handshake`)
+  for (let i = 0; i < 100; i++) {
+    const l = b.logs.find((x) => re.test(x))
+    if (l) return l
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return `(no log line for port ${port})`
+}
