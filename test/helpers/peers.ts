@@ -105,3 +105,47 @@ export async function startNatsServer(extra: string[] = []): Promise<Proc> {
   const port = await freePort()
   return spawnServer('nats-server', ['-a', '127.0.0.1', '-p', String(port), ...extra], port)
 }
+
+/** One nats-server build the leaf suites can run against. */
+export interface NatsServerBin {
+  readonly bin: string
+  /** e.g. "2.9.10" */
+  readonly version: string
+}
+
+/** Where .ci/run (and `bash .ci/fetch-nats-server DIR`) puts a current build. */
+export const CURRENT_NATS_SERVER_DIR = 'node_modules/.cache/nats-server-current'
+
+let natsBins: NatsServerBin[] | null = null
+
+/**
+ * Every nats-server available here, oldest first, one per version: the one on PATH (Debian's
+ * 2.9), the current one fetched into CURRENT_NATS_SERVER_DIR, and any listed in
+ * SPRIG_NATS_SERVERS (colon-separated paths). NATS_SERVER_BIN (as in hub.ts) means that one
+ * build only. Suites that loop over versions use this; empty when there is none.
+ */
+export function natsServerBins(): NatsServerBin[] {
+  if (natsBins) return natsBins
+  const root = new URL('../..', import.meta.url).pathname
+  const only = process.env.NATS_SERVER_BIN
+  const candidates = only
+    ? [only]
+    : [which('nats-server'), `${root}${CURRENT_NATS_SERVER_DIR}/nats-server`, ...(process.env.SPRIG_NATS_SERVERS ?? '').split(':')]
+  const seen = new Map<string, NatsServerBin>()
+  for (const bin of candidates) {
+    if (!bin) continue
+    const r = spawnSync(bin, ['--version'], { encoding: 'utf8' })
+    const m = /v?(\d+\.\d+\.\d+)/.exec(r.stdout ?? '')
+    if (r.status === 0 && m && !seen.has(m[1]!)) seen.set(m[1]!, { bin, version: m[1]! })
+  }
+  natsBins = [...seen.values()].sort((a, b) => compareVersions(a.version, b.version))
+  return natsBins
+}
+
+/** <0, 0, >0 as version a is older, the same, newer than b ("2.10.27" vs "2.9.10"). */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number)
+  const pb = b.split('.').map(Number)
+  for (let i = 0; i < 3; i++) if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pa[i] ?? 0) - (pb[i] ?? 0)
+  return 0
+}
