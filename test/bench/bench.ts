@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import type { Kind, Scenario, ServerSpec } from './model.ts'
 import { flowControlNote, MQTT_TARGETS, mqttScenarios } from './mqtt-load.ts'
 import { natsScenarios } from './nats-load.ts'
+import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
@@ -18,11 +19,14 @@ const RUNTIMES = ['bun', 'node', 'deno'] as const
 type Runtime = (typeof RUNTIMES)[number]
 /**
  * Socket-API variants, to check each runtime's default choice (targets/*.ts, node:net on all
- * three): Bun on Bun.listen, Deno on Deno.listen. Not run by default.
+ * three, except Bun's MQTT listener): Bun on Bun.listen, Deno on Deno.listen, Bun's MQTT on
+ * node:net. Not run by default.
  */
 const VARIANTS: Record<string, { runtime: Runtime; env: string }> = {
   'bun+native': { runtime: 'bun', env: 'SPRIG_NET=native' },
   'deno+native': { runtime: 'deno', env: 'SPRIG_NET=native' },
+  // Bun's MQTT listener is Bun.listen by default; this runs it on node:net instead.
+  'bun+node:net': { runtime: 'bun', env: 'SPRIG_NET=node' },
 }
 /** Reference server per protocol and the Debian package that provides it. */
 const REFERENCE: Record<Kind, { bin: string; pkg: string }> = {
@@ -68,7 +72,8 @@ function mosquittoConf(port: string): string {
 const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N] [--conns N]
 
   --runtimes   sprig runtimes to benchmark (default: every one that is installed); also
-               bun+native and deno+native, the socket APIs each runtime does not use by default
+               bun+native and deno+native, the socket APIs each runtime does not use by default,
+               and bun+node:net (Bun's MQTT listener on node:net instead of Bun.listen)
   --quick      10× fewer messages and 1 round, for a CI smoke run
   --rounds     rounds over all servers (default 3, --quick 1); tables show the median of the
                rounds and the min–max of the headline metric. Servers take turns in every
@@ -76,7 +81,8 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
   --only       run only scenarios whose id contains one of the substrings (case-insensitive),
                e.g. --only pub-sub, --only 16B, --only req-reply,fan-out; --only mqtt for
                the MQTT family (mqtt-idle-conns, mqtt-qos0, mqtt-qos1, mqtt-fan-out),
-               --only nats for every NATS scenario
+               --only nats for every NATS scenario, --only leaf for the leaf uplink rows
+               (leaf-uplink, leaf-reconnect: sprig's uplink vs a nats-server leaf, same hub)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -372,7 +378,11 @@ async function main(): Promise<number> {
   if (args.quick) notes.push('--quick: runs of ~0.1-0.5 s, a smoke test; ratios are noise (±30%), use a full run for numbers')
   const all = [...natsScenarios({ quick: args.quick }), ...mqttScenarios({ quick: args.quick, conns: args.conns })]
   const scenarios = args.only.length ? all.filter((s) => args.only.some((o) => s.id.toLowerCase().includes(o) || o === s.kind)) : all
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${all.map((s) => s.id).join(', ')}`)
+  // Leaf rows need a hub and a spoke per server, so leaf-load.ts runs them, after the others.
+  const wantLeaf = !args.only.length || args.only.some((o) => o === 'leaf' || LEAF_IDS.some((id) => id.toLowerCase().includes(o)))
+  const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
+  if (!scenarios.length && wantLeaf) return (await runLeafBench(leafOpts, args.only)).failed ? 1 : 0
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...LEAF_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -485,6 +495,7 @@ async function main(): Promise<number> {
   const w = srvRows[0]!.map((_, i) => Math.max(...srvRows.map((row) => row[i]!.length)))
   console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 || (kinds.length > 1 && i === 1) ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
 
+  const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
   const out = path.join(ROOT, 'dist/bench.json')
   mkdirSync(path.dirname(out), { recursive: true })
   const json = {
@@ -500,6 +511,7 @@ async function main(): Promise<number> {
     scenarios: scenarios.map((s) => ({ id: s.id, kind: s.kind, describe: s.describe, headline: s.headline, params: s.params, target: s.target?.text })),
     results,
     perRound: { results: raw, servers: perRound },
+    ...(leaf ? { leaf: leaf.results } : {}),
   }
   writeFileSync(out, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n')
   console.log(`\nresults written to ${path.relative(process.cwd(), out)}`)
@@ -513,7 +525,20 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy ? 1 : 0
+  return failed || lossy || leaf?.failed ? 1 : 0
+}
+
+/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */
+function leafSprigs(wanted: string[], versions: Record<string, string>): LeafBenchOpts['sprigs'] {
+  if (!existsSync(path.resolve(ROOT, BUNDLE))) return []
+  return wanted.flatMap((name) => {
+    const v = VARIANTS[name]
+    const r = v ? v.runtime : (name as Runtime)
+    const bin = runtimeBin(r)
+    if (!bin) return []
+    const cmd = [...(v ? ['env', v.env] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])]
+    return [{ name: `sprig/${name}`, cmd, version: versions[r] ?? '' }]
+  })
 }
 
 main().then(

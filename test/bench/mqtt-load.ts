@@ -119,7 +119,10 @@ async function runFan(addr: Addr, payload: number, count: number, nsubs: number,
 
 /**
  * Opens `n` clean-session connections, each subscribed at QoS 1 to its own topic, `OPENERS` at
- * a time, and reads the server's VmRSS before and after (after a short settle each time).
+ * a time, and reads the server's VmRSS before and after (after a short settle each time); then
+ * closes them and opens `n` again. The first batch shows what a fresh server grows by (with
+ * one-time costs: code the JIT compiles, heap the runtime grows and keeps); the second what
+ * connections cost once the server has held that many before (memory is reused).
  */
 async function runIdle(addr: Addr, n: number): Promise<Metrics> {
   if (!addr.pid) throw new Error('server pid unknown: cannot read its RSS')
@@ -133,36 +136,19 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
     await sleep(500)
     const before = procStatusBytes(pid, 'VmRSS')
     const t0 = performance.now()
-    let next = 0
-    const opener = async (): Promise<void> => {
-      while (next < n) {
-        const i = next++
-        const c = await connectMqtt(addr, 10_000, `sprig-bench-idle-${process.pid}-${i}`)
-        conns.push(c)
-        await subscribeMqtt(c, `bench/idle/${i}`, 1)
-      }
-    }
-    await Promise.all(Array.from({ length: Math.min(OPENERS, n) }, opener))
+    await openIdle(addr, n, conns, 'a')
     const openSecs = (performance.now() - t0) / 1000
-    // Every connection answers a PINGREQ: the server still has them all. One wait with a
-    // moving index, not one per connection (every socket event re-checks every wait).
-    for (const c of conns) sendPing(c)
-    let idx = 0
-    await waitUntil([], () => {
-      while (idx < conns.length && conns[idx]!.pingResps >= 1) idx++
-      return idx === conns.length || conns[idx]!.err !== ''
-    }, 10_000)
-    const dead = conns.filter((c) => c.pingResps < 1).length
-    if (dead) throw new Error(`${dead} of ${n} idle connections did not answer PINGREQ: ${conns.map((c) => c.err).find(Boolean) ?? 'timeout'}`)
-    await sleep(1000)
     const after = procStatusBytes(pid, 'VmRSS')
     for (const c of conns) closeMqtt(c)
     conns.length = 0
     await sleep(1000)
     const closed = procStatusBytes(pid, 'VmRSS')
+    await openIdle(addr, n, conns, 'b')
+    const again = procStatusBytes(pid, 'VmRSS')
     return {
       conns: n,
       kbPerConn: (after - before) / 1024 / n,
+      kbPerConnAgain: (again - closed) / 1024 / n,
       rssBefore: before / 2 ** 20,
       rssAfter: after / 2 ** 20,
       rssClosed: closed / 2 ** 20,
@@ -171,6 +157,31 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
   } finally {
     for (const c of conns) c.sock.destroy()
   }
+}
+
+/** Opens n idle subscribed connections into `conns`, checks each answers PINGREQ, settles 1 s. */
+async function openIdle(addr: Addr, n: number, conns: MqttConn[], tag: string): Promise<void> {
+  let next = 0
+  const opener = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++
+      const c = await connectMqtt(addr, 10_000, `sprig-bench-idle-${process.pid}-${tag}${i}`)
+      conns.push(c)
+      await subscribeMqtt(c, `bench/idle/${i}`, 1)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(OPENERS, n) }, opener))
+  // Every connection answers a PINGREQ: the server still has them all. One wait with a
+  // moving index, not one per connection (every socket event re-checks every wait).
+  for (const c of conns) sendPing(c)
+  let idx = 0
+  await waitUntil([], () => {
+    while (idx < conns.length && conns[idx]!.pingResps >= 1) idx++
+    return idx === conns.length || conns[idx]!.err !== ''
+  }, 10_000)
+  const dead = conns.filter((c) => c.pingResps < 1).length
+  if (dead) throw new Error(`${dead} of ${n} idle connections did not answer PINGREQ: ${conns.map((c) => c.err).find(Boolean) ?? 'timeout'}`)
+  await sleep(1000)
 }
 
 export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
@@ -189,9 +200,11 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
   // First, while the server is fresh: memory is the cleanest before any buffers have grown.
   add({
     id: `mqtt-idle-conns ${o.conns}`,
-    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after`,
+    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after; then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
     metrics: [
       { key: 'kbPerConn', label: 'KB RSS per idle conn', fmt: (v) => v.toFixed(1), better: 'lower' },
+      // No ratio: mosquitto's second batch is ~0 KB, which makes any ratio meaningless.
+      { key: 'kbPerConnAgain', label: 'KB RSS per idle conn, 2nd batch', fmt: (v) => v.toFixed(1) },
       { key: 'rssBefore', label: 'RSS before (MiB)', fmt: fmtMB },
       { key: 'rssAfter', label: 'RSS with conns (MiB)', fmt: fmtMB },
       { key: 'rssClosed', label: 'RSS after close (MiB)', fmt: fmtMB },
