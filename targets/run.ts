@@ -16,7 +16,7 @@ import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import type { Listener, Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
-import { serverTls, tlsReloader } from './tls.ts'
+import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
@@ -155,36 +155,24 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     // A port that is not open keeps its configured value (a reload compares against it).
     srv.opts = { ...srv.opts, mqtt: { ...mo, port: mqttPort || mo.port, tls_port: mqttTlsPort || mo.tls_port } }
   }
-  let httpPort = 0
-  if (opts.http_port !== 0) {
+  // Monitoring: http_port, and https_port behind the NATS listener's TLS settings (nats-server's
+  // https_port uses the top-level tls block), handshake first; sharing them means a reload
+  // renews this certificate too.
+  const monitor = async (scheme: string, port: number, tls?: ServerTls): Promise<number> => {
     const host = opts.http_host || opts.host
     try {
-      const mon = await listenMonitor(srv, host, opts.http_port)
+      const mon = await listenMonitor(srv, host, port, tls)
       listeners.push(mon)
-      httpPort = mon.port
-      srv.opts = { ...srv.opts, http_port: httpPort }
-      log.info(`Starting http monitor on ${host}:${httpPort}`)
+      log.info(`Starting ${scheme} monitor on ${host}:${mon.port}`)
+      return mon.port
     } catch (e) {
       for (const l of listeners) l.close()
       throw e
     }
   }
-  let httpsPort = 0
-  if (opts.https_port !== 0 && natsTls) {
-    const host = opts.http_host || opts.host
-    // The NATS listener's TLS settings (nats-server's https_port uses the top-level tls block),
-    // handshake first; sharing them means a reload renews this certificate too.
-    try {
-      const mon = await listenMonitor(srv, host, opts.https_port, natsTls)
-      listeners.push(mon)
-      httpsPort = mon.port
-      srv.opts = { ...srv.opts, https_port: httpsPort }
-      log.info(`Starting https monitor on ${host}:${httpsPort}`)
-    } catch (e) {
-      for (const l of listeners) l.close()
-      throw e
-    }
-  }
+  const httpPort = opts.http_port !== 0 ? await monitor('http', opts.http_port) : 0
+  const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', opts.https_port, natsTls) : 0
+  srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)

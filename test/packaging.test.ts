@@ -8,21 +8,12 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { freePort, havePeer, skipOrFail, spawnServer } from './helpers/peers.ts'
 import { exchange } from './helpers/raw.ts'
+import { newestSource } from './helpers/bins.ts'
 
 const root = resolve(import.meta.dirname, '..')
 const x64 = join(root, 'dist/sprig-linux-x64')
 const arm64 = join(root, 'dist/sprig-linux-arm64')
 
-/** Newest modification time under the source folders, to tell stale binaries. */
-function newestSource(): number {
-  let newest = 0
-  for (const dir of ['src', 'adapters', 'targets']) {
-    for (const f of readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' })) {
-      newest = Math.max(newest, statSync(join(root, dir, f)).mtimeMs)
-    }
-  }
-  return newest
-}
 
 t.before(() => {
   const fresh = (f: string): boolean => existsSync(f) && statSync(f).mtimeMs >= newestSource()

@@ -9,7 +9,7 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, headers, type Msg, type NatsConnection } from '@nats-io/transport-node'
-import { runtimeBin } from './helpers/bins.ts'
+import { freshBundle, runtimeBin } from './helpers/bins.ts'
 import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
 
 const root = resolve(import.meta.dirname, '..')
@@ -36,25 +36,10 @@ const variants: Variant[] = [
   { name: 'deno (Deno.listen)', cmd: bin('deno'), args: ['run', '-A', bundle], env: { ...clean, SPRIG_NET: 'native' }, banner: / on deno \d[\d.]* \(Deno\.listen\)/ },
 ]
 
-/** Newest modification time of the sources that go into the bundle. */
-function newestSource(): number {
-  let newest = 0
-  const walk = (dir: string): void => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs)
-    }
-  }
-  for (const d of ['src', 'adapters', 'targets']) walk(join(root, d))
-  return newest
-}
 
 t.before(() => {
   // Build when missing or older than the sources, so the test runs what the tree says.
-  if (existsSync(bundle) && statSync(bundle).mtimeMs >= newestSource()) return
-  const r = spawnSync('npm', ['run', '--silent', 'bundle'], { cwd: root, encoding: 'utf8' })
-  if (r.status !== 0) throw new Error(`npm run bundle failed: ${r.stderr}`)
+  freshBundle()
 })
 
 interface Ran {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { connect } from '@nats-io/transport-node'
-import { runtimeBin } from './helpers/bins.ts'
+import { freshBundle, runtimeBin } from './helpers/bins.ts'
 import { makeCerts, serverTlsOptions, tlsAttempt } from './helpers/certs.ts'
 import { freePort, skipOrFail, spawnServer } from './helpers/peers.ts'
 
@@ -16,18 +16,6 @@ const root = resolve(import.meta.dirname, '..')
 const bundle = join(root, 'dist', 'sprig.js')
 const certs = makeCerts(t)
 
-function newestSource(): number {
-  let newest = 0
-  const walk = (dir: string): void => {
-    for (const e of readdirSync(dir, { withFileTypes: true })) {
-      const p = join(dir, e.name)
-      if (e.isDirectory()) walk(p)
-      else if (e.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs)
-    }
-  }
-  for (const d of ['src', 'adapters', 'targets']) walk(join(root, d))
-  return newest
-}
 
 const clean: NodeJS.ProcessEnv = { NODE_OPTIONS: '', SPRIG_NET: '' }
 const variants = [
@@ -40,9 +28,7 @@ const variants = [
 
 if (certs) {
   t.before(() => {
-    if (existsSync(bundle) && statSync(bundle).mtimeMs >= newestSource()) return
-    const r = spawnSync('npm', ['run', '--silent', 'bundle'], { cwd: root, encoding: 'utf8' })
-    if (r.status !== 0) throw new Error(`npm run bundle failed: ${r.stderr}`)
+    freshBundle()
   })
 
   for (const v of variants) {

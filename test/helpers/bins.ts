@@ -3,7 +3,7 @@
 // our registry lacks the other platforms' packages, so the `deno` wrapper package cannot be
 // locked for `npm ci`. A deno or bun on PATH is the fallback.
 
-import { accessSync, constants } from 'node:fs'
+import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { spawnSync } from 'node:child_process'
 
@@ -30,4 +30,24 @@ export function runtimeBin(name: 'node' | 'bun' | 'deno'): string {
   const candidates =
     name === 'bun' ? [join(root, 'node_modules/.bin/bun')] : [join(root, `node_modules/@deno/linux-${arch}-glibc/deno`), join(root, 'node_modules/.bin/deno')]
   return candidates.find(executable) ?? onPath(name)
+}
+
+/** Newest modification time of the sources that go into the bundle and the binaries. */
+export function newestSource(): number {
+  let newest = 0
+  for (const dir of ['src', 'adapters', 'targets']) {
+    for (const f of readdirSync(join(root, dir), { recursive: true, encoding: 'utf8' })) {
+      newest = Math.max(newest, statSync(join(root, dir, f)).mtimeMs)
+    }
+  }
+  return newest
+}
+
+/** dist/sprig.js, built first when it is missing or older than the sources. */
+export function freshBundle(): string {
+  const bundle = join(root, 'dist', 'sprig.js')
+  if (existsSync(bundle) && statSync(bundle).mtimeMs >= newestSource()) return bundle
+  const r = spawnSync('npm', ['run', '--silent', 'bundle'], { cwd: root, encoding: 'utf8' })
+  if (r.status !== 0) throw new Error(`npm run bundle failed: ${r.stderr}`)
+  return bundle
 }
