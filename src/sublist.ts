@@ -49,7 +49,10 @@ export interface Interest {
 
 // One node per distinct pattern prefix. Wildcard children live in their own fields so a
 // literal token `*` in a (non-pedantic) published subject cannot reach them by name.
+// Plain subs: a lone one sits in `psub`, two or more in the `psubs` Set, never both. Most
+// nodes hold one subscriber (a device's own topic), and a Set costs ~250 bytes.
 interface Node<S> {
+  psub: S | null
   psubs: Set<S> | null
   qsubs: Map<string, Set<S>> | null
   children: Map<string, Node<S>> | null
@@ -58,11 +61,11 @@ interface Node<S> {
 }
 
 function newNode<S>(): Node<S> {
-  return { psubs: null, qsubs: null, children: null, pwc: null, fwc: null }
+  return { psub: null, psubs: null, qsubs: null, children: null, pwc: null, fwc: null }
 }
 
 function isEmptyNode<S>(n: Node<S>): boolean {
-  return n.psubs === null && n.qsubs === null && n.children === null && n.pwc === null && n.fwc === null
+  return n.psub === null && n.psubs === null && n.qsubs === null && n.children === null && n.pwc === null && n.fwc === null
 }
 
 function childOf<S>(n: Node<S>, tok: string): Node<S> | null {
@@ -99,7 +102,8 @@ interface Acc<S> {
 }
 
 function collectNode<S extends SubLike>(n: Node<S>, acc: Acc<S>): void {
-  if (n.psubs !== null) for (const s of n.psubs) acc.psubs.push(s)
+  if (n.psub !== null) acc.psubs.push(n.psub)
+  else if (n.psubs !== null) for (const s of n.psubs) acc.psubs.push(s)
   if (n.qsubs === null) return
   if (acc.qsubs.length === 0) {
     for (const members of n.qsubs.values()) acc.qsubs.push(Array.from(members))
@@ -199,10 +203,18 @@ export class Sublist<S extends SubLike> {
     }
     let count: number
     if (sub.queue === null) {
-      const set = (n.psubs ??= new Set())
-      if (set.has(sub)) return
-      set.add(sub)
-      count = set.size
+      if (n.psub === sub || n.psubs?.has(sub)) return
+      if (n.psubs !== null) {
+        n.psubs.add(sub)
+        count = n.psubs.size
+      } else if (n.psub !== null) {
+        n.psubs = new Set([n.psub, sub])
+        n.psub = null
+        count = 2
+      } else {
+        n.psub = sub
+        count = 1
+      }
     } else {
       const qs = (n.qsubs ??= new Map())
       let set = qs.get(sub.queue)
@@ -239,9 +251,18 @@ export class Sublist<S extends SubLike> {
     }
     let count: number
     if (sub.queue === null) {
-      if (n.psubs === null || !n.psubs.delete(sub)) return false
-      count = n.psubs.size
-      if (count === 0) n.psubs = null
+      if (n.psub === sub) {
+        n.psub = null
+        count = 0
+      } else {
+        if (n.psubs === null || !n.psubs.delete(sub)) return false
+        count = n.psubs.size
+        if (count === 1) {
+          // Back to a lone subscriber: drop the Set.
+          n.psub = n.psubs.values().next().value!
+          n.psubs = null
+        }
+      }
     } else {
       const set = n.qsubs?.get(sub.queue)
       if (set === undefined || !set.delete(sub)) return false
@@ -335,7 +356,8 @@ export class Sublist<S extends SubLike> {
 }
 
 function collectInterest<S>(n: Node<S>, subject: string, out: Interest[]): void {
-  if (n.psubs !== null) out.push({ subject, queue: null, count: n.psubs.size })
+  if (n.psub !== null) out.push({ subject, queue: null, count: 1 })
+  else if (n.psubs !== null) out.push({ subject, queue: null, count: n.psubs.size })
   if (n.qsubs !== null) for (const [queue, set] of n.qsubs) out.push({ subject, queue, count: set.size })
   const pre = subject === '' ? '' : subject + '.'
   if (n.children !== null) for (const [tok, c] of n.children) collectInterest(c, pre + tok, out)
