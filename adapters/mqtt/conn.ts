@@ -22,6 +22,7 @@ import { checkConnectHeader, connectDeadline, onPacket, publishWill, QOS_HEADERS
 import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
 import { frameSize, MALFORMED, NEED_MORE, parseConnect, parsePublish, parseSubscribe, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
 import { park } from './session.ts'
+import { filterCount, filterEntries, type Filters } from './filters.ts'
 import { aliasFor, setAlias } from './aliases.ts'
 import { deliveryProps, headersToProps, msgRetained, unexpired, type PublishProps } from './props.ts'
 
@@ -78,9 +79,28 @@ const CONNECT_TIMEOUT = 10_000
 /** Bytes that may sit in the parser waiting for the rest of a packet, over max_payload. */
 const PACKET_OVERHEAD = 64 * 1024
 
+/**
+ * QoS 1/2 bookkeeping of a connection, made on its first QoS > 0 message: an idle device
+ * never needs it, and every field on the connection itself costs each connection 8 bytes.
+ */
+interface Flow {
+  inflight: Map<number, Outgoing> | null
+  waiting: Outgoing[] | null
+  qos2In: Set<number> | null
+  /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
+  held: number
+  lastPid: number
+}
+
 export class MqttConn implements Owner, Session, Conn, Holder {
-  readonly kind = 'mqtt'
-  readonly echo = true // MQTT delivers a client's own publishes unless No Local says otherwise
+  // kind and echo are getters, on the prototype, rather than a copy in each connection.
+  get kind(): 'mqtt' {
+    return 'mqtt'
+  }
+  /** MQTT delivers a client's own publishes unless No Local says otherwise. */
+  get echo(): boolean {
+    return true
+  }
   readonly out: Outbound
   readonly st: MqttState
   /** Bytes of the first packet, kept until its protocol level can be checked. */
@@ -95,13 +115,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   keepalive = 0
   lastIn: number
   will: Will | null = null
-  readonly subs = new Map<string, MqttSub[]>()
-  // inflight, waiting and qos2In are made on first use: an idle connection never needs them.
-  private _inflight: Map<number, Outgoing> | null = null
-  private _waiting: Outgoing[] | null = null
-  private _qos2In: Set<number> | null = null
-  /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
-  held = 0
+  /** Subscriptions by filter (filters.ts). */
+  subs: Filters = null
+  private flow: Flow | null = null
   maxInflight: number
   /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
   sessionExpiry = 0
@@ -119,7 +135,6 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   user = ''
   perms: CompiledPermissions | null = null
   replies: Replies | null = null
-  private lastPid = 0
 
   constructor(
     readonly srv: Server,
@@ -134,19 +149,32 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     srv.log.debug(() => `${this.label()} mqtt connection created`)
   }
 
+  private qosFlow(): Flow {
+    return (this.flow ??= { inflight: null, waiting: null, qos2In: null, held: 0, lastPid: 0 })
+  }
+
   /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
   get inflight(): Map<number, Outgoing> {
-    return (this._inflight ??= new Map())
+    return (this.qosFlow().inflight ??= new Map())
   }
 
   /** QoS > 0 messages waiting for a free in-flight slot. */
   get waiting(): Outgoing[] {
-    return (this._waiting ??= [])
+    return (this.qosFlow().waiting ??= [])
   }
 
   /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
   get qos2In(): Set<number> {
-    return (this._qos2In ??= new Set())
+    return (this.qosFlow().qos2In ??= new Set())
+  }
+
+  /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
+  get held(): number {
+    return this.flow === null ? 0 : this.flow.held
+  }
+
+  set held(n: number) {
+    this.qosFlow().held = n
   }
 
   describe(): ConnInfo {
@@ -157,7 +185,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       port: this.wire.remotePort,
       last_activity: this.lastIn,
       pending_bytes: this.out.pending,
-      subscriptions: this.subs.size, // topic filters, as the client counts them
+      subscriptions: filterCount(this.subs), // topic filters, as the client counts them
       mqtt_client: this.clientId,
       ...(this.wire.tls ? { tls_version: this.wire.tls.protocol } : {}),
     }
@@ -384,7 +412,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (!o) return false
     this.inflight.delete(pid)
     this.held -= o.payload.length
-    const w = this._waiting
+    const w = this.flow!.waiting
     while (w !== null && w.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
       this.sendInflight(w.shift()!)
     }
@@ -393,9 +421,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
 
   /** Packet ids 1..65535, skipping those still in flight ([MQTT-2.2.1-4] in 5.0). */
   private nextPid(): number {
-    do this.lastPid = this.lastPid === 65535 ? 1 : this.lastPid + 1
-    while (this.inflight.has(this.lastPid))
-    return this.lastPid
+    const f = this.qosFlow()
+    do f.lastPid = f.lastPid === 65535 ? 1 : f.lastPid + 1
+    while (this.inflight.has(f.lastPid))
+    return f.lastPid
   }
 
   // --- endings ----------------------------------------------------------------------------
@@ -468,15 +497,14 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.done = true
     const srv = this.srv
     if (this.connected && this.sessionExpiry > 0) park(this, srv.host.now(), this.sessionExpiry)
-    for (const list of this.subs.values()) for (const s of list) srv.router.unsubscribe(s)
-    this.subs.clear()
+    for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
+    this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
     srv.remove(this)
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(this, will)
-    this._inflight = null
-    this._waiting = null
+    if (this.flow !== null) this.flow.inflight = this.flow.waiting = null
     if (!discarded) this.out.flush(srv.host.now())
     this.wire.end()
     srv.log.debug(() => `${this.label()} mqtt connection closed: ${reason}`)

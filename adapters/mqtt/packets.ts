@@ -23,6 +23,7 @@ import { matchRetained, retain } from './retained.ts'
 import { discardParked, resume, takeParked } from './session.ts'
 import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
 import { cancelWill, scheduleWill } from './services.ts'
+import { filterCount, filterEntries, subsOf, withFilter, withoutFilter } from './filters.ts'
 import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicLimits } from './topic.ts'
 
 /** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
@@ -173,7 +174,8 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   if (props.authenticationMethod !== undefined) return refuseConnect(c, 0x05, RC.badAuthMethod, 'enhanced authentication')
   // The same users as NATS: username/password, or a token as the password.
   const pass = p.password ? p.password.toString() : undefined
-  const creds: Credentials = { ...(p.username !== undefined ? { user: p.username } : {}), ...(pass !== undefined ? { pass, token: pass } : {}) }
+  const creds: Credentials =
+    p.username === undefined && pass === undefined ? NO_CREDS : { ...(p.username !== undefined ? { user: p.username } : {}), ...(pass !== undefined ? { pass, token: pass } : {}) }
   const who = identify(c, creds)
   if (!(who instanceof Promise)) return admit(c, p, creds, who)
   // A bcrypt hash: packets behind CONNECT wait until it is checked.
@@ -186,8 +188,12 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   })
 }
 
-/** Credentials kept per connection, to check again on reload. */
+/**
+ * Credentials kept per connection, to check again on reload. A connection that sent none
+ * has no entry (most devices on an open broker): it is checked with NO_CREDS.
+ */
 const credsOf = new WeakMap<MqttConn, Credentials>()
+const NO_CREDS: Credentials = Object.freeze({})
 
 /** Packets that arrived while CONNECT's password hash was being checked. */
 const held = new WeakMap<MqttConn, { packets: Packet[]; bytes: number }>()
@@ -222,7 +228,7 @@ function admit(c: MqttConn, p: IConnectPacket, creds: Credentials, who: Identity
     const user = creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''
     return refuseConnect(c, 0x04, RC.badUserOrPassword, `authentication error${user}`)
   }
-  credsOf.set(c, creds)
+  if (creds !== NO_CREDS) credsOf.set(c, creds)
   setIdentity(c, who)
   accept(c, p)
 }
@@ -232,8 +238,8 @@ function admit(c: MqttConn, p: IConnectPacket, creds: Credentials, who: Identity
  * disconnected) and applies the new permissions: filters they now refuse are removed.
  */
 export function reauthorize(c: MqttConn): void {
-  const creds = credsOf.get(c)
-  if (c.done || !c.connected || !creds) return
+  if (c.done || !c.connected) return
+  const creds = credsOf.get(c) ?? NO_CREDS
   const apply = (who: Identity | null): void => {
     if (c.done) return
     if (who === null) {
@@ -241,7 +247,7 @@ export function reauthorize(c: MqttConn): void {
       return c.disconnect(RC.notAuthorized, 'Authorization Violation')
     }
     setIdentity(c, who)
-    for (const [filter, list] of [...c.subs]) {
+    for (const [filter, list] of filterEntries(c.subs)) {
       if (who.perms === null || list.every((s) => canSubscribe(who.perms!, s.subject, s.queue))) {
         for (const s of list) {
           if (needsDeliveryCheck(who.perms, s.subject)) s.denyCheck = who.perms!
@@ -250,7 +256,7 @@ export function reauthorize(c: MqttConn): void {
         continue
       }
       for (const s of list) c.srv.router.unsubscribe(s)
-      c.subs.delete(filter)
+      c.subs = withoutFilter(c.subs, filter)
       c.srv.log.info(`Removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(c.user)} - not authorized`)
     }
   }
@@ -588,9 +594,9 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     }
     subjects = ok
   }
-  const old = c.subs.get(s.topic)
+  const old = subsOf(c.subs, s.topic)
   const max = mqttOpts(c.srv.opts).max_subscriptions || c.srv.opts.max_subscriptions
-  if (!old && max > 0 && c.subs.size >= max) {
+  if (!old && max > 0 && filterCount(c.subs) >= max) {
     // 5.0: Quota Exceeded; 3.1.1 has only Failure [MQTT-3.9.3-1].
     c.srv.log.error(`${c.label()} mqtt subscribe to ${JSON.stringify(s.topic)} refused: maximum subscriptions (${max}) exceeded`)
     return c.version === 5 ? RC.quotaExceeded : 0x80
@@ -608,7 +614,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     ...(subId !== undefined ? { subId } : {}),
   }
   const list: FullSub[] = subjects.map((subject) => (needsDeliveryCheck(c.perms, subject) ? { ...base, subject, denyCheck: c.perms! } : { ...base, subject }))
-  c.subs.set(s.topic, list)
+  c.subs = withFilter(c.subs, s.topic, list)
   for (const x of list) c.srv.router.subscribe(x)
   return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }
 }
@@ -618,10 +624,10 @@ function onUnsubscribe(c: MqttConn, p: IUnsubscribePacket): void {
   // At least one filter [MQTT-3.10.3-2] (5.0: [MQTT-3.10.3-2]).
   if (p.unsubscriptions.length === 0) return c.protocolError('UNSUBSCRIBE without topic filters', RC.protocolError)
   for (const f of p.unsubscriptions) {
-    const list = c.subs.get(f)
+    const list = subsOf(c.subs, f)
     if (list) {
       for (const s of list) c.srv.router.unsubscribe(s)
-      c.subs.delete(f)
+      c.subs = withoutFilter(c.subs, f)
     }
     codes.push(list ? RC.success : RC.noSubscriptionExisted)
   }

@@ -14,11 +14,12 @@ import { deliveryDenied } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
 import { deliveryQos, topicFor, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
 import type { MqttState } from './state.ts'
+import { filterEntries, withFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
 
 export class Parked implements Owner {
   readonly echo = true
-  subs = new Map<string, MqttSub[]>()
+  subs: Filters = null
   inflight = new Map<number, Outgoing>()
   /** Messages not yet sent: the old connection's waiting ones, then those queued offline. */
   queue: Outgoing[] = []
@@ -59,7 +60,8 @@ export class Parked implements Owner {
 export function park(c: MqttConn, now: number, expiryMs: number): void {
   const o = mqttOptions(c.srv.opts)
   const p = new Parked(c.cid, c.clientId, c.st, c.srv.router, now + expiryMs, o.max_offline_msgs, o.max_offline_bytes)
-  moveSubs(c.srv.router, c.subs, p.subs, p)
+  p.subs = moveSubs(c.srv.router, c.subs, p)
+  c.subs = null
   p.inflight = new Map(c.inflight)
   p.queue = c.waiting.slice()
   for (const w of p.queue) p.queued += w.payload.length
@@ -77,12 +79,13 @@ export function takeParked(st: MqttState, clientId: string): Parked | null {
 
 /** A parked session the reconnecting client does not want (clean start) [MQTT-3.1.2-6]. */
 export function discardParked(p: Parked): void {
-  moveSubs(p.router, p.subs, new Map(), null)
+  p.subs = moveSubs(p.router, p.subs, null)
 }
 
 /** Gives a parked session to a connection that was just acknowledged (CONNACK sent). */
 export function resume(c: MqttConn, p: Parked): void {
-  moveSubs(p.router, p.subs, c.subs, c)
+  c.subs = moveSubs(p.router, p.subs, c)
+  p.subs = null
   for (const id of p.qos2In) c.qos2In.add(id)
   // Unacknowledged messages first, as they were, with DUP [MQTT-4.4.0-1].
   for (const [pid, o] of p.inflight) {
@@ -99,21 +102,22 @@ export function expireSessions(st: MqttState, now: number): void {
   for (const [id, p] of st.sessions) {
     if (p.expiresAt > now) continue
     st.sessions.delete(id)
-    moveSubs(p.router, p.subs, new Map(), null)
+    p.subs = moveSubs(p.router, p.subs, null)
   }
 }
 
 /**
- * Re-subscribes `from`'s router subscriptions under `owner` into `to` (or just drops them
- * when owner is null). Unsubscribe and subscribe happen in one turn, so nothing is missed.
+ * Re-subscribes `from`'s router subscriptions under `owner` and returns them (or just drops
+ * them when owner is null). Unsubscribe and subscribe happen in one turn, so nothing is missed.
  */
-function moveSubs(router: Router, from: Map<string, MqttSub[]>, to: Map<string, MqttSub[]>, owner: Owner | null): void {
-  for (const [filter, list] of from) {
+function moveSubs(router: Router, from: Filters, owner: Owner | null): Filters {
+  let to: Filters = null
+  for (const [filter, list] of filterEntries(from)) {
     for (const s of list) router.unsubscribe(s)
     if (owner === null) continue
-    const moved = list.map((s) => ({ ...s, owner }))
+    const moved: MqttSub[] = list.map((s) => ({ ...s, owner }))
     for (const s of moved) router.subscribe(s)
-    to.set(filter, moved)
+    to = withFilter(to, filter, moved)
   }
-  from.clear()
+  return to
 }
