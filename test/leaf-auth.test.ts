@@ -10,13 +10,14 @@ import net from 'node:net'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node'
+import { credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node'
 import { createUser } from '@nats-io/nkeys'
 import { LEAF_DEFAULTS, REMOTE_DEFAULTS, type RemoteOptions, type TlsOptions } from '../src/options.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { compareVersions, freePort, natsServerBins, skipOrFail, spawnServer, type NatsServerBin, type Proc } from './helpers/peers.ts'
 import { makeCerts, type Certs } from './helpers/certs.ts'
 import { makeOperator } from './helpers/jwt.ts'
+import { natsClient } from './helpers/mqtt.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'sprig-leaf-auth-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -61,11 +62,7 @@ async function startEdge(t: Test, urls: string[], over: RemoteOver = {}): Promis
   return b
 }
 
-async function natsTo(t: Test, url: string, opts: Partial<ConnectionOptions> = {}): Promise<NatsConnection> {
-  const nc = await connect({ servers: url, reconnect: false, ...opts })
-  t.teardown(() => nc.close())
-  return nc
-}
+const natsTo = (t: Test, url: string, opts: Partial<ConnectionOptions> = {}): Promise<NatsConnection> => natsClient(t, url, opts)
 
 /**
  * True once a message published on the edge arrives at a hub subscriber within `ms`. The

@@ -3,9 +3,10 @@
 // others. Raw sockets where nats.js would hide what the server sends.
 
 import t, { type Test } from 'tap'
-import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { connect } from '@nats-io/transport-node'
 import type { NatsClient } from '../adapters/nats/client.ts'
 import type { Options } from '../src/options.ts'
+import { natsClient } from './helpers/mqtt.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { havePeer, spawnServer, freePort } from './helpers/peers.ts'
 import { exchange } from './helpers/raw.ts'
@@ -21,14 +22,6 @@ async function broker(t: Test, over: Partial<Options>): Promise<TestBroker> {
   const b = await startBroker(over)
   t.teardown(() => b.stop())
   return b
-}
-
-async function natsClient(t: Test, b: TestBroker): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false })
-  t.teardown(async () => {
-    if (!nc.isClosed()) await nc.close()
-  })
-  return nc
 }
 
 async function raw(t: Test, b: TestBroker, opts: { keepText?: boolean } = {}): Promise<RawConn> {
@@ -73,7 +66,7 @@ t.test('slow consumer', async (t) => {
   const pendingWatch = watchPending(stuckSession!)
   stuck.pause() // never reads again (until we look, below)
 
-  const good = await natsClient(t, b)
+  const good = await natsClient(t, b.url)
   let goodGot = 0
   let inOrder = true
   good.subscribe('flood', {
@@ -83,7 +76,7 @@ t.test('slow consumer', async (t) => {
     },
   })
   await good.flush()
-  const pub = await natsClient(t, b)
+  const pub = await natsClient(t, b.url)
 
   // Flood until the server gives up on the stuck reader (the kernel buffers take a few MB
   // first), then a little more. Batches of 32 KiB, and the healthy subscriber catches up after
@@ -138,7 +131,7 @@ t.test('a subscriber that never reads is closed, and sprig memory stays bounded'
   const s = sessionOf(b, stuck)!
   const w = watchPending(s)
   stuck.pause()
-  const pub = await natsClient(t, b)
+  const pub = await natsClient(t, b.url)
   const payload = new Uint8Array(8 * KiB)
   let samples = 0
   let sampledMax = 0
@@ -171,7 +164,7 @@ t.test('write deadline', async (t) => {
   await sleep(50)
   const s = sessionOf(b, stuck)!
   stuck.pause()
-  const pub = await natsClient(t, b)
+  const pub = await natsClient(t, b.url)
   const payload = new Uint8Array(512 * KiB)
   let n = 0
   // Publish until the socket pushes back (the kernel's buffers are full), then stop.
@@ -253,7 +246,7 @@ t.test('ping/pong', async (t) => {
 
   t.test('nats.js answers PINGs by itself and stays connected', async (t) => {
     const b = await broker(t, opts)
-    const nc = await natsClient(t, b)
+    const nc = await natsClient(t, b.url)
     for (let i = 0; i < 8; i++) {
       await sleep(110)
       b.srv.tick()
@@ -265,7 +258,7 @@ t.test('ping/pong', async (t) => {
 
 t.test('max_connections', async (t) => {
   const b = await broker(t, { max_connections: 2 })
-  const a = await natsClient(t, b)
+  const a = await natsClient(t, b.url)
   const c = await raw(t, b)
   c.write('CONNECT {"verbose":false}\r\nSUB mc 1\r\n')
   await c.ping()
@@ -360,7 +353,7 @@ t.test('max_connections and max_subscriptions: same bytes as nats-server', async
 
 t.test('a malformed frame from one client never affects another', async (t) => {
   const b = await broker(t, { max_control_line: 256 })
-  const nc = await natsClient(t, b)
+  const nc = await natsClient(t, b.url)
   let got = 0
   nc.subscribe('iso.>', { callback: () => { got++ } })
   await nc.flush()
@@ -425,7 +418,7 @@ t.test('max_subscriptions', async (t) => {
   t.ok(logged(b, /[Mm]aximum [Ss]ubscriptions/).length >= 2, 'logged')
 
   // nats.js sees the error (as a status event) but keeps the connection.
-  const nc = await natsClient(t, b)
+  const nc = await natsClient(t, b.url)
   const errs: string[] = []
   void (async () => {
     for await (const st of nc.status()) if (st.type === 'error') errs.push(String(st.error?.message ?? st.error))

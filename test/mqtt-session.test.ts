@@ -4,11 +4,11 @@
 // sessions expire. Spec numbers are 3.1.1's unless a test says 5.0.
 
 import t, { type Test } from 'tap'
-import { connect, type NatsConnection } from '@nats-io/transport-node'
+import type { NatsConnection } from '@nats-io/transport-node'
 import type { IConnackPacket, IPublishPacket } from 'mqtt-packet'
 import { mqttState } from '../adapters/mqtt/index.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { RawMqtt, messages, mqttClient, sleep } from './helpers/mqtt.ts'
+import { RawMqtt, messages, mqttClient, natsClient, sleep } from './helpers/mqtt.ts'
 
 let b: TestBroker
 
@@ -17,11 +17,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test, broker = b): Promise<NatsConnection> {
-  const nc = await connect({ servers: broker.url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test, broker = b): Promise<NatsConnection> => natsClient(t, broker.url)
 
 /** Connects raw and returns the client with its CONNACK. */
 async function rawConnect(port: number, v: 4 | 5, extra: Record<string, unknown>): Promise<[RawMqtt, IConnackPacket]> {

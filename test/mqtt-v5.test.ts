@@ -2,12 +2,12 @@
 // Published, Will Delay Interval, Server Keep Alive. Spec numbers are 5.0's.
 
 import t, { type Test } from 'tap'
-import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
+import { headers, type NatsConnection } from '@nats-io/transport-node'
 import type { IConnackPacket, IDisconnectPacket, IPublishPacket, ISubackPacket, Packet } from 'mqtt-packet'
 import { mqttState } from '../adapters/mqtt/index.ts'
 import { pendingWillIds } from '../adapters/mqtt/services.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { RawMqtt, sleep } from './helpers/mqtt.ts'
+import { natsClient, RawMqtt, sleep } from './helpers/mqtt.ts'
 
 let b: TestBroker
 let port: number
@@ -18,11 +18,7 @@ t.before(async () => {
 })
 t.teardown(() => b?.stop())
 
-async function nats(t: Test, url = b.url): Promise<NatsConnection> {
-  const nc = await connect({ servers: url, reconnect: false })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test, url = b.url): Promise<NatsConnection> => natsClient(t, url)
 
 async function raw(t: Test, extra: Record<string, unknown> = {}, p = port): Promise<RawMqtt> {
   const c = await RawMqtt.connect(p, 5, extra)

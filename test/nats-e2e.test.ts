@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { connect, createInbox, errors, headers, RequestError, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { exchange } from './helpers/raw.ts'
+import { natsClient } from './helpers/mqtt.ts'
 
 const enc = new TextEncoder()
 const MiB = 1024 * 1024
@@ -19,13 +20,7 @@ t.teardown(async () => {
 })
 
 /** A client connection that the test closes when it ends. */
-async function client(t: Test, opts: Parameters<typeof connect>[0] = {}): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false, ...opts })
-  t.teardown(async () => {
-    if (!nc.isClosed()) await nc.close()
-  })
-  return nc
-}
+const client = (t: Test, opts: Parameters<typeof connect>[0] = {}): Promise<NatsConnection> => natsClient(t, b.url, opts)
 
 /** Collects up to `n` messages (or until `ms` passes) from a subscription. */
 async function collect(sub: Subscription, n: number, ms = 3000): Promise<Msg[]> {

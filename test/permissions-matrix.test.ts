@@ -6,12 +6,11 @@
 
 import t, { type Test } from 'tap'
 import type { NatsConnection } from '@nats-io/transport-node'
-import { connect } from '@nats-io/transport-node'
 import { connect as mqttConnect, type MqttClient } from 'mqtt'
 import type { Packet } from 'mqtt-packet'
 import { validateOptions } from '../src/config.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { mqttClient, RawMqtt } from './helpers/mqtt.ts'
+import { mqttClient, natsClient, RawMqtt } from './helpers/mqtt.ts'
 
 const CONFIG = validateOptions({
   authorization: {
@@ -85,11 +84,7 @@ async function broker(t: Test): Promise<TestBroker> {
   return b
 }
 
-async function nats(t: Test, b: TestBroker, user: string): Promise<NatsConnection> {
-  const nc = await connect({ servers: b.url, reconnect: false, user, pass: user })
-  t.teardown(() => nc.close())
-  return nc
-}
+const nats = (t: Test, b: TestBroker, user: string): Promise<NatsConnection> => natsClient(t, b.url, { user, pass: user })
 
 t.test('NATS client: publish allowed (wildcard rule) and denied (exact, wildcard, outside allow)', async (t) => {
   const b = await broker(t)

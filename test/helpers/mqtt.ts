@@ -5,7 +5,7 @@
 import net from 'node:net'
 import { generate, parser, type Packet } from 'mqtt-packet'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
-import { connect, type NatsConnection } from '@nats-io/transport-node'
+import { connect, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node'
 
 export class RawMqtt {
   readonly packets: Packet[] = []
@@ -114,9 +114,15 @@ export function messages(c: MqttClient, n: number, ms = 3000): Promise<{ topic: 
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-/** A nats.js connection to `url` that the test closes when it ends. */
-export async function natsClient(t: { teardown(f: () => unknown): void }, url: string): Promise<NatsConnection> {
-  const nc = await connect({ servers: url, reconnect: false })
-  t.teardown(() => nc.close())
+/** A nats.js connection to `url` (no reconnects) that the test closes when it ends. */
+export async function natsClient(
+  t: { teardown(f: () => unknown): void },
+  url: string,
+  opts: Partial<ConnectionOptions> = {},
+): Promise<NatsConnection> {
+  const nc = await connect({ servers: url, reconnect: false, ...opts })
+  t.teardown(async () => {
+    if (!nc.isClosed()) await nc.close()
+  })
   return nc
 }
