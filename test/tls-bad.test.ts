@@ -1,5 +1,5 @@
 // Every bad client certificate against every TLS listener (NATS upgrade after INFO, NATS
-// TLS-first, MQTT's TLS port): refused, with one log line naming the peer and the reason.
+// TLS-first, MQTT's TLS port, the HTTPS monitor): refused, with one log line naming the peer and the reason.
 // Then bad input: a stalled handshake, garbage instead of a handshake and a huge certificate
 // chain are refused and logged while other clients carry on.
 
@@ -9,14 +9,17 @@ import { connect } from '@nats-io/transport-node'
 import mqtt from 'mqtt'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { makeCerts, serverTlsOptions, tlsAttempt, type CertPair, type Certs } from './helpers/certs.ts'
+import { freePort } from './helpers/peers.ts'
 
 const certs = makeCerts(t)
 
 interface Listener {
   name: string
-  how: 'starttls' | 'nats-first' | 'mqtt'
+  how: 'starttls' | 'nats-first' | 'mqtt' | 'https'
   broker: () => TestBroker
   port: () => number
+  /** What the log line says between the peer and the reason (the monitor names itself). */
+  tag?: string
 }
 
 if (certs) {
@@ -24,7 +27,7 @@ if (certs) {
   let first: TestBroker // NATS handshake_first
   t.before(async () => {
     const tls = serverTlsOptions(certs, { crl_file: certs.crl, timeout: 1500 })
-    b = await startBroker({ tls, mqtt: { tls, tls_port: 0 } })
+    b = await startBroker({ tls, mqtt: { tls, tls_port: 0 }, https_port: await freePort() })
     first = await startBroker({ tls: { ...tls, handshake_first: true } })
   })
   t.teardown(async () => {
@@ -36,6 +39,7 @@ if (certs) {
     { name: 'NATS (upgrade after INFO)', how: 'starttls', broker: () => b, port: () => b.port },
     { name: 'NATS (TLS first)', how: 'nats-first', broker: () => first, port: () => first.port },
     { name: 'MQTT (TLS port)', how: 'mqtt', broker: () => b, port: () => b.mqttTlsPort },
+    { name: 'HTTPS monitor', how: 'https', broker: () => b, port: () => b.httpsPort, tag: 'https - ' },
   ]
 
   const bad: { name: string; pair: (c: Certs) => CertPair | null; reason: RegExp }[] = [
@@ -61,9 +65,9 @@ if (certs) {
       for (const c of bad) {
         const a = await tlsAttempt(l.port(), l.how, certs, c.pair(certs))
         t.notOk(a.ok, `${c.name}: refused (${a.error})`)
-        const line = await logLine(l.broker(), a.port)
+        const line = await logLine(l.broker(), a.port, l.tag)
         t.match(line, c.reason, `${c.name}: logged with its reason`)
-        t.match(line, new RegExp(`127\\.0\\.0\\.1:${a.port} - TLS handshake error: `), `${c.name}: the line names the peer`)
+        t.match(line, new RegExp(`127\\.0\\.0\\.1:${a.port} - ${l.tag ?? ''}TLS handshake error: `), `${c.name}: the line names the peer`)
       }
     })
   }
@@ -122,8 +126,8 @@ async function readText(file: string): Promise<string> {
 }
 
 /** The refusal line for a peer port (waits briefly: the log follows the close). */
-async function logLine(b: TestBroker, port: number): Promise<string> {
-  const re = new RegExp(`:${port} - TLS handshake`)
+async function logLine(b: TestBroker, port: number, tag = ''): Promise<string> {
+  const re = new RegExp(`:${port} - ${tag}TLS handshake`)
   for (let i = 0; i < 100; i++) {
     const l = b.logs.find((x) => re.test(x))
     if (l) return l

@@ -205,7 +205,7 @@ export interface Attempt {
  * (none when null): `starttls` reads NATS's plaintext INFO first, `nats-first` handshakes
  * first and speaks NATS, `mqtt` handshakes first and sends an MQTT CONNECT.
  */
-export function tlsAttempt(port: number, how: 'starttls' | 'nats-first' | 'mqtt', c: Certs, pair: CertPair | null, ms = 3000): Promise<Attempt> {
+export function tlsAttempt(port: number, how: 'starttls' | 'nats-first' | 'mqtt' | 'https', c: Certs, pair: CertPair | null, ms = 3000): Promise<Attempt> {
   return new Promise((resolve) => {
     const raw = net.connect(port, '127.0.0.1')
     const out: Attempt = { ok: false, port: 0 }
@@ -233,13 +233,14 @@ export function tlsAttempt(port: number, how: 'starttls' | 'nats-first' | 'mqtt'
       let got = ''
       s.on('data', (d: Buffer) => {
         got += d.toString('latin1')
-        if (how === 'mqtt' ? got.charCodeAt(0) === 0x20 : got.includes('PONG\r\n')) {
+        const answered = how === 'mqtt' ? got.charCodeAt(0) === 0x20 : how === 'https' ? got.startsWith('HTTP/1.1 200') : got.includes('PONG\r\n')
+        if (answered) {
           out.ok = true
           finish()
         }
       })
       s.on('secureConnect', () => {
-        s.write(how === 'mqtt' ? MQTT_CONNECT : 'CONNECT {"verbose":false}\r\nPING\r\n')
+        s.write(how === 'mqtt' ? MQTT_CONNECT : how === 'https' ? 'GET /healthz HTTP/1.0\r\n\r\n' : 'CONNECT {"verbose":false}\r\nPING\r\n')
       })
     }
     raw.on('connect', () => {
