@@ -345,6 +345,15 @@ const secret: Check<string> = (v) => {
 const host: Check<string> = (v) =>
   typeof v === 'string' && /^[^\s/]+$/.test(v) ? v : expected('a host name or IP address', v)
 
+/** A host, or '' for none. */
+const optionalHost: Check<string> = (v) => (v === '' ? '' : host(v))
+
+/** `check`, except that 0 is accepted too (it means "none" or "no limit"). */
+const orZero =
+  (check: Check<number>): Check<number> =>
+  (v) =>
+    v === 0 || v === '0' ? 0 : check(v)
+
 const logLevel: Check<LogLevel> = (v) => {
   const level = typeof v === 'string' ? LOG_LEVELS.find((l) => l === v.toLowerCase()) : undefined
   return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
@@ -369,7 +378,7 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   trace: boolean,
   logtime: boolean,
   http_port: integer(0, 65535, 'an integer 0-65535 (0: no monitoring)'),
-  http_host: (v) => (v === '' ? '' : host(v)),
+  http_host: optionalHost,
   https_port: integer(0, 65535, 'an integer 0-65535 (0: no HTTPS monitoring)'),
 }
 
@@ -381,18 +390,20 @@ const AUTH_CHECKS: { [K in keyof Omit<Authorization, 'users' | 'permissions'>]-?
   timeout: duration,
 }
 
+const AUTH_KEYS = [...Object.keys(AUTH_CHECKS), 'users', 'permissions']
+
 const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   enabled: boolean,
-  host: (v) => (v === '' ? '' : host(v)),
+  host: optionalHost,
   port: integer(0, 65535, 'an integer 0-65535'),
   max_ack_pending: integer(1, 65535, 'an integer 1-65535'),
   retained_max_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 keeps no retained messages)'),
-  retained_max_bytes: (v) => (v === 0 || v === '0' ? 0 : size()(v)),
+  retained_max_bytes: orZero(size()),
   session_expiry: duration,
   max_offline_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 queues nothing offline)'),
-  max_offline_bytes: (v) => (v === 0 || v === '0' ? 0 : size()(v)),
+  max_offline_bytes: orZero(size()),
   topic_alias_maximum: integer(0, 65535, 'an integer 0-65535'),
-  max_keepalive: (v) => (v === 0 || v === '0' ? 0 : duration(v)),
+  max_keepalive: orZero(duration),
   max_topic_length: integer(1, 65535, 'an integer 1-65535'),
   max_topic_levels: integer(0, 65535, 'an integer >= 0 (0: no limit)'),
   max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0: the top-level max_subscriptions)'),
@@ -493,15 +504,33 @@ function checked<T>(check: Check<T>, v: unknown, src: Source, key: string): T {
   }
 }
 
+/**
+ * Sets `out[key]` to the checked value of `v`, or throws unknownKey (suggesting one of `known`)
+ * when `checks` has no `key`. `path` is the key's full name, e.g. "mqtt.port".
+ */
+function setChecked(
+  out: object,
+  checks: Record<string, Check<unknown>>,
+  key: string,
+  v: unknown,
+  src: Source,
+  path: string,
+  known?: readonly string[],
+): void {
+  if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, known ?? Object.keys(checks), path.slice(0, path.length - key.length))
+  ;(out as Record<string, unknown>)[key] = checked(checks[key]!, v, src, path)
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /**
- * One layer over `base`: checks each key in `raw` and returns the merged options plus the
- * keys this layer set. Cross-key rules that span layers are left to `crossCheck`.
+ * One layer over `base`: checks each key in `raw` and returns the merged options, noting in
+ * `origins` that this layer (`src`, at `rank`) set each of its keys. Cross-key rules that
+ * span layers are left to `crossCheck`.
  */
-function applyLayer(raw: unknown, base: Options, src: Source): { options: Options; set: Set<string> } {
+function applyLayer(raw: unknown, base: Options, src: Source, rank: number, origins: Origins): Options {
   if (!isObject(raw)) {
     const where = src.file !== undefined ? `config error in ${src.file}: ` : 'config error: '
     throw new ConfigError(`${where}expected an object of options at the top level, got ${describe(raw)}`, { file: src.file })
@@ -510,7 +539,6 @@ function applyLayer(raw: unknown, base: Options, src: Source): { options: Option
   if (base.authorization) out.authorization = { ...base.authorization }
   if (base.mqtt) out.mqtt = { ...base.mqtt }
   const set = new Set<string>()
-  const checks: Record<string, Check<unknown>> = OPTION_CHECKS
 
   for (const [key, v] of Object.entries(raw)) {
     if (key === 'authorization') {
@@ -531,10 +559,8 @@ function applyLayer(raw: unknown, base: Options, src: Source): { options: Option
       for (const [k, x] of Object.entries(v)) mqttKey(m, k, x, src)
     } else if (key.startsWith('mqtt.')) {
       mqttKey((out.mqtt ??= { ...MQTT_DEFAULTS }), key.slice(5), v, src) // from a flag such as --mqtt-port
-    } else if (Object.hasOwn(checks, key)) {
-      ;(out as unknown as Record<string, unknown>)[key] = checked(checks[key]!, v, src, key)
     } else {
-      throw unknownKey(src, key, OPTION_KEYS, '')
+      setChecked(out, OPTION_CHECKS, key, v, src, key, OPTION_KEYS)
     }
     set.add(key)
   }
@@ -547,7 +573,8 @@ function applyLayer(raw: unknown, base: Options, src: Source): { options: Option
   out.log_level = level
   out.debug = LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf('debug')
   out.trace = level === 'trace'
-  return { options: out, set }
+  for (const key of set) origins.set(key, { src, rank })
+  return out
 }
 
 function louder(a: LogLevel, b: LogLevel): LogLevel {
@@ -562,9 +589,7 @@ function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
     m.tls = tlsBlock(v, src, path)
     return
   }
-  const checks: Record<string, Check<unknown>> = MQTT_CHECKS
-  if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, Object.keys(checks), 'mqtt.')
-  ;(m as unknown as Record<string, unknown>)[key] = checked(checks[key]!, v, src, path)
+  setChecked(m, MQTT_CHECKS, key, v, src, path)
 }
 
 // A layer's authorization replaces the one below it as a whole: mixing a user from the config
@@ -572,7 +597,6 @@ function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
 function authorization(v: unknown, src: Source): Authorization {
   if (!isObject(v)) throw blame(src, 'authorization', `expected an object, got ${describe(v)}`)
   const auth: Authorization = { timeout: DEFAULT_AUTH_TIMEOUT }
-  const checks: Record<string, Check<unknown>> = AUTH_CHECKS
   for (const [key, value] of Object.entries(v)) {
     const path = `authorization.${key}`
     if (key === 'users') {
@@ -583,8 +607,7 @@ function authorization(v: unknown, src: Source): Authorization {
       auth.permissions = permissions(value, src, path)
       continue
     }
-    if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, [...Object.keys(checks), 'users', 'permissions'], 'authorization.')
-    ;(auth as unknown as Record<string, unknown>)[key] = checked(checks[key]!, value, src, path)
+    setChecked(auth, AUTH_CHECKS, key, value, src, path, AUTH_KEYS)
   }
   if (auth.token !== undefined && (auth.user !== undefined || auth.password !== undefined)) {
     throw blame(src, 'authorization', 'cannot have both a token and a user/password')
@@ -628,12 +651,7 @@ const TLS_CHECKS: { [K in keyof TlsOptions]-?: Check<NonNullable<TlsOptions[K]>>
 export function tlsBlock(v: unknown, src: Source, at: string, side: 'server' | 'client' = 'server'): TlsOptions {
   if (!isObject(v)) throw blame(src, at, `expected an object like { "cert_file": "...", "key_file": "..." }, got ${describe(v)}`)
   const out: TlsOptions = { verify: false, verify_and_map: false, timeout: DEFAULT_TLS_TIMEOUT, handshake_first: false }
-  const checks: Record<string, Check<unknown>> = TLS_CHECKS
-  for (const [key, x] of Object.entries(v)) {
-    const path = `${at}.${key}`
-    if (!Object.hasOwn(checks, key)) throw unknownKey(src, path, Object.keys(checks), `${at}.`)
-    ;(out as unknown as Record<string, unknown>)[key] = checked(checks[key]!, x, src, path)
-  }
+  for (const [key, x] of Object.entries(v)) setChecked(out, TLS_CHECKS, key, x, src, `${at}.${key}`)
   if (side === 'server') {
     for (const k of ['cert_file', 'key_file'] as const) {
       if (out[k] === undefined) throw blame(src, `${at}.${k}`, 'required: a listener with TLS needs its certificate and key')
@@ -714,11 +732,12 @@ function subjectList(v: unknown, src: Source, at: string, queues: boolean): stri
   return list.map((x, i) => {
     const path = typeof v === 'string' ? at : `${at}[${i}]`
     if (typeof x !== 'string') throw blame(src, path, `expected a subject, got ${describe(x)}`)
+    const t = x.trim()
     // Subscribe rules may name a queue group after the subject: "foo.> workers".
-    const r = queues ? subRule(x) : { subject: x.trim(), queue: null }
-    if (!isValidSubject(r.subject) || (!queues && /\s/.test(x.trim()))) throw blame(src, path, `invalid subject ${describe(x)}`)
+    const r = queues ? subRule(t) : { subject: t, queue: null }
+    if (!isValidSubject(r.subject) || (!queues && /\s/.test(t))) throw blame(src, path, `invalid subject ${describe(x)}`)
     if (r.queue !== null && !isValidQueueName(r.queue)) throw blame(src, path, `invalid queue group ${describe(r.queue)}`)
-    return x.trim()
+    return t
   })
 }
 
@@ -765,9 +784,8 @@ function crossCheck(o: Options, origins: Origins): void {
  * over `base`. Throws ConfigError naming the offending key.
  */
 export function validateOptions(raw: unknown, base: Options = defaults, source: Source = {}): Options {
-  const { options, set } = applyLayer(raw, base, source)
   const origins: Origins = new Map()
-  for (const key of set) origins.set(key, { src: source, rank: 1 })
+  const options = applyLayer(raw, base, source, 1, origins)
   crossCheck(options, origins)
   return options
 }
@@ -832,15 +850,10 @@ export function loadOptions(input: LoadInput): LoadResult {
       throw new ConfigError(`config error: cannot read ${file}: ${why}`, { file })
     }
     const raw = substituteEnv(parseConfigText(text, file), input.env ?? {}, file)
-    const layer = applyLayer(raw, options, { file })
-    options = layer.options
-    for (const key of layer.set) origins.set(key, { src: { file }, rank: 1 })
+    options = applyLayer(raw, options, { file }, 1, origins)
   }
 
-  const flags = { flags: cli.flags }
-  const layer = applyLayer(cli.values, options, flags)
-  options = layer.options
-  for (const key of layer.set) origins.set(key, { src: flags, rank: 2 })
+  options = applyLayer(cli.values, options, { flags: cli.flags }, 2, origins)
 
   crossCheck(options, origins)
   return file !== undefined ? { options, configFile: file } : { options }
@@ -914,7 +927,7 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
         out.buffer_max_msgs = checked(count, x, src, path)
         break
       case 'buffer_max_bytes':
-        out.buffer_max_bytes = x === 0 || x === '0' ? 0 : checked(size(), x, src, path)
+        out.buffer_max_bytes = checked(orZero(size()), x, src, path)
         break
       case 'buffer_policy': {
         const p = typeof x === 'string' ? x.replace('-', '_') : x
@@ -923,7 +936,7 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
         break
       }
       case 'buffer_hold':
-        out.buffer_hold = x === 0 || x === '0' ? 0 : checked(duration, x, src, path)
+        out.buffer_hold = checked(orZero(duration), x, src, path)
         break
       case 'permissions':
         out.permissions = permissions(x, src, path)
