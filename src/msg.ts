@@ -25,16 +25,3 @@ export const EMPTY = new Uint8Array(0)
 export function newMsg(): Msg {
   return { subject: '', subjectBytes: EMPTY, reply: '', replyBytes: EMPTY, hdr: null, payload: EMPTY, seq: 0 }
 }
-
-/** A detached copy, for anything that holds a message beyond the deliver() call. */
-export function cloneMsg(m: Msg): Msg {
-  return {
-    subject: m.subject,
-    subjectBytes: m.subjectBytes.slice(),
-    reply: m.reply,
-    replyBytes: m.replyBytes.slice(),
-    hdr: m.hdr ? m.hdr.slice() : null,
-    payload: m.payload.slice(),
-    seq: m.seq,
-  }
-}

@@ -8,7 +8,7 @@ const STAR = 42 // *
 const GT = 62 // >
 
 /** The whitespace nats-server rejects inside subjects and queue names. */
-function isSpace(c: number): boolean {
+export function isSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 12
 }
 

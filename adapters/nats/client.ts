@@ -16,7 +16,7 @@ import type { ConnInfo } from '../../src/monitor.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server, Session } from '../../src/server.ts'
-import { isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
+import { isSpace, isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
 import { ERR, errLine, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
 
@@ -167,8 +167,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
     const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
-    if (!this.authRequired) return this.finishConnect(o, creds, OPEN)
-    const id = authenticate(authOf(this.srv.opts), creds, this.wire.tls, mapsCertificates(this.srv.opts, 'nats'))
+    const id = this.identify(creds)
     if (!(id instanceof Promise)) return this.finishConnect(o, creds, id)
     // A bcrypt hash: what follows CONNECT waits (in `held`) until it is checked.
     this.held = []
@@ -234,6 +233,12 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (!this.connected) this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
   }
 
+  /** Who `creds` make this client under the current options (a Promise while a bcrypt hash is checked). */
+  private identify(creds: Credentials): Identity | null | Promise<Identity | null> {
+    if (!this.authRequired) return OPEN
+    return authenticate(authOf(this.srv.opts), creds, this.wire.tls, mapsCertificates(this.srv.opts, 'nats'))
+  }
+
   private setIdentity(id: Identity): void {
     this.user = id.user
     this.perms = id.perms
@@ -265,9 +270,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
         this.srv.log.info(`Removed sub ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)}) for User ${JSON.stringify(this.user)} - not authorized`)
       }
     }
-    const auth = authOf(this.srv.opts)
-    const mapCert = mapsCertificates(this.srv.opts, 'nats')
-    const id = auth.required || mapCert ? authenticate(auth, creds, this.wire.tls, mapCert) : OPEN
+    const id = this.identify(creds)
     if (id instanceof Promise) void id.then(apply)
     else apply(id)
   }
@@ -571,10 +574,7 @@ function decodeConnect(json: string): ConnectOpts {
 
 /** Does the subject contain whitespace (which no subscription can name)? */
 function hasSpace(s: string): boolean {
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i)
-    if (c === 32 || c === 9 || c === 10 || c === 13 || c === 12) return true
-  }
+  for (let i = 0; i < s.length; i++) if (isSpace(s.charCodeAt(i))) return true
   return false
 }
 

@@ -4,7 +4,7 @@
 // case-insensitive and arguments may be separated by any run of spaces and tabs, as in
 // nats-server. What counts as an error, and how it ends, follows nats-server (see `Failure`).
 
-import { text } from '../../src/bytes.ts'
+import { equalBytes, text } from '../../src/bytes.ts'
 
 /** How parsing stopped; the connection sends what nats-server sends for it and closes. */
 export type Failure =
@@ -281,21 +281,10 @@ export class Parser {
   /** Sets pa.subject/subjectBytes, reusing the previous string when the bytes repeat. */
   private subject(buf: Uint8Array, s: number, e: number): void {
     const pa = this.pa
-    const last = this.lastSubject
-    const n = e - s
     pa.subjectBytes = buf.subarray(s, e)
-    if (last.length === n) {
-      let same = true
-      for (let i = 0; i < n; i++) {
-        if (last[i] !== buf[s + i]) {
-          same = false
-          break
-        }
-      }
-      if (same) {
-        pa.subject = this.lastSubjectText
-        return
-      }
+    if (equalBytes(this.lastSubject, buf, s, e)) {
+      pa.subject = this.lastSubjectText
+      return
     }
     pa.subject = text(buf, s, e)
     this.lastSubject = buf.slice(s, e)
