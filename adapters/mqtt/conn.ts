@@ -24,7 +24,7 @@ import { frameSize, MALFORMED, NEED_MORE, parseConnect, parsePublish, parseSubsc
 import { park } from './session.ts'
 import { filterCount, filterEntries, type Filters } from './filters.ts'
 import { aliasFor, setAlias } from './aliases.ts'
-import { deliveryProps, headersToProps, msgRetained, unexpired, type PublishProps } from './props.ts'
+import { deliveryProps, headersToProps, msgRetained, RETAINED_HEADERS, unexpired, type PublishProps } from './props.ts'
 
 export type QoS = 0 | 1 | 2
 
@@ -38,9 +38,9 @@ export interface MqttSub extends Sub {
   readonly noDollar: boolean
   /** MQTT 5 No Local: not the client's own publishes. */
   readonly noLocal: boolean
-  /** MQTT 5 Subscription Identifier (packets.ts). */
+  /** MQTT 5 Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
   readonly subId?: number
-  /** MQTT 5 Retain As Published (packets.ts). */
+  /** MQTT 5 Retain As Published: the retain flag as published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
   readonly rap?: boolean
   /**
    * For a wildcard that overlaps a subscribe deny rule: the permissions each message is
@@ -280,13 +280,13 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const small = writeSmall(p, this.version === 5, this.out)
     if (small === true) return true
     if (small === 'full') {
-      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      this.overPending()
       return false
     }
     const buf = this.frame(p)
     if (buf === null) return false
     if (!this.out.push(buf)) {
-      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      this.overPending()
       return false
     }
     return true
@@ -299,9 +299,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (s.noLocal && this.publishing) return
     if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
-    const topic = topicFor(this.st, m)
+    const topic = subTopic(this.st, s, m)
     if (topic === null) return
-    if (s.noDollar && topic.charCodeAt(0) === 36) return
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
@@ -322,7 +321,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     }
     this.held += o.payload.length
     if (this.held + this.out.pending > this.out.limit) {
-      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      this.overPending()
       return
     }
     if (this.inflight.size < this.maxInflight) this.sendInflight(o)
@@ -355,13 +354,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (this.maxOutPacket > 0) {
       const buf = this.frame(p)
       if (buf === null) return
-      // Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4); drop it as if delivered.
-      if (buf.length > this.maxOutPacket) {
-        this.st.counters.oversize_drops++
-        if (pid !== 0) this.acked(pid)
-        return
-      }
-      if (!this.out.push(buf)) return this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      if (this.oversize(buf.length, pid)) return
+      if (!this.out.push(buf)) return this.overPending()
     } else if (!this.send(p)) return
     if (alias < 0) setAlias(this, o.topic, -alias)
   }
@@ -376,19 +370,25 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const t = alias > 0 ? EMPTY : topicBytes(topic)
     const size = publishSize(t, payload.length, qos, v5, Math.abs(alias))
     if (size < 0) return false
-    // Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4); drop it as if delivered.
-    if (this.maxOutPacket > 0 && size > this.maxOutPacket) {
-      this.st.counters.oversize_drops++
-      if (pid !== 0) this.acked(pid)
-      return true
-    }
+    if (this.oversize(size, pid)) return true
     const at = this.out.reserve(size)
     if (at < 0) {
-      this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+      this.overPending()
       return true
     }
     writePublish(this.out.buf, at, t, payload, qos, dup, retain, pid, v5, Math.abs(alias))
     if (alias < 0) setAlias(this, topic, -alias) // only once the packet that sets it is queued
+    return true
+  }
+
+  /**
+   * Never send a packet over the client's Maximum Packet Size (5.0 §3.1.2.11.4): true when
+   * one of `size` bytes is over it, and so dropped as if delivered.
+   */
+  private oversize(size: number, pid: number): boolean {
+    if (this.maxOutPacket === 0 || size <= this.maxOutPacket) return false
+    this.st.counters.oversize_drops++
+    if (pid !== 0) this.acked(pid)
     return true
   }
 
@@ -454,6 +454,11 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.disconnect(0x8e, 'Session Taken Over')
   }
 
+  /** The outbound queue (with QoS > 0 messages held) went over max_pending. */
+  private overPending(): void {
+    this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+  }
+
   private slowConsumer(why: string): void {
     if (this.done) return
     this.srv.counters.slow_consumers++
@@ -511,8 +516,18 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 }
 
+/**
+ * The topic a subscription gets a routed message under, or null: the subject has none, or
+ * it is a `$` topic and the filter starts with a wildcard [MQTT-4.7.2-1]. The same check for
+ * a live connection and a parked session.
+ */
+export function subTopic(st: MqttState, s: MqttSub, m: Msg): string | null {
+  const topic = topicFor(st, m)
+  return topic !== null && s.noDollar && topic.charCodeAt(0) === 36 ? null : topic
+}
+
 /** The topic for a routed message (mapped once per message), or null, counted, if it has none. */
-export function topicFor(st: MqttState, m: Msg): string | null {
+function topicFor(st: MqttState, m: Msg): string | null {
   if (st.topicSeq !== m.seq) {
     st.topicSeq = m.seq
     if (m.subject !== lastSubject) {
@@ -539,10 +554,13 @@ export function deliveryQos(s: MqttSub, m: Msg): QoS {
 export function msgQos(m: Msg): QoS {
   const h = m.hdr
   if (h === null) return NATS_DEFAULT_QOS
-  // MQTT publishes carry one of these blocks as they are: no need to parse them.
+  // MQTT publishes without properties carry one of these blocks as they are: no need to parse them.
   if (h === QOS_HEADERS[0]) return 0
   if (h === QOS_HEADERS[1]) return 1
   if (h === QOS_HEADERS[2]) return 2
+  if (h === RETAINED_HEADERS[0]) return 0
+  if (h === RETAINED_HEADERS[1]) return 1
+  if (h === RETAINED_HEADERS[2]) return 2
   const v = headerValue(h, 'Nmqtt-Pub')
   if (v === '0') return 0
   if (v === '1') return 1

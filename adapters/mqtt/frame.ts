@@ -15,7 +15,7 @@ export const NEED_MORE = -1
 export const MALFORMED = -2
 
 /** Largest Remaining Length a varint of four bytes can hold. */
-export const MAX_REMAINING = 268_435_455
+const MAX_REMAINING = 268_435_455
 
 /**
  * Size of the whole packet starting at b[at] (fixed header plus Remaining Length), read from
@@ -269,8 +269,16 @@ export function writeSmall(p: Packet, v5: boolean, out: Outbound): boolean | 'fu
     case 'pubrel':
     case 'pubcomp': {
       if ((v5 && p.reasonCode !== undefined && p.reasonCode !== 0) || p.properties !== undefined) return false
+      // One per QoS 1/2 message: written in place, without a byte array of its own.
       const id = p.messageId ?? 0
-      return put(out, [ACK_TYPE[p.cmd], 2, id >> 8, id & 0xff])
+      const at = out.reserve(4)
+      if (at < 0) return 'full'
+      const b = out.buf
+      b[at] = ACK_TYPE[p.cmd]
+      b[at + 1] = 2
+      b[at + 2] = id >> 8
+      b[at + 3] = id & 0xff
+      return true
     }
     case 'suback':
     case 'unsuback': {

@@ -24,7 +24,7 @@ import { discardParked, resume, takeParked } from './session.ts'
 import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
 import { cancelWill, scheduleWill } from './services.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter } from './filters.ts'
-import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicLimits } from './topic.ts'
+import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicError, type TopicLimits } from './topic.ts'
 
 /** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
 export const QOS_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([['Nmqtt-Pub', String(q)]]))
@@ -53,14 +53,6 @@ const RC = {
 interface FullWill extends Will {
   delay: number
   props?: PublishProps
-}
-
-/** A subscription with its MQTT 5 options beyond No Local. */
-export interface FullSub extends MqttSub {
-  /** Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
-  readonly subId?: number
-  /** Retain As Published: deliver the retain flag as it was published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
-  readonly rap: boolean
 }
 
 /** Topic aliases a client has set (MQTT 5 §3.3.2.3.4), per connection; only for those that use them. */
@@ -390,7 +382,7 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
       map.set(alias, topic)
     }
   }
-  const subject = topicToSubject(topic, limits(c))
+  const subject = publishSubject(topic, limits(c))
   if (typeof subject !== 'string') {
     // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
     c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${JSON.stringify(topic)}: ${why(c, subject.error)}`)
@@ -422,6 +414,23 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
   if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
 }
 
+// The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.
+let pubTopic = ''
+let pubLimits: TopicLimits | null = null
+let pubSubject = ''
+
+/** topicToSubject for a PUBLISH topic name, mapping a repeated one only once. */
+function publishSubject(topic: string, lim: TopicLimits): string | TopicError {
+  if (topic === pubTopic && lim === pubLimits) return pubSubject
+  const subject = topicToSubject(topic, lim)
+  if (typeof subject === 'string') {
+    pubTopic = topic
+    pubLimits = lim
+    pubSubject = subject
+  }
+  return subject
+}
+
 /**
  * A publish the user's permissions refuse: not routed (nor retained). MQTT 5 says so with
  * reason 0x87 in PUBACK/PUBREC; QoS 0, and 3.1.1 (which has no refusal code), are
@@ -441,12 +450,18 @@ function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array,
   // A retained message with an empty payload only deletes; it still goes to current
   // subscribers as a normal message [MQTT-3.3.1-10].
   const m = c.msg ?? (c.msg = newMsg())
-  m.subject = subject
-  m.subjectBytes = utf8(subject)
+  // The Msg is this connection's own and nothing changes its bytes: a publisher that repeats
+  // its subject (and reply) keeps the encoded bytes of the last one.
+  if (m.subject !== subject) {
+    m.subject = subject
+    m.subjectBytes = utf8(subject)
+  }
   m.hdr = propsToHeaders(qos, v5props, retained) ?? QOS_HEADERS[qos]!
   m.payload = payload
-  m.reply = reply // the Response Topic, as props.ts maps it
-  m.replyBytes = reply === '' ? EMPTY : utf8(reply)
+  if (m.reply !== reply) {
+    m.reply = reply // the Response Topic, as props.ts maps it
+    m.replyBytes = reply === '' ? EMPTY : utf8(reply)
+  }
   c.publishing = true
   try {
     c.srv.router.publish(m, c)
@@ -515,7 +530,7 @@ function onPubrel(c: MqttConn, pid: number): void {
 
 function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
   const granted: number[] = []
-  const fresh: { sub: FullSub; subjects: string[]; rh: number; isNew: boolean }[] = []
+  const fresh: { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean }[] = []
   const subId = c.version === 5 ? p.properties?.subscriptionIdentifier : undefined
   // A Subscription Identifier of 0 is a Protocol Error (5.0 §3.8.2.1.2).
   if (subId === 0) return c.protocolError('subscription identifier 0', RC.protocolError)
@@ -556,7 +571,7 @@ function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
 }
 
 /** One filter: its router subscriptions, or a failure code for SUBACK, or null if closed. */
-function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub: FullSub; subjects: string[]; rh: number; isNew: boolean } | number | null {
+function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean } | number | null {
   const fail = c.version === 5 ? RC.filterInvalid : 0x80
   const lim = limits(c)
   const shared = parseShared(s.topic, lim)
@@ -613,7 +628,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     rap: c.version === 5 && s.rap === true,
     ...(subId !== undefined ? { subId } : {}),
   }
-  const list: FullSub[] = subjects.map((subject) => (needsDeliveryCheck(c.perms, subject) ? { ...base, subject, denyCheck: c.perms! } : { ...base, subject }))
+  const list: MqttSub[] = subjects.map((subject) => (needsDeliveryCheck(c.perms, subject) ? { ...base, subject, denyCheck: c.perms! } : { ...base, subject }))
   c.subs = withFilter(c.subs, s.topic, list)
   for (const x of list) c.srv.router.subscribe(x)
   return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }

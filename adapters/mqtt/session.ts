@@ -12,7 +12,7 @@ import type { Msg } from '../../src/msg.ts'
 import { mqttOptions } from '../../src/options.ts'
 import { deliveryDenied } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
-import { deliveryQos, topicFor, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
+import { deliveryQos, subTopic, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
 import type { MqttState } from './state.ts'
 import { filterEntries, withFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
@@ -42,8 +42,8 @@ export class Parked implements Owner {
     // The same delivery-time deny check as a live connection: a wildcard that overlaps a
     // denied subject must not fill the offline queue with what the user may not read.
     if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
-    const topic = topicFor(this.st, m)
-    if (topic === null || (s.noDollar && topic.charCodeAt(0) === 36)) return
+    const topic = subTopic(this.st, s, m)
+    if (topic === null) return
     const qos = deliveryQos(s, m)
     if (qos === 0) return
     if (this.queue.length >= this.maxMsgs || this.queued + m.payload.length > this.maxBytes) {
