@@ -298,9 +298,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const s = sub as MqttSub
     if (s.noLocal && this.publishing) return
     if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
-    if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const topic = subTopic(this.st, s, m)
     if (topic === null) return
+    // allow_responses: only a request the client actually gets may be answered.
+    if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
