@@ -8,7 +8,7 @@
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
-import { afterAccept, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface BunSocket {
   write(data: Uint8Array): number
@@ -26,8 +26,6 @@ declare const Bun: {
   version: string
   listen(o: unknown): { port: number; stop(closeActive?: boolean): void }
 }
-
-const END_GRACE_MS = 2000
 
 function listenBun(host: string, port: number, accept: Accept): Promise<Listener> {
   let open = 0

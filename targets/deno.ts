@@ -6,7 +6,7 @@
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
-import { listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface DenoConn {
   read(p: Uint8Array): Promise<number | null>
@@ -22,7 +22,6 @@ declare const Deno: {
 }
 
 const READ_SIZE = 64 * 1024
-const END_GRACE_MS = 2000
 
 function listenDeno(host: string, port: number, accept: Accept): Promise<Listener> {
   let l

@@ -4,7 +4,7 @@
 
 import net from 'node:net'
 import tls from 'node:tls'
-import type { Conn, Dial, PeerTls } from '../src/host.ts'
+import type { Conn, Dial } from '../src/host.ts'
 import type { TlsOptions } from '../src/options.ts'
 import { NetWire } from './net.ts'
 import { peerTlsOf, tlsClientOptions } from './tls.ts'
@@ -34,7 +34,8 @@ class DialWire extends NetWire {
     const t = tls.connect({ ...options, socket: raw })
     t.setNoDelay?.(true)
     let settled = false
-    const timer = setTimeout(() => fail(`no TLS handshake within ${this.opts?.timeout ?? 2000} ms`), this.opts?.timeout ?? 2000)
+    const ms = this.opts?.timeout ?? 2000
+    const timer = setTimeout(() => fail(`no TLS handshake within ${ms} ms`), ms)
     const fail = (why: string): void => {
       if (settled) return
       settled = true
@@ -47,7 +48,7 @@ class DialWire extends NetWire {
       settled = true
       clearTimeout(timer)
       wireUp(this, t)
-      this.tls = peerTls(t)
+      this.tls = peerTlsOf(t)
       done(null)
     })
   }
@@ -56,7 +57,7 @@ class DialWire extends NetWire {
 const PLAIN_TLS: TlsOptions = { verify: false, verify_and_map: false, timeout: 2000, handshake_first: false }
 
 const CONN = Symbol('conn')
-type Wired = (net.Socket | tls.TLSSocket) & { [CONN]?: { wire: DialWire; conn: Conn | null; closed: boolean; error?: string } }
+type Wired = (net.Socket | tls.TLSSocket) & { [CONN]?: { conn: Conn | null; closed: boolean; error?: string } }
 
 function onData(this: Wired, d: Uint8Array): void {
   this[CONN]?.conn?.data(d)
@@ -82,19 +83,13 @@ function onError(this: Wired, e: Error): void {
 /** Routes a socket's events to the wire's Conn (a TLS socket takes over from the raw one). */
 function wireUp(wire: DialWire, sock: net.Socket | tls.TLSSocket): void {
   const prev = (wire.sock as Wired)[CONN]
-  const state = prev ?? { wire, conn: null, closed: false }
+  const state = prev ?? { conn: null, closed: false }
   ;(sock as Wired)[CONN] = state
   wire.sock = sock
   sock.on('data', onData)
   sock.on('drain', onDrain)
   sock.on('close', onClose)
   sock.on('error', onError) // 'close' follows
-}
-
-
-// The hub's certificate, read the same way as a client's on the listeners (identities, DN).
-function peerTls(t: tls.TLSSocket): PeerTls {
-  return peerTlsOf(t)
 }
 
 /** The Dial the uplink uses on every runtime. */
@@ -129,7 +124,7 @@ export const dialNet: Dial = (to, open, failed) => {
     clearTimeout(timer)
     const wire = new DialWire(sock, to.host, to.tls)
     wireUp(wire, sock)
-    if (first) wire.tls = peerTls(sock as tls.TLSSocket)
+    if (first) wire.tls = peerTlsOf(sock as tls.TLSSocket)
     ;(sock as Wired)[CONN]!.conn = open(wire)
   })
 }

@@ -6,11 +6,8 @@ import net from 'node:net'
 import type tls from 'node:tls'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { Accept, Listener } from './runtime.ts'
-import { afterAccept, listenError, plainAddress } from './runtime.ts'
+import { afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
-
-/** How long a closing socket may take to flush before it is destroyed. */
-const END_GRACE_MS = 2000
 
 export function listenNet(host: string, port: number, accept: Accept, secure?: ServerTls): Promise<Listener> {
   const sockets = new Set<net.Socket>()

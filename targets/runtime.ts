@@ -31,6 +31,9 @@ export const standardHost: Host = {
   },
 }
 
+/** How long a closing socket may take to flush before it is destroyed. */
+export const END_GRACE_MS = 2000
+
 /** nats-server reports IPv4 peers without the IPv6-mapped prefix. */
 export function plainAddress(a: string | undefined): string {
   if (!a) return ''

@@ -310,7 +310,7 @@ function onSecure(st: ServerTls, h: Handshakes, ts: tls.TLSSocket): void {
   if (!hs || hs.over) return void ts.destroy()
   if (st.verify) {
     const cert = ts.getPeerCertificate()
-    if (cert === null || cert.raw === undefined || cert.raw.length === 0) return refuse(st, h, hs, 'client certificate required, none sent', ts)
+    if (!hasCert(cert)) return refuse(st, h, hs, 'client certificate required, none sent', ts)
     if (!ts.authorized) {
       const code = String(ts.authorizationError ?? 'not authorized')
       return refuse(st, h, hs, `client certificate refused: ${VERIFY_TEXT[code] ?? code} (${code})`, ts)
@@ -326,14 +326,19 @@ function onSecure(st: ServerTls, h: Handshakes, ts: tls.TLSSocket): void {
 /** What a finished handshake says about the peer (its certificate, if it sent one). */
 export function peerTlsOf(s: tls.TLSSocket, map: CertMap = 'auto'): PeerTls {
   const cert = s.getPeerCertificate()
-  const hasCert = cert !== null && cert.raw !== undefined && cert.raw.length > 0
-  const id = hasCert ? certIdentity({ subject: cert.subject as never, subjectaltname: cert.subjectaltname, raw: cert.raw }, map) : null
+  const sent = hasCert(cert)
+  const id = sent ? certIdentity({ subject: cert.subject as never, subjectaltname: cert.subjectaltname, raw: cert.raw }, map) : null
   return {
     protocol: s.getProtocol() ?? '',
-    authorized: hasCert && s.authorized,
+    authorized: sent && s.authorized,
     identities: id?.identities ?? [],
     subject: id?.subject ?? '',
   }
+}
+
+/** getPeerCertificate() gives an empty object (no raw bytes) when the peer sent none. */
+function hasCert(cert: tls.PeerCertificate | null): boolean {
+  return cert !== null && cert.raw !== undefined && cert.raw.length > 0
 }
 
 function isRevoked(revoked: Map<string, Set<string>>, der: Uint8Array): boolean {

@@ -12,7 +12,7 @@
 // everywhere. sprig's own service subjects (`$SPRIG.>`) stay local unless a map names them.
 
 import type { RemoteOptions, SubjectMap } from '../options.ts'
-import { canPublish, canSubscribe, compilePermissions, deliveryDenied, type CompiledPermissions, type Permissions } from '../permissions.ts'
+import { canPublish, canSubscribe, compilePermissions, deliveryDenied, type CompiledPermissions } from '../permissions.ts'
 import { subjectIsSubsetOf } from '../subject.ts'
 
 /** sprig's service subjects (`$SPRIG.leafz`, `$SPRIG.mqtt.*`): per gateway, never shared unmapped. */
@@ -78,18 +78,6 @@ function prefixes(maps: readonly SubjectMap[]): Prefix[] {
   return maps.map((m) => ({ local: m.local.slice(0, -1), hub: m.hub.slice(0, -1), localPattern: m.local }))
 }
 
-/**
- * A remote's optional `permissions` block, nats-server's shape, seen from the gateway as the
- * hub's "user": `publish` is what the hub may publish into this gateway (what comes down),
- * `subscribe` is what interest this gateway sends up. Local subject names, like the filters.
- */
-export type RemotePermissions = Permissions
-
-/** The per-remote permissions, when the options carry them. */
-export function remotePermissions(r: RemoteOptions): RemotePermissions | undefined {
-  return r.permissions
-}
-
 export interface Filters {
   /** The hub name of a local subject that may go up, or null. */
   up(local: string): string | null
@@ -111,8 +99,8 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
   const exports = compileRule(r.allow_exports, r.deny_exports)
   const imports = compileRule(r.allow_imports, r.deny_imports)
   const hubExp = compileRule(hubExport?.allow, hubExport?.deny)
-  const rp = remotePermissions(r)
-  const perm = rp !== undefined ? compilePermissions(rp) : null
+  // The hub as a user of this gateway: `publish` is what may come down, `subscribe` what interest goes up.
+  const perm = r.permissions !== undefined ? compilePermissions(r.permissions) : null
   const plain = maps.length === 0 && exports === null && imports === null && hubExp === null && perm === null
   const impAllow = hubImport?.allow ?? []
   const impDeny = hubImport?.deny ?? []

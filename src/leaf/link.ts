@@ -5,7 +5,7 @@
 
 import { utf8 } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
-import { newMsg } from '../msg.ts'
+import { EMPTY, newMsg } from '../msg.ts'
 import { Outbound } from '../outbound.ts'
 import { Sublist, type SubLike } from '../sublist.ts'
 import { leafAuthFields } from './creds.ts'
@@ -32,6 +32,11 @@ export interface HubInfo {
 
 export interface HubSub extends SubLike {
   weight: number
+}
+
+/** An interest key: "subject", or "subject queue" for a queue group. */
+export function keyOf(subject: string, queue: string | null): string {
+  return queue === null ? subject : `${subject} ${queue}`
 }
 
 /** A hub -ERR that calls for nats-server's long (30 s) wait before redialling. */
@@ -253,7 +258,7 @@ export class Link implements Conn {
       this.hubError = 'Loop detected'
       return this.fail(`loop detected: the hub sent back our own ${subject}`)
     }
-    const key = queue === null ? subject : `${subject} ${queue}`
+    const key = keyOf(subject, queue)
     const have = this.hubKeys.get(key)
     if (have !== undefined) {
       have.weight = weight
@@ -270,7 +275,7 @@ export class Link implements Conn {
   }
 
   private onUnsub(subject: string, queue: string | null): void {
-    const key = queue === null ? subject : `${subject} ${queue}`
+    const key = keyOf(subject, queue)
     const s = this.hubKeys.get(key)
     if (s === undefined) return
     this.hubKeys.delete(key)
@@ -300,10 +305,13 @@ export class Link implements Conn {
     const local = this.filters.down(subject)
     if (local === null || subject.startsWith('$LDS.')) return
     const m = this.msg
-    m.subject = local
-    m.subjectBytes = utf8(local)
+    // A hub sends the same few subjects over and over: keep the last one's bytes.
+    if (m.subject !== local) {
+      m.subject = local
+      m.subjectBytes = utf8(local)
+    }
     m.reply = reply === '' ? '' : this.filters.replyDown(reply)
-    m.replyBytes = m.reply === '' ? m.subjectBytes.subarray(0, 0) : utf8(m.reply)
+    m.replyBytes = m.reply === '' ? EMPTY : utf8(m.reply)
     m.hdr = hdr
     m.payload = payload
     // No queue list: the hub picked another member for every queue group, plain subscribers only.
@@ -324,7 +332,7 @@ export class Link implements Conn {
 
   /** Adds `delta` to a hub key's count and returns the LS+/LS- line that change needs, if any. */
   private account(subject: string, queue: string | null, before: number, after: number): string {
-    const key = queue === null ? subject : `${subject} ${queue}`
+    const key = keyOf(subject, queue)
     const cur = this.sent.get(key) ?? 0
     const next = cur - before + after
     if (next <= 0) this.sent.delete(key)
@@ -342,7 +350,7 @@ export class Link implements Conn {
   /** Local interest changed (sublist counts): tell the hub what that changes there. */
   localChanged(subject: string, queue: string | null, before: number, after: number): void {
     if (this.phase !== 'up') return
-    const key = queue === null ? subject : `${subject} ${queue}`
+    const key = keyOf(subject, queue)
     let lines = ''
     for (const h of this.hubSubjectsFor(key, subject, queue)) lines += this.account(h, queue, before, after)
     if (after === 0) this.contrib.delete(key)

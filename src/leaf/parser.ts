@@ -3,6 +3,8 @@
 // operation out. Frames may split anywhere (TLS records do), so an incomplete frame is kept
 // until the rest arrives; every kept frame is bounded (line length, payload size).
 
+import { concat, text } from '../bytes.ts'
+
 export interface LeafHandler {
   info(json: string): void
   ping(): void
@@ -16,7 +18,6 @@ export interface LeafHandler {
 
 const CR = 13
 const LF = 10
-const dec = new TextDecoder()
 
 export class LeafParser {
   private pending: Uint8Array | null = null
@@ -32,9 +33,7 @@ export class LeafParser {
   feed(chunk: Uint8Array): string | null {
     let buf = chunk
     if (this.pending !== null) {
-      buf = new Uint8Array(this.pending.length + chunk.length)
-      buf.set(this.pending)
-      buf.set(chunk, this.pending.length)
+      buf = concat(this.pending, chunk)
       this.pending = null
     }
     let pos = 0
@@ -46,7 +45,7 @@ export class LeafParser {
       }
       if (nl - pos > this.maxLine) return 'control line too long'
       const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
-      const line = dec.decode(buf.subarray(pos, end))
+      const line = text(buf, pos, end)
       const r = this.op(line, buf, nl + 1)
       if (typeof r === 'string') return r
       if (r < 0) break // a message whose payload has not fully arrived

@@ -12,7 +12,7 @@ import type { Match, Sublist } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
 import { StoreBuffer } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
-import { isLongWaitError, Link, type HubSub } from './link.ts'
+import { isLongWaitError, keyOf, Link, type HubSub } from './link.ts'
 
 export type RemoteState = 'connecting' | 'handshake' | 'connected' | 'disconnected' | 'stopped'
 
@@ -151,8 +151,7 @@ export class Remote {
     const url = this.urls[this.urlIdx % this.urls.length]!
     this.urlIdx = (this.urlIdx + 1) % this.urls.length
     this.state = 'connecting'
-    const tls = this.opts.tls ?? (url.protocol === 'tls:' ? DEFAULT_TLS : null)
-    const to: DialTarget = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 7422), tls: tls ?? DEFAULT_TLS }
+    const to: DialTarget = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 7422), tls: this.opts.tls ?? DEFAULT_TLS }
     this.srv.log.debug(`Leafnode ${this.name}: dialling ${redact(url)}`)
     let opened = false
     this.dial(
@@ -342,12 +341,12 @@ export class Remote {
    * The hub queue groups a message should serve (those with no local member), or null when
    * the hub has no interest at all. An LMSG without a queue list reaches only plain subscribers.
    */
-  private hubQueues(h: Match<HubSub>, local: Match<Sub> | null): readonly string[] | null {
+  private hubQueues(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
     if (h.qsubs.length === 0) return h.psubs.length === 0 ? null : NO_QUEUES
     const out: string[] = []
     for (const g of h.qsubs) {
       const q = g[0]!.queue!
-      if (local !== null && local.qsubs.some((lg) => lg[0]!.queue === q)) continue
+      if (local.qsubs.some((lg) => lg[0]!.queue === q)) continue
       out.push(q)
     }
     if (h.psubs.length === 0 && out.length === 0) return null
@@ -469,10 +468,6 @@ export interface RemoteStatus {
 }
 
 const NO_QUEUES: readonly string[] = Object.freeze([])
-
-function keyOf(subject: string, queue: string | null): string {
-  return queue === null ? subject : `${subject} ${queue}`
-}
 
 /** A URL for logs and status: the password never shows. */
 export function redact(u: URL): string {
