@@ -1,5 +1,5 @@
 // TLS for the node:net targets. Node, Bun and Deno all go through node:tls: Deno's native TLS
-// cannot ask for or read client certificates (../shared/docs/runtimes.md). Server side: a
+// cannot ask for or read client certificates (docs/runtimes.md). Server side: a
 // listener's settings, read and checked once at start-up (serverTls), and the handshake on an
 // accepted socket (upgradeSocket). Client side: options for tls.connect on a dialled socket.
 

@@ -1,7 +1,7 @@
 // One connection to a hub, as a sans-I/O Conn: read the hub's INFO, upgrade to TLS when asked,
 // CONNECT, wait for the second INFO (permissions), then LS+/LS- and LMSG/HMSG both ways and
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
-// Protocol notes: ../shared/docs/leafnode-protocol.md.
+// Protocol notes: docs/leafnode-protocol.md.
 
 import { utf8 } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'

@@ -1,5 +1,5 @@
 // The leafnode protocol as a hub sends it: INFO, PING, PONG, +OK, -ERR, LS+, LS-, LMSG, HMSG
-// (grammar in ../shared/docs/leafnode-protocol.md §2.1 and §3). Bytes in, one callback per
+// (grammar in docs/leafnode-protocol.md). Bytes in, one callback per
 // operation out. Frames may split anywhere (TLS records do), so an incomplete frame is kept
 // until the rest arrives; every kept frame is bounded (line length, payload size).
 
