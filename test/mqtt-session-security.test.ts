@@ -113,6 +113,28 @@ t.test('13.1: a live session taken over by another user closes the old connectio
   t.equal(((await s2.next('publish')) as IPublishPacket | undefined)?.payload.toString(), 'queued', 'and its queued message')
 })
 
+t.test("13.1: the ended session's delayed will is sent, as at any session end", async (t) => {
+  const b = await startBroker({ mqtt: true, authorization: { timeout: 2000, users: USERS } })
+  t.teardown(() => b.stop())
+  const nc = await natsClient(t, b.url, { user: 'admin', pass: 'admin' })
+  const sub = nc.subscribe('admin.will')
+  await nc.flush()
+  const will = { topic: 'admin/will', payload: Buffer.from('admin gone'), qos: 0, retain: false, properties: { willDelayInterval: 60 } }
+  const [admin] = await rawConnect(b.mqttPort, 5, { clientId: 'will-owner', username: 'admin', password: Buffer.from('admin'), will })
+  admin.close() // abrupt: the will waits for its delay or the session's end
+  await sleep(100)
+  const got: string[] = []
+  void (async () => {
+    for await (const m of sub) got.push(m.string())
+  })()
+  const [sens, ack] = await rawConnect(b.mqttPort, 5, { clientId: 'will-owner', username: 'sens', password: Buffer.from('sens') })
+  t.teardown(() => sens.close())
+  t.equal(ack.sessionPresent, false)
+  await nc.flush()
+  await sleep(200)
+  t.same(got, ['admin gone'], "admin's session ended, so its will went now")
+})
+
 t.test('13.2: a reload narrows parked sessions: filters, queued messages and delivery checks', async (t) => {
   const v1: UserConfig[] = [
     { user: 'admin', password: 'admin' },
@@ -131,6 +153,10 @@ t.test('13.2: a reload narrows parked sessions: filters, queued messages and del
   const gone = await mqttClient(t, b.mqttUrl, { clientId: 'gone-1', clean: false, username: 'gone', password: 'gone' })
   await gone.subscribeAsync('#', { qos: 1 })
   await gone.endAsync()
+  const [goneLive] = await rawConnect(b.mqttPort, 4, { clientId: 'gone-live', username: 'gone', password: Buffer.from('gone') })
+  t.teardown(() => goneLive.close())
+  goneLive.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '#', qos: 1 }] })
+  await goneLive.next('suback')
   const nc = await natsClient(t, b.url, { user: 'admin', pass: 'admin' })
   nc.publish('sensors.q1', 'before')
   nc.publish('other.q1', 'before')
@@ -147,6 +173,8 @@ t.test('13.2: a reload narrows parked sessions: filters, queued messages and del
   const st = mqttState(b.srv)
   t.notOk(st.sessions.has('gone-1'), "a removed user's parked session ends")
   t.ok(b.logs.some((l) => l.includes('mqtt session "gone-1" ended: User "gone" no longer exists')))
+  t.ok(await goneLive.waitClosed(), "a removed user's live connection is closed")
+  t.notOk(st.sessions.has('gone-live'), 'and its session is not kept')
   t.ok(b.logs.some((l) => l.includes('mqtt session "dev-1": removed sub "sensors/#" for User "dev" - not authorized')))
   t.equal(st.counters.revoked_msgs, 2, 'sensors/q1 and data/secret/q1 dropped from the queues')
 
