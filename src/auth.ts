@@ -107,6 +107,21 @@ export function authenticate(auth: Auth, c: Credentials, tls: PeerTls | undefine
   return checkBcrypt(c.pass, u.password).then((ok) => (ok ? id : null))
 }
 
+/**
+ * Who the user name `user` stands for under `opts` now, for state kept while its client is
+ * away (MQTT persistent sessions): that identity with the permissions in force, or null when
+ * it no longer exists. '' is everyone on a server without authorization, or the token.
+ */
+export function userIdentity(opts: Options, user: string): Identity | null {
+  const auth = authOf(opts)
+  if (user === '') {
+    if (!auth.required) return OPEN
+    return auth.token !== undefined ? { user: '', perms: auth.tokenPerms } : null
+  }
+  const u = auth.users.get(user)
+  return u ? { user, perms: u.perms } : null
+}
+
 export function isBcrypt(s: string): boolean {
   return /^\$2[aby]\$\d\d\$/.test(s)
 }
@@ -177,6 +192,18 @@ interface Reauthorizable {
   reauthorize?(): void
 }
 
+const reloadHooks = new WeakMap<Server, (() => void)[]>()
+
+/**
+ * Runs `fn` after each reload that changed users or permissions, once live connections were
+ * checked: for what an adapter keeps beyond its connections (MQTT's parked sessions).
+ */
+export function onAuthReload(srv: Server, fn: () => void): void {
+  let list = reloadHooks.get(srv)
+  if (!list) reloadHooks.set(srv, (list = []))
+  list.push(fn)
+}
+
 /** Options whose change a reload cannot apply (the listeners are open); nats-server refuses these too. */
 function fixed(o: Options): Record<string, unknown> {
   const m = mqttOptions(o)
@@ -208,6 +235,7 @@ export function reloadAuth(srv: Server, next: Options): () => string[] {
     if (changed.length === 0) return changed
     srv.opts = { ...cur, authorization: next.authorization, no_auth_user: next.no_auth_user }
     for (const s of [...srv.sessions.values()]) (s as Reauthorizable).reauthorize?.()
+    for (const fn of reloadHooks.get(srv) ?? []) fn()
     return changed
   }
 }

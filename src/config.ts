@@ -402,6 +402,8 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   session_expiry: duration,
   max_offline_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 queues nothing offline)'),
   max_offline_bytes: orZero(size()),
+  max_sessions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0: no limit)'),
+  max_sessions_bytes: orZero(size()),
   topic_alias_maximum: integer(0, 65535, 'an integer 0-65535'),
   max_keepalive: orZero(duration),
   max_topic_length: integer(1, 65535, 'an integer 1-65535'),

@@ -125,6 +125,16 @@ export interface MqttOptions {
   max_offline_msgs: number
   /** Payload bytes queued for a disconnected persistent session. */
   max_offline_bytes: number
+  /**
+   * Persistent sessions kept, parked and live together; 0 = no limit. A new one over it
+   * expires the oldest parked session first, or is refused when all are live (README).
+   */
+  max_sessions: number
+  /**
+   * Payload bytes held by all parked sessions together (queued and unacknowledged); 0 = no
+   * limit. Over it a new offline message is dropped, as over max_offline_bytes.
+   */
+  max_sessions_bytes: number
   /** MQTT 5 Topic Alias Maximum offered in CONNACK (aliases a client may set); 0 = none. */
   topic_alias_maximum: number
   /**
@@ -194,6 +204,10 @@ export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
   session_expiry: 24 * 3_600_000,
   max_offline_msgs: 1000,
   max_offline_bytes: 1024 * 1024,
+  // Without a bound on their number, every device id ever seen keeps a session for a day:
+  // 10k sessions, and 64 MiB of offline messages among all of them, fit a 1 GB gateway.
+  max_sessions: 10_000,
+  max_sessions_bytes: 64 * 1024 * 1024,
   topic_alias_maximum: 64,
   max_keepalive: 0,
   max_topic_length: 65535,

@@ -117,6 +117,16 @@ export function deliveryDenied(p: CompiledPermissions | null, subject: string, q
   return p.subDeny.some((r) => (r.queue === null || r.queue === queue) && subjectMatches(r.subject, subject))
 }
 
+/**
+ * Could a client with `p` still receive a message on the literal `subject`, through any
+ * subscription (any queue group) it may hold? For messages already held for a client whose
+ * permissions changed (MQTT sessions).
+ */
+export function mayReceive(p: CompiledPermissions, subject: string): boolean {
+  if (p.subAllow !== null && !p.subAllow.some((r) => subjectMatches(r.subject, subject))) return false
+  return !p.subDeny.some((r) => r.queue === null && subjectMatches(r.subject, subject))
+}
+
 // --- allow_responses ------------------------------------------------------------------------
 
 /** Reply subjects of requests a connection received, and how many answers each has left. */

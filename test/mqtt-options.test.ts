@@ -32,6 +32,8 @@ t.test('defaults: MQTT on, port 1883, on the main host', async (t) => {
     session_expiry: 24 * 3_600_000,
     max_offline_msgs: 1000,
     max_offline_bytes: 1024 * 1024,
+    max_sessions: 10_000,
+    max_sessions_bytes: 64 * 1024 * 1024,
     topic_alias_maximum: 64,
     max_keepalive: 0,
     max_topic_length: 65535,
@@ -70,6 +72,8 @@ t.test('bad mqtt values name the key or the flag', async (t) => {
     [{ mqtt: { retained_max_bytes: 'lots' } }, 'mqtt.retained_max_bytes: expected a size in bytes (number, or a string like "1MB"), got "lots"'],
     [{ mqtt: { session_expiry: 'soon' } }, 'mqtt.session_expiry: expected a duration (seconds as a number, or a string like "10s", "500ms", "2m"), got "soon"'],
     [{ mqtt: { max_offline_msgs: -1 } }, 'mqtt.max_offline_msgs: expected an integer >= 0 (0 queues nothing offline), got -1'],
+    [{ mqtt: { max_sessions: 1.5 } }, 'mqtt.max_sessions: expected an integer >= 0 (0: no limit), got 1.5'],
+    [{ mqtt: { max_sessions_bytes: 'lots' } }, 'mqtt.max_sessions_bytes: expected a size in bytes (number, or a string like "1MB"), got "lots"'],
     [{ mqtt: { prot: 1 } }, 'unknown option "mqtt.prot" (did you mean "mqtt.port"?)'],
   ]
   for (const [raw, want] of cases) t.equal(errorOf(t, () => validateOptions(raw, defaults, { file: F })), `config error in ${F}: ${want}`, want)

@@ -420,6 +420,30 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     return true
   }
 
+  /**
+   * Drops the QoS 1/2 messages held for this client (waiting, in flight) that `keep` refuses,
+   * after a permissions change (session.ts recheckSession); returns how many.
+   */
+  dropHeld(keep: (o: Outgoing) => boolean): number {
+    const f = this.flow
+    if (f === null) return 0
+    let n = 0
+    if (f.waiting !== null) {
+      const kept: Outgoing[] = []
+      for (const o of f.waiting) {
+        if (keep(o)) kept.push(o)
+        else {
+          f.held -= o.payload.length
+          n++
+        }
+      }
+      f.waiting = kept
+    }
+    // acked() frees the slot (and may send a waiting message, all of which passed `keep`).
+    if (f.inflight !== null) for (const [pid, o] of [...f.inflight]) if (!keep(o) && this.acked(pid)) n++
+    return n
+  }
+
   /** Packet ids 1..65535, skipping those still in flight ([MQTT-2.2.1-4] in 5.0). */
   private nextPid(): number {
     const f = this.qosFlow()
@@ -502,7 +526,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (this.done) return
     this.done = true
     const srv = this.srv
-    if (this.connected && this.sessionExpiry > 0) park(this, srv.host.now(), this.sessionExpiry)
+    // A session whose user is gone is not kept: it ends here (and a delayed will goes now).
+    if (this.connected && this.sessionExpiry > 0 && !park(this, srv.host.now(), this.sessionExpiry)) this.sessionExpiry = 0
+    this.st.persistent.delete(this)
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)

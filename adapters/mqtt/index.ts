@@ -1,10 +1,11 @@
 // Entry point of the MQTT adapter for targets: accept a socket, get a connection.
 
+import { onAuthReload } from '../../src/auth.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import type { Server } from '../../src/server.ts'
 import { MqttConn } from './conn.ts'
 import { installServices } from './services.ts'
-import { expireSessions } from './session.ts'
+import { expireSessions, reloadParked } from './session.ts'
 import { mqttState } from './state.ts'
 
 export { MqttConn, NATS_DEFAULT_QOS } from './conn.ts'
@@ -24,6 +25,8 @@ export function startMqtt(srv: Server): void {
   // /varz → sprig.mqtt: every MQTT bound's drop counter, next to what it bounds.
   srv.status.set('mqtt', () => ({
     sessions_parked: st.sessions.size,
+    sessions_live: st.persistent.size,
+    sessions_bytes: st.parkedBytes,
     retained_msgs: st.retained.byTopic.size,
     retained_bytes: st.retained.bytes,
     retained_refused: st.retained.refused,
@@ -31,6 +34,8 @@ export function startMqtt(srv: Server): void {
   }))
   // Parked sessions expire on the server's tick, whether or not any MQTT client is connected.
   srv.onTick((now) => expireSessions(mqttState(srv), now))
+  // A reload re-checks parked sessions too: they are no Sessions of the server.
+  onAuthReload(srv, () => reloadParked(srv))
 }
 
 const started = new WeakSet<Server>()

@@ -20,10 +20,10 @@ import { authenticate, authOf, mapsCertificates, OPEN, type Credentials, type Id
 import { canSubscribe, deliveryDenied, needsDeliveryCheck, publishAllowed } from '../../src/permissions.ts'
 import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
 import { matchRetained, retain } from './retained.ts'
-import { discardParked, resume, takeParked } from './session.ts'
+import { endParked, recheckSession, resume, roomForSession, takeParked } from './session.ts'
 import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
 import { cancelWill, scheduleWill } from './services.ts'
-import { filterCount, filterEntries, subsOf, withFilter, withoutFilter } from './filters.ts'
+import { filterCount, subsOf, withFilter, withoutFilter } from './filters.ts'
 import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicError, type TopicLimits } from './topic.ts'
 
 /** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
@@ -239,18 +239,9 @@ export function reauthorize(c: MqttConn): void {
       return c.disconnect(RC.notAuthorized, 'Authorization Violation')
     }
     setIdentity(c, who)
-    for (const [filter, list] of filterEntries(c.subs)) {
-      if (who.perms === null || list.every((s) => canSubscribe(who.perms!, s.subject, s.queue))) {
-        for (const s of list) {
-          if (needsDeliveryCheck(who.perms, s.subject)) s.denyCheck = who.perms!
-          else delete s.denyCheck
-        }
-        continue
-      }
-      for (const s of list) c.srv.router.unsubscribe(s)
-      c.subs = withoutFilter(c.subs, filter)
-      c.srv.log.info(`Removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(c.user)} - not authorized`)
-    }
+    recheckSession(c, c.srv.router, c.st, who.perms, (filter) =>
+      c.srv.log.info(`Removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(c.user)} - not authorized`),
+    )
   }
   const who = identify(c, creds)
   if (who instanceof Promise) void who.then(apply)
@@ -312,19 +303,6 @@ function accept(c: MqttConn, p: IConnectPacket): void {
   if (props.maximumPacketSize) c.maxOutPacket = props.maximumPacketSize
   // The client's Topic Alias Maximum: how many aliases sprig may give it [MQTT-3.3.2-11] (aliases.ts).
   if (c.version === 5 && props.topicAliasMaximum) c.aliasMax = props.topicAliasMaximum
-  // Session takeover: the older connection with this id goes [MQTT-3.1.4-2] (parking its
-  // session if it was persistent, so it can be picked up right below).
-  c.st.clients.get(id)?.takeover()
-  c.st.clients.set(id, c)
-  // A delayed will of this session is not sent once the client is back [MQTT-3.1.3-9];
-  // with Clean Start the old session ends here, and a will waiting for that goes now.
-  cancelWill(c.st, id, p.clean !== false)
-  let parked = takeParked(c.st, id)
-  // Clean session / Clean Start: any previous session is discarded [MQTT-3.1.2-6] (5.0: [MQTT-3.1.2-4]).
-  if (parked && p.clean !== false) {
-    discardParked(parked)
-    parked = null
-  }
   // 3.1.1: clean session 0 persists (until session_expiry); 5.0: Session Expiry Interval,
   // capped at session_expiry, and the CONNACK then says so.
   let expiryProp: number | undefined
@@ -335,6 +313,34 @@ function accept(c: MqttConn, p: IConnectPacket): void {
     c.sessionExpiry = Math.min(ms, o.session_expiry)
     if (ms > o.session_expiry) expiryProp = Math.floor(o.session_expiry / 1000)
   }
+  const st = c.st
+  const holder = st.clients.get(id)
+  // A new persistent session (one that replaces none) must fit under max_sessions (session.ts).
+  if (c.sessionExpiry > 0 && !st.sessions.has(id) && !(holder !== undefined && st.persistent.has(holder)) && !roomForSession(srv, st, o.max_sessions)) {
+    st.counters.sessions_refused++
+    return refuseConnect(c, 0x03, RC.quotaExceeded, `maximum sessions (${o.max_sessions}) reached (mqtt.max_sessions), none parked`)
+  }
+  // Session takeover: the older connection with this id goes [MQTT-3.1.4-2] (parking its
+  // session if it was persistent, so it can be picked up right below).
+  holder?.takeover()
+  st.clients.set(id, c)
+  let parked = takeParked(st, id)
+  // A session belongs to the identity that made it: another one gets a clean session, and
+  // the old session ends (its subscriptions and messages never reach the newcomer).
+  const foreign = parked !== null && parked.user !== c.user
+  if (parked && foreign) {
+    srv.log.warn(`${c.label()} mqtt session ${JSON.stringify(id)} of User ${JSON.stringify(parked.user)} ended: client id taken by User ${JSON.stringify(c.user)}`)
+    st.counters.sessions_foreign++
+  }
+  // Clean session / Clean Start: any previous session is discarded [MQTT-3.1.2-6] (5.0: [MQTT-3.1.2-4]).
+  if (parked && (foreign || p.clean !== false)) {
+    endParked(parked)
+    parked = null
+  }
+  // A delayed will of this session is not sent once the client is back [MQTT-3.1.3-9];
+  // when the old session ends here, a will waiting for that goes now.
+  cancelWill(st, id, p.clean !== false || foreign)
+  if (c.sessionExpiry > 0) st.persistent.add(c)
   c.connected = true
   // 3.1.1 CONNACKs carry no properties: not even built for them.
   connack(c, 0, RC.success, c.version === 4 ? undefined : {

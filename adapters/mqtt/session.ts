@@ -1,21 +1,32 @@
 // Persistent sessions (3.1.1 clean session 0, MQTT 5 Session Expiry > 0), kept in memory.
 // When such a connection ends its subscriptions are handed to a Parked owner, which stays
 // subscribed in the router and queues QoS 1/2 messages while the client is away (bounded
-// by max_offline_msgs and max_offline_bytes; overflow policy: the newest message is
-// dropped and counted, so what the device finds is the oldest, contiguous stretch).
+// by max_offline_msgs and max_offline_bytes, and for all parked sessions together by
+// max_sessions_bytes; overflow policy: the newest message is dropped and counted, so what
+// the device finds is the oldest, contiguous stretch).
 // QoS 0 messages are not queued (MQTT allows either). A reconnect with the same client id
 // takes the session back: unacknowledged messages are resent with DUP [MQTT-4.4.0-1], then
 // the queue follows. Sessions expire after their expiry, checked on the server's housekeeping tick (startMqtt).
+//
+// A session belongs to the identity that made it (the authenticated user; '' on an open
+// server): only that identity resumes it, and always under the permissions in force then
+// (recheckSession). Another identity with the same client id ends it and starts clean.
+// mqtt.max_sessions bounds parked and live persistent sessions together: a new one over it
+// expires the oldest parked session, or is refused when every session is live (roomForSession).
 
 import { Buffer } from 'node:buffer'
+import { userIdentity } from '../../src/auth.ts'
 import type { Msg } from '../../src/msg.ts'
 import { mqttOptions } from '../../src/options.ts'
-import { deliveryDenied } from '../../src/permissions.ts'
+import { canSubscribe, deliveryDenied, mayReceive, needsDeliveryCheck, type CompiledPermissions } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
+import type { Server } from '../../src/server.ts'
 import { deliveryQos, subTopic, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
-import type { MqttState } from './state.ts'
-import { filterEntries, withFilter, type Filters } from './filters.ts'
+import { mqttState, type MqttState } from './state.ts'
+import { filterEntries, withFilter, withoutFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
+import { cancelWill } from './services.ts'
+import { topicToSubject } from './topic.ts'
 
 export class Parked implements Owner {
   readonly echo = true
@@ -25,7 +36,11 @@ export class Parked implements Owner {
   queue: Outgoing[] = []
   /** Payload bytes in `queue`. */
   queued = 0
+  /** Payload bytes in `inflight`. */
+  unacked = 0
   qos2In = new Set<number>()
+  /** In st.sessions, its bytes counted in st.parkedBytes (false once taken or ended). */
+  stored = false
 
   constructor(
     readonly cid: number,
@@ -35,6 +50,12 @@ export class Parked implements Owner {
     public expiresAt: number,
     private readonly maxMsgs: number,
     private readonly maxBytes: number,
+    /** max_sessions_bytes: 0 = no bound on all parked sessions together. */
+    private readonly maxAllBytes: number,
+    /** The identity the session belongs to (src/auth.ts Identity.user). */
+    readonly user: string,
+    /** The permissions its subscriptions and messages were last checked against. */
+    public perms: CompiledPermissions | null,
   ) {}
 
   deliver(sub: Sub, m: Msg): void {
@@ -46,44 +67,103 @@ export class Parked implements Owner {
     if (topic === null) return
     const qos = deliveryQos(s, m)
     if (qos === 0) return
-    if (this.queue.length >= this.maxMsgs || this.queued + m.payload.length > this.maxBytes) {
+    const n = m.payload.length
+    if (this.queue.length >= this.maxMsgs || this.queued + n > this.maxBytes || (this.maxAllBytes > 0 && this.st.parkedBytes + n > this.maxAllBytes)) {
       this.st.counters.offline_dropped++
       return
     }
     const props = deliveryProps(headersToProps(this.st, m), s)
     this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props })
-    this.queued += m.payload.length
+    this.queued += n
+    if (this.stored) this.st.parkedBytes += n
+  }
+
+  /** Drops the held messages `keep` refuses; returns how many. */
+  dropHeld(keep: (o: Outgoing) => boolean): number {
+    let bytes = 0
+    let n = 0
+    const kept: Outgoing[] = []
+    for (const o of this.queue) {
+      if (keep(o)) kept.push(o)
+      else {
+        bytes += o.payload.length
+        n++
+      }
+    }
+    this.queue = kept
+    this.queued -= bytes
+    for (const [pid, o] of this.inflight) {
+      if (keep(o)) continue
+      this.inflight.delete(pid)
+      this.unacked -= o.payload.length
+      bytes += o.payload.length
+      n++
+    }
+    if (this.stored) this.st.parkedBytes -= bytes
+    return n
   }
 }
 
-/** Moves a closing connection's session into a Parked owner that lives on for `expiryMs`. */
-export function park(c: MqttConn, now: number, expiryMs: number): void {
+/**
+ * Moves a closing connection's session into a Parked owner that lives on for `expiryMs`.
+ * False when the session ends instead: its user no longer exists (a reload removed it).
+ */
+export function park(c: MqttConn, now: number, expiryMs: number): boolean {
+  const who = userIdentity(c.srv.opts, c.user)
+  if (who === null) {
+    c.srv.log.info(`${c.label()} mqtt session not kept: User ${JSON.stringify(c.user)} no longer exists`)
+    c.st.counters.sessions_revoked++
+    return false
+  }
   const o = mqttOptions(c.srv.opts)
-  const p = new Parked(c.cid, c.clientId, c.st, c.srv.router, now + expiryMs, o.max_offline_msgs, o.max_offline_bytes)
+  const p = new Parked(c.cid, c.clientId, c.st, c.srv.router, now + expiryMs, o.max_offline_msgs, o.max_offline_bytes, o.max_sessions_bytes, c.user, c.perms)
   p.subs = moveSubs(c.srv.router, c.subs, p)
   c.subs = null
   p.inflight = new Map(c.inflight)
   p.queue = c.waiting.slice()
   for (const w of p.queue) p.queued += w.payload.length
+  for (const w of p.inflight.values()) p.unacked += w.payload.length
   p.qos2In = new Set(c.qos2In)
+  // A reload whose check of this connection has not finished (a bcrypt user): the session
+  // keeps only what the new rules allow.
+  if (who.perms !== c.perms) recheckParked(c.srv, p, who.perms)
+  p.stored = true
+  c.st.parkedBytes += p.queued + p.unacked
   c.st.sessions.set(c.clientId, p)
+  return true
+}
+
+/** Takes a parked session out of the store. */
+function unstore(p: Parked): void {
+  if (!p.stored) return
+  p.stored = false
+  p.st.sessions.delete(p.clientId)
+  p.st.parkedBytes -= p.queued + p.unacked
 }
 
 /** Takes the parked session for this id out of the store (null when there is none). */
 export function takeParked(st: MqttState, clientId: string): Parked | null {
   const p = st.sessions.get(clientId)
   if (!p) return null
-  st.sessions.delete(clientId)
+  unstore(p)
   return p
 }
 
-/** A parked session the reconnecting client does not want (clean start) [MQTT-3.1.2-6]. */
-export function discardParked(p: Parked): void {
+/**
+ * Ends a parked session (Clean Start [MQTT-3.1.2-6], another identity took its client id,
+ * max_sessions, its user is gone): subscriptions dropped, and a will waiting for the
+ * session's end goes now, as at any session end (5.0 §3.1.3.2.2).
+ */
+export function endParked(p: Parked): void {
+  unstore(p)
   p.subs = moveSubs(p.router, p.subs, null)
+  cancelWill(p.st, p.clientId, true)
 }
 
 /** Gives a parked session to a connection that was just acknowledged (CONNACK sent). */
 export function resume(c: MqttConn, p: Parked): void {
+  // Only what the client may read now: permissions may have changed while it was away.
+  if (p.perms !== c.perms) recheckParked(c.srv, p, c.perms)
   c.subs = moveSubs(p.router, p.subs, c)
   p.subs = null
   for (const id of p.qos2In) c.qos2In.add(id)
@@ -99,10 +179,102 @@ export function resume(c: MqttConn, p: Parked): void {
 
 /** Drops parked sessions whose time is up. */
 export function expireSessions(st: MqttState, now: number): void {
-  for (const [id, p] of st.sessions) {
+  for (const p of [...st.sessions.values()]) {
     if (p.expiresAt > now) continue
-    st.sessions.delete(id)
+    unstore(p)
     p.subs = moveSubs(p.router, p.subs, null)
+  }
+}
+
+/**
+ * Room for one more persistent session under mqtt.max_sessions (`max`; 0: no limit), parked
+ * and live ones counted: the oldest parked session is expired early to make it (logged,
+ * counted); false when every session is live, and the new one must be refused.
+ */
+export function roomForSession(srv: Server, st: MqttState, max: number): boolean {
+  if (max === 0) return true
+  while (st.sessions.size + st.persistent.size >= max) {
+    const oldest = st.sessions.values().next().value
+    if (oldest === undefined) return false
+    srv.log.warn(`mqtt session ${JSON.stringify(oldest.clientId)} of User ${JSON.stringify(oldest.user)} expired early: mqtt.max_sessions (${max}) reached`)
+    st.counters.sessions_evicted++
+    endParked(oldest)
+  }
+  return true
+}
+
+// --- permissions ------------------------------------------------------------------------------
+
+/** A session a permissions check applies to: a live connection or a parked session. */
+export interface Checked {
+  subs: Filters
+  /** Drops the held QoS 1/2 messages (waiting, in flight) `keep` refuses; returns how many. */
+  dropHeld(keep: (o: Outgoing) => boolean): number
+}
+
+/**
+ * The one rule for a session against the permissions in force: at resume, for a live
+ * connection after a reload, for a parked session after a reload. A filter whose subject
+ * the permissions now refuse is unsubscribed and removed (`a/#` may lose only its parent
+ * level `a`, as at SUBSCRIBE); the others get the delivery-time deny check SUBSCRIBE would
+ * give them. Held messages on a subject the user may no longer read are dropped (counted).
+ * `removed` hears each filter taken away, for the log.
+ */
+export function recheckSession(s: Checked, router: Router, st: MqttState, perms: CompiledPermissions | null, removed: (filter: string) => void): void {
+  for (const [filter, list] of filterEntries(s.subs)) {
+    const ok = perms === null ? list : list.filter((x) => canSubscribe(perms, x.subject, x.queue))
+    if (ok.length === 0 || ok[0] !== list[0]) {
+      for (const x of list) router.unsubscribe(x)
+      s.subs = withoutFilter(s.subs, filter)
+      removed(filter)
+      continue
+    }
+    for (const x of list) {
+      if (ok.length !== list.length && !ok.includes(x)) router.unsubscribe(x)
+      else if (needsDeliveryCheck(perms, x.subject)) x.denyCheck = perms!
+      else if (x.denyCheck !== undefined) delete x.denyCheck
+    }
+    if (ok.length !== list.length) s.subs = withFilter(s.subs, filter, ok)
+  }
+  if (perms === null) return
+  st.counters.revoked_msgs += s.dropHeld((o) => stillReadable(perms, o))
+}
+
+/**
+ * May a held message still go to a client with `perms`? Not when it may no longer read its
+ * subject. A QoS 2 message already released (PUBREL sent) was delivered: it stays.
+ */
+function stillReadable(perms: CompiledPermissions, o: Outgoing): boolean {
+  if (o.released) return true
+  const subject = topicToSubject(o.topic) // the exact reverse of the topic it was given (topic.ts)
+  return typeof subject === 'string' && mayReceive(perms, subject)
+}
+
+/** recheckSession for a parked session, logged under its client id. */
+function recheckParked(srv: Server, p: Parked, perms: CompiledPermissions | null): void {
+  const before = p.st.counters.revoked_msgs
+  recheckSession(p, p.router, p.st, perms, (filter) =>
+    srv.log.info(`mqtt session ${JSON.stringify(p.clientId)}: removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(p.user)} - not authorized`),
+  )
+  p.perms = perms
+  const dropped = p.st.counters.revoked_msgs - before
+  if (dropped > 0) srv.log.info(`mqtt session ${JSON.stringify(p.clientId)}: dropped ${dropped} held message(s) User ${JSON.stringify(p.user)} may no longer read`)
+}
+
+/**
+ * After a reload changed users or permissions: each parked session against its user as the
+ * new configuration has it. A session whose user is gone ends; the others keep what the new
+ * permissions allow.
+ */
+export function reloadParked(srv: Server): void {
+  const st = mqttState(srv)
+  for (const p of [...st.sessions.values()]) {
+    const who = userIdentity(srv.opts, p.user)
+    if (who === null) {
+      srv.log.warn(`mqtt session ${JSON.stringify(p.clientId)} ended: User ${JSON.stringify(p.user)} no longer exists`)
+      st.counters.sessions_revoked++
+      endParked(p)
+    } else if (who.perms !== p.perms) recheckParked(srv, p, who.perms)
   }
 }
 

@@ -15,8 +15,18 @@ export interface MqttCounters {
   oversize_drops: number
   /** Will messages published. */
   wills: number
-  /** QoS 1/2 messages dropped because a disconnected session's queue was full. */
+  /** QoS 1/2 messages dropped because a disconnected session's queue (or all of them, max_sessions_bytes) was full. */
   offline_dropped: number
+  /** Oldest parked sessions expired early to make room for a new one (mqtt.max_sessions). */
+  sessions_evicted: number
+  /** New persistent sessions refused (CONNACK 0x97 / 0x03): max_sessions reached and none parked. */
+  sessions_refused: number
+  /** Sessions ended because another identity connected with their client id. */
+  sessions_foreign: number
+  /** Sessions ended because their user no longer exists (reload). */
+  sessions_revoked: number
+  /** Held messages dropped because the session's user may no longer read their subject. */
+  revoked_msgs: number
 }
 
 /** The part of a connection the shared state needs: closing it on takeover. */
@@ -27,8 +37,15 @@ export interface Holder {
 export interface MqttState {
   readonly clients: Map<string, Holder>
   readonly retained: RetainedStore
-  /** Persistent sessions whose client is away, by client id. */
+  /** Persistent sessions whose client is away, by client id; oldest parked first. */
   readonly sessions: Map<string, Parked>
+  /** Live connections with a persistent session (they count against max_sessions too). */
+  readonly persistent: Set<Holder>
+  /**
+   * Payload bytes held by all parked sessions (queued and unacknowledged): what
+   * mqtt.max_sessions_bytes bounds, one number for a memory budget to read.
+   */
+  parkedBytes: number
   readonly counters: MqttCounters
   /** Subject -> topic of the last message delivered (fan-out maps each message once). */
   topicSeq: number
@@ -50,7 +67,19 @@ export function mqttState(srv: Server): MqttState {
       clients: new Map(),
       retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
       sessions: new Map(),
-      counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0 },
+      persistent: new Set(),
+      parkedBytes: 0,
+      counters: {
+        unmappable_subjects: 0,
+        oversize_drops: 0,
+        wills: 0,
+        offline_dropped: 0,
+        sessions_evicted: 0,
+        sessions_refused: 0,
+        sessions_foreign: 0,
+        sessions_revoked: 0,
+        revoked_msgs: 0,
+      },
       topicSeq: -1,
       topic: null,
       propsSeq: -1,
