@@ -57,3 +57,44 @@ t.test('allow_responses: replies to received requests, bounded count and time', 
   t.ok(r.size <= 4096, 'the map is bounded')
   t.equal(publishAllowed(p, r, '_INBOX.x4999', 1), true, 'the newest are kept')
 })
+
+t.test('$SPRIG. subjects: hidden from users with permissions unless an allow rule names them', async (t) => {
+  const denyOnly = compilePermissions({ subscribe: { deny: ['admin.>'] } })
+  const wide = compilePermissions({ subscribe: { allow: ['>'] } })
+  const named = compilePermissions({ subscribe: { allow: ['$SPRIG.leafz', '$SPRIG.mqtt.>', '*.>'] } })
+  for (const p of [denyOnly, wide]) {
+    for (const s of ['$SPRIG.mqtt.reply.>', '$SPRIG.mqtt.retain.>', '$SPRIG.>', '$SPRIG', '$SPRIG.leafz']) t.equal(canSubscribe(p, s, null), false, `${s}: not without naming $SPRIG`)
+    t.equal(canSubscribe(p, '>', null), true, '> itself is fine')
+    t.equal(needsDeliveryCheck(p, '>'), true, 'and is checked at delivery')
+    t.equal(needsDeliveryCheck(p, '*.mqtt.>'), true, 'as is any subscription starting with a wildcard')
+    t.equal(deliveryDenied(p, '$SPRIG.mqtt.reply.eA.admin.y', null), true, 'which keeps $SPRIG. messages out')
+    t.equal(deliveryDenied(p, '$SPRIGX.a', null), false, 'only the $SPRIG token')
+    t.equal(deliveryDenied(p, 'dev.a', null), false)
+  }
+  t.equal(needsDeliveryCheck(wide, 'dev.>'), false, 'a wildcard after a literal first token is not (no deny rules)')
+  t.equal(canSubscribe(named, '$SPRIG.leafz', null), true, 'named exactly')
+  t.equal(canSubscribe(named, '$SPRIG.mqtt.retain.>', null), true, 'inside a named rule')
+  t.equal(canSubscribe(named, '$SPRIG.>', null), false, 'wider than the named rules')
+  t.equal(deliveryDenied(named, '$SPRIG.mqtt.x', null), false, 'a wildcard gets what the named rules cover')
+  t.equal(deliveryDenied(named, '$SPRIG.other', null), true, 'and nothing else')
+  t.equal(needsDeliveryCheck(null, '>'), false, 'no permissions: no check, everything delivered')
+  t.equal(deliveryDenied(null, '$SPRIG.mqtt.x', null), false)
+})
+
+t.test('acting for another: publish as the caller, receive what it may subscribe to', async (t) => {
+  const { mayPublishAs, mayReceiveAs, answeredAs } = await import('../src/permissions.ts')
+  const perms = compilePermissions({ publish: { deny: ['admin.>'] }, subscribe: { deny: ['admin.>'] } })
+  const user = { user: 'u', perms }
+  t.equal(mayPublishAs(null, 'admin.x'), true, "sprig's own publishes are trusted")
+  t.equal(mayPublishAs({ perms: null }, 'admin.x'), true, 'a client without permissions')
+  t.equal(mayPublishAs(user, 'admin.x'), false)
+  t.equal(mayPublishAs(user, 'dev.x'), true)
+  t.equal(mayReceiveAs(user, 'admin.x'), false)
+  t.equal(mayReceiveAs(user, '$SPRIG.mqtt.x'), false)
+  t.equal(mayReceiveAs(user, 'dev.x'), true)
+  const remote = { mayPublish: (s: string) => !s.startsWith('cmd.'), mayReceive: () => false }
+  t.equal(mayPublishAs(remote, 'cmd.x'), false, "the uplink's own check")
+  t.equal(mayReceiveAs(remote, 'dev.x'), false)
+  t.equal(answeredAs(user, '$SPRIG.mqtt.reply.e.admin.z'), false, 'a publish its lists allow was not an answer')
+  t.equal(answeredAs({ perms: compilePermissions({ allow_responses: { max: 1, expires: 1000 } }) }, '$SPRIG.mqtt.reply.e.admin.z'), true, 'one only allow_responses let through was')
+})
