@@ -211,6 +211,11 @@ export interface Principal {
   mayPublish?(subject: string): boolean
   /** Instead of perms (the uplink): may messages on `subject` be given to this requester? */
   mayReceive?(subject: string): boolean
+  /**
+   * This is sprig answering a request of someone else (router.ts answerFor): its publishes
+   * go where the requester could publish or read, and never set a retained message.
+   */
+  readonly answer?: boolean
 }
 
 /** May a service publish to `subject` on behalf of `who`? */
@@ -227,6 +232,16 @@ export function mayReceiveAs(who: Principal | null, subject: string): boolean {
   if (who.mayReceive !== undefined) return who.mayReceive(subject)
   const p = who.perms
   return p === undefined || p === null || canSubscribe(p, subject, null)
+}
+
+/**
+ * May sprig answer `who`'s request on its reply subject `reply`? A reply subject is the
+ * requester's choice, so only where `who` could publish or read anyway. A `$SPRIG.` reply (an
+ * MQTT requester's relay subject) is left to the service there, which gets the answer as
+ * `who`'s (Principal.answer).
+ */
+export function mayAnswer(who: Principal | null, reply: string): boolean {
+  return who === null || isService(reply) || mayPublishAs(who, reply) || mayReceiveAs(who, reply)
 }
 
 /**

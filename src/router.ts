@@ -3,7 +3,7 @@
 // (a NATS connection, an MQTT session, the uplink); owners do their own framing and queueing.
 
 import type { Msg } from './msg.ts'
-import type { Principal } from './permissions.ts'
+import { mayPublishAs, mayReceiveAs, type Principal } from './permissions.ts'
 import { Sublist, type Match, type SubLike } from './sublist.ts'
 
 /**
@@ -25,6 +25,25 @@ export interface Owner extends Principal {
    * not cover the subject the service would publish to): answer as the protocol does.
    */
   refused?(subject: string): void
+}
+
+/**
+ * Who sprig's answer to `from`'s request publishes as: the requester's rules for where an
+ * answer may go (mayAnswer in permissions.ts), without its connection (echo, the uplink's
+ * rule for its own messages and flow control do not apply). null (sprig's own) stays null.
+ */
+export function answerFor(from: Owner | null): Owner | null {
+  if (from === null) return null
+  return {
+    cid: 0,
+    echo: true,
+    answer: true,
+    user: from.user ?? '',
+    label: () => from.label?.() ?? 'client',
+    mayPublish: (s) => mayPublishAs(from, s) || mayReceiveAs(from, s),
+    mayReceive: (s) => mayReceiveAs(from, s),
+    deliver() {},
+  }
 }
 
 export interface Sub extends SubLike {

@@ -109,17 +109,22 @@ for (const kind of KINDS) {
     pub(c, '$SPRIG.mqtt.reply.eA.admin.y')
     const hdr = 'NATS/1.0\r\nNmqtt-Retain: 1\r\n\r\n'
     c.write(`HPUB admin.h ${hdr.length} ${hdr.length + 1}\r\n${hdr}x\r\n`) // the retain header
+    // A service's answer goes to the requester's reply subject: not to one it could not use.
+    pub(c, '$SPRIG.mqtt.retained.get', '#', 'admin.a')
+    pub(c, '$SPRIG.mqtt.retained.get', '#', '$SPRIG.mqtt.retain.admin.b')
+    pub(c, '$SPRIG.mqtt.retained.get', '#', '$SPRIG.mqtt.reply.eA.admin.c')
     pub(c, '$SPRIG.mqtt.retain.dev.x', 'r')
     pub(c, '$SPRIG.mqtt.reply.eA.dev.y')
+    pub(c, '$SPRIG.mqtt.retained.get', '#', '$SPRIG.mqtt.reply.eA.dev.z')
     pub(c, 'dev.done')
-    t.same(await seen, ['dev.x', 'dev.y', 'dev.done'], 'only what the user may publish to is delivered, whichever way it went')
-    for (const s of ['admin.x', '$SPRIG.mqtt.retain.admin.x', '$SPRIG.mqtt.reply.eA.admin.y', 'admin.h']) {
+    t.same(await seen, ['dev.x', 'dev.y', 'dev.z', 'dev.done'], 'only what the user may publish to is delivered, whichever way it went')
+    for (const s of ['admin.x', '$SPRIG.mqtt.retain.admin.x', '$SPRIG.mqtt.reply.eA.admin.y', 'admin.h', '$SPRIG.mqtt.retained.get']) {
       t.ok(c.after.includes(ERR_PUB(s)), `-ERR for ${s}`)
     }
     t.notOk(c.after.includes(ERR_PUB('$SPRIG.mqtt.retain.dev.x')), 'none for the allowed retain set')
     t.same(retainedTopics(b), ['dev/x'], 'admin/x and admin/h are not retained')
     t.equal(c.closed, false, 'a publish violation does not close the connection (nats-server)')
-    t.equal(b.srv.counters.permission_violations - before, 4, 'each refusal is counted')
+    t.equal(b.srv.counters.permission_violations - before, 7, 'each refusal is counted')
     t.ok(b.logs.some((l) => l.includes(`Publish Violation - User "${kind}", Subject "admin.x" (via "$SPRIG.mqtt.retain.admin.x")`)), 'logged with user and subject')
   })
 
@@ -366,9 +371,13 @@ if (haveHub(t)) {
       pub(c, 'admin.up')
       pub(c, '$SPRIG.mqtt.retain.admin.up')
       pub(c, '$SPRIG.mqtt.reply.eA.admin.up2')
+      pub(c, '$SPRIG.leafz', '', 'admin.l') // a service's answer only where the requester may publish or read
+      pub(c, '$SPRIG.leafz', '', '$SPRIG.mqtt.retain.admin.l')
+      pub(c, '$SPRIG.leafz', '', '$SPRIG.mqtt.reply.eA.admin.l')
       pub(c, `dev.${kind}.done`)
       t.same(await hubSeen, [`dev.${kind}.done`], `${kind}: up, nothing under admin.`)
       t.ok(c.after.includes(ERR_PUB('$SPRIG.mqtt.retain.admin.up')))
     }
+    t.notOk(retainedTopics(b).some((x) => x.startsWith('admin/')), 'no admin/ retained message')
   })
 }

@@ -82,7 +82,7 @@ t.test('$SPRIG. subjects: hidden from users with permissions unless an allow rul
 })
 
 t.test('acting for another: publish as the caller, receive what it may subscribe to', async (t) => {
-  const { mayPublishAs, mayReceiveAs, answeredAs } = await import('../src/permissions.ts')
+  const { mayPublishAs, mayReceiveAs, answeredAs, mayAnswer } = await import('../src/permissions.ts')
   const perms = compilePermissions({ publish: { deny: ['admin.>'] }, subscribe: { deny: ['admin.>'] } })
   const user = { user: 'u', perms }
   t.equal(mayPublishAs(null, 'admin.x'), true, "sprig's own publishes are trusted")
@@ -95,6 +95,11 @@ t.test('acting for another: publish as the caller, receive what it may subscribe
   const remote = { mayPublish: (s: string) => !s.startsWith('cmd.'), mayReceive: () => false }
   t.equal(mayPublishAs(remote, 'cmd.x'), false, "the uplink's own check")
   t.equal(mayReceiveAs(remote, 'dev.x'), false)
+  t.equal(mayAnswer(user, 'admin.x'), false, 'no answer to a reply subject the requester can neither publish to nor read')
+  t.equal(mayAnswer(user, 'dev.x'), true)
+  t.equal(mayAnswer({ perms: compilePermissions({ publish: { allow: ['dev.>'] }, subscribe: { allow: ['_INBOX.>'] } }) }, '_INBOX.a'), true, 'an inbox it may only read')
+  t.equal(mayAnswer(user, '$SPRIG.mqtt.reply.e.admin.z'), true, 'a $SPRIG. reply is left to the service there')
+  t.equal(mayAnswer(null, 'admin.x'), true)
   t.equal(answeredAs(user, '$SPRIG.mqtt.reply.e.admin.z'), false, 'a publish its lists allow was not an answer')
   t.equal(answeredAs({ perms: compilePermissions({ allow_responses: { max: 1, expires: 1000 } }) }, '$SPRIG.mqtt.reply.e.admin.z'), true, 'one only allow_responses let through was')
 })

@@ -29,8 +29,8 @@ import { Buffer } from 'node:buffer'
 import { utf8 } from '../../src/bytes.ts'
 import { decodeHeaders, encodeHeaders } from '../../src/headers.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import { answeredAs, mayPublishAs, mayReceiveAs } from '../../src/permissions.ts'
-import type { Owner, Sub } from '../../src/router.ts'
+import { answeredAs, mayAnswer, mayPublishAs, mayReceiveAs } from '../../src/permissions.ts'
+import { answerFor, type Owner, type Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { msgQos } from './conn.ts'
 import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
@@ -104,8 +104,8 @@ export function serviceTarget(subject: string): string | null {
  * May `from`'s message on `m.subject` make a service publish to `target`? If not, the refusal
  * is logged with who and what, counted, and `from` answers its client as for a refused publish.
  */
-function permitted(srv: Server, m: Msg, from: Owner | null, target: string): boolean {
-  if (mayPublishAs(from, target)) return true
+function permitted(srv: Server, m: Msg, from: Owner | null, target: string, ok = mayPublishAs(from, target)): boolean {
+  if (ok) return true
   srv.counters.permission_violations++
   const who = from!.label?.() ?? 'client'
   srv.log.error(`${who} Publish Violation - User ${JSON.stringify(from!.user ?? '')}, Subject ${JSON.stringify(target)} (via ${JSON.stringify(m.subject)})`)
@@ -113,7 +113,7 @@ function permitted(srv: Server, m: Msg, from: Owner | null, target: string): boo
   return false
 }
 
-function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: Uint8Array, reply = ''): void {
+function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: Uint8Array, reply = '', from: Owner | null = null): void {
   const m = newMsg()
   m.subject = subject
   m.subjectBytes = utf8(subject)
@@ -121,11 +121,17 @@ function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: 
   m.replyBytes = utf8(reply)
   m.hdr = hdr
   m.payload = payload
-  srv.router.publish(m, null)
+  srv.router.publish(m, from)
 }
 
-function answer(srv: Server, m: Msg, body: unknown): void {
-  if (m.reply !== '') publish(srv, m.reply, null, utf8(JSON.stringify(body)))
+/**
+ * Answers `from`'s request on its reply subject: only where the requester could publish or
+ * read (else refused as its publish), and as the requester's answer (answerFor), so a
+ * service the reply subject names checks it too.
+ */
+function answer(srv: Server, m: Msg, from: Owner | null, body: unknown): void {
+  if (m.reply === '' || !permitted(srv, m, from, m.reply, mayAnswer(from, m.reply))) return
+  publish(srv, m.reply, null, body instanceof Uint8Array ? body : utf8(JSON.stringify(body)), '', answerFor(from))
 }
 
 /** A NATS reply to an MQTT request with Correlation Data: on to the Response Topic, with it. */
@@ -144,7 +150,7 @@ function retainedGet(srv: Server, m: Msg, from: Owner | null): void {
   if (m.reply === '') return
   const filter = Buffer.from(m.payload).toString('utf8').trim() || '#'
   const subjects = filterToSubjects(filter)
-  if (!Array.isArray(subjects)) return answer(srv, m, { error: `invalid topic filter ${JSON.stringify(filter)}: ${subjects.error}` })
+  if (!Array.isArray(subjects)) return answer(srv, m, from, { error: `invalid topic filter ${JSON.stringify(filter)}: ${subjects.error}` })
   const noDollar = wildcardFirst(filter)
   const found = matchRetained(mqttState(srv).retained, subjects, srv.host.now())
     .filter((r) => !(noDollar && startsWithDollar(r.topic)) && mayReceiveAs(from, r.subject))
@@ -158,14 +164,17 @@ function retainedGet(srv: Server, m: Msg, from: Owner | null): void {
     truncated = true
     body = utf8(JSON.stringify({ messages, truncated }))
   }
-  publish(srv, m.reply, null, body)
+  answer(srv, m, from, body)
 }
 
 function retainSet(srv: Server, m: Msg, from: Owner | null): void {
   const subject = m.subject.slice(RETAIN_PREFIX.length)
-  if (!permitted(srv, m, from, subject)) return answer(srv, m, { error: `Permissions Violation for Publish to ${JSON.stringify(subject)}` })
+  // An answer to a request never sets a retained message: its reply subject was the requester's choice.
+  if (!permitted(srv, m, from, subject, from?.answer !== true && mayPublishAs(from, subject))) {
+    return answer(srv, m, from, { error: `Permissions Violation for Publish to ${JSON.stringify(subject)}` })
+  }
   const topic = subjectToTopic(subject)
-  if (topic === null) return answer(srv, m, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
+  if (topic === null) return answer(srv, m, from, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
   const payload = m.payload.slice()
   const hdr = m.hdr ? m.hdr.slice() : null
   const reply = m.reply
@@ -182,7 +191,7 @@ function retainSet(srv: Server, m: Msg, from: Owner | null): void {
     out = encodeHeaders(pairs, h?.status ?? '')
   }
   publish(srv, subject, out, payload)
-  if (reply !== '') publish(srv, reply, null, utf8(JSON.stringify(kept ? { ok: true } : { error: 'retained store full' })))
+  if (reply !== '') answer(srv, { ...m, reply }, from, kept ? { ok: true } : { error: 'retained store full' })
 }
 
 // --- delayed wills ----------------------------------------------------------------------------
