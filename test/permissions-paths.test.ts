@@ -38,6 +38,8 @@ const AUTH = validateOptions({
       { user: 'allow', password: 'allow', permissions: PERMS.allow },
       { user: 'deny', password: 'deny', permissions: PERMS.deny },
       { user: 'admin', password: 'admin' },
+      // Publishes only answers to the requests it gets.
+      { user: 'svc', password: 'svc', permissions: { subscribe: { allow: ['dev.>'] }, allow_responses: { max: 1, expires: 60_000 } } },
     ],
   },
 }).authorization
@@ -308,6 +310,28 @@ for (const kind of KINDS) {
     t.same(msgs, kind === 'deny' ? ['x.mqtt.r', 'x.mqtt.s', 'dev.s', 'dev.done', 'x.mqtt.done'] : ['x.mqtt.r', 'x.mqtt.s', 'x.mqtt.done'], `NATS queue ${wide}: no $SPRIG. message, nothing under admin.`)
   })
 }
+
+t.test('allow_responses: a relayed answer goes where the request said, as a direct one would', async (t) => {
+  const b = await broker(t)
+  const requester = await mqtt(t, b, 'admin')
+  requester.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'admin/z', qos: 0 }] } as Packet)
+  await requester.next('suback')
+  const svc = await rawNats(t, b.port, 'svc')
+  svc.write('SUB dev.req 1\r\n')
+  await svc.ping()
+  requester.send(publish('dev/req', 0, { properties: { responseTopic: 'admin/z', correlationData: Buffer.from('c1') } }))
+  await svc.waitFor('HMSG dev.req 1 ')
+  const reply = svc.after.split('\r\n').find((l) => l.startsWith('HMSG dev.req'))!.split(' ')[3]!
+  pub(svc, reply, 'a1')
+  pub(svc, reply, 'a2') // max 1
+  const p = (await requester.next('publish')) as { topic: string; payload: Buffer } | undefined
+  t.equal(p?.topic, 'admin/z')
+  t.equal(p?.payload.toString(), 'a1')
+  await svc.ping()
+  t.ok(svc.after.includes(ERR_PUB(reply)), 'a second answer is refused by allow_responses itself')
+  await sleep(50)
+  t.notOk(requester.packets.some((x) => x.cmd === 'publish'), 'and not relayed')
+})
 
 t.test('/varz counts permission violations', async (t) => {
   const b = await broker(t)
