@@ -98,7 +98,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     slow_consumers: srv.counters.slow_consumers,
     subscriptions: srv.router.subs.count,
     // sprig's own: every overflow policy's counter, and each adapter's / the uplink's state.
-    sprig: { refused_connections: srv.counters.refused_connections, ...sections },
+    sprig: { refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...sections },
   }
 }
 

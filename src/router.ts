@@ -3,15 +3,47 @@
 // (a NATS connection, an MQTT session, the uplink); owners do their own framing and queueing.
 
 import type { Msg } from './msg.ts'
+import { mayPublishAs, mayReceiveAs, type Principal } from './permissions.ts'
 import { Sublist, type Match, type SubLike } from './sublist.ts'
 
-export interface Owner {
+/**
+ * A subscriber and a publisher. As a Principal it says who it publishes as (user,
+ * permissions), for sprig's services that act on its behalf; they are the only ones that
+ * use `from` in deliver().
+ */
+export interface Owner extends Principal {
   readonly cid: number
   /** false: the owner does not want its own publishes back (NATS `echo:false`). */
   readonly echo: boolean
-  deliver(sub: Sub, msg: Msg): void
+  deliver(sub: Sub, msg: Msg, from: Owner | null): void
   /** The connection's socket, when it has one: the uplink pauses it to slow a publisher down. */
   readonly wire?: import('./host.ts').Wire
+  /** Who it is, for log lines. */
+  label?(): string
+  /**
+   * A service refused what this owner's publish to `subject` asked of it (its permissions do
+   * not cover the subject the service would publish to): answer as the protocol does.
+   */
+  refused?(subject: string): void
+}
+
+/**
+ * Who sprig's answer to `from`'s request publishes as: the requester's rules for where an
+ * answer may go (mayAnswer in permissions.ts), without its connection (echo, the uplink's
+ * rule for its own messages and flow control do not apply). null (sprig's own) stays null.
+ */
+export function answerFor(from: Owner | null): Owner | null {
+  if (from === null) return null
+  return {
+    cid: 0,
+    echo: true,
+    answer: true,
+    user: from.user ?? '',
+    label: () => from.label?.() ?? 'client',
+    mayPublish: (s) => mayPublishAs(from, s) || mayReceiveAs(from, s),
+    mayReceive: (s) => mayReceiveAs(from, s),
+    deliver() {},
+  }
 }
 
 export interface Sub extends SubLike {
@@ -93,7 +125,7 @@ export class Router {
     for (let i = 0; i < psubs.length; i++) {
       const s = psubs[i]!
       if (skipSelf && s.owner === from) continue
-      s.owner.deliver(s, msg)
+      s.owner.deliver(s, msg, from)
       n++
     }
     const qsubs = m.qsubs
@@ -106,7 +138,7 @@ export class Router {
       for (let k = 0; k < len; k++) {
         const s = group[(start + k) % len]!
         if (skipSelf && s.owner === from) continue
-        s.owner.deliver(s, msg)
+        s.owner.deliver(s, msg, from)
         n++
         break
       }

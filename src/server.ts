@@ -28,6 +28,8 @@ export interface Counters {
   slow_consumers: number
   /** Connections refused at accept because of max_connections. */
   refused_connections: number
+  /** Publishes and subscriptions refused by permissions (including what a service would have done). */
+  permission_violations: number
 }
 
 export const VERSION = '0.1.0'
@@ -35,7 +37,7 @@ export const VERSION = '0.1.0'
 export class Server {
   readonly router = new Router()
   readonly sessions = new Map<number, Session>()
-  readonly counters: Counters = { total_connections: 0, slow_consumers: 0, refused_connections: 0 }
+  readonly counters: Counters = { total_connections: 0, slow_consumers: 0, refused_connections: 0, permission_violations: 0 }
   readonly id: string
   readonly name: string
   readonly started: number

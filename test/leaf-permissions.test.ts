@@ -34,6 +34,19 @@ t.test('compiled: interest up and messages down', async (t) => {
   t.equal(f.up('cmd.private'), 'cmd.private', 'what goes up is not governed by permissions (deny_exports is)')
 })
 
+t.test('compiled: what the hub may make sprig\'s services publish here (mayImport) and read (mayExport)', async (t) => {
+  const f = compileFilters(remote('nats://x:1', {
+    deny_imports: ['cmd.secret.>'], deny_exports: ['edge.secret.>'], permissions: { publish: { deny: ['cmd.private.>'] } },
+    map: [{ local: '$SPRIG.>', hub: 'site.gw1.$SPRIG.>' }],
+  }))
+  t.equal(f.down('site.gw1.$SPRIG.mqtt.retain.cmd.secret.b'), '$SPRIG.mqtt.retain.cmd.secret.b', 'the service subject itself comes down')
+  t.equal(f.mayImport('cmd.secret.b'), false, 'but the subject the service would publish to is checked: deny_imports')
+  t.equal(f.mayImport('cmd.private.c'), false, 'permissions.publish')
+  t.equal(f.mayImport('cmd.ok'), true)
+  t.equal(f.mayExport('edge.secret.a'), false, 'deny_exports')
+  t.equal(f.mayExport('edge.ok'), true)
+})
+
 if (haveHub(t)) {
   t.test('with a real hub: denied subjects never come down, denied interest never goes up', async (t) => {
     const hub = await startHub()

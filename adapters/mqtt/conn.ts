@@ -18,7 +18,7 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, connectDeadline, onPacket, publishWill, QOS_HEADERS, reauthorize } from './packets.ts'
+import { checkConnectHeader, connectDeadline, onPacket, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
 import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
 import { frameSize, MALFORMED, NEED_MORE, parseConnect, parsePublish, parseSubscribe, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
 import { park } from './session.ts'
@@ -511,6 +511,11 @@ export class MqttConn implements Owner, Session, Conn, Holder {
 
   shutdown(): void {
     this.disconnect(0x8b, 'Server Shutdown')
+  }
+
+  /** A service refused what this client's PUBLISH asked of it (packets.ts answers it). */
+  refused(): void {
+    publishRefused(this)
   }
 
   /** After a config reload: credentials and permissions again (packets.ts). */

@@ -17,12 +17,13 @@ import { encodeHeaders } from '../../src/headers.ts'
 import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
 import { DEFAULT_AUTH_TIMEOUT, mqttOptions as mqttOpts } from '../../src/options.ts'
 import { authenticate, authOf, mapsCertificates, OPEN, type Credentials, type Identity } from '../../src/auth.ts'
-import { canSubscribe, deliveryDenied, needsDeliveryCheck, publishAllowed } from '../../src/permissions.ts'
+import { canPublish, canSubscribe, deliveryDenied, needsDeliveryCheck, publishAllowed } from '../../src/permissions.ts'
+import type { Owner } from '../../src/router.ts'
 import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
 import { matchRetained, retain } from './retained.ts'
 import { endParked, recheckSession, resume, roomForSession, takeParked } from './session.ts'
 import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
-import { cancelWill, scheduleWill } from './services.ts'
+import { cancelWill, scheduleWill, serviceTarget } from './services.ts'
 import { filterCount, subsOf, withFilter, withoutFilter } from './filters.ts'
 import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicError, type TopicLimits } from './topic.ts'
 
@@ -269,8 +270,11 @@ function accept(c: MqttConn, p: IConnectPacket): void {
       if (c.version === 4) return c.teardown(`invalid will topic: ${subject.error}`, false)
       return refuseConnect(c, 0, RC.topicNameInvalid, `invalid will topic: ${subject.error}`)
     }
-    // A will is a publish: one the user may not make is refused at CONNECT.
-    if (c.perms !== null && !publishAllowed(c.perms, null, subject, srv.host.now())) {
+    // A will is a publish: one the user may not make is refused at CONNECT, and so is one a
+    // service would turn into a publish the user may not make ($SPRIG/mqtt/retain/...).
+    const target = serviceTarget(subject)
+    if (c.perms !== null && (!publishAllowed(c.perms, null, subject, srv.host.now()) || (target !== null && !canPublish(c.perms, target)))) {
+      srv.counters.permission_violations++
       return refuseConnect(c, 0x05, RC.notAuthorized, `Publish Violation - User ${JSON.stringify(c.user)}, will Subject ${JSON.stringify(subject)}`)
     }
     const payload = typeof p.will.payload === 'string' ? Buffer.from(p.will.payload) : p.will.payload
@@ -411,12 +415,15 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
     if (!c.qos2In.has(pid)) {
       if (c.qos2In.size >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
       c.qos2In.add(pid)
-      route(c, topic, subject, payload, 2, p.retain, p.properties, reply)
+      if (!route(c, topic, subject, payload, 2, p.retain, p.properties, reply)) {
+        c.qos2In.delete(pid) // refused: no PUBREL follows a PUBREC with 0x87
+        return refusedAck(c, 2, pid)
+      }
     }
     c.send({ cmd: 'pubrec', messageId: pid })
     return
   }
-  route(c, topic, subject, payload, qos, p.retain, p.properties, reply)
+  if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
   if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
 }
 
@@ -443,14 +450,31 @@ function publishSubject(topic: string, lim: TopicLimits): string | TopicError {
  * acknowledged as usual and dropped, which the specifications allow.
  */
 function refusePublish(c: MqttConn, subject: string, qos: QoS, pid: number): void {
+  c.srv.counters.permission_violations++
   c.srv.log.error(`${c.label()} Publish Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subject)}`)
+  refusedAck(c, qos, pid)
+}
+
+/** The acknowledgement of a refused PUBLISH (see refusePublish). */
+function refusedAck(c: MqttConn, qos: QoS, pid: number): void {
   const rc = c.version === 5 ? { reasonCode: RC.notAuthorized } : {}
   if (qos === 1) c.send({ cmd: 'puback', messageId: pid, ...rc })
   else if (qos === 2) c.send({ cmd: 'pubrec', messageId: pid, ...rc })
 }
 
-/** Hands an MQTT message to the router as a NATS message; keeps it if retained. */
-function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): void {
+/** The connection whose PUBLISH a service refused while it was being routed (see route). */
+let refusedConn: MqttConn | null = null
+
+/** A service refused what c's PUBLISH asked of it (it logged and counted that already). */
+export function publishRefused(c: MqttConn): void {
+  if (c.publishing) refusedConn = c
+}
+
+/**
+ * Hands an MQTT message to the router as a NATS message; keeps it if retained. False when a
+ * service refused it ($SPRIG/mqtt/retain/... to a topic the user may not publish to).
+ */
+function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): boolean {
   const v5props = c.version === 5 ? props : undefined
   if (retained) retain(c.st.retained, topic, subject, payload, qos, keepProps(v5props, c.srv.host.now()))
   // A retained message with an empty payload only deletes; it still goes to current
@@ -474,6 +498,9 @@ function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array,
   } finally {
     c.publishing = false
   }
+  if (refusedConn !== c) return true
+  refusedConn = null
+  return false
 }
 
 /**
@@ -485,11 +512,13 @@ export function publishWill(c: MqttConn, w: Will): void {
   const fw = w as FullWill
   const now = c.srv.host.now()
   const wait = Math.min(fw.delay ?? 0, c.sessionExpiry)
-  if (wait > 0) return scheduleWill(c.srv, c.clientId, now + wait, () => sendWill(c.srv, c.st, fw))
-  sendWill(c.srv, c.st, fw)
+  // Published as the client that set it (the services check its permissions), after it is gone.
+  const by: Owner & { kind: 'mqtt' } = { cid: c.cid, kind: 'mqtt', echo: true, user: c.user, perms: c.perms, label: () => c.label(), deliver() {} }
+  if (wait > 0) return scheduleWill(c.srv, c.clientId, now + wait, () => sendWill(c.srv, c.st, fw, by))
+  sendWill(c.srv, c.st, fw, by)
 }
 
-function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill): void {
+function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill, by: Owner): void {
   st.counters.wills++
   const reply = replyFor(w.props)
   const props = keepProps(w.props, srv.host.now())
@@ -503,7 +532,7 @@ function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill): void {
     m.reply = reply
     m.replyBytes = utf8(reply)
   }
-  srv.router.publish(m, null)
+  srv.router.publish(m, by)
 }
 
 // --- acknowledgements -------------------------------------------------------------------------
@@ -610,6 +639,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     const ok = subjects.filter((x) => canSubscribe(perms, x, queue))
     if (ok.length === 0 || ok[0] !== subjects[0]) {
       const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+      c.srv.counters.permission_violations++
       c.srv.log.error(`${c.label()} Subscription Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subjects[0])}${q}, filter ${JSON.stringify(s.topic)}`)
       return c.version === 5 ? RC.notAuthorized : 0x80
     }

@@ -16,6 +16,12 @@
 //   Any NATS publish with the header `Nmqtt-Retain: 1` (router header hook): sets the retained
 //       message of its subject's topic, and is delivered as usual.
 //
+// Each service acts with the permissions of whoever published to it (the router hands over
+// the publishing Owner): a retained set or a relayed reply needs publish permission on the
+// subject it ends up on (else it is refused like that publish: logged, counted, and the
+// publisher gets its protocol's answer), and a retained query returns only messages the
+// requester could subscribe to. The uplink publishes under its remote's import filters.
+//
 // Installed once per server, when the MQTT adapter takes its first connection or is
 // started (startMqtt in index.ts).
 
@@ -23,7 +29,8 @@ import { Buffer } from 'node:buffer'
 import { utf8 } from '../../src/bytes.ts'
 import { decodeHeaders, encodeHeaders } from '../../src/headers.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import type { Owner, Sub } from '../../src/router.ts'
+import { answeredAs, mayAnswer, mayPublishAs, mayReceiveAs } from '../../src/permissions.ts'
+import { answerFor, type Owner, type Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { msgQos } from './conn.ts'
 import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
@@ -40,8 +47,8 @@ const installed = new WeakSet<Server>()
 export function installServices(srv: Server): void {
   if (installed.has(srv)) return
   installed.add(srv)
-  const owner: Owner = { cid: 0, echo: true, deliver: (sub, m) => (sub as ServiceSub).handle(srv, m) }
-  const add = (subject: string, handle: (srv: Server, m: Msg) => void): void => {
+  const owner: Owner = { cid: 0, echo: true, deliver: (sub, m, from) => (sub as ServiceSub).handle(srv, m, from) }
+  const add = (subject: string, handle: (srv: Server, m: Msg, from: Owner | null) => void): void => {
     srv.router.subscribe({ subject, queue: null, owner, handle } as ServiceSub)
   }
   add(REPLY_PREFIX + '>', republishReply)
@@ -81,10 +88,32 @@ function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boole
 }
 
 interface ServiceSub extends Sub {
-  handle(srv: Server, m: Msg): void
+  handle(srv: Server, m: Msg, from: Owner | null): void
 }
 
-function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: Uint8Array, reply = ''): void {
+/**
+ * The subject a service publishes to for a message on `subject`, or null when it publishes
+ * none there (for a will's check at CONNECT: the same rule as the services apply).
+ */
+export function serviceTarget(subject: string): string | null {
+  if (subject.startsWith(RETAIN_PREFIX)) return subject.slice(RETAIN_PREFIX.length)
+  return parseReply(subject)?.subject ?? null
+}
+
+/**
+ * May `from`'s message on `m.subject` make a service publish to `target`? If not, the refusal
+ * is logged with who and what, counted, and `from` answers its client as for a refused publish.
+ */
+function permitted(srv: Server, m: Msg, from: Owner | null, target: string, ok = mayPublishAs(from, target)): boolean {
+  if (ok) return true
+  srv.counters.permission_violations++
+  const who = from!.label?.() ?? 'client'
+  srv.log.error(`${who} Publish Violation - User ${JSON.stringify(from!.user ?? '')}, Subject ${JSON.stringify(target)} (via ${JSON.stringify(m.subject)})`)
+  from!.refused?.(m.subject)
+  return false
+}
+
+function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: Uint8Array, reply = '', from: Owner | null = null): void {
   const m = newMsg()
   m.subject = subject
   m.subjectBytes = utf8(subject)
@@ -92,31 +121,39 @@ function publish(srv: Server, subject: string, hdr: Uint8Array | null, payload: 
   m.replyBytes = utf8(reply)
   m.hdr = hdr
   m.payload = payload
-  srv.router.publish(m, null)
+  srv.router.publish(m, from)
 }
 
-function answer(srv: Server, m: Msg, body: unknown): void {
-  if (m.reply !== '') publish(srv, m.reply, null, utf8(JSON.stringify(body)))
+/**
+ * Answers `from`'s request on its reply subject: only where the requester could publish or
+ * read (else refused as its publish), and as the requester's answer (answerFor), so a
+ * service the reply subject names checks it too.
+ */
+function answer(srv: Server, m: Msg, from: Owner | null, body: unknown): void {
+  if (m.reply === '' || !permitted(srv, m, from, m.reply, mayAnswer(from, m.reply))) return
+  publish(srv, m.reply, null, body instanceof Uint8Array ? body : utf8(JSON.stringify(body)), '', answerFor(from))
 }
 
 /** A NATS reply to an MQTT request with Correlation Data: on to the Response Topic, with it. */
-function republishReply(srv: Server, m: Msg): void {
+function republishReply(srv: Server, m: Msg, from: Owner | null): void {
   const r = parseReply(m.subject)
   if (r === null) return
+  // The responder's permissions on the final subject, unless it answered as allow_responses lets it.
+  if (!answeredAs(from, m.subject) && !permitted(srv, m, from, r.subject)) return
   const h = m.hdr ? decodeHeaders(m.hdr) : null
   const pairs = (h?.pairs ?? []).filter(([k]) => k !== CORRELATION)
   pairs.push([CORRELATION, r.corr.toString('base64')])
   publish(srv, r.subject, encodeHeaders(pairs, h?.status ?? ''), m.payload.slice(), m.reply)
 }
 
-function retainedGet(srv: Server, m: Msg): void {
+function retainedGet(srv: Server, m: Msg, from: Owner | null): void {
   if (m.reply === '') return
   const filter = Buffer.from(m.payload).toString('utf8').trim() || '#'
   const subjects = filterToSubjects(filter)
-  if (!Array.isArray(subjects)) return answer(srv, m, { error: `invalid topic filter ${JSON.stringify(filter)}: ${subjects.error}` })
+  if (!Array.isArray(subjects)) return answer(srv, m, from, { error: `invalid topic filter ${JSON.stringify(filter)}: ${subjects.error}` })
   const noDollar = wildcardFirst(filter)
   const found = matchRetained(mqttState(srv).retained, subjects, srv.host.now())
-    .filter((r) => !(noDollar && startsWithDollar(r.topic)))
+    .filter((r) => !(noDollar && startsWithDollar(r.topic)) && mayReceiveAs(from, r.subject))
     .sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0))
   const messages = found.map((r) => ({ topic: r.topic, subject: r.subject, qos: r.qos, payload: Buffer.from(r.payload).toString('base64') }))
   let truncated = false
@@ -127,13 +164,17 @@ function retainedGet(srv: Server, m: Msg): void {
     truncated = true
     body = utf8(JSON.stringify({ messages, truncated }))
   }
-  publish(srv, m.reply, null, body)
+  answer(srv, m, from, body)
 }
 
-function retainSet(srv: Server, m: Msg): void {
+function retainSet(srv: Server, m: Msg, from: Owner | null): void {
   const subject = m.subject.slice(RETAIN_PREFIX.length)
+  // An answer to a request never sets a retained message: its reply subject was the requester's choice.
+  if (!permitted(srv, m, from, subject, from?.answer !== true && mayPublishAs(from, subject))) {
+    return answer(srv, m, from, { error: `Permissions Violation for Publish to ${JSON.stringify(subject)}` })
+  }
   const topic = subjectToTopic(subject)
-  if (topic === null) return answer(srv, m, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
+  if (topic === null) return answer(srv, m, from, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
   const payload = m.payload.slice()
   const hdr = m.hdr ? m.hdr.slice() : null
   const reply = m.reply
@@ -150,7 +191,7 @@ function retainSet(srv: Server, m: Msg): void {
     out = encodeHeaders(pairs, h?.status ?? '')
   }
   publish(srv, subject, out, payload)
-  if (reply !== '') publish(srv, reply, null, utf8(JSON.stringify(kept ? { ok: true } : { error: 'retained store full' })))
+  if (reply !== '') answer(srv, { ...m, reply }, from, kept ? { ok: true } : { error: 'retained store full' })
 }
 
 // --- delayed wills ----------------------------------------------------------------------------

@@ -297,6 +297,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       }
     }
     if (this.perms !== null && !publishAllowed(this.perms, this.replies, subject, this.srv.host.now())) {
+      this.srv.counters.permission_violations++
       this.srv.log.error(`${this.label()} Publish Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}`)
       return this.send(errLine(publishViolation(subject)))
     }
@@ -316,6 +317,14 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (this.verbose) this.send(OK)
     const n = this.srv.router.publish(m, this)
     if (n === 0 && this.noResponders && p.reply !== '') this.noRespondersReply(p.reply)
+  }
+
+  /**
+   * A service refused what this client's publish to `subject` asked of it (services.ts, which
+   * logs and counts it): the client gets the -ERR of a refused publish, and stays connected.
+   */
+  refused(subject: string): void {
+    this.send(errLine(publishViolation(subject)))
   }
 
   /**
@@ -342,6 +351,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       }
       if (this.perms !== null && !canSubscribe(this.perms, subject, queue)) {
         const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+        this.srv.counters.permission_violations++
         this.srv.log.error(`${this.label()} Subscription Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}${q}, SID ${sid}`)
         return this.send(errLine(subscribeViolation(subject, queue)))
       }

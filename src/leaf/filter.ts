@@ -12,7 +12,7 @@
 // everywhere. sprig's own service subjects (`$SPRIG.>`) stay local unless a map names them.
 
 import type { RemoteOptions, SubjectMap } from '../options.ts'
-import { canPublish, canSubscribe, compilePermissions, deliveryDenied, type CompiledPermissions } from '../permissions.ts'
+import { canPublish, compilePermissions, rulesAllowSubscribe, subscribeDenied, type CompiledPermissions } from '../permissions.ts'
 import { subjectIsSubsetOf } from '../subject.ts'
 
 /** sprig's service subjects (`$SPRIG.leafz`, `$SPRIG.mqtt.*`): per gateway, never shared unmapped. */
@@ -88,6 +88,14 @@ export interface Filters {
   replyDown(hub: string): string
   /** The hub patterns (LS+) that stand for local interest `p` (in `queue`), possibly none. */
   interestUp(p: string, queue?: string | null): string[]
+  /**
+   * May the hub publish to the local subject `local` here (import filters, permissions)? Also
+   * asked by sprig's services for what they would publish on the hub's behalf (a retained set,
+   * a relayed reply), whatever service subject the hub used.
+   */
+  mayImport(local: string): boolean
+  /** May messages on the local subject `local` go to the hub (export filters)? */
+  mayExport(local: string): boolean
 }
 
 const CACHE_MAX = 1024
@@ -131,12 +139,12 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
     upCache.set(local, v)
     return v
   }
+  // permissions: the hub may publish it here, and no subscribe deny rule covers it.
+  const mayImport = (l: string): boolean => allowed(imports, l) && (perm === null || (canPublish(perm, l) && !subscribeDenied(perm, l, null)))
   const down = (hub: string): string | null => {
     if (plain) return hub.startsWith(SERVICE_PREFIX) ? null : hub
     const l = mapDown(hub)
-    if (l === null || !allowed(imports, l)) return null
-    // permissions: the hub may publish it here, and no subscribe deny rule covers it.
-    if (perm !== null && (!canPublish(perm, l) || deliveryDenied(perm, l, null))) return null
+    if (l === null || !mayImport(l)) return null
     // Unmapped, a hub's `$SPRIG.` subject is not for this gateway's services.
     if (l === hub && l.startsWith(SERVICE_PREFIX)) return null
     return l
@@ -144,7 +152,7 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
 
   const interestUp = (p: string, queue: string | null = null): string[] => {
     const out: string[] = []
-    if (perm !== null && !canSubscribe(perm, p, queue)) return out
+    if (perm !== null && !rulesAllowSubscribe(perm, p, queue)) return out
     // Interest is narrowed to what may come down: allow_imports, then the publish permission.
     const wanted = narrow(p, r.allow_imports).flatMap((c) => narrow(c, perm?.pubAllow ?? []))
     if (perm !== null && perm.pubAllow !== null && perm.pubAllow.length === 0) return out
@@ -177,5 +185,7 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
     replyUp: (s) => (maps.length === 0 ? s : mapUp(s)),
     replyDown: (s) => (maps.length === 0 ? s : (mapDown(s) ?? s)),
     interestUp,
+    mayImport,
+    mayExport: (l) => up(l) !== null,
   }
 }

@@ -5,7 +5,8 @@ import { utf8 } from '../bytes.ts'
 import type { Dial } from '../host.ts'
 import { newMsg } from '../msg.ts'
 import { LEAF_DEFAULTS, type Options, type RemoteOptions } from '../options.ts'
-import type { Owner, Sub } from '../router.ts'
+import { mayAnswer } from '../permissions.ts'
+import { answerFor, type Owner, type Sub } from '../router.ts'
 import type { Server } from '../server.ts'
 import { Remote, type RemoteStatus } from './remote.ts'
 
@@ -42,13 +43,14 @@ export function startUplink(srv: Server, dial: Dial, readFile: (path: string) =>
   const owner: Owner = {
     cid: 0,
     echo: true,
-    deliver: (_sub: Sub, m) => {
-      if (m.reply === '') return
+    deliver: (_sub: Sub, m, from) => {
+      // Only to a reply subject the requester could publish to or read (permissions.ts).
+      if (m.reply === '' || !mayAnswer(from, m.reply)) return
       const r = newMsg()
       r.subject = m.reply
       r.subjectBytes = utf8(m.reply)
       r.payload = utf8(JSON.stringify({ server_id: srv.id, now: new Date(srv.host.now()).toISOString(), ...status() }))
-      srv.router.publish(r, null)
+      srv.router.publish(r, answerFor(from))
     },
   }
   const sub: Sub = { subject: LEAFZ_SUBJECT, queue: null, owner }

@@ -99,7 +99,17 @@ export class Remote {
     readonly readFile: (path: string) => string,
   ) {
     this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest')
-    this.owner = { cid: 0, echo: true, deliver: () => {} }
+    // What the hub publishes here, and what sprig's services do for it, pass the import
+    // filters and permissions of the link in use (permissions.ts Principal).
+    const filters = (): Filters => this.link?.filters ?? this.baseFilters
+    this.owner = {
+      cid: 0,
+      echo: true,
+      deliver: () => {},
+      label: () => `Leafnode ${this.name}`,
+      mayPublish: (s) => filters().mayImport(s),
+      mayReceive: (s) => filters().mayExport(s),
+    }
     leafOwners.add(this.owner)
     this.lds = `$LDS.${randomToken(22)}`
     this.urls = opts.urls.map((u) => new URL(u))
