@@ -17,6 +17,8 @@ export interface MqttCounters {
   wills: number
   /** QoS 1/2 messages dropped because a disconnected session's queue was full. */
   offline_dropped: number
+  /** Packets refused as malformed or as a protocol error (each closed its connection). */
+  malformed_packets: number
 }
 
 /** The part of a connection the shared state needs: closing it on takeover. */
@@ -50,7 +52,7 @@ export function mqttState(srv: Server): MqttState {
       clients: new Map(),
       retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
       sessions: new Map(),
-      counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0 },
+      counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0, malformed_packets: 0 },
       topicSeq: -1,
       topic: null,
       propsSeq: -1,
