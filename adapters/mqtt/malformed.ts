@@ -81,25 +81,28 @@ export function checkPublish(b: Uint8Array, b0: number, p: number, end: number, 
   if (qos === 3) return refuse('PUBLISH with QoS 3') // [MQTT-3.3.1-4]
   if (end - p < 2) return refuse('PUBLISH cut before its topic')
   const n = (b[p]! << 8) | b[p + 1]!
-  pos = p + 2
-  if (pos + n > end) return refuse('PUBLISH topic runs past the packet')
-  const u = utf8Check(b, pos, pos + n)
+  let at = p + 2
+  if (at + n > end) return refuse('PUBLISH topic runs past the packet')
+  const u = utf8Check(b, at, at + n)
   if (u !== 0) return badString(u, 'topic name')
-  pos += n
+  at += n
   if (qos > 0) {
-    if (end - pos < 2) return refuse('PUBLISH cut before its packet id')
-    if (b[pos] === 0 && b[pos + 1] === 0) return refuse('PUBLISH QoS > 0 with packet id 0', PROTOCOL_ERROR) // [MQTT-2.2.1-3]
-    pos += 2
+    if (end - at < 2) return refuse('PUBLISH cut before its packet id')
+    if (b[at] === 0 && b[at + 1] === 0) return refuse('PUBLISH QoS > 0 with packet id 0', PROTOCOL_ERROR) // [MQTT-2.2.1-3]
+    at += 2
   }
+  if (!v5) return n === 0 ? EMPTY_TOPIC : null
   hasAlias = false
-  if (v5) {
+  if (at >= end || b[at] !== 0) {
+    pos = at
     const r = properties(b, end, K_PUBLISH)
     if (r !== null) return r
   }
   // A zero-length topic is only an MQTT 5 Topic Alias at work (5.0 §3.3.2.1) [MQTT-4.7.3-1].
-  if (n === 0 && !hasAlias) return refuse('PUBLISH with an empty topic name and no Topic Alias', PROTOCOL_ERROR)
-  return null
+  return n === 0 && !hasAlias ? EMPTY_TOPIC : null
 }
+
+const EMPTY_TOPIC: Refusal = Object.freeze({ why: 'PUBLISH with an empty topic name and no Topic Alias', code: PROTOCOL_ERROR })
 
 export function checkConnect(b: Uint8Array, p: number, end: number): Refusal | null {
   // "MQTT", level 4 or 5 (the first CONNECT was checked before it got here; a second one is
@@ -235,6 +238,15 @@ const NUL = 2
  * ASCII, what topics nearly always are, is one compare per byte.
  */
 export function utf8Check(b: Uint8Array, start: number, end: number): number {
+  for (let i = start; i < end; i++) {
+    // One compare for "U+0000 or not ASCII": 0 - 1 wraps to the largest unsigned value.
+    if ((b[i]! - 1) >>> 0 >= 0x7f) return utf8Rest(b, i, end)
+  }
+  return 0
+}
+
+/** utf8Check from the first byte that is not plain ASCII. */
+function utf8Rest(b: Uint8Array, start: number, end: number): number {
   let i = start
   while (i < end) {
     const c = b[i]!
