@@ -20,7 +20,7 @@ import { monitorRequest } from '../src/monitor.ts'
 import { mqttState } from '../adapters/mqtt/state.ts'
 import type { MqttConn } from '../adapters/mqtt/conn.ts'
 import { checkPacket } from '../adapters/mqtt/malformed.ts'
-import { fastPacket } from '../adapters/mqtt/frame.ts'
+import { fastPacket, headerSize } from '../adapters/mqtt/frame.ts'
 
 let b: TestBroker
 
@@ -368,4 +368,105 @@ t.test('the crash inputs of issue 9 items 2 and 3 leave a real broker process ru
       t.match(p.output(), /mqtt protocol error: will properties: property Content Type runs past/, 'item 3 logged')
     })
   }
+})
+
+// --- checkPacket against mqtt-packet, on mutated frames ------------------------------------------
+
+/** A frame with a new body: the Remaining Length is written again, so it stays one whole frame. */
+function reframe(b0: number, body: Uint8Array): Uint8Array {
+  return new Uint8Array([b0, ...varint(body.length), ...body])
+}
+
+/** mqtt-packet's reading of one whole frame: the packet, or the error it gives. */
+function mqttPacket(bytes: Uint8Array, v: 4 | 5): { packet?: Packet; error?: string } {
+  const p = newParser({ protocolVersion: v })
+  const out: { packet?: Packet; error?: string } = {}
+  p.on('packet', (pk: Packet) => (out.packet ??= pk))
+  p.on('error', (e: Error) => (out.error ??= e.message))
+  try {
+    p.parse(Buffer.from(bytes))
+  } catch (e) {
+    out.error ??= `threw ${(e as Error).message}`
+  }
+  return out
+}
+
+/** The fields a fast path fills, compared with mqtt-packet's (payloads by their bytes). */
+const FIELDS = ['cmd', 'topic', 'qos', 'dup', 'retain', 'messageId', 'properties', 'subscriptions', 'protocolId', 'protocolVersion', 'clean', 'keepalive', 'clientId', 'username', 'will'] as const
+
+t.test('on frames checkPacket accepts, mqtt-packet never errs, and a fast path reads what it reads', async (t) => {
+  const v5p = { userProperties: { k: 'v' }, contentType: 'c', payloadFormatIndicator: true, responseTopic: 'r/t', correlationData: Buffer.from('cd'), messageExpiryInterval: 9 }
+  const corpus: [Packet, 4 | 5][] = []
+  for (const v of [4, 5] as const) {
+    corpus.push(
+      [{ cmd: 'publish', topic: 'a/b', payload: Buffer.from('hello'), qos: 0, dup: false, retain: false }, v],
+      [{ cmd: 'publish', topic: 'ä/€/𝄞', payload: Buffer.from('x'), qos: 2, dup: true, retain: true, messageId: 258 }, v],
+      [{ cmd: 'subscribe', messageId: 3, subscriptions: [{ topic: 'a/+', qos: 1 }, { topic: '#', qos: 2 }] } as Packet, v],
+      [{ cmd: 'unsubscribe', messageId: 4, unsubscriptions: ['a/+', 'b'] } as Packet, v],
+      [{ cmd: 'puback', messageId: 5 }, v],
+      [{ cmd: 'pubrel', messageId: 6 }, v],
+      [{ cmd: 'pingreq' }, v],
+      [{ cmd: 'disconnect' }, v],
+      [{ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, clean: true, keepalive: 30, clientId: 'dev-1', username: 'u', password: Buffer.from('p') }, v],
+      [{ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, clean: false, keepalive: 0, clientId: 'w', will: { topic: 'w/t', payload: Buffer.from('bye'), qos: 1, retain: true } } as Packet, v],
+    )
+  }
+  corpus.push(
+    [{ cmd: 'publish', topic: 'p/5', payload: Buffer.from('x'), qos: 1, dup: false, retain: false, messageId: 7, properties: v5p }, 5],
+    [{ cmd: 'publish', topic: '', payload: Buffer.from('x'), qos: 0, dup: false, retain: false, properties: { topicAlias: 2 } }, 5],
+    [{ cmd: 'subscribe', messageId: 8, properties: { subscriptionIdentifier: 300, userProperties: { a: 'b' } }, subscriptions: [{ topic: 's/#', qos: 1, nl: true, rap: true, rh: 2 }] } as Packet, 5],
+    [{ cmd: 'puback', messageId: 9, reasonCode: 0x10, properties: { reasonString: 'why' } }, 5],
+    [{ cmd: 'disconnect', reasonCode: 0x04, properties: { sessionExpiryInterval: 5 } }, 5],
+    [{ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clean: true, keepalive: 10, clientId: 'c5', properties: { sessionExpiryInterval: 60, receiveMaximum: 10, maximumPacketSize: 9999, topicAliasMaximum: 4, requestProblemInformation: true, userProperties: { x: 'y' } }, will: { topic: 'w/5', payload: Buffer.from('w'), qos: 0, retain: false, properties: { willDelayInterval: 3, contentType: 'text/plain' } } } as Packet, 5],
+  )
+  // A fixed-seed generator, so a failure is the same on every run.
+  let seed = 0x9e3779b9
+  const rnd = (n: number): number => {
+    seed ^= seed << 13
+    seed ^= seed >>> 17
+    seed ^= seed << 5
+    return (seed >>> 0) % n
+  }
+  let accepted = 0
+  let fast = 0
+  const problems: string[] = []
+  for (const [pk, v] of corpus) {
+    const good = new Uint8Array(generate(pk, { protocolVersion: v }))
+    if (checkPacket(good, 0, good.length, v === 5) !== null) problems.push(`v${v} ${pk.cmd}: a valid frame refused: ${checkPacket(good, 0, good.length, v === 5)!.why}`)
+    for (let k = 0; k < 400; k++) {
+      let b0 = good[0]!
+      const body = [...good.subarray(headerSize(good, 0))]
+      for (let m = 1 + rnd(3); m > 0; m--) {
+        const r = rnd(10)
+        if (r < 5 && body.length > 0) body[rnd(body.length)] = rnd(4) === 0 ? [0, 0x80, 0xff, 0xed, 0xc0][rnd(5)]! : rnd(256)
+        else if (r < 7) body.splice(rnd(body.length + 1), 0, rnd(256))
+        else if (r < 9 && body.length > 0) body.splice(rnd(body.length), 1)
+        else b0 = (b0 & 0xf0) | rnd(16)
+      }
+      const f = reframe(b0, new Uint8Array(body))
+      const verdict = checkPacket(f, 0, f.length, v === 5)
+      if (verdict !== null) continue
+      accepted++
+      const ref = mqttPacket(f, v)
+      const hex = Buffer.from(f).toString('hex')
+      if (ref.error !== undefined || ref.packet === undefined) {
+        problems.push(`v${v} ${hex}: accepted, mqtt-packet says ${ref.error}`)
+        continue
+      }
+      const mine = fastPacket(f, 0, f.length, v === 5)
+      if (mine === null) continue
+      fast++
+      const a = mine as unknown as Record<string, unknown>
+      const r = ref.packet as unknown as Record<string, unknown>
+      for (const key of FIELDS) {
+        if (a[key] == null && r[key] == null) continue // mqtt-packet has topic: null on every packet
+        if (key === 'qos' || key === 'dup' || key === 'retain') if (a.cmd !== 'publish') continue
+        if (JSON.stringify(a[key]) !== JSON.stringify(r[key])) problems.push(`v${v} ${hex}: ${key} ${JSON.stringify(a[key])} vs mqtt-packet ${JSON.stringify(r[key])}`)
+      }
+      if (a.payload !== undefined && !Buffer.from(a.payload as Uint8Array).equals(r.payload as Buffer)) problems.push(`v${v} ${hex}: payload differs`)
+      if (a.password !== undefined && !Buffer.from(a.password as Uint8Array).equals(r.password as Buffer)) problems.push(`v${v} ${hex}: password differs`)
+    }
+  }
+  t.same(problems.slice(0, 20), [], 'no disagreement')
+  t.ok(accepted > 500, `${accepted} mutated frames accepted, ${fast} of them on a fast path`)
 })
