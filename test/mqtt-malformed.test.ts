@@ -171,6 +171,9 @@ t.test('reserved bits of fixed headers [MQTT-2.2.2-2], bodies where none may be,
     ...both('CONNECT reserved flag bit 0 [MQTT-3.1.2-3]', null, (v) => connect(v, { flags: 0x03 }), 0x81, /CONNECT reserved flag bit 0 set/),
     ...both('CONNECT Will QoS without a will', null, (v) => connect(v, { flags: 0x0a }), 0x81, /Will QoS or Will Retain without a will/),
     ...both('CONNECT with a byte after its end', null, (v) => connect(v, { rest: [0] }), 0x81, /1 bytes after the end of CONNECT/),
+    ...both('SUBSCRIBE options with a reserved bit', 'connect', (v) => frame(0x82, [0, 1, ...p5(v), ...str('a'), 0xc0]), 0x81, /SUBSCRIBE options 0xc0 set reserved bits/),
+    ...both('SUBSCRIBE with QoS 3', 'connect', (v) => frame(0x82, [0, 1, ...p5(v), ...str('a'), 0x03]), 0x82, /SUBSCRIBE with QoS 3/),
+    { name: 'SUBSCRIBE with Retain Handling 3', v: 5, pre: 'connect', bytes: frame(0x82, [0, 1, 0, ...str('a'), 0x30]), code: 0x82, log: /SUBSCRIBE with Retain Handling 3/ },
     { name: 'CONNECT password without a user name [MQTT-3.1.2-22]', v: 4, pre: null, bytes: connect(4, { flags: 0x42, rest: str('pw') }), code: 0, log: /password without a user name/ },
   ]
   for (const c of cases) await check(t, c)

@@ -163,9 +163,9 @@ function checkSubscribe(b: Uint8Array, p: number, end: number, v5: boolean): Ref
     if (r !== null) return r
     if (pos === end) return refuse('SUBSCRIBE topic filter without its options byte')
     const o = b[pos++]!
-    // Reserved bits [MQTT-3.8.3-4] (5.0: [MQTT-3.8.3-5]), QoS 3 [MQTT-3-8.3-4], Retain Handling 3 (5.0).
+    // Reserved bits [MQTT-3.8.3-4] (5.0: [MQTT-3.8.3-5], malformed); QoS 3 [MQTT-3-8.3-4] and Retain Handling 3 (5.0: protocol errors).
     if ((o & (v5 ? 0xc0 : 0xfc)) !== 0) return refuse(`SUBSCRIBE options 0x${o.toString(16)} set reserved bits`)
-    if ((o & 3) === 3) return refuse('SUBSCRIBE with QoS 3')
+    if ((o & 3) === 3) return refuse('SUBSCRIBE with QoS 3', PROTOCOL_ERROR) // 5.0 §3.8.3.1
     if (((o >> 4) & 3) === 3) return refuse('SUBSCRIBE with Retain Handling 3', PROTOCOL_ERROR)
   }
   return null
@@ -192,8 +192,8 @@ function checkDisconnect(b: Uint8Array, p: number, end: number, v5: boolean): Re
   return properties(b, end, K_DISCONNECT) ?? (pos === end ? null : refuse('bytes after the properties of DISCONNECT'))
 }
 
-/** The reason codes a client may send in DISCONNECT (5.0 §3.14.2.1). */
-const DISCONNECT_CODES = new Set([0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f, 0xa0, 0xa1, 0xa2])
+/** The DISCONNECT reason codes (5.0 §3.14.2.1) [MQTT-3.14.2-1]. */
+const DISCONNECT_CODES = new Set([0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8b, 0x8d, 0x8e, 0x8f, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9a, 0x9b, 0x9c, 0x9d, 0x9e, 0x9f, 0xa0, 0xa1, 0xa2])
 
 /** A non-zero packet id at b[p] [MQTT-2.2.1-3]; pos after it. */
 function packetId(b: Uint8Array, p: number, end: number, what: string): Refusal | null {
