@@ -20,7 +20,8 @@ import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
 import { checkConnectHeader, connectDeadline, onPacket, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
 import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
-import { frameSize, MALFORMED, NEED_MORE, parseConnect, parsePublish, parseSubscribe, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
+import { fastPacket, frameSize, MALFORMED, NEED_MORE, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
+import { checkPacket, MALFORMED_PACKET } from './malformed.ts'
 import { park } from './session.ts'
 import { filterCount, filterEntries, type Filters } from './filters.ts'
 import { aliasFor, setAlias } from './aliases.ts'
@@ -232,34 +233,25 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     let at = 0
     while (at < end && !this.done) {
       const n = frameSize(b, at, end)
-      if (n === MALFORMED) return this.protocolError('Invalid variable byte integer')
-      if (n === NEED_MORE || at + n > end) break
+      if (n === MALFORMED) return this.protocolError('Remaining Length is not a valid Variable Byte Integer')
+      if (n === NEED_MORE) break
+      // Refused as soon as its length is known, before its bytes are waited for (and held).
+      if (n > this.srv.opts.max_payload + PACKET_OVERHEAD) return this.tooLarge(n)
+      if (at + n > end) break
       this.packet(b, at, n)
       at += n
     }
     if (this.done || at === end) return
-    // Bytes waiting for the rest of a packet, bounded like mqtt-packet's buffer was.
-    if (end - at > this.srv.opts.max_payload + PACKET_OVERHEAD) return this.tooLarge()
-    this.rest = b.slice(at) // the chunk is only lent to us
+    this.rest = b.slice(at) // the chunk is only lent to us; at most one packet under the limit
   }
 
   /** One whole packet of n bytes at b[at]. */
   private packet(b: Uint8Array, at: number, n: number): void {
-    const b0 = b[at]!
-    if ((b0 & 0xf0) === 0x30) {
-      const p = parsePublish(b, at, n, this.version === 5)
-      if (p !== null) return onPacket(this, p)
-    } else if (b0 === 0x40 && n === 4) {
-      return onPacket(this, { cmd: 'puback', messageId: (b[at + 2]! << 8) | b[at + 3]! })
-    } else if (b0 === 0x82) {
-      const p = parseSubscribe(b, at, n, this.version === 5)
-      if (p !== null) return onPacket(this, p)
-    } else if (b0 === 0x10) {
-      const p = parseConnect(b, at, n)
-      if (p !== null) return onPacket(this, p)
-    } else if (b0 === 0xc0 && n === 2) {
-      return onPacket(this, PINGREQ) // what an idle device sends, once per keepalive
-    }
+    // The malformed-packet rules, in one place for both readers below (malformed.ts).
+    const bad = checkPacket(b, at, n, this.version === 5)
+    if (bad !== null) return this.protocolError(bad.why, bad.code)
+    const p = fastPacket(b, at, n, this.version === 5)
+    if (p !== null) return onPacket(this, p)
     // mqtt-packet keeps slices of what it parses (will payload, ...), so it gets a copy.
     parseWithMqttPacket(this, Buffer.from(b.subarray(at, at + n)))
   }
@@ -269,7 +261,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   closed(reason?: string): void {
-    this.teardown(reason ?? 'Client Closed', true)
+    try {
+      this.teardown(reason ?? 'Client Closed', true)
+    } catch (e) {
+      // A socket callback: whatever went wrong is logged, and ends nothing else.
+      this.srv.log.error(`${this.label()} mqtt error while closing: ${(e as Error).message}`)
+    }
   }
 
   // --- bytes out --------------------------------------------------------------------------
@@ -454,11 +451,23 @@ export class MqttConn implements Owner, Session, Conn, Holder {
 
   // --- endings ----------------------------------------------------------------------------
 
-  /** A packet the codec or a handler rejects: close, and for MQTT 5 say why first. */
-  protocolError(why: string, reason5 = 0x81): void {
+  /**
+   * A malformed packet, or one the protocol forbids (reason5: 0x81 Malformed Packet, 0x82
+   * Protocol Error, ...): counted, logged, and the connection closed; MQTT 5 is told why
+   * first, with DISCONNECT, or with CONNACK while its CONNECT is not yet answered
+   * [MQTT-4.13.1-1] (5.0 §3.1.4).
+   */
+  protocolError(why: string, reason5 = MALFORMED_PACKET): void {
     if (this.done) return
+    this.st.counters.malformed_packets++
     this.srv.log.error(`${this.label()} mqtt protocol error: ${why}`)
-    this.disconnect(reason5, 'Protocol Violation')
+    this.refuse(reason5, 'Protocol Violation')
+  }
+
+  /** disconnect(), or before CONNACK the CONNACK with that reason code (MQTT 5 only). */
+  private refuse(reason5: number, why: string): void {
+    if (this.version === 5 && !this.connected) this.send({ cmd: 'connack', reasonCode: reason5, sessionPresent: false })
+    this.disconnect(reason5, why)
   }
 
   /** MQTT 5: DISCONNECT with a reason code, then close; MQTT 3.1.1 just closes. */
@@ -468,9 +477,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.teardown(why, true)
   }
 
-  private tooLarge(): void {
-    this.srv.log.error(`${this.label()} mqtt packet over ${this.srv.opts.max_payload + PACKET_OVERHEAD} bytes`)
-    this.disconnect(0x95, 'Packet Too Large')
+  private tooLarge(size: number): void {
+    this.srv.log.error(`${this.label()} mqtt packet of ${size} bytes over ${this.srv.opts.max_payload + PACKET_OVERHEAD} (max_payload + ${PACKET_OVERHEAD})`)
+    this.refuse(0x95, 'Packet Too Large')
   }
 
   /** Another connection CONNECTed with our client id [MQTT-3.1.4-2]. */
@@ -633,7 +642,6 @@ function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
 }
 
 const EMPTY = new Uint8Array(0)
-const PINGREQ: Packet = { cmd: 'pingreq' }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   if (a.length === 0) return b.slice()

@@ -1,8 +1,9 @@
 // Hand-written MQTT framing for the hot paths. Inbound: split a byte stream into packets by
 // the fixed header (type byte + Remaining Length varint), and parse the common PUBLISH and
 // PUBACK shapes straight from the bytes; anything else (and any shape not handled here) is
-// left to mqtt-packet, one whole frame at a time. Outbound: frame a PUBLISH without
-// properties directly into a buffer.
+// left to mqtt-packet, one whole frame at a time. Both only see frames that checkPacket
+// (malformed.ts) accepted: on those, a fast path gives what mqtt-packet would, or null.
+// Outbound: frame a PUBLISH without properties directly into a buffer.
 
 import type { IConnectPacket, IPublishPacket, ISubscribePacket, ISubscription, Packet } from 'mqtt-packet'
 import { Buffer } from 'node:buffer'
@@ -11,7 +12,10 @@ import type { Outbound } from '../../src/outbound.ts'
 
 /** frameSize: the fixed header is not complete yet. */
 export const NEED_MORE = -1
-/** frameSize: the Remaining Length has a fifth byte (mqtt-packet: "Invalid variable byte integer"). */
+/**
+ * frameSize: the Remaining Length has a fifth byte (mqtt-packet: "Invalid variable byte
+ * integer"), or is not in its shortest form, such as 0x80 0x00 [MQTT-1.5.5-1].
+ */
 export const MALFORMED = -2
 
 /** Largest Remaining Length a varint of four bytes can hold. */
@@ -20,7 +24,7 @@ const MAX_REMAINING = 268_435_455
 /**
  * Size of the whole packet starting at b[at] (fixed header plus Remaining Length), read from
  * b[at, end); NEED_MORE when the header itself is cut, MALFORMED when its length has more
- * than four bytes. The packet may still extend past `end`.
+ * than four bytes or a needless last zero byte. The packet may still extend past `end`.
  */
 export function frameSize(b: Uint8Array, at: number, end: number): number {
   let value = 0
@@ -28,7 +32,7 @@ export function frameSize(b: Uint8Array, at: number, end: number): number {
   for (let i = at + 1; i < end; i++) {
     const c = b[i]!
     value += (c & 0x7f) * mul
-    if ((c & 0x80) === 0) return i + 1 - at + value
+    if ((c & 0x80) === 0) return c === 0 && i > at + 1 ? MALFORMED : i + 1 - at + value
     if (i - at === 4) return MALFORMED
     mul *= 128
   }
@@ -40,6 +44,22 @@ export function headerSize(b: Uint8Array, at: number): number {
   let i = at + 1
   while ((b[i]! & 0x80) !== 0) i++
   return i + 1 - at
+}
+
+const PINGREQ: Packet = { cmd: 'pingreq' }
+
+/**
+ * The packet in a whole frame of n bytes at b[at], read by the fast paths below, or null for
+ * mqtt-packet to read. Only for frames checkPacket accepted.
+ */
+export function fastPacket(b: Uint8Array, at: number, n: number, v5: boolean): Packet | null {
+  const b0 = b[at]!
+  if ((b0 & 0xf0) === 0x30) return parsePublish(b, at, n, v5)
+  if (b0 === 0x40 && n === 4) return { cmd: 'puback', messageId: (b[at + 2]! << 8) | b[at + 3]! }
+  if (b0 === 0x82) return parseSubscribe(b, at, n, v5)
+  if (b0 === 0x10) return parseConnect(b, at, n)
+  if (b0 === 0xc0 && n === 2) return PINGREQ // what an idle device sends, once per keepalive
+  return null
 }
 
 /**
@@ -154,7 +174,8 @@ function stringAt(b: Uint8Array, p: number, end: number): { s: string; next: num
   return { s: once(b, p + 2, p + 2 + n), next: p + 2 + n }
 }
 
-const DECODER = new TextDecoder()
+// Like mqtt-packet's Buffer.toString: a leading U+FEFF is kept, never stripped [MQTT-1.5.4-3].
+const DECODER = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
  * UTF-8 text of b[start, end) for strings decoded once per connection (client id, filters):
@@ -163,6 +184,13 @@ const DECODER = new TextDecoder()
  */
 function once(b: Uint8Array, start: number, end: number): string {
   return start === end ? '' : DECODER.decode(b.subarray(start, end))
+}
+
+/** Whether b[start, end) is short ASCII, which text() builds without a decoder (one that would strip a BOM). */
+function ascii(b: Uint8Array, start: number, end: number): boolean {
+  if (end - start >= 48) return false
+  for (let i = start; i < end; i++) if (b[i]! > 127) return false
+  return true
 }
 
 let inTopic = ''
@@ -176,7 +204,7 @@ function topicAt(b: Uint8Array, p: number, n: number): string {
     while (i < n && b[p + i] === last[i]) i++
     if (i === n) return inTopic
   }
-  const t = text(b, p, p + n)
+  const t = ascii(b, p, p + n) ? text(b, p, p + n) : DECODER.decode(b.subarray(p, p + n))
   if (n <= 256) {
     inTopic = t
     inTopicBytes = b.slice(p, p + n)

@@ -109,7 +109,11 @@ export function checkConnectHeader(c: MqttConn, b: Uint8Array): 'more' | 'ok' | 
   const name = String.fromCharCode(...b.subarray(i + 2, i + 2 + n))
   const level = b[i + 2 + n]!
   if (name !== 'MQTT' && name !== 'MQIsdp') return refuse('bad protocol name')
-  if (name === 'MQTT' && (level === 4 || level === 5)) return 'ok'
+  if (name === 'MQTT' && (level === 4 || level === 5)) {
+    // Known before the CONNECT is read: a malformed one is refused in its version's format.
+    c.version = level
+    return 'ok'
+  }
   // The refusal goes out in the format the client can read: 3.1.1's for older levels.
   c.out.push(level > 5 ? new Uint8Array([0x20, 3, 0, RC.unsupportedVersion, 0]) : new Uint8Array([0x20, 2, 0, 0x01]))
   return refuse(`unsupported protocol ${name} level ${level}`)
@@ -519,6 +523,15 @@ export function publishWill(c: MqttConn, w: Will): void {
 }
 
 function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill, by: Owner): void {
+  // Runs from a socket's close or a timer: a failure is logged and ends nothing else.
+  try {
+    publishWillNow(srv, st, w, by)
+  } catch (e) {
+    srv.log.error(`mqtt will on ${JSON.stringify(w.topic)} not published: ${(e as Error).message}`)
+  }
+}
+
+function publishWillNow(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill, by: Owner): void {
   st.counters.wills++
   const reply = replyFor(w.props)
   const props = keepProps(w.props, srv.host.now())
@@ -566,11 +579,8 @@ function onPubrel(c: MqttConn, pid: number): void {
 function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
   const granted: number[] = []
   const fresh: { sub: MqttSub; subjects: string[]; rh: number; isNew: boolean }[] = []
+  // Identifier 0, or no filter at all, never gets here (malformed.ts).
   const subId = c.version === 5 ? p.properties?.subscriptionIdentifier : undefined
-  // A Subscription Identifier of 0 is a Protocol Error (5.0 §3.8.2.1.2).
-  if (subId === 0) return c.protocolError('subscription identifier 0', RC.protocolError)
-  // At least one filter [MQTT-3.8.3-3] (5.0: [MQTT-3.8.3-2]); mqtt-packet lets an empty one through.
-  if (p.subscriptions.length === 0) return c.protocolError('SUBSCRIBE without topic filters', RC.protocolError)
   for (const s of p.subscriptions) {
     const r = addSub(c, s, subId)
     if (typeof r === 'number') granted.push(r)
@@ -672,8 +682,6 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
 
 function onUnsubscribe(c: MqttConn, p: IUnsubscribePacket): void {
   const codes: number[] = []
-  // At least one filter [MQTT-3.10.3-2] (5.0: [MQTT-3.10.3-2]).
-  if (p.unsubscriptions.length === 0) return c.protocolError('UNSUBSCRIBE without topic filters', RC.protocolError)
   for (const f of p.unsubscriptions) {
     const list = subsOf(c.subs, f)
     if (list) {

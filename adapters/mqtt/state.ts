@@ -27,6 +27,8 @@ export interface MqttCounters {
   sessions_revoked: number
   /** Held messages dropped because the session's user may no longer read their subject. */
   revoked_msgs: number
+  /** Packets refused as malformed or as a protocol error (each closed its connection). */
+  malformed_packets: number
 }
 
 /** The part of a connection the shared state needs: closing it on takeover. */
@@ -79,6 +81,7 @@ export function mqttState(srv: Server): MqttState {
         sessions_foreign: 0,
         sessions_revoked: 0,
         revoked_msgs: 0,
+        malformed_packets: 0,
       },
       topicSeq: -1,
       topic: null,
