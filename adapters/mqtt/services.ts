@@ -25,6 +25,7 @@ import { decodeHeaders, encodeHeaders } from '../../src/headers.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
+import { quote } from '../../src/log.ts'
 import { msgQos } from './conn.ts'
 import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
 import { matchRetained, retain } from './retained.ts'
@@ -63,7 +64,7 @@ function retainFromHeader(srv: Server, m: Msg, from: Owner | null): void {
   const topic = subjectToTopic(m.subject)
   if (topic === null) {
     st.counters.unmappable_subjects++
-    srv.log.warn(`retained message on ${JSON.stringify(m.subject)} not kept: the subject has no MQTT topic form`)
+    srv.log.warn(`retained message on ${quote(m.subject)} not kept: the subject has no MQTT topic form`)
     return
   }
   storeRetained(srv, st, topic, m)
@@ -76,7 +77,7 @@ function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boole
   const props = headersToProps(st, { ...m, reply: '', seq: -2 })
   st.propsSeq = -1
   const kept = retain(st.retained, topic, m.subject, m.payload.slice(), msgQos(m), props)
-  if (!kept) srv.log.warn(`retained message on ${JSON.stringify(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
+  if (!kept) srv.log.warn(`retained message on ${quote(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
   return kept
 }
 
