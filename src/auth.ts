@@ -134,10 +134,9 @@ export function identify(srv: Server, kind: Protocol, wire: Wire, creds: Credent
   const o = srv.opts
   if (!authNeeded(o, kind, wire)) return OPEN
   const mapCert = wire.tls !== undefined && mapsCertificates(o, kind)
-  const gate = gateOf(srv)
-  const from = reload ? '' : wire.remoteAddress
+  const from = reload ? '' : sourceOf(wire.remoteAddress)
   return authenticate(authOf(o), creds, wire.tls, mapCert, (pass, hash) =>
-    gate.check(from, pass, hash, alive).then((r) => {
+    gateOf(srv).check(from, pass, hash, alive).then((r) => {
       if (r !== 'busy') return r
       unchecked.add(creds)
       return false
@@ -154,6 +153,23 @@ export function refusedUnchecked(creds: Credentials): boolean {
 }
 
 const unchecked = new WeakSet<Credentials>()
+
+/**
+ * Whose turn a check waits for: the IPv4 address, or the /64 prefix of an IPv6 one (one
+ * site's share; a single host can hold a whole /64).
+ */
+export function sourceOf(addr: string): string {
+  if (!addr.includes(':')) return addr
+  const [head = '', tail] = addr.split('::')
+  const groups = head === '' ? [] : head.split(':')
+  // `a:b::c` leaves out zero groups: fill them in up to the fourth.
+  if (tail !== undefined) {
+    const after = tail === '' ? 0 : tail.split(':').length
+    while (groups.length < 8 - after) groups.push('0')
+    if (tail !== '') groups.push(...tail.split(':'))
+  }
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':')}::/64`
+}
 
 /**
  * ms a new connection has from accept to a completed CONNECT: its TLS handshake, CONNECT and

@@ -77,6 +77,8 @@ interface Job {
 interface Slot {
   readonly w: Worker
   job: Job | null
+  /** It has answered a check (so it loaded). */
+  answered: boolean
 }
 
 export function bcryptPool(log: Logger, size = poolSize()): BcryptPool {
@@ -87,18 +89,25 @@ export function bcryptPool(log: Logger, size = poolSize()): BcryptPool {
   let closed = false
   let failedStart = false
 
+  /** No worker can be had here (a runtime or sandbox without threads): checks stay on this thread. */
+  const cannotStart = (why: string): null => {
+    if (!failedStart) log.error(`bcrypt: cannot start a worker thread (${why}); checking passwords on the main thread`)
+    failedStart = true
+    return null
+  }
+
   const spawn = (): Slot | null => {
+    if (failedStart) return null
     let w: Worker
     try {
       w = startWorker()
     } catch (e) {
-      if (!failedStart) log.error(`bcrypt: cannot start a worker thread (${(e as Error).message}); checking passwords on the main thread`)
-      failedStart = true
-      return null
+      return cannotStart((e as Error).message)
     }
     w.unref() // never what keeps the process alive
-    const slot: Slot = { w, job: null }
+    const slot: Slot = { w, job: null, answered: false }
     w.on('message', (m: [number, boolean]) => {
+      slot.answered = true
       const job = slot.job
       if (job === null || job.id !== m[0]) return
       slot.job = null
@@ -109,10 +118,18 @@ export function bcryptPool(log: Logger, size = poolSize()): BcryptPool {
       const i = slots.indexOf(slot)
       if (i < 0) return
       slots.splice(i, 1)
-      if (!closed) log.error(`bcrypt: worker thread ended: ${why}`)
+      // One that never answered could not load: starting more would fail the same way.
+      if (!slot.answered) cannotStart(why)
+      else if (!closed) log.error(`bcrypt: worker thread ended: ${why}`)
       const job = slot.job
       slot.job = null
-      job?.done(false) // refused rather than retried: a hash that kills a worker must not kill them all
+      if (job !== null) {
+        if (closed) job.done(false)
+        // Never loaded: its job goes back to the queue (now checked on this thread). A worker
+        // that did work and died on this job refuses it: a hash that kills one must not kill all.
+        else if (!slot.answered) queue.unshift(job)
+        else job.done(false)
+      }
       next()
     }
     w.on('error', (e: Error) => lost(e.message))

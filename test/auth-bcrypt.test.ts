@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { generate, parser, type Packet } from 'mqtt-packet'
-import { identify, MAX_WAITING, PER_ADDRESS_WAITING, refusedUnchecked, type Credentials } from '../src/auth.ts'
+import { identify, MAX_WAITING, PER_ADDRESS_WAITING, refusedUnchecked, sourceOf, type Credentials } from '../src/auth.ts'
 import type { BcryptEngine, Wire } from '../src/host.ts'
 import { createLogger } from '../src/log.ts'
 import { defaults, type Options } from '../src/options.ts'
@@ -246,6 +246,17 @@ t.test('the queue: full in all is refused too', async (t) => {
   }
   await Promise.all(all)
   t.ok(logs.some((l) => l.includes('5 logins refused unchecked while the password check queue was full')))
+})
+
+t.test('the queue: an IPv4 address is one source, an IPv6 /64 is one source', async (t) => {
+  t.equal(sourceOf('192.0.2.7'), '192.0.2.7')
+  t.equal(sourceOf('2001:db8:1:2:3:4:5:6'), '2001:db8:1:2::/64')
+  t.equal(sourceOf('2001:0DB8:0001:0002::9'), '2001:db8:1:2::/64', 'leading zeros and case do not matter')
+  t.equal(sourceOf('2001:db8::1'), '2001:db8:0:0::/64', ':: filled in')
+  t.equal(sourceOf('2001:db8:0:0:ffff::1'), sourceOf('2001:db8::2'), 'two hosts of one /64 share')
+  t.equal(sourceOf('::1'), '0:0:0:0::/64')
+  t.equal(sourceOf('fe80::1%eth0'), 'fe80:0:0:0::/64')
+  t.not(sourceOf('2001:db8:0:1::1'), sourceOf('2001:db8:0:2::1'), 'another /64 is another source')
 })
 
 // --- the worker from the bundle and the compiled binary --------------------------------------
