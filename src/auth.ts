@@ -134,9 +134,8 @@ export function identify(srv: Server, kind: Protocol, wire: Wire, creds: Credent
   const o = srv.opts
   if (!authNeeded(o, kind, wire)) return OPEN
   const mapCert = wire.tls !== undefined && mapsCertificates(o, kind)
-  const from = reload ? '' : sourceOf(wire.remoteAddress)
   return authenticate(authOf(o), creds, wire.tls, mapCert, (pass, hash) =>
-    gateOf(srv).check(from, pass, hash, alive).then((r) => {
+    gateOf(srv).check(reload ? '' : sourceOf(wire.remoteAddress), pass, hash, alive).then((r) => {
       if (r !== 'busy') return r
       unchecked.add(creds)
       return false
@@ -193,7 +192,7 @@ export function authTimeout(opts: Options, kind: Protocol): number {
 
 // --- bcrypt -----------------------------------------------------------------------------------
 
-// bcrypt is slow by design (a cost-11 check costs a core about 100 ms), so checks must neither
+// bcrypt is slow by design (a cost-11 check keeps a core busy for 100s of ms), so checks must neither
 // block the event loop nor let one source starve the others:
 // - they run on the server's BcryptEngine (worker threads, targets/bcrypt.ts), at most
 //   `parallel` at once; without one, on this thread, one at a time, in chunks;
