@@ -5,6 +5,8 @@
 
 import t from 'tap'
 import net from 'node:net'
+import tls from 'node:tls'
+import { readFileSync } from 'node:fs'
 import { generate, type Packet } from 'mqtt-packet'
 import { connect } from '@nats-io/transport-node'
 import { authTimeout, connectDeadline } from '../src/auth.ts'
@@ -12,6 +14,7 @@ import type { Wire } from '../src/host.ts'
 import { defaults, MQTT_DEFAULTS, type Options, type TlsOptions } from '../src/options.ts'
 import { startBroker } from './helpers/broker.ts'
 import { mqttClient, sleep } from './helpers/mqtt.ts'
+import { makeCerts, serverTlsOptions } from './helpers/certs.ts'
 
 interface Trickle {
   /** ms from connect to close, or -1 while open. */
@@ -98,6 +101,27 @@ t.test('a client that completes CONNECT in time stays, however slowly it sent it
   t.match(n.got, /PONG\r\n$/, 'and got its PONG')
   t.equal(m.closedAfter, -1, 'the MQTT client too')
   t.match(m.got, /^\x20\x02\x00\x00/, 'with CONNACK 0')
+})
+
+const certs = makeCerts(t)
+
+t.test('the deadline counts from accept: a slow TLS handshake uses it up (MQTT over TLS, certificate mapping)', async (t) => {
+  if (!certs) return
+  // verify_and_map: the certificate names the user; the deadline is authorization.timeout.
+  const tlsOpts = serverTlsOptions(certs, { verify_and_map: true, timeout: 1500 })
+  const b = await startBroker({ mqtt: { tls: tlsOpts, tls_port: 0, plain: false }, authorization: { timeout: 1200, users: [{ user: 'device-42' }] } })
+  t.teardown(() => b.stop())
+  const start = Date.now()
+  const raw = net.connect(b.mqttTlsPort, '127.0.0.1')
+  raw.on('error', () => {})
+  await new Promise((r) => raw.once('connect', r))
+  await sleep(800) // the TLS handshake starts late, and then no CONNECT comes
+  const s = tls.connect({ socket: raw, ca: readFileSync(certs.ca), cert: readFileSync(certs.client.cert), key: readFileSync(certs.client.key), servername: 'localhost' })
+  s.on('error', () => {})
+  const secured = await new Promise<number>((r) => s.once('secureConnect', () => r(Date.now() - start)))
+  const closedAt = await new Promise<number>((r) => s.once('close', () => r(Date.now() - start)))
+  t.ok(secured >= 800 && secured < 1200, `handshake done after ${secured} ms`)
+  t.ok(closedAt >= 1100 && closedAt < 1900, `closed ${closedAt} ms after accept: the handshake counted (not ${secured} + 1200 ms)`)
 })
 
 t.test('one rule for the deadline: which bound, and the auth default with TLS', async (t) => {
