@@ -111,7 +111,9 @@ t.test('80 wrong passwords from one address do not lock out another user, and th
   t.same(outs, new Set(["-ERR 'Authorization Violation'\r\n"]), 'every wrong password is refused')
   const maxLag = lag.max / 1e6
   t.comment(`event-loop delay during the flood: max ${maxLag.toFixed(1)} ms, p99 ${(lag.percentile(99) / 1e6).toFixed(1)} ms`)
-  t.ok(maxLag < 150, `the event loop never waited for a check (max delay ${maxLag.toFixed(1)} ms)`)
+  // A cost-11 check run on this thread would stall it for 300+ ms at once; what remains is the
+  // machine's own contention (the workers keep its cores busy).
+  t.ok(maxLag < 250, `the event loop never waited for a check (max delay ${maxLag.toFixed(1)} ms)`)
   const stats = b.srv.status.get('bcrypt')!() as { checks: number; refused: number; waiting: number }
   t.ok(stats.refused >= 80 - PER_ADDRESS_WAITING - 4, `most of the flood was refused unchecked (${stats.refused})`)
   t.ok(stats.checks <= 80 - stats.refused + 1, `only the rest was checked (${stats.checks})`)
