@@ -4,8 +4,8 @@
 // `no_auth_user`, and `verify_and_map` certificates. Also the reload of all that (SIGHUP).
 
 import bcrypt from 'bcryptjs'
-import type { PeerTls } from './host.ts'
-import { mqttOptions, type Options, type UserConfig } from './options.ts'
+import type { BcryptEngine, PeerTls, Wire } from './host.ts'
+import { DEFAULT_AUTH_TIMEOUT, mqttOptions, type Options, type UserConfig } from './options.ts'
 import { compilePermissions, type CompiledPermissions, type Permissions } from './permissions.ts'
 import type { Server } from './server.ts'
 
@@ -75,12 +75,18 @@ export function authRequired(opts: Options): boolean {
 
 /**
  * Decides who the client is: an Identity, null when refused, or a Promise of either when a
- * bcrypt hash has to be checked (see checkBcrypt: one at a time, I/O in between, outcomes
- * remembered, so a client trying passwords does not stall the others). `tls` is the wire's finished
- * handshake, and `mapCert` says the listener has `verify_and_map`: then the certificate alone
- * decides, as in nats-server (the first of its identities that names a user).
+ * bcrypt hash has to be checked (`check`: the server's fair queue, see identify; without one,
+ * on this thread). `tls` is the wire's finished handshake, and `mapCert` says the listener has
+ * `verify_and_map`: then the certificate alone decides, as in nats-server (the first of its
+ * identities that names a user).
  */
-export function authenticate(auth: Auth, c: Credentials, tls: PeerTls | undefined, mapCert: boolean): Identity | null | Promise<Identity | null> {
+export function authenticate(
+  auth: Auth,
+  c: Credentials,
+  tls: PeerTls | undefined,
+  mapCert: boolean,
+  check: BcryptCheck = checkHere,
+): Identity | null | Promise<Identity | null> {
   if (mapCert && tls) {
     if (!tls.authorized) return null
     for (const id of tls.identities) {
@@ -104,7 +110,7 @@ export function authenticate(auth: Auth, c: Credentials, tls: PeerTls | undefine
   if (!u || u.password === undefined) return null
   const id: Identity = { user: c.user, perms: u.perms }
   if (!isBcrypt(u.password)) return same(c.pass, u.password) ? id : null
-  return checkBcrypt(c.pass, u.password).then((ok) => (ok ? id : null))
+  return check(c.pass, u.password).then((ok) => (ok ? id : null))
 }
 
 /**
@@ -126,49 +132,253 @@ export function isBcrypt(s: string): boolean {
   return /^\$2[aby]\$\d\d\$/.test(s)
 }
 
-// bcrypt is slow by design and bcryptjs runs on this thread (in chunks of up to 100 ms), so:
-// checks run one at a time, with I/O between them; a bounded number wait; and both outcomes
-// are remembered per (hash, password), so a device reconnecting, or a client repeating a
-// wrong password, costs nothing more. A changed hash (reload) is a different key.
+export type Protocol = 'nats' | 'mqtt'
+
+/** Must a client on this wire authenticate: users or a token are configured, or its certificate is mapped? */
+export function authNeeded(opts: Options, kind: Protocol, wire: Wire): boolean {
+  return authRequired(opts) || (wire.tls !== undefined && mapsCertificates(opts, kind))
+}
+
+/**
+ * Who a client on `wire` is, from what it presented: the one identify step of every protocol
+ * (CONNECT, and again after a reload with `reload` set). A bcrypt check waits in the server's
+ * fair queue under the client's address (reload checks are not limited per address); `alive`
+ * says whether the connection still wants the answer when its turn comes.
+ */
+export function identify(srv: Server, kind: Protocol, wire: Wire, creds: Credentials, alive: () => boolean, reload = false): Identity | null | Promise<Identity | null> {
+  const o = srv.opts
+  if (!authNeeded(o, kind, wire)) return OPEN
+  const mapCert = wire.tls !== undefined && mapsCertificates(o, kind)
+  return authenticate(authOf(o), creds, wire.tls, mapCert, (pass, hash) =>
+    gateOf(srv).check(reload ? '' : sourceOf(wire.remoteAddress), pass, hash, alive).then((r) => {
+      if (r !== 'busy') return r
+      unchecked.add(creds)
+      return false
+    }),
+  )
+}
+
+/**
+ * Was this login refused without its password being checked, because too many checks were
+ * waiting? Its refusal is then not logged per attempt (the queue logs each episode once).
+ */
+export function refusedUnchecked(creds: Credentials): boolean {
+  return unchecked.has(creds)
+}
+
+const unchecked = new WeakSet<Credentials>()
+
+/**
+ * Whose turn a check waits for: the IPv4 address, or the /64 prefix of an IPv6 one (one
+ * site's share; a single host can hold a whole /64).
+ */
+export function sourceOf(addr: string): string {
+  if (!addr.includes(':')) return addr
+  const [head = '', tail] = addr.split('::')
+  const groups = head === '' ? [] : head.split(':')
+  // `a:b::c` leaves out zero groups: fill them in up to the fourth.
+  if (tail !== undefined) {
+    const after = tail === '' ? 0 : tail.split(':').length
+    while (groups.length < 8 - after) groups.push('0')
+    if (tail !== '') groups.push(...tail.split(':'))
+  }
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':')}::/64`
+}
+
+/**
+ * ms a new connection has from accept to a completed CONNECT: its TLS handshake, CONNECT and
+ * any password check all count. `authorization.timeout` when it has to authenticate
+ * (nats-server's auth timer), else `connect_timeout`.
+ */
+export function connectDeadline(opts: Options, kind: Protocol, wire: Wire): number {
+  return authNeeded(opts, kind, wire) ? authTimeout(opts, kind) : opts.connect_timeout
+}
+
+/**
+ * `authorization.timeout`, or nats-server's default for it: 2 s, or the listener's TLS
+ * handshake timeout plus 1 s when it has TLS (the auth timer runs during the handshake).
+ */
+export function authTimeout(opts: Options, kind: Protocol): number {
+  const t = opts.authorization?.timeout
+  if (t !== undefined) return t
+  const tls = kind === 'nats' ? opts.tls : opts.mqtt?.tls
+  return tls ? tls.timeout + 1000 : DEFAULT_AUTH_TIMEOUT
+}
+
+// --- bcrypt -----------------------------------------------------------------------------------
+
+// bcrypt is slow by design (a cost-11 check keeps a core busy for 100s of ms), so checks must neither
+// block the event loop nor let one source starve the others:
+// - they run on the server's BcryptEngine (worker threads, targets/bcrypt.ts), at most
+//   `parallel` at once; without one, on this thread, one at a time, in chunks;
+// - the rest wait in one queue per remote address, served round-robin, so a source guessing
+//   passwords delays another client by at most one check per address ahead of it;
+// - an address with PER_ADDRESS_WAITING checks waiting, or a full queue, has further logins
+//   refused unchecked, as a wrong password is (logged once per episode, counted in /varz);
+// - both outcomes are remembered per (hash, password), so a device reconnecting, or a client
+//   repeating a wrong password, costs nothing more; a check already running is joined.
+// A changed hash (reload) is a different key.
+
+/** Checks one password against one hash; 'busy': refused unchecked. */
+type BcryptCheck = (pass: string, hash: string) => Promise<boolean | 'busy'>
+
 const verified = new Set<string>()
 const wrong = new Set<string>()
 const MAX_REMEMBERED = 1024
-const MAX_WAITING = 64
-const waiting: (() => void)[] = []
-let checking = false
+/** Checks that may wait per remote address; more are refused unchecked. */
+export const PER_ADDRESS_WAITING = 4
+/** Checks that may wait in all. */
+export const MAX_WAITING = 256
 
-function remember(set: Set<string>, key: string): void {
+function remember(ok: boolean, key: string): void {
+  const set = ok ? verified : wrong
   if (set.size >= MAX_REMEMBERED) set.clear()
   set.add(key)
 }
 
-function checkBcrypt(pass: string, hash: string): Promise<boolean> {
+function known(key: string): boolean | undefined {
+  return verified.has(key) ? true : wrong.has(key) ? false : undefined
+}
+
+/** bcryptjs on this thread; it yields between chunks, so I/O still runs during a check. */
+const HERE: BcryptEngine = { parallel: 1, compare: (pass, hash) => bcrypt.compare(pass, hash) }
+
+/** A check without a server (tests that call authenticate directly): remembered, on this thread. */
+function checkHere(pass: string, hash: string): Promise<boolean> {
   const key = `${hash}\n${pass}`
-  if (verified.has(key)) return Promise.resolve(true)
-  if (wrong.has(key)) return Promise.resolve(false)
-  // Too many waiting: refuse rather than let a flood of guesses delay everyone's login.
-  if (waiting.length >= MAX_WAITING) return Promise.resolve(false)
-  return new Promise((resolve) => {
-    const run = (): void => {
-      bcrypt.compare(pass, hash).then(
-        (ok) => {
-          remember(ok ? verified : wrong, key)
-          resolve(ok)
-        },
-        () => resolve(false),
-      ).finally(() => {
-        // bcryptjs starts each check with setImmediate, so I/O runs between two checks.
-        const next = waiting.shift()
-        if (next) next()
-        else checking = false
-      })
+  const k = known(key)
+  if (k !== undefined) return Promise.resolve(k)
+  return HERE.compare(pass, hash).then(
+    (ok) => {
+      remember(ok, key)
+      return ok
+    },
+    () => false,
+  )
+}
+
+interface Job {
+  readonly key: string
+  readonly pass: string
+  readonly hash: string
+  readonly alive: () => boolean
+  readonly done: (ok: boolean) => void
+}
+
+/** One remote address's waiting checks, and what was refused from it in this episode. */
+interface Source {
+  readonly jobs: Job[]
+  refused: number
+}
+
+/** The bcrypt queue of one server. */
+class Gate {
+  /** Addresses with checks waiting; Map order is the round-robin ring. */
+  private readonly sources = new Map<string, Source>()
+  private readonly running = new Map<string, Promise<boolean>>()
+  private waiting = 0
+  /** Refused because the whole queue was full, in this episode. */
+  private refusedFull = 0
+  checks = 0
+  refused = 0
+
+  constructor(
+    private readonly srv: Server,
+    private readonly engine: BcryptEngine,
+  ) {}
+
+  check(from: string, pass: string, hash: string, alive: () => boolean): Promise<boolean | 'busy'> {
+    const key = `${hash}\n${pass}`
+    const k = known(key)
+    if (k !== undefined) return Promise.resolve(k)
+    const joined = this.running.get(key)
+    if (joined) return joined
+    let src = this.sources.get(from)
+    if (src !== undefined && from !== '' && src.jobs.length >= PER_ADDRESS_WAITING) {
+      this.refused++
+      if (src.refused++ === 0) {
+        this.srv.log.warn(`${from} - ${PER_ADDRESS_WAITING} password checks already waiting from this address: its further logins are refused unchecked until they are done`)
+      }
+      return BUSY
     }
-    if (checking) waiting.push(run)
-    else {
-      checking = true
-      run()
+    if (this.waiting >= MAX_WAITING) {
+      this.refused++
+      if (this.refusedFull++ === 0) this.srv.log.warn(`${MAX_WAITING} password checks waiting: further logins are refused unchecked until the queue empties`)
+      return BUSY
     }
-  })
+    if (src === undefined) this.sources.set(from, (src = { jobs: [], refused: 0 }))
+    const p = new Promise<boolean>((done) => src.jobs.push({ key, pass, hash, alive, done }))
+    this.waiting++
+    this.pump()
+    return p
+  }
+
+  /** Starts waiting checks while the engine has room, one address after another. */
+  private pump(): void {
+    while (this.running.size < this.engine.parallel && this.waiting > 0) {
+      const job = this.next()
+      if (!job.alive()) {
+        job.done(false) // the connection is gone: nobody wants the answer
+        continue
+      }
+      const k = known(job.key)
+      const joined = k === undefined ? this.running.get(job.key) : undefined
+      if (k !== undefined) job.done(k)
+      else if (joined) void joined.then(job.done)
+      else this.start(job)
+    }
+  }
+
+  private start(job: Job): void {
+    this.checks++
+    const p = this.engine.compare(job.pass, job.hash).then(
+      (ok) => {
+        remember(ok, job.key)
+        return ok
+      },
+      () => false,
+    )
+    this.running.set(job.key, p)
+    void p.then((ok) => {
+      this.running.delete(job.key)
+      job.done(ok)
+      this.pump()
+    })
+  }
+
+  /** The next job, round-robin across addresses (waiting > 0). */
+  private next(): Job {
+    const [from, src] = this.sources.entries().next().value as [string, Source]
+    const job = src.jobs.shift()!
+    this.waiting--
+    this.sources.delete(from)
+    if (src.jobs.length > 0) this.sources.set(from, src) // to the back of the ring
+    else if (src.refused > 0) this.srv.log.info(`${from} - ${src.refused} logins refused unchecked while its password checks waited`)
+    if (this.waiting === 0 && this.refusedFull > 0) {
+      this.srv.log.info(`${this.refusedFull} logins refused unchecked while the password check queue was full`)
+      this.refusedFull = 0
+    }
+    return job
+  }
+
+  get queued(): number {
+    return this.waiting
+  }
+}
+
+const BUSY: Promise<'busy'> = Promise.resolve('busy')
+
+const gates = new WeakMap<Server, Gate>()
+
+/** The server's bcrypt queue, made on its first check (its counters then show in /varz). */
+function gateOf(srv: Server): Gate {
+  let g = gates.get(srv)
+  if (g === undefined) {
+    const gate = (g = new Gate(srv, srv.bcrypt ?? HERE))
+    gates.set(srv, gate)
+    srv.status.set('bcrypt', () => ({ checks: gate.checks, waiting: gate.queued, refused: gate.refused }))
+  }
+  return g
 }
 
 /** Equality that takes the same time wherever equal-length strings differ. */

@@ -5,7 +5,6 @@
 
 import { parseCli, usage } from './cli.ts'
 import {
-  DEFAULT_AUTH_TIMEOUT,
   LOG_LEVELS,
   MQTT_DEFAULTS,
   MAX_PAYLOAD_LIMIT,
@@ -372,6 +371,7 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   ping_interval: duration,
   ping_max: integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
   write_deadline: duration,
+  connect_timeout: duration,
   max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 means unlimited)'),
   log_level: logLevel,
   debug: boolean,
@@ -598,7 +598,7 @@ function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
 // file with a token from elsewhere would produce a combination nobody wrote.
 function authorization(v: unknown, src: Source): Authorization {
   if (!isObject(v)) throw blame(src, 'authorization', `expected an object, got ${describe(v)}`)
-  const auth: Authorization = { timeout: DEFAULT_AUTH_TIMEOUT }
+  const auth: Authorization = {} // no timeout: its default depends on the listener (src/auth.ts authTimeout)
   for (const [key, value] of Object.entries(v)) {
     const path = `authorization.${key}`
     if (key === 'users') {

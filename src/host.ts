@@ -79,3 +79,14 @@ export interface Host {
   defer(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
 }
+
+/**
+ * Checks passwords against bcrypt hashes away from the event loop (targets/bcrypt.ts: a pool
+ * of worker threads). Without one, src/auth.ts checks on this thread, one at a time.
+ */
+export interface BcryptEngine {
+  /** How many checks may run at once (the pool's threads). */
+  readonly parallel: number
+  /** Resolves true when `pass` matches `hash`; false on a mismatch or a failure. */
+  compare(pass: string, hash: string): Promise<boolean>
+}

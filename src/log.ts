@@ -83,3 +83,33 @@ export function oneLine(text: string): string {
     }
   })
 }
+
+// --- what peers send, in log lines -------------------------------------------------------------
+
+/** Characters of a peer's string (user name, client id, subject, filter, topic) a log line keeps. */
+export const PEER_TEXT_MAX = 200
+
+/**
+ * A peer's string for a log line, JSON-quoted as nats-server quotes them, and cut after
+ * PEER_TEXT_MAX characters with the full size after the quote: a 60 KB user name must not
+ * be written whole into every line about it.
+ */
+export function quote(s: string): string {
+  if (s.length <= PEER_TEXT_MAX) return JSON.stringify(s)
+  return JSON.stringify(s.slice(0, PEER_TEXT_MAX)) + cutMark(s)
+}
+
+/** The same cut for text that goes into a line unquoted (a hub's -ERR text, parser details). */
+export function clip(s: string): string {
+  return s.length <= PEER_TEXT_MAX ? s : s.slice(0, PEER_TEXT_MAX) + cutMark(s)
+}
+
+function cutMark(s: string): string {
+  let bytes = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    // A surrogate pair is 4 bytes in UTF-8: 2 for each half.
+    bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c <= 0xdfff ? 2 : 3
+  }
+  return `…(${bytes} bytes)`
+}

@@ -3,7 +3,7 @@
 // habits carry over), plus a `sprig` section with every bounded queue's drop counters.
 // The target serves these over HTTP; nothing here touches a socket.
 
-import { DEFAULT_AUTH_TIMEOUT } from './options.ts'
+import { authTimeout } from './auth.ts'
 import { VERSION, type Server } from './server.ts'
 
 /** One connection as /connz shows it (nats-server's field names). */
@@ -79,7 +79,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     http_host: o.http_host || o.host,
     http_port: o.http_port,
     https_port: o.https_port,
-    auth_timeout: (o.authorization?.timeout ?? DEFAULT_AUTH_TIMEOUT) / 1000,
+    auth_timeout: authTimeout(o, 'nats') / 1000,
     max_control_line: o.max_control_line,
     max_payload: o.max_payload,
     max_pending: o.max_pending,

@@ -20,8 +20,11 @@ export interface Authorization {
   token?: string
   users?: UserConfig[]
   permissions?: Permissions
-  /** How long a client has to send CONNECT, in ms. */
-  timeout: number
+  /**
+   * ms a client that must authenticate has from accept to a completed CONNECT (TLS handshake
+   * and password check included). Absent: nats-server's default (src/auth.ts authTimeout).
+   */
+  timeout?: number
 }
 
 /** One entry of `authorization.users`. No password: only a certificate (verify_and_map) or no_auth_user names it. */
@@ -51,6 +54,11 @@ export interface Options {
   write_deadline: number
   /** Per connection; 0 means unlimited. */
   max_subscriptions: number
+  /**
+   * ms a connection that need not authenticate has from accept to a completed CONNECT (NATS
+   * and MQTT); one that must has `authorization.timeout`. A slow or silent client is closed.
+   */
+  connect_timeout: number
   /** The effective level; `debug`/`trace` below always agree with it. */
   log_level: LogLevel
   debug: boolean
@@ -163,7 +171,7 @@ export interface MqttOptions {
 /** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
 export const MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024
 
-/** Default for `authorization.timeout` (nats-server's AUTH_TIMEOUT). */
+/** Default for `authorization.timeout` without TLS (nats-server's AUTH_TIMEOUT); src/auth.ts authTimeout. */
 export const DEFAULT_AUTH_TIMEOUT = 2_000
 
 export const defaults: Options = Object.freeze({
@@ -182,6 +190,8 @@ export const defaults: Options = Object.freeze({
   ping_max: 2,
   write_deadline: 10_000,
   max_subscriptions: 0,
+  // nats-server has no such bound without auth; a few seconds is plenty on a LAN or a mobile link.
+  connect_timeout: 5_000,
   log_level: 'info',
   debug: false,
   trace: false,

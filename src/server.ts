@@ -3,7 +3,7 @@
 // housekeeping tick. Protocol adapters register their connections here; targets feed it
 // sockets and a clock.
 
-import type { Host } from './host.ts'
+import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
 import type { Outbound } from './outbound.ts'
@@ -51,6 +51,8 @@ export class Server {
    * and `leafz` for /leafz; each is read when a request comes in.
    */
   readonly status = new Map<string, () => unknown>()
+  /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
+  bcrypt: BcryptEngine | null = null
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty

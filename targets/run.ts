@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs'
 import process from 'node:process'
 import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
+import { bcryptPool } from './bcrypt.ts'
 import { listenMonitor } from './http.ts'
 import { dialNet } from './dial.ts'
 import { reloadUplink, startUplink, type Uplink } from '../src/leaf/index.ts'
@@ -117,6 +118,9 @@ export interface Broker {
 /** Starts the listeners and the housekeeping tick for these options. Tests use it too. */
 export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Broker> {
   const srv = new Server(opts, rt.host, log)
+  // Password hashes are checked on worker threads, started on the first check.
+  const pool = bcryptPool(log)
+  srv.bcrypt = pool
   // TLS settings are read and checked before anything listens. TLS listeners are node:net +
   // node:tls on every runtime (the native socket APIs cannot verify client certificates).
   const refused = (line: string): void => log.error(line)
@@ -193,6 +197,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       uplink?.stop()
       for (const l of listeners) l.close()
       srv.shutdown()
+      pool.close()
       const deadline = Date.now() + STOP_GRACE_MS
       while (listeners.some((l) => l.open() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     },

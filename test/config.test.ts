@@ -41,6 +41,7 @@ t.test('defaults', async (t) => {
     ping_max: 2,
     write_deadline: 10_000,
     max_subscriptions: 0,
+    connect_timeout: 5_000,
     log_level: 'info',
     debug: false,
     trace: false,
@@ -225,7 +226,10 @@ t.test('values in their accepted forms', async (t) => {
   })
   // Numeric strings (as ${VAR} values arrive) are fine for integers and booleans.
   t.match(validateOptions({ port: '4333', logtime: 'false', ping_max: ' 5 ' }), { port: 4333, logtime: false, ping_max: 5 })
-  t.same(validateOptions({ authorization: { token: 's3cret' } }).authorization, { token: 's3cret', timeout: 2000 })
+  // No timeout given: its default depends on the listener's TLS (src/auth.ts authTimeout).
+  t.same(validateOptions({ authorization: { token: 's3cret' } }).authorization, { token: 's3cret' })
+  t.equal(validateOptions({ connect_timeout: '3s' }).connect_timeout, 3000)
+  t.equal(validateOptions({}).connect_timeout, 5000, 'connect_timeout: 5 s by default')
   t.same(validateOptions({ authorization: { timeout: 1 } }).authorization, { timeout: 1000 }, 'no credentials: no auth')
 })
 
@@ -364,7 +368,7 @@ t.test('merging over a base', async (t) => {
   t.same(base, snapshot, 'base untouched')
   t.not(o.authorization, base.authorization, 'authorization copied')
   // A layer's authorization replaces the base's as a whole.
-  t.same(validateOptions({ authorization: { token: 't' } }, base).authorization, { token: 't', timeout: 2000 })
+  t.same(validateOptions({ authorization: { token: 't' } }, base).authorization, { token: 't' })
 })
 
 t.test('debug and trace raise the log level', async (t) => {
@@ -390,7 +394,7 @@ t.test('${VAR} references in the config file', async (t) => {
   const file = '{ "port": "${PORT}", "authorization": { "token": "${TOKEN}" } }'
   const o = load(['-c', F], { [F]: file }, env)
   t.equal(o.port, 4333)
-  t.same(o.authorization, { token: 's3cret', timeout: 2000 })
+  t.same(o.authorization, { token: 's3cret' })
   t.equal(
     errorOf(t, () => load(['-c', F], { [F]: file }, {})),
     `config error in ${F}: port: environment variable PORT is not set`,

@@ -1,5 +1,9 @@
 import t from 'tap'
-import { createLogger, LEVELS, type Level } from '../src/log.ts'
+import type { Packet } from 'mqtt-packet'
+import { clip, createLogger, LEVELS, PEER_TEXT_MAX, quote, type Level } from '../src/log.ts'
+import { startBroker } from './helpers/broker.ts'
+import { RawMqtt } from './helpers/mqtt.ts'
+import { exchange } from './helpers/raw.ts'
 
 const fixed = (): Date => new Date('2026-11-22T19:00:00.123Z')
 
@@ -75,4 +79,47 @@ t.test('each call is exactly one line', async (t) => {
 
 t.test('unknown level is rejected', async (t) => {
   t.throws(() => createLogger({ level: 'loud' as Level, sink: () => {} }), /unknown log level "loud"/)
+})
+
+t.test('peer strings in log lines: quoted, and cut after PEER_TEXT_MAX characters with their size', async (t) => {
+  t.equal(quote('sensors.>'), '"sensors.>"')
+  t.equal(quote('a"b'), '"a\\"b"')
+  t.equal(quote('x'.repeat(PEER_TEXT_MAX)), JSON.stringify('x'.repeat(PEER_TEXT_MAX)), 'at the limit: whole')
+  t.equal(quote('x'.repeat(60_000)), `"${'x'.repeat(PEER_TEXT_MAX)}"…(60000 bytes)`)
+  t.equal(quote('é'.repeat(300)), `"${'é'.repeat(PEER_TEXT_MAX)}"…(600 bytes)`, 'the size in UTF-8 bytes')
+  t.equal(quote('😀'.repeat(150)), `${JSON.stringify('😀'.repeat(100))}…(600 bytes)`, 'a surrogate pair is 4 bytes')
+  t.equal(clip('short'), 'short')
+  t.equal(clip('y'.repeat(1000)), `${'y'.repeat(PEER_TEXT_MAX)}…(1000 bytes)`)
+})
+
+t.test('a 60 KB MQTT user name, a long client id and a long NATS subject make short log lines', async (t) => {
+  const b = await startBroker({
+    mqtt: true,
+    authorization: { users: [{ user: 'u', password: 'p', permissions: { publish: { allow: ['ok.>'] } } }, { user: 'dev', password: 'p' }] },
+  })
+  t.teardown(() => b.stop())
+  const long = 'n'.repeat(60_000)
+  const m = await RawMqtt.open(b.mqttPort)
+  m.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: 'c1', username: long, password: Buffer.from('p') } as Packet)
+  t.match(await m.next('connack'), { returnCode: 4 }, 'refused: bad user name or password')
+  const authLine = b.logs.find((l) => l.includes('authentication error'))
+  t.ok(authLine, 'the refusal is logged')
+  t.match(authLine, `User "${'n'.repeat(PEER_TEXT_MAX)}"…(60000 bytes)`, 'with the name cut and its size')
+  t.ok(authLine!.length < 400, `in a short line (${authLine!.length} characters)`)
+  // A client id is in every line about its connection.
+  const id = 'i'.repeat(60_000)
+  const d = await RawMqtt.connect(b.mqttPort, 4, { clientId: id, username: 'dev', password: Buffer.from('p') })
+  t.teardown(() => d.close())
+  d.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'a/#/b', qos: 0 }] } as Packet)
+  await d.next('suback')
+  const subLine = b.logs.find((l) => l.includes('invalid filter'))
+  t.match(subLine, `("${'i'.repeat(PEER_TEXT_MAX)}"…(60000 bytes))`, 'the client id is cut in the label')
+  t.ok(subLine!.length < 400, `short (${subLine!.length} characters)`)
+  // NATS: a subject near max_control_line in a Publish Violation.
+  const subject = `s.${'x'.repeat(3000)}`
+  const r = await exchange(b.port, `CONNECT {"user":"u","pass":"p","verbose":false}\r\nPUB ${subject} 1\r\nx\r\nPING\r\n`)
+  t.match(r.out, /Permissions Violation for Publish/, 'refused')
+  const pubLine = b.logs.find((l) => l.includes('Publish Violation'))
+  t.match(pubLine, `Subject "s.${'x'.repeat(PEER_TEXT_MAX - 2)}"…(3002 bytes)`)
+  t.ok(pubLine!.length < 400, `short (${pubLine!.length} characters)`)
 })

@@ -18,7 +18,9 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, connectDeadline, onPacket, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
+import { checkConnectHeader, onPacket, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
+import { connectDeadline } from '../../src/auth.ts'
+import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
 import { fastPacket, frameSize, MALFORMED, NEED_MORE, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
 import { checkPacket, MALFORMED_PACKET } from './malformed.ts'
@@ -73,9 +75,6 @@ export interface Will {
 
 /** QoS a NATS publish without `Nmqtt-Pub` gets: 1, so it reaches QoS 1 subscribers at least once. */
 export const NATS_DEFAULT_QOS: QoS = 1
-
-/** ms a new connection has to send CONNECT. */
-const CONNECT_TIMEOUT = 10_000
 
 /** Bytes that may sit in the parser waiting for the rest of a packet, over max_payload. */
 const PACKET_OVERHEAD = 64 * 1024
@@ -136,6 +135,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   user = ''
   perms: CompiledPermissions | null = null
   replies: Replies | null = null
+  /** Until CONNECT is accepted: closes the connection at its deadline (src/auth.ts connectDeadline). */
+  private connectTimer: { cancel(): void } | null
 
   constructor(
     readonly srv: Server,
@@ -146,6 +147,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.st = mqttState(srv)
     this.maxInflight = mqttOpts(srv.opts).max_ack_pending
     this.lastIn = srv.host.now()
+    // From accept, so a TLS handshake, a CONNECT trickled byte by byte and a password check
+    // all count. MQTT 3.1.1 and 5.0 §3.1: no CONNECT in a reasonable time, the server SHOULD close.
+    this.connectTimer = srv.host.every(connectDeadline(srv.opts, 'mqtt', wire), () => this.connectTimeout())
     srv.add(this)
     srv.log.debug(() => `${this.label()} mqtt connection created`)
   }
@@ -193,7 +197,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   label(): string {
-    const id = this.clientId ? ` (${JSON.stringify(this.clientId)})` : ''
+    const id = this.clientId ? ` (${quote(this.clientId)})` : ''
     return `${this.wire.remoteAddress}:${this.wire.remotePort} - mid:${this.cid}${id}`
   }
 
@@ -512,10 +516,15 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       this.srv.log.debug(() => `${this.label()} keepalive timeout`)
       this.disconnect(0x8d, 'Keepalive Timeout')
     }
-    // Before CONNECT there is no keepalive yet; a socket that never sends one is dropped.
-    if (!this.connected && now - this.lastIn > connectDeadline(this, CONNECT_TIMEOUT)) {
-      this.teardown('Connect Timeout', false)
-    }
+  }
+
+  /** The connect deadline passed: closed unless CONNECT was accepted (no CONNACK: there is no CONNECT to answer). */
+  private connectTimeout(): void {
+    this.connectTimer?.cancel()
+    this.connectTimer = null
+    if (this.connected || this.done) return
+    this.srv.log.debug(() => `${this.label()} mqtt connect timeout`)
+    this.teardown('Connect Timeout', false)
   }
 
   shutdown(): void {
@@ -539,6 +548,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   teardown(reason: string, abrupt: boolean, discarded = false): void {
     if (this.done) return
     this.done = true
+    this.connectTimer?.cancel()
+    this.connectTimer = null
     const srv = this.srv
     // A session whose user is gone is not kept: it ends here (and a delayed will goes now).
     if (this.connected && this.sessionExpiry > 0 && !park(this, srv.host.now(), this.sessionExpiry)) this.sessionExpiry = 0

@@ -15,8 +15,9 @@ import type {
 import { utf8 } from '../../src/bytes.ts'
 import { encodeHeaders } from '../../src/headers.ts'
 import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
-import { DEFAULT_AUTH_TIMEOUT, mqttOptions as mqttOpts } from '../../src/options.ts'
-import { authenticate, authOf, mapsCertificates, OPEN, type Credentials, type Identity } from '../../src/auth.ts'
+import { mqttOptions as mqttOpts } from '../../src/options.ts'
+import { identify, refusedUnchecked, type Credentials, type Identity } from '../../src/auth.ts'
+import { quote } from '../../src/log.ts'
 import { canPublish, canSubscribe, deliveryDenied, needsDeliveryCheck, publishAllowed } from '../../src/permissions.ts'
 import type { Owner } from '../../src/router.ts'
 import type { MqttConn, MqttSub, QoS, Will } from './conn.ts'
@@ -173,7 +174,7 @@ function onConnect(c: MqttConn, p: IConnectPacket): void {
   const pass = p.password ? p.password.toString() : undefined
   const creds: Credentials =
     p.username === undefined && pass === undefined ? NO_CREDS : { ...(p.username !== undefined ? { user: p.username } : {}), ...(pass !== undefined ? { pass, token: pass } : {}) }
-  const who = identify(c, creds)
+  const who = identify(c.srv, 'mqtt', c.wire, creds, () => !c.done)
   if (!(who instanceof Promise)) return admit(c, p, creds, who)
   // A bcrypt hash: packets behind CONNECT wait until it is checked.
   held.set(c, { packets: [], bytes: 0 })
@@ -206,13 +207,6 @@ function holdPacket(c: MqttConn, q: { packets: Packet[]; bytes: number }, p: Pac
   q.packets.push(p)
 }
 
-function identify(c: MqttConn, creds: Credentials): Identity | null | Promise<Identity | null> {
-  const o = c.srv.opts
-  const auth = authOf(o)
-  const mapCert = c.wire.tls !== undefined && mapsCertificates(o, 'mqtt')
-  return auth.required || mapCert ? authenticate(auth, creds, c.wire.tls, mapCert) : OPEN
-}
-
 function setIdentity(c: MqttConn, id: Identity): void {
   c.user = id.user
   c.perms = id.perms
@@ -222,7 +216,13 @@ function setIdentity(c: MqttConn, id: Identity): void {
 function admit(c: MqttConn, p: IConnectPacket, creds: Credentials, who: Identity | null): void {
   if (c.done) return
   if (who === null) {
-    const user = creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''
+    const user = creds.user ? ` - User ${quote(creds.user)}` : ''
+    if (refusedUnchecked(creds)) {
+      // Too many password checks waiting: refused as a wrong password is; the queue logs the episode.
+      c.srv.log.debug(() => `${c.label()} mqtt connect refused unchecked: too many password checks waiting${user}`)
+      connack(c, 0x04, RC.badUserOrPassword)
+      return c.teardown('authentication error', false)
+    }
     return refuseConnect(c, 0x04, RC.badUserOrPassword, `authentication error${user}`)
   }
   if (creds !== NO_CREDS) credsOf.set(c, creds)
@@ -240,15 +240,15 @@ export function reauthorize(c: MqttConn): void {
   const apply = (who: Identity | null): void => {
     if (c.done) return
     if (who === null) {
-      c.srv.log.error(`${c.label()} mqtt authentication error after reload${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+      c.srv.log.error(`${c.label()} mqtt authentication error after reload${creds.user ? ` - User ${quote(creds.user)}` : ''}`)
       return c.disconnect(RC.notAuthorized, 'Authorization Violation')
     }
     setIdentity(c, who)
     recheckSession(c, c.srv.router, c.st, who.perms, (filter) =>
-      c.srv.log.info(`Removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(c.user)} - not authorized`),
+      c.srv.log.info(`Removed sub ${quote(filter)} for User ${quote(c.user)} - not authorized`),
     )
   }
-  const who = identify(c, creds)
+  const who = identify(c.srv, 'mqtt', c.wire, creds, () => !c.done, true)
   if (who instanceof Promise) void who.then(apply)
   else apply(who)
 }
@@ -270,7 +270,7 @@ function accept(c: MqttConn, p: IConnectPacket): void {
     const subject = topicToSubject(p.will.topic, limits(c))
     if (typeof subject !== 'string') {
       // 5.0 has a code for it; 3.1.1 has none that fits, so it only closes.
-      c.srv.log.error(`${c.label()} mqtt invalid will topic ${JSON.stringify(p.will.topic)}: ${why(c, subject.error)}`)
+      c.srv.log.error(`${c.label()} mqtt invalid will topic ${quote(p.will.topic)}: ${why(c, subject.error)}`)
       if (c.version === 4) return c.teardown(`invalid will topic: ${subject.error}`, false)
       return refuseConnect(c, 0, RC.topicNameInvalid, `invalid will topic: ${subject.error}`)
     }
@@ -279,7 +279,7 @@ function accept(c: MqttConn, p: IConnectPacket): void {
     const target = serviceTarget(subject)
     if (c.perms !== null && (!publishAllowed(c.perms, null, subject, srv.host.now()) || (target !== null && !canPublish(c.perms, target)))) {
       srv.counters.permission_violations++
-      return refuseConnect(c, 0x05, RC.notAuthorized, `Publish Violation - User ${JSON.stringify(c.user)}, will Subject ${JSON.stringify(subject)}`)
+      return refuseConnect(c, 0x05, RC.notAuthorized, `Publish Violation - User ${quote(c.user)}, will Subject ${quote(subject)}`)
     }
     const payload = typeof p.will.payload === 'string' ? Buffer.from(p.will.payload) : p.will.payload
     const wp = (p.will.properties ?? {}) as PublishProps & { willDelayInterval?: number }
@@ -337,7 +337,7 @@ function accept(c: MqttConn, p: IConnectPacket): void {
   // the old session ends (its subscriptions and messages never reach the newcomer).
   const foreign = parked !== null && parked.user !== c.user
   if (parked && foreign) {
-    srv.log.warn(`${c.label()} mqtt session ${JSON.stringify(id)} of User ${JSON.stringify(parked.user)} ended: client id taken by User ${JSON.stringify(c.user)}`)
+    srv.log.warn(`${c.label()} mqtt session ${quote(id)} of User ${quote(parked.user)} ended: client id taken by User ${quote(c.user)}`)
     st.counters.sessions_foreign++
   }
   // Clean session / Clean Start: any previous session is discarded [MQTT-3.1.2-6] (5.0: [MQTT-3.1.2-4]).
@@ -367,12 +367,6 @@ function accept(c: MqttConn, p: IConnectPacket): void {
   if (parked) resume(c, parked)
 }
 
-/** ms a new connection has to complete CONNECT: authorization.timeout when auth is required (conn.ts ticks it). */
-export function connectDeadline(c: MqttConn, otherwise: number): number {
-  const o = c.srv.opts
-  return authOf(o).required ? (o.authorization?.timeout ?? DEFAULT_AUTH_TIMEOUT) : otherwise
-}
-
 // --- PUBLISH in -------------------------------------------------------------------------------
 
 function onPublish(c: MqttConn, p: IPublishPacket): void {
@@ -399,12 +393,12 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
   const subject = publishSubject(topic, limits(c))
   if (typeof subject !== 'string') {
     // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
-    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${JSON.stringify(topic)}: ${why(c, subject.error)}`)
+    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${quote(topic)}: ${why(c, subject.error)}`)
     return c.disconnect(RC.topicNameInvalid, 'Invalid Publish Topic')
   }
   // A Response Topic must be a topic name, without wildcards [MQTT-3.3.2-14].
   const reply = c.version === 5 ? replyFor(p.properties) : ''
-  if (reply === null) return c.protocolError(`invalid response topic ${JSON.stringify(p.properties?.responseTopic)}`, RC.protocolError)
+  if (reply === null) return c.protocolError(`invalid response topic ${quote(String(p.properties?.responseTopic))}`, RC.protocolError)
   const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
   if (payload.length > c.srv.opts.max_payload) {
     c.srv.log.error(`${c.label()} mqtt payload of ${payload.length} bytes over max_payload`)
@@ -455,7 +449,7 @@ function publishSubject(topic: string, lim: TopicLimits): string | TopicError {
  */
 function refusePublish(c: MqttConn, subject: string, qos: QoS, pid: number): void {
   c.srv.counters.permission_violations++
-  c.srv.log.error(`${c.label()} Publish Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subject)}`)
+  c.srv.log.error(`${c.label()} Publish Violation - User ${quote(c.user)}, Subject ${quote(subject)}`)
   refusedAck(c, qos, pid)
 }
 
@@ -527,7 +521,7 @@ function sendWill(srv: MqttConn['srv'], st: MqttConn['st'], w: FullWill, by: Own
   try {
     publishWillNow(srv, st, w, by)
   } catch (e) {
-    srv.log.error(`mqtt will on ${JSON.stringify(w.topic)} not published: ${(e as Error).message}`)
+    srv.log.error(`mqtt will on ${quote(w.topic)} not published: ${(e as Error).message}`)
   }
 }
 
@@ -624,7 +618,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
   let queue: string | null = null
   let filter = s.topic
   const refused = (e: string): number => {
-    c.srv.log.error(`${c.label()} mqtt subscribe to invalid filter ${JSON.stringify(s.topic)}: ${why(c, e)}`)
+    c.srv.log.error(`${c.label()} mqtt subscribe to invalid filter ${quote(s.topic)}: ${why(c, e)}`)
     return fail
   }
   if (shared === null) {
@@ -648,9 +642,9 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     const perms = c.perms
     const ok = subjects.filter((x) => canSubscribe(perms, x, queue))
     if (ok.length === 0 || ok[0] !== subjects[0]) {
-      const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+      const q = queue === null ? '' : `, Queue: ${quote(queue)}`
       c.srv.counters.permission_violations++
-      c.srv.log.error(`${c.label()} Subscription Violation - User ${JSON.stringify(c.user)}, Subject ${JSON.stringify(subjects[0])}${q}, filter ${JSON.stringify(s.topic)}`)
+      c.srv.log.error(`${c.label()} Subscription Violation - User ${quote(c.user)}, Subject ${quote(subjects[0] ?? '')}${q}, filter ${quote(s.topic)}`)
       return c.version === 5 ? RC.notAuthorized : 0x80
     }
     subjects = ok
@@ -659,7 +653,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
   const max = mqttOpts(c.srv.opts).max_subscriptions || c.srv.opts.max_subscriptions
   if (!old && max > 0 && filterCount(c.subs) >= max) {
     // 5.0: Quota Exceeded; 3.1.1 has only Failure [MQTT-3.9.3-1].
-    c.srv.log.error(`${c.label()} mqtt subscribe to ${JSON.stringify(s.topic)} refused: maximum subscriptions (${max}) exceeded`)
+    c.srv.log.error(`${c.label()} mqtt subscribe to ${quote(s.topic)} refused: maximum subscriptions (${max}) exceeded`)
     return c.version === 5 ? RC.quotaExceeded : 0x80
   }
   // The same filter again replaces the old subscription [MQTT-3.8.4-3].

@@ -32,6 +32,7 @@ import { newMsg, type Msg } from '../../src/msg.ts'
 import { answeredAs, mayAnswer, mayPublishAs, mayReceiveAs } from '../../src/permissions.ts'
 import { answerFor, type Owner, type Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
+import { quote } from '../../src/log.ts'
 import { msgQos } from './conn.ts'
 import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
 import { matchRetained, retain } from './retained.ts'
@@ -70,7 +71,7 @@ function retainFromHeader(srv: Server, m: Msg, from: Owner | null): void {
   const topic = subjectToTopic(m.subject)
   if (topic === null) {
     st.counters.unmappable_subjects++
-    srv.log.warn(`retained message on ${JSON.stringify(m.subject)} not kept: the subject has no MQTT topic form`)
+    srv.log.warn(`retained message on ${quote(m.subject)} not kept: the subject has no MQTT topic form`)
     return
   }
   storeRetained(srv, st, topic, m)
@@ -83,7 +84,7 @@ function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boole
   const props = headersToProps(st, { ...m, reply: '', seq: -2 })
   st.propsSeq = -1
   const kept = retain(st.retained, topic, m.subject, m.payload.slice(), msgQos(m), props)
-  if (!kept) srv.log.warn(`retained message on ${JSON.stringify(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
+  if (!kept) srv.log.warn(`retained message on ${quote(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
   return kept
 }
 
@@ -108,7 +109,7 @@ function permitted(srv: Server, m: Msg, from: Owner | null, target: string, ok =
   if (ok) return true
   srv.counters.permission_violations++
   const who = from!.label?.() ?? 'client'
-  srv.log.error(`${who} Publish Violation - User ${JSON.stringify(from!.user ?? '')}, Subject ${JSON.stringify(target)} (via ${JSON.stringify(m.subject)})`)
+  srv.log.error(`${who} Publish Violation - User ${quote(from!.user ?? '')}, Subject ${quote(target)} (via ${quote(m.subject)})`)
   from!.refused?.(m.subject)
   return false
 }

@@ -17,6 +17,7 @@
 import { Buffer } from 'node:buffer'
 import { userIdentity } from '../../src/auth.ts'
 import type { Msg } from '../../src/msg.ts'
+import { quote } from '../../src/log.ts'
 import { mqttOptions } from '../../src/options.ts'
 import { canSubscribe, deliveryDenied, mayReceive, needsDeliveryCheck, type CompiledPermissions } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
@@ -111,7 +112,7 @@ export class Parked implements Owner {
 export function park(c: MqttConn, now: number, expiryMs: number): boolean {
   const who = userIdentity(c.srv.opts, c.user)
   if (who === null) {
-    c.srv.log.info(`${c.label()} mqtt session not kept: User ${JSON.stringify(c.user)} no longer exists`)
+    c.srv.log.info(`${c.label()} mqtt session not kept: User ${quote(c.user)} no longer exists`)
     c.st.counters.sessions_revoked++
     return false
   }
@@ -196,7 +197,7 @@ export function roomForSession(srv: Server, st: MqttState, max: number): boolean
   while (st.sessions.size + st.persistent.size >= max) {
     const oldest = st.sessions.values().next().value
     if (oldest === undefined) return false
-    srv.log.warn(`mqtt session ${JSON.stringify(oldest.clientId)} of User ${JSON.stringify(oldest.user)} expired early: mqtt.max_sessions (${max}) reached`)
+    srv.log.warn(`mqtt session ${quote(oldest.clientId)} of User ${quote(oldest.user)} expired early: mqtt.max_sessions (${max}) reached`)
     st.counters.sessions_evicted++
     endParked(oldest)
   }
@@ -254,11 +255,11 @@ function stillReadable(perms: CompiledPermissions, o: Outgoing): boolean {
 function recheckParked(srv: Server, p: Parked, perms: CompiledPermissions | null): void {
   const before = p.st.counters.revoked_msgs
   recheckSession(p, p.router, p.st, perms, (filter) =>
-    srv.log.info(`mqtt session ${JSON.stringify(p.clientId)}: removed sub ${JSON.stringify(filter)} for User ${JSON.stringify(p.user)} - not authorized`),
+    srv.log.info(`mqtt session ${quote(p.clientId)}: removed sub ${quote(filter)} for User ${quote(p.user)} - not authorized`),
   )
   p.perms = perms
   const dropped = p.st.counters.revoked_msgs - before
-  if (dropped > 0) srv.log.info(`mqtt session ${JSON.stringify(p.clientId)}: dropped ${dropped} held message(s) User ${JSON.stringify(p.user)} may no longer read`)
+  if (dropped > 0) srv.log.info(`mqtt session ${quote(p.clientId)}: dropped ${dropped} held message(s) User ${quote(p.user)} may no longer read`)
 }
 
 /**
@@ -271,7 +272,7 @@ export function reloadParked(srv: Server): void {
   for (const p of [...st.sessions.values()]) {
     const who = userIdentity(srv.opts, p.user)
     if (who === null) {
-      srv.log.warn(`mqtt session ${JSON.stringify(p.clientId)} ended: User ${JSON.stringify(p.user)} no longer exists`)
+      srv.log.warn(`mqtt session ${quote(p.clientId)} ended: User ${quote(p.user)} no longer exists`)
       st.counters.sessions_revoked++
       endParked(p)
     } else if (who.perms !== p.perms) recheckParked(srv, p, who.perms)

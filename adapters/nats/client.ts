@@ -6,8 +6,8 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import { authenticate, authOf, authRequired, mapsCertificates, OPEN, type Credentials, type Identity } from '../../src/auth.ts'
-import { DEFAULT_AUTH_TIMEOUT } from '../../src/options.ts'
+import { authNeeded, connectDeadline, identify, refusedUnchecked, type Credentials, type Identity } from '../../src/auth.ts'
+import { clip, quote } from '../../src/log.ts'
 import {
   canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
   type CompiledPermissions, type Replies,
@@ -121,8 +121,9 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.out = new Outbound(wire, o.max_pending, srv.schedule)
     this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
     this.parser.connectFirst = this.authRequired
-    // Timed from accept like nats-server's auth timer; the 1 s housekeeping tick is too coarse.
-    if (this.parser.connectFirst) this.authTimer = srv.host.every(o.authorization?.timeout ?? DEFAULT_AUTH_TIMEOUT, () => this.authTimeout())
+    // Timed from accept like nats-server's auth timer (so a TLS handshake and a password check
+    // count), and for every client: one that trickles its CONNECT is closed too.
+    this.authTimer = srv.host.every(connectDeadline(o, 'nats', wire), () => this.authTimeout())
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
@@ -131,7 +132,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   get authRequired(): boolean {
-    return authRequired(this.srv.opts) || (this.wire.tls !== undefined && mapsCertificates(this.srv.opts, 'nats'))
+    return authNeeded(this.srv.opts, 'nats', this.wire)
   }
 
   label(): string {
@@ -162,12 +163,12 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     try {
       o = { ...this.given, ...decodeConnect(json) }
     } catch (e) {
-      this.srv.log.error(`${this.label()} CONNECT parse error: ${(e as Error).message}`)
+      this.srv.log.error(`${this.label()} CONNECT parse error: ${clip((e as Error).message)}`)
       return this.teardown('Protocol Violation')
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
     const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
-    const id = this.identify(creds)
+    const id = identify(this.srv, 'nats', this.wire, creds, () => !this.done)
     if (!(id instanceof Promise)) return this.finishConnect(o, creds, id)
     // A bcrypt hash: what follows CONNECT waits (in `held`) until it is checked.
     this.held = []
@@ -200,7 +201,10 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   private finishConnect(o: ConnectOpts, creds: Credentials, id: Identity | null): void {
     if (this.done) return
     if (id === null) {
-      this.srv.log.error(`${this.label()} authentication error${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+      // A login refused unchecked (too many password checks waiting) was logged with its episode.
+      const line = `${this.label()} authentication error${creds.user ? ` - User ${quote(creds.user)}` : ''}`
+      if (refusedUnchecked(creds)) this.srv.log.debug(() => `${line} (refused unchecked: too many password checks waiting)`)
+      else this.srv.log.error(line)
       return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
     }
     this.creds = creds
@@ -233,12 +237,6 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (!this.connected) this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
   }
 
-  /** Who `creds` make this client under the current options (a Promise while a bcrypt hash is checked). */
-  private identify(creds: Credentials): Identity | null | Promise<Identity | null> {
-    if (!this.authRequired) return OPEN
-    return authenticate(authOf(this.srv.opts), creds, this.wire.tls, mapsCertificates(this.srv.opts, 'nats'))
-  }
-
   private setIdentity(id: Identity): void {
     this.user = id.user
     this.perms = id.perms
@@ -256,7 +254,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     const apply = (id: Identity | null): void => {
       if (this.done) return
       if (id === null) {
-        this.srv.log.error(`${this.label()} authentication error after reload${creds.user ? ` - User ${JSON.stringify(creds.user)}` : ''}`)
+        this.srv.log.error(`${this.label()} authentication error after reload${creds.user ? ` - User ${quote(creds.user)}` : ''}`)
         return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
       }
       this.setIdentity(id)
@@ -267,10 +265,10 @@ export class NatsClient implements Owner, Session, Conn, Handler {
         }
         this.dropSub(s)
         this.send(errLine(`Permissions Violation for Subscription to ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)})`))
-        this.srv.log.info(`Removed sub ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)}) for User ${JSON.stringify(this.user)} - not authorized`)
+        this.srv.log.info(`Removed sub ${quote(s.subject)} (sid ${quote(s.sid)}) for User ${quote(this.user)} - not authorized`)
       }
     }
-    const id = this.identify(creds)
+    const id = identify(this.srv, 'nats', this.wire, creds, () => !this.done, true)
     if (id instanceof Promise) void id.then(apply)
     else apply(id)
   }
@@ -298,7 +296,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     }
     if (this.perms !== null && !publishAllowed(this.perms, this.replies, subject, this.srv.host.now())) {
       this.srv.counters.permission_violations++
-      this.srv.log.error(`${this.label()} Publish Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}`)
+      this.srv.log.error(`${this.label()} Publish Violation - User ${quote(this.user)}, Subject ${quote(subject)}`)
       return this.send(errLine(publishViolation(subject)))
     }
     const m = this.msg
@@ -350,9 +348,9 @@ export class NatsClient implements Owner, Session, Conn, Handler {
         return
       }
       if (this.perms !== null && !canSubscribe(this.perms, subject, queue)) {
-        const q = queue === null ? '' : `, Queue: ${JSON.stringify(queue)}`
+        const q = queue === null ? '' : `, Queue: ${quote(queue)}`
         this.srv.counters.permission_violations++
-        this.srv.log.error(`${this.label()} Subscription Violation - User ${JSON.stringify(this.user)}, Subject ${JSON.stringify(subject)}${q}, SID ${sid}`)
+        this.srv.log.error(`${this.label()} Subscription Violation - User ${quote(this.user)}, Subject ${quote(subject)}${q}, SID ${clip(sid)}`)
         return this.send(errLine(subscribeViolation(subject, queue)))
       }
       // denyCheck always set, so every sub has the same shape on the delivery path.
@@ -389,26 +387,26 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   err(text: string): void {
-    this.srv.log.debug(() => `${this.label()} client sent -ERR ${text}`)
+    this.srv.log.debug(() => `${this.label()} client sent -ERR ${clip(text)}`)
     this.teardown('Client Closed')
   }
 
   fail(why: Failure, detail: string): void {
     switch (why) {
       case 'unknown_op':
-        this.srv.log.error(`${this.label()} Client parser ERROR: ${JSON.stringify(detail)}`)
+        this.srv.log.error(`${this.label()} Client parser ERROR: ${quote(detail)}`)
         return this.closeWithErr(ERR.unknownOp, 'Protocol Violation')
       case 'control_line':
         this.srv.log.error(`${this.label()} maximum control line exceeded (${this.srv.opts.max_control_line})`)
         return this.closeWithErr(ERR.maxControlLine, 'Max Control Line Exceeded')
       case 'auth_first':
-        this.srv.log.error(`${this.label()} Authorization Violation: ${JSON.stringify(detail)} before CONNECT`)
+        this.srv.log.error(`${this.label()} Authorization Violation: ${quote(detail)} before CONNECT`)
         return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
       case 'max_payload':
         this.srv.log.error(`${this.label()} Maximum Payload Violation: ${detail}`)
         return this.closeWithErr(ERR.maxPayload, 'Max Payload Exceeded')
       default:
-        this.srv.log.error(`${this.label()} protocol error: ${detail}`)
+        this.srv.log.error(`${this.label()} protocol error: ${clip(detail)}`)
         return this.teardown('Protocol Violation')
     }
   }

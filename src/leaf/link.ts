@@ -5,6 +5,7 @@
 
 import { utf8 } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
+import { clip, quote } from '../log.ts'
 import { EMPTY, newMsg } from '../msg.ts'
 import { Outbound } from '../outbound.ts'
 import { Sublist, type SubLike } from '../sublist.ts'
@@ -111,7 +112,7 @@ export class Link implements Conn {
   data(chunk: Uint8Array): void {
     if (this.phase === 'closed') return
     const err = this.parser.feed(chunk)
-    if (err !== null && (this.phase as Phase) !== 'closed') this.fail(`protocol error from hub: ${err}`)
+    if (err !== null && (this.phase as Phase) !== 'closed') this.fail(`protocol error from hub: ${clip(err)}`)
   }
 
   drained(): void {
@@ -249,7 +250,7 @@ export class Link implements Conn {
 
   private onErr(text: string): void {
     this.hubError = text
-    this.remote.srv.log.error(`Leafnode hub ${this.url.host} reported: -ERR '${text}'`)
+    this.remote.srv.log.error(`Leafnode hub ${this.url.host} reported: -ERR '${clip(text)}'`)
   }
 
   private onSub(subject: string, queue: string | null, weight: number): void {
@@ -268,7 +269,7 @@ export class Link implements Conn {
     try {
       this.hubSubs.insert(s)
     } catch {
-      return this.fail(`protocol error from hub: invalid subject in LS+ ${key}`)
+      return this.fail(`protocol error from hub: invalid subject in LS+ ${quote(key)}`)
     }
     this.hubKeys.set(key, s)
     if (this.interestKnown) this.remote.pump()

@@ -4,6 +4,7 @@
 // link is down or still learning the hub's interest.
 
 import type { Dial, DialTarget, Wire } from '../host.ts'
+import { clip, quote } from '../log.ts'
 import type { Msg } from '../msg.ts'
 import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
@@ -237,7 +238,7 @@ export class Remote {
     this.failures = 0
     this.lastError = ''
     this.srv.log.info(
-      `Leafnode ${this.name}: connected to hub "${this.hubName}" (${this.hubId}) at ${redact(l.url)}, account ${this.hubAccount || '?'}` +
+      `Leafnode ${this.name}: connected to hub ${quote(this.hubName)} (${clip(this.hubId)}) at ${redact(l.url)}, account ${clip(this.hubAccount) || '?'}` +
         (this.buffer.length > 0 ? `; ${this.buffer.length} buffered messages to send` : ''),
     )
     this.pump()
@@ -251,7 +252,7 @@ export class Remote {
     if (this.stopped) return
     const wasUp = this.state === 'connected'
     if (wasUp) l.restoreRecent(this.srv.host.now())
-    if (wasUp) this.srv.log.info(`Leafnode ${this.name}: disconnected from hub "${this.hubName}" at ${redact(l.url)}: ${reason}`)
+    if (wasUp) this.srv.log.info(`Leafnode ${this.name}: disconnected from hub ${quote(this.hubName)} at ${redact(l.url)}: ${reason}`)
     this.scheduleRedial(wasUp ? 'link lost' : `connection to ${redact(l.url)} failed: ${reason}`, isLongWaitError(l.hubError) || isLongWaitError(reason))
     if (wasUp) this.lastError = reason
   }
