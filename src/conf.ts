@@ -223,7 +223,10 @@ function parseFile(text: string, file: string, sh: Shared, chain: readonly strin
   const fail = (detail: string, at = i): never => {
     const { line, column } = where(at)
     const key = segs.length > 0 ? pathString(segs) : undefined
-    const message = `config error in ${file}:${line}:${column}: ${key !== undefined ? `${key}: ` : ''}${detail}`
+    // One line, whatever the key or the text holds.
+    const oneLine = (s: string): string => s.replace(/[\r\n]/g, (c) => (c === '\n' ? '\\n' : '\\r'))
+    detail = oneLine(detail)
+    const message = `config error in ${oneLine(file)}:${line}:${column}: ${key !== undefined ? `${oneLine(key)}: ` : ''}${detail}`
     throw new ConfSyntaxError(message, detail, file, line, column, key)
   }
   const here = (): string => describeChar(text, i)

@@ -241,6 +241,32 @@ t.test('errors: one line naming file, line, column and key', async (t) => {
   }
 })
 
+t.test('any input: a ConfSyntaxError of one line, or a value', async (t) => {
+  t.equal(syntaxError(t, '"two\nline key": "x'), `config error in ${F}:2:12: two\\nline key: string is not closed (missing '"')`)
+  t.equal(syntaxError(t, 'a: "x\\\ny"'), `config error in ${F}:1:6: a: invalid escape "\\\\n" (allowed: \\t \\n \\r \\" \\\\ \\xHH)`)
+  // Pieces of the grammar in random order (deterministic): nothing else is thrown, nothing hangs.
+  const pieces = ['a', 'b', ':', '=', ' ', '\n', '{', '}', '[', ']', ',', ';', '"', "'", '\\', 'x', '$', '1', '.', '-', 'k', 'B', '#', '/', '(', ')', 'include ', 'true', '\r', '\t']
+  let seed = 7
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
+  let bad = 0
+  for (let k = 0; k < 20_000; k++) {
+    let text = ''
+    for (let j = rnd(40); j > 0; j--) text += pieces[rnd(pieces.length)]
+    try {
+      parseConf(text, F, { readFile: () => 'include ./x', env: { a: '$a', b: 'x y' } })
+    } catch (e) {
+      if (!(e instanceof ConfSyntaxError) || /[\r\n]/.test(e.message)) {
+        bad++
+        t.fail(`${JSON.stringify(text)}: ${String(e)}`)
+      }
+    }
+  }
+  t.equal(bad, 0)
+})
+
 t.test('include errors: loop, missing file, no reader', async (t) => {
   const loop = { '/etc/sprig/a.conf': 'x: 1\ninclude "b.conf"', '/etc/sprig/b.conf': 'include ./sprig.conf' }
   t.equal(
