@@ -18,7 +18,7 @@ interface Flag {
 }
 
 export const FLAGS: readonly Flag[] = [
-  { long: 'config', short: 'c', arg: 'FILE', help: 'Configuration file (JSON; comments allowed)' },
+  { long: 'config', short: 'c', arg: 'FILE', help: "Configuration file (JSON, or nats-server's .conf syntax)" },
   { long: 'addr', short: 'a', key: 'host', arg: 'HOST', help: 'Bind to host address' },
   { long: 'port', short: 'p', key: 'port', arg: 'PORT', help: 'Port for clients' },
   { long: 'max-payload', key: 'max_payload', arg: 'SIZE', help: 'Largest message payload' },

@@ -30,6 +30,7 @@ import {
   type SubjectPermission,
 } from './permissions.ts'
 import { isValidQueueName, isValidSubject } from './subject.ts'
+import { ConfSyntaxError, configSyntax, parseConf, positionOf, type ConfPosition } from './conf.ts'
 
 export interface ConfigErrorInfo {
   file?: string
@@ -444,12 +445,16 @@ export interface Source {
   file?: string
   /** For command-line values: option key -> the flag that set it (e.g. "port" -> "--port"). */
   flags?: Readonly<Record<string, string>>
+  /** Files in nats-server's syntax: where each key was written (an include's keys name that file). */
+  positions?: ReadonlyMap<string, ConfPosition>
 }
 
-/** How a message about a value from `src` starts: the flag, or the file. */
+/** How a message about a value from `src` starts: the flag, or the file (and line, when known). */
 function lead(src: Source, key: string): string {
   const flag = src.flags?.[key]
   if (flag !== undefined) return `${flag}: `
+  const at = src.positions && positionOf(src.positions, key)
+  if (at) return `config error in ${at.file}:${at.line}:${at.column}: `
   return src.file !== undefined ? `config error in ${src.file}: ` : 'config error: '
 }
 
@@ -457,7 +462,9 @@ function lead(src: Source, key: string): string {
 function blame(src: Source, key: string, detail: string, nameKey = true): ConfigError {
   const flag = src.flags?.[key]
   const named = flag === undefined && nameKey ? `${key}: ` : ''
-  return new ConfigError(lead(src, key) + named + detail, { key, flag, file: src.file })
+  const at = flag === undefined && src.positions ? positionOf(src.positions, key) : undefined
+  const info = at ? { file: at.file, line: at.line, column: at.column } : { file: src.file }
+  return new ConfigError(lead(src, key) + named + detail, { key, flag, ...info })
 }
 
 function unknownKey(src: Source, path: string, known: readonly string[], prefix: string): ConfigError {
@@ -823,6 +830,42 @@ export function substituteEnv(raw: unknown, env: Readonly<Record<string, string 
   return raw
 }
 
+/**
+ * A config file's text to raw options, in either syntax: JSON with comments, or
+ * nats-server's own (src/conf.ts), chosen by configSyntax. Content that looks like JSON
+ * but is not valid JSON gets a second chance as nats-server syntax, which accepts much
+ * JSON-like text; if that fails too, the JSON error is the one shown.
+ */
+export function parseConfigFile(
+  text: string,
+  file: string,
+  input: Pick<LoadInput, 'readFile' | 'env'>,
+): { raw: unknown; source: Source } {
+  const env = input.env ?? {}
+  const conf = (): { raw: unknown; source: Source } => {
+    try {
+      const isOption = (path: string): boolean => OPTION_KEYS.includes(path)
+      const r = parseConf(text, file, { readFile: input.readFile, env, isOption })
+      return { raw: r.value, source: { file, positions: r.positions } }
+    } catch (e) {
+      if (!(e instanceof ConfSyntaxError)) throw e
+      throw new ConfigError(e.message, { file: e.file, line: e.line, column: e.column, key: e.key })
+    }
+  }
+  const byName = /\.(conf|json)$/i.test(file)
+  if (configSyntax(file, text) === 'conf') return conf()
+  try {
+    return { raw: substituteEnv(parseConfigText(text, file), env, file), source: { file } }
+  } catch (e) {
+    if (byName || !(e instanceof ConfigError) || e.line === undefined) throw e
+    try {
+      return conf()
+    } catch {
+      throw e
+    }
+  }
+}
+
 export interface LoadInput {
   /** The command-line arguments after the program name. */
   argv: readonly string[]
@@ -851,8 +894,8 @@ export function loadOptions(input: LoadInput): LoadResult {
       const why = e instanceof Error ? e.message : String(e)
       throw new ConfigError(`config error: cannot read ${file}: ${why}`, { file })
     }
-    const raw = substituteEnv(parseConfigText(text, file), input.env ?? {}, file)
-    options = applyLayer(raw, options, { file }, 1, origins)
+    const { raw, source } = parseConfigFile(text, file, input)
+    options = applyLayer(raw, options, source, 1, origins)
   }
 
   options = applyLayer(cli.values, options, { flags: cli.flags }, 2, origins)
