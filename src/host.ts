@@ -74,8 +74,20 @@ export interface Conn {
 
 /** Clock and scheduling. The server ticks itself through `every`. */
 export interface Host {
+  /**
+   * Milliseconds on a monotonic clock (epoch-like at start, but never jumps with the wall
+   * clock): every deadline, timeout and interval is measured on it.
+   */
   now(): number
+  /** The wall clock (ms since the epoch), for display only; absent: now() is shown. */
+  wall?(): number
   /** Runs `fn` once the current batch of I/O callbacks has finished (a microtask is fine). */
   defer(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
+}
+
+/** A host.now() reading as an ISO time for display, by the wall clock's current offset. */
+export function isoTime(host: Host, t: number): string {
+  const off = host.wall ? host.wall() - host.now() : 0
+  return new Date(t + off).toISOString()
 }

@@ -193,8 +193,8 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       uplink?.stop()
       for (const l of listeners) l.close()
       srv.shutdown()
-      const deadline = Date.now() + STOP_GRACE_MS
-      while (listeners.some((l) => l.open() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      const deadline = performance.now() + STOP_GRACE_MS
+      while (listeners.some((l) => l.open() > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     },
   }
 }

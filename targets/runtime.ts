@@ -21,9 +21,15 @@ export interface Runtime {
   listenMqtt?(host: string, port: number, accept: Accept): Promise<Listener>
 }
 
-/** Timers and microtasks exist under these names on Node, Bun and Deno alike. */
+/**
+ * Timers and microtasks exist under these names on Node, Bun and Deno alike. now() is the
+ * monotonic clock (performance.now(), anchored at the process's start time so it reads like
+ * epoch ms): deadlines and timeouts must not move when the wall clock is set or jumps.
+ * The wall clock is only for display (/varz `now`, /connz times).
+ */
 export const standardHost: Host = {
-  now: () => Date.now(),
+  now: () => performance.timeOrigin + performance.now(),
+  wall: () => Date.now(),
   defer: (fn) => queueMicrotask(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms)

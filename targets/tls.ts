@@ -274,7 +274,7 @@ export function upgradeSocket(
     setTimeout(() => {
       if (hs.over) return
       const u = h.unattributed
-      const recent = u !== null && Date.now() - u.at < 100
+      const recent = u !== null && performance.now() - u.at < 100
       if (recent) h.unattributed = null
       refuse(st, h, hs, recent ? u.reason : 'connection closed during the TLS handshake')
     }, 20)
@@ -300,7 +300,7 @@ function onClientError(h: Handshakes, err: Error & { code?: string }, ts?: tls.T
   ts?.destroy()
   // Some runtimes report errors on a socket that no longer knows its addresses (Deno always,
   // Node on a reset): the raw socket's close, which follows, picks the reason up.
-  if (!hs) h.unattributed = { reason, at: Date.now() }
+  if (!hs) h.unattributed = { reason, at: performance.now() }
   else refuse(hs.st, h, hs, reason, ts)
 }
 
