@@ -52,6 +52,8 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
   let gone = false
   let ending = false
   let conn: Conn | null = null
+  /** The first I/O error, handed to Conn.closed() as the reason. */
+  let error: string | undefined
   // pause(): the read loop waits on this until resume().
   let paused: Promise<void> | null = null
   let unpause: (() => void) | null = null
@@ -73,7 +75,8 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
         while (d.length > 0) d = d.subarray(await c.write(d))
         queue.shift()
       }
-    } catch {
+    } catch (e) {
+      error ??= (e as Error).message
       close()
     }
     writing = false
@@ -118,12 +121,13 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
         if (n === null) break
         conn.data(buf.subarray(0, n))
       }
-    } catch {
+    } catch (e) {
       // reset by peer, or closed by us
+      if (!gone) error ??= (e as Error).message
     }
   }
   close()
-  conn?.closed()
+  conn?.closed(error)
 }
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Bun. */

@@ -1,6 +1,7 @@
 // What each runtime module provides, and the few helpers they share.
 
-import type { Conn, Host, Wire } from '../src/host.ts'
+import type { Conn, Dial, Host, Wire } from '../src/host.ts'
+import type { Logger } from '../src/log.ts'
 
 export type Accept = (wire: Wire) => Conn | null
 
@@ -82,4 +83,143 @@ export function afterAccept(): void {
     ;(globalThis as { Bun?: { gc?(full: boolean): void } }).Bun?.gc?.(true)
   }, GC_DELAY_MS)
   ;(gcCheck as { unref?(): void }).unref?.()
+}
+
+// --- exceptions from adapter code -------------------------------------------------------------
+// Adapter and core code runs inside socket, timer and file callbacks. An exception there is a
+// bug of ours, never the client's fault, but it must not take the broker down with it: it is
+// logged (peer and message; the stack at debug), counted, and closes only the connection it
+// happened on. The guards sit where the targets hand control to that code.
+
+/** Exceptions caught by the guards (and the process-level handlers), for /varz. */
+export const internalErrors = { count: 0 }
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e)
+}
+
+/** Logs one caught exception: `who` names the peer or the part (e.g. "timer"). */
+export function logInternal(log: Logger, who: string, where: string, e: unknown): void {
+  internalErrors.count++
+  log.error(`${who} - internal error in ${where}: ${errorText(e)}`)
+  log.debug(() => `${who} - ${e instanceof Error && e.stack ? e.stack : errorText(e)}`)
+}
+
+/** An adapter's Conn behind a guard: an exception closes only this connection (see above). */
+class GuardedConn implements Conn {
+  private failed = false
+
+  constructor(
+    private readonly conn: Conn,
+    private readonly wire: Wire,
+    private readonly log: Logger,
+  ) {}
+
+  data(chunk: Uint8Array): void {
+    if (this.failed) return
+    try {
+      this.conn.data(chunk)
+    } catch (e) {
+      this.fail('data', e)
+    }
+  }
+
+  drained(): void {
+    if (this.failed) return
+    try {
+      this.conn.drained()
+    } catch (e) {
+      this.fail('drained', e)
+    }
+  }
+
+  closed(reason?: string): void {
+    try {
+      this.conn.closed(reason)
+    } catch (e) {
+      logInternal(this.log, peerOf(this.wire), 'close', e)
+    }
+  }
+
+  private fail(where: string, e: unknown): void {
+    this.failed = true
+    logInternal(this.log, peerOf(this.wire), where, e)
+    this.log.info(`${peerOf(this.wire)} - closing the connection after an internal error`)
+    try {
+      this.wire.destroy() // the socket's close event then lets the adapter clean up (closed())
+    } catch (e2) {
+      logInternal(this.log, peerOf(this.wire), 'destroy', e2)
+    }
+  }
+}
+
+function peerOf(w: Wire): string {
+  return `${w.remoteAddress}:${w.remotePort}`
+}
+
+/** An accept function whose connections are guarded; a throwing accept closes that socket. */
+export function guardAccept(accept: Accept, log: Logger): Accept {
+  return (wire) => {
+    let c: Conn | null
+    try {
+      c = accept(wire)
+    } catch (e) {
+      logInternal(log, peerOf(wire), 'accept', e)
+      wire.destroy()
+      return null
+    }
+    return c && new GuardedConn(c, wire, log)
+  }
+}
+
+/** A Dial whose connections are guarded the same way (the uplink's link to the hub). */
+export function guardDial(dial: Dial, log: Logger): Dial {
+  return (to, open, failed) => {
+    const where = `${to.host}:${to.port}`
+    const safeFailed = (why: string): void => {
+      try {
+        failed(why)
+      } catch (e) {
+        logInternal(log, where, 'dial failure', e)
+      }
+    }
+    const opened = (wire: Wire): Conn => {
+      try {
+        return new GuardedConn(open(wire), wire, log)
+      } catch (e) {
+        logInternal(log, where, 'uplink connect', e)
+        wire.destroy()
+        queueMicrotask(() => safeFailed(`internal error: ${errorText(e)}`))
+        return NO_CONN
+      }
+    }
+    dial(to, opened, safeFailed)
+  }
+}
+
+const NO_CONN: Conn = { data() {}, drained() {}, closed() {} }
+
+/** A Host whose deferred work and timers log an exception instead of throwing it out of the loop. */
+export function guardHost(host: Host, log: Logger): Host {
+  const g: Host = {
+    now: host.now.bind(host),
+    defer: (fn) =>
+      host.defer(() => {
+        try {
+          fn()
+        } catch (e) {
+          logInternal(log, 'server', 'deferred work', e)
+        }
+      }),
+    every: (ms, fn) =>
+      host.every(ms, () => {
+        try {
+          fn()
+        } catch (e) {
+          logInternal(log, 'server', 'timer', e)
+        }
+      }),
+  }
+  if (host.wall) g.wall = host.wall.bind(host)
+  return g
 }
