@@ -6,7 +6,7 @@ import net from 'node:net'
 import type tls from 'node:tls'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { Accept, Listener } from './runtime.ts'
-import { afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
+import { acceptFailed, afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenNet(host: string, port: number, accept: Accept, secure?: ServerTls): Promise<Listener> {
@@ -38,8 +38,12 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     sock.on('drain', onDrain)
   })
   return new Promise((resolve, reject) => {
-    server.once('error', (e) => reject(listenError(host, port, e)))
+    const failed = (e: Error): void => reject(listenError(host, port, e))
+    server.once('error', failed)
     server.listen({ host, port }, () => {
+      // From now on an error is a failed accept (EMFILE ...): logged, never fatal.
+      server.removeListener('error', failed)
+      server.on('error', acceptFailed)
       const addr = server.address() as net.AddressInfo
       resolve({
         port: addr.port,

@@ -1,5 +1,6 @@
 // What each runtime module provides, and the few helpers they share.
 
+import { readdirSync, readFileSync } from 'node:fs'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
 
@@ -134,6 +135,7 @@ class GuardedConn implements Conn {
   }
 
   closed(reason?: string): void {
+    fds.open--
     try {
       this.conn.closed(reason)
     } catch (e) {
@@ -157,9 +159,28 @@ function peerOf(w: Wire): string {
   return `${w.remoteAddress}:${w.remotePort}`
 }
 
-/** An accept function whose connections are guarded; a throwing accept closes that socket. */
+/**
+ * An accept function whose connections are guarded; a throwing accept closes that socket.
+ * While file descriptors run short (see fdsShort) a new socket is closed at once, so the
+ * broker keeps the descriptors it needs for files, TLS and its uplink.
+ */
 export function guardAccept(accept: Accept, log: Logger): Accept {
+  acceptLog = log
   return (wire) => {
+    if (fdsShort()) {
+      if (!fds.refusing) {
+        fds.refusing = true
+        fds.refused = 0
+        log.warn(`Too many open files (${fds.used} in use, limit ${fds.limit}): refusing new connections until some close`)
+      }
+      fds.refused++
+      wire.destroy()
+      return null
+    }
+    if (fds.refusing) {
+      fds.refusing = false
+      log.info(`File descriptors available again: accepting connections (${fds.refused} refused meanwhile)`)
+    }
     let c: Conn | null
     try {
       c = accept(wire)
@@ -168,8 +189,89 @@ export function guardAccept(accept: Accept, log: Logger): Accept {
       wire.destroy()
       return null
     }
-    return c && new GuardedConn(c, wire, log)
+    if (c === null) return null
+    fds.open++
+    return new GuardedConn(c, wire, log)
   }
+}
+
+// --- file descriptors ---------------------------------------------------------------------------
+// When the process runs out of descriptors (EMFILE), accept() fails and the runtimes cope in
+// their own ways (libuv accepts and drops the connection silently; Deno's node:net stops
+// accepting for good). sprig watches its own use instead: with fewer than a reserve left it
+// refuses new connections (accepted, closed at once), logged once per episode, and accepts
+// again once enough have closed.
+
+const fds = {
+  /** The soft RLIMIT_NOFILE (Linux /proc/self/limits); 0 when unknown: no check. */
+  limit: -1,
+  /** Descriptors in use besides guarded connections, as last counted. */
+  baseline: 0,
+  /** Guarded connections open now. */
+  open: 0,
+  /** Last exact count (monotonic ms), and what it found. */
+  countedAt: -Infinity,
+  used: 0,
+  refusing: false,
+  refused: 0,
+}
+
+/** The logger of the last broker started in this process, for accept errors. */
+let acceptLog: Logger | null = null
+
+const FD_RECOUNT_MS = 250
+
+/** Descriptors left for files, TLS and the uplink: 1/16 of the limit, at least 16. */
+function fdReserve(limit: number): number {
+  return Math.max(16, limit >> 4)
+}
+
+function fdsShort(): boolean {
+  if (fds.limit < 0) fds.limit = readFdLimit()
+  if (fds.limit === 0) return false
+  const threshold = fds.limit - fdReserve(fds.limit)
+  if (fds.baseline + fds.open < threshold && !fds.refusing) return false
+  // Near the limit by the estimate (or in an episode): count exactly, at most every 250 ms.
+  const now = performance.now()
+  if (now - fds.countedAt >= FD_RECOUNT_MS) {
+    fds.countedAt = now
+    fds.used = countFds()
+    fds.baseline = Math.max(0, fds.used - fds.open)
+  }
+  return fds.used >= threshold
+}
+
+function readFdLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    if (m === null) return 0
+    const n = Number(m[1])
+    fds.baseline = countFds()
+    return n
+  } catch {
+    return 0 // not Linux: the runtime's own handling applies
+  }
+}
+
+function countFds(): number {
+  try {
+    return readdirSync('/proc/self/fd').length
+  } catch {
+    return 0
+  }
+}
+
+/** A listener's accept failed (EMFILE, ENFILE, ...): logged once per episode, never thrown. */
+export function acceptFailed(e: Error & { code?: string }): void {
+  const log = acceptLog
+  if (e.code === 'EMFILE' || e.code === 'ENFILE' || /too many open files/i.test(e.message)) {
+    if (fds.refusing) return
+    fds.refusing = true
+    fds.refused = 0
+    log?.warn(`Temporary accept error: ${e.message}; connections are refused until descriptors are free`)
+    return
+  }
+  log?.error(`Accept error: ${e.message}`)
 }
 
 /** A Dial whose connections are guarded the same way (the uplink's link to the hub). */
@@ -185,7 +287,9 @@ export function guardDial(dial: Dial, log: Logger): Dial {
     }
     const opened = (wire: Wire): Conn => {
       try {
-        return new GuardedConn(open(wire), wire, log)
+        const c = new GuardedConn(open(wire), wire, log)
+        fds.open++
+        return c
       } catch (e) {
         logInternal(log, where, 'uplink connect', e)
         wire.destroy()
