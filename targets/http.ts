@@ -9,7 +9,7 @@ import os from 'node:os'
 import process from 'node:process'
 import { monitorTarget, type Reply } from '../src/monitor.ts'
 import type { Server } from '../src/server.ts'
-import { END_GRACE_MS, listenError, plainAddress, type Listener } from './runtime.ts'
+import { acceptFailed, END_GRACE_MS, listenError, plainAddress, type Listener } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenMonitor(srv: Server, host: string, port: number, tls?: ServerTls): Promise<Listener> {
@@ -64,13 +64,17 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
         const peer = `${plainAddress(sock.remoteAddress)}:${sock.remotePort ?? 0} - https`
         // 'close' follows an error; the TLS layer logs handshake failures itself.
         sock.on('error', (e) => log.debug(() => `${peer}: ${e.message}`))
-        upgradeSocket(sock, tls, peer, (ts) => server.emit('connection', ts), () => {})
+        upgradeSocket(sock, tls, peer, (ts) => server.emit('connection', ts), loggedByTls)
       })
     : server
   if (!tls) server.on('connection', track)
   return new Promise((resolve, reject) => {
-    front.once('error', (e) => reject(listenError(host, port, e)))
+    const failed = (e: Error): void => reject(listenError(host, port, e))
+    front.once('error', failed)
     front.listen({ host, port }, () => {
+      // From now on an error is a failed accept (EMFILE ...): logged, never fatal.
+      front.removeListener('error', failed)
+      front.on('error', acceptFailed)
       const addr = front.address() as net.AddressInfo
       resolve({
         port: addr.port,
@@ -84,3 +88,6 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
     })
   })
 }
+
+/** A failed HTTPS handshake: tls.ts has logged the reason and destroyed the socket. */
+function loggedByTls(): void {}

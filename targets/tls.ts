@@ -305,7 +305,10 @@ function onClientError(h: Handshakes, err: Error & { code?: string }, ts?: tls.T
 }
 
 function onSecure(st: ServerTls, h: Handshakes, ts: tls.TLSSocket): void {
-  ts.on('error', ignore) // the caller adds its own listeners; until then, nothing may throw
+  // An 'error' without a listener throws. The caller adds its own (net.ts hands the error to
+  // the connection's closed(), which logs it; node:http reports it as a clientError), and
+  // refusals below are logged; this one only keeps a stray error from throwing.
+  ts.on('error', reportedElsewhere)
   const hs = h.pending.get(addrKey(ts))
   if (!hs || hs.over) return void ts.destroy()
   if (st.verify) {
@@ -350,4 +353,5 @@ function isRevoked(revoked: Map<string, Set<string>>, der: Uint8Array): boolean 
   }
 }
 
-function ignore(): void {}
+
+function reportedElsewhere(): void {}

@@ -8,7 +8,7 @@ import net from 'node:net'
 import { existsSync } from 'node:fs'
 import { startBroker } from './helpers/broker.ts'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
-import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
+import { freePort, spawnServer, waitForPort, type Proc } from './helpers/peers.ts'
 import { parseTarget } from '../src/monitor.ts'
 
 /** The request that used to kill the process, byte for byte as filed. */
@@ -121,6 +121,7 @@ t.test('the bundle under node and bun survives hostile targets', async (t) => {
         return t.fail(`did not start: ${(e as Error).message}`)
       }
       t.teardown(() => p.stop())
+      await waitForPort(http) // the monitor listens after the client port
       await hostile(t, http)
       t.equal(p.proc.exitCode, null, 'the process is still running')
       t.notMatch(p.output(), /TypeError|\n\s+at /, 'no exception in the log')
