@@ -5,7 +5,7 @@
 import t from 'tap'
 import net from 'node:net'
 import { startBroker } from './helpers/broker.ts'
-import { natsClient, sleep } from './helpers/mqtt.ts'
+import { mqttClient, natsClient, sleep } from './helpers/mqtt.ts'
 import { exchange } from './helpers/raw.ts'
 import { monitorRequest } from '../src/monitor.ts'
 
@@ -64,4 +64,24 @@ t.test('an exception in a timer or deferred work is logged, and ticking goes on'
   t.teardown(() => s.destroy())
   await new Promise((r) => s.once('data', r))
   t.pass('still accepting')
+})
+
+t.test("the issue's MQTT wills that threw on close (QoS 3, a property past the packet): no crash", async (t) => {
+  const b = await startBroker({ mqtt: true })
+  t.teardown(() => b.stop())
+  const sub = await mqttClient(t, b.mqttUrl)
+  await sub.subscribeAsync('w/#')
+  for (const hex of ['101500044d515454041e003c0001770003772f74000178', '101a00044d5154540506003c00000163030300400003772f74000178']) {
+    const s = net.connect(b.mqttPort, '127.0.0.1')
+    s.on('error', () => {})
+    s.write(Buffer.from(hex, 'hex'))
+    await sleep(200)
+    s.destroy() // abrupt close: the will is due
+    await sleep(200)
+  }
+  // Whether the adapter refuses these wills or a bug throws, the broker goes on.
+  t.ok(b.srv.running, 'still running')
+  t.ok(sub.connected, 'the subscriber is unaffected')
+  const again = await exchange(b.port, 'CONNECT {"verbose":false}\r\nPING\r\n', 200)
+  t.match(again.out, /PONG/, 'new clients get in')
 })
