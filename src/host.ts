@@ -86,8 +86,16 @@ export interface Host {
   every(ms: number, fn: () => void): { cancel(): void }
 }
 
-/** A host.now() reading as an ISO time for display, by the wall clock's current offset. */
-export function isoTime(host: Host, t: number): string {
+/**
+ * host.now() readings as ISO times for display: the monotonic clock shown on the wall clock,
+ * by the offset between them now (one offset for everything one answer shows).
+ */
+export function wallClock(host: Host): (t: number) => string {
   const off = host.wall ? host.wall() - host.now() : 0
-  return new Date(t + off).toISOString()
+  return (t) => new Date(t + off).toISOString()
+}
+
+/** One host.now() reading as an ISO time for display. */
+export function isoTime(host: Host, t: number): string {
+  return wallClock(host)(t)
 }

@@ -3,6 +3,7 @@
 // habits carry over), plus a `sprig` section with every bounded queue's drop counters.
 // The target serves these over HTTP; nothing here touches a socket.
 
+import { wallClock } from './host.ts'
 import { DEFAULT_AUTH_TIMEOUT } from './options.ts'
 import { VERSION, type Server, type Session } from './server.ts'
 
@@ -13,7 +14,7 @@ export interface ConnInfo {
   type: string
   ip: string
   port: number
-  /** ms since the epoch (host.now()); absent where the adapter does not keep it. */
+  /** host.now() (monotonic ms, shown on the wall clock); absent where the adapter does not keep it. */
   start?: number
   last_activity: number
   pending_bytes: number
@@ -42,12 +43,6 @@ export interface Reply {
   body: unknown
 }
 
-/** host.now() readings as ISO times (the monotonic clock shown on the wall clock). */
-function wallClock(srv: Server): (t: number) => string {
-  const host = srv.host
-  const off = host.wall ? host.wall() - host.now() : 0
-  return (t) => new Date(t + off).toISOString()
-}
 
 /** nats-server's uptime format: "1d2h3m4s", leading zero units left out. */
 export function uptime(ms: number): string {
@@ -69,7 +64,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
   const now = srv.host.now()
   const t = srv.router.traffic
   const ns = 1_000_000 // nats-server reports durations in nanoseconds
-  const at = wallClock(srv)
+  const at = wallClock(srv.host)
   const sections: Record<string, unknown> = {}
   for (const [name, fn] of srv.status) sections[name] = fn()
   return {
@@ -115,7 +110,7 @@ export interface ConnzQuery {
 
 export function connz(srv: Server, q: ConnzQuery): Record<string, unknown> {
   const now = srv.host.now()
-  const at = wallClock(srv)
+  const at = wallClock(srv.host)
   // Only the page is described: with thousands of connections a request must stay cheap.
   // Sessions are usually registered in cid order; sort only when they are not.
   const all: Session[] = []
@@ -246,7 +241,7 @@ export function monitorRequest(srv: Server, path: string, query: Map<string, str
     case '/leafz': {
       const leaf = srv.status.get('leafz')
       const body = leaf ? leaf() : { leafnodes: 0, leafs: [] }
-      return { status: 200, body: { server_id: srv.id, now: wallClock(srv)(srv.host.now()), ...(body as object) } }
+      return { status: 200, body: { server_id: srv.id, now: wallClock(srv.host)(srv.host.now()), ...(body as object) } }
     }
     default:
       return { status: 404, body: { error: `no such endpoint: ${path}` } }
