@@ -149,10 +149,9 @@ export interface RequestTarget {
 
 /**
  * Parses an HTTP request target (`/connz?limit=5`, or the absolute form
- * `http://host/connz?limit=5`) the way nats-server's Go server does: anything that is not a
- * valid target (`//[` aside, which Go takes as the path `//[`) is an error, which the caller
- * answers with 400. Query pairs that do not decode are skipped, as Go's URL.Query() does.
- * Never throws.
+ * `http://host/connz?limit=5`) as nats-server's Go server does: anything that is not a valid
+ * target is an error, which the caller answers with 400 (`//[` is valid: a path, as in Go).
+ * Query pairs that do not decode are skipped, as Go's URL.Query() does. Never throws.
  */
 export function parseTarget(target: string): RequestTarget | { error: string } {
   let rest = target
