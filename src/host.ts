@@ -74,7 +74,13 @@ export interface Conn {
 
 /** Clock and scheduling. The server ticks itself through `every`. */
 export interface Host {
+  /**
+   * Milliseconds on a monotonic clock (epoch-like at start, but never jumps with the wall
+   * clock): every deadline, timeout and interval is measured on it.
+   */
   now(): number
+  /** The wall clock (ms since the epoch), for display only; absent: now() is shown. */
+  wall?(): number
   /** Runs `fn` once the current batch of I/O callbacks has finished (a microtask is fine). */
   defer(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
@@ -89,4 +95,18 @@ export interface BcryptEngine {
   readonly parallel: number
   /** Resolves true when `pass` matches `hash`; false on a mismatch or a failure. */
   compare(pass: string, hash: string): Promise<boolean>
+}
+
+/**
+ * host.now() readings as ISO times for display: the monotonic clock shown on the wall clock,
+ * by the offset between them now (one offset for everything one answer shows).
+ */
+export function wallClock(host: Host): (t: number) => string {
+  const off = host.wall ? host.wall() - host.now() : 0
+  return (t) => new Date(t + off).toISOString()
+}
+
+/** One host.now() reading as an ISO time for display. */
+export function isoTime(host: Host, t: number): string {
+  return wallClock(host)(t)
 }

@@ -51,14 +51,17 @@ function listenBun(host: string, port: number, accept: Accept): Promise<Listener
           if (w.closing) s.end()
           else w.conn?.drained()
         },
-        close(s: BunSocket) {
+        close(s: BunSocket, err?: Error) {
           open--
           const w = s.data
           const c = w.conn
           w.conn = null
-          c?.closed()
+          c?.closed(w.error ?? err?.message)
         },
-        error() {},
+        // 'close' follows; the adapter logs the reason with the peer.
+        error(s: BunSocket, err: Error) {
+          if (s.data) s.data.error ??= err.message
+        },
       },
     })
     return Promise.resolve({ port: l.port, close: () => l.stop(false), open: () => open })
@@ -76,6 +79,8 @@ class BunWire implements Wire {
   /** Bytes Bun has not taken yet, oldest first; null when there are none. */
   rest: Uint8Array[] | null = null
   closing = false
+  /** The first socket error, handed to Conn.closed() as the reason. */
+  error: string | null = null
   readonly remoteAddress: string
   readonly remotePort: number
 

@@ -6,7 +6,7 @@
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
-import { END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { acceptFailed, END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface DenoConn {
   read(p: Uint8Array): Promise<number | null>
@@ -18,7 +18,7 @@ interface DenoConn {
 
 declare const Deno: {
   version: { deno: string }
-  listen(o: { hostname: string; port: number }): AsyncIterable<DenoConn> & { addr: { port: number }; close(): void }
+  listen(o: { hostname: string; port: number }): { accept(): Promise<DenoConn>; addr: { port: number }; close(): void }
 }
 
 const READ_SIZE = 64 * 1024
@@ -31,17 +31,32 @@ function listenDeno(host: string, port: number, accept: Accept): Promise<Listene
     return Promise.reject(listenError(host, port, e))
   }
   let open = 0
+  let closed = false
+  const listener = l
   void (async () => {
-    try {
-      for await (const c of l) {
-        open++
-        void serveConn(c, accept).finally(() => open--)
+    let backoff = 5
+    while (!closed) {
+      let c: DenoConn
+      try {
+        c = await listener.accept()
+      } catch (e) {
+        if (closed) return
+        // EMFILE and the like: the listener is still there; wait (up to 1 s) and try again.
+        acceptFailed(e as Error)
+        await new Promise((r) => setTimeout(r, backoff))
+        backoff = Math.min(1000, backoff * 2)
+        continue
       }
-    } catch {
-      // listener closed
+      backoff = 5
+      open++
+      void serveConn(c, accept).finally(() => open--)
     }
   })()
-  return Promise.resolve({ port: l.addr.port, close: () => l.close(), open: () => open })
+  const close = (): void => {
+    closed = true
+    listener.close()
+  }
+  return Promise.resolve({ port: l.addr.port, close, open: () => open })
 }
 
 /** One connection: a read loop, and writes chained one at a time (false while one is in flight). */
@@ -52,6 +67,8 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
   let gone = false
   let ending = false
   let conn: Conn | null = null
+  /** The first I/O error, handed to Conn.closed() as the reason. */
+  let error: string | undefined
   // pause(): the read loop waits on this until resume().
   let paused: Promise<void> | null = null
   let unpause: (() => void) | null = null
@@ -73,7 +90,8 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
         while (d.length > 0) d = d.subarray(await c.write(d))
         queue.shift()
       }
-    } catch {
+    } catch (e) {
+      error ??= (e as Error).message
       close()
     }
     writing = false
@@ -118,12 +136,13 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
         if (n === null) break
         conn.data(buf.subarray(0, n))
       }
-    } catch {
+    } catch (e) {
       // reset by peer, or closed by us
+      if (!gone) error ??= (e as Error).message
     }
   }
   close()
-  conn?.closed()
+  conn?.closed(error)
 }
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Bun. */

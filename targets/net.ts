@@ -6,7 +6,7 @@ import net from 'node:net'
 import type tls from 'node:tls'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { Accept, Listener } from './runtime.ts'
-import { afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
+import { acceptFailed, afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenNet(host: string, port: number, accept: Accept, secure?: ServerTls): Promise<Listener> {
@@ -18,14 +18,14 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     sockets.delete(wire.raw)
     const c = wire.conn
     wire.conn = null
-    c?.closed()
+    c?.closed(wire.error ?? undefined)
   }
   const server = net.createServer({ noDelay: true }, (sock) => {
     sockets.add(sock)
     afterAccept()
     const wire = new NetWire(sock)
     ;(sock as WiredSocket)[WIRE] = wire
-    sock.on('error', ignore) // 'close' follows and tells the connection
+    sock.on('error', onError) // 'close' follows and tells the connection, with this reason
     sock.on('close', onClose)
     // With TLS, the plain socket's bytes belong to the handshake: no 'data' listener on it.
     if (secure?.mode === 'first') startTls(wire, secure, onClose)
@@ -38,8 +38,12 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     sock.on('drain', onDrain)
   })
   return new Promise((resolve, reject) => {
-    server.once('error', (e) => reject(listenError(host, port, e)))
+    const failed = (e: Error): void => reject(listenError(host, port, e))
+    server.once('error', failed)
     server.listen({ host, port }, () => {
+      // From now on an error is a failed accept (EMFILE ...): logged, never fatal.
+      server.removeListener('error', failed)
+      server.on('error', acceptFailed)
       const addr = server.address() as net.AddressInfo
       resolve({
         port: addr.port,
@@ -65,6 +69,8 @@ export class NetWire implements Wire {
   upgradeAfter: { st: ServerTls; onClose: (this: net.Socket) => void } | null = null
   /** While a listener-side TLS handshake runs, writes wait here (null otherwise). */
   held: Uint8Array[] | null = null
+  /** The first socket error (e.g. "read ECONNRESET"), handed to Conn.closed() as the reason. */
+  error: string | null = null
 
   // Not readonly: a dialled wire swaps in its TLS socket after STARTTLS-style upgrades (dial.ts).
   constructor(public sock: net.Socket) {
@@ -133,20 +139,27 @@ function startTls(wire: NetWire, st: ServerTls, onClose: (this: net.Socket) => v
     wire.sock = ts
     wire.tls = info
     ;(ts as unknown as WiredSocket)[WIRE] = wire
-    ts.on('error', ignore)
+    ts.on('error', onError)
     ts.on('close', onClose)
     ts.on('data', onData)
     ts.on('drain', onDrain)
     for (const d of held) ts.write(d)
     if (ts.destroyed) onClose.call(ts)
-  }, ignore)
+  }, loggedByTls)
 }
+
+/** A failed handshake: tls.ts has logged the reason and destroyed the sockets. */
+function loggedByTls(): void {}
 
 function destroySocket(sock: net.Socket): void {
   sock.destroy()
 }
 
-function ignore(): void {}
+/** Keeps the first error for the close that follows (the adapter logs it with the peer). */
+function onError(this: net.Socket, e: Error): void {
+  const wire = (this as WiredSocket)[WIRE]
+  wire.error ??= e.message
+}
 
 // `?.`: after a TLS upgrade the plain socket's 'close' may come before the TLS socket's last events.
 function onData(this: net.Socket, d: Uint8Array): void {

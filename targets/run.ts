@@ -15,7 +15,7 @@ import { reloadAuth } from '../src/auth.ts'
 import { createLogger, type Logger } from '../src/log.ts'
 import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
-import type { Listener, Runtime } from './runtime.ts'
+import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
@@ -39,6 +39,16 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   }
   const opts = loaded.options
   const log = createLogger({ level: opts.log_level, time: opts.logtime, sink: (l) => process.stderr.write(l + '\n') })
+  // Last resort. Adapter and core code runs behind guards (runtime.ts) that log an exception
+  // and close only the connection concerned; anything that still gets here (a runtime's
+  // internals, a bug in target code) is logged with its stack and the broker keeps serving:
+  // exiting would drop every client over one bug, and no client's bytes may stop the broker.
+  const uncaught = (what: string) => (e: unknown) => {
+    logInternal(log, 'process', what, e)
+    if (!log.enabled('debug')) log.error(`process - ${e instanceof Error && e.stack ? e.stack : String(e)}`)
+  }
+  process.on('uncaughtException', uncaught('uncaught exception'))
+  process.on('unhandledRejection', uncaught('unhandled rejection'))
   log.info(`Starting sprig version ${VERSION} on ${rt.name}`)
   if (loaded.configFile) log.info(`Using configuration file: ${loaded.configFile}`)
   let b: Broker
@@ -117,7 +127,10 @@ export interface Broker {
 
 /** Starts the listeners and the housekeeping tick for these options. Tests use it too. */
 export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Broker> {
-  const srv = new Server(opts, rt.host, log)
+  // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
+  const srv = new Server(opts, guardHost(rt.host, log), log)
+  srv.status.set('internal_errors', () => internalErrors.count)
+  const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
   srv.bcrypt = pool
@@ -129,8 +142,8 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const mqttTls = mo.enabled && mo.tls ? serverTls(mo.tls, 'mqtt.tls', 'first', refused) : undefined
   if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native') log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
   const nats = natsTls
-    ? await listenNet(opts.host, opts.port, (wire) => acceptNats(srv, wire), natsTls)
-    : await rt.listen(opts.host, opts.port, (wire) => acceptNats(srv, wire))
+    ? await listenNet(opts.host, opts.port, guard((wire) => acceptNats(srv, wire)), natsTls)
+    : await rt.listen(opts.host, opts.port, guard((wire) => acceptNats(srv, wire)))
   // Port 0 asks the OS for a free port; INFO must then carry the real one.
   srv.opts = { ...opts, port: nats.port }
   const listeners: Listener[] = [nats]
@@ -142,12 +155,12 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     const plain = mo.plain ?? !mqttTls
     try {
       if (plain) {
-        const mqtt = await (rt.listenMqtt ?? rt.listen)(host, mo.port, (wire) => acceptMqtt(srv, wire))
+        const mqtt = await (rt.listenMqtt ?? rt.listen)(host, mo.port, guard((wire) => acceptMqtt(srv, wire)))
         listeners.push(mqtt)
         mqttPort = mqtt.port
       }
       if (mqttTls) {
-        const mqtts = await listenNet(host, mo.tls_port, (wire) => acceptMqtt(srv, wire), mqttTls)
+        const mqtts = await listenNet(host, mo.tls_port, guard((wire) => acceptMqtt(srv, wire)), mqttTls)
         listeners.push(mqtts)
         mqttTlsPort = mqtts.port
       }
@@ -183,7 +196,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
-  const uplink = startUplink(srv, dialNet, (p) => readFileSync(p, 'utf8'))
+  const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
   return {
     srv,
     port: nats.port,
@@ -198,8 +211,8 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       for (const l of listeners) l.close()
       srv.shutdown()
       pool.close()
-      const deadline = Date.now() + STOP_GRACE_MS
-      while (listeners.some((l) => l.open() > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      const deadline = performance.now() + STOP_GRACE_MS
+      while (listeners.some((l) => l.open() > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     },
   }
 }

@@ -1,6 +1,8 @@
 // What each runtime module provides, and the few helpers they share.
 
-import type { Conn, Host, Wire } from '../src/host.ts'
+import { readdirSync, readFileSync } from 'node:fs'
+import type { Conn, Dial, Host, Wire } from '../src/host.ts'
+import type { Logger } from '../src/log.ts'
 
 export type Accept = (wire: Wire) => Conn | null
 
@@ -21,9 +23,15 @@ export interface Runtime {
   listenMqtt?(host: string, port: number, accept: Accept): Promise<Listener>
 }
 
-/** Timers and microtasks exist under these names on Node, Bun and Deno alike. */
+/**
+ * Timers and microtasks exist under these names on Node, Bun and Deno alike. now() is the
+ * monotonic clock (performance.now(), anchored at the process's start time so it reads like
+ * epoch ms): deadlines and timeouts must not move when the wall clock is set or jumps.
+ * The wall clock is only for display (/varz `now`, /connz times).
+ */
 export const standardHost: Host = {
-  now: () => Date.now(),
+  now: () => performance.timeOrigin + performance.now(),
+  wall: () => Date.now(),
   defer: (fn) => queueMicrotask(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms)
@@ -76,4 +84,246 @@ export function afterAccept(): void {
     ;(globalThis as { Bun?: { gc?(full: boolean): void } }).Bun?.gc?.(true)
   }, GC_DELAY_MS)
   ;(gcCheck as { unref?(): void }).unref?.()
+}
+
+// --- exceptions from adapter code -------------------------------------------------------------
+// Adapter and core code runs inside socket, timer and file callbacks. An exception there is a
+// bug of ours, never the client's fault, but it must not take the broker down with it: it is
+// logged (peer and message; the stack at debug), counted, and closes only the connection it
+// happened on. The guards sit where the targets hand control to that code.
+
+/** Exceptions caught by the guards (and the process-level handlers), for /varz. */
+export const internalErrors = { count: 0 }
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name}: ${e.message}` : String(e)
+}
+
+/** Logs one caught exception: `who` names the peer or the part (e.g. "timer"). */
+export function logInternal(log: Logger, who: string, where: string, e: unknown): void {
+  internalErrors.count++
+  log.error(`${who} - internal error in ${where}: ${errorText(e)}`)
+  log.debug(() => `${who} - ${e instanceof Error && e.stack ? e.stack : errorText(e)}`)
+}
+
+/** An adapter's Conn behind a guard: an exception closes only this connection (see above). */
+class GuardedConn implements Conn {
+  private failed = false
+
+  constructor(
+    private readonly conn: Conn,
+    private readonly wire: Wire,
+    private readonly log: Logger,
+  ) {}
+
+  data(chunk: Uint8Array): void {
+    if (this.failed) return
+    try {
+      this.conn.data(chunk)
+    } catch (e) {
+      this.fail('data', e)
+    }
+  }
+
+  drained(): void {
+    if (this.failed) return
+    try {
+      this.conn.drained()
+    } catch (e) {
+      this.fail('drained', e)
+    }
+  }
+
+  closed(reason?: string): void {
+    fds.open--
+    try {
+      this.conn.closed(reason)
+    } catch (e) {
+      logInternal(this.log, peerOf(this.wire), 'close', e)
+    }
+  }
+
+  private fail(where: string, e: unknown): void {
+    this.failed = true
+    logInternal(this.log, peerOf(this.wire), where, e)
+    this.log.info(`${peerOf(this.wire)} - closing the connection after an internal error`)
+    try {
+      this.wire.destroy() // the socket's close event then lets the adapter clean up (closed())
+    } catch (e2) {
+      logInternal(this.log, peerOf(this.wire), 'destroy', e2)
+    }
+  }
+}
+
+function peerOf(w: Wire): string {
+  return `${w.remoteAddress}:${w.remotePort}`
+}
+
+/**
+ * An accept function whose connections are guarded; a throwing accept closes that socket.
+ * While file descriptors run short (see fdsShort) a new socket is closed at once, so the
+ * broker keeps the descriptors it needs for files, TLS and its uplink.
+ */
+export function guardAccept(accept: Accept, log: Logger): Accept {
+  acceptLog = log
+  return (wire) => {
+    if (fdsShort()) {
+      if (!fds.refusing) {
+        fds.refusing = true
+        fds.refused = 0
+        log.warn(`Too many open files (${fds.used} in use, limit ${fds.limit}): refusing new connections until some close`)
+      }
+      fds.refused++
+      wire.destroy()
+      return null
+    }
+    if (fds.refusing) {
+      fds.refusing = false
+      log.info(`File descriptors available again: accepting connections (${fds.refused} refused meanwhile)`)
+    }
+    let c: Conn | null
+    try {
+      c = accept(wire)
+    } catch (e) {
+      logInternal(log, peerOf(wire), 'accept', e)
+      wire.destroy()
+      return null
+    }
+    if (c === null) return null
+    fds.open++
+    return new GuardedConn(c, wire, log)
+  }
+}
+
+// --- file descriptors ---------------------------------------------------------------------------
+// When the process runs out of descriptors (EMFILE), accept() fails and the runtimes cope in
+// their own ways (libuv accepts and drops the connection silently; Deno's node:net stops
+// accepting for good). sprig watches its own use instead: with fewer than a reserve left it
+// refuses new connections (accepted, closed at once), logged once per episode, and accepts
+// again once enough have closed.
+
+const fds = {
+  /** The soft RLIMIT_NOFILE (Linux /proc/self/limits); 0 when unknown: no check. */
+  limit: -1,
+  /** Descriptors in use besides guarded connections, as last counted. */
+  baseline: 0,
+  /** Guarded connections open now. */
+  open: 0,
+  /** Last exact count (monotonic ms), and what it found. */
+  countedAt: -Infinity,
+  used: 0,
+  refusing: false,
+  refused: 0,
+}
+
+/** The logger of the last broker started in this process, for accept errors. */
+let acceptLog: Logger | null = null
+
+const FD_RECOUNT_MS = 250
+
+/** Descriptors left for files, TLS and the uplink: 1/16 of the limit, at least 16. */
+function fdReserve(limit: number): number {
+  return Math.max(16, limit >> 4)
+}
+
+function fdsShort(): boolean {
+  if (fds.limit < 0) fds.limit = readFdLimit()
+  if (fds.limit === 0) return false
+  const threshold = fds.limit - fdReserve(fds.limit)
+  if (fds.baseline + fds.open < threshold && !fds.refusing) return false
+  // Near the limit by the estimate (or in an episode): count exactly, at most every 250 ms.
+  const now = performance.now()
+  if (now - fds.countedAt >= FD_RECOUNT_MS) {
+    fds.countedAt = now
+    fds.used = countFds()
+    fds.baseline = Math.max(0, fds.used - fds.open)
+  }
+  return fds.used >= threshold
+}
+
+function readFdLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))
+    if (m === null) return 0
+    const n = Number(m[1])
+    fds.baseline = countFds()
+    return n
+  } catch {
+    return 0 // not Linux: the runtime's own handling applies
+  }
+}
+
+function countFds(): number {
+  try {
+    return readdirSync('/proc/self/fd').length
+  } catch {
+    return 0
+  }
+}
+
+/** A listener's accept failed (EMFILE, ENFILE, ...): logged once per episode, never thrown. */
+export function acceptFailed(e: Error & { code?: string }): void {
+  const log = acceptLog
+  if (e.code === 'EMFILE' || e.code === 'ENFILE' || /too many open files/i.test(e.message)) {
+    if (fds.refusing) return
+    fds.refusing = true
+    fds.refused = 0
+    log?.warn(`Temporary accept error: ${e.message}; connections are refused until descriptors are free`)
+    return
+  }
+  log?.error(`Accept error: ${e.message}`)
+}
+
+/** A Dial whose connections are guarded the same way (the uplink's link to the hub). */
+export function guardDial(dial: Dial, log: Logger): Dial {
+  return (to, open, failed) => {
+    const where = `${to.host}:${to.port}`
+    const safeFailed = (why: string): void => {
+      try {
+        failed(why)
+      } catch (e) {
+        logInternal(log, where, 'dial failure', e)
+      }
+    }
+    const opened = (wire: Wire): Conn => {
+      try {
+        const c = new GuardedConn(open(wire), wire, log)
+        fds.open++
+        return c
+      } catch (e) {
+        logInternal(log, where, 'uplink connect', e)
+        wire.destroy()
+        queueMicrotask(() => safeFailed(`internal error: ${errorText(e)}`))
+        return NO_CONN
+      }
+    }
+    dial(to, opened, safeFailed)
+  }
+}
+
+const NO_CONN: Conn = { data() {}, drained() {}, closed() {} }
+
+/** A Host whose deferred work and timers log an exception instead of throwing it out of the loop. */
+export function guardHost(host: Host, log: Logger): Host {
+  const g: Host = {
+    now: host.now.bind(host),
+    defer: (fn) =>
+      host.defer(() => {
+        try {
+          fn()
+        } catch (e) {
+          logInternal(log, 'server', 'deferred work', e)
+        }
+      }),
+    every: (ms, fn) =>
+      host.every(ms, () => {
+        try {
+          fn()
+        } catch (e) {
+          logInternal(log, 'server', 'timer', e)
+        }
+      }),
+  }
+  if (host.wall) g.wall = host.wall.bind(host)
+  return g
 }

@@ -274,7 +274,7 @@ export function upgradeSocket(
     setTimeout(() => {
       if (hs.over) return
       const u = h.unattributed
-      const recent = u !== null && Date.now() - u.at < 100
+      const recent = u !== null && performance.now() - u.at < 100
       if (recent) h.unattributed = null
       refuse(st, h, hs, recent ? u.reason : 'connection closed during the TLS handshake')
     }, 20)
@@ -300,12 +300,15 @@ function onClientError(h: Handshakes, err: Error & { code?: string }, ts?: tls.T
   ts?.destroy()
   // Some runtimes report errors on a socket that no longer knows its addresses (Deno always,
   // Node on a reset): the raw socket's close, which follows, picks the reason up.
-  if (!hs) h.unattributed = { reason, at: Date.now() }
+  if (!hs) h.unattributed = { reason, at: performance.now() }
   else refuse(hs.st, h, hs, reason, ts)
 }
 
 function onSecure(st: ServerTls, h: Handshakes, ts: tls.TLSSocket): void {
-  ts.on('error', ignore) // the caller adds its own listeners; until then, nothing may throw
+  // An 'error' without a listener throws. The caller adds its own (net.ts hands the error to
+  // the connection's closed(), which logs it; node:http reports it as a clientError), and
+  // refusals below are logged; this one only keeps a stray error from throwing.
+  ts.on('error', reportedElsewhere)
   const hs = h.pending.get(addrKey(ts))
   if (!hs || hs.over) return void ts.destroy()
   if (st.verify) {
@@ -350,4 +353,5 @@ function isRevoked(revoked: Map<string, Set<string>>, der: Uint8Array): boolean 
   }
 }
 
-function ignore(): void {}
+
+function reportedElsewhere(): void {}

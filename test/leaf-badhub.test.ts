@@ -125,3 +125,25 @@ t.test('a client port instead of a leafnode port: clear reason', async (t) => {
   await until(() => b.logs.some((l) => /not a leafnode port/.test(l)), 5000, 'the reason')
   t.pass('named in the log')
 })
+
+t.test('a hub that accepts TCP and never speaks: handshake deadline, redialled with backoff', async (t) => {
+  const socks: net.Socket[] = []
+  const server = net.createServer((s) => {
+    s.on('error', () => {})
+    socks.push(s) // holds the socket open, says nothing
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => {
+    for (const s of socks) s.destroy()
+    server.close()
+  })
+  const b = await edge(t, (server.address() as net.AddressInfo).port)
+  await until(() => socks.length >= 2, 10_000, 'a second attempt after the deadline')
+  t.ok(b.logs.some((l) => /no INFO from the hub in time/.test(l)), 'the reason is logged')
+  t.ok(socks[0]!.destroyed || socks[0]!.readableEnded || (await new Promise((r) => socks[0]!.once('close', () => r(true)))), 'the silent link was closed')
+  t.not(b.uplink!.remotes[0]!.state, 'connected', 'the remote is not up')
+  await localOk(t, b)
+  const n = socks.length
+  await sleep(1000)
+  t.ok(socks.length - n <= 1, `no tight loop (${socks.length - n} attempts in 1 s)`)
+})

@@ -316,9 +316,39 @@ const cases: Case[] = [
     name: 'PUB subject with a CR inside',
     bytes: QUIET + 'SUB > 1\r\nPUB foo\rbar 1\r\nx\r\nPING\r\n',
     differs: {
-      why: 'nats-server 2.9 routes whitespace subjects; sprig refuses them',
-      sprig: ok("-ERR 'Invalid Publish Subject'\r\nPONG\r\n"),
+      why: 'nats-server routes a CR inside PUB arguments into MSG lines; sprig closes the publisher (a parse error, as for any bad PUB)',
+      sprig: closed(),
       nats: ok('MSG foo\rbar 1 1\r\nx\r\nPONG\r\n'),
+    },
+  },
+  // A bare CR inside arguments (issue 9): nats-server's SUB/UNSUB split on it; its PUB/HPUB
+  // keep it and relay it in other clients' MSG lines, which sprig refuses.
+  { name: 'SUB with a CR between queue and sid', bytes: QUIET + 'SUB crsid 7\r8\r\nPUB crsid 1\r\nx\r\nPING\r\n' },
+  { name: 'SUB with CRs as the only separators', bytes: QUIET + 'SUB crq\rq\r9\r\nPUB crq 1\r\nx\r\nPING\r\n' },
+  { name: 'SUB with blanks and CRs mixed', bytes: QUIET + 'SUB crrep\r\r 9\r\nPUB crrep 1\r\nx\r\nPING\r\n' },
+  { name: 'SUB with four CR-separated arguments', bytes: QUIET + 'SUB a\rb\rc\rd\r\nPING\r\n' },
+  { name: 'UNSUB with a CR before max', bytes: QUIET + 'SUB u 1\r\nUNSUB 1\r1\r\nPUB u 1\r\nx\r\nPUB u 1\r\ny\r\nPING\r\n' },
+  { name: 'UNSUB with three CR-separated arguments', bytes: QUIET + 'UNSUB 1\r5\r6\r\nPING\r\n' },
+  { name: 'PUB with a CR after the size', bytes: QUIET + 'PUB crrep 2\r\r\nhi\r\nPING\r\n' },
+  { name: 'PUB with a CR before the size', bytes: QUIET + 'PUB crrep \r2\r\nhi\r\nPING\r\n' },
+  { name: 'PUB with a CR as the only separator', bytes: QUIET + 'PUB crrep\r2\r\nhi\r\nPING\r\n' },
+  { name: 'PUB reply with a NUL is relayed as it is', bytes: QUIET + 'SUB crnul 1\r\nPUB crnul r\u0000x 2\r\nhi\r\nPING\r\n' },
+  {
+    name: 'PUB reply with a CR inside',
+    bytes: QUIET + 'SUB crrep 1\r\nPUB crrep r\rx 2\r\nhi\r\nPING\r\n',
+    differs: {
+      why: 'nats-server relays the CR in the MSG line (any publisher could inject it into other clients\' streams); sprig closes the publisher',
+      sprig: closed(),
+      nats: ok('MSG crrep 1 r\rx 2\r\nhi\r\nPONG\r\n'),
+    },
+  },
+  {
+    name: 'HPUB reply with a CR inside',
+    bytes: QUIET_HDR + 'SUB crrep 1\r\nHPUB crrep r\rx 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPING\r\n',
+    differs: {
+      why: 'nats-server relays the CR in the HMSG line; sprig closes the publisher',
+      sprig: closed(),
+      nats: ok('HMSG crrep 1 r\rx 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPONG\r\n'),
     },
   },
   {

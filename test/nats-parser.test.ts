@@ -260,6 +260,12 @@ t.test('bad frames end in the right failure', async (t) => {
     ['HPUB total over max_payload', ['HPUB foo 12 101\r\n'], 'max_payload', { maxPayload: 100 }],
     ['HPUB before headers are enabled', ['HPUB foo 12 14\r\n'], 'no_headers', { headers: false }],
     ['SUB one argument', ['SUB foo\r\n'], 'bad_args'],
+    ['PUB reply with a bare CR inside', ['PUB crrep r\rx 2\r\n'], 'bad_args'],
+    ['PUB subject with a bare CR inside', ['PUB a\rb 2\r\n'], 'bad_args'],
+    ['PUB size followed by a bare CR', ['PUB a 2\r\r\n'], 'bad_args'],
+    ['HPUB reply with a bare CR inside', ['HPUB crrep r\rx 12 14\r\n'], 'bad_args'],
+    ['SUB four CR-separated arguments', ['SUB a\rb\rc\rd\r\n'], 'bad_args'],
+    ['UNSUB three CR-separated arguments', ['UNSUB 1\r5\r6\r\n'], 'bad_args'],
     ['SUB four arguments', ['SUB a b c d\r\n'], 'bad_args'],
     ['UNSUB without arguments', ['UNSUB \r\n'], 'bad_args'],
     ['UNSUB three arguments', ['UNSUB 1 2 3\r\n'], 'bad_args'],
@@ -326,6 +332,15 @@ t.test('after a failure nothing more is parsed', async (t) => {
   t.strictSame(stopped.r.ops, [], 'stopped from outside')
 })
 
+t.test('a bare CR separates SUB and UNSUB arguments, as nats-server splits them', async (t) => {
+  t.strictSame(run(['SUB crsid 7\r8\r\n']), [['sub', 'crsid', '7', '8']])
+  t.strictSame(run(['SUB a\r\r 9\r\n']), [['sub', 'a', null, '9']])
+  t.strictSame(run(['UNSUB 1\r5\r\n']), [['unsub', '1', 5]])
+  // Split at every byte: the same verdict.
+  const line = 'SUB crsid 7\r8\r\nPING\r\n'
+  for (let i = 1; i < line.length; i++) t.strictSame(run([line.slice(0, i), line.slice(i)]), [['sub', 'crsid', '7', '8'], ['ping']], `split at ${i}`)
+})
+
 t.test('parseSize and splitArgs', async (t) => {
   const sz = (s: string): number => parseSize(enc.encode(s), 0, s.length)
   t.equal(sz('0'), 0)
@@ -336,8 +351,12 @@ t.test('parseSize and splitArgs', async (t) => {
   t.equal(sz('1 '), -1)
   const out = new Int32Array(12)
   const b = enc.encode(' \ta  bb\tc ')
-  t.equal(splitArgs(b, 0, b.length, out), 3)
+  t.equal(splitArgs(b, 0, b.length, out, false), 3)
   t.strictSame([...out.subarray(0, 6)], [2, 3, 5, 7, 8, 9])
   const many = enc.encode('a b c d e f g')
-  t.equal(splitArgs(many, 0, many.length, out), 6, 'more than five is reported as 6')
+  t.equal(splitArgs(many, 0, many.length, out, false), 6, 'more than five is reported as 6')
+  const cr = enc.encode('s 7\r8')
+  t.equal(splitArgs(cr, 0, cr.length, out, true), 3, 'CR splits (SUB, UNSUB)')
+  t.strictSame([...out.subarray(0, 6)], [0, 1, 2, 3, 4, 5])
+  t.equal(splitArgs(cr, 0, cr.length, out, false), -1, 'CR refuses the line (PUB, HPUB)')
 })

@@ -156,16 +156,23 @@ function retainedGet(srv: Server, m: Msg, from: Owner | null): void {
   const found = matchRetained(mqttState(srv).retained, subjects, srv.host.now())
     .filter((r) => !(noDollar && startsWithDollar(r.topic)) && mayReceiveAs(from, r.subject))
     .sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0))
-  const messages = found.map((r) => ({ topic: r.topic, subject: r.subject, qos: r.qos, payload: Buffer.from(r.payload).toString('base64') }))
+  // Messages are added while the reply stays within max_payload (what a client may receive),
+  // each encoded once: the work grows with what is sent, not with the size of the store.
+  const max = srv.opts.max_payload
+  const parts: string[] = []
+  let size = '{"messages":[],"truncated":false}'.length
   let truncated = false
-  let body = utf8(JSON.stringify({ messages, truncated }))
-  while (body.length > srv.opts.max_payload && messages.length > 0) {
-    // Halve until it fits: a reply never goes over what a client may receive.
-    messages.length = Math.floor(messages.length / 2)
-    truncated = true
-    body = utf8(JSON.stringify({ messages, truncated }))
+  for (const r of found) {
+    const one = JSON.stringify({ topic: r.topic, subject: r.subject, qos: r.qos, payload: Buffer.from(r.payload).toString('base64') })
+    const add = Buffer.byteLength(one) + (parts.length > 0 ? 1 : 0)
+    if (size + add > max) {
+      truncated = true
+      break
+    }
+    parts.push(one)
+    size += add
   }
-  answer(srv, m, from, body)
+  answer(srv, m, from, utf8(`{"messages":[${parts.join(',')}],"truncated":${truncated}}`))
 }
 
 function retainSet(srv: Server, m: Msg, from: Owner | null): void {

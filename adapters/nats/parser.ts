@@ -213,7 +213,8 @@ export class Parser {
 
   private pub(buf: Uint8Array, from: number, end: number, after: number, hpub: boolean): number {
     const a = this.args
-    const n = splitArgs(buf, from, end, a)
+    const n = splitArgs(buf, from, end, a, false)
+    if (n < 0) return this.failWith('bad_args', 'CR inside a publish argument')
     const pa = this.pa
     let hdr = -1
     let size: number
@@ -293,7 +294,7 @@ export class Parser {
 
   private sub(buf: Uint8Array, from: number, end: number, after: number): number {
     const a = this.args
-    const n = splitArgs(buf, from, end, a)
+    const n = splitArgs(buf, from, end, a, true)
     if (n !== 2 && n !== 3) return this.failWith('bad_args', 'bad subscribe arguments')
     const subject = text(buf, a[0]!, a[1]!)
     const queue = n === 3 ? text(buf, a[2]!, a[3]!) : null
@@ -304,7 +305,7 @@ export class Parser {
 
   private unsub(buf: Uint8Array, from: number, end: number, after: number): number {
     const a = this.args
-    const n = splitArgs(buf, from, end, a)
+    const n = splitArgs(buf, from, end, a, true)
     if (n !== 1 && n !== 2) return this.failWith('bad_args', 'bad unsubscribe arguments')
     const max = n === 2 ? parseSize(buf, a[2]!, a[3]!) : -1
     this.h.unsub(text(buf, a[0]!, a[1]!), max)
@@ -386,21 +387,39 @@ function skipBlanks(buf: Uint8Array, i: number, end: number): number {
   return i
 }
 
-/** Splits buf[from, end) on runs of blanks into out (start,end pairs). Returns the count, 6 if more than 5. */
-export function splitArgs(buf: Uint8Array, from: number, end: number, out: Int32Array): number {
+/**
+ * Splits buf[from, end) on runs of blanks into out (start,end pairs). Returns the count, 6 if
+ * more than 5. A bare CR inside the line: with `crSplits` it is a blank (nats-server's
+ * splitArg, used for SUB and UNSUB: `SUB s 7\r8` is queue 7, sid 8); without, the line is
+ * refused (-1). nats-server's PUB/HPUB keep it inside the argument and relay it in other
+ * clients' MSG lines; sprig closes such a publisher instead (no CR may reach another
+ * client's protocol stream).
+ */
+export function splitArgs(buf: Uint8Array, from: number, end: number, out: Int32Array, crSplits: boolean): number {
   let n = 0
   let i = from
   while (i < end) {
-    while (i < end && (buf[i] === SP || buf[i] === TAB)) i++
+    while (i < end && isArgBlank(buf[i]!, crSplits)) i++
     if (i >= end) break
     if (n === 6) return 6
     const s = i
-    while (i < end && buf[i] !== SP && buf[i] !== TAB) i++
+    for (; i < end; i++) {
+      const c = buf[i]!
+      if (c === SP || c === TAB) break
+      if (c === CR) {
+        if (crSplits) break
+        return -1
+      }
+    }
     out[n * 2] = s
     out[n * 2 + 1] = i
     n++
   }
   return n
+}
+
+function isArgBlank(c: number, crSplits: boolean): boolean {
+  return c === SP || c === TAB || (crSplits && c === CR)
 }
 
 /** Decimal size as nats-server reads it: digits only, at most 9 of them; -1 otherwise. */

@@ -2,7 +2,7 @@
 // the status they report (`$SPRIG.leafz` for NATS clients, `leafz` for the HTTP monitor).
 
 import { utf8 } from '../bytes.ts'
-import type { Dial } from '../host.ts'
+import { isoTime, type Dial } from '../host.ts'
 import { newMsg } from '../msg.ts'
 import { LEAF_DEFAULTS, type Options, type RemoteOptions } from '../options.ts'
 import { mayAnswer } from '../permissions.ts'
@@ -49,7 +49,7 @@ export function startUplink(srv: Server, dial: Dial, readFile: (path: string) =>
       const r = newMsg()
       r.subject = m.reply
       r.subjectBytes = utf8(m.reply)
-      r.payload = utf8(JSON.stringify({ server_id: srv.id, now: new Date(srv.host.now()).toISOString(), ...status() }))
+      r.payload = utf8(JSON.stringify({ server_id: srv.id, now: isoTime(srv.host, srv.host.now()), ...status() }))
       srv.router.publish(r, answerFor(from))
     },
   }

@@ -3,7 +3,7 @@
 // publishes go up (a router tap), and the store-and-forward buffer that holds them while the
 // link is down or still learning the hub's interest.
 
-import type { Dial, DialTarget, Wire } from '../host.ts'
+import { isoTime, type Dial, type DialTarget, type Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import type { Msg } from '../msg.ts'
 import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
@@ -428,7 +428,7 @@ export class Remote {
       state: this.state,
       url: this.hubUrl ? redact(this.hubUrl) : '',
       urls: this.urls.map(redact),
-      since: this.since ? new Date(this.since).toISOString() : '',
+      since: this.since ? isoTime(this.srv.host, this.since) : '',
       reconnects: this.reconnects,
       local_interest: this.localKeys.size,
       hub_interest: up && l ? l.hubKeys.size : 0,
