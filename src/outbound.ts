@@ -4,7 +4,12 @@
 // drained, and reserve() refuses to grow past the limit, which the owner treats as a slow
 // consumer. While the wire is backpressured nothing more is written to it, and what the
 // socket still holds counts against the limit.
+// With a memory budget (src/budget.ts) the queue charges it what it holds: the capacity of
+// its buffer as it grows (what the memory costs, not just what is used), kept while a socket
+// that refused a write still holds it, released once the socket drains or the connection is
+// gone. Only growing touches the budget, so appending stays as cheap as before.
 
+import type { Budget } from './budget.ts'
 import type { Wire } from './host.ts'
 
 /** Largest first buffer of a batch; a busy connection's batches start at its last batch's size. */
@@ -25,11 +30,14 @@ export class Outbound {
    * lives until the next GC, while a busy one starts where it left off.
    */
   private last = MIN_FIRST
+  /** Bytes charged to the budget: this buffer's capacity plus what a blocked socket holds of ours. */
+  charged = 0
 
   constructor(
     readonly wire: Wire,
     public limit: number,
     private readonly schedule: (o: Outbound) => void,
+    readonly budget: Budget | null = null,
   ) {}
 
   /** Bytes queued here plus, while the wire is blocked, what the socket still holds. */
@@ -67,6 +75,12 @@ export class Outbound {
     while (cap < need) cap *= 2
     const next = new Uint8Array(cap)
     if (this.len > 0) next.set(this.buf.subarray(0, this.len))
+    const b = this.budget
+    if (b !== null) {
+      const n = cap - this.buf.length
+      this.charged += n
+      if ((b.held += n) > b.high) b.over(this.blockedSince !== 0)
+    }
     this.buf = next
   }
 
@@ -80,18 +94,32 @@ export class Outbound {
     this.buf = EMPTY
     this.len = 0
     if (!this.wire.write(chunk)) this.blockedSince = now
+    else if (this.charged !== 0) this.release(this.charged) // the socket took it
   }
 
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
     this.blockedSince = 0
+    if (this.charged > this.buf.length) this.release(this.charged - this.buf.length)
     this.flush(now)
   }
 
   /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
   discard(): void {
+    if (this.buf.length !== 0 && this.charged !== 0) this.release(this.buf.length)
     this.buf = EMPTY
     this.len = 0
+  }
+
+  /** The socket is gone: nothing of this queue is held any more. */
+  closed(): void {
+    this.discard()
+    if (this.charged !== 0) this.release(this.charged)
+  }
+
+  private release(n: number): void {
+    this.charged -= n
+    this.budget!.charge(-n)
   }
 }
 

@@ -3,14 +3,15 @@
 // housekeeping tick. Protocol adapters register their connections here; targets feed it
 // sockets and a clock.
 
+import { Budget, type Evictable } from './budget.ts'
 import type { Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
 import type { Outbound } from './outbound.ts'
 import { Router } from './router.ts'
 
-/** What every protocol connection offers the server. */
-export interface Session {
+/** What every protocol connection offers the server (and the memory budget: stuck/evict). */
+export interface Session extends Evictable {
   readonly cid: number
   readonly kind: string
   /** Housekeeping: pings, deadlines, timeouts. */
@@ -39,6 +40,8 @@ export class Server {
   readonly id: string
   readonly name: string
   readonly started: number
+  /** max_memory: every buffer that holds messages charges it (src/budget.ts). */
+  readonly budget: Budget
   private nextCid = 1
   private dirty: Outbound[] = []
   private flushQueued = false
@@ -65,6 +68,8 @@ export class Server {
     this.id = serverId()
     this.name = opts.server_name || this.id
     this.started = host.now()
+    this.budget = new Budget(opts.max_memory, { now: () => host.now(), defer: (fn) => host.defer(fn), log, candidates: () => this.sessions.values() })
+    this.router.budget = this.budget
   }
 
   /** Outbound queues call this when they get their first bytes of a batch. */
@@ -113,6 +118,7 @@ export class Server {
     const now = this.host.now()
     for (const s of this.sessions.values()) s.tick(now)
     for (const fn of this.housekeeping) fn(now)
+    this.budget.check()
   }
 
   /** Closes every session after flushing what it has queued. */

@@ -25,6 +25,8 @@ export class Parked implements Owner {
   queue: Outgoing[] = []
   /** Payload bytes in `queue`. */
   queued = 0
+  /** Payload bytes of `queue` and `inflight` charged to the memory budget. */
+  charged = 0
   qos2In = new Set<number>()
 
   constructor(
@@ -50,10 +52,24 @@ export class Parked implements Owner {
       this.st.counters.offline_dropped++
       return
     }
+    const b = this.router.budget
+    if (b !== null && b.full) {
+      // Over max_memory the queue keeps its policy as if it were full: the newest is dropped.
+      this.st.counters.offline_dropped++
+      b.dropped('an MQTT offline queue')
+      return
+    }
     const props = deliveryProps(headersToProps(this.st, m), s)
     this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props })
     this.queued += m.payload.length
+    charge(this, m.payload.length)
   }
+}
+
+/** Adds n bytes held by a parked session to the memory budget (negative: releases them). */
+function charge(p: Parked, n: number): void {
+  p.charged += n
+  p.router.budget?.charge(n)
 }
 
 /** Moves a closing connection's session into a Parked owner that lives on for `expiryMs`. */
@@ -65,6 +81,9 @@ export function park(c: MqttConn, now: number, expiryMs: number): void {
   p.inflight = new Map(c.inflight)
   p.queue = c.waiting.slice()
   for (const w of p.queue) p.queued += w.payload.length
+  let inflight = 0
+  for (const o of p.inflight.values()) inflight += o.payload.length
+  charge(p, p.queued + inflight)
   p.qos2In = new Set(c.qos2In)
   c.st.sessions.set(c.clientId, p)
 }
@@ -80,12 +99,14 @@ export function takeParked(st: MqttState, clientId: string): Parked | null {
 /** A parked session the reconnecting client does not want (clean start) [MQTT-3.1.2-6]. */
 export function discardParked(p: Parked): void {
   p.subs = moveSubs(p.router, p.subs, null)
+  charge(p, -p.charged)
 }
 
 /** Gives a parked session to a connection that was just acknowledged (CONNACK sent). */
 export function resume(c: MqttConn, p: Parked): void {
   c.subs = moveSubs(p.router, p.subs, c)
   p.subs = null
+  charge(p, -p.charged) // the connection charges what it takes over
   for (const id of p.qos2In) c.qos2In.add(id)
   // Unacknowledged messages first, as they were, with DUP [MQTT-4.4.0-1].
   for (const [pid, o] of p.inflight) {
@@ -103,6 +124,7 @@ export function expireSessions(st: MqttState, now: number): void {
     if (p.expiresAt > now) continue
     st.sessions.delete(id)
     p.subs = moveSubs(p.router, p.subs, null)
+    charge(p, -p.charged)
   }
 }
 

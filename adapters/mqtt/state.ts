@@ -48,7 +48,7 @@ export function mqttState(srv: Server): MqttState {
     const o = mqttOpts(srv.opts)
     st = {
       clients: new Map(),
-      retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
+      retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes, srv.budget),
       sessions: new Map(),
       counters: { unmappable_subjects: 0, oversize_drops: 0, wills: 0, offline_dropped: 0 },
       topicSeq: -1,

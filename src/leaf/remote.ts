@@ -3,6 +3,7 @@
 // publishes go up (a router tap), and the store-and-forward buffer that holds them while the
 // link is down or still learning the hub's interest.
 
+import { pauseWire, resumeWire } from '../budget.ts'
 import type { Dial, DialTarget, Wire } from '../host.ts'
 import type { Msg } from '../msg.ts'
 import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
@@ -30,9 +31,6 @@ const leafOwners = new WeakSet<Owner>()
  * be dropped, counted), so a hub that stops reading never freezes local traffic for longer.
  */
 export const STALL_MAX_MS = 2000
-
-/** Publishers' wires paused by any remote, with how many remotes hold each (two may stall one). */
-const pausedBy = new Map<Wire, number>()
 
 export interface LinkStats {
   in_msgs: number
@@ -98,7 +96,7 @@ export class Remote {
     private readonly dial: Dial,
     readonly readFile: (path: string) => string,
   ) {
-    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest')
+    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
     this.owner = { cid: 0, echo: true, deliver: () => {} }
     leafOwners.add(this.owner)
     this.lds = `$LDS.${randomToken(22)}`
@@ -298,21 +296,12 @@ export class Remote {
     if (this.stalled.size === 0) this.stallSince = this.srv.host.now()
     this.stalled.add(w)
     this.stalls++
-    const n = pausedBy.get(w) ?? 0
-    pausedBy.set(w, n + 1)
-    if (n === 0) w.pause()
+    pauseWire(w) // counted: other remotes and the memory budget may hold it too
   }
 
   /** Resumes every publisher this remote paused. */
   private unstall(): void {
-    for (const w of this.stalled) {
-      const n = (pausedBy.get(w) ?? 1) - 1
-      if (n > 0) pausedBy.set(w, n)
-      else {
-        pausedBy.delete(w)
-        w.resume?.()
-      }
-    }
+    for (const w of this.stalled) resumeWire(w)
     this.stalled.clear()
   }
 
