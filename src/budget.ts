@@ -2,16 +2,18 @@
 // for messages (outbound queues and what their sockets have not sent, MQTT in-flight and
 // offline queues, retained messages, uplink buffers, partial frames). Each buffer adds and
 // subtracts its own bytes as they come and go, so the hot path costs one addition and one
-// comparison. Over the budget, in this order:
-//   1. pause: a publisher whose message just went to a congested queue (its socket not
-//      draining) stops being read, until usage is back under the low-water mark;
-//   2. close: if a second later usage is still over max_memory, or still over the low-water
-//      mark with publishers paused (at once above 1.25 × max_memory), the connections
-//      holding the most bytes their peers do not take are closed as slow consumers, largest
-//      first, until usage is under the low-water mark (3/4 of max_memory);
-//   3. drop: meanwhile buffers that have no reader to wait for (retained store, offline
-//      queues, uplink buffer) do not grow: each applies its own overflow policy as if full.
-// Each step is counted; the first of an episode is logged, and so is its end.
+// comparison. Approaching the budget, in this order:
+//   1. pause: over 7/8 of max_memory, a publisher whose message just went to a congested queue
+//      (its socket not draining) stops being read, until usage is back under the low-water
+//      mark (3/4 of max_memory); 7/8 leaves room for what is already being delivered;
+//   2. close: at max_memory, or when pausing has not brought usage under the low-water mark
+//      within a second, the connections holding the most bytes their peers do not take are
+//      closed as slow consumers, largest first, until usage is under the low-water mark;
+//   3. drop: over 7/8 of max_memory, buffers that have no reader to wait for (retained store,
+//      offline queues, uplink buffer) do not grow: each applies its own overflow policy as if
+//      it were full.
+// Each step is counted; the start of an episode is logged, its closes and drops once, and so
+// is its end.
 
 import type { Host, Wire } from './host.ts'
 
@@ -31,6 +33,8 @@ export interface BudgetEnv {
   log: { warn(msg: string): void; info(msg: string): void }
   /** The connections that may be closed in step 2. */
   candidates(): Iterable<Evictable>
+  /** Soon after closes: ask the runtime to collect the garbage they left (Host.collect). */
+  collectSoon?(): void
 }
 
 /** How long pausing publishers may take to bring usage down before step 2 closes consumers. */
@@ -81,11 +85,11 @@ export function yieldTurn(host: Host, w: Wire): void {
 export class Budget {
   /** Bytes held for messages now. */
   held = 0
-  /** Over this, publishers feeding congested queues are paused: max_memory (Infinity: no budget). */
+  /** Over this, step 1 and 3: 7/8 of max_memory (Infinity: no budget). */
   readonly high: number
   /** Under this an episode ends: paused publishers resume. 3/4 of max_memory. */
   readonly low: number
-  /** Over this, step 2 does not wait for GRACE_MS. */
+  /** At this, step 2 does not wait for GRACE_MS: max_memory. */
   readonly hard: number
   /** A queue that is not draining grew while over: the publish in progress pauses its sender. */
   hot = false
@@ -105,9 +109,9 @@ export class Budget {
     readonly limit: number,
     private readonly env: BudgetEnv,
   ) {
-    this.high = limit > 0 ? limit : Infinity
+    this.high = limit > 0 ? Math.floor(limit * 0.875) : Infinity
     this.low = limit > 0 ? Math.floor(limit * 0.75) : Infinity
-    this.hard = limit > 0 ? Math.floor(limit * 1.25) : Infinity
+    this.hard = limit > 0 ? limit : Infinity
   }
 
   /** Publishers paused by the budget now. */
@@ -115,7 +119,7 @@ export class Budget {
     return this.paused.size
   }
 
-  /** Over max_memory: buffers without a reader apply their overflow policy instead of growing. */
+  /** Near max_memory: buffers without a reader apply their overflow policy instead of growing. */
   get full(): boolean {
     return this.held > this.high
   }
@@ -141,7 +145,7 @@ export class Budget {
       this.overSince = this.env.now()
       this.episodes++
       this.dropLogged = false
-      this.env.log.warn(`Memory budget exceeded: ${this.held} bytes held for messages, max_memory is ${this.limit}; pausing publishers to stuck consumers`)
+      this.env.log.warn(`Memory budget: ${this.held} bytes held for messages, over 7/8 of max_memory (${this.limit}); pausing publishers to stuck consumers`)
     }
     this.soon()
   }
@@ -161,7 +165,7 @@ export class Budget {
     this.drops++
     if (this.dropLogged) return
     this.dropLogged = true
-    this.env.log.warn(`Memory budget exceeded: ${what} drops messages by its overflow policy until usage is under ${this.low} bytes`)
+    this.env.log.warn(`Memory budget: ${what} drops messages by its overflow policy until usage is under ${this.low} bytes`)
   }
 
   /** After the I/O turn that went over, and on every housekeeping tick. */
@@ -175,10 +179,10 @@ export class Budget {
       this.env.log.info(`Memory budget: back under ${this.low} bytes (${this.held} held)`)
       return
     }
-    // Pausing had its chance: still over max_memory, or still over the low-water mark with
-    // publishers paused, a second into the episode (at once far over it).
+    // Pausing had its chance: a second into the episode, still over 7/8, or over the low-water
+    // mark with publishers paused; at max_memory, at once.
     const late = now - this.overSince >= GRACE_MS && (this.held > this.high || this.paused.size > 0)
-    if ((late || this.held > this.hard) && now - this.evictedAt >= EVICT_GAP_MS) {
+    if ((late || this.held >= this.hard) && now - this.evictedAt >= EVICT_GAP_MS) {
       this.evictedAt = now
       this.evict()
       // Whoever still feeds a stuck queue is paused again by its next publish.
@@ -203,6 +207,7 @@ export class Budget {
       this.closes++
       c.evict!(`Max Memory of ${this.limit} Exceeded, ${n} bytes pending`)
     }
+    if (closed > 0) this.env.collectSoon?.()
     if (closed > 0) this.env.log.warn(`Memory budget: closed ${closed} slow consumer${closed === 1 ? '' : 's'} holding the most bytes (${this.held} held, max_memory ${this.limit})`)
   }
 

@@ -33,6 +33,9 @@ export interface Counters {
 
 export const VERSION = '0.1.0'
 
+/** ms from a memory-budget close to the garbage collection it asks for. */
+const COLLECT_DELAY_MS = 50
+
 export class Server {
   readonly router = new Router()
   readonly sessions = new Map<number, Session>()
@@ -68,7 +71,20 @@ export class Server {
     this.id = serverId()
     this.name = opts.server_name || this.id
     this.started = host.now()
-    this.budget = new Budget(opts.max_memory, { now: () => host.now(), defer: (fn) => host.defer(fn), log, candidates: () => this.sessions.values() })
+    this.budget = new Budget(opts.max_memory, {
+      now: () => host.now(),
+      defer: (fn) => host.defer(fn),
+      log,
+      candidates: () => this.sessions.values(),
+      // Closed sockets let go of their buffers once their close has run: collect after that.
+      collectSoon: () => {
+        if (host.collect === undefined) return
+        const t = host.every(COLLECT_DELAY_MS, () => {
+          t.cancel()
+          host.collect!()
+        })
+      },
+    })
     this.router.budget = this.budget
   }
 
