@@ -41,8 +41,6 @@ export interface BudgetEnv {
 export const GRACE_MS = 1000
 /** Closed sockets give their memory back a moment later: no second round of closes before then. */
 const EVICT_GAP_MS = 250
-/** Longest a publisher stays paused by the budget; it is paused again if it still feeds a stuck queue. */
-export const PAUSE_MAX_MS = 2000
 
 /** Publishers' wires paused, with how many holders (the budget, each uplink) hold each. */
 const pausedBy = new Map<Wire, number>()
@@ -100,7 +98,6 @@ export class Budget {
   episodes = 0
   private overSince = 0
   private evictedAt = -Infinity
-  private pausedSince = 0
   private readonly paused = new Set<Wire>()
   private checkQueued = false
   private dropLogged = false
@@ -154,7 +151,6 @@ export class Budget {
   pause(w: Wire | undefined): void {
     this.hot = false
     if (w === undefined || w.pause === undefined || this.paused.has(w)) return
-    if (this.paused.size === 0) this.pausedSince = this.env.now()
     this.paused.add(w)
     this.pauses++
     pauseWire(w)
@@ -185,9 +181,10 @@ export class Budget {
     if ((late || this.held >= this.hard) && now - this.evictedAt >= EVICT_GAP_MS) {
       this.evictedAt = now
       this.evict()
-      // Whoever still feeds a stuck queue is paused again by its next publish.
+      // Whoever still feeds a stuck queue is paused again by its next publish; with nothing
+      // left to close, a pause never outlasts the grace period.
       this.resumeAll()
-    } else if (this.paused.size > 0 && now - this.pausedSince >= PAUSE_MAX_MS) this.resumeAll()
+    }
   }
 
   /** Step 2: closes the connections holding the most unsent bytes until usage is under `low`. */
