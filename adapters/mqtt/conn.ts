@@ -12,6 +12,7 @@ import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-pa
 import type { Conn, Wire } from '../../src/host.ts'
 import { headerValue } from '../../src/headers.ts'
 import type { Msg } from '../../src/msg.ts'
+import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
@@ -220,7 +221,11 @@ export class MqttConn implements Owner, Session, Conn, Holder {
         bytes = concat(this.rest, chunk)
         this.keepRest(null)
       }
+      const t = this.srv.router.traffic
+      const before = t.out_bytes
       this.packets(bytes)
+      // A read that fanned out to a lot of bytes lets the other connections go first.
+      if (t.out_bytes - before > FANOUT_PER_READ) yieldTurn(this.srv.host, this.wire)
     } catch (e) {
       // A handler bug or a codec surprise ends this connection only.
       this.srv.log.error(`${this.label()} mqtt error: ${(e as Error).message}`)
