@@ -23,7 +23,6 @@ export interface Evictable {
   stuck?(): number
   /** Close it as a slow consumer at once (nothing more is flushed to it). */
   evict?(why: string): void
-  label?(): string
 }
 
 export interface BudgetEnv {

@@ -54,7 +54,7 @@ export class Parked implements Owner {
     }
     const b = this.router.budget
     if (b !== null && b.full) {
-      // Over max_memory the queue keeps its policy as if it were full: the newest is dropped.
+      // Near max_memory the queue keeps its policy as if it were full: the newest is dropped.
       this.st.counters.offline_dropped++
       b.dropped('an MQTT offline queue')
       return
