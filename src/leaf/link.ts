@@ -104,6 +104,7 @@ export class Link implements Conn {
       MAX_LINE,
       srv.opts.max_payload,
     )
+    this.parser.budget = srv.budget
   }
 
   // --- Conn
@@ -121,6 +122,7 @@ export class Link implements Conn {
 
   closed(reason?: string): void {
     this.out.closed()
+    this.parser.release()
     if (this.phase === 'closed') return
     this.phase = 'closed'
     this.remote.linkClosed(this, this.hubError !== '' ? `hub error: ${this.hubError}` : (reason ?? 'connection closed by hub'))
