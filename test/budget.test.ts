@@ -14,6 +14,8 @@ const MiB = 1024 * 1024
 interface TestWire extends Wire {
   paused: boolean
   writes: number
+  text: string
+  destroyed: boolean
   accept: boolean
   held: number
   reuse: boolean
@@ -23,18 +25,21 @@ function wire(): TestWire {
   const w: TestWire = {
     paused: false,
     writes: 0,
+    text: '',
+    destroyed: false,
     accept: true,
     held: 0,
     reuse: false,
     write(d) {
       w.writes++
+      if (w.accept) w.text += Buffer.from(d).toString('latin1')
       if (!w.accept) w.held += d.length
       return w.accept
     },
     buffered: () => w.held,
     idle: () => w.reuse && w.held === 0,
     end() {},
-    destroy() {},
+    destroy: () => void (w.destroyed = true),
     pause: () => void (w.paused = true),
     resume: () => void (w.paused = false),
     remoteAddress: '127.0.0.1',
@@ -321,4 +326,68 @@ t.test('what a real broker charges comes back to zero when its clients are gone 
   await sleep(300)
   t.equal(got.length, 50)
   t.equal(budget.held, 0, 'everything released')
+})
+
+t.test('wired into the server: a publisher feeding stuck NATS subscribers is paused, then the largest is closed', async (t) => {
+  const { NatsClient } = await import('../adapters/nats/client.ts')
+  const { Server } = await import('../src/server.ts')
+  const { defaults } = await import('../src/options.ts')
+  const { createLogger } = await import('../src/log.ts')
+  const queue: (() => void)[] = []
+  const host = {
+    clock: 1000,
+    now: () => host.clock,
+    defer: (fn: () => void) => void queue.push(fn),
+    every: () => ({ cancel() {} }),
+  }
+  const run = (): void => {
+    while (queue.length) queue.shift()!()
+  }
+  const logs: string[] = []
+  const srv = new Server({ ...defaults, port: 4222, max_memory: MiB }, host, createLogger({ level: 'info', sink: (l) => void logs.push(l) }))
+  const enc = (x: string): Uint8Array => new TextEncoder().encode(x)
+  const client = (w: TestWire, lines: string) => {
+    const c = new NatsClient(srv, srv.admit(), w)
+    c.data(enc(`CONNECT {"verbose":false}\r\n${lines}`))
+    return c
+  }
+  const bigW = wire()
+  const smallW = wire()
+  const fastW = wire()
+  const pubW = wire()
+  const big = client(bigW, 'SUB x 1\r\n')
+  const small = client(smallW, 'SUB x 1\r\n')
+  const fast = client(fastW, 'SUB x 1\r\n')
+  const pub = client(pubW, '')
+  run()
+  bigW.accept = false // stops reading
+  const body = 'p'.repeat(1000)
+  let sent = 0
+  for (let round = 0; round < 400 && !pubW.paused; round++) {
+    if (round === 50) smallW.accept = false // stops reading later: holds less
+    pub.data(enc(`PUB x ${body.length}\r\n${body}\r\n`.repeat(10)))
+    sent += 10
+    run()
+  }
+  t.ok(pubW.paused, `the publisher is paused (after ${sent} messages)`)
+  t.ok(srv.budget.held > srv.budget.high, 'over 7/8 of max_memory')
+  t.equal(srv.budget.pauses, 1)
+  t.notOk(fastW.paused || bigW.paused || smallW.paused, 'only the publisher')
+  t.match(logs.join('\n'), /Memory budget: \d+ bytes held for messages, over 7\/8 of max_memory/)
+  srv.tick()
+  run()
+  t.equal(srv.budget.closes, 0, 'not within the grace period')
+  host.clock += 1000
+  srv.tick()
+  run()
+  t.ok(big.done && bigW.destroyed, 'the subscriber holding the most is closed at once')
+  t.notOk(small.done, 'closing the largest was enough')
+  t.equal(srv.counters.slow_consumers, 1, 'counted as a slow consumer')
+  t.equal(srv.budget.closes, 1)
+  t.match(logs.join('\n'), /Slow Consumer Detected: Max Memory of 1048576 Exceeded/)
+  t.notOk(pubW.paused, 'the publisher runs again')
+  t.notOk(fast.done)
+  t.notOk(pub.done)
+  t.equal(fastW.text.split('MSG x 1 1000').length - 1, sent, 'the reading subscriber got every message')
+  t.equal(srv.budget.status().mem_closes, 1)
 })
