@@ -23,6 +23,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'port', short: 'p', key: 'port', arg: 'PORT', help: 'Port for clients' },
   { long: 'max-payload', key: 'max_payload', arg: 'SIZE', help: 'Largest message payload' },
   { long: 'max-pending', key: 'max_pending', arg: 'SIZE', help: 'Outbound bytes queued per connection' },
+  { long: 'max-memory', key: 'max_memory', arg: 'SIZE', help: 'Bytes held for messages, 0: no limit' },
   { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
@@ -126,6 +127,7 @@ export function usage(): string {
 
 function showDefault(key: keyof Options | 'mqtt.port'): string {
   if (key === 'mqtt.port') return String(MQTT_DEFAULTS.port)
+  if (key === 'max_memory') return 'RAM/8, at most 1GB'
   const v = defaults[key]
   if (key === 'max_payload' || key === 'max_pending') return showSize(v as number)
   return String(v)

@@ -8,6 +8,7 @@ import {
   LOG_LEVELS,
   MQTT_DEFAULTS,
   MAX_PAYLOAD_LIMIT,
+  defaultMaxMemory,
   defaults,
   type Authorization,
   type UserConfig,
@@ -367,6 +368,7 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   server_name: string,
   max_payload: size(MAX_PAYLOAD_LIMIT, '64MB (67108864 bytes)'),
   max_pending: size(),
+  max_memory: orZero(size()),
   max_control_line: size(),
   max_connections: integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
   ping_interval: duration,
@@ -873,6 +875,8 @@ export interface LoadInput {
   readFile: (path: string) => string
   /** For "${NAME}" references in the config file. */
   env?: Readonly<Record<string, string | undefined>>
+  /** The machine's memory in bytes (the target's os.totalmem()): picks the default max_memory. */
+  totalMemory?: number
 }
 
 export type LoadResult = { options: Options; configFile?: string } | { help: string } | { version: true }
@@ -883,7 +887,7 @@ export function loadOptions(input: LoadInput): LoadResult {
   if (cli.help) return { help: usage() }
   if (cli.version) return { version: true }
 
-  let options = defaults
+  let options = input.totalMemory === undefined ? defaults : { ...defaults, max_memory: defaultMaxMemory(input.totalMemory) }
   const origins: Origins = new Map()
   const file = cli.config
   if (file !== undefined) {

@@ -12,6 +12,11 @@ export interface Wire {
   write(data: Uint8Array): boolean
   /** Bytes written that the socket has not sent yet (counted against max_pending). */
   buffered(): number
+  /**
+   * True when the wire holds no reference to anything written so far (all of it reached the
+   * kernel), so the writer may reuse its buffer. Absent: never (the wire may keep the data).
+   */
+  idle?(): boolean
   /** Flush what was written, then close. */
   end(): void
   /** Close at once, dropping anything unsent. */
@@ -84,6 +89,12 @@ export interface Host {
   /** Runs `fn` once the current batch of I/O callbacks has finished (a microtask is fine). */
   defer(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
+  /**
+   * Asks the runtime for a full garbage collection, where it offers one (the memory budget,
+   * after closing consumers, so their buffers are given back now rather than at some later
+   * collection). Absent or a no-op elsewhere.
+   */
+  collect?(): void
 }
 
 /**

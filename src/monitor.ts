@@ -99,7 +99,8 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     slow_consumers: srv.counters.slow_consumers,
     subscriptions: srv.router.subs.count,
     // sprig's own: every overflow policy's counter, and each adapter's / the uplink's state.
-    sprig: { refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...sections },
+    // The memory budget: max_memory (0: none), bytes held for messages, what it did (src/budget.ts).
+    sprig: { refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...srv.budget.status(), ...sections },
   }
 }
 

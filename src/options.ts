@@ -44,6 +44,12 @@ export interface Options {
   max_payload: number
   /** Bytes that may wait in one connection's outbound queue before it counts as a slow consumer. */
   max_pending: number
+  /**
+   * The memory budget: bytes sprig may hold for messages in all its queues and stores
+   * together (src/budget.ts); 0 = no budget. Default: 1/8 of the machine's memory, at most
+   * 1 GiB (defaultMaxMemory; the target passes the total in), else DEFAULT_MAX_MEMORY.
+   */
+  max_memory: number
   max_control_line: number
   max_connections: number
   /** ms */
@@ -174,6 +180,18 @@ export const MAX_PAYLOAD_LIMIT = 64 * 1024 * 1024
 /** Default for `authorization.timeout` without TLS (nats-server's AUTH_TIMEOUT); src/auth.ts authTimeout. */
 export const DEFAULT_AUTH_TIMEOUT = 2_000
 
+/** max_memory when the machine's memory is not known: 1/8 of a 1 GiB gateway. */
+export const DEFAULT_MAX_MEMORY = 128 * 1024 * 1024
+
+/**
+ * max_memory for a machine with `total` bytes of memory: 1/8 of it (a gateway also runs other
+ * services, and a JS runtime needs room beyond the bytes it holds), capped at 1 GiB.
+ */
+export function defaultMaxMemory(total: number): number {
+  if (!(total > 0)) return DEFAULT_MAX_MEMORY
+  return Math.min(Math.floor(total / 8), 1024 * 1024 * 1024)
+}
+
 export const defaults: Options = Object.freeze({
   host: '0.0.0.0',
   port: 4222,
@@ -184,6 +202,7 @@ export const defaults: Options = Object.freeze({
   // while 8 MiB still holds eight maximum-size (1 MB) messages, which is plenty of slack for
   // a healthy reader on a LAN.
   max_pending: 8 * 1024 * 1024,
+  max_memory: DEFAULT_MAX_MEMORY,
   max_control_line: 4096,
   max_connections: 64 * 1024,
   ping_interval: 2 * 60_000,

@@ -4,13 +4,25 @@
 // drained, and reserve() refuses to grow past the limit, which the owner treats as a slow
 // consumer. While the wire is backpressured nothing more is written to it, and what the
 // socket still holds counts against the limit.
+// With a memory budget (src/budget.ts) the queue charges it what it holds: the capacity of
+// its buffers (what the memory costs, not just what is used), kept while a socket that
+// refused a write still holds them, released once the socket drains or the connection is
+// gone. Only allocating touches the budget, so appending stays as cheap as before.
+// Two things keep garbage (which the runtime frees only at its next collection, and which
+// would otherwise cost as much memory again as the queues themselves) down under a flood:
+// while the wire is blocked the queue grows by adding segments instead of copying into ever
+// larger buffers, and a busy connection whose wire took a batch at once and holds nothing
+// (Wire.idle) writes its next batch into the same buffer.
 
+import type { Budget } from './budget.ts'
 import type { Wire } from './host.ts'
 
 /** Largest first buffer of a batch; a busy connection's batches start at its last batch's size. */
 const MAX_FIRST = 4096
 /** Smallest first buffer: a handshake reply or a PINGRESP fits. */
 const MIN_FIRST = 64
+/** While the wire is blocked, the queue grows in segments of this size (or one message, if larger). */
+const SEGMENT = 64 * 1024
 
 export class Outbound {
   buf: Uint8Array = EMPTY
@@ -25,16 +37,24 @@ export class Outbound {
    * lives until the next GC, while a busy one starts where it left off.
    */
   private last = MIN_FIRST
+  /** Full segments queued before `buf` while the wire is blocked (null: none). */
+  private segs: Uint8Array[] | null = null
+  /** Bytes in `segs`, and their buffers' capacity. */
+  private segBytes = 0
+  private segCap = 0
+  /** Bytes charged to the budget: our buffers' capacity plus what a blocked socket holds of ours. */
+  charged = 0
 
   constructor(
     readonly wire: Wire,
     public limit: number,
     private readonly schedule: (o: Outbound) => void,
+    readonly budget: Budget | null = null,
   ) {}
 
   /** Bytes queued here plus, while the wire is blocked, what the socket still holds. */
   get pending(): number {
-    return this.len + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
+    return this.len + this.segBytes + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
   }
 
   /**
@@ -42,11 +62,11 @@ export class Outbound {
    * or -1 when that would take the queue over its limit.
    */
   reserve(n: number): number {
-    const at = this.len
+    let at = this.len
     const need = at + n
-    if (need > this.limit || (this.blockedSince !== 0 && need + this.wire.buffered() > this.limit)) return -1
-    if (need > this.buf.length) this.grow(need)
-    this.len = need
+    if (need + this.segBytes > this.limit || (this.blockedSince !== 0 && need + this.segBytes + this.wire.buffered() > this.limit)) return -1
+    if (need > this.buf.length) at = this.grow(n)
+    this.len = at + n
     if (!this.scheduled) {
       this.scheduled = true
       this.schedule(this)
@@ -62,36 +82,95 @@ export class Outbound {
     return true
   }
 
-  private grow(need: number): void {
-    let cap = this.buf.length === 0 ? this.last : this.buf.length * 2
-    while (cap < need) cap *= 2
+  /** Room for n more bytes: a bigger buffer, or while blocked a new segment. Returns where they go. */
+  private grow(n: number): number {
+    const len = this.len
+    let cap: number
+    let keep = len
+    if (this.blockedSince !== 0 && len + n > SEGMENT) {
+      if (len > 0) {
+        ;(this.segs ??= []).push(this.buf.subarray(0, len))
+        this.segBytes += len
+        this.segCap += this.buf.length
+      }
+      cap = n > SEGMENT ? n : SEGMENT
+      keep = 0
+    } else {
+      cap = this.buf.length === 0 ? this.last : this.buf.length * 2
+      while (cap < len + n) cap *= 2
+    }
     const next = new Uint8Array(cap)
-    if (this.len > 0) next.set(this.buf.subarray(0, this.len))
+    if (keep > 0) next.set(this.buf.subarray(0, keep))
+    const b = this.budget
+    if (b !== null) {
+      const add = keep === 0 && len > 0 ? cap : cap - this.buf.length
+      this.charged += add
+      if ((b.held += add) > b.high) b.over(this.blockedSince !== 0)
+    }
     this.buf = next
+    this.len = keep
+    return keep
   }
 
   /** Hands the batch to the wire unless the wire is still draining the previous one. */
   flush(now: number): void {
     this.scheduled = false
-    if (this.len === 0 || this.blockedSince !== 0) return
+    if (this.blockedSince !== 0) return
+    const segs = this.segs
+    let took = true
+    if (segs !== null) {
+      this.segs = null
+      this.segBytes = this.segCap = 0
+      for (let i = 0; i < segs.length; i++) took = this.wire.write(segs[i]!)
+    }
+    if (this.len === 0) {
+      if (segs !== null) this.wrote(now, took)
+      return
+    }
     const chunk = this.buf.subarray(0, this.len)
     this.last = this.len < MIN_FIRST ? MIN_FIRST : this.len > MAX_FIRST ? MAX_FIRST : this.len
-    // The wire keeps `chunk`, so start a fresh buffer rather than reuse this one.
-    this.buf = EMPTY
+    const busy = this.len >= MAX_FIRST
     this.len = 0
-    if (!this.wire.write(chunk)) this.blockedSince = now
+    took = this.wire.write(chunk) && took
+    // A busy connection's buffer is used again once the wire holds nothing of it; otherwise
+    // the wire keeps `chunk`, so the next batch starts in a fresh buffer.
+    if (!(took && busy && this.wire.idle?.() === true)) this.buf = EMPTY
+    this.wrote(now, took)
+  }
+
+  /** After writing: blocked, or everything but the buffer kept for reuse is off our hands. */
+  private wrote(now: number, took: boolean): void {
+    if (!took) this.blockedSince = now
+    else if (this.charged > this.buf.length) this.release(this.charged - this.buf.length)
   }
 
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
     this.blockedSince = 0
+    const ours = this.buf.length + this.segCap
+    if (this.charged > ours) this.release(this.charged - ours)
     this.flush(now)
   }
 
   /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
   discard(): void {
+    const ours = this.buf.length + this.segCap
+    if (ours !== 0 && this.charged !== 0) this.release(ours)
     this.buf = EMPTY
     this.len = 0
+    this.segs = null
+    this.segBytes = this.segCap = 0
+  }
+
+  /** The socket is gone: nothing of this queue is held any more. */
+  closed(): void {
+    this.discard()
+    if (this.charged !== 0) this.release(this.charged)
+  }
+
+  private release(n: number): void {
+    this.charged -= n
+    this.budget!.charge(-n)
   }
 }
 

@@ -2,6 +2,7 @@
 // matches a message against the subscription index and hands it to each subscriber's owner
 // (a NATS connection, an MQTT session, the uplink); owners do their own framing and queueing.
 
+import type { Budget } from './budget.ts'
 import type { Msg } from './msg.ts'
 import { mayPublishAs, mayReceiveAs, type Principal } from './permissions.ts'
 import { Sublist, type Match, type SubLike } from './sublist.ts'
@@ -76,6 +77,8 @@ export class Router {
   readonly subs: Sublist<Sub>
   /** At most one; set by the adapter that needs it. */
   headerHook: HeaderHook | null = null
+  /** The memory budget: a publish that fed a stuck queue while over it pauses its sender. */
+  budget: Budget | null = null
   readonly traffic: Traffic = { in_msgs: 0, in_bytes: 0, out_msgs: 0, out_bytes: 0 }
   private seq = 0
   private readonly interest: InterestListener[] = []
@@ -113,6 +116,8 @@ export class Router {
    */
   publish(msg: Msg, from: Owner | null, queues?: readonly string[]): number {
     msg.seq = ++this.seq
+    const b = this.budget
+    if (b !== null) b.hot = false // set again only by this publish's deliveries
     const size = msg.payload.length + (msg.hdr ? msg.hdr.length : 0)
     const t = this.traffic
     t.in_msgs++
@@ -147,6 +152,7 @@ export class Router {
     t.out_bytes += n * size
     const taps = this.taps
     for (let i = 0; i < taps.length; i++) n += taps[i]!(msg, from, m)
+    if (b !== null && b.hot) b.pause(from?.wire)
     return n
   }
 }

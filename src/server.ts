@@ -3,14 +3,15 @@
 // housekeeping tick. Protocol adapters register their connections here; targets feed it
 // sockets and a clock.
 
+import { Budget, type Evictable } from './budget.ts'
 import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
 import type { Outbound } from './outbound.ts'
 import { Router } from './router.ts'
 
-/** What every protocol connection offers the server. */
-export interface Session {
+/** What every protocol connection offers the server (and the memory budget: stuck/evict). */
+export interface Session extends Evictable {
   readonly cid: number
   readonly kind: string
   /** Housekeeping: pings, deadlines, timeouts. */
@@ -34,6 +35,9 @@ export interface Counters {
 
 export const VERSION = '0.1.0'
 
+/** ms from a memory-budget close to the garbage collection it asks for. */
+const COLLECT_DELAY_MS = 50
+
 export class Server {
   readonly router = new Router()
   readonly sessions = new Map<number, Session>()
@@ -41,6 +45,8 @@ export class Server {
   readonly id: string
   readonly name: string
   readonly started: number
+  /** max_memory: every buffer that holds messages charges it (src/budget.ts). */
+  readonly budget: Budget
   private nextCid = 1
   private dirty: Outbound[] = []
   private flushQueued = false
@@ -69,6 +75,21 @@ export class Server {
     this.id = serverId()
     this.name = opts.server_name || this.id
     this.started = host.now()
+    this.budget = new Budget(opts.max_memory, {
+      now: () => host.now(),
+      defer: (fn) => host.defer(fn),
+      log,
+      candidates: () => this.sessions.values(),
+      // Closed sockets let go of their buffers once their close has run: collect after that.
+      collectSoon: () => {
+        if (host.collect === undefined) return
+        const t = host.every(COLLECT_DELAY_MS, () => {
+          t.cancel()
+          host.collect!()
+        })
+      },
+    })
+    this.router.budget = this.budget
   }
 
   /** Outbound queues call this when they get their first bytes of a batch. */
@@ -117,6 +138,7 @@ export class Server {
     const now = this.host.now()
     for (const s of this.sessions.values()) s.tick(now)
     for (const fn of this.housekeeping) fn(now)
+    this.budget.check()
   }
 
   /** Closes every session after flushing what it has queued. */

@@ -101,6 +101,11 @@ export class NetWire implements Wire {
     return n
   }
 
+  idle(): boolean {
+    // Plain TCP only: node:net has handed a write to the kernel when nothing is left queued.
+    return this.tls === undefined && this.held === null && this.upgradeAfter === null && this.sock.writableLength === 0
+  }
+
   end(): void {
     if (this.held !== null) {
       // Nothing can be sent before the handshake is over; an adapter ends a wire this early

@@ -3,6 +3,7 @@
 // (SIGINT/SIGTERM: stop accepting, flush, close, exit).
 
 import { readFileSync } from 'node:fs'
+import { totalmem } from 'node:os'
 import process from 'node:process'
 import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
@@ -25,7 +26,7 @@ const STOP_GRACE_MS = 2000
 export async function main(rt: Runtime, argv: string[]): Promise<void> {
   let loaded
   try {
-    loaded = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env })
+    loaded = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env, totalMemory: totalmem() })
   } catch (e) {
     return die(e instanceof ConfigError ? e.message : `sprig: ${(e as Error).message}`)
   }
@@ -85,7 +86,7 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
 export function reloadConfig(b: Broker, argv: string[], log: Logger): boolean {
   const changed: string[] = []
   try {
-    const r = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env })
+    const r = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env, totalMemory: totalmem() })
     if (!('options' in r)) return false
     // Every reloader checks before any applies: a refusal leaves everything as it was.
     const steps = b.reloaders.map((f) => f(r.options))

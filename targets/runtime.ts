@@ -1,6 +1,8 @@
 // What each runtime module provides, and the few helpers they share.
 
 import { readdirSync, readFileSync } from 'node:fs'
+import v8 from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
 
@@ -37,6 +39,27 @@ export const standardHost: Host = {
     const t = setInterval(fn, ms)
     return { cancel: () => clearInterval(t) }
   },
+  collect: () => {
+    gc ??= findGc()
+    gc()
+  },
+}
+
+let gc: (() => void) | null = null
+
+/** Bun.gc, or V8's gc() (exposed at runtime on Node); a no-op where neither exists (Deno). */
+function findGc(): () => void {
+  const g = globalThis as { Bun?: { gc?(full: boolean): void } }
+  const bun = g.Bun?.gc
+  if (bun !== undefined) return () => bun(true)
+  try {
+    v8.setFlagsFromString('--expose-gc')
+    const f: unknown = runInNewContext('gc')
+    if (typeof f === 'function') return f as () => void
+  } catch {
+    // not offered here
+  }
+  return () => {}
 }
 
 /** How long a closing socket may take to flush before it is destroyed. */

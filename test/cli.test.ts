@@ -116,6 +116,7 @@ t.test('help and version', async (t) => {
   t.match(text, /-p, --port PORT +.*\(default: 4222\)/)
   t.match(text, /--max-payload SIZE +.*\(default: 1MB\)/)
   t.match(text, /--max-pending SIZE +.*\(default: 8MB\)/)
+  t.match(text, /--max-memory SIZE +.*\(default: RAM\/8, at most 1GB\)/)
   t.match(text, /-l, --log-level LEVEL +error, warn, info, debug, trace \(default: info\)/)
   t.match(text, /1K = 1000, 1KB = 1KiB = 1024/)
   for (const line of text.split('\n')) t.ok(line.length <= 100, `short line: ${line}`)

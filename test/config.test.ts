@@ -35,6 +35,7 @@ t.test('defaults', async (t) => {
     server_name: '',
     max_payload: 1048576,
     max_pending: 8 * 1024 * 1024,
+    max_memory: 128 * 1024 * 1024,
     max_control_line: 4096,
     max_connections: 65536,
     ping_interval: 120_000,
@@ -54,6 +55,26 @@ t.test('defaults', async (t) => {
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)
   t.same(validateOptions({}), defaults)
   t.not(validateOptions({}), defaults, 'a fresh object')
+})
+
+t.test('max_memory: a size or 0, default from the machine\'s memory', async (t) => {
+  const GiB = 1024 ** 3
+  const withTotal = (total: number, argv: string[] = [], map: Record<string, string> = {}): number => {
+    const r = loadOptions({ argv, readFile: files(map), totalMemory: total })
+    if (!('options' in r)) throw new Error('expected options')
+    return r.options.max_memory
+  }
+  t.equal(withTotal(GiB), 128 * 1024 ** 2, '1 GiB gateway: 1/8')
+  t.equal(withTotal(512 * 1024 ** 2), 64 * 1024 ** 2, '512 MiB: 1/8')
+  t.equal(withTotal(64 * GiB), GiB, 'capped at 1 GiB')
+  t.equal(load([]).max_memory, 128 * 1024 ** 2, 'total unknown: 128 MiB')
+  t.equal(withTotal(GiB, ['--max-memory', '64MB']), 64 * 1024 ** 2, 'the flag wins')
+  t.equal(withTotal(GiB, ['-c', 'f.json'], { 'f.json': '{ "max_memory": "300MB" }' }), 300 * 1024 ** 2, 'the file wins')
+  t.equal(withTotal(GiB, ['-c', 'f.json'], { 'f.json': '{ "max_memory": 0 }' }), 0, '0: no budget')
+  t.equal(
+    errorOf(t, () => validateOptions({ max_memory: 'lots' }, defaults, { file: F })),
+    `config error in ${F}: max_memory: expected a size in bytes (number, or a string like "1MB"), got "lots"`,
+  )
 })
 
 t.test('sizes: numbers, and both unit families', async (t) => {

@@ -53,6 +53,11 @@ t.test('endpoints over HTTP', async (t) => {
   t.equal(varz.body.sprig.mqtt.unmappable_subjects, 1, 'the skipped message is visible')
   t.equal(varz.body.sprig.mqtt.offline_dropped, 0)
   t.equal(typeof varz.body.mem, 'number')
+  // The memory budget: the default here (no total memory given), what is held now, what it did.
+  t.equal(varz.body.sprig.max_memory, 128 * 1024 * 1024)
+  t.equal(typeof varz.body.sprig.mem_held, 'number')
+  t.ok(varz.body.sprig.mem_held >= 0 && varz.body.sprig.mem_held < 1024 * 1024, `mem_held counts what is held (${varz.body.sprig.mem_held})`)
+  for (const k of ['mem_paused', 'mem_pauses', 'mem_closes', 'mem_drops', 'mem_episodes']) t.equal(varz.body.sprig[k], 0, k)
   t.equal(varz.body.ping_interval, 120_000_000_000, 'durations in nanoseconds, like nats-server')
 
   const connz = await get(http, '/connz')

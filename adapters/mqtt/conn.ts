@@ -12,6 +12,7 @@ import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-pa
 import type { Conn, Wire } from '../../src/host.ts'
 import { headerValue } from '../../src/headers.ts'
 import type { Msg } from '../../src/msg.ts'
+import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
@@ -143,7 +144,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     readonly cid: number,
     readonly wire: Wire,
   ) {
-    this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule)
+    this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule, srv.budget)
     this.st = mqttState(srv)
     this.maxInflight = mqttOpts(srv.opts).max_ack_pending
     this.lastIn = srv.host.now()
@@ -179,7 +180,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   set held(n: number) {
-    this.qosFlow().held = n
+    const f = this.qosFlow()
+    this.srv.budget.charge(n - f.held)
+    f.held = n
   }
 
   describe(): ConnInfo {
@@ -214,16 +217,20 @@ export class MqttConn implements Owner, Session, Conn, Holder {
         bytes = this.head.length === 0 ? chunk : concat(this.head, chunk)
         const verdict = checkConnectHeader(this, bytes)
         if (verdict === 'more') {
-          this.head = bytes === chunk ? chunk.slice() : bytes // the chunk is only lent to us
+          this.keepHead(bytes === chunk ? chunk.slice() : bytes) // the chunk is only lent to us
           return
         }
         if (verdict === 'refused') return
-        this.head = null
+        this.keepHead(null)
       } else if (this.rest) {
         bytes = concat(this.rest, chunk)
-        this.rest = null
+        this.keepRest(null)
       }
+      const t = this.srv.router.traffic
+      const before = t.out_bytes
       this.packets(bytes)
+      // A read that fanned out to a lot of bytes lets the other connections go first.
+      if (t.out_bytes - before > FANOUT_PER_READ) yieldTurn(this.srv.host, this.wire)
     } catch (e) {
       // A handler bug or a codec surprise ends this connection only.
       this.srv.log.error(`${this.label()} mqtt error: ${(e as Error).message}`)
@@ -246,7 +253,18 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       at += n
     }
     if (this.done || at === end) return
-    this.rest = b.slice(at) // the chunk is only lent to us; at most one packet under the limit
+    this.keepRest(b.slice(at)) // the chunk is only lent to us; at most one packet under the limit
+  }
+
+  // Partial packets count against the memory budget while they wait for their rest.
+  private keepHead(b: Uint8Array | null): void {
+    this.srv.budget.charge((b === null ? 0 : b.length) - (this.head === null ? 0 : this.head.length))
+    this.head = b
+  }
+
+  private keepRest(b: Uint8Array | null): void {
+    this.srv.budget.charge((b === null ? 0 : b.length) - (this.rest === null ? 0 : this.rest.length))
+    this.rest = b
   }
 
   /** One whole packet of n bytes at b[at]. */
@@ -267,6 +285,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   closed(reason?: string): void {
     try {
       this.teardown(reason ?? 'Client Closed', true)
+      this.out.closed()
+      if (this.head !== null) this.keepHead(null)
+      if (this.rest !== null) this.keepRest(null)
     } catch (e) {
       // A socket callback: whatever went wrong is logged, and ends nothing else.
       this.srv.log.error(`${this.label()} mqtt error while closing: ${(e as Error).message}`)
@@ -505,6 +526,24 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.teardown('Slow Consumer', true, true)
   }
 
+  /**
+   * Memory budget: bytes held for a client that is not taking them: its queue while the
+   * socket is not draining, and QoS 1/2 messages waiting for acknowledgements.
+   */
+  stuck(): number {
+    if (this.done) return 0
+    const f = this.flow
+    const waiting = f !== null && f.waiting !== null && f.waiting.length > 0
+    return this.out.blockedSince !== 0 || waiting ? this.out.charged + this.held : 0
+  }
+
+  /** Memory budget: closed as a slow consumer, its socket dropped at once. */
+  evict(why: string): void {
+    if (this.done) return
+    this.slowConsumer(why)
+    this.wire.destroy()
+  }
+
   tick(now: number): void {
     if (this.done) return
     const o = this.srv.opts
@@ -561,7 +600,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(this, will)
-    if (this.flow !== null) this.flow.inflight = this.flow.waiting = null
+    if (this.flow !== null) {
+      this.flow.inflight = this.flow.waiting = null
+      this.held = 0 // a persistent session's messages are the parked session's now
+    }
     if (!discarded) this.out.flush(srv.host.now())
     this.wire.end()
     srv.log.debug(() => `${this.label()} mqtt connection closed: ${reason}`)

@@ -3,7 +3,10 @@
 // either bound would be passed; replacing or deleting a kept topic always works, so a
 // device's known state can still change while the store is full. Refusing rather than
 // evicting keeps what is retained predictable: nothing disappears because others arrived.
+// The bytes count against the memory budget; over max_memory the store takes nothing that
+// would make it grow (the same refusal, counted).
 
+import type { Budget } from '../../src/budget.ts'
 import { subjectMatches } from '../../src/subject.ts'
 import { expiredAt, type PublishProps } from './props.ts'
 
@@ -24,10 +27,16 @@ export interface RetainedStore {
   refused: number
   maxMsgs: number
   maxBytes: number
+  budget: Budget | null
 }
 
-export function newRetainedStore(maxMsgs: number, maxBytes: number): RetainedStore {
-  return { byTopic: new Map(), bytes: 0, refused: 0, maxMsgs, maxBytes }
+export function newRetainedStore(maxMsgs: number, maxBytes: number, budget: Budget | null = null): RetainedStore {
+  return { byTopic: new Map(), bytes: 0, refused: 0, maxMsgs, maxBytes, budget }
+}
+
+function setBytes(st: RetainedStore, bytes: number): void {
+  st.budget?.charge(bytes - st.bytes)
+  st.bytes = bytes
 }
 
 const size = (r: { topic: string; payload: Uint8Array }): number => r.topic.length + r.payload.length
@@ -41,7 +50,7 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
   if (payload.length === 0) {
     if (old) {
       st.byTopic.delete(topic)
-      st.bytes -= size(old)
+      setBytes(st, st.bytes - size(old))
     }
     return true
   }
@@ -55,8 +64,13 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
     st.refused++
     return false
   }
+  if (bytes > st.bytes && st.budget !== null && st.budget.full) {
+    st.refused++
+    st.budget.dropped('the MQTT retained store')
+    return false
+  }
   st.byTopic.set(topic, r)
-  st.bytes = bytes
+  setBytes(st, bytes)
   return true
 }
 
@@ -69,7 +83,7 @@ export function matchRetained(st: RetainedStore, subjects: readonly string[], no
   for (const r of st.byTopic.values()) {
     if (r.props && expiredAt(r.props, now)) {
       st.byTopic.delete(r.topic)
-      st.bytes -= size(r)
+      setBytes(st, st.bytes - size(r))
       continue
     }
     for (const s of subjects) {

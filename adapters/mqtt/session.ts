@@ -39,6 +39,8 @@ export class Parked implements Owner {
   queued = 0
   /** Payload bytes in `inflight`. */
   unacked = 0
+  /** Payload bytes of `queue` and `inflight` charged to the memory budget. */
+  charged = 0
   qos2In = new Set<number>()
   /** In st.sessions, its bytes counted in st.parkedBytes (false once taken or ended). */
   stored = false
@@ -73,9 +75,17 @@ export class Parked implements Owner {
       this.st.counters.offline_dropped++
       return
     }
+    const b = this.router.budget
+    if (b !== null && b.full) {
+      // Near max_memory the queue keeps its policy as if it were full: the newest is dropped.
+      this.st.counters.offline_dropped++
+      b.dropped('an MQTT offline queue')
+      return
+    }
     const props = deliveryProps(headersToProps(this.st, m), s)
     this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props })
     this.queued += n
+    charge(this, n)
     if (this.stored) this.st.parkedBytes += n
   }
 
@@ -100,9 +110,16 @@ export class Parked implements Owner {
       bytes += o.payload.length
       n++
     }
+    charge(this, -bytes)
     if (this.stored) this.st.parkedBytes -= bytes
     return n
   }
+}
+
+/** Adds n bytes held by a parked session to the memory budget (negative: releases them). */
+function charge(p: Parked, n: number): void {
+  p.charged += n
+  p.router.budget?.charge(n)
 }
 
 /**
@@ -124,6 +141,7 @@ export function park(c: MqttConn, now: number, expiryMs: number): boolean {
   p.queue = c.waiting.slice()
   for (const w of p.queue) p.queued += w.payload.length
   for (const w of p.inflight.values()) p.unacked += w.payload.length
+  charge(p, p.queued + p.unacked)
   p.qos2In = new Set(c.qos2In)
   // A reload whose check of this connection has not finished (a bcrypt user): the session
   // keeps only what the new rules allow.
@@ -159,6 +177,7 @@ export function endParked(p: Parked): void {
   unstore(p)
   p.subs = moveSubs(p.router, p.subs, null)
   cancelWill(p.st, p.clientId, true)
+  charge(p, -p.charged)
 }
 
 /** Gives a parked session to a connection that was just acknowledged (CONNACK sent). */
@@ -167,6 +186,7 @@ export function resume(c: MqttConn, p: Parked): void {
   if (p.perms !== c.perms) recheckParked(c.srv, p, c.perms)
   c.subs = moveSubs(p.router, p.subs, c)
   p.subs = null
+  charge(p, -p.charged) // the connection charges what it takes over
   for (const id of p.qos2In) c.qos2In.add(id)
   // Unacknowledged messages first, as they were, with DUP [MQTT-4.4.0-1].
   for (const [pid, o] of p.inflight) {
@@ -184,6 +204,7 @@ export function expireSessions(st: MqttState, now: number): void {
     if (p.expiresAt > now) continue
     unstore(p)
     p.subs = moveSubs(p.router, p.subs, null)
+    charge(p, -p.charged)
   }
 }
 

@@ -67,7 +67,7 @@ export function mqttState(srv: Server): MqttState {
     const o = mqttOpts(srv.opts)
     st = {
       clients: new Map(),
-      retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes),
+      retained: newRetainedStore(o.retained_max_msgs, o.retained_max_bytes, srv.budget),
       sessions: new Map(),
       persistent: new Set(),
       parkedBytes: 0,

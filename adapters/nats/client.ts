@@ -13,6 +13,7 @@ import {
   type CompiledPermissions, type Replies,
 } from '../../src/permissions.ts'
 import type { ConnInfo } from '../../src/monitor.ts'
+import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server, Session } from '../../src/server.ts'
@@ -118,9 +119,10 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     readonly wire: Wire,
   ) {
     const o = srv.opts
-    this.out = new Outbound(wire, o.max_pending, srv.schedule)
+    this.out = new Outbound(wire, o.max_pending, srv.schedule, srv.budget)
     this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
     this.parser.connectFirst = this.authRequired
+    this.parser.budget = srv.budget
     // Timed from accept like nats-server's auth timer (so a TLS handshake and a password check
     // count), and for every client: one that trickles its CONNECT is closed too.
     this.authTimer = srv.host.every(connectDeadline(o, 'nats', wire), () => this.authTimeout())
@@ -144,7 +146,11 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   data(chunk: Uint8Array): void {
     if (this.done) return
     this.lastIn = this.srv.host.now()
+    const t = this.srv.router.traffic
+    const before = t.out_bytes
     this.parser.feed(chunk)
+    // A read that fanned out to a lot of bytes lets the other connections go first.
+    if (t.out_bytes - before > FANOUT_PER_READ) yieldTurn(this.srv.host, this.wire)
   }
 
   drained(): void {
@@ -153,6 +159,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
 
   closed(reason?: string): void {
     this.teardown(reason ?? 'Client Closed')
+    this.out.closed()
+    this.parser.release()
   }
 
   // --- parser callbacks -------------------------------------------------------------------
@@ -495,6 +503,18 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.out.discard()
     this.wire.write(ERR.slowConsumer)
     this.teardown('Slow Consumer', true)
+  }
+
+  /** Memory budget: bytes queued for a client whose socket is not draining. */
+  stuck(): number {
+    return this.done || this.out.blockedSince === 0 ? 0 : this.out.charged
+  }
+
+  /** Memory budget: closed as a slow consumer, its socket dropped at once (what it holds is freed now). */
+  evict(why: string): void {
+    if (this.done) return
+    this.slowConsumer(why)
+    this.wire.destroy()
   }
 
   private closeWithErr(err: Uint8Array, reason: string): void {

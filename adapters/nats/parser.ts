@@ -4,6 +4,7 @@
 // case-insensitive and arguments may be separated by any run of spaces and tabs, as in
 // nats-server. What counts as an error, and how it ends, follows nats-server (see `Failure`).
 
+import type { Budget } from '../../src/budget.ts'
 import { equalBytes, text } from '../../src/bytes.ts'
 
 /** How parsing stopped; the connection sends what nats-server sends for it and closes. */
@@ -57,8 +58,10 @@ export class Parser {
 
   /** Start of a control line left incomplete by the previous read. */
   private partial: Uint8Array | null = null
-  /** A payload being assembled across reads (size + CRLF bytes). */
+  /** A payload being assembled across reads (size + CRLF bytes); charged to `budget` while held. */
   private body: Uint8Array | null = null
+  /** The memory budget (src/budget.ts), when there is one. */
+  budget: Budget | null = null
   private filled = 0
   private readonly pa: PubArgs = { subject: '', subjectBytes: NO_BYTES, reply: '', replyBytes: NO_BYTES, hdr: -1, size: 0 }
   /** Argument boundaries of the current line: start,end pairs. */
@@ -253,9 +256,17 @@ export class Parser {
     pa.subjectBytes = pa.subjectBytes.slice()
     pa.replyBytes = pa.replyBytes.slice()
     this.body = new Uint8Array(need)
+    this.budget?.charge(need)
     this.filled = 0
     this.fillBody(buf.subarray(after))
     return -1
+  }
+
+  /** Drops a payload being assembled (done, failed, or the connection is gone). */
+  release(): void {
+    if (this.body === null) return
+    this.budget?.charge(-this.body.length)
+    this.body = null
   }
 
   /** Copies the next part of a split payload; returns the offset after it, or -1 if still incomplete. */
@@ -270,7 +281,7 @@ export class Parser {
       if (this.filled > size && body[size] !== CR) this.failWith('unknown_op', 'payload not followed by CRLF')
       return -1
     }
-    this.body = null
+    this.release()
     if (body[size] !== CR || body[size + 1] !== LF) {
       this.failWith('unknown_op', 'payload not followed by CRLF')
       return -1
@@ -315,7 +326,7 @@ export class Parser {
   private failWith(why: Failure, detail: string): number {
     this.stopped = true
     this.partial = null
-    this.body = null
+    this.release()
     this.h.fail(why, detail)
     return -1
   }

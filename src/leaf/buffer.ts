@@ -1,7 +1,10 @@
 // Store-and-forward: messages that wait for an uplink, in publish order, bounded by a count and
 // by bytes. When a new message does not fit, the policy picks the victim: the oldest waiting
 // message (drop_oldest) or the new one (drop_newest); either way the drop is counted.
+// Its bytes count against the memory budget; over max_memory the buffer does not grow: the
+// same policy picks the victim as if it were full.
 
+import type { Budget } from '../budget.ts'
 import type { Msg } from '../msg.ts'
 
 export interface Stored {
@@ -23,6 +26,7 @@ export class StoreBuffer {
     private readonly maxMsgs: number,
     private readonly maxBytes: number,
     private readonly dropNewest: boolean,
+    private readonly budget: Budget | null = null,
   ) {}
 
   get length(): number {
@@ -44,8 +48,23 @@ export class StoreBuffer {
       this.shift()
       this.dropped++
     }
+    const b = this.budget
+    if (b !== null && b.full) {
+      const room = this.bytes
+      if (this.dropNewest || room < size) {
+        this.dropped++
+        b.dropped('the uplink buffer')
+        return false
+      }
+      while (this.bytes + size > room) {
+        this.shift()
+        this.dropped++
+        b.dropped('the uplink buffer')
+      }
+    }
     this.items.push({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size })
     this.bytes += size
+    b?.charge(size)
     return true
   }
 
@@ -58,6 +77,7 @@ export class StoreBuffer {
     if (s === undefined) return undefined
     this.items[this.head++] = undefined
     this.bytes -= s.size
+    this.budget?.charge(-s.size)
     // Compact once the consumed front outweighs what is left, so memory follows the length.
     if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head)

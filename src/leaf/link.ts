@@ -89,7 +89,7 @@ export class Link implements Conn {
   ) {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
-    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule)
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(
@@ -105,6 +105,7 @@ export class Link implements Conn {
       MAX_LINE,
       srv.opts.max_payload,
     )
+    this.parser.budget = srv.budget
   }
 
   // --- Conn
@@ -121,6 +122,8 @@ export class Link implements Conn {
   }
 
   closed(reason?: string): void {
+    this.out.closed()
+    this.parser.release()
     if (this.phase === 'closed') return
     this.phase = 'closed'
     this.remote.linkClosed(this, this.hubError !== '' ? `hub error: ${this.hubError}` : (reason ?? 'connection closed by hub'))

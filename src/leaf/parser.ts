@@ -3,6 +3,7 @@
 // operation out. Frames may split anywhere (TLS records do), so an incomplete frame is kept
 // until the rest arrives; every kept frame is bounded (line length, payload size).
 
+import type { Budget } from '../budget.ts'
 import { concat, text } from '../bytes.ts'
 
 export interface LeafHandler {
@@ -20,7 +21,10 @@ const CR = 13
 const LF = 10
 
 export class LeafParser {
+  /** The start of a frame whose rest has not arrived; charged to `budget` while held. */
   private pending: Uint8Array | null = null
+  /** The memory budget (src/budget.ts), when there is one. */
+  budget: Budget | null = null
 
   constructor(
     private readonly h: LeafHandler,
@@ -34,7 +38,7 @@ export class LeafParser {
     let buf = chunk
     if (this.pending !== null) {
       buf = concat(this.pending, chunk)
-      this.pending = null
+      this.release()
     }
     let pos = 0
     while (pos < buf.length) {
@@ -51,8 +55,18 @@ export class LeafParser {
       if (r < 0) break // a message whose payload has not fully arrived
       pos = r
     }
-    if (pos < buf.length) this.pending = buf.slice(pos)
+    if (pos < buf.length) {
+      this.pending = buf.slice(pos)
+      this.budget?.charge(this.pending.length)
+    }
     return null
+  }
+
+  /** Drops a partly received frame (the link is gone, or its rest arrived). */
+  release(): void {
+    if (this.pending === null) return
+    this.budget?.charge(-this.pending.length)
+    this.pending = null
   }
 
   /** Handles one line; returns where the next frame starts, -1 to wait for more, or an error. */

@@ -3,6 +3,7 @@
 // publishes go up (a router tap), and the store-and-forward buffer that holds them while the
 // link is down or still learning the hub's interest.
 
+import { pauseWire, resumeWire } from '../budget.ts'
 import { isoTime, type Dial, type DialTarget, type Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import type { Msg } from '../msg.ts'
@@ -31,9 +32,6 @@ const leafOwners = new WeakSet<Owner>()
  * be dropped, counted), so a hub that stops reading never freezes local traffic for longer.
  */
 export const STALL_MAX_MS = 2000
-
-/** Publishers' wires paused by any remote, with how many remotes hold each (two may stall one). */
-const pausedBy = new Map<Wire, number>()
 
 export interface LinkStats {
   in_msgs: number
@@ -99,7 +97,7 @@ export class Remote {
     private readonly dial: Dial,
     readonly readFile: (path: string) => string,
   ) {
-    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest')
+    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
     // What the hub publishes here, and what sprig's services do for it, pass the import
     // filters and permissions of the link in use (permissions.ts Principal).
     const filters = (): Filters => this.link?.filters ?? this.baseFilters
@@ -309,21 +307,12 @@ export class Remote {
     if (this.stalled.size === 0) this.stallSince = this.srv.host.now()
     this.stalled.add(w)
     this.stalls++
-    const n = pausedBy.get(w) ?? 0
-    pausedBy.set(w, n + 1)
-    if (n === 0) w.pause()
+    pauseWire(w) // counted: other remotes and the memory budget may hold it too
   }
 
   /** Resumes every publisher this remote paused. */
   private unstall(): void {
-    for (const w of this.stalled) {
-      const n = (pausedBy.get(w) ?? 1) - 1
-      if (n > 0) pausedBy.set(w, n)
-      else {
-        pausedBy.delete(w)
-        w.resume?.()
-      }
-    }
+    for (const w of this.stalled) resumeWire(w)
     this.stalled.clear()
   }
 
