@@ -375,7 +375,6 @@ no_auth_user: bob
     want: {
       no_auth_user: 'bob',
       authorization: {
-        timeout: 2000,
         users: [
           {
             user: 'alice',
@@ -404,7 +403,7 @@ no_auth_user: bob
   {
     name: 'JSON-like text in a .conf file',
     files: { 'main.conf': '{\n  "port": 4334,\n  "authorization": { "token": "abc" }\n}\n' },
-    want: { port: 4334, authorization: { token: 'abc', timeout: 2000 } },
+    want: { port: 4334, authorization: { token: 'abc' } },
   },
   {
     name: 'nested includes relative to each including file',
@@ -413,7 +412,7 @@ no_auth_user: bob
       'sub/auth.conf': 'authorization {\n  include users.conf\n}\n',
       'sub/users.conf': "users = [ {user: 'u', password: 'p'} ]\n",
     },
-    want: { port: 4335, authorization: { timeout: 2000, users: [{ user: 'u', password: 'p' }] } },
+    want: { port: 4335, authorization: { users: [{ user: 'u', password: 'p' }] } },
   },
 ]
 
