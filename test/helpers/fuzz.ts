@@ -6,10 +6,9 @@
 // shrunk counterexample and the seed and path to replay it.
 
 import fc from 'fast-check'
+import type { Test } from 'tap'
 
-interface T {
-  ok(v: unknown, msg?: string): unknown
-}
+type T = Pick<Test, 'ok'>
 
 export const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : 0x5ba1d
 const SCALE = process.env.FUZZ_RUNS ? Math.max(0.01, Number(process.env.FUZZ_RUNS)) : 1
@@ -18,7 +17,10 @@ const SCALE = process.env.FUZZ_RUNS ? Math.max(0.01, Number(process.env.FUZZ_RUN
 export function check<Ts>(t: T, name: string, property: fc.IProperty<Ts> | fc.IAsyncProperty<Ts>, runs: number): Promise<void> | void {
   const params = { numRuns: Math.max(1, Math.round(runs * SCALE)), seed: SEED, endOnFailure: false }
   const report = (d: fc.RunDetails<Ts>): void => {
-    t.ok(!d.failed, d.failed ? `${name}\n${fc.defaultReportMessage(d)}` : name)
+    if (!d.failed) return void t.ok(true, `${name} (${d.numRuns} runs, ${d.numSkips} skipped)`)
+    // One line: tap shows only the first line of a failure's name.
+    const why = d.errorInstance instanceof Error ? d.errorInstance.message : String(d.errorInstance)
+    t.ok(false, `${name}: ${why.replace(/\s*\n\s*/g, ' | ')} -- counterexample ${fc.stringify(d.counterexample)} (seed ${d.seed}, path "${d.counterexamplePath}")`)
   }
   if (property.isAsync()) return fc.check(property as fc.IAsyncProperty<Ts>, params).then(report)
   report(fc.check(property as fc.IProperty<Ts>, params) as fc.RunDetails<Ts>)
