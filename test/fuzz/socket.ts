@@ -83,7 +83,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   const recent: Input[] = []
   const remember = (i: Input): void => {
     recent.push(i)
-    if (recent.length > 40) recent.shift()
+    if (recent.length > 60) recent.shift()
   }
   let stop = false
   let crashed: string | null = null
@@ -139,8 +139,8 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   await canaries.close()
   if (crashed !== null) {
     const last = recent.slice(-12)
-    log(`sprig ${crashed}; replaying the last ${last.length} inputs one at a time to find the one that kills it`)
-    const culprit = await findCulprit(last, o.runtime, log)
+    log(`sprig ${crashed}; replaying the last ${recent.length} inputs one at a time to find the one that kills it`)
+    const culprit = await findCulprit(recent, o.runtime, log)
     res.stalls = [] // the canaries lost their server: the crash says it all
     res.crash = { how: crashed, listener: culprit?.listener ?? last.at(-1)?.listener ?? 'unknown', culprit, recent: last, log: sprig.tail() }
   }
@@ -328,26 +328,32 @@ function mqttReady(c: MqttClient): Promise<MqttClient> {
   })
 }
 
-/** Replays each input alone (newest first) on a fresh broker; the first that kills it. */
+/**
+ * Replays the inputs in their original order, one connection at a time, on a fresh broker
+ * (with a watcher on '#' so wills are delivered); the one after which it dies is the culprit.
+ */
 async function findCulprit(inputs: Input[], runtime: FuzzOptions['runtime'], log: (l: string) => void): Promise<Input | null> {
-  for (const input of [...inputs].reverse()) {
-    const s = await startSprig({ runtime })
-    let dead = false
-    s.onExit(() => (dead = true))
-    // An MQTT will needs a subscriber to be delivered to: one on everything, like the canary.
-    const watcher = input.listener === 'mqtt' ? await mqttReady(mqtt.connect({ host: '127.0.0.1', port: s.mqttPort, reconnectPeriod: 0, clientId: 'watcher' })).catch(() => null) : null
-    await watcher?.subscribeAsync('#', { qos: 1 }).catch(() => {})
-    const port = input.listener === 'nats' ? s.port : input.listener === 'mqtt' ? s.mqttPort : s.httpPort
-    await send(port, [Buffer.from(input.hex, 'hex')], rand(1), false)
-    await sleep(500)
-    watcher?.end(true)
-    if (!dead) await s.stop()
-    if (dead) {
-      log(`culprit: ${input.listener} ${input.kind} ${input.hex}`)
-      return input
+  const s = await startSprig({ runtime })
+  let dead = false
+  s.onExit(() => (dead = true))
+  const watcher = await mqttReady(mqtt.connect({ host: '127.0.0.1', port: s.mqttPort, reconnectPeriod: 0, clientId: 'watcher', protocolVersion: 5 })).catch(() => null)
+  await watcher?.subscribeAsync('#', { qos: 1 }).catch(() => {})
+  watcher?.on('error', () => {})
+  try {
+    for (const input of inputs) {
+      const port = input.listener === 'nats' ? s.port : input.listener === 'mqtt' ? s.mqttPort : s.httpPort
+      await send(port, [Buffer.from(input.hex, 'hex')], rand(1), false)
+      await sleep(100)
+      if (dead) {
+        log(`culprit: ${input.listener} ${input.kind} ${input.hex}`)
+        return input
+      }
     }
+    return null
+  } finally {
+    watcher?.end(true)
+    await s.stop()
   }
-  return null
 }
 
 /** The human report. */
