@@ -256,7 +256,8 @@ async function startCanaries(s: Sprig, res: FuzzResult, stallMs: number, stalled
   // get the properties through, NATS to get MQTT messages as headers).
   const watcher: MqttClient = await mqttReady(mqtt.connect({ ...opts, protocolVersion: 5, clientId: 'canary-watch', clean: true }))
   await watcher.subscribeAsync('#', { qos: 1 })
-  const wsub = replier.subscribe('>', { callback: () => {} })
+  const nwatch: NatsConnection = await natsConnect({ servers: `127.0.0.1:${s.port}`, reconnect: false, name: 'canary-watch' })
+  const wsub = nwatch.subscribe('>', { callback: () => {} })
   const pending = new Map<number, number>()
   msub.on('message', (_t, payload) => {
     const seq = Number(payload.toString())
@@ -267,17 +268,22 @@ async function startCanaries(s: Sprig, res: FuzzResult, stallMs: number, stalled
     res.canary.mqtt.worstMs = Math.max(res.canary.mqtt.worstMs, Date.now() - sent)
   })
   let failed = false
-  const lost = (name: string) => () => {
+  // A canary or watcher connection that ends: the server closed it, or what it relayed broke
+  // the client's parser; either way another client was affected.
+  const lost = (name: string) => (err?: unknown) => {
     if (closing || failed) return
     failed = true
-    stalled(`${name} connection closed by the server`, 0, 0)
+    const why = err instanceof Error ? `: ${err.message.slice(0, 300)}` : ''
+    stalled(`${name} connection ended${why}`, 0, 0)
   }
   let closing = false
-  msub.on('close', lost('mqtt subscriber'))
-  mpub.on('close', lost('mqtt publisher'))
-  watcher.on('close', lost('mqtt watcher'))
+  msub.on('close', () => lost('mqtt subscriber')())
+  mpub.on('close', () => lost('mqtt publisher')())
+  watcher.on('close', () => lost('mqtt watcher (subscribed to #)')())
+  watcher.on('error', (e) => lost('mqtt watcher (subscribed to #)')(e))
   void replier.closed().then(lost('nats replier'))
   void requester.closed().then(lost('nats requester'))
+  void nwatch.closed().then(lost('nats watcher (subscribed to >)'))
   let seq = 0
   const timer = setInterval(() => {
     if (closing || failed) return
@@ -316,7 +322,7 @@ async function startCanaries(s: Sprig, res: FuzzResult, stallMs: number, stalled
       while (pending.size > 0 && Date.now() < end) await sleep(50)
       rsub.unsubscribe()
       wsub.unsubscribe()
-      await Promise.allSettled([replier.close(), requester.close(), msub.endAsync(true), mpub.endAsync(true), watcher.endAsync(true)])
+      await Promise.allSettled([replier.close(), requester.close(), nwatch.close(), msub.endAsync(true), mpub.endAsync(true), watcher.endAsync(true)])
     },
   }
 }
