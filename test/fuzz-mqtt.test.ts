@@ -306,9 +306,15 @@ function rig(): Rig {
   }
 }
 
+/** MQTT 5 will properties (absent on 3.1.1): what a mutation can push past the packet's end. */
+const willProps = (v: V): fc.Arbitrary<Record<string, unknown> | undefined> =>
+  v === 4
+    ? fc.constant(undefined)
+    : fc.option(fc.record({ contentType: text, responseTopic: fc.constantFrom('r/t', 'x'), willDelayInterval: fc.constantFrom(0, 1), payloadFormatIndicator: fc.boolean(), userProperties: fc.constant({ a: 'b' }) }, { requiredKeys: [] }), { nil: undefined })
+
 const connectFrame = (v: V): fc.Arbitrary<Uint8Array> =>
   some(
-    fc.tuple(connect, fc.option(fc.record({ topic: text, payload: fc.uint8Array({ maxLength: 8 }).map((b) => Buffer.from(b)), qos: fc.constantFrom<0 | 1 | 2>(0, 1, 2), retain: fc.boolean() }), { nil: undefined })).map(([c, will]) =>
+    fc.tuple(connect, fc.option(fc.record({ topic: text, payload: fc.uint8Array({ maxLength: 8 }).map((b) => Buffer.from(b)), qos: fc.constantFrom<0 | 1 | 2>(0, 1, 2), retain: fc.boolean(), properties: willProps(v) }), { nil: undefined })).map(([c, will]) =>
       gen({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: v, ...c, clientId: `f${c.clientId}`, username: c.password && !c.username ? 'u' : c.username, will }, v),
     ),
   )

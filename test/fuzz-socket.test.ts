@@ -7,6 +7,8 @@ import t from 'tap'
 import { fuzz, report } from './fuzz/socket.ts'
 
 const SECONDS = Number(process.env.FUZZ_SOCKET_SECONDS ?? 30)
+// Longer than the suite's per-file timeout (package.json tap.timeout) when asked for a longer run.
+t.setTimeout(Math.max(180_000, (SECONDS + 150) * 1000))
 
 t.test(`socket fuzzer, ${SECONDS} s`, { timeout: (SECONDS + 120) * 1000 }, async (t) => {
   const r = await fuzz({ seconds: SECONDS, seed: Number(process.env.FUZZ_SEED ?? 20261202), workers: 4, slow: 12, stallMs: 5000 })

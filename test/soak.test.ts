@@ -10,6 +10,8 @@ import { soak, table } from './soak/soak.ts'
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 120)
 const DEVICES = Number(process.env.SOAK_DEVICES ?? 1000)
+// Longer than the suite's per-file timeout (package.json tap.timeout) when asked for a longer run.
+t.setTimeout(Math.max(180_000, (SECONDS + 150) * 1000))
 
 t.test(`soak: ${SECONDS} s, ${DEVICES} devices`, { timeout: (SECONDS + 120) * 1000 }, async (t) => {
   if (!inCI && !process.env.SOAK) return t.plan(0, 'a two-minute run: set SOAK=1 to run it here (CI always does)')
@@ -18,7 +20,7 @@ t.test(`soak: ${SECONDS} s, ${DEVICES} devices`, { timeout: (SECONDS + 120) * 10
   t.comment(table(r))
   t.equal(r.crash, null, 'no crash')
   t.equal(r.qos1.telemetryLost + r.qos1.commandsLost, 0, `no QoS 1 loss (${r.qos1.telemetryAcked} telemetry, ${r.qos1.commandsAcked} commands acked)`)
-  t.ok(r.lag.p99MaxMs < 50, `event-loop lag p99 ${r.lag.p99MaxMs} ms < 50 ms`)
+  t.ok(r.lag.overFiftyPct < 1, `event-loop lag p99 ${r.lag.p99Ms} ms < 50 ms (${r.lag.overFiftyPct}% of samples over 50 ms)`)
   t.ok(r.rss.growthMB <= r.rss.allowedMB, `flat RSS: trend ${r.rss.growthMB} MB after warm-up, allowed ${r.rss.allowedMB} MB`)
   t.ok(r.qos1.telemetryAcked > DEVICES, 'the devices published')
   t.ok(r.uplink.hubRestarts >= 1 && r.uplink.okAfterLastRestart > 0, 'the hub restarted and the uplink carried requests again')
