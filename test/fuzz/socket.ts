@@ -96,6 +96,9 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
   const canaries = await startCanaries(sprig, res, stallMs, (name, seq, waited) => {
     res.stalls.push({ canary: name, seq, waitedMs: waited, recent: recent.slice(-10) })
     stop = true
+  }).catch(async (e: unknown) => {
+    await sprig.stop()
+    throw e
   })
 
   const targets: Listener[] = o.listeners ?? ['nats', 'mqtt', 'mqtt', 'http']

@@ -88,7 +88,16 @@ class Device {
 
   constructor(readonly o: DeviceOpts) {}
 
+  private connecting: Promise<boolean> | null = null
+
+  /** Connects, unless already connected or connecting (one socket per client id at a time). */
   connect(): Promise<boolean> {
+    if (this.connected) return Promise.resolve(true)
+    this.connecting ??= this.open().finally(() => (this.connecting = null))
+    return this.connecting
+  }
+
+  private open(): Promise<boolean> {
     return new Promise((resolve) => {
       this.closedByUs = false
       const s = net.connect(this.o.port, '127.0.0.1')
@@ -269,7 +278,7 @@ export async function soak(o: SoakOptions): Promise<SoakResult> {
       res.mqtt.reconnects++
       void d.disconnect().then(async () => {
         await sleep(d.o.persistent ? 3000 : 500) // persistent ones stay away a while: commands queue
-        if (running() || Date.now() < until + 5000) await d.connect()
+        if (running()) await d.connect() // after the end, the final round brings it back
       })
     })
   }
