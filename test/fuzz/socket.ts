@@ -260,7 +260,11 @@ async function startCanaries(s: Sprig, res: FuzzResult, stallMs: number, stalled
   const watcher: MqttClient = await mqttReady(mqtt.connect({ ...opts, protocolVersion: 5, clientId: 'canary-watch', clean: true }))
   await watcher.subscribeAsync('#', { qos: 1 })
   const nwatch: NatsConnection = await natsConnect({ servers: `127.0.0.1:${s.port}`, reconnect: false, name: 'canary-watch' })
-  const wsub = nwatch.subscribe('>', { callback: () => {} })
+  // The canaries' own messages reach the watchers too: one that stops seeing them was broken
+  // by something relayed to it, even if its connection stays open.
+  const seen = { nats: Date.now(), mqtt: Date.now() }
+  const wsub = nwatch.subscribe('>', { callback: () => void (seen.nats = Date.now()) })
+  watcher.on('message', () => void (seen.mqtt = Date.now()))
   const pending = new Map<number, number>()
   msub.on('message', (_t, payload) => {
     const seq = Number(payload.toString())
@@ -309,6 +313,12 @@ async function startCanaries(s: Sprig, res: FuzzResult, stallMs: number, stalled
     res.canary.mqtt.sent++
     pending.set(n, t0)
     mpub.publish('canary/seq', String(n), { qos: 1 })
+    for (const w of ['nats', 'mqtt'] as const) {
+      if (Date.now() - seen[w] > stallMs && !failed) {
+        failed = true
+        stalled(`${w} watcher stopped receiving (what was relayed to it broke the client?)`, n, Date.now() - seen[w])
+      }
+    }
     for (const [k, at] of pending) {
       if (Date.now() - at > stallMs && !failed) {
         failed = true
@@ -398,6 +408,9 @@ if (process.argv[1]?.endsWith('fuzz/socket.ts')) {
     console.log('usage: npm run fuzz -- [--minutes N] [--seed S] [--runtime node|bun|deno] [--listeners nats,mqtt,http] [--json]')
     process.exit(0)
   }
+  // A client library choking on what sprig relayed must not end the fuzzer: the watchers report it.
+  process.on('uncaughtException', (e) => console.error(`fuzzer: uncaught ${e.message.slice(0, 300)}`))
+  process.on('unhandledRejection', (e) => console.error(`fuzzer: unhandled ${String(e).slice(0, 300)}`))
   const minutes = Number(arg('minutes', '1'))
   const seed = Number(arg('seed', String(Date.now() % 1e9)))
   const r = await fuzz({ seconds: Math.round(minutes * 60), seed, runtime: arg('runtime', 'node') as FuzzOptions['runtime'], listeners: arg('listeners', 'nats,mqtt,mqtt,http').split(',') as Listener[], log: (l) => console.error(l) })
