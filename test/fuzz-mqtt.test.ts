@@ -70,7 +70,7 @@ function connectKey(p: IConnectPacket): string {
  * The fast path's answer for a frame and mqtt-packet's, when they disagree: a text naming
  * both; null when they agree (or the fast path left the frame to mqtt-packet).
  */
-function disagreement(f: Uint8Array, v: V): string | null {
+function disagreement(f: Uint8Array, v: V, strict = false): string | null {
   const n = frameSize(f, 0, f.length)
   if (n !== f.length) return null
   const b0 = f[0]!
@@ -89,9 +89,19 @@ function disagreement(f: Uint8Array, v: V): string | null {
   if (fast === null) return null
   const ref = reference(f, v)
   if (typeof ref === 'string') return `v${v} ${hex(f)}: fast path accepts ${key(fast)}, mqtt-packet: ${ref}`
-  if (key(fast) !== key(ref)) return `v${v} ${hex(f)}: fast path ${key(fast)}, mqtt-packet ${key(ref)}`
+  if (key(fast) !== key(ref)) {
+    // Known today: the fast path's TextDecoder strips a leading U+FEFF from a string, which
+    // [MQTT-1.5.4-3] forbids; mqtt-packet keeps it. Counted, and listed in DISAGREEMENTS.
+    if (!strict && key(ref).replace(/"\ufeff/g, '"') === key(fast)) {
+      knownBom.add(`v${v} ${hex(f)}`)
+      return null
+    }
+    return `v${v} ${hex(f)}: fast path ${key(fast)}, mqtt-packet ${key(ref)}`
+  }
   return null
 }
+
+const knownBom = new Set<string>()
 
 // --- generators -------------------------------------------------------------------------------
 
@@ -214,6 +224,21 @@ t.test('the fast path never accepts what mqtt-packet refuses or reads differentl
     }),
     4000,
   )
+  check(
+    t,
+    'strings starting with U+FEFF (known: stripped by the fast path)',
+    fc.property(V_ARB.chain((v) => fc.tuple(fc.constant(v), validFrame(v))), ([v, f]) => {
+      // the same frames with a BOM put in front of their first string
+      const s = f[0] === 0x10 ? headerLen(f) + 1 + 10 + (v === 5 ? 1 : 0) : headerLen(f) + 1 + (f[0] === 0x82 ? 2 + (v === 5 ? 1 : 0) : 0)
+      if (s + 2 > f.length) return
+      const n = (f[s]! << 8) | f[s + 1]!
+      const body = cat(f.subarray(headerLen(f) + 1, s), new Uint8Array([(n + 3) >> 8, (n + 3) & 0xff, 0xef, 0xbb, 0xbf]), f.subarray(s + 2))
+      const d = disagreement(frameOf(f[0]!, body), v)
+      if (d) throw new Error(d)
+    }),
+    300,
+  )
+  if (knownBom.size > 0) t.comment(`known disagreement seen ${knownBom.size} times (leading U+FEFF stripped), e.g. ${[...knownBom][0]}`)
 })
 
 // --- whole connections, sans-I/O --------------------------------------------------------------
@@ -367,7 +392,15 @@ t.test('a valid session gets the same bytes back however it is cut', async (t) =
 })
 
 /** Frames the fast path reads differently from mqtt-packet today (minimal counterexamples). */
-const DISAGREEMENTS: [string, V, string][] = []
+const DISAGREEMENTS: [string, V, string][] = [
+  // [MQTT-1.5.4-3]: 0xEF 0xBB 0xBF is U+FEFF wherever it appears, never stripped. The fast
+  // path's TextDecoder (adapters/mqtt/frame.ts, src/bytes.ts) strips it at a string's start:
+  // user name "\ufeff" read as "" here.
+  ['CONNECT user name U+FEFF', 5, '101b00044d51545405c200000000000003efbbbf000000000000020000'],
+  ['CONNECT client id "\ufeffx"', 4, '101000044d5154540402003c0004efbbbf78'],
+  ['SUBSCRIBE filter "\ufeffa"', 4, '820900010004efbbbf6100'],
+  ['PUBLISH topic "\ufeffa/b"', 4, '30080006efbbbf612f62'],
+]
 
 // Inputs other helpers are fixing right now (issue 9 points 2, 3 and 6). Each must end its own
 // connection with the protocol's error and never throw. The lead enables this after merging
@@ -383,5 +416,5 @@ t.test('known crashes and fast-path disagreements (enable after merging the stri
     t.equal(res.known, null, `${name}: no exception out of the connection`)
     t.equal(res.bad, null, name)
   }
-  for (const [name, v, h] of DISAGREEMENTS) t.equal(disagreement(Buffer.from(h, 'hex'), v), null, name)
+  for (const [name, v, h] of DISAGREEMENTS) t.equal(disagreement(Buffer.from(h, 'hex'), v, true), null, name)
 })

@@ -285,3 +285,12 @@ t.test('another client sees a well-formed stream whatever a publisher sends', as
 t.test('a bare CR in PUB or SUB arguments (enable after merging the NATS-CR branch)', { skip: 'issue 9 point 4: fixed on another branch' }, async (t) => {
   t.same(runConn([enc.encode('CONNECT {}\r\nPUB crrep r\rx 2\r\nhi\r\n')]), { bad: null, known: null }, 'PUB crrep r\\rx 2: not relayed with the CR')
 })
+
+// Found by the MQTT fast-path property: src/bytes.ts decodes with a TextDecoder that strips a
+// leading U+FEFF, so `PUB \ufeffa` is routed as subject "a" (a subscriber to "a" gets it) while
+// its bytes say "\ufeffa"; nats-server treats them as different subjects. Fix: a decoder with
+// ignoreBOM: true (src/bytes.ts and adapters/mqtt/frame.ts). Enable once fixed.
+t.test('a leading U+FEFF stays part of the subject', { skip: 'src/bytes.ts strips it today: fix belongs to the NATS/strict-framing lanes' }, async (t) => {
+  const ops = run([enc.encode('PUB \ufeffa 2\r\nhi\r\nSUB \ufeffb 1\r\n')], { headers: true, connectFirst: false }).ops
+  t.same(ops.map((o) => o[1]), ['\ufeffa', '\ufeffb'], 'subjects keep their U+FEFF')
+})
