@@ -117,7 +117,7 @@ export function parseConfigText(text: string, file: string): unknown {
         out += String.fromCharCode(parseInt(text.slice(i + 2, i + 6), 16))
         i += 6
       } else {
-        fail(`invalid escape "\\${e ?? ''}" in string`)
+        fail(`invalid escape "\\${e === undefined ? '' : JSON.stringify(e).slice(1, -1)}" in string`) // a raw newline would split the one-line error
       }
       from = i
     }

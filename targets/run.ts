@@ -9,6 +9,7 @@ import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats } from '../adapters/nats/index.ts'
 import { bcryptPool } from './bcrypt.ts'
 import { listenMonitor } from './http.ts'
+import { watchEventLoop } from './lag.ts'
 import { dialNet } from './dial.ts'
 import { reloadUplink, startUplink, type Uplink } from '../src/leaf/index.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
@@ -192,6 +193,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', opts.https_port, natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
+  const lag = watchEventLoop(srv)
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
@@ -208,6 +210,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     uplink,
     reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
     async stop() {
+      lag.stop()
       uplink?.stop()
       for (const l of listeners) l.close()
       srv.shutdown()
