@@ -2,7 +2,8 @@
 // practice, so the fast paths avoid TextDecoder/TextEncoder calls for short ASCII strings.
 
 const enc = new TextEncoder()
-const dec = new TextDecoder()
+// ignoreBOM: a leading U+FEFF is part of the string (MQTT-1.5.4-3; nats-server keeps it in subjects).
+const dec = new TextDecoder('utf-8', { ignoreBOM: true })
 
 export const CRLF = new Uint8Array([13, 10])
 
