@@ -6,15 +6,14 @@
 
 import t, { type Test } from 'tap'
 import net from 'node:net'
-import { buildSync } from 'esbuild'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { Buffer } from 'node:buffer'
 import { generate, parser as newParser, type Packet } from 'mqtt-packet'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { messages, mqttClient, RawMqtt } from './helpers/mqtt.ts'
-import { runtimeBin } from './helpers/bins.ts'
+import { privateBundle, runtimeBin } from './helpers/bins.ts'
 import { freePort, skipOrFail, spawnServer, waitForPort } from './helpers/peers.ts'
 import { monitorRequest } from '../src/monitor.ts'
 import { mqttState } from '../adapters/mqtt/state.ts'
@@ -314,7 +313,6 @@ function reference(bytes: Uint8Array, v: 4 | 5): Packet {
 
 // --- the crash inputs against a real bundle --------------------------------------------------------
 
-const root = resolve(import.meta.dirname, '..')
 const dir = mkdtempSync(join(tmpdir(), 'sprig-mqtt-mal-'))
 const bundle = join(dir, 'sprig.js')
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -338,16 +336,7 @@ const runtimes = [
 
 t.test('the crash inputs of issue 9 items 2 and 3 leave a real broker process running', async (t) => {
   // Its own bundle of the tree as it is (as mqtt-runtimes does), so no other test's dist/ is raced.
-  buildSync({
-    entryPoints: [join(root, 'targets/main.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    outfile: bundle,
-    logLevel: 'silent',
-    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
-  })
+  privateBundle(bundle)
   for (const rt of runtimes) {
     t.test(rt.name, async (t) => {
       if (!rt.bin) return skipOrFail(t, `${rt.name} not found: it is a devDependency, run npm install`)

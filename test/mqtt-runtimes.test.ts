@@ -5,31 +5,20 @@
 // enough that Bun takes it in parts (the wire's unwritten rest), and a clean SIGTERM.
 
 import t, { type Test } from 'tap'
-import { buildSync } from 'esbuild'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, resolve } from 'node:path'
-import { runtimeBin } from './helpers/bins.ts'
+import { join } from 'node:path'
+import { privateBundle, runtimeBin } from './helpers/bins.ts'
 import { messages, mqttClient, natsClient } from './helpers/mqtt.ts'
 import { freePort, skipOrFail, spawnServer, waitForPort, type Proc } from './helpers/peers.ts'
 
-const root = resolve(import.meta.dirname, '..')
 const dir = mkdtempSync(join(tmpdir(), 'sprig-mqtt-rt-'))
 const bundle = join(dir, 'sprig.js')
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
 t.before(() => {
   // Its own bundle of the tree as it is, so no other test's dist/sprig.js is raced.
-  buildSync({
-    entryPoints: [join(root, 'targets/main.ts')],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    outfile: bundle,
-    logLevel: 'silent',
-    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
-  })
+  privateBundle(bundle)
 })
 
 // Without tap's coverage loader, as in production.

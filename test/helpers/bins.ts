@@ -6,6 +6,7 @@
 import { accessSync, constants, existsSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { spawnSync } from 'node:child_process'
+import { buildSync } from 'esbuild'
 
 const root = resolve(import.meta.dirname, '..', '..')
 
@@ -50,4 +51,22 @@ export function freshBundle(): string {
   const r = spawnSync('npm', ['run', '--silent', 'bundle'], { cwd: root, encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`npm run bundle failed: ${r.stderr}`)
   return bundle
+}
+
+/**
+ * A bundle of the tree as it is, at `outfile`, for a test that must not race other tests over
+ * dist/sprig.js: the same esbuild settings as `npm run bundle`.
+ */
+export function privateBundle(outfile: string): string {
+  buildSync({
+    entryPoints: [join(root, 'targets/main.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    outfile,
+    logLevel: 'silent',
+    banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
+  })
+  return outfile
 }
