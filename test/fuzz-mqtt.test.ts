@@ -17,6 +17,7 @@ import { createLogger } from '../src/log.ts'
 import { defaults } from '../src/options.ts'
 import { Server } from '../src/server.ts'
 import { cat, check, chunks, hex, mutated, withCuts } from './helpers/fuzz.ts'
+import { remainingLength } from './helpers/varint.ts'
 
 type V = 4 | 5
 
@@ -42,15 +43,7 @@ function reference(frame: Uint8Array, v: V): Packet | string {
 
 /** A frame with a correct Remaining Length around `body`. */
 function frameOf(b0: number, body: Uint8Array): Uint8Array {
-  const len: number[] = []
-  let v = body.length
-  do {
-    let c = v % 128
-    v = Math.floor(v / 128)
-    if (v > 0) c |= 0x80
-    len.push(c)
-  } while (v > 0)
-  return cat(new Uint8Array([b0, ...len]), body)
+  return cat(new Uint8Array([b0, ...remainingLength(body.length)]), body)
 }
 
 const bytesOf = (b: Buffer | Uint8Array | string | undefined): string => (b === undefined ? '-' : typeof b === 'string' ? Buffer.from(b).toString('hex') : hex(b))

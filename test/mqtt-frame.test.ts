@@ -7,6 +7,7 @@ import { createLogger } from '../src/log.ts'
 import { defaults } from '../src/options.ts'
 import { Server } from '../src/server.ts'
 import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish } from '../adapters/mqtt/frame.ts'
+import { remainingLength } from './helpers/varint.ts'
 
 /** What mqtt-packet makes of one whole frame. */
 function reference(frame: Uint8Array, version: 4 | 5): Packet {
@@ -52,14 +53,7 @@ const publishes: IPublishPacket[] = [
 t.test('frameSize reads the fixed header at every length boundary', async (t) => {
   for (const rem of [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455]) {
     const hdr = generate({ cmd: 'publish', topic: '', payload: Buffer.alloc(0), qos: 0, dup: false, retain: false }).subarray(0, 1)
-    const len: number[] = []
-    let v = rem
-    do {
-      let c = v % 128
-      v = Math.floor(v / 128)
-      if (v > 0) c |= 0x80
-      len.push(c)
-    } while (v > 0)
+    const len = remainingLength(rem)
     const b = new Uint8Array([hdr[0]!, ...len])
     t.equal(frameSize(b, 0, b.length), 1 + len.length + rem, `remaining ${rem}`)
     t.equal(headerSize(b, 0), 1 + len.length)

@@ -20,6 +20,7 @@ import { mqttState } from '../adapters/mqtt/state.ts'
 import type { MqttConn } from '../adapters/mqtt/conn.ts'
 import { checkPacket } from '../adapters/mqtt/malformed.ts'
 import { fastPacket, headerSize } from '../adapters/mqtt/frame.ts'
+import { remainingLength } from './helpers/varint.ts'
 
 let b: TestBroker
 
@@ -30,16 +31,7 @@ t.teardown(() => b?.stop())
 
 // --- building raw packets ------------------------------------------------------------------------
 
-function varint(n: number): number[] {
-  const out: number[] = []
-  do {
-    let c = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) c |= 0x80
-    out.push(c)
-  } while (n > 0)
-  return out
-}
+const varint = remainingLength
 const frame = (b0: number, body: number[]): number[] => [b0, ...varint(body.length), ...body]
 /** A length-prefixed string, from text or raw bytes. */
 const str = (s: string | number[]): number[] => {

@@ -6,6 +6,7 @@ import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Addr } from './model.ts'
 import { drain, onEvent, repeatFrame, wake, waitUntil, type WaitResult } from './nats-conn.ts'
+import { remainingLength } from '../helpers/varint.ts'
 
 const PINGREQ = Buffer.from([0xc0, 0x00])
 const DISCONNECT = Buffer.from([0xe0, 0x00])
@@ -53,17 +54,7 @@ function fail(c: MqttConn, why: string): void {
   if (!c.err) c.err = why
 }
 
-/** MQTT "remaining length" varint. */
-function remLen(n: number): number[] {
-  const out: number[] = []
-  do {
-    let b = n % 128
-    n = Math.floor(n / 128)
-    if (n > 0) b |= 0x80
-    out.push(b)
-  } while (n > 0)
-  return out
-}
+const remLen = remainingLength
 
 function str(s: string): Buffer {
   const b = Buffer.from(s, 'utf8')
