@@ -10,7 +10,7 @@ import { connect as mqttConnect, type MqttClient } from 'mqtt'
 import type { Packet } from 'mqtt-packet'
 import { validateOptions } from '../src/config.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { mqttClient, natsClient, RawMqtt } from './helpers/mqtt.ts'
+import { mqttClient, natsClient, natsUntil, RawMqtt } from './helpers/mqtt.ts'
 
 const CONFIG = validateOptions({
   authorization: {
@@ -30,24 +30,6 @@ const CONFIG = validateOptions({
 
 const DENIED_PUBS = ['up.secret', 'up.x.hidden', 'other.x']
 const DENIED_DOWN = ['down.secret', 'down.x.private', 'other.y']
-
-/** Subjects a NATS subscription receives until `marker` arrives (or 3 s pass). */
-function natsUntil(nc: NatsConnection, subject: string, marker: string): Promise<string[]> {
-  const got: string[] = []
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(got), 3000)
-    nc.subscribe(subject, {
-      callback: (err, m) => {
-        if (err) return
-        got.push(m.subject)
-        if (m.subject === marker) {
-          clearTimeout(timer)
-          resolve(got)
-        }
-      },
-    })
-  })
-}
 
 /** Topics an MQTT client receives until `marker` arrives (or 3 s pass). */
 function mqttUntil(c: MqttClient, marker: string): Promise<string[]> {

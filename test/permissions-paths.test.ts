@@ -7,14 +7,13 @@
 // it had its chance), and the protocol's answer for a refusal.
 
 import t, { type Test } from 'tap'
-import type { NatsConnection } from '@nats-io/transport-node'
 import type { Packet } from 'mqtt-packet'
 import { validateOptions } from '../src/config.ts'
 import { mqttState } from '../adapters/mqtt/index.ts'
 import type { RemoteOptions } from '../src/options.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { haveHub, leafUp, startHub, until } from './helpers/hub.ts'
-import { natsClient, RawMqtt, sleep } from './helpers/mqtt.ts'
+import { natsClient, natsUntil, RawMqtt, sleep } from './helpers/mqtt.ts'
 import { RawConn } from './helpers/rawconn.ts'
 
 const PERMS = {
@@ -60,26 +59,6 @@ async function rawNats(t: Test, port: number, user: string): Promise<RawConn> {
 }
 
 const pub = (c: RawConn, subject: string, payload = 'x', reply = ''): void => c.write(`PUB ${subject}${reply ? ' ' + reply : ''} ${payload.length}\r\n${payload}\r\n`)
-
-/** Subjects a NATS subscription receives until `marker` arrives (or 3 s pass). */
-function natsUntil(nc: NatsConnection, subjects: string[], marker: string): Promise<string[]> {
-  const got: string[] = []
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(got), 3000)
-    for (const s of subjects) {
-      nc.subscribe(s, {
-        callback: (err, m) => {
-          if (err) return
-          got.push(m.subject)
-          if (m.subject === marker) {
-            clearTimeout(timer)
-            resolve(got)
-          }
-        },
-      })
-    }
-  })
-}
 
 const mqtt = async (t: Test, b: TestBroker, user: string, version: 4 | 5 = 5): Promise<RawMqtt> => {
   const c = await RawMqtt.connect(b.mqttPort, version, { username: user, password: Buffer.from(user) })

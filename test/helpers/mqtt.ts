@@ -126,3 +126,23 @@ export async function natsClient(
   })
   return nc
 }
+
+/** Subjects NATS subscriptions to `subjects` receive until `marker` arrives (or 3 s pass). */
+export function natsUntil(nc: NatsConnection, subjects: string | string[], marker: string): Promise<string[]> {
+  const got: string[] = []
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(got), 3000)
+    for (const s of typeof subjects === 'string' ? [subjects] : subjects) {
+      nc.subscribe(s, {
+        callback: (err, m) => {
+          if (err) return
+          got.push(m.subject)
+          if (m.subject === marker) {
+            clearTimeout(timer)
+            resolve(got)
+          }
+        },
+      })
+    }
+  })
+}
