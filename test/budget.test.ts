@@ -391,3 +391,14 @@ t.test('wired into the server: a publisher feeding stuck NATS subscribers is pau
   t.equal(fastW.text.split('MSG x 1 1000').length - 1, sent, 'the reading subscriber got every message')
   t.equal(srv.budget.status().mem_closes, 1)
 })
+
+t.test('the guarded host the server gets still offers collect() (the budget asks for it after closes)', async (t) => {
+  const { guardHost } = await import('../targets/runtime.ts')
+  const log = { warn() {}, info() {}, error() {}, debug() {} } as unknown as Parameters<typeof guardHost>[1]
+  let collected = 0
+  const g = guardHost({ now: () => 0, defer: (fn) => fn(), every: () => ({ cancel() {} }), collect: () => collected++ }, log)
+  t.type(g.collect, 'function', 'collect is passed through')
+  g.collect?.()
+  t.equal(collected, 1, 'and reaches the runtime')
+  t.equal(guardHost({ now: () => 0, defer: (fn) => fn(), every: () => ({ cancel() {} }) }, log).collect, undefined, 'absent where the runtime has none')
+})
