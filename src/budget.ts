@@ -3,13 +3,15 @@
 // offline queues, retained messages, uplink buffers, partial frames). Each buffer adds and
 // subtracts its own bytes as they come and go, so the hot path costs one addition and one
 // comparison. Approaching the budget, in this order:
-//   1. pause: over 7/8 of max_memory, a publisher whose message just went to a congested queue
+//   1. pause: over 3/4 of max_memory, a publisher whose message just went to a congested queue
 //      (its socket not draining) stops being read, until usage is back under the low-water
-//      mark (3/4 of max_memory); 7/8 leaves room for what is already being delivered;
+//      mark (5/8 of max_memory); the last quarter is room for what is already being delivered:
+//      the pause takes effect at the next read, and one read (64 KiB of small messages) fanned
+//      out to hundreds of stuck subscribers adds megabytes before it does;
 //   2. close: at max_memory, or when pausing has not brought usage under the low-water mark
 //      within a second, the connections holding the most bytes their peers do not take are
 //      closed as slow consumers, largest first, until usage is under the low-water mark;
-//   3. drop: over 7/8 of max_memory, buffers that have no reader to wait for (retained store,
+//   3. drop: over 3/4 of max_memory, buffers that have no reader to wait for (retained store,
 //      offline queues, uplink buffer) do not grow: each applies its own overflow policy as if
 //      it were full.
 // Each step is counted; the start of an episode is logged, its closes and drops once, and so
@@ -82,9 +84,9 @@ export function yieldTurn(host: Host, w: Wire): void {
 export class Budget {
   /** Bytes held for messages now. */
   held = 0
-  /** Over this, step 1 and 3: 7/8 of max_memory (Infinity: no budget). */
+  /** Over this, step 1 and 3: 3/4 of max_memory (Infinity: no budget). */
   readonly high: number
-  /** Under this an episode ends: paused publishers resume. 3/4 of max_memory. */
+  /** Under this an episode ends: paused publishers resume. 5/8 of max_memory. */
   readonly low: number
   /** At this, step 2 does not wait for GRACE_MS: max_memory. */
   readonly hard: number
@@ -105,8 +107,8 @@ export class Budget {
     readonly limit: number,
     private readonly env: BudgetEnv,
   ) {
-    this.high = limit > 0 ? Math.floor(limit * 0.875) : Infinity
-    this.low = limit > 0 ? Math.floor(limit * 0.75) : Infinity
+    this.high = limit > 0 ? Math.floor(limit * 0.75) : Infinity
+    this.low = limit > 0 ? Math.floor(limit * 0.625) : Infinity
     this.hard = limit > 0 ? limit : Infinity
   }
 
@@ -141,7 +143,7 @@ export class Budget {
       this.overSince = this.env.now()
       this.episodes++
       this.dropLogged = false
-      this.env.log.warn(`Memory budget: ${this.held} bytes held for messages, over 7/8 of max_memory (${this.limit}); pausing publishers to stuck consumers`)
+      this.env.log.warn(`Memory budget: ${this.held} bytes held for messages, over 3/4 of max_memory (${this.limit}); pausing publishers to stuck consumers`)
     }
     this.soon()
   }
@@ -174,7 +176,7 @@ export class Budget {
       this.env.log.info(`Memory budget: back under ${this.low} bytes (${this.held} held)`)
       return
     }
-    // Pausing had its chance: a second into the episode, still over 7/8, or over the low-water
+    // Pausing had its chance: a second into the episode, still over 3/4, or over the low-water
     // mark with publishers paused; at max_memory, at once.
     const late = now - this.overSince >= GRACE_MS && (this.held > this.high || this.paused.size > 0)
     if ((late || this.held >= this.hard) && now - this.evictedAt >= EVICT_GAP_MS) {

@@ -348,5 +348,7 @@ export function guardHost(host: Host, log: Logger): Host {
       }),
   }
   if (host.wall) g.wall = host.wall.bind(host)
+  // The memory budget asks for collections through this (after closing slow consumers).
+  if (host.collect) g.collect = host.collect.bind(host)
   return g
 }

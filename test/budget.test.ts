@@ -81,10 +81,10 @@ function env(conns: Conn[] = []): BudgetEnv & { clock: number; run(): void; logs
   return e
 }
 
-t.test('watermarks: 7/8 pauses, 3/4 resumes, max_memory closes; 0 is no budget', async (t) => {
+t.test('watermarks: 3/4 pauses, 5/8 resumes, max_memory closes; 0 is no budget', async (t) => {
   const b = new Budget(64 * MiB, env())
-  t.equal(b.high, 56 * MiB)
-  t.equal(b.low, 48 * MiB)
+  t.equal(b.high, 48 * MiB)
+  t.equal(b.low, 40 * MiB)
   t.equal(b.hard, 64 * MiB)
   const none = new Budget(0, env())
   none.charge(10 * 1024 * MiB)
@@ -100,11 +100,11 @@ t.test('order: pause the feeding publisher first, close the largest stuck consum
   const b = new Budget(64 * MiB, e)
   const pub = wire()
   const other = wire()
-  b.charge(52 * MiB)
-  t.equal(b.episodes, 0, 'under 7/8: nothing happens')
+  b.charge(44 * MiB)
+  t.equal(b.episodes, 0, 'under 3/4: nothing happens')
   b.charge(5 * MiB)
-  t.equal(b.episodes, 1, 'over 7/8: an episode starts')
-  t.match(e.logs[0], /over 7\/8 of max_memory/)
+  t.equal(b.episodes, 1, 'over 3/4: an episode starts')
+  t.match(e.logs[0], /over 3\/4 of max_memory/)
   // A publish that went to a congested queue marks the budget hot; the router then pauses its sender.
   b.over(true)
   t.ok(b.hot)
@@ -119,7 +119,7 @@ t.test('order: pause the feeding publisher first, close the largest stuck consum
   b.check()
   t.equal(big.closed !== '', true, 'step 2: the largest stuck consumer is closed')
   t.match(big.closed, /Max Memory of 67108864 Exceeded/)
-  t.equal(mid.closed, '', 'closing the largest was enough (57 - 30 < 48)')
+  t.equal(mid.closed, '', 'closing the largest was enough (49 - 30 < 40)')
   t.equal(small.closed, '')
   t.equal(b.closes, 1)
   t.equal(e.collects, 1, 'a collection is asked for after closes')
@@ -135,22 +135,22 @@ t.test('at max_memory the close does not wait for the grace period', async (t) =
   b.charge(64 * MiB)
   e.run()
   t.ok(c.closed, 'largest first')
-  t.ok(a.closed, 'then the next, until under 3/4')
+  t.ok(a.closed, 'then the next, until under 5/8')
   t.equal(b.closes, 2)
   t.match(e.logs.join('\n'), /closed 2 slow consumers/)
 })
 
-t.test('back under 3/4: the episode ends and publishers resume', async (t) => {
+t.test('back under 5/8: the episode ends and publishers resume', async (t) => {
   const e = env()
   const b = new Budget(64 * MiB, e)
   const pub = wire()
   b.charge(60 * MiB)
   b.pause(pub)
   t.ok(pub.paused)
-  b.charge(-8 * MiB) // 52: between 3/4 and 7/8, still paused
+  b.charge(-16 * MiB) // 44: between 5/8 and 3/4, still paused
   e.run()
   t.ok(pub.paused, 'between the watermarks the pause holds')
-  b.charge(-5 * MiB) // 47
+  b.charge(-5 * MiB) // 39
   e.run()
   t.notOk(pub.paused, 'resumed under the low-water mark')
   t.match(e.logs.at(-1), /back under/)
@@ -183,7 +183,7 @@ t.test('pauses are counted per holder: the budget and an uplink stall share a wi
   t.notOk(w.paused)
 })
 
-t.test('step 3: buffers without a reader do not grow over 7/8', async (t) => {
+t.test('step 3: buffers without a reader do not grow over 3/4', async (t) => {
   const e = env()
   const b = new Budget(1 * MiB, e)
   const msg = (n: number) => Object.assign(newMsg(), { subject: 's', reply: '', payload: new Uint8Array(n) })
@@ -370,10 +370,10 @@ t.test('wired into the server: a publisher feeding stuck NATS subscribers is pau
     run()
   }
   t.ok(pubW.paused, `the publisher is paused (after ${sent} messages)`)
-  t.ok(srv.budget.held > srv.budget.high, 'over 7/8 of max_memory')
+  t.ok(srv.budget.held > srv.budget.high, 'over 3/4 of max_memory')
   t.equal(srv.budget.pauses, 1)
   t.notOk(fastW.paused || bigW.paused || smallW.paused, 'only the publisher')
-  t.match(logs.join('\n'), /Memory budget: \d+ bytes held for messages, over 7\/8 of max_memory/)
+  t.match(logs.join('\n'), /Memory budget: \d+ bytes held for messages, over 3\/4 of max_memory/)
   srv.tick()
   run()
   t.equal(srv.budget.closes, 0, 'not within the grace period')
@@ -390,4 +390,15 @@ t.test('wired into the server: a publisher feeding stuck NATS subscribers is pau
   t.notOk(pub.done)
   t.equal(fastW.text.split('MSG x 1 1000').length - 1, sent, 'the reading subscriber got every message')
   t.equal(srv.budget.status().mem_closes, 1)
+})
+
+t.test('the guarded host the server gets still offers collect() (the budget asks for it after closes)', async (t) => {
+  const { guardHost } = await import('../targets/runtime.ts')
+  const log = { warn() {}, info() {}, error() {}, debug() {} } as unknown as Parameters<typeof guardHost>[1]
+  let collected = 0
+  const g = guardHost({ now: () => 0, defer: (fn) => fn(), every: () => ({ cancel() {} }), collect: () => collected++ }, log)
+  t.type(g.collect, 'function', 'collect is passed through')
+  g.collect?.()
+  t.equal(collected, 1, 'and reaches the runtime')
+  t.equal(guardHost({ now: () => 0, defer: (fn) => fn(), every: () => ({ cancel() {} }) }, log).collect, undefined, 'absent where the runtime has none')
 })
