@@ -1,4 +1,4 @@
-// Every row of the topic ⇄ subject table (README "Topic ⇄ subject mapping", vectors in
+// Every row of the topic ⇄ subject table (docs/mqtt.md "Topics ⇄ subjects", vectors in
 // test/mqtt-topic.test.ts), end to end with real clients: MQTT.js publishes and a nats.js
 // subscriber sees the subject; nats.js publishes and an MQTT.js subscriber sees the topic.
 // Rows with no MQTT form are skipped for MQTT subscribers and counted; topics MQTT may not
