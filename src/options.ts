@@ -141,7 +141,7 @@ export interface MqttOptions {
   max_offline_bytes: number
   /**
    * Persistent sessions kept, parked and live together; 0 = no limit. A new one over it
-   * expires the oldest parked session first, or is refused when all are live (README).
+   * expires the oldest parked session first, or is refused when all are live (docs/mqtt.md, "Sessions, takeover and wills").
    */
   max_sessions: number
   /**

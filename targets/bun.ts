@@ -1,5 +1,5 @@
 // Bun: node:net by default for NATS. `npm run bench` found Bun's native Bun.listen no faster
-// for that load (see README, "Runtime choice"); SPRIG_NET=native selects Bun.listen for NATS
+// for that load (see docs/runtimes.md); SPRIG_NET=native selects Bun.listen for NATS
 // too. The MQTT listener uses Bun.listen (SPRIG_NET=node: node:net), for its smaller
 // per-socket memory.
 // Bun.listen's write() may take only part of the data and returns how much it took, so each
@@ -155,7 +155,7 @@ export function bun(): Runtime {
     listen: net === 'native' ? listenBun : listenNet,
     // MQTT: Bun.listen unless SPRIG_NET=node. Thousands of idle devices are the MQTT load, and
     // a Bun.listen socket costs ~4 KB of RSS where a node:net one costs ~13 KB (measured
-    // with 1,000 idle connections); throughput was the same (README, Runtime choice).
+    // with 1,000 idle connections); throughput was the same (docs/runtimes.md).
     listenMqtt: net === 'node' ? listenNet : listenBun,
   }
 }

@@ -1,7 +1,7 @@
 // Deno: node:net listeners by default. TLS on Deno must go through node:tls anyway
 // (Deno.listenTls cannot ask for client certificates), so one socket API serves both.
 // SPRIG_NET=native selects a Deno.listen listener instead, which the benchmark compares
-// (it measured no faster; README, "Runtime choice").
+// (it measured no faster; docs/runtimes.md).
 
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'

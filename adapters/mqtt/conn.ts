@@ -1,6 +1,8 @@
 // One MQTT connection, sans-I/O like the NATS client: the target feeds bytes to `data`, which
-// splits them into packets (frame.ts); PUBLISH and PUBACK are parsed there directly, every
-// other packet by a shared mqtt-packet parser, for the handlers in packets.ts. Deliveries are
+// splits them into packets (frame.ts). Every whole packet passes the malformed-packet checks
+// (malformed.ts) first; then the hot ones (PUBLISH, PUBACK, PINGREQ, the common CONNECT and
+// SUBSCRIBE) are read by hand (frame.ts fastPacket), every other packet by a shared
+// mqtt-packet parser, for the handlers in packets.ts. Deliveries are
 // framed by hand (frame.ts), other replies with mqtt-packet's generator, into a bounded
 // Outbound queue.
 // This module holds the connection's state and the byte/close plumbing; what each packet
