@@ -402,3 +402,31 @@ t.test('the guarded host the server gets still offers collect() (the budget asks
   t.equal(collected, 1, 'and reaches the runtime')
   t.equal(guardHost({ now: () => 0, defer: (fn) => fn(), every: () => ({ cancel() {} }) }, log).collect, undefined, 'absent where the runtime has none')
 })
+
+t.test('QoS 1 messages an MQTT connection drops (permissions change) give their bytes back to the budget', async (t) => {
+  const { MqttConn } = await import('../adapters/mqtt/conn.ts')
+  const { Server } = await import('../src/server.ts')
+  const { defaults } = await import('../src/options.ts')
+  const { createLogger } = await import('../src/log.ts')
+  const queue: (() => void)[] = []
+  const host = { now: () => 1000, defer: (fn: () => void) => void queue.push(fn), every: () => ({ cancel() {} }) }
+  const run = (): void => {
+    while (queue.length) queue.shift()!()
+  }
+  const srv = new Server({ ...defaults, port: 4222, max_memory: 64 * MiB }, host, createLogger({ level: 'error', sink: () => {} }))
+  const w = wire()
+  const c = new MqttConn(srv, srv.admit(), w)
+  c.data(new Uint8Array([0x10, 13, 0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 2, 0, 60, 0, 1, 0x61])) // CONNECT, client id "a"
+  run()
+  t.ok(c.connected, 'connected')
+  c.maxInflight = 2 // two in flight, the rest waiting
+  const before = srv.budget.held
+  for (let i = 0; i < 5; i++) c.enqueue({ topic: 't', payload: Buffer.alloc(100), qos: 1, retain: false, released: false })
+  run()
+  t.equal(c.held, 500)
+  t.equal(srv.budget.held - before, 500, 'charged while held')
+  t.equal(c.dropHeld(() => false), 5, 'all dropped')
+  run()
+  t.equal(c.held, 0)
+  t.equal(srv.budget.held - before, 0, 'released: the budget holds none of them any more')
+})

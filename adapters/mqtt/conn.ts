@@ -21,12 +21,12 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server, Session } from '../../src/server.ts'
 import { subjectToTopic } from './topic.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, onPacket, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
+import { checkConnectHeader, onPacket, onPubackIn, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
 import { connectDeadline } from '../../src/auth.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
-import { fastPacket, frameSize, MALFORMED, NEED_MORE, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
-import { checkPacket, MALFORMED_PACKET } from './malformed.ts'
+import { fastPacket, frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
+import { checkPacket, checkPublish, MALFORMED_PACKET } from './malformed.ts'
 import { park } from './session.ts'
 import { filterCount, filterEntries, type Filters } from './filters.ts'
 import { aliasFor, setAlias } from './aliases.ts'
@@ -187,6 +187,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     f.held = n
   }
 
+  /** Adds (n < 0: releases) payload bytes to `held`, charged to the memory budget: the per-message path, without the accessors. */
+  private hold(f: Flow, n: number): void {
+    f.held += n
+    this.srv.budget.charge(n)
+  }
+
   describe(): ConnInfo {
     return {
       cid: this.cid,
@@ -271,11 +277,26 @@ export class MqttConn implements Owner, Session, Conn, Holder {
 
   /** One whole packet of n bytes at b[at]. */
   private packet(b: Uint8Array, at: number, n: number): void {
-    // The malformed-packet rules, in one place for both readers below (malformed.ts).
-    const bad = checkPacket(b, at, n, this.version === 5)
-    if (bad !== null) return this.protocolError(bad.why, bad.code)
-    const p = fastPacket(b, at, n, this.version === 5)
-    if (p !== null) return onPacket(this, p)
+    const b0 = b[at]!
+    const v5 = this.version === 5
+    // The two packets of every QoS 1 message, straight to their checks and readers (the
+    // same ones checkPacket and fastPacket would pick, without their dispatch).
+    // A 4-byte PUBACK (0x40, Remaining Length 2) has all checkAck would look at: flags 0000
+    // and a body of just the packet id, valid in 3.1.1 and 5.0 alike.
+    if (b0 === 0x40 && n === 4) return onPubackIn(this, (b[at + 2]! << 8) | b[at + 3]!)
+    if ((b0 & 0xf0) === 0x30) {
+      const hs = headerSize(b, at)
+      const bad = checkPublish(b, b0, at + hs, at + n, v5)
+      if (bad !== null) return this.protocolError(bad.why, bad.code)
+      const p = parsePublish(b, at, n, v5)
+      if (p !== null) return onPacket(this, p)
+    } else {
+      // The malformed-packet rules, in one place for both readers below (malformed.ts).
+      const bad = checkPacket(b, at, n, v5)
+      if (bad !== null) return this.protocolError(bad.why, bad.code)
+      const p = fastPacket(b, at, n, v5)
+      if (p !== null) return onPacket(this, p)
+    }
     // mqtt-packet keeps slices of what it parses (will payload, ...), so it gets a copy.
     parseWithMqttPacket(this, Buffer.from(b.subarray(at, at + n)))
   }
@@ -344,8 +365,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       this.sendPublish(o, 0, false)
       return
     }
-    this.held += o.payload.length
-    if (this.held + this.out.pending > this.out.limit) {
+    const f = this.qosFlow()
+    this.hold(f, o.payload.length)
+    if (f.held + this.out.pending > this.out.limit) {
       this.overPending()
       return
     }
@@ -356,7 +378,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   private sendInflight(o: Outgoing): void {
     // A message that waited past its Message Expiry Interval is dropped [MQTT-3.3.2-5] (props.ts).
     if (o.props !== undefined && !unexpired(o, this.srv.host.now())) {
-      this.held -= o.payload.length
+      this.hold(this.flow!, -o.payload.length)
       return
     }
     const pid = this.nextPid()
@@ -436,8 +458,9 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     const o = this.inflight.get(pid)
     if (!o) return false
     this.inflight.delete(pid)
-    this.held -= o.payload.length
-    const w = this.flow!.waiting
+    const f = this.flow!
+    this.hold(f, -o.payload.length)
+    const w = f.waiting
     while (w !== null && w.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
       this.sendInflight(w.shift()!)
     }
@@ -457,7 +480,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       for (const o of f.waiting) {
         if (keep(o)) kept.push(o)
         else {
-          f.held -= o.payload.length
+          this.hold(f, -o.payload.length)
           n++
         }
       }

@@ -154,6 +154,16 @@ export function onPacket(c: MqttConn, p: Packet): void {
   h(c, p)
 }
 
+/**
+ * A PUBACK read by hand (conn.ts): onPacket's checks, without a packet object per QoS 1
+ * message unless one must be held or refused.
+ */
+export function onPubackIn(c: MqttConn, pid: number): void {
+  if (c.done) return
+  if (!c.connected || held.has(c)) return onPacket(c, { cmd: 'puback', messageId: pid })
+  onPuback(c, pid)
+}
+
 // --- CONNECT ----------------------------------------------------------------------------------
 
 function connack(c: MqttConn, code4: number, code5: number, props?: Record<string, unknown>, sessionPresent = false): void {
