@@ -31,8 +31,11 @@ export interface Runtime {
  * epoch ms): deadlines and timeouts must not move when the wall clock is set or jumps.
  * The wall clock is only for display (/varz `now`, /connz times).
  */
+// Read once: timeOrigin is a getter, and now() runs for every read and flush.
+const ORIGIN = performance.timeOrigin
+
 export const standardHost: Host = {
-  now: () => performance.timeOrigin + performance.now(),
+  now: () => ORIGIN + performance.now(),
   wall: () => Date.now(),
   defer: (fn) => queueMicrotask(fn),
   every: (ms, fn) => {
@@ -328,16 +331,25 @@ const NO_CONN: Conn = { data() {}, drained() {}, closed() {} }
 
 /** A Host whose deferred work and timers log an exception instead of throwing it out of the loop. */
 export function guardHost(host: Host, log: Logger): Host {
+  // The guard made for the last function deferred: the server defers the same flush after
+  // every read, so that one costs no new closure per call.
+  let lastFn: (() => void) | null = null
+  let lastGuard: () => void = () => {}
   const g: Host = {
     now: host.now.bind(host),
-    defer: (fn) =>
-      host.defer(() => {
-        try {
-          fn()
-        } catch (e) {
-          logInternal(log, 'server', 'deferred work', e)
+    defer: (fn) => {
+      if (fn !== lastFn) {
+        lastFn = fn
+        lastGuard = () => {
+          try {
+            fn()
+          } catch (e) {
+            logInternal(log, 'server', 'deferred work', e)
+          }
         }
-      }),
+      }
+      host.defer(lastGuard)
+    },
     every: (ms, fn) =>
       host.every(ms, () => {
         try {
