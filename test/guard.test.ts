@@ -85,3 +85,26 @@ t.test("the issue's MQTT wills that threw on close (QoS 3, a property past the p
   const again = await exchange(b.port, 'CONNECT {"verbose":false}\r\nPING\r\n', 200)
   t.match(again.out, /PONG/, 'new clients get in')
 })
+
+t.test('guardHost.defer: the guard made once for a function deferred again still runs the right one and logs its throw', async (t) => {
+  const { guardHost } = await import('../targets/runtime.ts')
+  const errors: string[] = []
+  const log = { warn() {}, info() {}, debug() {}, error: (m: string) => void errors.push(m) } as unknown as Parameters<typeof guardHost>[1]
+  const queued: (() => void)[] = []
+  const g = guardHost({ now: () => 0, defer: (fn) => void queued.push(fn), every: () => ({ cancel() {} }) }, log)
+  const ran: string[] = []
+  const a = (): void => void ran.push('a')
+  const b = (): void => {
+    ran.push('b')
+    throw new Error('boom')
+  }
+  g.defer(a)
+  g.defer(a)
+  g.defer(b)
+  g.defer(a)
+  t.equal(queued[0], queued[1], 'the same function deferred twice in a row: one guard')
+  for (const fn of queued) fn()
+  t.same(ran, ['a', 'a', 'b', 'a'])
+  t.equal(errors.length, 1, 'the throw is logged, and the next deferred work still runs')
+  t.match(errors[0], /internal error in deferred work: Error: boom/)
+})
