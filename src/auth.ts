@@ -5,7 +5,7 @@
 
 import bcrypt from 'bcryptjs'
 import type { BcryptEngine, PeerTls, Wire } from './host.ts'
-import { DEFAULT_AUTH_TIMEOUT, mqttOptions, type Options, type UserConfig } from './options.ts'
+import { DEFAULT_AUTH_TIMEOUT, restartNeeded, type Options, type UserConfig } from './options.ts'
 import { compilePermissions, type CompiledPermissions, type Permissions } from './permissions.ts'
 import type { Server } from './server.ts'
 
@@ -414,12 +414,6 @@ export function onAuthReload(srv: Server, fn: () => void): void {
   list.push(fn)
 }
 
-/** Options whose change a reload cannot apply (the listeners are open); nats-server refuses these too. */
-function fixed(o: Options): Record<string, unknown> {
-  const m = mqttOptions(o)
-  return { host: o.host, port: o.port, 'mqtt.enabled': m.enabled, 'mqtt.host': m.host, 'mqtt.port': m.port, http_host: o.http_host, http_port: o.http_port }
-}
-
 /**
  * Prepares a reload of a running server with a re-read configuration: checks first (throws an
  * Error naming the key when `next` changes something that cannot change while running, so the
@@ -429,14 +423,10 @@ function fixed(o: Options): Record<string, unknown> {
  * removed). The step returns what changed, for "Reloaded: ..." lines.
  */
 export function reloadAuth(srv: Server, next: Options): () => string[] {
-  const was = fixed(srv.opts)
-  const now = fixed(next)
-  for (const key of Object.keys(was)) {
-    // Port 0 (pick one) at start is recorded as the real port: asking for 0 again is no change.
-    if (was[key] !== now[key] && !(key.endsWith('port') && now[key] === 0)) {
-      throw new Error(`${key}: config reload not supported for this option (restart to change it)`)
-    }
-  }
+  // Anything a reload does not apply is refused by name, as nats-server does, rather than
+  // reported as reloaded while the old value stays in force.
+  const key = restartNeeded(srv.opts, next)
+  if (key !== null) throw new Error(`${key}: config reload not supported for this option (restart to change it)`)
   return () => {
     const cur = srv.opts
     const changed: string[] = []

@@ -250,6 +250,31 @@ export function mqttOptions(o: Options): MqttOptions {
   return o.mqtt ?? MQTT_DEFAULTS
 }
 
+/** Top-level options a reload (SIGHUP) applies, each by its own step; `mqtt.tls` too. */
+const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes'])
+
+/**
+ * The first option whose change a reload cannot apply (a restart must), as `key` or
+ * `mqtt.key`, or null. A port asked for as 0 (pick one) at start is recorded as the port it
+ * got: asking for 0 again is no change. The reloadable blocks check their own insides.
+ */
+export function restartNeeded(cur: Options, next: Options): string | null {
+  const differs = (key: string, a: unknown, b: unknown): boolean =>
+    JSON.stringify(a) !== JSON.stringify(b) && !(key.endsWith('port') && b === 0)
+  const keys = new Set([...Object.keys(cur), ...Object.keys(next)]) as Set<keyof Options>
+  for (const key of keys) {
+    if (RELOADABLE.has(key)) continue
+    if (key === 'mqtt') {
+      const a = mqttOptions(cur) as unknown as Record<string, unknown>
+      const b = mqttOptions(next) as unknown as Record<string, unknown>
+      for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+        if (k !== 'tls' && differs(k, a[k], b[k])) return `mqtt.${k}`
+      }
+    } else if (differs(key, cur[key], next[key])) return key
+  }
+  return null
+}
+
 /** nats-server's `leafnodes` block, soliciting side only (`remotes`), plus sprig's additions. */
 export interface LeafnodeOptions {
   remotes: RemoteOptions[]
