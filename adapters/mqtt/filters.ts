@@ -46,3 +46,13 @@ export function filterEntries(f: Filters): [string, readonly MqttSub[]][] {
   if (f instanceof Map) return [...f]
   return [[f.filter, [f]]]
 }
+
+/**
+ * The part of a filter's router subscriptions (or subjects) that `allowed` lets through, under
+ * the one rule for partly refused filters: `a/#` is `a.>` plus `a`, and only that parent level
+ * (listed first) may be left out. null: the filter as a whole is refused.
+ */
+export function allowedPart<T>(list: readonly T[], allowed: (x: T) => boolean): T[] | null {
+  const ok = list.filter(allowed)
+  return ok.length === 0 || ok[0] !== list[0] ? null : ok
+}

@@ -25,7 +25,7 @@ import { matchRetained, retain } from './retained.ts'
 import { endParked, recheckSession, resume, roomForSession, takeParked } from './session.ts'
 import { expiredAt, keepProps, propsToHeaders, replyFor, unexpired, deliveryProps, type PublishProps } from './props.ts'
 import { cancelWill, scheduleWill, serviceTarget } from './services.ts'
-import { filterCount, subsOf, withFilter, withoutFilter } from './filters.ts'
+import { allowedPart, filterCount, subsOf, withFilter, withoutFilter } from './filters.ts'
 import { filterToSubjects, parseShared, startsWithDollar, topicToSubject, wildcardFirst, type TopicError, type TopicLimits } from './topic.ts'
 
 /** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
@@ -648,10 +648,9 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): { sub
     filter = shared.filter
   }
   if (c.perms !== null) {
-    // `a/#` is `a.>` plus `a`: the parent level may be left out if only it is refused.
     const perms = c.perms
-    const ok = subjects.filter((x) => canSubscribe(perms, x, queue))
-    if (ok.length === 0 || ok[0] !== subjects[0]) {
+    const ok = allowedPart(subjects, (x) => canSubscribe(perms, x, queue))
+    if (ok === null) {
       const q = queue === null ? '' : `, Queue: ${quote(queue)}`
       c.srv.counters.permission_violations++
       c.srv.log.error(`${c.label()} Subscription Violation - User ${quote(c.user)}, Subject ${quote(subjects[0] ?? '')}${q}, filter ${quote(s.topic)}`)

@@ -24,7 +24,7 @@ import type { Owner, Router, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { deliveryQos, subTopic, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
 import { mqttState, type MqttState } from './state.ts'
-import { filterEntries, withFilter, withoutFilter, type Filters } from './filters.ts'
+import { allowedPart, filterEntries, withFilter, withoutFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
 import { cancelWill } from './services.ts'
 import { topicToSubject } from './topic.ts'
@@ -237,15 +237,15 @@ export interface Checked {
 /**
  * The one rule for a session against the permissions in force: at resume, for a live
  * connection after a reload, for a parked session after a reload. A filter whose subject
- * the permissions now refuse is unsubscribed and removed (`a/#` may lose only its parent
- * level `a`, as at SUBSCRIBE); the others get the delivery-time deny check SUBSCRIBE would
+ * the permissions now refuse is unsubscribed and removed (filters.ts allowedPart, as at
+ * SUBSCRIBE); the others get the delivery-time deny check SUBSCRIBE would
  * give them. Held messages on a subject the user may no longer read are dropped (counted).
  * `removed` hears each filter taken away, for the log.
  */
 export function recheckSession(s: Checked, router: Router, st: MqttState, perms: CompiledPermissions | null, removed: (filter: string) => void): void {
   for (const [filter, list] of filterEntries(s.subs)) {
-    const ok = perms === null ? list : list.filter((x) => canSubscribe(perms, x.subject, x.queue))
-    if (ok.length === 0 || ok[0] !== list[0]) {
+    const ok = perms === null ? list : allowedPart(list, (x) => canSubscribe(perms, x.subject, x.queue))
+    if (ok === null) {
       for (const x of list) router.unsubscribe(x)
       s.subs = withoutFilter(s.subs, filter)
       removed(filter)
