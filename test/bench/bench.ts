@@ -11,7 +11,7 @@ import { natsScenarios } from './nats-load.ts'
 import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
-import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
+import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BUNDLE = process.env.SPRIG_BUNDLE || 'dist/sprig.js'
@@ -325,7 +325,10 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
     }
     r.wallMs = performance.now() - t0
     const gen = process.cpuUsage(gen0)
-    r.serverCpu = ((procCpuSeconds(proc.pid) - cpu0) * 1000 * 100) / r.wallMs
+    const cpuSecs = procCpuSeconds(proc.pid) - cpu0
+    r.serverCpu = (cpuSecs * 1000 * 100) / r.wallMs
+    const perM = cpuPerMillion(r.metrics, { server: cpuSecs })
+    if (perM) r.cpuPerM = perM
     r.benchCpu = ((gen.user + gen.system) / 1000 / r.wallMs) * 100
     if (!Number.isFinite(r.serverCpu)) delete r.serverCpu
     // Whatever else ran meanwhile; a few % is the kernel's share of our traffic, more is noise.

@@ -16,7 +16,31 @@ export interface RunResult {
   benchCpu?: number
   /** CPU used by everything else on the machine meanwhile (other processes, kernel): noise. */
   otherCpu?: number
+  /**
+   * CPU seconds (user + system, from /proc/PID/stat) per million messages, per broker process
+   * of the row: `server` for a single server, `spoke`/`hub`, `gateway`/`hub`/`cloud` for the
+   * multi-process rows. "Messages" is the row's `cpuMsgs` metric, else its `msgs` (published).
+   */
+  cpuPerM?: Record<string, number>
   wallMs: number
+}
+
+/** The message count a row's CPU is divided by: `cpuMsgs` if the scenario set one, else `msgs`. */
+export function cpuMsgs(m: Metrics | undefined): number {
+  const n = m?.cpuMsgs ?? m?.msgs
+  return typeof n === 'number' && n > 0 ? n : NaN
+}
+
+/**
+ * Per process role, CPU seconds per million messages from CPU seconds used during the row;
+ * roles whose CPU is unknown (NaN) are left out.
+ */
+export function cpuPerMillion(m: Metrics | undefined, cpuSecs: Record<string, number>): Record<string, number> | undefined {
+  const n = cpuMsgs(m)
+  if (!Number.isFinite(n)) return undefined
+  const out: Record<string, number> = {}
+  for (const [role, s] of Object.entries(cpuSecs)) if (Number.isFinite(s)) out[role] = (s * 1e6) / n
+  return Object.keys(out).length ? out : undefined
 }
 
 /** A server column: its name and, for sprig, the reference server it is compared with. */
@@ -95,6 +119,8 @@ export function combineRounds(raw: RunResult[], scenarios: Scenario[]): RunResul
     const cpu = ok.map((r) => r.serverCpu).filter((x): x is number => typeof x === 'number')
     if (cpu.length) c.serverCpu = median(cpu)
     c.benchCpu = median(ok.map((r) => r.benchCpu ?? 0))
+    const roles = [...new Set(ok.flatMap((r) => Object.keys(r.cpuPerM ?? {})))]
+    if (roles.length) c.cpuPerM = Object.fromEntries(roles.map((role) => [role, median(ok.map((r) => r.cpuPerM?.[role]).filter((x): x is number => typeof x === 'number'))]))
     const other = ok.map((r) => r.otherCpu).filter((x): x is number => typeof x === 'number')
     if (other.length) c.otherCpu = Math.max(...other)
     const hl = ok.map((r) => r.metrics![s.headline]).filter((x): x is number => typeof x === 'number')
@@ -113,6 +139,16 @@ function shortName(n: string): string {
   return n.replace(/^sprig\//, '')
 }
 
+/** The CPU-per-message rows: one per process role present in `results`, `server` first. */
+function cpuPerMSpecs(results: RunResult[]): MetricSpec[] {
+  const roles = [...new Set(results.flatMap((r) => Object.keys(r.cpuPerM ?? {})))].sort((a, b) => (a === 'server' ? -1 : b === 'server' ? 1 : 0))
+  return roles.map((role) => ({ key: `cpu:${role}`, label: `CPU s / 1M msgs${role === 'server' ? '' : ` (${role})`}`, fmt: fmtCpu, better: 'lower' as const }))
+}
+
+export function fmtCpu(n: number): string {
+  return Number.isFinite(n) ? (n >= 10 ? n.toFixed(1) : n.toFixed(2)) : '-'
+}
+
 const cpuSpecs: MetricSpec[] = [
   { key: 'serverCpu', label: 'server CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
   { key: 'benchCpu', label: 'load gen CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
@@ -124,6 +160,7 @@ function value(r: RunResult | undefined, key: string): number | string | undefin
   if (key === 'serverCpu') return r.serverCpu
   if (key === 'benchCpu') return r.benchCpu
   if (key === 'otherCpu') return r.otherCpu
+  if (key.startsWith('cpu:')) return r.cpuPerM?.[key.slice(4)]
   return r.metrics[key]
 }
 
@@ -139,7 +176,8 @@ export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[])
   const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
   const header = ['', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])]
   const rows: string[][] = [header]
-  for (const spec of [...s.metrics, ...cpuSpecs]) {
+  const mine = results.filter((r) => r.scenario === s.id)
+  for (const spec of [...s.metrics, ...cpuPerMSpecs(mine), ...cpuSpecs]) {
     if (!cols.some((c) => value(by.get(c.name), spec.key) !== undefined)) continue
     const row = [spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
     if (ref) {
@@ -172,12 +210,28 @@ export function summaryTable(scenarios: Scenario[], cols: Column[], results: Run
   const ref = cols.find((c) => c.reference)
   const sprigs = cols.filter((c) => !c.reference)
   const targets = scenarios.some((s) => s.target)
-  const rows: string[][] = [['scenario', 'metric', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : []), ...(targets ? ['target'] : [])]]
+  // Beside the rate: the CPU seconds per million messages of the row's main broker process.
+  const main = results.some((r) => r.cpuPerM?.server !== undefined) ? 'server' : results.some((r) => r.cpuPerM?.gateway !== undefined) ? 'gateway' : results.some((r) => r.cpuPerM?.spoke !== undefined) ? 'spoke' : ''
+  const cpuSpec: MetricSpec = { key: `cpu:${main}`, label: '', fmt: fmtCpu, better: 'lower' }
+  const rows: string[][] = [
+    [
+      'scenario',
+      'metric',
+      ...cols.map((c) => c.name),
+      ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : []),
+      ...(main ? [...cols.map((c) => `${shortName(c.name)} CPU s/1M`), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])] : []),
+      ...(targets ? ['target'] : []),
+    ],
+  ]
   for (const s of scenarios) {
     const spec = s.metrics.find((m) => m.key === s.headline)!
     const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
     const row = [s.id, spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
     if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))))
+    if (main) {
+      for (const c of cols) row.push(by.get(c.name)?.error ? 'FAIL' : cell(cpuSpec, value(by.get(c.name), cpuSpec.key)))
+      if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(cpuSpec, value(by.get(c.name), cpuSpec.key), value(by.get(ref.name), cpuSpec.key))))
+    }
     if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, ref, by)}` : '')
     rows.push(row)
   }
