@@ -139,6 +139,11 @@ function shortName(n: string): string {
   return n.replace(/^sprig\//, '')
 }
 
+/** Ratio column names: `bun/ref` against one reference, `bun/<ref>` against several. */
+function ratioNames(sprigs: Column[], refs: Column[]): string[] {
+  return refs.flatMap((r) => sprigs.map((c) => `${shortName(c.name)}/${refs.length > 1 ? r.name.split(' ')[0] : 'ref'}`))
+}
+
 /** The CPU-per-message rows: one per process role present in `results`, `server` first. */
 function cpuPerMSpecs(results: RunResult[]): MetricSpec[] {
   const roles = [...new Set(results.flatMap((r) => Object.keys(r.cpuPerM ?? {})))].sort((a, b) => (a === 'server' ? -1 : b === 'server' ? 1 : 0))
@@ -171,16 +176,16 @@ function cell(spec: MetricSpec, v: number | string | undefined): string {
 
 /** One scenario: metrics as rows, one column per server, then one ratio column per sprig. */
 export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[]): string {
-  const ref = cols.find((c) => c.reference)
+  const refs = cols.filter((c) => c.reference)
   const sprigs = cols.filter((c) => !c.reference)
   const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
-  const header = ['', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])]
+  const header = ['', ...cols.map((c) => c.name), ...ratioNames(sprigs, refs)]
   const rows: string[][] = [header]
   const mine = results.filter((r) => r.scenario === s.id)
   for (const spec of [...s.metrics, ...cpuPerMSpecs(mine), ...cpuSpecs]) {
     if (!cols.some((c) => value(by.get(c.name), spec.key) !== undefined)) continue
     const row = [spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
-    if (ref) {
+    for (const ref of refs) {
       for (const c of sprigs) {
         row.push(spec.better ? fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))) : '')
       }
@@ -207,7 +212,8 @@ export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[])
 
 /** Headline metric of every scenario in one table, with the target and whether each sprig meets it. */
 export function summaryTable(scenarios: Scenario[], cols: Column[], results: RunResult[]): string {
-  const ref = cols.find((c) => c.reference)
+  const refs = cols.filter((c) => c.reference)
+  const ref = refs[0]
   const sprigs = cols.filter((c) => !c.reference)
   const targets = scenarios.some((s) => s.target)
   // Beside the rate: the CPU seconds per million messages of the row's main broker process.
@@ -218,8 +224,8 @@ export function summaryTable(scenarios: Scenario[], cols: Column[], results: Run
       'scenario',
       'metric',
       ...cols.map((c) => c.name),
-      ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : []),
-      ...(main ? [...cols.map((c) => `${shortName(c.name)} CPU s/1M`), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])] : []),
+      ...ratioNames(sprigs, refs),
+      ...(main ? [...cols.map((c) => `${shortName(c.name)} CPU s/1M`), ...ratioNames(sprigs, refs)] : []),
       ...(targets ? ['target'] : []),
     ],
   ]
@@ -227,20 +233,21 @@ export function summaryTable(scenarios: Scenario[], cols: Column[], results: Run
     const spec = s.metrics.find((m) => m.key === s.headline)!
     const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
     const row = [s.id, spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
-    if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))))
+    for (const r of refs) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(r.name), spec.key))))
     if (main) {
       for (const c of cols) row.push(by.get(c.name)?.error ? 'FAIL' : cell(cpuSpec, value(by.get(c.name), cpuSpec.key)))
-      if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(cpuSpec, value(by.get(c.name), cpuSpec.key), value(by.get(ref.name), cpuSpec.key))))
+      for (const r of refs) for (const c of sprigs) row.push(fmtRatio(ratio(cpuSpec, value(by.get(c.name), cpuSpec.key), value(by.get(r.name), cpuSpec.key))))
     }
-    if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, ref, by)}` : '')
+    if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, refs, by)}` : '')
     rows.push(row)
   }
   return table(rows)
 }
 
 /** " met"/" missed" per sprig column (names shown when there are several); '' if unknown. */
-function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], ref: Column | undefined, by: Map<string, RunResult>): string {
+function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], refs: Column[], by: Map<string, RunResult>): string {
   const t = s.target!
+  const ref = refs[0]
   const out: string[] = []
   for (const c of sprigs) {
     const v = value(by.get(c.name), spec.key)
@@ -252,6 +259,13 @@ function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], ref: Column |
       if (!Number.isFinite(r)) continue
       ok &&= r >= t.ratio
     }
+    let unknown = false
+    for (const [name, want] of Object.entries(t.perRef ?? {})) {
+      const r = refs.some((x) => x.name === name) ? ratio(spec, v, value(by.get(name), spec.key)) : NaN
+      if (!Number.isFinite(r)) unknown = true
+      else ok &&= r >= want
+    }
+    if (unknown && ok) continue
     out.push(`${sprigs.length > 1 ? shortName(c.name) + ' ' : ''}${ok ? 'met' : 'MISSED'}`)
   }
   return out.length ? `: ${out.join(', ')}` : ''
