@@ -87,6 +87,8 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                --only gateway for the gateway path (MQTT devices → gateway → uplink → cloud
                subscriber, and cloud commands → 1,000 devices: sprig vs nats-server's MQTT
                listener + leaf remote vs mosquitto bridged to a second mosquitto)
+  --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
+               alone, e.g. to profile it)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -115,6 +117,7 @@ interface Args {
   sprigCmd: string
   sprigMqttCmd: string
   conns: number
+  gwRefs: string[] | undefined
 }
 
 function parseArgs(argv: string[]): Args {
@@ -126,6 +129,7 @@ function parseArgs(argv: string[]): Args {
     sprigCmd: process.env.SPRIG_CMD ?? '',
     sprigMqttCmd: process.env.SPRIG_MQTT_CMD ?? '',
     conns: 1000,
+    gwRefs: undefined,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -139,6 +143,7 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--only') a.only = val().split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
     else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
+    else if (flag === '--gw-refs') a.gwRefs = val().split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')
     else if (flag === '--conns') {
       a.conns = Number(val())
       if (!Number.isInteger(a.conns) || a.conns < 1) throw new Error('--conns wants a positive integer')
@@ -390,7 +395,7 @@ async function main(): Promise<number> {
   const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
   // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
   const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
-  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
+  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs }
   if (wantGw) {
     const fds = raiseFdLimit(2 * 1000 + 500)
     if (fds) notes.push(fds)

@@ -26,6 +26,8 @@ export interface GatewayBenchOpts {
   root: string
   /** Mosquitto settings shared with the MQTT rows (anonymous, no inflight/queue limits ...). */
   mosquittoSettings: string[]
+  /** Reference gateways to run (default both): 'nats', 'mosquitto'; [] for sprig alone (profiling). */
+  refs?: string[]
 }
 
 /** Telemetry payload: a small reading (JSON of a few fields). */
@@ -661,7 +663,8 @@ function gateways(o: GatewayBenchOpts, natsServer: string, mosquitto: string): G
       },
     })
   }
-  if (natsServer) {
+  const refs = o.refs ?? ['nats', 'mosquitto']
+  if (natsServer && refs.includes('nats')) {
     out.push({
       name: 'nats-server gw',
       reference: true,
@@ -693,7 +696,7 @@ function gateways(o: GatewayBenchOpts, natsServer: string, mosquitto: string): G
       },
     })
   }
-  if (mosquitto) {
+  if (mosquitto && refs.includes('mosquitto')) {
     out.push({
       name: 'mosquitto bridge',
       reference: true,
