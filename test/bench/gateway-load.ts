@@ -783,7 +783,9 @@ export async function runGatewayBench(o: GatewayBenchOpts, only: string[]): Prom
   const natsServer = which('nats-server')
   const mosquitto = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
   const all = gatewayScenarios({ quick: o.quick })
-  const scenarios = only.length ? all.filter((s) => only.some((x) => x === 'gateway' || s.id.toLowerCase().includes(x))) : all
+  // A whole id picks that row alone ("… x1" is also a prefix of "… x100").
+  const exact = (x: string): boolean => all.some((s) => s.id.toLowerCase() === x)
+  const scenarios = only.length ? all.filter((s) => only.some((x) => x === 'gateway' || (exact(x) ? s.id.toLowerCase() === x : s.id.toLowerCase().includes(x)))) : all
   if (!natsServer) {
     console.log('gateway rows: nats-server not found on PATH (Debian/Ubuntu: apt-get install nats-server); skipped\n')
     return { results: [], failed: 0 }
