@@ -360,3 +360,32 @@ t.test('parseSize and splitArgs', async (t) => {
   t.strictSame([...out.subarray(0, 6)], [0, 1, 2, 3, 4, 5])
   t.equal(splitArgs(cr, 0, cr.length, out, false), -1, 'CR refuses the line (PUB, HPUB)')
 })
+
+t.test('after a first PUB sets the subject, the repeated-subject fast path parses like the general one', async (t) => {
+  const first = 'PUB foo.bar 1\r\nx\r\n'
+  // Each line, parsed after `first` (fast path candidate) and on its own (general path).
+  const lines: [string, string][] = [
+    ['same subject', 'PUB foo.bar 2\r\nab\r\n'],
+    ['same subject, tab', 'PUB\tfoo.bar 2\r\nab\r\n'],
+    ['same subject, two blanks', 'PUB foo.bar  2\r\nab\r\n'],
+    ['same subject, trailing blank', 'PUB foo.bar 2 \r\nab\r\n'],
+    ['same subject, reply', 'PUB foo.bar r.x 2\r\nab\r\n'],
+    ['longer subject', 'PUB foo.bar.baz 2\r\nab\r\n'],
+    ['shorter subject', 'PUB foo.ba 2\r\nab\r\n'],
+    ['prefix of the size', 'PUB foo.bar2 2\r\nab\r\n'],
+    ['empty size', 'PUB foo.bar \r\n'],
+    ['CR in the size', 'PUB foo.bar 2\r3\r\n'],
+    ['non-numeric size', 'PUB foo.bar 2x\r\n'],
+    ['ten digits', 'PUB foo.bar 1234567890\r\n'],
+    ['over max_payload', 'PUB foo.bar 2000\r\n'],
+    ['lower-case pub', 'pub foo.bar 0\r\n\r\n'],
+    ['LF only', 'PUB foo.bar 1\nz\r\n'],
+    ['HPUB', 'HPUB foo.bar 12 12\r\nNATS/1.0\r\n\r\n\r\n'],
+  ]
+  for (const [name, line] of lines) {
+    const general = run([line], { maxPayload: 1000 })
+    const fast = run([first + line], { maxPayload: 1000 }).slice(1)
+    t.same(fast, general, name)
+    t.same(run([first, line], { maxPayload: 1000 }).slice(1), general, `${name}, in a second read`)
+  }
+})

@@ -21,8 +21,17 @@ const CR = 13
 const LF = 10
 
 export class LeafParser {
-  /** The start of a frame whose rest has not arrived; charged to `budget` while held. */
-  private pending: Uint8Array | null = null
+  /**
+   * The start of a frame whose rest has not arrived, as the chunks it came in (copies); charged
+   * to `budget` while held. Joined once, when the frame can be complete: re-joining on every
+   * chunk would copy a large payload split in many reads quadratically often.
+   */
+  private parts: Uint8Array[] = []
+  private held = 0
+  /** Bytes the held frame needs in all (a message whose size is known); 0: a line, until its LF. */
+  private need = 0
+  /** Set by message() when it returns -1: where the waiting frame ends in the current buffer. */
+  private frameEnd = 0
   /** The memory budget (src/budget.ts), when there is one. */
   budget: Budget | null = null
 
@@ -36,11 +45,17 @@ export class LeafParser {
   /** Feeds bytes; returns an error text when the stream is malformed (then stop feeding). */
   feed(chunk: Uint8Array): string | null {
     let buf = chunk
-    if (this.pending !== null) {
-      buf = concat(this.pending, chunk)
-      this.release()
+    if (this.held > 0) {
+      const enough = this.need > 0 ? this.held + chunk.length >= this.need : chunk.indexOf(LF) >= 0
+      if (!enough) {
+        if (this.need === 0 && this.held + chunk.length > this.maxLine) return 'control line too long'
+        this.hold(chunk.slice())
+        return null
+      }
+      buf = this.join(chunk)
     }
     let pos = 0
+    let need = 0
     while (pos < buf.length) {
       const nl = buf.indexOf(LF, pos)
       if (nl < 0) {
@@ -52,21 +67,49 @@ export class LeafParser {
       const line = text(buf, pos, end)
       const r = this.op(line, buf, nl + 1)
       if (typeof r === 'string') return r
-      if (r < 0) break // a message whose payload has not fully arrived
+      if (r < 0) {
+        need = this.frameEnd - pos // a message whose payload has not fully arrived
+        break
+      }
       pos = r
     }
     if (pos < buf.length) {
-      this.pending = buf.slice(pos)
-      this.budget?.charge(this.pending.length)
+      this.hold(buf.slice(pos))
+      this.need = need
     }
     return null
   }
 
   /** Drops a partly received frame (the link is gone, or its rest arrived). */
   release(): void {
-    if (this.pending === null) return
-    this.budget?.charge(-this.pending.length)
-    this.pending = null
+    if (this.held === 0) return
+    this.budget?.charge(-this.held)
+    this.parts = []
+    this.held = 0
+    this.need = 0
+  }
+
+  private hold(b: Uint8Array): void {
+    this.parts.push(b)
+    this.held += b.length
+    this.budget?.charge(b.length)
+  }
+
+  /** The held parts and `chunk` as one buffer; releases the parts. */
+  private join(chunk: Uint8Array): Uint8Array {
+    let out: Uint8Array
+    if (this.parts.length === 1) out = concat(this.parts[0]!, chunk)
+    else {
+      out = new Uint8Array(this.held + chunk.length)
+      let at = 0
+      for (const p of this.parts) {
+        out.set(p, at)
+        at += p.length
+      }
+      out.set(chunk, at)
+    }
+    this.release()
+    return out
   }
 
   /** Handles one line; returns where the next frame starts, -1 to wait for more, or an error. */
@@ -135,7 +178,10 @@ export class LeafParser {
     const hdrLen = headers ? Number(nums[0]) : 0
     if (hdrLen > total) return `header length over total: ${line}`
     if (total > this.maxPayload) return `message of ${total} bytes is over the limit of ${this.maxPayload}`
-    if (buf.length < next + total + 2) return -1
+    if (buf.length < next + total + 2) {
+      this.frameEnd = next + total + 2
+      return -1
+    }
     if (buf[next + total] !== CR || buf[next + total + 1] !== LF) return 'message not followed by CRLF'
     const hdr = headers ? buf.subarray(next, next + hdrLen) : null
     this.h.msg(subject, reply, queues, hdr, buf.subarray(next + hdrLen, next + total))

@@ -9,9 +9,10 @@ import type { Kind, Scenario, ServerSpec } from './model.ts'
 import { flowControlNote, MQTT_TARGETS, mqttScenarios } from './mqtt-load.ts'
 import { natsScenarios } from './nats-load.ts'
 import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
+import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-load.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
-import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
+import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const BUNDLE = process.env.SPRIG_BUNDLE || 'dist/sprig.js'
@@ -82,7 +83,12 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                e.g. --only pub-sub, --only 16B, --only req-reply,fan-out; --only mqtt for
                the MQTT family (mqtt-idle-conns, mqtt-qos0, mqtt-qos1, mqtt-fan-out),
                --only nats for every NATS scenario, --only leaf for the leaf uplink rows
-               (leaf-uplink, leaf-reconnect: sprig's uplink vs a nats-server leaf, same hub)
+               (leaf-uplink, leaf-reconnect: sprig's uplink vs a nats-server leaf, same hub),
+               --only gateway for the gateway path (MQTT devices → gateway → uplink → cloud
+               subscriber, and cloud commands → 1,000 devices: sprig vs nats-server's MQTT
+               listener + leaf remote vs mosquitto bridged to a second mosquitto)
+  --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
+               alone, e.g. to profile it)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -111,6 +117,7 @@ interface Args {
   sprigCmd: string
   sprigMqttCmd: string
   conns: number
+  gwRefs: string[] | undefined
 }
 
 function parseArgs(argv: string[]): Args {
@@ -122,6 +129,7 @@ function parseArgs(argv: string[]): Args {
     sprigCmd: process.env.SPRIG_CMD ?? '',
     sprigMqttCmd: process.env.SPRIG_MQTT_CMD ?? '',
     conns: 1000,
+    gwRefs: undefined,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -135,6 +143,7 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--only') a.only = val().split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
     else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
+    else if (flag === '--gw-refs') a.gwRefs = val().split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')
     else if (flag === '--conns') {
       a.conns = Number(val())
       if (!Number.isInteger(a.conns) || a.conns < 1) throw new Error('--conns wants a positive integer')
@@ -325,7 +334,10 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
     }
     r.wallMs = performance.now() - t0
     const gen = process.cpuUsage(gen0)
-    r.serverCpu = ((procCpuSeconds(proc.pid) - cpu0) * 1000 * 100) / r.wallMs
+    const cpuSecs = procCpuSeconds(proc.pid) - cpu0
+    r.serverCpu = (cpuSecs * 1000 * 100) / r.wallMs
+    const perM = cpuPerMillion(r.metrics, { server: cpuSecs })
+    if (perM) r.cpuPerM = perM
     r.benchCpu = ((gen.user + gen.system) / 1000 / r.wallMs) * 100
     if (!Number.isFinite(r.serverCpu)) delete r.serverCpu
     // Whatever else ran meanwhile; a few % is the kernel's share of our traffic, more is noise.
@@ -381,8 +393,20 @@ async function main(): Promise<number> {
   // Leaf rows need a hub and a spoke per server, so leaf-load.ts runs them, after the others.
   const wantLeaf = !args.only.length || args.only.some((o) => o === 'leaf' || LEAF_IDS.some((id) => id.toLowerCase().includes(o)))
   const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
-  if (!scenarios.length && wantLeaf) return (await runLeafBench(leafOpts, args.only)).failed ? 1 : 0
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...LEAF_IDS].join(', ')}`)
+  // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
+  const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
+  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs }
+  if (wantGw) {
+    const fds = raiseFdLimit(2 * 1000 + 500)
+    if (fds) notes.push(fds)
+  }
+  if (!scenarios.length && (wantLeaf || wantGw)) {
+    const leafFailed = wantLeaf ? (await runLeafBench(leafOpts, args.only)).failed : 0
+    const gwFailed = wantGw ? (await runGatewayBench(gwOpts, args.only)).failed : 0
+    for (const n of notes) console.log(`note: ${n}`)
+    return leafFailed || gwFailed ? 1 : 0
+  }
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...LEAF_IDS, ...GATEWAY_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -496,6 +520,7 @@ async function main(): Promise<number> {
   console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 || (kinds.length > 1 && i === 1) ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
 
   const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
+  const gw = wantGw ? await runGatewayBench(gwOpts, args.only) : null
   const out = path.join(ROOT, 'dist/bench.json')
   mkdirSync(path.dirname(out), { recursive: true })
   const json = {
@@ -512,6 +537,7 @@ async function main(): Promise<number> {
     results,
     perRound: { results: raw, servers: perRound },
     ...(leaf ? { leaf: leaf.results } : {}),
+    ...(gw ? { gateway: gw.results } : {}),
   }
   writeFileSync(out, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n')
   console.log(`\nresults written to ${path.relative(process.cwd(), out)}`)
@@ -525,7 +551,7 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy || leaf?.failed ? 1 : 0
+  return failed || lossy || leaf?.failed || gw?.failed ? 1 : 0
 }
 
 /** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks'
 import type { Metrics, MetricSpec, Scenario, ServerProcess } from './model.ts'
 import { close, connectNats, msgFrameSize, publish, startCounting, subscribe, waitUntil, type NatsConn } from './nats-conn.ts'
 import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
-import { combineRounds, fmtCount, fmtMB, fmtRate, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
+import { combineRounds, cpuPerMillion, fmtCount, fmtMB, fmtRate, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 /** A spoke to benchmark: the command before its port flags (sprig: runtime + bundle). */
 export interface LeafSpoke {
@@ -284,12 +284,16 @@ async function runSpoke(spoke: LeafSpoke, scenarios: LeafScenario[], natsServer:
     }
     r.wallMs = performance.now() - t0
     // "server CPU" in the tables is the spoke's (the hub is the same nats-server for all).
-    const cpu = ((procCpuSeconds(edge.pid) - cpu0) * 1000 * 100) / r.wallMs
+    const spokeSecs = procCpuSeconds(edge.pid) - cpu0
+    const cpu = (spokeSecs * 1000 * 100) / r.wallMs
     if (Number.isFinite(cpu)) r.serverCpu = cpu
+    const hubSecs = hub.pid === hub0.pid ? procCpuSeconds(hub.pid) - hub0.cpu : NaN
+    const perM = cpuPerMillion(r.metrics, { spoke: spokeSecs, hub: hubSecs })
+    if (perM) r.cpuPerM = perM
     const gen = process.cpuUsage(gen0)
     r.benchCpu = ((gen.user + gen.system) / 1000 / r.wallMs) * 100
     // Everything but spoke, hub and load generator (the restarted hub's CPU is not known).
-    const hubCpu = hub.pid === hub0.pid ? ((procCpuSeconds(hub.pid) - hub0.cpu) * 1000 * 100) / r.wallMs : 0
+    const hubCpu = Number.isFinite(hubSecs) ? (hubSecs * 1000 * 100) / r.wallMs : 0
     const other = ((machineBusySeconds() - busy0) * 1000 * 100) / r.wallMs - (r.serverCpu ?? 0) - hubCpu - r.benchCpu
     if (Number.isFinite(other)) r.otherCpu = Math.max(0, other)
     out.push(r)

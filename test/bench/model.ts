@@ -36,9 +36,10 @@ export interface Scenario {
   headline: string
   /**
    * A goal for sprig on the headline metric, shown in the summary: `ratio` is against the
-   * reference (higher is better, as in the ratio columns), `max` an absolute upper bound.
+   * reference (higher is better, as in the ratio columns), `max` an absolute upper bound,
+   * `perRef` a ratio per reference column name where a row has several references.
    */
-  target?: { ratio?: number; max?: number; text: string }
+  target?: { ratio?: number; max?: number; text: string; perRef?: Record<string, number> }
   /** The load parameters `run` closes over, recorded in dist/bench.json. */
   params: Record<string, number>
   run: (addr: Addr) => Promise<Metrics>

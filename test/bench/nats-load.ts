@@ -151,7 +151,8 @@ async function runReqRep(addr: Addr, payload: number, n: number, warm: number): 
       lat.sort()
       const pct = (q: number): number => lat[Math.min(n - 1, Math.floor(q * n))]!
       const mean = lat.reduce((a, b) => a + b, 0) / n
-      return { msgs: n, p50: pct(0.5), p99: pct(0.99), mean, rtPerSec: n / secs }
+      // CPU is per message published: a request and its reply, warm-up included.
+      return { msgs: n, cpuMsgs: 2 * (warm + n), p50: pct(0.5), p99: pct(0.99), mean, rtPerSec: n / secs }
     } finally {
       clearInterval(watchdog)
     }

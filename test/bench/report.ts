@@ -16,7 +16,31 @@ export interface RunResult {
   benchCpu?: number
   /** CPU used by everything else on the machine meanwhile (other processes, kernel): noise. */
   otherCpu?: number
+  /**
+   * CPU seconds (user + system, from /proc/PID/stat) per million messages, per broker process
+   * of the row: `server` for a single server, `spoke`/`hub`, `gateway`/`hub`/`cloud` for the
+   * multi-process rows. "Messages" is the row's `cpuMsgs` metric, else its `msgs` (published).
+   */
+  cpuPerM?: Record<string, number>
   wallMs: number
+}
+
+/** The message count a row's CPU is divided by: `cpuMsgs` if the scenario set one, else `msgs`. */
+export function cpuMsgs(m: Metrics | undefined): number {
+  const n = m?.cpuMsgs ?? m?.msgs
+  return typeof n === 'number' && n > 0 ? n : NaN
+}
+
+/**
+ * Per process role, CPU seconds per million messages from CPU seconds used during the row;
+ * roles whose CPU is unknown (NaN) are left out.
+ */
+export function cpuPerMillion(m: Metrics | undefined, cpuSecs: Record<string, number>): Record<string, number> | undefined {
+  const n = cpuMsgs(m)
+  if (!Number.isFinite(n)) return undefined
+  const out: Record<string, number> = {}
+  for (const [role, s] of Object.entries(cpuSecs)) if (Number.isFinite(s)) out[role] = (s * 1e6) / n
+  return Object.keys(out).length ? out : undefined
 }
 
 /** A server column: its name and, for sprig, the reference server it is compared with. */
@@ -95,6 +119,8 @@ export function combineRounds(raw: RunResult[], scenarios: Scenario[]): RunResul
     const cpu = ok.map((r) => r.serverCpu).filter((x): x is number => typeof x === 'number')
     if (cpu.length) c.serverCpu = median(cpu)
     c.benchCpu = median(ok.map((r) => r.benchCpu ?? 0))
+    const roles = [...new Set(ok.flatMap((r) => Object.keys(r.cpuPerM ?? {})))]
+    if (roles.length) c.cpuPerM = Object.fromEntries(roles.map((role) => [role, median(ok.map((r) => r.cpuPerM?.[role]).filter((x): x is number => typeof x === 'number'))]))
     const other = ok.map((r) => r.otherCpu).filter((x): x is number => typeof x === 'number')
     if (other.length) c.otherCpu = Math.max(...other)
     const hl = ok.map((r) => r.metrics![s.headline]).filter((x): x is number => typeof x === 'number')
@@ -113,6 +139,21 @@ function shortName(n: string): string {
   return n.replace(/^sprig\//, '')
 }
 
+/** Ratio column names: `bun/ref` against one reference, `bun/<ref>` against several. */
+function ratioNames(sprigs: Column[], refs: Column[]): string[] {
+  return refs.flatMap((r) => sprigs.map((c) => `${shortName(c.name)}/${refs.length > 1 ? r.name.split(' ')[0] : 'ref'}`))
+}
+
+/** The CPU-per-message rows: one per process role present in `results`, `server` first. */
+function cpuPerMSpecs(results: RunResult[]): MetricSpec[] {
+  const roles = [...new Set(results.flatMap((r) => Object.keys(r.cpuPerM ?? {})))].sort((a, b) => (a === 'server' ? -1 : b === 'server' ? 1 : 0))
+  return roles.map((role) => ({ key: `cpu:${role}`, label: `CPU s / 1M msgs${role === 'server' ? '' : ` (${role})`}`, fmt: fmtCpu, better: 'lower' as const }))
+}
+
+export function fmtCpu(n: number): string {
+  return Number.isFinite(n) ? (n >= 10 ? n.toFixed(1) : n.toFixed(2)) : '-'
+}
+
 const cpuSpecs: MetricSpec[] = [
   { key: 'serverCpu', label: 'server CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
   { key: 'benchCpu', label: 'load gen CPU (% of 1 core)', fmt: (v) => v.toFixed(0) },
@@ -124,6 +165,7 @@ function value(r: RunResult | undefined, key: string): number | string | undefin
   if (key === 'serverCpu') return r.serverCpu
   if (key === 'benchCpu') return r.benchCpu
   if (key === 'otherCpu') return r.otherCpu
+  if (key.startsWith('cpu:')) return r.cpuPerM?.[key.slice(4)]
   return r.metrics[key]
 }
 
@@ -134,15 +176,16 @@ function cell(spec: MetricSpec, v: number | string | undefined): string {
 
 /** One scenario: metrics as rows, one column per server, then one ratio column per sprig. */
 export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[]): string {
-  const ref = cols.find((c) => c.reference)
+  const refs = cols.filter((c) => c.reference)
   const sprigs = cols.filter((c) => !c.reference)
   const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
-  const header = ['', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : [])]
+  const header = ['', ...cols.map((c) => c.name), ...ratioNames(sprigs, refs)]
   const rows: string[][] = [header]
-  for (const spec of [...s.metrics, ...cpuSpecs]) {
+  const mine = results.filter((r) => r.scenario === s.id)
+  for (const spec of [...s.metrics, ...cpuPerMSpecs(mine), ...cpuSpecs]) {
     if (!cols.some((c) => value(by.get(c.name), spec.key) !== undefined)) continue
     const row = [spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
-    if (ref) {
+    for (const ref of refs) {
       for (const c of sprigs) {
         row.push(spec.better ? fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))) : '')
       }
@@ -169,24 +212,42 @@ export function scenarioTable(s: Scenario, cols: Column[], results: RunResult[])
 
 /** Headline metric of every scenario in one table, with the target and whether each sprig meets it. */
 export function summaryTable(scenarios: Scenario[], cols: Column[], results: RunResult[]): string {
-  const ref = cols.find((c) => c.reference)
+  const refs = cols.filter((c) => c.reference)
+  const ref = refs[0]
   const sprigs = cols.filter((c) => !c.reference)
   const targets = scenarios.some((s) => s.target)
-  const rows: string[][] = [['scenario', 'metric', ...cols.map((c) => c.name), ...(ref ? sprigs.map((c) => `${shortName(c.name)}/ref`) : []), ...(targets ? ['target'] : [])]]
+  // Beside the rate: the CPU seconds per million messages of the row's main broker process.
+  const main = results.some((r) => r.cpuPerM?.server !== undefined) ? 'server' : results.some((r) => r.cpuPerM?.gateway !== undefined) ? 'gateway' : results.some((r) => r.cpuPerM?.spoke !== undefined) ? 'spoke' : ''
+  const cpuSpec: MetricSpec = { key: `cpu:${main}`, label: '', fmt: fmtCpu, better: 'lower' }
+  const rows: string[][] = [
+    [
+      'scenario',
+      'metric',
+      ...cols.map((c) => c.name),
+      ...ratioNames(sprigs, refs),
+      ...(main ? [...cols.map((c) => `${shortName(c.name)} CPU s/1M`), ...ratioNames(sprigs, refs)] : []),
+      ...(targets ? ['target'] : []),
+    ],
+  ]
   for (const s of scenarios) {
     const spec = s.metrics.find((m) => m.key === s.headline)!
     const by = new Map(results.filter((r) => r.scenario === s.id).map((r) => [r.server, r]))
     const row = [s.id, spec.label, ...cols.map((c) => (by.get(c.name)?.error ? 'FAIL' : cell(spec, value(by.get(c.name), spec.key))))]
-    if (ref) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(ref.name), spec.key))))
-    if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, ref, by)}` : '')
+    for (const r of refs) for (const c of sprigs) row.push(fmtRatio(ratio(spec, value(by.get(c.name), spec.key), value(by.get(r.name), spec.key))))
+    if (main) {
+      for (const c of cols) row.push(by.get(c.name)?.error ? 'FAIL' : cell(cpuSpec, value(by.get(c.name), cpuSpec.key)))
+      for (const r of refs) for (const c of sprigs) row.push(fmtRatio(ratio(cpuSpec, value(by.get(c.name), cpuSpec.key), value(by.get(r.name), cpuSpec.key))))
+    }
+    if (targets) row.push(s.target ? `${s.target.text}${verdicts(s, spec, sprigs, refs, by)}` : '')
     rows.push(row)
   }
   return table(rows)
 }
 
 /** " met"/" missed" per sprig column (names shown when there are several); '' if unknown. */
-function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], ref: Column | undefined, by: Map<string, RunResult>): string {
+function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], refs: Column[], by: Map<string, RunResult>): string {
   const t = s.target!
+  const ref = refs[0]
   const out: string[] = []
   for (const c of sprigs) {
     const v = value(by.get(c.name), spec.key)
@@ -198,6 +259,13 @@ function verdicts(s: Scenario, spec: MetricSpec, sprigs: Column[], ref: Column |
       if (!Number.isFinite(r)) continue
       ok &&= r >= t.ratio
     }
+    let unknown = false
+    for (const [name, want] of Object.entries(t.perRef ?? {})) {
+      const r = refs.some((x) => x.name === name) ? ratio(spec, v, value(by.get(name), spec.key)) : NaN
+      if (!Number.isFinite(r)) unknown = true
+      else ok &&= r >= want
+    }
+    if (unknown && ok) continue
     out.push(`${sprigs.length > 1 ? shortName(c.name) + ' ' : ''}${ok ? 'met' : 'MISSED'}`)
   }
   return out.length ? `: ${out.join(', ')}` : ''

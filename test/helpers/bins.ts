@@ -65,6 +65,8 @@ export function privateBundle(outfile: string): string {
     format: 'esm',
     target: 'node20',
     outfile,
+    alias: { debug: './targets/shims/debug.cjs', bl: './targets/shims/bl.cjs' },
+    absWorkingDir: root,
     logLevel: 'silent',
     banner: { js: 'import { createRequire } from "node:module"; const require = createRequire(import.meta.url);' },
   })
