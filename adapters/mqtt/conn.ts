@@ -32,7 +32,6 @@ import { deliveryProps, headersToProps, msgRetained, unexpired } from './props.t
 import { deliveryQos, subTopic, type MqttSub, type Outgoing, type QoS, type Will } from './delivery.ts'
 
 export type { MqttSub, Outgoing, QoS, Will } from './delivery.ts'
-export { NATS_DEFAULT_QOS } from './props.ts'
 
 /** Bytes that may sit in the parser waiting for the rest of a packet, over max_payload. */
 export const PACKET_OVERHEAD = 64 * 1024

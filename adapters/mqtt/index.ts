@@ -9,7 +9,8 @@ import { installServices } from './services.ts'
 import { expireSessions, reloadParked } from './session.ts'
 import { mqttState } from './state.ts'
 
-export { MqttConn, NATS_DEFAULT_QOS } from './conn.ts'
+export { MqttConn } from './conn.ts'
+export { NATS_DEFAULT_QOS } from './props.ts'
 export { mqttState } from './state.ts'
 export { RETAINED_GET, RETAIN_PREFIX } from './services.ts'
 
