@@ -397,11 +397,6 @@ export function mapsCertificates(opts: Options, kind: 'nats' | 'mqtt'): boolean 
 
 // --- reload -----------------------------------------------------------------------------------
 
-/** A connection that can check itself again after a reload (the adapters implement it). */
-interface Reauthorizable {
-  reauthorize?(): void
-}
-
 const reloadHooks = new WeakMap<Server, (() => void)[]>()
 
 /**
@@ -434,7 +429,7 @@ export function reloadAuth(srv: Server, next: Options): () => string[] {
     if (cur.no_auth_user !== next.no_auth_user) changed.push('no_auth_user')
     if (changed.length === 0) return changed
     srv.opts = { ...cur, authorization: next.authorization, no_auth_user: next.no_auth_user }
-    for (const s of [...srv.sessions.values()]) (s as Reauthorizable).reauthorize?.()
+    for (const s of [...srv.sessions.values()]) s.reauthorize()
     for (const fn of reloadHooks.get(srv) ?? []) fn()
     return changed
   }

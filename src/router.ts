@@ -26,6 +26,8 @@ export interface Owner extends Principal {
    * not cover the subject the service would publish to): answer as the protocol does.
    */
   refused?(subject: string): void
+  /** Its publishes never go through the header hook (MQTT: its retained messages are its own to keep). */
+  readonly skipsHeaderHook?: boolean
 }
 
 /**
@@ -69,7 +71,8 @@ export type Tap = (msg: Msg, from: Owner | null, local: Match<Sub>) => number
 
 /**
  * Sees, before delivery, every publish that carries headers (the MQTT adapter: a NATS publish
- * with `Nmqtt-Retain: 1` sets a retained message). Header-less publishes never reach it.
+ * with `Nmqtt-Retain: 1` sets a retained message). Header-less publishes, and those of an
+ * owner that skipsHeaderHook, never reach it.
  */
 export type HeaderHook = (msg: Msg, from: Owner | null) => void
 
@@ -122,7 +125,7 @@ export class Router {
     const t = this.traffic
     t.in_msgs++
     t.in_bytes += size
-    if (msg.hdr !== null && this.headerHook !== null) this.headerHook(msg, from)
+    if (msg.hdr !== null && this.headerHook !== null && from?.skipsHeaderHook !== true) this.headerHook(msg, from)
     const m = this.subs.match(msg.subject)
     const skipSelf = from !== null && !from.echo
     let n = 0

@@ -20,6 +20,11 @@ export interface Session extends Evictable {
   shutdown(): void
   /** The connection as monitoring (/connz) shows it. */
   describe?(): import('./monitor.ts').ConnInfo
+  /**
+   * After a reload changed users or permissions (src/auth.ts reloadAuth): check the
+   * credentials again and apply the new permissions (src/lifecycle.ts Client).
+   */
+  reauthorize(): void
 }
 
 export interface Counters {

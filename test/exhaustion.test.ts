@@ -120,6 +120,7 @@ t.test('/connz with 10,000 connections: pages are cheap and capped', async (t) =
       kind: 'fake',
       tick() {},
       shutdown() {},
+      reauthorize() {},
       describe: () => {
         described++
         return { cid, type: 'nats', ip: '10.0.0.1', port: 40000 + (i % 20000), start: b.srv.host.now(), last_activity: b.srv.host.now(), pending_bytes: 0, subscriptions: 1, name: `dev-${i}` }

@@ -3,7 +3,7 @@
 import t from 'tap'
 import { headers as natsHeaders } from '@nats-io/transport-node'
 import { decodeHeaders, encodeHeaders, headerValue } from '../src/headers.ts'
-import { QOS_HEADERS } from '../adapters/mqtt/packets.ts'
+import { QOS_HEADERS } from '../adapters/mqtt/props.ts'
 
 const enc = new TextEncoder()
 const td = new TextDecoder()

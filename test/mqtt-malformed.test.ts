@@ -267,7 +267,7 @@ t.test('a will that fails to publish is logged; closing the connection does not 
   t.teardown(() => c.close())
   const conn = mqttState(b.srv).clients.get('will-throws') as MqttConn
   // What mqtt-packet made of item 3's CONNECT before: a property it could not read, as null.
-  ;(conn.will as unknown as { props: Record<string, unknown> }).props = { contentType: null }
+  ;(conn as unknown as { will: { props: Record<string, unknown> } }).will.props = { contentType: null }
   t.doesNotThrow(() => conn.closed('test'))
   t.ok(b.logs.some((l) => /mqtt will on "wt\/x" not published/.test(l)), 'logged')
 })
@@ -277,8 +277,6 @@ t.test('the fast paths and mqtt-packet read the frames checkPacket accepts alike
     [{ cmd: 'publish', topic: '\ufeffbom/x', payload: Buffer.from('p'), qos: 1, dup: false, retain: false, messageId: 7 }, 4],
     [{ cmd: 'publish', topic: '\ufeffb', payload: Buffer.from('p'), qos: 0, dup: false, retain: false }, 5],
     [{ cmd: 'publish', topic: 'ü/' + 'x'.repeat(60), payload: Buffer.from('p'), qos: 0, dup: false, retain: false }, 4],
-    [{ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '\ufeffa/+', qos: 1 }] } as Packet, 4],
-    [{ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 5, clientId: '\ufeffid', username: 'u', password: Buffer.from('p') }, 4],
   ]
   for (const [p, v] of frames) {
     const bytes = generate(p, { protocolVersion: v })
@@ -286,6 +284,7 @@ t.test('the fast paths and mqtt-packet read the frames checkPacket accepts alike
     const fast = fastPacket(bytes, 0, bytes.length, v === 5)
     const ref = reference(bytes, v)
     t.ok(fast !== null, `${p.cmd} on the fast path`)
+    // CONNECT and SUBSCRIBE have no fast path: mqtt-packet reads them (one CONNECT parser).
     for (const k of ['topic', 'clientId', 'messageId', 'subscriptions', 'username'] as const) {
       t.same((fast as unknown as Record<string, unknown>)[k], (ref as unknown as Record<string, unknown>)[k], `${p.cmd}: ${k} as mqtt-packet reads it (a BOM is kept [MQTT-1.5.4-3])`)
     }

@@ -1,86 +1,40 @@
 // One MQTT connection, sans-I/O like the NATS client: the target feeds bytes to `data`, which
 // splits them into packets (frame.ts). Every whole packet passes the malformed-packet checks
-// (malformed.ts) first; then the hot ones (PUBLISH, PUBACK, PINGREQ, the common CONNECT and
-// SUBSCRIBE) are read by hand (frame.ts fastPacket), every other packet by a shared
-// mqtt-packet parser, for the handlers in packets.ts. Deliveries are
-// framed by hand (frame.ts), other replies with mqtt-packet's generator, into a bounded
-// Outbound queue.
-// This module holds the connection's state and the byte/close plumbing; what each packet
-// means lives in packets.ts.
+// (malformed.ts) first; then the hot ones (PUBLISH, PUBACK, PINGREQ) are read by hand
+// (frame.ts fastPacket), every other packet by a shared mqtt-packet parser, and each goes to
+// its handler (handlers/). Deliveries are framed by hand (frame.ts), other replies with
+// mqtt-packet's generator, into a bounded Outbound queue.
+// The connection owns its state: the handlers change it only through the methods here. Login,
+// the connect deadline, reload and slow consumers are src/lifecycle.ts's, as for NATS.
 
 import type { ConnInfo } from '../../src/monitor.ts'
 import { Buffer } from 'node:buffer'
 import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-packet'
+import { utf8 } from '../../src/bytes.ts'
 import type { Conn, Wire } from '../../src/host.ts'
-import { headerValue } from '../../src/headers.ts'
-import type { Msg } from '../../src/msg.ts'
+import { Client } from '../../src/lifecycle.ts'
+import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
-import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
-import type { Server, Session } from '../../src/server.ts'
-import { subjectToTopic } from './topic.ts'
+import type { Server } from '../../src/server.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
-import { checkConnectHeader, onPacket, onPubackIn, publishWill, publishRefused, QOS_HEADERS, reauthorize } from './packets.ts'
-import { connectDeadline } from '../../src/auth.ts'
+import { onPacket, onPubackIn } from './handlers/index.ts'
+import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
-import { deliveryDenied, noteRequest, type CompiledPermissions, type Replies } from '../../src/permissions.ts'
-import { fastPacket, frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish, writeSmall } from './frame.ts'
-import { checkPacket, checkPublish, MALFORMED_PACKET } from './malformed.ts'
-import { park } from './session.ts'
-import { filterCount, filterEntries, type Filters } from './filters.ts'
+import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish, writeSmall, fastPacket } from './frame.ts'
+import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
+import { park, recheckSession, unpark, type Parked } from './session.ts'
+import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
 import { aliasFor, setAlias } from './aliases.ts'
-import { deliveryProps, headersToProps, msgRetained, RETAINED_HEADERS, unexpired, type PublishProps } from './props.ts'
+import { deliveryProps, headersToProps, msgRetained, unexpired } from './props.ts'
+import { deliveryQos, subTopic, type MqttSub, type Outgoing, type QoS, type Will } from './delivery.ts'
 
-export type QoS = 0 | 1 | 2
-
-export interface MqttSub extends Sub {
-  /** The connection, or a Parked session while its persistent client is away. */
-  readonly owner: Owner
-  /** The filter as the client sent it (the key of `subs`). */
-  readonly filter: string
-  readonly qos: QoS
-  /** The filter starts with a wildcard, so it must not match `$` topics [MQTT-4.7.2-1]. */
-  readonly noDollar: boolean
-  /** MQTT 5 No Local: not the client's own publishes. */
-  readonly noLocal: boolean
-  /** MQTT 5 Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
-  readonly subId?: number
-  /** MQTT 5 Retain As Published: the retain flag as published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
-  readonly rap?: boolean
-  /**
-   * For a wildcard that overlaps a subscribe deny rule: the permissions each message is
-   * checked against at delivery (kept on the sub, so a parked session can check too).
-   */
-  denyCheck?: CompiledPermissions
-}
-
-/** A QoS > 0 message on its way to the client. */
-export interface Outgoing {
-  topic: string
-  payload: Buffer
-  qos: QoS
-  retain: boolean
-  /** QoS 2: PUBREC came and PUBREL went; waiting for PUBCOMP. */
-  released: boolean
-  /** MQTT 5 properties from the message's NATS headers. */
-  props?: PublishProps
-}
-
-/** The will from CONNECT, published if the connection ends without DISCONNECT [MQTT-3.1.2-8]. */
-export interface Will {
-  topic: string
-  subject: string
-  payload: Buffer
-  qos: QoS
-  retain: boolean
-}
-
-/** QoS a NATS publish without `Nmqtt-Pub` gets: 1, so it reaches QoS 1 subscribers at least once. */
-export const NATS_DEFAULT_QOS: QoS = 1
+export type { MqttSub, Outgoing, QoS, Will } from './delivery.ts'
 
 /** Bytes that may sit in the parser waiting for the rest of a packet, over max_payload. */
-const PACKET_OVERHEAD = 64 * 1024
+export const PACKET_OVERHEAD = 64 * 1024
 
 /**
  * QoS 1/2 bookkeeping of a connection, made on its first QoS > 0 message: an idle device
@@ -95,8 +49,30 @@ interface Flow {
   lastPid: number
 }
 
-export class MqttConn implements Owner, Session, Conn, Holder {
-  // kind and echo are getters, on the prototype, rather than a copy in each connection.
+/** What an accepted CONNECT sets on its connection (handlers/connect.ts). */
+export interface Settings {
+  clientId: string
+  will: Will | null
+  /** ms; 0 = no keepalive. */
+  keepalive: number
+  /** MQTT 5 Receive Maximum of the client (0: not given). */
+  receiveMaximum: number
+  /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
+  maxPacket: number
+  /** MQTT 5 Topic Alias Maximum the client accepts (0: none). */
+  aliasMax: number
+  /** ms the session outlives the connection; 0 = a clean session. */
+  sessionExpiry: number
+}
+
+// `routing` while this connection's own PUBLISH goes through the router.
+const IDLE = 0
+const PUBLISHING = 1
+/** A service refused the PUBLISH being routed (refused()). */
+const REFUSED = 2
+
+export class MqttConn extends Client implements Owner, Conn, Holder {
+  // kind, echo and skipsHeaderHook are getters, on the prototype, rather than a copy in each connection.
   get kind(): 'mqtt' {
     return 'mqtt'
   }
@@ -104,20 +80,22 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   get echo(): boolean {
     return true
   }
-  readonly out: Outbound
+  /** Its retained messages are kept by its PUBLISH handler, not the router's header hook. */
+  get skipsHeaderHook(): true {
+    return true
+  }
   readonly st: MqttState
   /** Bytes of the first packet, kept until its protocol level can be checked. */
-  head: Uint8Array | null = EMPTY
+  private head: Uint8Array | null = EMPTY
   /** The start of a packet whose remaining bytes have not arrived yet (a private copy). */
-  rest: Uint8Array | null = null
+  private rest: Uint8Array | null = null
+  /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
   version: 4 | 5 = 4
   clientId = ''
-  connected = false
-  done = false
   /** ms; 0 = no keepalive. */
   keepalive = 0
   lastIn: number
-  will: Will | null = null
+  private will: Will | null = null
   /** Subscriptions by filter (filters.ts). */
   subs: Filters = null
   private flow: Flow | null = null
@@ -125,34 +103,24 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
   sessionExpiry = 0
   /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
-  maxOutPacket = 0
+  private maxOutPacket = 0
   /** MQTT 5 Topic Alias Maximum the client accepts (0: no aliases to it); aliases.ts. */
   aliasMax = 0
   /** Topic -> alias sprig gave this connection; null until the first (aliases.ts). */
   outAliases: Map<string, number> | null = null
-  /** True while this connection's own PUBLISH is being routed (for No Local). */
-  publishing = false
+  /** Alias -> topic the client set (MQTT 5 §3.3.2.3.4); null until the first. */
+  private inAliases: Map<number, string> | null = null
+  /** IDLE, PUBLISHING (for No Local), REFUSED. */
+  private routing = IDLE
   /** Reused for each PUBLISH this client sends (the router does not keep it). */
-  msg: Msg | null = null
-  /** The authenticated user, and its permissions (null: none) and answerable requests (src/auth.ts). */
-  user = ''
-  perms: CompiledPermissions | null = null
-  replies: Replies | null = null
-  /** Until CONNECT is accepted: closes the connection at its deadline (src/auth.ts connectDeadline). */
-  private connectTimer: { cancel(): void } | null
+  private msg: Msg | null = null
 
-  constructor(
-    readonly srv: Server,
-    readonly cid: number,
-    readonly wire: Wire,
-  ) {
-    this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule, srv.budget)
+  constructor(srv: Server, cid: number, wire: Wire) {
+    // MQTT 3.1.1 and 5.0 §3.1: no CONNECT in a reasonable time, the server SHOULD close (src/lifecycle.ts).
+    super(srv, cid, wire, 'mqtt')
     this.st = mqttState(srv)
     this.maxInflight = mqttOpts(srv.opts).max_ack_pending
     this.lastIn = srv.host.now()
-    // From accept, so a TLS handshake, a CONNECT trickled byte by byte and a password check
-    // all count. MQTT 3.1.1 and 5.0 §3.1: no CONNECT in a reasonable time, the server SHOULD close.
-    this.connectTimer = srv.host.every(connectDeadline(srv.opts, 'mqtt', wire), () => this.connectTimeout())
     srv.add(this)
     srv.log.debug(() => `${this.label()} mqtt connection created`)
   }
@@ -162,17 +130,17 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
-  get inflight(): Map<number, Outgoing> {
+  private get inflight(): Map<number, Outgoing> {
     return (this.qosFlow().inflight ??= new Map())
   }
 
   /** QoS > 0 messages waiting for a free in-flight slot. */
-  get waiting(): Outgoing[] {
+  private get waiting(): Outgoing[] {
     return (this.qosFlow().waiting ??= [])
   }
 
   /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
-  get qos2In(): Set<number> {
+  private get qos2In(): Set<number> {
     return (this.qosFlow().qos2In ??= new Set())
   }
 
@@ -181,14 +149,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     return this.flow === null ? 0 : this.flow.held
   }
 
-  set held(n: number) {
-    const f = this.qosFlow()
-    this.srv.budget.charge(n - f.held)
-    f.held = n
-  }
-
-  /** Adds (n < 0: releases) payload bytes to `held`, charged to the memory budget: the per-message path, without the accessors. */
-  private hold(f: Flow, n: number): void {
+  /** Adds (n < 0: releases) payload bytes to `held`, charged to the memory budget. */
+  private charge(f: Flow, n: number): void {
     f.held += n
     this.srv.budget.charge(n)
   }
@@ -220,10 +182,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     try {
       let bytes = chunk
       if (this.head) {
-        // Until the first packet's level is known, mqtt-packet would only say "Invalid protocol
-        // version"; we must answer it with a CONNACK [MQTT-3.1.2-2], so look first.
         bytes = this.head.length === 0 ? chunk : concat(this.head, chunk)
-        const verdict = checkConnectHeader(this, bytes)
+        const verdict = this.preamble(bytes)
         if (verdict === 'more') {
           this.keepHead(bytes === chunk ? chunk.slice() : bytes) // the chunk is only lent to us
           return
@@ -244,6 +204,32 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       this.srv.log.error(`${this.label()} mqtt error: ${(e as Error).message}`)
       this.teardown('Internal Error', true)
     }
+  }
+
+  /**
+   * The first bytes: until the first packet's level is known, mqtt-packet would only say
+   * "Invalid protocol version"; we must answer it with a CONNACK [MQTT-3.1.2-2], so look first
+   * (malformed.ts connectPreamble). A level other than 4 (3.1.1) or 5 gets CONNACK 0x01
+   * (3.1.1's "unacceptable protocol version") or, for levels above 5, 0x84 in 5.0's format.
+   */
+  private preamble(b: Uint8Array): 'more' | 'ok' | 'refused' {
+    const p = connectPreamble(b)
+    if (p === 'more') return 'more'
+    if ('why' in p) return this.refuseFirst(p.why)
+    if (p.level === 4 || p.level === 5) {
+      // Known before the CONNECT is read: a malformed one is refused in its version's format.
+      this.version = p.level
+      return 'ok'
+    }
+    // The refusal goes out in the format the client can read: 3.1.1's for older levels.
+    this.out.push(p.level > 5 ? new Uint8Array([0x20, 3, 0, 0x84, 0]) : new Uint8Array([0x20, 2, 0, 0x01]))
+    return this.refuseFirst(`unsupported protocol ${p.name} level ${p.level}`)
+  }
+
+  private refuseFirst(why: string): 'refused' {
+    this.srv.log.error(`${this.label()} mqtt connect refused: ${why}`)
+    this.teardown(why, true)
+    return 'refused'
   }
 
   /** Handles each whole packet in `b`; keeps a copy of a cut one at the end. */
@@ -317,6 +303,148 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     }
   }
 
+  // --- CONNECT (handlers/connect.ts) ----------------------------------------------------------
+
+  /** Takes what an accepted CONNECT asked for (its session is not yet picked up). */
+  open(s: Settings): void {
+    this.clientId = s.clientId
+    this.will = s.will
+    this.keepalive = s.keepalive
+    if (s.receiveMaximum > 0) this.maxInflight = Math.min(this.maxInflight, s.receiveMaximum)
+    if (s.maxPacket > 0) this.maxOutPacket = s.maxPacket
+    this.aliasMax = s.aliasMax
+    this.sessionExpiry = s.sessionExpiry
+  }
+
+  /** Takes over a parked session once CONNACK is sent: its subscriptions, then its messages. */
+  resume(p: Parked): void {
+    this.subs = unpark(this.srv, p, this.perms, this)
+    for (const id of p.qos2In) this.qos2In.add(id)
+    // Unacknowledged messages first, as they were, with DUP [MQTT-4.4.0-1].
+    const f = this.qosFlow()
+    for (const [pid, o] of p.inflight) {
+      this.inflight.set(pid, o)
+      this.charge(f, o.payload.length)
+      if (o.released) this.send({ cmd: 'pubrel', messageId: pid })
+      else this.sendPublish(o, pid, true)
+    }
+    for (const o of p.queue) if (!this.done) this.enqueue(o)
+  }
+
+  // --- PUBLISH in (handlers/publish.ts) -------------------------------------------------------
+
+  /**
+   * MQTT 5 Topic Alias of an incoming PUBLISH: a topic name sets the alias and is returned,
+   * an empty one uses it; null for an alias the client never set.
+   */
+  topicAlias(alias: number, topic: string): string | null {
+    if (topic === '') return this.inAliases?.get(alias) ?? null
+    ;(this.inAliases ??= new Map()).set(alias, topic)
+    return topic
+  }
+
+  /** A QoS 2 PUBLISH id not yet released (a resent PUBLISH is only acknowledged again). */
+  qos2Pending(pid: number): boolean {
+    return this.flow !== null && this.flow.qos2In !== null && this.flow.qos2In.has(pid)
+  }
+
+  /** QoS 2 PUBLISH ids waiting for PUBREL. */
+  get qos2Count(): number {
+    return this.flow === null || this.flow.qos2In === null ? 0 : this.flow.qos2In.size
+  }
+
+  qos2Received(pid: number): void {
+    this.qos2In.add(pid)
+  }
+
+  /** PUBREL (or a refused QoS 2 PUBLISH): forgets the id; false when it was not known. */
+  qos2Released(pid: number): boolean {
+    return this.flow !== null && this.flow.qos2In !== null && this.flow.qos2In.delete(pid)
+  }
+
+  /**
+   * Hands this client's PUBLISH to the router as a NATS message (in a Msg the connection
+   * reuses: the router does not keep it). False when a service refused it
+   * ($SPRIG/mqtt/retain/... to a topic the user may not publish to).
+   */
+  route(subject: string, hdr: Uint8Array, payload: Uint8Array, reply: string): boolean {
+    const m = this.msg ?? (this.msg = newMsg())
+    // Nothing changes the Msg's bytes: a publisher that repeats its subject (and reply)
+    // keeps the encoded bytes of the last one.
+    if (m.subject !== subject) {
+      m.subject = subject
+      m.subjectBytes = utf8(subject)
+    }
+    m.hdr = hdr
+    m.payload = payload
+    if (m.reply !== reply) {
+      m.reply = reply // the Response Topic, as props.ts maps it
+      m.replyBytes = reply === '' ? EMPTY : utf8(reply)
+    }
+    this.routing = PUBLISHING
+    let refused = false
+    try {
+      this.srv.router.publish(m, this)
+    } finally {
+      refused = this.routing === REFUSED
+      this.routing = IDLE
+    }
+    return !refused
+  }
+
+  /** A service refused what this client's PUBLISH asked of it (it logged and counted that already). */
+  refused(): void {
+    if (this.routing === PUBLISHING) this.routing = REFUSED
+  }
+
+  // --- acknowledgements from the client (handlers/publish.ts) ---------------------------------
+
+  /** PUBACK (qos 1) or PUBCOMP (qos 2) for a message in flight with that QoS: its slot is free. */
+  acknowledged(pid: number, qos: 1 | 2): void {
+    const o = this.flow?.inflight?.get(pid)
+    if (o !== undefined && o.qos === qos) this.acked(pid)
+  }
+
+  /** PUBREC: a QoS 2 message the client has, to be released; false when the id is not in flight. */
+  received(pid: number): boolean {
+    const o = this.flow?.inflight?.get(pid)
+    if (o === undefined) return false
+    if (o.qos === 2) o.released = true
+    return true
+  }
+
+  // --- subscriptions (handlers/subscribe.ts) --------------------------------------------------
+
+  /** The router subscriptions of a filter, or undefined. */
+  filterSubs(filter: string): readonly MqttSub[] | undefined {
+    return subsOf(this.subs, filter)
+  }
+
+  /** Subscribes a filter, replacing its old subscriptions [MQTT-3.8.4-3]. */
+  subscribe(filter: string, list: MqttSub[]): void {
+    const old = subsOf(this.subs, filter)
+    if (old) for (const x of old) this.srv.router.unsubscribe(x)
+    this.subs = withFilter(this.subs, filter, list)
+    for (const x of list) this.srv.router.subscribe(x)
+  }
+
+  /** Unsubscribes a filter; false when there was none. */
+  unsubscribe(filter: string): boolean {
+    const list = subsOf(this.subs, filter)
+    if (!list) return false
+    for (const s of list) this.srv.router.unsubscribe(s)
+    this.subs = withoutFilter(this.subs, filter)
+    return true
+  }
+
+  // --- DISCONNECT ---------------------------------------------------------------------------
+
+  /** The client's DISCONNECT: its session expiry (MQTT 5, ms; undefined: unchanged), and whether its will still goes. */
+  disconnected(expiry: number | undefined, keepWill: boolean): void {
+    if (expiry !== undefined) this.sessionExpiry = expiry
+    this.teardown('Client Disconnect', keepWill)
+  }
+
   // --- bytes out --------------------------------------------------------------------------
 
   /** Frames a packet into the outbound queue; false when that made us a slow consumer. */
@@ -341,8 +469,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   deliver(sub: Sub, m: Msg): void {
     if (this.done || !this.connected) return
     const s = sub as MqttSub
-    if (s.noLocal && this.publishing) return
-    if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
+    if (s.noLocal && this.routing !== IDLE) return
+    if (s.denyCheck && deliveryDenied(this.perms, m.subject, s.queue)) return
     const topic = subTopic(this.st, s, m)
     if (topic === null) return
     // allow_responses: only a request the client actually gets may be answered.
@@ -366,7 +494,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       return
     }
     const f = this.qosFlow()
-    this.hold(f, o.payload.length)
+    this.charge(f, o.payload.length)
     if (f.held + this.out.pending > this.out.limit) {
       this.overPending()
       return
@@ -378,7 +506,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   private sendInflight(o: Outgoing): void {
     // A message that waited past its Message Expiry Interval is dropped [MQTT-3.3.2-5] (props.ts).
     if (o.props !== undefined && !unexpired(o, this.srv.host.now())) {
-      this.hold(this.flow!, -o.payload.length)
+      this.charge(this.flow!, -o.payload.length)
       return
     }
     const pid = this.nextPid()
@@ -386,7 +514,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.sendPublish(o, pid, false)
   }
 
-  sendPublish(o: Outgoing, pid: number, dup: boolean): void {
+  private sendPublish(o: Outgoing, pid: number, dup: boolean): void {
     if (this.done) return
     if (!(o.props && this.version === 5) && this.framed(o.topic, o.payload, o.qos, pid, dup, o.retain)) return
     const p: Packet = { cmd: 'publish', topic: o.topic, payload: o.payload, qos: o.qos, dup, retain: o.retain }
@@ -454,12 +582,12 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   }
 
   /** PUBACK (or PUBCOMP) for an in-flight message: frees its slot for a waiting one. */
-  acked(pid: number): boolean {
+  private acked(pid: number): boolean {
     const o = this.inflight.get(pid)
     if (!o) return false
     this.inflight.delete(pid)
     const f = this.flow!
-    this.hold(f, -o.payload.length)
+    this.charge(f, -o.payload.length)
     const w = f.waiting
     while (w !== null && w.length > 0 && this.inflight.size < this.maxInflight && !this.done) {
       this.sendInflight(w.shift()!)
@@ -480,7 +608,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       for (const o of f.waiting) {
         if (keep(o)) kept.push(o)
         else {
-          this.hold(f, -o.payload.length)
+          this.charge(f, -o.payload.length)
           n++
         }
       }
@@ -538,43 +666,44 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.disconnect(0x8e, 'Session Taken Over')
   }
 
-  /** The outbound queue (with QoS > 0 messages held) went over max_pending. */
-  private overPending(): void {
-    this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+  // --- src/lifecycle.ts: what MQTT says ---------------------------------------------------
+
+  /** The connect deadline passed: closed (no CONNACK: there is no CONNECT to answer). */
+  protected connectTimeout(): void {
+    this.srv.log.debug(() => `${this.label()} mqtt connect timeout`)
+    this.teardown('Connect Timeout', false)
   }
 
-  private slowConsumer(why: string): void {
-    if (this.done) return
-    this.srv.counters.slow_consumers++
-    this.srv.log.warn(`${this.label()} Slow Consumer Detected: ${why}`)
-    this.out.discard()
+  protected closeSlow(): void {
     this.teardown('Slow Consumer', true, true)
   }
 
-  /**
-   * Memory budget: bytes held for a client that is not taking them: its queue while the
-   * socket is not draining, and QoS 1/2 messages waiting for acknowledgements.
-   */
-  stuck(): number {
-    if (this.done) return 0
-    const f = this.flow
-    const waiting = f !== null && f.waiting !== null && f.waiting.length > 0
-    return this.out.blockedSince !== 0 || waiting ? this.out.charged + this.held : 0
+  /** QoS 1/2 messages held for acknowledgements count with the queue (memory budget). */
+  protected override heldBytes(): number {
+    return this.held
   }
 
-  /** Memory budget: closed as a slow consumer, its socket dropped at once. */
-  evict(why: string): void {
-    if (this.done) return
-    this.slowConsumer(why)
-    this.wire.destroy()
+  protected override backlogged(): boolean {
+    const f = this.flow
+    return f !== null && f.waiting !== null && f.waiting.length > 0
+  }
+
+  /** After a reload, credentials that no longer pass: disconnected (0x87 Not authorized). */
+  protected revoked(user: string | undefined): void {
+    this.srv.log.error(`${this.label()} mqtt authentication error after reload${user ? ` - User ${quote(user)}` : ''}`)
+    this.disconnect(0x87, 'Authorization Violation')
+  }
+
+  /** After a reload: filters the new permissions refuse are removed (session.ts recheckSession). */
+  protected recheck(): void {
+    this.subs = recheckSession(this, this.srv.router, this.st, this.perms, (filter) =>
+      this.srv.log.info(`Removed sub ${quote(filter)} for User ${quote(this.user)} - not authorized`),
+    )
   }
 
   tick(now: number): void {
     if (this.done) return
-    const o = this.srv.opts
-    if (this.out.blockedSince !== 0 && now - this.out.blockedSince > o.write_deadline) {
-      return this.slowConsumer(`Write Deadline of ${o.write_deadline}ms Exceeded`)
-    }
+    if (this.writeDeadline(now)) return
     // [MQTT-3.1.2-24]: nothing for one and a half keepalive periods ends the connection.
     if (this.keepalive > 0 && now - this.lastIn > this.keepalive * 1.5) {
       this.srv.log.debug(() => `${this.label()} keepalive timeout`)
@@ -582,27 +711,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     }
   }
 
-  /** The connect deadline passed: closed unless CONNECT was accepted (no CONNACK: there is no CONNECT to answer). */
-  private connectTimeout(): void {
-    this.connectTimer?.cancel()
-    this.connectTimer = null
-    if (this.connected || this.done) return
-    this.srv.log.debug(() => `${this.label()} mqtt connect timeout`)
-    this.teardown('Connect Timeout', false)
-  }
-
   shutdown(): void {
     this.disconnect(0x8b, 'Server Shutdown')
-  }
-
-  /** A service refused what this client's PUBLISH asked of it (packets.ts answers it). */
-  refused(): void {
-    publishRefused(this)
-  }
-
-  /** After a config reload: credentials and permissions again (packets.ts). */
-  reauthorize(): void {
-    reauthorize(this)
   }
 
   /**
@@ -612,11 +722,15 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   teardown(reason: string, abrupt: boolean, discarded = false): void {
     if (this.done) return
     this.done = true
-    this.connectTimer?.cancel()
-    this.connectTimer = null
+    this.stopDeadline()
     const srv = this.srv
     // A session whose user is gone is not kept: it ends here (and a delayed will goes now).
-    if (this.connected && this.sessionExpiry > 0 && !park(this, srv.host.now(), this.sessionExpiry)) this.sessionExpiry = 0
+    if (this.connected && this.sessionExpiry > 0) {
+      const f = this.flow
+      const leaving = { cid: this.cid, clientId: this.clientId, user: this.user, perms: this.perms, subs: this.subs, inflight: f?.inflight ?? null, waiting: f?.waiting ?? null, qos2In: f?.qos2In ?? null, label: () => this.label() }
+      if (park(srv, this.st, leaving, srv.host.now(), this.sessionExpiry)) this.subs = null
+      else this.sessionExpiry = 0
+    }
     this.st.persistent.delete(this)
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
@@ -624,73 +738,29 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     srv.remove(this)
     const will = this.will
     this.will = null
-    if (abrupt && will) publishWill(this, will)
+    if (abrupt && will) publishWill(srv, this.st, will, this.willOwner(), this.clientId, this.sessionExpiry)
     if (this.flow !== null) {
       this.flow.inflight = this.flow.waiting = null
-      this.held = 0 // a persistent session's messages are the parked session's now
+      // A persistent session's messages are the parked session's now.
+      this.charge(this.flow, -this.flow.held)
     }
     if (!discarded) this.out.flush(srv.host.now())
     this.wire.end()
     srv.log.debug(() => `${this.label()} mqtt connection closed: ${reason}`)
   }
-}
 
-/**
- * The topic a subscription gets a routed message under, or null: the subject has none, or
- * it is a `$` topic and the filter starts with a wildcard [MQTT-4.7.2-1]. The same check for
- * a live connection and a parked session.
- */
-export function subTopic(st: MqttState, s: MqttSub, m: Msg): string | null {
-  const topic = topicFor(st, m)
-  return topic !== null && s.noDollar && topic.charCodeAt(0) === 36 ? null : topic
-}
-
-/** The topic for a routed message (mapped once per message), or null, counted, if it has none. */
-function topicFor(st: MqttState, m: Msg): string | null {
-  if (st.topicSeq !== m.seq) {
-    st.topicSeq = m.seq
-    if (m.subject !== lastSubject) {
-      lastSubject = m.subject
-      lastSubjectTopic = subjectToTopic(m.subject)
-    }
-    st.topic = lastSubjectTopic
-    if (st.topic === null) st.counters.unmappable_subjects++
+  /** Who a will is published as, after the connection is gone: the client that set it (the services check its permissions). */
+  private willOwner(): Owner {
+    const label = this.label()
+    return { cid: this.cid, echo: true, skipsHeaderHook: true, user: this.user, perms: this.perms, label: () => label, deliver() {} }
   }
-  return st.topic
 }
-
-// The last subject mapped to a topic: a stream of messages on one subject maps it once.
-let lastSubject = ''
-let lastSubjectTopic: string | null = null
-
-/** Delivery QoS: the lower of the subscription's and the message's [MQTT-3.8.4-8]. */
-export function deliveryQos(s: MqttSub, m: Msg): QoS {
-  const q = msgQos(m)
-  return s.qos < q ? s.qos : q
-}
-
-/** The QoS a routed message carries: its `Nmqtt-Pub` header, else NATS_DEFAULT_QOS. */
-export function msgQos(m: Msg): QoS {
-  const h = m.hdr
-  if (h === null) return NATS_DEFAULT_QOS
-  // MQTT publishes without properties carry one of these blocks as they are: no need to parse them.
-  if (h === QOS_HEADERS[0]) return 0
-  if (h === QOS_HEADERS[1]) return 1
-  if (h === QOS_HEADERS[2]) return 2
-  if (h === RETAINED_HEADERS[0]) return 0
-  if (h === RETAINED_HEADERS[1]) return 1
-  if (h === RETAINED_HEADERS[2]) return 2
-  const v = headerValue(h, 'Nmqtt-Pub')
-  if (v === '0') return 0
-  if (v === '1') return 1
-  if (v === '2') return 2
-  return NATS_DEFAULT_QOS
-}
-
-type SharedParser = Parser & { conn: MqttConn | null; settings: unknown }
 
 const V4 = { protocolVersion: 4 }
 const V5 = { protocolVersion: 5 }
+
+type SharedParser = Parser & { conn: MqttConn | null; settings: unknown }
+
 /** One mqtt-packet parser for all connections: it is only ever given whole packets. */
 let idleParser: SharedParser | null = null
 
@@ -718,8 +788,6 @@ function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
     if (left === 0) idleParser = p
   }
 }
-
-const EMPTY = new Uint8Array(0)
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   if (a.length === 0) return b.slice()

@@ -2,7 +2,7 @@
 // has one filter that maps to one subject: that sub is kept as it is, and a Map (~250 bytes
 // per connection) is only made for more. A sub carries its own filter, so it needs no key.
 
-import type { MqttSub } from './conn.ts'
+import type { MqttSub } from './delivery.ts'
 
 /** null: no filters; one sub: one filter with one router subscription; else filter -> subs. */
 export type Filters = MqttSub | Map<string, readonly MqttSub[]> | null

@@ -1,11 +1,11 @@
 // Hand-written MQTT framing for the hot paths. Inbound: split a byte stream into packets by
-// the fixed header (type byte + Remaining Length varint), and parse the common PUBLISH and
-// PUBACK shapes straight from the bytes; anything else (and any shape not handled here) is
-// left to mqtt-packet, one whole frame at a time. Both only see frames that checkPacket
+// the fixed header (type byte + Remaining Length varint), and read the hot packets (PUBLISH,
+// PUBACK, PINGREQ) straight from the bytes; everything else (CONNECT and SUBSCRIBE included,
+// and any shape not handled here) is left to mqtt-packet, one whole frame at a time. Both only see frames that checkPacket
 // (malformed.ts) accepted: on those, a fast path gives what mqtt-packet would, or null.
 // Outbound: frame a PUBLISH without properties directly into a buffer.
 
-import type { IConnectPacket, IPublishPacket, ISubscribePacket, ISubscription, Packet } from 'mqtt-packet'
+import type { IPublishPacket, Packet } from 'mqtt-packet'
 import { Buffer } from 'node:buffer'
 import { text, utf8 } from '../../src/bytes.ts'
 import type { Outbound } from '../../src/outbound.ts'
@@ -56,8 +56,6 @@ export function fastPacket(b: Uint8Array, at: number, n: number, v5: boolean): P
   const b0 = b[at]!
   if ((b0 & 0xf0) === 0x30) return parsePublish(b, at, n, v5)
   if (b0 === 0x40 && n === 4) return { cmd: 'puback', messageId: (b[at + 2]! << 8) | b[at + 3]! }
-  if (b0 === 0x82) return parseSubscribe(b, at, n, v5)
-  if (b0 === 0x10) return parseConnect(b, at, n)
   if (b0 === 0xc0 && n === 2) return PINGREQ // what an idle device sends, once per keepalive
   return null
 }
@@ -94,97 +92,8 @@ export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolea
   return { cmd: 'publish', topic, payload, qos: qos as 0 | 1 | 2, dup: (b0 & 8) !== 0, retain: (b0 & 1) !== 0, messageId }
 }
 
-/**
- * A SUBSCRIBE frame (fixed header 0x82) of `size` bytes at b[at], parsed like mqtt-packet
- * would, or null for anything it would refuse or that carries MQTT 5 properties: those go
- * to mqtt-packet, which gives the error. Devices subscribe once per connection; this keeps
- * that from allocating a parse of its own.
- */
-export function parseSubscribe(b: Uint8Array, at: number, size: number, v5: boolean): ISubscribePacket | null {
-  const end = at + size
-  let p = at + headerSize(b, at)
-  if (end - p < 3) return null
-  const messageId = (b[p]! << 8) | b[p + 1]!
-  p += 2
-  if (v5) {
-    if (b[p] !== 0) return null
-    p++
-  }
-  if (p >= end) return null
-  const subscriptions: ISubscription[] = []
-  while (p < end) {
-    if (end - p < 3) return null
-    const n = (b[p]! << 8) | b[p + 1]!
-    p += 2
-    if (p + n >= end) return null
-    const topic = once(b, p, p + n)
-    p += n
-    const o = b[p++]!
-    if ((o & (v5 ? 0xc0 : 0xfc)) !== 0 || (o & 3) === 3 || ((o >> 4) & 3) === 3) return null
-    subscriptions.push(v5 ? { topic, qos: (o & 3) as 0 | 1 | 2, nl: (o & 4) !== 0, rap: (o & 8) !== 0, rh: (o >> 4) & 3 } : { topic, qos: (o & 3) as 0 | 1 | 2 })
-  }
-  return { cmd: 'subscribe', messageId, subscriptions }
-}
-
-/**
- * A CONNECT frame at b[at] of the common shape (protocol "MQTT" level 4 or 5, no will, no
- * MQTT 5 properties; user name and password allowed), parsed like mqtt-packet would; null for
- * anything else, which mqtt-packet then parses (and refuses if it must). Every device sends
- * one: this keeps the handshake from allocating a parse of its own.
- */
-export function parseConnect(b: Uint8Array, at: number, size: number): IConnectPacket | null {
-  const end = at + size
-  let p = at + headerSize(b, at)
-  // "MQTT", level, flags, keepalive
-  if (end - p < 10 || b[p] !== 0 || b[p + 1] !== 4 || b[p + 2] !== 0x4d || b[p + 3] !== 0x51 || b[p + 4] !== 0x54 || b[p + 5] !== 0x54) return null
-  const level = b[p + 6]!
-  const flags = b[p + 7]!
-  // Reserved bit [MQTT-3.1.2-3], and any will bits: left to mqtt-packet.
-  if ((level !== 4 && level !== 5) || (flags & 0x3d) !== 0) return null
-  const keepalive = (b[p + 8]! << 8) | b[p + 9]!
-  p += 10
-  if (level === 5) {
-    if (p >= end || b[p] !== 0) return null
-    p++
-  }
-  const id = stringAt(b, p, end)
-  if (id === null) return null
-  p = id.next
-  const packet: IConnectPacket = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: level, clean: (flags & 2) !== 0, keepalive, clientId: id.s }
-  if (flags & 0x80) {
-    const u = stringAt(b, p, end)
-    if (u === null) return null
-    packet.username = u.s
-    p = u.next
-  }
-  if (flags & 0x40) {
-    if (end - p < 2) return null
-    const n = (b[p]! << 8) | b[p + 1]!
-    if (p + 2 + n > end) return null
-    packet.password = Buffer.from(b.subarray(p + 2, p + 2 + n))
-  }
-  return packet
-}
-
-/** A length-prefixed UTF-8 string at b[p], and where it ends; null when cut. */
-function stringAt(b: Uint8Array, p: number, end: number): { s: string; next: number } | null {
-  if (end - p < 2) return null
-  const n = (b[p]! << 8) | b[p + 1]!
-  if (p + 2 + n > end) return null
-  return { s: once(b, p + 2, p + 2 + n), next: p + 2 + n }
-}
-
 // Like mqtt-packet's Buffer.toString: a leading U+FEFF is kept, never stripped [MQTT-1.5.4-3].
 const DECODER = new TextDecoder('utf-8', { ignoreBOM: true })
-
-/**
- * UTF-8 text of b[start, end) for strings decoded once per connection (client id, filters):
- * one decode, where text() builds short ASCII strings a character at a time (fast for the
- * subjects it is made for, but a string per character of garbage).
- */
-function once(b: Uint8Array, start: number, end: number): string {
-  return start === end ? '' : DECODER.decode(b.subarray(start, end))
-}
 
 /** Whether b[start, end) is short ASCII, which text() builds without a decoder (one that would strip a BOM). */
 function ascii(b: Uint8Array, start: number, end: number): boolean {

@@ -4,11 +4,13 @@ import { onAuthReload } from '../../src/auth.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import type { Server } from '../../src/server.ts'
 import { MqttConn } from './conn.ts'
+import { connectPreamble } from './malformed.ts'
 import { installServices } from './services.ts'
 import { expireSessions, reloadParked } from './session.ts'
 import { mqttState } from './state.ts'
 
-export { MqttConn, NATS_DEFAULT_QOS } from './conn.ts'
+export { MqttConn } from './conn.ts'
+export { NATS_DEFAULT_QOS } from './props.ts'
 export { mqttState } from './state.ts'
 export { RETAINED_GET, RETAIN_PREFIX } from './services.ts'
 
@@ -75,25 +77,14 @@ function refusing(srv: Server, wire: Wire): Conn {
   return {
     data(chunk: Uint8Array): void {
       if (!set.has(wire)) return
-      const level = connectLevel(chunk)
-      if (level === 5) wire.write(new Uint8Array([0x20, 3, 0, 0x97, 0]))
-      else if (level !== null) wire.write(new Uint8Array([0x20, 2, 0, 0x03]))
-      done() // a CONNECT cut before its level just gets the close
+      // The CONNECT's level, read as for any first packet (malformed.ts).
+      const p = connectPreamble(chunk)
+      if (p !== 'more' && !('why' in p)) wire.write(p.level === 5 ? new Uint8Array([0x20, 3, 0, 0x97, 0]) : new Uint8Array([0x20, 2, 0, 0x03]))
+      done() // a CONNECT cut before its level, or not a CONNECT, just gets the close
     },
     drained(): void {},
     closed(): void {
       set.delete(wire)
     },
   }
-}
-
-/** The protocol level of a CONNECT at the start of b, or null when b does not hold one. */
-function connectLevel(b: Uint8Array): number | null {
-  if (b[0] !== 0x10) return null
-  let i = 1
-  while (i < 5 && i < b.length && (b[i]! & 0x80) !== 0) i++
-  i++
-  if (b.length < i + 2) return null
-  const n = (b[i]! << 8) | b[i + 1]!
-  return b.length > i + 2 + n ? b[i + 2 + n]! : null
 }

@@ -104,13 +104,48 @@ export function checkPublish(b: Uint8Array, b0: number, p: number, end: number, 
 
 const EMPTY_TOPIC: Refusal = Object.freeze({ why: 'PUBLISH with an empty topic name and no Topic Alias', code: PROTOCOL_ERROR })
 
-export function checkConnect(b: Uint8Array, p: number, end: number): Refusal | null {
-  // "MQTT", level 4 or 5 (the first CONNECT was checked before it got here; a second one is
-  // a protocol error, but is read first).
-  if (end - p < 10 || b[p] !== 0 || b[p + 1] !== 4 || b[p + 2] !== 0x4d || b[p + 3] !== 0x51 || b[p + 4] !== 0x54 || b[p + 5] !== 0x54) {
-    return refuse('CONNECT without protocol name "MQTT"')
+/** A protocol name and level, read from the start of a CONNECT (connectPreamble). */
+export interface Protocol {
+  name: string
+  level: number
+}
+
+/**
+ * The start of a client's first packet, read before all of it has arrived (conn.ts answers an
+ * unsupported level with a CONNACK [MQTT-3.1.2-2], which mqtt-packet cannot tell it): 'more'
+ * until the protocol level is in; then the name and level, or a refusal: not a CONNECT
+ * [MQTT-3.1.0-1], or a protocol name other than "MQTT" (or 3.1's "MQIsdp", refused by its
+ * level) [MQTT-3.1.2-1].
+ */
+export function connectPreamble(b: Uint8Array): Protocol | Refusal | 'more' {
+  if (b.length === 0) return 'more'
+  if (b[0] !== 0x10) return refuse('first packet is not CONNECT')
+  let i = 1
+  for (;;) {
+    if (i >= b.length) return 'more'
+    if ((b[i++]! & 0x80) === 0) break
+    if (i > 4) return refuse('malformed remaining length')
   }
-  const level = b[p + 6]!
+  return protocolAt(b, i, b.length)
+}
+
+/** The protocol name and level at b[p], CONNECT's variable header, reading up to `end`. */
+function protocolAt(b: Uint8Array, p: number, end: number): Protocol | Refusal | 'more' {
+  if (end < p + 2) return 'more'
+  const n = (b[p]! << 8) | b[p + 1]!
+  if (n !== 4 && n !== 6) return refuse('bad protocol name')
+  if (end < p + 3 + n) return 'more'
+  const name = String.fromCharCode(...b.subarray(p + 2, p + 2 + n))
+  if (name !== 'MQTT' && name !== 'MQIsdp') return refuse('bad protocol name')
+  return { name, level: b[p + 2 + n]! }
+}
+
+export function checkConnect(b: Uint8Array, p: number, end: number): Refusal | null {
+  // "MQTT", level 4 or 5 (the first CONNECT was checked before it got here, by connectPreamble;
+  // a second one is a protocol error, but is read first).
+  const proto = end - p < 10 ? null : protocolAt(b, p, end)
+  if (proto === null || proto === 'more' || 'why' in proto || proto.name !== 'MQTT') return refuse('CONNECT without protocol name "MQTT"')
+  const level = proto.level
   if (level !== 4 && level !== 5) return refuse(`CONNECT protocol level ${level}`)
   const v5 = level === 5
   const flags = b[p + 7]!

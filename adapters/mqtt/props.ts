@@ -62,8 +62,8 @@ const QOS = 'Nmqtt-Pub'
 const CONTENT_TYPE = 'Nmqtt-Content-Type'
 const FORMAT = 'Nmqtt-Format'
 
-/** The header block for an MQTT 5 publish with properties, or null when none map. */
-export function propsToHeaders(qos: number, p: PublishProps | undefined, retained = false): Uint8Array | null {
+/** The header block for an MQTT 5 publish with properties, or null when none map (publishHeaders). */
+function propsToHeaders(qos: number, p: PublishProps | undefined, retained = false): Uint8Array | null {
   if (!p || (!p.userProperties && p.contentType === undefined && !p.payloadFormatIndicator && !p.correlationData && p.messageExpiryInterval === undefined)) {
     return retained ? RETAINED_HEADERS[qos]! : null
   }
@@ -119,8 +119,41 @@ export function headersToProps(st: MqttState, m: Msg): PublishProps | undefined 
   return st.props
 }
 
+// --- Nmqtt-Pub: the QoS a message was published with -------------------------------------------
+
+export type QoS = 0 | 1 | 2
+
+/** QoS a NATS publish without `Nmqtt-Pub` gets: 1, so it reaches QoS 1 subscribers at least once. */
+export const NATS_DEFAULT_QOS: QoS = 1
+
+/** `Nmqtt-Pub: <qos>` header blocks (nats-server's header name), built once. */
+export const QOS_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([[QOS, String(q)]]))
+
 /** `Nmqtt-Pub` plus `Nmqtt-Retain: 1`, for retained MQTT publishes without properties. */
 export const RETAINED_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([[QOS, String(q)], [RETAIN, '1']]))
+
+/** The header block of an MQTT publish: its properties and retain flag as headers, always with `Nmqtt-Pub`. */
+export function publishHeaders(qos: QoS, p: PublishProps | undefined, retained: boolean): Uint8Array {
+  return propsToHeaders(qos, p, retained) ?? QOS_HEADERS[qos]!
+}
+
+/** The QoS a routed message carries: its `Nmqtt-Pub` header, else NATS_DEFAULT_QOS. */
+export function msgQos(m: Msg): QoS {
+  const h = m.hdr
+  if (h === null) return NATS_DEFAULT_QOS
+  // MQTT publishes without properties carry one of these blocks as they are: no need to parse them.
+  if (h === QOS_HEADERS[0]) return 0
+  if (h === QOS_HEADERS[1]) return 1
+  if (h === QOS_HEADERS[2]) return 2
+  if (h === RETAINED_HEADERS[0]) return 0
+  if (h === RETAINED_HEADERS[1]) return 1
+  if (h === RETAINED_HEADERS[2]) return 2
+  const v = headerValue(h, QOS)
+  if (v === '0') return 0
+  if (v === '1') return 1
+  if (v === '2') return 2
+  return NATS_DEFAULT_QOS
+}
 
 /** Whether a routed message was published with the retain flag (`Nmqtt-Retain: 1`). */
 export function msgRetained(m: Msg): boolean {

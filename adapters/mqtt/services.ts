@@ -33,8 +33,7 @@ import { answeredAs, mayAnswer, mayPublishAs, mayReceiveAs } from '../../src/per
 import { answerFor, type Owner, type Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { quote } from '../../src/log.ts'
-import { msgQos } from './conn.ts'
-import { CORRELATION, headersToProps, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
+import { CORRELATION, headersToProps, msgQos, msgRetained, parseReply, REPLY_PREFIX, RETAINED_HEADERS } from './props.ts'
 import { matchRetained, retain } from './retained.ts'
 import { mqttState, type MqttState } from './state.ts'
 import { filterToSubjects, startsWithDollar, subjectToTopic, wildcardFirst } from './topic.ts'
@@ -61,11 +60,12 @@ export function installServices(srv: Server): void {
 /**
  * A NATS publish (from a client or the uplink) with the header `Nmqtt-Retain: 1` sets the
  * retained message of its subject's topic, as an MQTT PUBLISH with the retain flag does (an
- * empty payload deletes it); it is delivered as usual. MQTT publishes keep their own (packets.ts),
- * and sprig's own publishes (from null: wills, the retain service) have stored theirs already.
+ * empty payload deletes it); it is delivered as usual. MQTT publishes keep their own and never
+ * get here (Owner.skipsHeaderHook), and sprig's own publishes (from null: the retain service)
+ * have stored theirs already.
  */
 function retainFromHeader(srv: Server, m: Msg, from: Owner | null): void {
-  if (from === null || (from as { kind?: string }).kind === 'mqtt') return
+  if (from === null) return
   if (!msgRetained(m)) return
   const st = mqttState(srv)
   const topic = subjectToTopic(m.subject)

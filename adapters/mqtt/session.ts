@@ -22,7 +22,7 @@ import { mqttOptions } from '../../src/options.ts'
 import { canSubscribe, deliveryDenied, mayReceive, needsDeliveryCheck, type CompiledPermissions } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
-import { deliveryQos, subTopic, type MqttConn, type MqttSub, type Outgoing } from './conn.ts'
+import { deliveryQos, subTopic, type MqttSub, type Outgoing } from './delivery.ts'
 import { mqttState, type MqttState } from './state.ts'
 import { allowedPart, filterEntries, withFilter, withoutFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
@@ -65,7 +65,7 @@ export class Parked implements Owner {
     const s = sub as MqttSub
     // The same delivery-time deny check as a live connection: a wildcard that overlaps a
     // denied subject must not fill the offline queue with what the user may not read.
-    if (s.denyCheck !== undefined && deliveryDenied(s.denyCheck, m.subject, s.queue)) return
+    if (s.denyCheck && deliveryDenied(this.perms, m.subject, s.queue)) return
     const topic = subTopic(this.st, s, m)
     if (topic === null) return
     const qos = deliveryQos(s, m)
@@ -122,33 +122,46 @@ function charge(p: Parked, n: number): void {
   p.router.budget?.charge(n)
 }
 
+/** What a closing connection hands over to be parked (conn.ts teardown). */
+export interface Leaving {
+  readonly cid: number
+  readonly clientId: string
+  readonly user: string
+  readonly perms: CompiledPermissions | null
+  readonly subs: Filters
+  readonly inflight: ReadonlyMap<number, Outgoing> | null
+  readonly waiting: readonly Outgoing[] | null
+  readonly qos2In: ReadonlySet<number> | null
+  label(): string
+}
+
 /**
- * Moves a closing connection's session into a Parked owner that lives on for `expiryMs`.
- * False when the session ends instead: its user no longer exists (a reload removed it).
+ * Moves a closing connection's session into a Parked owner that lives on for `expiryMs`; its
+ * subscriptions are the parked session's now. False when the session ends instead: its user
+ * no longer exists (a reload removed it).
  */
-export function park(c: MqttConn, now: number, expiryMs: number): boolean {
-  const who = userIdentity(c.srv.opts, c.user)
+export function park(srv: Server, st: MqttState, c: Leaving, now: number, expiryMs: number): boolean {
+  const who = userIdentity(srv.opts, c.user)
   if (who === null) {
-    c.srv.log.info(`${c.label()} mqtt session not kept: User ${quote(c.user)} no longer exists`)
-    c.st.counters.sessions_revoked++
+    srv.log.info(`${c.label()} mqtt session not kept: User ${quote(c.user)} no longer exists`)
+    st.counters.sessions_revoked++
     return false
   }
-  const o = mqttOptions(c.srv.opts)
-  const p = new Parked(c.cid, c.clientId, c.st, c.srv.router, now + expiryMs, o.max_offline_msgs, o.max_offline_bytes, o.max_sessions_bytes, c.user, c.perms)
-  p.subs = moveSubs(c.srv.router, c.subs, p)
-  c.subs = null
-  p.inflight = new Map(c.inflight)
-  p.queue = c.waiting.slice()
+  const o = mqttOptions(srv.opts)
+  const p = new Parked(c.cid, c.clientId, st, srv.router, now + expiryMs, o.max_offline_msgs, o.max_offline_bytes, o.max_sessions_bytes, c.user, c.perms)
+  p.subs = moveSubs(srv.router, c.subs, p)
+  p.inflight = new Map(c.inflight ?? [])
+  p.queue = c.waiting?.slice() ?? []
   for (const w of p.queue) p.queued += w.payload.length
   for (const w of p.inflight.values()) p.unacked += w.payload.length
   charge(p, p.queued + p.unacked)
-  p.qos2In = new Set(c.qos2In)
+  p.qos2In = new Set(c.qos2In ?? [])
   // A reload whose check of this connection has not finished (a bcrypt user): the session
   // keeps only what the new rules allow.
-  if (who.perms !== c.perms) recheckParked(c.srv, p, who.perms)
+  if (who.perms !== c.perms) recheckParked(srv, p, who.perms)
   p.stored = true
-  c.st.parkedBytes += p.queued + p.unacked
-  c.st.sessions.set(c.clientId, p)
+  st.parkedBytes += p.queued + p.unacked
+  st.sessions.set(c.clientId, p)
   return true
 }
 
@@ -180,22 +193,18 @@ export function endParked(p: Parked): void {
   charge(p, -p.charged)
 }
 
-/** Gives a parked session to a connection that was just acknowledged (CONNACK sent). */
-export function resume(c: MqttConn, p: Parked): void {
-  // Only what the client may read now: permissions may have changed while it was away.
-  if (p.perms !== c.perms) recheckParked(c.srv, p, c.perms)
-  c.subs = moveSubs(p.router, p.subs, c)
+/**
+ * Hands a parked session to `owner`, a connection just acknowledged (CONNACK sent), whose
+ * permissions are `perms`: its subscriptions, with only what the client may read now
+ * (permissions may have changed while it was away), move to the owner and are returned; the
+ * owner takes the messages (conn.ts resume) and charges them from here on.
+ */
+export function unpark(srv: Server, p: Parked, perms: CompiledPermissions | null, owner: Owner): Filters {
+  if (p.perms !== perms) recheckParked(srv, p, perms)
+  const subs = moveSubs(p.router, p.subs, owner)
   p.subs = null
-  charge(p, -p.charged) // the connection charges what it takes over
-  for (const id of p.qos2In) c.qos2In.add(id)
-  // Unacknowledged messages first, as they were, with DUP [MQTT-4.4.0-1].
-  for (const [pid, o] of p.inflight) {
-    c.inflight.set(pid, o)
-    c.held += o.payload.length
-    if (o.released) c.send({ cmd: 'pubrel', messageId: pid })
-    else c.sendPublish(o, pid, true)
-  }
-  for (const o of p.queue) if (!c.done) c.enqueue(o)
+  charge(p, -p.charged)
+  return subs
 }
 
 /** Drops parked sessions whose time is up. */
@@ -229,7 +238,7 @@ export function roomForSession(srv: Server, st: MqttState, max: number): boolean
 
 /** A session a permissions check applies to: a live connection or a parked session. */
 export interface Checked {
-  subs: Filters
+  readonly subs: Filters
   /** Drops the held QoS 1/2 messages (waiting, in flight) `keep` refuses; returns how many. */
   dropHeld(keep: (o: Outgoing) => boolean): number
 }
@@ -240,26 +249,26 @@ export interface Checked {
  * the permissions now refuse is unsubscribed and removed (filters.ts allowedPart, as at
  * SUBSCRIBE); the others get the delivery-time deny check SUBSCRIBE would
  * give them. Held messages on a subject the user may no longer read are dropped (counted).
- * `removed` hears each filter taken away, for the log.
+ * `removed` hears each filter taken away, for the log. Returns the session's filters now.
  */
-export function recheckSession(s: Checked, router: Router, st: MqttState, perms: CompiledPermissions | null, removed: (filter: string) => void): void {
-  for (const [filter, list] of filterEntries(s.subs)) {
+export function recheckSession(s: Checked, router: Router, st: MqttState, perms: CompiledPermissions | null, removed: (filter: string) => void): Filters {
+  let subs = s.subs
+  for (const [filter, list] of filterEntries(subs)) {
     const ok = perms === null ? list : allowedPart(list, (x) => canSubscribe(perms, x.subject, x.queue))
     if (ok === null) {
       for (const x of list) router.unsubscribe(x)
-      s.subs = withoutFilter(s.subs, filter)
+      subs = withoutFilter(subs, filter)
       removed(filter)
       continue
     }
     for (const x of list) {
       if (ok.length !== list.length && !ok.includes(x)) router.unsubscribe(x)
-      else if (needsDeliveryCheck(perms, x.subject)) x.denyCheck = perms!
-      else if (x.denyCheck !== undefined) delete x.denyCheck
+      else x.denyCheck = needsDeliveryCheck(perms, x.subject)
     }
-    if (ok.length !== list.length) s.subs = withFilter(s.subs, filter, ok)
+    if (ok.length !== list.length) subs = withFilter(subs, filter, ok)
   }
-  if (perms === null) return
-  st.counters.revoked_msgs += s.dropHeld((o) => stillReadable(perms, o))
+  if (perms !== null) st.counters.revoked_msgs += s.dropHeld((o) => stillReadable(perms, o))
+  return subs
 }
 
 /**
@@ -275,7 +284,7 @@ function stillReadable(perms: CompiledPermissions, o: Outgoing): boolean {
 /** recheckSession for a parked session, logged under its client id. */
 function recheckParked(srv: Server, p: Parked, perms: CompiledPermissions | null): void {
   const before = p.st.counters.revoked_msgs
-  recheckSession(p, p.router, p.st, perms, (filter) =>
+  p.subs = recheckSession(p, p.router, p.st, perms, (filter) =>
     srv.log.info(`mqtt session ${quote(p.clientId)}: removed sub ${quote(filter)} for User ${quote(p.user)} - not authorized`),
   )
   p.perms = perms

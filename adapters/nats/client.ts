@@ -6,30 +6,27 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import { authNeeded, connectDeadline, identify, refusedUnchecked, type Credentials, type Identity } from '../../src/auth.ts'
+import type { Credentials, Identity } from '../../src/auth.ts'
+import { Client, type DenyChecked } from '../../src/lifecycle.ts'
 import { clip, quote } from '../../src/log.ts'
 import {
   canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
-  type CompiledPermissions, type Replies,
 } from '../../src/permissions.ts'
 import type { ConnInfo } from '../../src/monitor.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
-import { Outbound } from '../../src/outbound.ts'
 import type { Owner, Sub } from '../../src/router.ts'
-import type { Server, Session } from '../../src/server.ts'
+import type { Server } from '../../src/server.ts'
 import { isSpace, isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
 import { ERR, errLine, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
 
-export interface NatsSub extends Sub {
+export interface NatsSub extends Sub, DenyChecked {
   readonly owner: NatsClient
   readonly sid: string
   readonly sidBytes: Uint8Array
   /** Auto-unsubscribe after this many deliveries (0 = none). */
   max: number
   delivered: number
-  /** A wildcard that overlaps a subscribe deny rule: each message is checked at delivery. */
-  denyCheck: boolean
 }
 
 /** What a client may say in CONNECT (nats-server's field names). */
@@ -74,9 +71,8 @@ const CONNECT_FIELDS: Record<string, 'boolean' | 'string' | 'int' | 'object'> = 
   export: 'object',
 }
 
-export class NatsClient implements Owner, Session, Conn, Handler {
+export class NatsClient extends Client implements Owner, Conn, Handler {
   readonly kind = 'nats'
-  readonly out: Outbound
   readonly parser: Parser
   readonly subs = new Map<string, NatsSub>()
   readonly start: number
@@ -86,55 +82,31 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   echo = true
   headers = false
   noResponders = false
-  connected = false
   name = ''
   lang = ''
   version = ''
-  done = false
   lastIn: number
   pingsOut = 0
   nextPing: number
   in_msgs = 0
   out_msgs = 0
-  private authTimer: { cancel(): void } | null = null
-  /** The authenticated user ('' for a token or no auth), its permissions (null: none). */
-  user = ''
-  perms: CompiledPermissions | null = null
-  /** Reply subjects this client may answer (allow_responses), when its permissions have it. */
-  replies: Replies | null = null
-  /** What CONNECT presented, kept to check again on reload. */
-  private creds: Credentials | null = null
-  /** Operations that arrived while a password hash was being checked; run in order after. */
-  private held: (() => void)[] | null = null
-  private heldBytes = 0
   /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
   private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
   /** The last publish subject that passed validation (same string object when it repeats). */
   private okSubject = ''
 
-  constructor(
-    readonly srv: Server,
-    readonly cid: number,
-    readonly wire: Wire,
-  ) {
+  constructor(srv: Server, cid: number, wire: Wire) {
+    super(srv, cid, wire, 'nats') // the outbound queue, the connect deadline (src/lifecycle.ts)
     const o = srv.opts
-    this.out = new Outbound(wire, o.max_pending, srv.schedule, srv.budget)
     this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
     this.parser.connectFirst = this.authRequired
     this.parser.budget = srv.budget
-    // Timed from accept like nats-server's auth timer (so a TLS handshake and a password check
-    // count), and for every client: one that trickles its CONNECT is closed too.
-    this.authTimer = srv.host.every(connectDeadline(o, 'nats', wire), () => this.authTimeout())
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
     this.send(utf8(infoLine(srv, this)))
     srv.log.debug(() => `${this.label()} client connection created`)
-  }
-
-  get authRequired(): boolean {
-    return authNeeded(this.srv.opts, 'nats', this.wire)
   }
 
   label(): string {
@@ -166,7 +138,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   // --- parser callbacks -------------------------------------------------------------------
 
   connect(json: string): void {
-    if (this.held) return this.hold(() => this.connect(json), json.length)
+    if (this.holding) return this.hold(() => this.connect(json), json.length)
     let o: ConnectOpts
     try {
       o = { ...this.given, ...decodeConnect(json) }
@@ -176,47 +148,24 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
     const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
-    const id = identify(this.srv, 'nats', this.wire, creds, () => !this.done)
-    if (!(id instanceof Promise)) return this.finishConnect(o, creds, id)
-    // A bcrypt hash: what follows CONNECT waits (in `held`) until it is checked.
-    this.held = []
-    this.parser.connectFirst = false
-    this.parser.headers = bool(o.headers, this.headers) // so an HPUB right behind CONNECT can wait too
-    void id.then((v) => {
-      const held = this.held ?? []
-      this.held = null
-      this.heldBytes = 0
-      this.finishConnect(o, creds, v)
-      for (let i = 0; i < held.length && !this.done; i++) {
-        if (this.held) {
-          ;(this.held as (() => void)[]).push(...held.slice(i))
-          break
-        }
-        held[i]!()
-      }
-    })
-  }
-
-  /** Queues an operation that arrived while CONNECT's password is being checked. */
-  private hold(op: () => void, bytes: number): void {
-    this.heldBytes += bytes + 32
-    // Bounded like the outbound queue: a client may not pile up work while it waits.
-    if (this.heldBytes > this.srv.opts.max_pending) return this.slowConsumer(`MaxPending of ${this.srv.opts.max_pending} Exceeded while authenticating`)
-    this.held!.push(op)
+    this.login(creds, (id) => this.finishConnect(o, creds, id))
+    if (this.holding) {
+      // A bcrypt hash: what follows CONNECT waits until it is checked.
+      this.parser.connectFirst = false
+      this.parser.headers = bool(o.headers, this.headers) // so an HPUB right behind CONNECT can wait too
+    }
   }
 
   /** CONNECT, once the credentials are decided (`id` null: refused). */
   private finishConnect(o: ConnectOpts, creds: Credentials, id: Identity | null): void {
-    if (this.done) return
     if (id === null) {
       // A login refused unchecked (too many password checks waiting) was logged with its episode.
-      const line = `${this.label()} authentication error${creds.user ? ` - User ${quote(creds.user)}` : ''}`
-      if (refusedUnchecked(creds)) this.srv.log.debug(() => `${line} (refused unchecked: too many password checks waiting)`)
+      const r = this.refusal(creds)
+      const line = `${this.label()} authentication error${r.user}`
+      if (r.unchecked) this.srv.log.debug(() => `${line} (refused unchecked: too many password checks waiting)`)
       else this.srv.log.error(line)
       return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
     }
-    this.creds = creds
-    this.setIdentity(id)
     if (o.new_account || o.account) return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
     const proto = o.protocol ?? 0
     if (proto < 0 || proto > 1) return this.closeWithErr(ERR.badProtocol, 'Bad Client Protocol')
@@ -233,56 +182,36 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.version = str(o.version)
     this.parser.headers = this.headers
     this.parser.connectFirst = false
-    this.connected = true
-    this.authTimer?.cancel()
-    this.authTimer = null
+    this.accepted()
     if (this.verbose) this.send(OK)
   }
 
-  private authTimeout(): void {
-    this.authTimer?.cancel()
-    this.authTimer = null
-    if (!this.connected) this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
+  protected connectTimeout(): void {
+    this.closeWithErr(ERR.authTimeout, 'Authentication Timeout')
   }
 
-  private setIdentity(id: Identity): void {
-    this.user = id.user
-    this.perms = id.perms
-    this.replies = id.perms?.responses ? (this.replies ?? new Map()) : null
+  /** After a reload: credentials that no longer pass close the connection, as in nats-server. */
+  protected revoked(user: string | undefined): void {
+    this.srv.log.error(`${this.label()} authentication error after reload${user ? ` - User ${quote(user)}` : ''}`)
+    this.closeWithErr(ERR.authViolation, 'Authorization Violation')
   }
 
-  /**
-   * After a config reload: checks the credentials again (closing the connection if they no
-   * longer pass, as nats-server does) and applies the user's new permissions, removing
-   * subscriptions they now refuse with nats-server's -ERR and log line.
-   */
-  reauthorize(): void {
-    if (this.done || !this.connected || this.creds === null) return
-    const creds = this.creds
-    const apply = (id: Identity | null): void => {
-      if (this.done) return
-      if (id === null) {
-        this.srv.log.error(`${this.label()} authentication error after reload${creds.user ? ` - User ${quote(creds.user)}` : ''}`)
-        return this.closeWithErr(ERR.authViolation, 'Authorization Violation')
+  /** After a reload: subscriptions the new permissions refuse go, with nats-server's -ERR and log line. */
+  protected recheck(): void {
+    const perms = this.perms
+    for (const s of [...this.subs.values()]) {
+      if (perms === null || canSubscribe(perms, s.subject, s.queue)) {
+        s.denyCheck = needsDeliveryCheck(perms, s.subject)
+        continue
       }
-      this.setIdentity(id)
-      for (const s of [...this.subs.values()]) {
-        if (id.perms === null || canSubscribe(id.perms, s.subject, s.queue)) {
-          s.denyCheck = needsDeliveryCheck(id.perms, s.subject)
-          continue
-        }
-        this.dropSub(s)
-        this.send(errLine(`Permissions Violation for Subscription to ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)})`))
-        this.srv.log.info(`Removed sub ${quote(s.subject)} (sid ${quote(s.sid)}) for User ${quote(this.user)} - not authorized`)
-      }
+      this.dropSub(s)
+      this.send(errLine(`Permissions Violation for Subscription to ${JSON.stringify(s.subject)} (sid ${JSON.stringify(s.sid)})`))
+      this.srv.log.info(`Removed sub ${quote(s.subject)} (sid ${quote(s.sid)}) for User ${quote(this.user)} - not authorized`)
     }
-    const id = identify(this.srv, 'nats', this.wire, creds, () => !this.done, true)
-    if (id instanceof Promise) void id.then(apply)
-    else apply(id)
   }
 
   pub(p: PubArgs, data: Uint8Array): void {
-    if (this.held) {
+    if (this.holding) {
       const args = { ...p } // the parser reuses p and data: copy both now
       const body = data.slice(0, p.size)
       return this.hold(() => this.pub(args, body), p.size)
@@ -342,7 +271,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   sub(subject: string, queue: string | null, sid: string): void {
-    if (this.held) return this.hold(() => this.sub(subject, queue, sid), subject.length)
+    if (this.holding) return this.hold(() => this.sub(subject, queue, sid), subject.length)
     const max = this.srv.opts.max_subscriptions
     if (max > 0 && this.subs.size >= max) {
       this.srv.log.error(`${this.label()} Maximum Subscriptions Exceeded (${max})`)
@@ -370,7 +299,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   unsub(sid: string, max: number): void {
-    if (this.held) return this.hold(() => this.unsub(sid, max), sid.length)
+    if (this.holding) return this.hold(() => this.unsub(sid, max), sid.length)
     const s = this.subs.get(sid)
     if (s) {
       if (max > 0 && s.delivered < max) s.max = max
@@ -385,12 +314,12 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   }
 
   ping(): void {
-    if (this.held) return this.hold(() => this.ping(), 0)
+    if (this.holding) return this.hold(() => this.ping(), 0)
     this.send(PONG)
   }
 
   pong(): void {
-    if (this.held) return this.hold(() => this.pong(), 0)
+    if (this.holding) return this.hold(() => this.pong(), 0)
     this.pingsOut = 0
   }
 
@@ -438,7 +367,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (hdr) n += uintLength(hlen) + 1
     const out = this.out
     let p = out.reserve(n)
-    if (p < 0) return this.slowConsumer(`MaxPending of ${out.limit} Exceeded`)
+    if (p < 0) return this.overPending()
     const b = out.buf
     if (hdr) {
       b[p++] = 72 // H
@@ -492,29 +421,13 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   /** Queues a protocol line (INFO, +OK, PONG, -ERR ...). */
   send(bytes: Uint8Array): void {
     if (this.done) return
-    if (!this.out.push(bytes)) this.slowConsumer(`MaxPending of ${this.out.limit} Exceeded`)
+    if (!this.out.push(bytes)) this.overPending()
   }
 
-  private slowConsumer(why: string): void {
-    const srv = this.srv
-    srv.counters.slow_consumers++
-    srv.log.warn(`${this.label()} Slow Consumer Detected: ${why}`)
-    // What is queued would only delay the error behind data the client cannot take anyway.
-    this.out.discard()
+  /** Slow consumer (src/lifecycle.ts): nats-server's -ERR, past the discarded queue, then close. */
+  protected closeSlow(): void {
     this.wire.write(ERR.slowConsumer)
     this.teardown('Slow Consumer', true)
-  }
-
-  /** Memory budget: bytes queued for a client whose socket is not draining. */
-  stuck(): number {
-    return this.done || this.out.blockedSince === 0 ? 0 : this.out.charged
-  }
-
-  /** Memory budget: closed as a slow consumer, its socket dropped at once (what it holds is freed now). */
-  evict(why: string): void {
-    if (this.done) return
-    this.slowConsumer(why)
-    this.wire.destroy()
   }
 
   private closeWithErr(err: Uint8Array, reason: string): void {
@@ -527,10 +440,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
 
   tick(now: number): void {
     if (this.done) return
+    if (this.writeDeadline(now)) return
     const o = this.srv.opts
-    if (this.out.blockedSince !== 0 && now - this.out.blockedSince > o.write_deadline) {
-      return this.slowConsumer(`Write Deadline of ${o.write_deadline}ms Exceeded`)
-    }
     if (now < this.nextPing) return
     this.nextPing = now + o.ping_interval
     // Like nats-server: no PING while the client is talking to us anyway.
@@ -555,8 +466,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     if (this.done) return
     this.done = true
     this.parser.stopped = true
-    this.authTimer?.cancel()
-    this.authTimer = null
+    this.stopDeadline()
     for (const s of this.subs.values()) this.srv.router.unsubscribe(s)
     this.subs.clear()
     this.srv.remove(this)

@@ -1,0 +1,88 @@
+// What a routed message becomes for an MQTT subscriber, the same for a live connection
+// (conn.ts) and a parked session (session.ts): the subscription's shape, the topic and QoS it
+// gets the message with, and the message on its way while QoS 1/2 waits for acknowledgement.
+
+import type { Buffer } from 'node:buffer'
+import type { DenyChecked } from '../../src/lifecycle.ts'
+import type { Msg } from '../../src/msg.ts'
+import type { Owner, Sub } from '../../src/router.ts'
+import { msgQos, type PublishProps, type QoS } from './props.ts'
+import type { MqttState } from './state.ts'
+import { subjectToTopic } from './topic.ts'
+
+export type { QoS } from './props.ts'
+
+export interface MqttSub extends Sub, DenyChecked {
+  /** The connection, or a Parked session while its persistent client is away. */
+  readonly owner: Owner
+  /** The filter as the client sent it (the key of `subs`). */
+  readonly filter: string
+  readonly qos: QoS
+  /** The filter starts with a wildcard, so it must not match `$` topics [MQTT-4.7.2-1]. */
+  readonly noDollar: boolean
+  /** MQTT 5 No Local: not the client's own publishes. */
+  readonly noLocal: boolean
+  /** MQTT 5 Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
+  readonly subId?: number
+  /** MQTT 5 Retain As Published: the retain flag as published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
+  readonly rap?: boolean
+}
+
+/** A QoS > 0 message on its way to the client. */
+export interface Outgoing {
+  topic: string
+  payload: Buffer
+  qos: QoS
+  retain: boolean
+  /** QoS 2: PUBREC came and PUBREL went; waiting for PUBCOMP. */
+  released: boolean
+  /** MQTT 5 properties from the message's NATS headers. */
+  props?: PublishProps
+}
+
+/** The will from CONNECT, published if the connection ends without DISCONNECT [MQTT-3.1.2-8]. */
+export interface Will {
+  topic: string
+  subject: string
+  payload: Buffer
+  qos: QoS
+  retain: boolean
+  /** MQTT 5 Will Delay Interval, ms (0: none). */
+  delay: number
+  /** MQTT 5 will properties. */
+  props?: PublishProps
+}
+
+/**
+ * The topic a subscription gets a routed message under, or null: the subject has none, or
+ * it is a `$` topic and the filter starts with a wildcard [MQTT-4.7.2-1]. The same check for
+ * a live connection and a parked session.
+ */
+export function subTopic(st: MqttState, s: MqttSub, m: Msg): string | null {
+  const topic = topicFor(st, m)
+  return topic !== null && s.noDollar && topic.charCodeAt(0) === 36 ? null : topic
+}
+
+/** The topic for a routed message (mapped once per message), or null, counted, if it has none. */
+function topicFor(st: MqttState, m: Msg): string | null {
+  if (st.topicSeq !== m.seq) {
+    st.topicSeq = m.seq
+    if (m.subject !== lastSubject) {
+      lastSubject = m.subject
+      lastSubjectTopic = subjectToTopic(m.subject)
+    }
+    st.topic = lastSubjectTopic
+    if (st.topic === null) st.counters.unmappable_subjects++
+  }
+  return st.topic
+}
+
+// The last subject mapped to a topic: a stream of messages on one subject maps it once.
+let lastSubject = ''
+let lastSubjectTopic: string | null = null
+
+/** Delivery QoS: the lower of the subscription's and the message's [MQTT-3.8.4-8]. */
+export function deliveryQos(s: MqttSub, m: Msg): QoS {
+  const q = msgQos(m)
+  return s.qos < q ? s.qos : q
+}

@@ -1,0 +1,134 @@
+// PUBLISH from a client (topic alias, topic → subject, permissions, QoS 1/2 handshakes, the
+// retained store) and the acknowledgements of what sprig sent it.
+
+import { Buffer } from 'node:buffer'
+import type { IPublishPacket } from 'mqtt-packet'
+import { quote } from '../../../src/log.ts'
+import { mqttOptions as mqttOpts } from '../../../src/options.ts'
+import { publishAllowed } from '../../../src/permissions.ts'
+import type { MqttConn } from '../conn.ts'
+import type { QoS } from '../delivery.ts'
+import { keepProps, publishHeaders, replyFor, type PublishProps } from '../props.ts'
+import { retain } from '../retained.ts'
+import { topicToSubject, type TopicError, type TopicLimits } from '../topic.ts'
+import { limits, RC, why } from './common.ts'
+
+export function onPublish(c: MqttConn, p: IPublishPacket): void {
+  let topic = p.topic
+  const alias = p.properties?.topicAlias
+  if (alias !== undefined) {
+    // Topic Alias (5.0 §3.3.2.3.4): 0 or more than our Topic Alias Maximum is invalid
+    // [MQTT-3.3.2-8] [MQTT-3.3.2-9]; a topic name sets the alias, an empty one uses it.
+    const max = mqttOpts(c.srv.opts).topic_alias_maximum
+    if (alias === 0 || alias > max) {
+      c.srv.log.error(`${c.label()} mqtt topic alias ${alias} outside 1..${max} (mqtt.topic_alias_maximum)`)
+      return c.disconnect(RC.topicAliasInvalid, 'Topic Alias Invalid')
+    }
+    const known = c.topicAlias(alias, topic)
+    if (known === null) return c.protocolError(`unknown topic alias ${alias}`, RC.protocolError)
+    topic = known
+  }
+  const subject = publishSubject(topic, limits(c.srv))
+  if (typeof subject !== 'string') {
+    // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
+    c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${quote(topic)}: ${why(c.srv, subject.error)}`)
+    return c.disconnect(RC.topicNameInvalid, 'Invalid Publish Topic')
+  }
+  // A Response Topic must be a topic name, without wildcards [MQTT-3.3.2-14].
+  const reply = c.version === 5 ? replyFor(p.properties) : ''
+  if (reply === null) return c.protocolError(`invalid response topic ${quote(String(p.properties?.responseTopic))}`, RC.protocolError)
+  const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
+  if (payload.length > c.srv.opts.max_payload) {
+    c.srv.log.error(`${c.label()} mqtt payload of ${payload.length} bytes over max_payload`)
+    return c.disconnect(RC.packetTooLarge, 'Max Payload Exceeded')
+  }
+  const qos = p.qos
+  const pid = p.messageId ?? 0
+  if (c.perms !== null && !publishAllowed(c.perms, c.replies, subject, c.srv.host.now())) return refusePublish(c, subject, qos, pid)
+  if (qos === 2) {
+    // Exactly once, method A: route at PUBLISH, remember the id until PUBREL so a resent
+    // PUBLISH (DUP) is only acknowledged again [MQTT-4.3.3-2].
+    if (!c.qos2Pending(pid)) {
+      if (c.qos2Count >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
+      c.qos2Received(pid)
+      if (!route(c, topic, subject, payload, 2, p.retain, p.properties, reply)) {
+        c.qos2Released(pid) // refused: no PUBREL follows a PUBREC with 0x87
+        return refusedAck(c, 2, pid)
+      }
+    }
+    c.send({ cmd: 'pubrec', messageId: pid })
+    return
+  }
+  if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
+  if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
+}
+
+// The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.
+let pubTopic = ''
+let pubLimits: TopicLimits | null = null
+let pubSubject = ''
+
+/** topicToSubject for a PUBLISH topic name, mapping a repeated one only once. */
+function publishSubject(topic: string, lim: TopicLimits): string | TopicError {
+  if (topic === pubTopic && lim === pubLimits) return pubSubject
+  const subject = topicToSubject(topic, lim)
+  if (typeof subject === 'string') {
+    pubTopic = topic
+    pubLimits = lim
+    pubSubject = subject
+  }
+  return subject
+}
+
+/**
+ * A publish the user's permissions refuse: not routed (nor retained). MQTT 5 says so with
+ * reason 0x87 in PUBACK/PUBREC; QoS 0, and 3.1.1 (which has no refusal code), are
+ * acknowledged as usual and dropped, which the specifications allow.
+ */
+function refusePublish(c: MqttConn, subject: string, qos: QoS, pid: number): void {
+  c.srv.counters.permission_violations++
+  c.srv.log.error(`${c.label()} Publish Violation - User ${quote(c.user)}, Subject ${quote(subject)}`)
+  refusedAck(c, qos, pid)
+}
+
+/** The acknowledgement of a refused PUBLISH (see refusePublish). */
+function refusedAck(c: MqttConn, qos: QoS, pid: number): void {
+  const rc = c.version === 5 ? { reasonCode: RC.notAuthorized } : {}
+  if (qos === 1) c.send({ cmd: 'puback', messageId: pid, ...rc })
+  else if (qos === 2) c.send({ cmd: 'pubrec', messageId: pid, ...rc })
+}
+
+/**
+ * Hands an MQTT message to the router as a NATS message (its properties, QoS and retain flag
+ * as headers, props.ts); keeps it if retained. False when a service refused it.
+ */
+function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): boolean {
+  const v5props = c.version === 5 ? props : undefined
+  if (retained) retain(c.st.retained, topic, subject, payload, qos, keepProps(v5props, c.srv.host.now()))
+  // A retained message with an empty payload only deletes; it still goes to current
+  // subscribers as a normal message [MQTT-3.3.1-10].
+  return c.route(subject, publishHeaders(qos, v5props, retained), payload, reply)
+}
+
+// --- acknowledgements -------------------------------------------------------------------------
+
+export function onPuback(c: MqttConn, pid: number): void {
+  c.acknowledged(pid, 1)
+}
+
+/** QoS 2 out, step 2: the client has it; release it [MQTT-4.3.3-1]. */
+export function onPubrec(c: MqttConn, pid: number): void {
+  const known = c.received(pid)
+  c.send({ cmd: 'pubrel', messageId: pid, ...(known || c.version === 4 ? {} : { reasonCode: 0x92 }) })
+}
+
+/** QoS 2 out, done. */
+export function onPubcomp(c: MqttConn, pid: number): void {
+  c.acknowledged(pid, 2)
+}
+
+/** QoS 2 in, step 3: forget the id, so it may be reused for a new message. */
+export function onPubrel(c: MqttConn, pid: number): void {
+  const known = c.qos2Released(pid)
+  c.send({ cmd: 'pubcomp', messageId: pid, ...(known || c.version === 4 ? {} : { reasonCode: 0x92 }) })
+}
