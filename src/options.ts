@@ -114,6 +114,9 @@ export interface TlsOptions {
   map?: import('./cert-identity.ts').CertMap
 }
 
+/** A tls block's values for keys it does not set: nats-server's (handshake timeout 2s). */
+export const TLS_DEFAULTS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2_000, handshake_first: false })
+
 /** The MQTT listener (nats-server's `mqtt` block names where it has them). */
 export interface MqttOptions {
   /** false: no MQTT listener at all. */

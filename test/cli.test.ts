@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FLAGS, parseCli, usage } from '../src/cli.ts'
+import { FLAGS, parseCli, usage } from '../src/config/cli.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { errorOf } from './helpers/config.ts'
 import { defaults, type Options } from '../src/options.ts'

@@ -1,4 +1,4 @@
-// nats-server's config syntax (src/conf.ts): the grammar, its errors with file:line:column,
+// nats-server's config syntax (src/config/conf.ts): the grammar, its errors with file:line:column,
 // include and $VARIABLE, the choice between JSON and conf, and a differential run against
 // real nats-server (`-t`, test-config mode) over the same files.
 
@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfSyntaxError, configSyntax, parseConf, positionOf } from '../src/conf.ts'
+import { ConfSyntaxError, configSyntax, parseConf, positionOf } from '../src/config/conf.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { defaults, type Options } from '../src/options.ts'
 import { errorOf } from './helpers/config.ts'

@@ -4,7 +4,7 @@
 import net from 'node:net'
 import t from 'tap'
 import mqtt from 'mqtt'
-import { FLAGS, usage } from '../src/cli.ts'
+import { FLAGS, usage } from '../src/config/cli.ts'
 import { loadOptions, validateOptions } from '../src/config.ts'
 import { createLogger } from '../src/log.ts'
 import { MQTT_DEFAULTS, defaults, mqttOptions, type Options } from '../src/options.ts'

@@ -1,11 +1,10 @@
 // The command line: which flags exist and which option key each one sets. Values are not
-// checked here; loadOptions (config.ts) runs them through the same checks as config keys.
-// (config.ts imports this module and this module imports ConfigError from config.ts; neither
-// uses the other at load time, so the cycle is harmless.)
+// checked here; loadOptions (src/config.ts) runs them through the same checks as config keys.
 
 import { parseArgs } from 'node:util'
-import { ConfigError, closest } from './config.ts'
-import { LOG_LEVELS, MQTT_DEFAULTS, defaults, type Options } from './options.ts'
+import { LOG_LEVELS, MQTT_DEFAULTS, defaults, type Options } from '../options.ts'
+import { ConfigError } from './errors.ts'
+import { closest } from './suggest.ts'
 
 interface Flag {
   long: string
