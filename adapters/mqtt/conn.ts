@@ -13,6 +13,7 @@ import { Buffer } from 'node:buffer'
 import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-packet'
 import type { Conn, Wire } from '../../src/host.ts'
 import { headerValue } from '../../src/headers.ts'
+import { EMPTY, concat } from '../../src/bytes.ts'
 import type { Msg } from '../../src/msg.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import { Outbound } from '../../src/outbound.ts'
@@ -719,12 +720,3 @@ function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
   }
 }
 
-const EMPTY = new Uint8Array(0)
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b.slice()
-  const out = new Uint8Array(a.length + b.length)
-  out.set(a)
-  out.set(b, a.length)
-  return out
-}
