@@ -24,9 +24,7 @@ export { closest } from './config/suggest.ts'
  */
 export function validateOptions(raw: unknown, base: Options = defaults, source: Source = {}): Options {
   const origins: Origins = new Map()
-  const options = applyLayer(raw, base, source, 1, origins)
-  crossCheck(options, origins)
-  return options
+  return crossCheck(applyLayer(raw, base, source, 1, origins), origins)
 }
 
 /**
@@ -132,6 +130,6 @@ export function loadOptions(input: LoadInput): LoadResult {
 
   options = applyLayer(cli.values, options, { flags: cli.flags }, 2, origins)
 
-  crossCheck(options, origins)
+  options = crossCheck(options, origins)
   return file !== undefined ? { options, configFile: file } : { options }
 }

@@ -311,7 +311,7 @@ t.test('loadOptions over conf syntax: errors name the line of the key', async (t
   const e = (text: string, more: Record<string, string> = {}): string => errorOf(t, () => load(text, { more }))
   t.equal(e('port: 1\ncluster {\n  port: 6222\n}'), `config error in ${F}:2:1: unknown option "cluster" (a nats-server option that sprig does not support yet)`)
   t.equal(e('port: 1\n\n  prot: 2'), `config error in ${F}:3:3: unknown option "prot" (did you mean "port"?)`)
-  t.equal(e('port: "x"'), `config error in ${F}:1:1: port: expected an integer 0-65535, got "x"`)
+  t.equal(e('port: "x"'), `config error in ${F}:1:1: port: expected an integer 0-65535, or -1 for a random free port, got "x"`)
   t.equal(e('authorization {\n  users [\n    {user: a, password: b, permissions: { publish: { allow: "a..b" } }}\n  ]\n}'), `config error in ${F}:3:54: authorization.users[0].permissions.publish.allow: invalid subject "a..b"`)
   t.equal(e('mqtt {\n  port: 1883\n  nope: 1\n}'), `config error in ${F}:3:3: unknown option "mqtt.nope"`)
   t.equal(e('leafnodes { remotes [ { url: "nats://h:7422", hub: true } ] }'), `config error in ${F}:1:47: unknown option "leafnodes.remotes[0].hub" (a nats-server option that sprig does not support yet)`)

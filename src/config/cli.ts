@@ -27,6 +27,9 @@ export const FLAGS: readonly Flag[] = [
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
+  { long: 'pid', short: 'P', key: 'pid_file', arg: 'FILE', help: 'File to write the process id to' },
+  // nats-server's spelling, underscores and all.
+  { long: 'ports_file_dir', key: 'ports_file_dir', arg: 'DIR', help: 'Directory for the ports file (sprig_<pid>.ports)' },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
 ]
@@ -109,7 +112,7 @@ function cliError(e: unknown): unknown {
 export function usage(): string {
   const rows = FLAGS.map((f) => {
     const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.long}` + (f.arg ? ` ${f.arg}` : '')
-    const def = f.key !== undefined && f.key !== 'leafnodes.url' ? ` (default: ${showDefault(f.key)})` : ''
+    const def = f.key !== undefined && f.key !== 'leafnodes.url' && f.key !== 'pid_file' && f.key !== 'ports_file_dir' ? ` (default: ${showDefault(f.key)})` : ''
     return `  ${names.padEnd(26)}${f.help}${def}`
   })
   return [

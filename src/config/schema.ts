@@ -30,13 +30,13 @@ import {
 import { isValidQueueName, isValidSubject } from '../subject.ts'
 import { ConfigError, blame, describe, type Source } from './errors.ts'
 import { unknownKey } from './suggest.ts'
-import { boolean, checked, duration, expected, host, integer, isObject, logLevel, nonEmpty, optionalHost, orZero, secret, size, string, type Check } from './values.ts'
+import { boolean, checked, duration, expected, host, hostPort, integer, isObject, logLevel, nonEmpty, optionalHost, optionalPort, orZero, port, secret, size, string, type Check } from './values.ts'
 
 type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
-  port: integer(0, 65535, 'an integer 0-65535'),
+  port,
   server_name: string,
   max_payload: size(MAX_PAYLOAD_LIMIT, '64MB (67108864 bytes)'),
   max_pending: size(),
@@ -52,9 +52,28 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   debug: boolean,
   trace: boolean,
   logtime: boolean,
-  http_port: integer(0, 65535, 'an integer 0-65535 (0: no monitoring)'),
+  http_port: optionalPort('no monitoring'),
   http_host: optionalHost,
-  https_port: integer(0, 65535, 'an integer 0-65535 (0: no HTTPS monitoring)'),
+  https_port: optionalPort('no HTTPS monitoring'),
+  pid_file: string,
+  ports_file_dir: string,
+}
+
+// Other names nats-server accepts for the same top-level option (its opts.go).
+const SPELLINGS: Record<string, string> = {
+  net: 'host',
+  monitor_port: 'http_port',
+  max_conn: 'max_connections',
+  max_subs: 'max_subscriptions',
+  pidfile: 'pid_file',
+  leaf: 'leafnodes',
+}
+
+// nats-server's "host:port" keys, each setting two options (the host only when given).
+const LISTEN_KEYS: Record<string, { host: keyof Options; port: keyof Options; check: Check<number> }> = {
+  listen: { host: 'host', port: 'port', check: port },
+  http: { host: 'http_host', port: 'http_port', check: OPTION_CHECKS.http_port },
+  https: { host: 'http_host', port: 'https_port', check: OPTION_CHECKS.https_port },
 }
 
 // users and permissions have nested keys of their own: checked in authorization() below.
@@ -65,12 +84,15 @@ const AUTH_CHECKS: { [K in keyof Omit<Authorization, 'users' | 'permissions'>]-?
   timeout: duration,
 }
 
+// nats-server's other names (opts.go parseAuthorization).
+const AUTH_SPELLINGS: Record<string, string> = { username: 'user', pass: 'password', default_permission: 'permissions', default_permissions: 'permissions' }
+
 const AUTH_KEYS = [...Object.keys(AUTH_CHECKS), 'users', 'permissions']
 
 const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   enabled: boolean,
   host: optionalHost,
-  port: integer(0, 65535, 'an integer 0-65535'),
+  port,
   max_ack_pending: integer(1, 65535, 'an integer 1-65535'),
   retained_max_msgs: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 keeps no retained messages)'),
   retained_max_bytes: orZero(size()),
@@ -84,11 +106,16 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   max_topic_length: integer(1, 65535, 'an integer 1-65535'),
   max_topic_levels: integer(0, 65535, 'an integer >= 0 (0: no limit)'),
   max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0: the top-level max_subscriptions)'),
-  tls_port: integer(0, 65535, 'an integer 0-65535'),
+  tls_port: port,
   plain: boolean,
 }
 
-export const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes']
+const MQTT_SPELLINGS: Record<string, string> = { net: 'host' }
+
+export const OPTION_KEYS = [
+  ...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes',
+  ...Object.keys(SPELLINGS), ...Object.keys(LISTEN_KEYS),
+]
 
 /**
  * Sets `out[key]` to the checked value of `v`, or throws unknownKey (suggesting one of `known`)
@@ -121,14 +148,23 @@ export function applyLayer(raw: unknown, base: Options, src: Source, rank: numbe
   if (base.authorization) out.authorization = { ...base.authorization }
   if (base.mqtt) out.mqtt = { ...base.mqtt }
   const set = new Set<string>()
+  const spelled = new Map<string, string>()
 
-  for (const [key, v] of Object.entries(raw)) {
+  for (const [written, v] of Object.entries(raw)) {
+    const key = SPELLINGS[written] ?? written
+    if (Object.hasOwn(LISTEN_KEYS, key)) {
+      const l = LISTEN_KEYS[key]!
+      const hp = checked(hostPort(l.check), v, src, written)
+      if (hp.host !== '') setSpelled(out, l.host, hp.host, set, written)
+      setSpelled(out, l.port, hp.port, set, written)
+      continue
+    }
     if (key === 'authorization') {
       out.authorization = authorization(v, src)
     } else if (key === 'tls') {
       out.tls = tlsBlock(v, src, 'tls')
     } else if (key === 'leafnodes') {
-      out.leafnodes = leafnodes(v, src)
+      out.leafnodes = leafnodes(v, src, written)
     } else if (key === 'leafnodes.url') {
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
@@ -138,13 +174,14 @@ export function applyLayer(raw: unknown, base: Options, src: Source, rank: numbe
     } else if (key === 'mqtt') {
       if (!isObject(v)) throw blame(src, 'mqtt', `expected an object, got ${describe(v)}`)
       const m = (out.mqtt ??= { ...MQTT_DEFAULTS })
-      for (const [k, x] of Object.entries(v)) mqttKey(m, k, x, src)
+      for (const [k, x] of Object.entries(v)) set.add(`mqtt.${mqttKey(m, k, x, src)}`)
     } else if (key.startsWith('mqtt.')) {
       mqttKey((out.mqtt ??= { ...MQTT_DEFAULTS }), key.slice(5), v, src) // from a flag such as --mqtt-port
     } else {
-      setChecked(out, OPTION_CHECKS, key, v, src, key, OPTION_KEYS)
+      setChecked(out, OPTION_CHECKS, key, v, src, written, OPTION_KEYS)
     }
     set.add(key)
+    if (written !== key) spelled.set(key, written)
   }
 
   // nats-server's `debug: true` / `trace: true` turn the level up; within one layer they win
@@ -155,8 +192,15 @@ export function applyLayer(raw: unknown, base: Options, src: Source, rank: numbe
   out.log_level = level
   out.debug = LOG_LEVELS.indexOf(level) >= LOG_LEVELS.indexOf('debug')
   out.trace = level === 'trace'
-  for (const key of set) origins.set(key, { src, rank })
+  for (const key of set) origins.set(key, { src, rank, path: spelled.get(key) ?? key })
   return out
+
+  // A value set through another spelling: noted under the option's own name.
+  function setSpelled(o: Options, key: keyof Options, v: unknown, s: Set<string>, as: string): void {
+    ;(o as unknown as Record<string, unknown>)[key] = v
+    s.add(key)
+    spelled.set(key, as)
+  }
 }
 
 function louder(a: LogLevel, b: LogLevel): LogLevel {
@@ -165,13 +209,22 @@ function louder(a: LogLevel, b: LogLevel): LogLevel {
 
 // Unlike authorization, the mqtt block merges key by key: the file may set the host and a
 // flag the port.
-function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
-  const path = `mqtt.${key}`
+// Returns the key set (its own name for another spelling); `listen` sets host and port.
+function mqttKey(m: MqttOptions, written: string, v: unknown, src: Source): string {
+  const path = `mqtt.${written}`
+  const key = MQTT_SPELLINGS[written] ?? written
   if (key === 'tls') {
     m.tls = tlsBlock(v, src, path)
-    return
+    return key
   }
-  setChecked(m, MQTT_CHECKS, key, v, src, path)
+  if (key === 'listen') {
+    const hp = checked(hostPort(port), v, src, path)
+    if (hp.host !== '') m.host = hp.host
+    m.port = hp.port
+    return 'port'
+  }
+  setChecked(m, MQTT_CHECKS, key, v, src, path, [...Object.keys(MQTT_CHECKS), 'listen'])
+  return key
 }
 
 // A layer's authorization replaces the one below it as a whole: mixing a user from the config
@@ -179,8 +232,9 @@ function mqttKey(m: MqttOptions, key: string, v: unknown, src: Source): void {
 function authorization(v: unknown, src: Source): Authorization {
   if (!isObject(v)) throw blame(src, 'authorization', `expected an object, got ${describe(v)}`)
   const auth: Authorization = {} // no timeout: its default depends on the listener (src/auth.ts authTimeout)
-  for (const [key, value] of Object.entries(v)) {
-    const path = `authorization.${key}`
+  for (const [written, value] of Object.entries(v)) {
+    const path = `authorization.${written}`
+    const key = AUTH_SPELLINGS[written] ?? written
     if (key === 'users') {
       auth.users = users(value, src)
       continue
@@ -257,7 +311,8 @@ export function tlsBlock(v: unknown, src: Source, at: string, side: 'server' | '
 // --- users and permissions (nats-server's shapes; errors name the full path) ------------------
 
 const USER_KEYS = ['user', 'password', 'permissions']
-const USER_ALIASES: Record<string, string> = { username: 'user', pass: 'password' }
+// nats-server's other names for a user's keys (opts.go parseUsers).
+const USER_ALIASES: Record<string, string> = { username: 'user', pass: 'password', permission: 'permissions', authorization: 'permissions' }
 
 function users(v: unknown, src: Source): UserConfig[] {
   if (!Array.isArray(v)) throw blame(src, 'authorization.users', `expected an array of users, got ${describe(v)}`)
@@ -270,7 +325,7 @@ function users(v: unknown, src: Source): UserConfig[] {
       const k = USER_ALIASES[key] ?? key
       if (k === 'user') out.user = checked(nonEmpty, x, src, `${at}.${key}`)
       else if (k === 'password') out.password = checked(secret, x, src, `${at}.${key}`)
-      else if (k === 'permissions') out.permissions = permissions(x, src, `${at}.permissions`)
+      else if (k === 'permissions') out.permissions = permissions(x, src, `${at}.${key}`)
       else throw unknownKey(src, `${at}.${key}`, USER_KEYS, `${at}.`)
     }
     if (out.user === '') throw blame(src, `${at}.user`, 'required')
@@ -285,9 +340,10 @@ function permissions(v: unknown, src: Source, at: string): Permissions {
   const out: Permissions = {}
   for (const [key, x] of Object.entries(v)) {
     const path = `${at}.${key}`
-    if (key === 'publish' || key === 'pub') out.publish = subjectPermission(x, src, path, false)
-    else if (key === 'subscribe' || key === 'sub') out.subscribe = subjectPermission(x, src, path, true)
-    else if (key === 'allow_responses') {
+    // nats-server's spellings (opts.go parseUserPermissions): import/export are its route names.
+    if (key === 'publish' || key === 'pub' || key === 'import') out.publish = subjectPermission(x, src, path, false)
+    else if (key === 'subscribe' || key === 'sub' || key === 'export') out.subscribe = subjectPermission(x, src, path, true)
+    else if (key === 'allow_responses' || key === 'publish_allow_responses') {
       const r = responsePermission(x, src, path)
       if (r) out.allow_responses = r
     } else throw unknownKey(src, path, ['publish', 'subscribe', 'allow_responses'], `${at}.`)
@@ -323,42 +379,69 @@ function subjectList(v: unknown, src: Source, at: string, queues: boolean): stri
   })
 }
 
-/** true, false, or { max, expires } (nats-server also says max_msgs and ttl). */
+/** true, false, or { max, expires } (nats-server also says max_msgs, max_messages, max_responses, expiration and ttl). */
 function responsePermission(v: unknown, src: Source, at: string): ResponsePermission | undefined {
   if (v === false || v === 'false') return undefined
   if (v === true || v === 'true') return { max: DEFAULT_RESPONSE_MAX, expires: DEFAULT_RESPONSE_EXPIRES }
   if (!isObject(v)) throw blame(src, at, `expected true, false or { "max": N, "expires": "1m" }, got ${describe(v)}`)
   const out: ResponsePermission = { max: DEFAULT_RESPONSE_MAX, expires: DEFAULT_RESPONSE_EXPIRES }
   for (const [key, x] of Object.entries(v)) {
-    if (key === 'max' || key === 'max_msgs') {
+    if (key === 'max' || key === 'max_msgs' || key === 'max_messages' || key === 'max_responses') {
       // nats-server: 0 means the default, a negative number no limit.
       const n = checked(integer(-1, Number.MAX_SAFE_INTEGER, 'an integer (0: the default 1, -1: no limit)'), x, src, `${at}.${key}`)
       out.max = n === 0 ? DEFAULT_RESPONSE_MAX : n < 0 ? Number.MAX_SAFE_INTEGER : n
-    } else if (key === 'expires' || key === 'ttl') {
+    } else if (key === 'expires' || key === 'expiration' || key === 'ttl') {
       out.expires = checked(duration, x, src, `${at}.${key}`)
     } else throw unknownKey(src, `${at}.${key}`, ['max', 'expires'], `${at}.`)
   }
   return out
 }
 
-/** Which source last set each key, and how late it came (higher wins). */
-export type Origins = Map<string, { src: Source; rank: number }>
+/** Which source last set each key, how late it came (higher wins), and the name it was written as. */
+export type Origins = Map<string, { src: Source; rank: number; path: string }>
 
-export function crossCheck(o: Options, origins: Origins): void {
+/**
+ * The rules that span keys and layers, checked once every layer is in; returns the options
+ * with what they imply filled in (the MQTT listeners), so nothing downstream derives it.
+ */
+export function crossCheck(o: Options, origins: Origins): Options {
+  // The error names the key as it was written ("https" for https_port), where it was written.
+  const fault = (key: string, detail: string, nameKey = true): ConfigError => {
+    const at = origins.get(key)
+    return blame(at?.src ?? {}, at?.path ?? key, detail, nameKey)
+  }
   if (o.https_port !== 0 && o.tls === undefined) {
-    throw blame(origins.get('https_port')?.src ?? {}, 'https_port', 'needs the top-level tls block (its certificate serves HTTPS)')
+    throw fault('https_port', 'needs the top-level tls block (its certificate serves HTTPS)')
   }
   if (o.no_auth_user !== undefined && !o.authorization?.users?.some((u) => u.user === o.no_auth_user)) {
-    const detail = `${describe(o.no_auth_user)} is not one of authorization.users`
-    throw blame(origins.get('no_auth_user')?.src ?? {}, 'no_auth_user', detail)
+    throw fault('no_auth_user', `${describe(o.no_auth_user)} is not one of authorization.users`)
   }
   if (o.max_payload > o.max_pending) {
     // Name whichever of the two was set last: that is the value the user just changed.
     const rank = (key: string): number => origins.get(key)?.rank ?? 0
     const key = rank('max_pending') > rank('max_payload') ? 'max_pending' : 'max_payload'
-    const detail = `max_payload (${o.max_payload}) cannot be higher than max_pending (${o.max_pending})`
-    throw blame(origins.get(key)?.src ?? {}, key, detail, false)
+    throw fault(key, `max_payload (${o.max_payload}) cannot be higher than max_pending (${o.max_pending})`, false)
   }
+  return o.mqtt ? { ...o, mqtt: mqttListeners(o.mqtt, (k) => origins.has(`mqtt.${k}`), fault) } : o
+}
+
+/**
+ * Which port speaks what. As in nats-server, `tls` makes `port` speak MQTT over TLS.
+ * sprig's `tls_port` puts TLS on a port of its own instead; `plain: true` then keeps `port`
+ * open without TLS too (serving both).
+ */
+function mqttListeners(m: MqttOptions, given: (key: string) => boolean, fault: (key: string, detail: string) => ConfigError): MqttOptions {
+  if (m.tls === undefined) {
+    if (given('tls_port')) throw fault('mqtt.tls_port', 'needs mqtt.tls (the certificate for that port)')
+    return given('plain') ? m : { ...m, plain: true }
+  }
+  if (!given('tls_port')) {
+    if (given('plain') && m.plain) {
+      throw fault('mqtt.plain', 'with mqtt.tls, mqtt.port speaks TLS; set mqtt.tls_port to serve TLS on a port of its own and keep mqtt.port plain')
+    }
+    return { ...m, tls_port: m.port, plain: false }
+  }
+  return given('plain') ? m : { ...m, plain: false }
 }
 
 // --- leafnodes (the uplink; soliciting side only) ------------------------------------------
@@ -373,20 +456,20 @@ const REMOTE_KEYS = [
 const REMOTE_NOT_SUPPORTED = ['account', 'hub', 'ws_compression', 'ws_no_masking', 'compression', 'first_info_timeout', 'local']
 
 // A layer's leafnodes block replaces the one below it as a whole (like authorization).
-function leafnodes(v: unknown, src: Source): LeafnodeOptions {
-  if (!isObject(v)) throw blame(src, 'leafnodes', `expected an object like { "remotes": [ { "urls": ["nats://hub:7422"] } ] }, got ${describe(v)}`)
+function leafnodes(v: unknown, src: Source, at = 'leafnodes'): LeafnodeOptions {
+  if (!isObject(v)) throw blame(src, at, `expected an object like { "remotes": [ { "urls": ["nats://hub:7422"] } ] }, got ${describe(v)}`)
   const out: LeafnodeOptions = { remotes: [], ...LEAF_DEFAULTS }
   for (const [key, x] of Object.entries(v)) {
-    const path = `leafnodes.${key}`
+    const path = `${at}.${key}`
     if (key === 'remotes') {
       if (!Array.isArray(x)) throw blame(src, path, `expected an array of remotes, got ${describe(x)}`)
-      out.remotes = x.map((r, i) => remote(r, src, `leafnodes.remotes[${i}]`))
+      out.remotes = x.map((r, i) => remote(r, src, `${at}.remotes[${i}]`))
     } else if (key === 'reconnect' || key === 'reconnect_max') out[key] = checked(duration, x, src, path)
     else if (key === 'listen' || key === 'port' || key === 'host' || key === 'authorization') {
       throw blame(src, path, 'sprig does not accept leaf connections (it only dials hubs: use leafnodes.remotes)', false)
-    } else throw unknownKey(src, path, LEAF_KEYS, 'leafnodes.')
+    } else throw unknownKey(src, path, LEAF_KEYS, `${at}.`)
   }
-  if (out.reconnect_max < out.reconnect) throw blame(src, 'leafnodes.reconnect_max', `cannot be lower than leafnodes.reconnect (${out.reconnect} ms)`)
+  if (out.reconnect_max < out.reconnect) throw blame(src, `${at}.reconnect_max`, `cannot be lower than ${at}.reconnect (${out.reconnect} ms)`)
   return out
 }
 

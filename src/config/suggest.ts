@@ -7,23 +7,16 @@ import { blame, type Source, type ConfigError } from './errors.ts'
 export const NOT_SUPPORTED = new Set([
   'client_advertise', 'websocket', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
-  'resolver', 'http_base_path', 'pid_file',
-  'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
+  'resolver', 'http_base_path', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
   'lame_duck_duration', 'lame_duck_grace_period', 'connect_error_reports',
   'reconnect_error_reports', 'include',
 ])
 
 // Names people bring from nats-server's format (it accepts several spellings) or from habit.
+// (nats-server's own other spellings are accepted: schema.ts SPELLINGS.)
 const ALIASES: Record<string, string> = {
-  net: 'host',
   addr: 'host',
-  listen: 'host" and "port',
   name: 'server_name',
-  http: 'http_host" and "http_port',
-  monitor_port: 'http_port',
-  https: 'http_host" and "https_port',
-  'authorization.username': 'authorization.user',
-  'authorization.pass': 'authorization.password',
 }
 
 export function unknownKey(src: Source, path: string, known: readonly string[], prefix: string): ConfigError {

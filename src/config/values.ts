@@ -124,6 +124,26 @@ export const host: Check<string> = (v) =>
 /** A host, or '' for none. */
 export const optionalHost: Check<string> = (v) => (v === '' ? '' : host(v))
 
+// nats-server's RANDOM_PORT: -1 asks for a random free port, on every listener.
+const PORT = 'an integer 0-65535, or -1 for a random free port'
+
+/** A listener's port; -1 (nats-server's random port) becomes 0, which asks the OS for one. */
+export const port: Check<number> = (v) => Math.max(0, integer(-1, 65535, PORT)(v))
+
+/** The port of a listener that 0 turns off; -1 stays -1 (a random free port). */
+export const optionalPort = (off: string): Check<number> => integer(-1, 65535, `an integer 0-65535 (0: ${off}; -1: a random free port)`)
+
+/**
+ * nats-server's `listen` (also `http`, `https`, `mqtt.listen`): a port, or "host:port"
+ * ("[::1]:4222" for IPv6). The host is '' when only a port is given.
+ */
+export const hostPort = (checkPort: Check<number>): Check<{ host: string; port: number }> => (v) => {
+  if (typeof v === 'number' || (typeof v === 'string' && /^\s*-?\d+\s*$/.test(v))) return { host: '', port: checkPort(v) }
+  const m = typeof v === 'string' ? /^\s*(?:\[([^\]]+)\]|([^\s:/[\]]+)):(-?\d+)\s*$/.exec(v) : null
+  if (!m) return expected('a port or "host:port"', v)
+  return { host: host(m[1] ?? m[2]), port: checkPort(m[3]) }
+}
+
 /** `check`, except that 0 is accepted too (it means "none" or "no limit"). */
 export const orZero =
   (check: Check<number>): Check<number> =>
