@@ -15,7 +15,7 @@ import { isObject } from './config/values.ts'
 export { ConfigError, type ConfigErrorInfo, type Source } from './config/errors.ts'
 export { parseConfigText } from './config/json.ts'
 export { parseDuration, parseSize } from './config/values.ts'
-export { DEFAULT_TLS_TIMEOUT, tlsBlock } from './config/schema.ts'
+export { DEFAULT_TLS_TIMEOUT, mqttListeners, tlsBlock } from './config/schema.ts'
 export { closest } from './config/suggest.ts'
 
 /**

@@ -175,7 +175,7 @@ export function tlsReloader(
     const nm = mqttOptions(next)
     if (!!wm.tls !== !!nm.tls) throw restart('mqtt.tls')
     if (wm.tls && nm.tls && nm.tls_port !== 0 && wm.tls_port !== nm.tls_port) throw restart('mqtt.tls_port')
-    if ((wm.plain ?? !wm.tls) !== (nm.plain ?? !nm.tls)) throw restart('mqtt.plain')
+    if (wm.plain !== nm.plain) throw restart('mqtt.plain')
     const steps: [string, ServerTls, ServerTls][] = []
     if (listeners.nats && next.tls) steps.push(['tls', listeners.nats, serverTls(next.tls, 'tls', listeners.nats.mode, listeners.nats.refused)])
     if (listeners.mqtt && nm.tls) steps.push(['mqtt.tls', listeners.mqtt, serverTls(nm.tls, 'mqtt.tls', 'first', listeners.mqtt.refused)])

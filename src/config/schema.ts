@@ -428,9 +428,14 @@ export function crossCheck(o: Options, origins: Origins): Options {
 /**
  * Which port speaks what. As in nats-server, `tls` makes `port` speak MQTT over TLS.
  * sprig's `tls_port` puts TLS on a port of its own instead; `plain: true` then keeps `port`
- * open without TLS too (serving both).
+ * open without TLS too (serving both). `given` says which keys the configuration set. Tests
+ * that build Options by hand call this too.
  */
-function mqttListeners(m: MqttOptions, given: (key: string) => boolean, fault: (key: string, detail: string) => ConfigError): MqttOptions {
+export function mqttListeners(
+  m: MqttOptions,
+  given: (key: string) => boolean,
+  fault: (key: string, detail: string) => Error = (key, detail) => new ConfigError(`config error: ${key}: ${detail}`, { key }),
+): MqttOptions {
   if (m.tls === undefined) {
     if (given('tls_port')) throw fault('mqtt.tls_port', 'needs mqtt.tls (the certificate for that port)')
     return given('plain') ? m : { ...m, plain: true }
