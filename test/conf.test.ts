@@ -414,6 +414,45 @@ no_auth_user: bob
     },
     want: { port: 4335, authorization: { users: [{ user: 'u', password: 'p' }] } },
   },
+  {
+    name: "nats-server's other spellings: listen, http, net-less mqtt listen, max_conn, max_subs, pidfile",
+    files: {
+      'main.conf': 'listen: "127.0.0.1:4336"\nhttp: "127.0.0.1:8336"\nmax_conn: 50\nmax_subs: 20\npidfile: "/tmp/sprig-x.pid"\nports_file_dir: "/tmp"\nmqtt { listen: "127.0.0.1:1886" }\n',
+    },
+    want: { host: '127.0.0.1', port: 4336, http_host: '127.0.0.1', http_port: 8336, max_connections: 50, max_subscriptions: 20, pid_file: '/tmp/sprig-x.pid', ports_file_dir: '/tmp', mqtt: { host: '127.0.0.1', port: 1886 } as Options['mqtt'] },
+  },
+  {
+    name: 'net, monitor_port, port -1',
+    files: { 'main.conf': 'net: 127.0.0.1\nport: -1\nmonitor_port: -1\npid_file: /tmp/sprig-y.pid\n' },
+    want: { host: '127.0.0.1', port: 0, http_port: -1, pid_file: '/tmp/sprig-y.pid' },
+  },
+  {
+    name: 'authorization and users in every spelling',
+    files: {
+      'main.conf': `authorization {
+  default_permissions: { import: "pub.>", export: "sub.>" }
+  users = [
+    { username: a, pass: x, permission: { pub: "a.>", publish_allow_responses: { max_responses: 2, expiration: "5s" } } }
+    { user: b, password: y, authorization: { sub: "b.>", allow_responses: { max_messages: 3 } } }
+  ]
+}
+`,
+    },
+    want: {
+      authorization: {
+        permissions: { publish: { allow: ['pub.>'] }, subscribe: { allow: ['sub.>'] } },
+        users: [
+          { user: 'a', password: 'x', permissions: { publish: { allow: ['a.>'] }, allow_responses: { max: 2, expires: 5000 } } },
+          { user: 'b', password: 'y', permissions: { subscribe: { allow: ['b.>'] }, allow_responses: { max: 3, expires: 120_000 } } },
+        ],
+      },
+    },
+  },
+  {
+    name: 'single user with username and pass, leaf for leafnodes',
+    files: { 'main.conf': 'authorization { username: u, pass: p }\nleaf { remotes [ { url: "nats://hub:7422" } ] }\n' },
+    want: { authorization: { user: 'u', password: 'p' } },
+  },
 ]
 
 const BAD: Case[] = [
@@ -427,6 +466,7 @@ const BAD: Case[] = [
   { name: 'missing include', files: { 'main.conf': 'include ./missing.conf\n' } },
   { name: 'two values on a line', files: { 'main.conf': 'port: 4222 http_port: 8222\n' } },
   { name: 'an environment variable that is not a value', env: { BAD_VALUE: 'foo bar' }, files: { 'main.conf': 'server_name: $BAD_VALUE\n' } },
+  { name: 'listen without a port', files: { 'main.conf': 'listen: "127.0.0.1"\n' } },
 ]
 
 t.test('differential: nats-server -t and sprig agree on each file', async (t) => {
