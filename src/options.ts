@@ -92,6 +92,12 @@ export interface Options {
   leafnodes?: LeafnodeOptions
   /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
   tls?: TlsOptions
+  /**
+   * With `tls`: clients may also stay in plaintext on the same port (nats-server's
+   * `allow_non_tls`). INFO then says tls_available instead of tls_required; a client that
+   * answers INFO with a TLS handshake gets TLS.
+   */
+  allow_non_tls: boolean
 }
 
 /**
@@ -232,6 +238,7 @@ export const defaults: Options = Object.freeze({
   http_port: 0,
   http_host: '',
   https_port: 0,
+  allow_non_tls: false,
   pid_file: '',
   ports_file_dir: '',
 })

@@ -142,7 +142,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // node:tls on every runtime (the native socket APIs cannot verify client certificates).
   const refused = (line: string): void => log.error(line)
   const mo = mqttOptions(opts)
-  const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : 'after-info', refused)
+  const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : opts.allow_non_tls ? 'mixed' : 'after-info', refused)
   const mqttTls = mo.enabled && mo.tls ? serverTls(mo.tls, 'mqtt.tls', 'first', refused) : undefined
   if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native') log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
   const nats = natsTls
@@ -197,7 +197,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   srv.start()
   const lag = watchEventLoop(srv)
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
-  if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
+  if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
   let removePortsFile = (): void => {}

@@ -52,8 +52,9 @@ export interface ServerTls {
   /**
    * `first`: TLS from the first byte (the MQTT TLS port, NATS handshake_first).
    * `after-info`: NATS's way: one plaintext frame (INFO) goes out, then the same socket upgrades.
+   * `mixed`: NATS with allow_non_tls: the client's first byte decides (a TLS handshake starts with 0x16).
    */
-  mode: 'first' | 'after-info'
+  mode: 'first' | 'after-info' | 'mixed'
   /** ms the handshake may take. */
   timeout: number
   /** Require a client certificate that verifies against the CA. */

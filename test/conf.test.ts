@@ -422,6 +422,11 @@ no_auth_user: bob
     want: { host: '127.0.0.1', port: 4336, http_host: '127.0.0.1', http_port: 8336, max_connections: 50, max_subscriptions: 20, pid_file: '/tmp/sprig-x.pid', ports_file_dir: '/tmp', mqtt: { host: '127.0.0.1', port: 1886 } as Options['mqtt'] },
   },
   {
+    name: 'allow_non_tls',
+    files: { 'main.conf': 'allow_non_tls: true\n' },
+    want: { allow_non_tls: true },
+  },
+  {
     name: 'net, monitor_port, port -1',
     files: { 'main.conf': 'net: 127.0.0.1\nport: -1\nmonitor_port: -1\npid_file: /tmp/sprig-y.pid\n' },
     want: { host: '127.0.0.1', port: 0, http_port: -1, pid_file: '/tmp/sprig-y.pid' },

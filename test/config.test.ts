@@ -50,6 +50,7 @@ t.test('defaults', async (t) => {
     http_port: 0,
     http_host: '',
     https_port: 0,
+    allow_non_tls: false,
     pid_file: '',
     ports_file_dir: '',
   })
@@ -520,6 +521,10 @@ t.test("nats-server's other spellings mean the same option", async (t) => {
   t.equal(errorOf(t, () => v({ listen: 'h:70000' })), 'config error: listen: expected an integer 0-65535, or -1 for a random free port, got "70000"')
   t.equal(errorOf(t, () => v({ max_conn: 0 })), 'config error: max_conn: expected a positive integer, got 0')
   t.equal(errorOf(t, () => v({ https: 8443 })), 'config error: https: needs the top-level tls block (its certificate serves HTTPS)')
+  t.equal(
+    errorOf(t, () => v({ allow_non_tls: true, tls: { cert_file: 'c', key_file: 'k', handshake_first: true } })),
+    'config error: allow_non_tls: cannot be combined with tls.handshake_first (every client starts with TLS there)',
+  )
 })
 
 t.test('port -1 is a random free port on every listener', async (t) => {

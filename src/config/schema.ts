@@ -55,6 +55,7 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   http_port: optionalPort('no monitoring'),
   http_host: optionalHost,
   https_port: optionalPort('no HTTPS monitoring'),
+  allow_non_tls: boolean,
   pid_file: string,
   ports_file_dir: string,
 }
@@ -412,6 +413,9 @@ export function crossCheck(o: Options, origins: Origins): Options {
   }
   if (o.https_port !== 0 && o.tls === undefined) {
     throw fault('https_port', 'needs the top-level tls block (its certificate serves HTTPS)')
+  }
+  if (o.allow_non_tls && o.tls?.handshake_first) {
+    throw fault('allow_non_tls', 'cannot be combined with tls.handshake_first (every client starts with TLS there)')
   }
   if (o.no_auth_user !== undefined && !o.authorization?.users?.some((u) => u.user === o.no_auth_user)) {
     throw fault('no_auth_user', `${describe(o.no_auth_user)} is not one of authorization.users`)
