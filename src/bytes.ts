@@ -60,7 +60,12 @@ export function uintLength(v: number): number {
   return n
 }
 
+/** The empty byte array, shared: never written to. */
+export const EMPTY: Uint8Array = new Uint8Array(0)
+
+/** `a` then `b` in a new array: always a copy, so the caller may keep it past the read that lent `b`. */
 export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b.slice()
   const out = new Uint8Array(a.length + b.length)
   out.set(a, 0)
   out.set(b, a.length)

@@ -20,7 +20,10 @@ export interface Msg {
   seq: number
 }
 
-export const EMPTY = new Uint8Array(0)
+import { EMPTY } from './bytes.ts'
+
+// Importers from before EMPTY moved to bytes.ts (adapters/mqtt/packets.ts).
+export { EMPTY }
 
 export function newMsg(): Msg {
   return { subject: '', subjectBytes: EMPTY, reply: '', replyBytes: EMPTY, hdr: null, payload: EMPTY, seq: 0 }

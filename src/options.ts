@@ -73,18 +73,31 @@ export interface Options {
   authorization?: Authorization
   /** Clients that send no credentials become this user (one of authorization.users). */
   no_auth_user?: string
-  /** Monitoring HTTP port (nats-server's `http_port`); 0 = no monitoring listener. */
+  /** Monitoring HTTP port (nats-server's `http_port`); 0 = no monitoring listener, -1 = a random free port. */
   http_port: number
   /** Monitoring host; empty means the top-level `host`. */
   http_host: string
-  /** Monitoring over HTTPS with the top-level `tls` block (nats-server's `https_port`); 0 = none. */
+  /** Monitoring over HTTPS with the top-level `tls` block (nats-server's `https_port`); 0 = none, -1 = a random free port. */
   https_port: number
+  /** A file the process id is written to at start (nats-server's `pid_file`); '' = none. */
+  pid_file: string
+  /**
+   * A directory where, once every listener is up, `sprig_<pid>.ports` lists their URLs as
+   * nats-server's ports file does (nats-server's `ports_file_dir`); '' = none. Removed at stop.
+   */
+  ports_file_dir: string
   /** Absent means MQTT_DEFAULTS (read it through mqttOptions()). */
   mqtt?: MqttOptions
   /** Leaf uplinks to NATS hubs (sprig dials out; it does not accept leaf connections). */
   leafnodes?: LeafnodeOptions
   /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
   tls?: TlsOptions
+  /**
+   * With `tls`: clients may also stay in plaintext on the same port (nats-server's
+   * `allow_non_tls`). INFO then says tls_available instead of tls_required; a client that
+   * answers INFO with a TLS handshake gets TLS.
+   */
+  allow_non_tls: boolean
 }
 
 /**
@@ -113,6 +126,9 @@ export interface TlsOptions {
    */
   map?: import('./cert-identity.ts').CertMap
 }
+
+/** A tls block's values for keys it does not set: nats-server's (handshake timeout 2s). */
+export const TLS_DEFAULTS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2_000, handshake_first: false })
 
 /** The MQTT listener (nats-server's `mqtt` block names where it has them). */
 export interface MqttOptions {
@@ -163,15 +179,19 @@ export interface MqttOptions {
   max_topic_levels: number
   /** Subscriptions (topic filters) per MQTT client; 0 = the top-level max_subscriptions. */
   max_subscriptions: number
-  /** TLS for MQTT clients, on its own port `tls_port`. */
+  /** TLS for MQTT clients: on `port`, as in nats-server, or on `tls_port` when that is set. */
   tls?: TlsOptions
-  /** The MQTT TLS port (8883, MQTT's registered port), used when `tls` is set. */
+  /**
+   * The port MQTT over TLS listens on. Validated options always say: the config's
+   * `tls_port` (sprig's own key, to serve TLS on a port of its own), else `port` when `tls` is
+   * set (nats-server's meaning). Unused without `tls`.
+   */
   tls_port: number
   /**
-   * Keep the plain `port` listener open next to the TLS one. Absent: only when `tls` is not
-   * set (a configured mqtt.tls closes the plain port, so devices cannot skip the certificate).
+   * Whether `port` serves MQTT without TLS. Validated: false when TLS is on `port`; with
+   * `tls_port`, false unless the config says `plain: true` (serve both); true without `tls`.
    */
-  plain?: boolean
+  plain: boolean
 }
 
 /** nats-server refuses payloads above this (MAX_PAYLOAD_MAX_SIZE). */
@@ -218,6 +238,9 @@ export const defaults: Options = Object.freeze({
   http_port: 0,
   http_host: '',
   https_port: 0,
+  allow_non_tls: false,
+  pid_file: '',
+  ports_file_dir: '',
 })
 
 export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
@@ -242,7 +265,8 @@ export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
   max_topic_length: 65535,
   max_topic_levels: 0,
   max_subscriptions: 0,
-  tls_port: 8883,
+  tls_port: 0, // resolved by validation when `tls` is set
+  plain: true,
 })
 
 /** The MQTT settings in effect: the `mqtt` block, or the defaults when there is none. */
@@ -255,12 +279,12 @@ const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user'
 
 /**
  * The first option whose change a reload cannot apply (a restart must), as `key` or
- * `mqtt.key`, or null. A port asked for as 0 (pick one) at start is recorded as the port it
- * got: asking for 0 again is no change. The reloadable blocks check their own insides.
+ * `mqtt.key`, or null. A port asked for as 0 or -1 (pick one) at start is recorded as the port
+ * it got: asking for that again is no change. The reloadable blocks check their own insides.
  */
 export function restartNeeded(cur: Options, next: Options): string | null {
   const differs = (key: string, a: unknown, b: unknown): boolean =>
-    JSON.stringify(a) !== JSON.stringify(b) && !(key.endsWith('port') && b === 0)
+    JSON.stringify(a) !== JSON.stringify(b) && !(key.endsWith('port') && (b === 0 || b === -1))
   const keys = new Set([...Object.keys(cur), ...Object.keys(next)]) as Set<keyof Options>
   for (const key of keys) {
     if (RELOADABLE.has(key)) continue

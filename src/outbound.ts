@@ -15,6 +15,7 @@
 // (Wire.idle) writes its next batch into the same buffer.
 
 import type { Budget } from './budget.ts'
+import { EMPTY } from './bytes.ts'
 import type { Wire } from './host.ts'
 
 /** Largest first buffer of a batch; a busy connection's batches start at its last batch's size. */
@@ -174,4 +175,3 @@ export class Outbound {
   }
 }
 
-const EMPTY = new Uint8Array(0)

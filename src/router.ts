@@ -5,7 +5,7 @@
 import type { Budget } from './budget.ts'
 import type { Msg } from './msg.ts'
 import { mayPublishAs, mayReceiveAs, type Principal } from './permissions.ts'
-import { Sublist, type Match, type SubLike } from './sublist.ts'
+import { Sublist, pickQueueMember, type Match, type SubLike } from './sublist.ts'
 
 /**
  * A subscriber and a publisher. As a Principal it says who it publishes as (user,
@@ -140,16 +140,10 @@ export class Router {
     for (let g = 0; g < qsubs.length; g++) {
       const group = qsubs[g]!
       if (queues !== undefined && !queues.includes(group[0]!.queue!)) continue
-      // Start at a random member; walk on only if echo rules that member out.
-      const len = group.length
-      const start = len === 1 ? 0 : Math.floor(Math.random() * len)
-      for (let k = 0; k < len; k++) {
-        const s = group[(start + k) % len]!
-        if (skipSelf && s.owner === from) continue
-        s.owner.deliver(s, msg, from)
-        n++
-        break
-      }
+      const s = pickQueueMember(group, skipSelf ? from : null)
+      if (s === null) continue
+      s.owner.deliver(s, msg, from)
+      n++
     }
     t.out_msgs += n
     t.out_bytes += n * size

@@ -365,8 +365,19 @@ function collectInterest<S>(n: Node<S>, subject: string, out: Interest[]): void 
   if (n.fwc !== null) collectInterest(n.fwc, pre + '>', out)
 }
 
-/** One member of a queue group, uniformly at random. `group` must not be empty. */
-export function pickQueueMember<S>(group: readonly S[]): S {
-  if (group.length === 0) throw new RangeError('empty queue group')
-  return group[Math.floor(Math.random() * group.length)]!
+/**
+ * One member of a queue group, uniformly at random, passing over members owned by `skip`
+ * (a publisher that does not want its own messages back): the walk starts at a random
+ * member and goes on only past skipped ones. null when every member is skipped. `group`
+ * must not be empty. The router calls this once per group per message: no allocation.
+ */
+export function pickQueueMember<S extends SubLike & { readonly owner?: unknown }>(group: readonly S[], skip: unknown = null): S | null {
+  const len = group.length
+  if (len === 0) throw new RangeError('empty queue group')
+  const start = len === 1 ? 0 : Math.floor(Math.random() * len)
+  for (let k = 0; k < len; k++) {
+    const s = group[(start + k) % len]!
+    if (skip === null || s.owner !== skip) return s
+  }
+  return null
 }

@@ -5,7 +5,7 @@
 import net from 'node:net'
 import tls from 'node:tls'
 import type { Conn, Dial } from '../src/host.ts'
-import type { TlsOptions } from '../src/options.ts'
+import { TLS_DEFAULTS, type TlsOptions } from '../src/options.ts'
 import { NetWire } from './net.ts'
 import { peerTlsOf, tlsClientOptions } from './tls.ts'
 
@@ -24,7 +24,7 @@ class DialWire extends NetWire {
   startTls(done: (err: string | null) => void): void {
     let options: tls.ConnectionOptions
     try {
-      options = tlsClientOptions(this.opts ?? PLAIN_TLS, this.servername)
+      options = tlsClientOptions(this.opts ?? TLS_DEFAULTS, this.servername)
     } catch (e) {
       return done((e as Error).message)
     }
@@ -53,8 +53,6 @@ class DialWire extends NetWire {
     })
   }
 }
-
-const PLAIN_TLS: TlsOptions = { verify: false, verify_and_map: false, timeout: 2000, handshake_first: false }
 
 const CONN = Symbol('conn')
 type Wired = (net.Socket | tls.TLSSocket) & { [CONN]?: { conn: Conn | null; closed: boolean; error?: string } }

@@ -29,10 +29,16 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     sock.on('close', onClose)
     // With TLS, the plain socket's bytes belong to the handshake: no 'data' listener on it.
     if (secure?.mode === 'first') startTls(wire, secure, onClose)
-    else if (secure) wire.upgradeAfter = { st: secure, onClose }
+    else if (secure?.mode === 'after-info') wire.upgradeAfter = { st: secure, onClose }
     const conn = accept(wire)
     if (!conn) return
     wire.conn = conn
+    if (secure?.mode === 'mixed') {
+      wire.mixed = { st: secure, onClose }
+      sock.on('data', sniff)
+      sock.on('drain', onDrain)
+      return
+    }
     if (secure) return
     sock.on('data', onData)
     sock.on('drain', onDrain)
@@ -67,6 +73,8 @@ export class NetWire implements Wire {
   tls?: PeerTls
   /** Listener side, NATS's way: the next write (INFO) goes out in plaintext, then TLS starts. */
   upgradeAfter: { st: ServerTls; onClose: (this: net.Socket) => void } | null = null
+  /** allow_non_tls: until the client's first bytes say whether it starts TLS. */
+  mixed: { st: ServerTls; onClose: (this: net.Socket) => void } | null = null
   /** While a listener-side TLS handshake runs, writes wait here (null otherwise). */
   held: Uint8Array[] | null = null
   /** The first socket error (e.g. "read ECONNRESET"), handed to Conn.closed() as the reason. */
@@ -169,6 +177,27 @@ function onError(this: net.Socket, e: Error): void {
 // `?.`: after a TLS upgrade the plain socket's 'close' may come before the TLS socket's last events.
 function onData(this: net.Socket, d: Uint8Array): void {
   ;(this as WiredSocket)[WIRE].conn?.data(d)
+}
+
+/**
+ * allow_non_tls: the first bytes a client sends after INFO decide. A TLS ClientHello (a
+ * handshake record, 0x16) is put back and the socket upgrades (node:tls reads what was put
+ * back); anything else is the plaintext protocol.
+ */
+function sniff(this: net.Socket, d: Buffer): void {
+  const wire = (this as WiredSocket)[WIRE]
+  this.removeListener('data', sniff)
+  const m = wire.mixed!
+  wire.mixed = null
+  if (d.length > 0 && d[0] === 0x16) {
+    this.removeListener('drain', onDrain)
+    this.pause()
+    this.unshift(d)
+    startTls(wire, m.st, m.onClose)
+    return
+  }
+  this.on('data', onData)
+  wire.conn?.data(d)
 }
 
 function onDrain(this: net.Socket): void {

@@ -19,6 +19,7 @@ import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
+import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -129,6 +130,7 @@ export interface Broker {
 
 /** Starts the listeners and the housekeeping tick for these options. Tests use it too. */
 export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Broker> {
+  if (opts.pid_file !== '') writePidFile(opts.pid_file)
   // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
@@ -140,7 +142,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // node:tls on every runtime (the native socket APIs cannot verify client certificates).
   const refused = (line: string): void => log.error(line)
   const mo = mqttOptions(opts)
-  const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : 'after-info', refused)
+  const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : opts.allow_non_tls ? 'mixed' : 'after-info', refused)
   const mqttTls = mo.enabled && mo.tls ? serverTls(mo.tls, 'mqtt.tls', 'first', refused) : undefined
   if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native') log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
   const nats = natsTls
@@ -153,10 +155,9 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   let mqttTlsPort = 0
   if (mo.enabled) {
     const host = mo.host || opts.host
-    // A configured mqtt.tls closes the plain port unless mqtt.plain says to keep it.
-    const plain = mo.plain ?? !mqttTls
+    // Validation decided which port speaks what (schema.ts mqttListeners).
     try {
-      if (plain) {
+      if (mo.plain) {
         const mqtt = await (rt.listenMqtt ?? rt.listen)(host, mo.port, guard((wire) => acceptMqtt(srv, wire)))
         listeners.push(mqtt)
         mqttPort = mqtt.port
@@ -189,15 +190,36 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       throw e
     }
   }
-  const httpPort = opts.http_port !== 0 ? await monitor('http', opts.http_port) : 0
-  const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', opts.https_port, natsTls) : 0
+  // -1 is nats-server's random port; 0 there means no monitoring listener.
+  const httpPort = opts.http_port !== 0 ? await monitor('http', Math.max(0, opts.http_port)) : 0
+  const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
   const lag = watchEventLoop(srv)
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
-  if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
+  if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
+  let removePortsFile = (): void => {}
+  if (opts.ports_file_dir !== '') {
+    const monHost = opts.http_host || opts.host
+    const mqttHost = mo.host || opts.host
+    const bound: Bound = {
+      host: opts.host,
+      nats: { port: nats.port, tls: !!natsTls },
+      mqtt: [...(mqttPort ? [{ host: mqttHost, port: mqttPort, tls: false }] : []), ...(mqttTlsPort ? [{ host: mqttHost, port: mqttTlsPort, tls: true }] : [])],
+      monitoring: [...(httpPort ? [{ host: monHost, port: httpPort, tls: false }] : []), ...(httpsPort ? [{ host: monHost, port: httpsPort, tls: true }] : [])],
+    }
+    try {
+      removePortsFile = writePortsFile(opts.ports_file_dir, bound)
+    } catch (e) {
+      lag.stop()
+      for (const l of listeners) l.close()
+      srv.shutdown()
+      pool.close()
+      throw e
+    }
+  }
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
   const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
   return {
@@ -210,6 +232,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     uplink,
     reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
     async stop() {
+      removePortsFile()
       lag.stop()
       uplink?.stop()
       for (const l of listeners) l.close()

@@ -52,8 +52,9 @@ export interface ServerTls {
   /**
    * `first`: TLS from the first byte (the MQTT TLS port, NATS handshake_first).
    * `after-info`: NATS's way: one plaintext frame (INFO) goes out, then the same socket upgrades.
+   * `mixed`: NATS with allow_non_tls: the client's first byte decides (a TLS handshake starts with 0x16).
    */
-  mode: 'first' | 'after-info'
+  mode: 'first' | 'after-info' | 'mixed'
   /** ms the handshake may take. */
   timeout: number
   /** Require a client certificate that verifies against the CA. */
@@ -175,7 +176,7 @@ export function tlsReloader(
     const nm = mqttOptions(next)
     if (!!wm.tls !== !!nm.tls) throw restart('mqtt.tls')
     if (wm.tls && nm.tls && nm.tls_port !== 0 && wm.tls_port !== nm.tls_port) throw restart('mqtt.tls_port')
-    if ((wm.plain ?? !wm.tls) !== (nm.plain ?? !nm.tls)) throw restart('mqtt.plain')
+    if (wm.plain !== nm.plain) throw restart('mqtt.plain')
     const steps: [string, ServerTls, ServerTls][] = []
     if (listeners.nats && next.tls) steps.push(['tls', listeners.nats, serverTls(next.tls, 'tls', listeners.nats.mode, listeners.nats.refused)])
     if (listeners.mqtt && nm.tls) steps.push(['mqtt.tls', listeners.mqtt, serverTls(nm.tls, 'mqtt.tls', 'first', listeners.mqtt.refused)])

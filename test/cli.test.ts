@@ -1,5 +1,5 @@
 import t from 'tap'
-import { FLAGS, parseCli, usage } from '../src/cli.ts'
+import { FLAGS, parseCli, usage } from '../src/config/cli.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { errorOf } from './helpers/config.ts'
 import { defaults, type Options } from '../src/options.ts'
@@ -60,8 +60,8 @@ t.test('flag problems name the flag', async (t) => {
 
 t.test('bad flag values go through the config checks and name the flag', async (t) => {
   const cases: [string[], string][] = [
-    [['-p', 'x'], '--port: expected an integer 0-65535, got "x"'],
-    [['--port', '70000'], '--port: expected an integer 0-65535, got "70000"'],
+    [['-p', 'x'], '--port: expected an integer 0-65535, or -1 for a random free port, got "x"'],
+    [['--port', '70000'], '--port: expected an integer 0-65535, or -1 for a random free port, got "70000"'],
     [['-a', ''], '--addr: expected a host name or IP address, got ""'],
     [['--max-payload', 'abc'], '--max-payload: expected a size in bytes (number, or a string like "1MB"), got "abc"'],
     [['--max-payload', '65MB', '--max-pending', '1GB'], '--max-payload: expected a size up to 64MB (67108864 bytes), got "65MB"'],

@@ -1,4 +1,4 @@
-// nats-server's config syntax (src/conf.ts): the grammar, its errors with file:line:column,
+// nats-server's config syntax (src/config/conf.ts): the grammar, its errors with file:line:column,
 // include and $VARIABLE, the choice between JSON and conf, and a differential run against
 // real nats-server (`-t`, test-config mode) over the same files.
 
@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfSyntaxError, configSyntax, parseConf, positionOf } from '../src/conf.ts'
+import { ConfSyntaxError, configSyntax, parseConf, positionOf } from '../src/config/conf.ts'
 import { ConfigError, loadOptions } from '../src/config.ts'
 import { defaults, type Options } from '../src/options.ts'
 import { errorOf } from './helpers/config.ts'
@@ -311,7 +311,7 @@ t.test('loadOptions over conf syntax: errors name the line of the key', async (t
   const e = (text: string, more: Record<string, string> = {}): string => errorOf(t, () => load(text, { more }))
   t.equal(e('port: 1\ncluster {\n  port: 6222\n}'), `config error in ${F}:2:1: unknown option "cluster" (a nats-server option that sprig does not support yet)`)
   t.equal(e('port: 1\n\n  prot: 2'), `config error in ${F}:3:3: unknown option "prot" (did you mean "port"?)`)
-  t.equal(e('port: "x"'), `config error in ${F}:1:1: port: expected an integer 0-65535, got "x"`)
+  t.equal(e('port: "x"'), `config error in ${F}:1:1: port: expected an integer 0-65535, or -1 for a random free port, got "x"`)
   t.equal(e('authorization {\n  users [\n    {user: a, password: b, permissions: { publish: { allow: "a..b" } }}\n  ]\n}'), `config error in ${F}:3:54: authorization.users[0].permissions.publish.allow: invalid subject "a..b"`)
   t.equal(e('mqtt {\n  port: 1883\n  nope: 1\n}'), `config error in ${F}:3:3: unknown option "mqtt.nope"`)
   t.equal(e('leafnodes { remotes [ { url: "nats://h:7422", hub: true } ] }'), `config error in ${F}:1:47: unknown option "leafnodes.remotes[0].hub" (a nats-server option that sprig does not support yet)`)
@@ -414,6 +414,50 @@ no_auth_user: bob
     },
     want: { port: 4335, authorization: { users: [{ user: 'u', password: 'p' }] } },
   },
+  {
+    name: "nats-server's other spellings: listen, http, net-less mqtt listen, max_conn, max_subs, pidfile",
+    files: {
+      'main.conf': 'listen: "127.0.0.1:4336"\nhttp: "127.0.0.1:8336"\nmax_conn: 50\nmax_subs: 20\npidfile: "/tmp/sprig-x.pid"\nports_file_dir: "/tmp"\nmqtt { listen: "127.0.0.1:1886" }\n',
+    },
+    want: { host: '127.0.0.1', port: 4336, http_host: '127.0.0.1', http_port: 8336, max_connections: 50, max_subscriptions: 20, pid_file: '/tmp/sprig-x.pid', ports_file_dir: '/tmp', mqtt: { host: '127.0.0.1', port: 1886 } as Options['mqtt'] },
+  },
+  {
+    name: 'allow_non_tls',
+    files: { 'main.conf': 'allow_non_tls: true\n' },
+    want: { allow_non_tls: true },
+  },
+  {
+    name: 'net, monitor_port, port -1',
+    files: { 'main.conf': 'net: 127.0.0.1\nport: -1\nmonitor_port: -1\npid_file: /tmp/sprig-y.pid\n' },
+    want: { host: '127.0.0.1', port: 0, http_port: -1, pid_file: '/tmp/sprig-y.pid' },
+  },
+  {
+    name: 'authorization and users in every spelling',
+    files: {
+      'main.conf': `authorization {
+  default_permissions: { import: "pub.>", export: "sub.>" }
+  users = [
+    { username: a, pass: x, permission: { pub: "a.>", publish_allow_responses: { max_responses: 2, expiration: "5s" } } }
+    { user: b, password: y, authorization: { sub: "b.>", allow_responses: { max_messages: 3 } } }
+  ]
+}
+`,
+    },
+    want: {
+      authorization: {
+        permissions: { publish: { allow: ['pub.>'] }, subscribe: { allow: ['sub.>'] } },
+        users: [
+          { user: 'a', password: 'x', permissions: { publish: { allow: ['a.>'] }, allow_responses: { max: 2, expires: 5000 } } },
+          { user: 'b', password: 'y', permissions: { subscribe: { allow: ['b.>'] }, allow_responses: { max: 3, expires: 120_000 } } },
+        ],
+      },
+    },
+  },
+  {
+    name: 'single user with username and pass, leaf for leafnodes',
+    files: { 'main.conf': 'authorization { username: u, pass: p }\nleaf { remotes [ { url: "nats://hub:7422" } ] }\n' },
+    want: { authorization: { user: 'u', password: 'p' } },
+  },
 ]
 
 const BAD: Case[] = [
@@ -427,6 +471,7 @@ const BAD: Case[] = [
   { name: 'missing include', files: { 'main.conf': 'include ./missing.conf\n' } },
   { name: 'two values on a line', files: { 'main.conf': 'port: 4222 http_port: 8222\n' } },
   { name: 'an environment variable that is not a value', env: { BAD_VALUE: 'foo bar' }, files: { 'main.conf': 'server_name: $BAD_VALUE\n' } },
+  { name: 'listen without a port', files: { 'main.conf': 'listen: "127.0.0.1"\n' } },
 ]
 
 t.test('differential: nats-server -t and sprig agree on each file', async (t) => {

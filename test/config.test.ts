@@ -50,6 +50,9 @@ t.test('defaults', async (t) => {
     http_port: 0,
     http_host: '',
     https_port: 0,
+    allow_non_tls: false,
+    pid_file: '',
+    ports_file_dir: '',
   })
   t.ok(Object.isFrozen(defaults))
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)
@@ -261,10 +264,10 @@ t.test('every key: a bad value names the key and what was expected', async (t) =
     [{ host: 5 }, 'host: expected a host name or IP address, got 5'],
     [{ host: '' }, 'host: expected a host name or IP address, got ""'],
     [{ host: 'a b' }, 'host: expected a host name or IP address, got "a b"'],
-    [{ port: 'x' }, 'port: expected an integer 0-65535, got "x"'],
-    [{ port: 70000 }, 'port: expected an integer 0-65535, got 70000'],
-    [{ port: -1 }, 'port: expected an integer 0-65535, got -1'],
-    [{ port: 4222.5 }, 'port: expected an integer 0-65535, got 4222.5'],
+    [{ port: 'x' }, 'port: expected an integer 0-65535, or -1 for a random free port, got "x"'],
+    [{ port: 70000 }, 'port: expected an integer 0-65535, or -1 for a random free port, got 70000'],
+    [{ port: -2 }, 'port: expected an integer 0-65535, or -1 for a random free port, got -2'],
+    [{ port: 4222.5 }, 'port: expected an integer 0-65535, or -1 for a random free port, got 4222.5'],
     [{ server_name: 1 }, 'server_name: expected a string, got 1'],
     [{ max_payload: 'abc' }, `max_payload: ${SIZE}, got "abc"`],
     [{ max_payload: 0 }, 'max_payload: expected a size greater than 0, got 0'],
@@ -290,7 +293,7 @@ t.test('every key: a bad value names the key and what was expected', async (t) =
     [{ authorization: { token: null } }, 'authorization.token: expected a non-empty string, got null'],
     [{ authorization: { token: '' } }, 'authorization.token: expected a non-empty string, got an empty string'],
     [{ authorization: { token: 't', timeout: 'soon' } }, `authorization.timeout: ${DUR}, got "soon"`],
-    [{ http_port: 70000 }, 'http_port: expected an integer 0-65535 (0: no monitoring), got 70000'],
+    [{ http_port: 70000 }, 'http_port: expected an integer 0-65535 (0: no monitoring; -1: a random free port), got 70000'],
     [{ http_host: 'a b' }, 'http_host: expected a host name or IP address, got "a b"'],
   ]
   for (const [raw, want] of cases) {
@@ -298,7 +301,7 @@ t.test('every key: a bad value names the key and what was expected', async (t) =
   }
   t.equal(
     errorOf(t, () => validateOptions({ port: 'x' })),
-    'config error: port: expected an integer 0-65535, got "x"',
+    'config error: port: expected an integer 0-65535, or -1 for a random free port, got "x"',
     'without a file name',
   )
   try {
@@ -323,14 +326,13 @@ t.test('unknown keys', async (t) => {
     [{ 'ping-interval': 1 }, 'unknown option "ping-interval" (did you mean "ping_interval"?)'],
     [{ prot: 1 }, 'unknown option "prot" (did you mean "port"?)'],
     [{ max_paylod: 1 }, 'unknown option "max_paylod" (did you mean "max_payload"?)'],
-    [{ net: '0.0.0.0' }, 'unknown option "net" (did you mean "host"?)'],
-    [{ listen: '0.0.0.0:4222' }, 'unknown option "listen" (did you mean "host" and "port"?)'],
+    [{ addr: '0.0.0.0' }, 'unknown option "addr" (did you mean "host"?)'],
     [{ completely_different: 1 }, 'unknown option "completely_different"'],
     [{ max: 1 }, 'unknown option "max"'],
     [{ jetstream: {} }, 'unknown option "jetstream" (a nats-server option that sprig does not support yet)'],
     [{ websocket: {} }, 'unknown option "websocket" (a nats-server option that sprig does not support yet)'],
     [{ authorization: { usr: 'a' } }, 'unknown option "authorization.usr" (did you mean "authorization.user"?)'],
-    [{ authorization: { pass: 'a' } }, 'unknown option "authorization.pass" (did you mean "authorization.password"?)'],
+    [{ authorization: { passwd: 'a' } }, 'unknown option "authorization.passwd" (did you mean "authorization.password"?)'],
     [{ authorization: { accounts: [] } }, 'unknown option "authorization.accounts"'],
   ]
   for (const [raw, want] of cases) {
@@ -471,10 +473,10 @@ t.test('loadOptions: errors point at where the value came from', async (t) => {
     errorOf(t, () => loadOptions({ argv: ['-c', F], readFile: () => { throw 'boom' } })),
     `config error: cannot read ${F}: boom`,
   )
-  t.equal(errorOf(t, () => load(['-c', F], { [F]: '{"port": "x"}' })), `config error in ${F}: port: expected an integer 0-65535, got "x"`)
+  t.equal(errorOf(t, () => load(['-c', F], { [F]: '{"port": "x"}' })), `config error in ${F}: port: expected an integer 0-65535, or -1 for a random free port, got "x"`)
   t.equal(errorOf(t, () => load(['-c', F], { [F]: '{\n"port" 1}' })), `config error in ${F}:2:8: unexpected "1", expected ":" after key "port"`)
   // A bad file is reported even when flags would override the bad key.
-  t.equal(errorOf(t, () => load(['-c', F, '-p', '1'], { [F]: '{"port": "x"}' })), `config error in ${F}: port: expected an integer 0-65535, got "x"`)
+  t.equal(errorOf(t, () => load(['-c', F, '-p', '1'], { [F]: '{"port": "x"}' })), `config error in ${F}: port: expected an integer 0-65535, or -1 for a random free port, got "x"`)
 })
 
 t.test('loadOptions: help and version', async (t) => {
@@ -483,4 +485,60 @@ t.test('loadOptions: help and version', async (t) => {
   t.same(loadOptions({ argv: ['--version'], readFile: files({}) }), { version: true })
   // Help wins over a missing config file and bad values: nothing else is read.
   t.ok('help' in loadOptions({ argv: ['-c', '/nope', '-p', 'x', '--help'], readFile: files({}) }))
+})
+
+t.test("nats-server's other spellings mean the same option", async (t) => {
+  const v = (raw: Record<string, unknown>): Options => validateOptions(raw)
+  t.equal(v({ net: '127.0.0.2' }).host, '127.0.0.2', 'net')
+  t.match(v({ listen: '127.0.0.2:4333' }), { host: '127.0.0.2', port: 4333 }, 'listen host:port')
+  t.match(v({ listen: '[::1]:4333' }), { host: '::1', port: 4333 }, 'listen [v6]:port')
+  t.match(v({ listen: 4333 }), { host: '0.0.0.0', port: 4333 }, 'listen: a port only keeps the host')
+  t.match(v({ http: '127.0.0.3:8222' }), { http_host: '127.0.0.3', http_port: 8222 }, 'http host:port')
+  t.match(v({ http: 8222 }), { http_host: '', http_port: 8222 }, 'http port')
+  t.equal(v({ monitor_port: 8223 }).http_port, 8223, 'monitor_port')
+  t.equal(v({ max_conn: 7 }).max_connections, 7, 'max_conn')
+  t.equal(v({ max_subs: 9 }).max_subscriptions, 9, 'max_subs')
+  t.equal(v({ pidfile: '/run/x.pid' }).pid_file, '/run/x.pid', 'pidfile')
+  t.equal(v({ leaf: { remotes: [{ url: 'nats://h:7422' }] } }).leafnodes?.remotes.length, 1, 'leaf')
+  const a = v({ authorization: { username: 'u', pass: 'p', default_permissions: { pub: 'a' } } }).authorization
+  t.match(a, { user: 'u', password: 'p', permissions: { publish: { allow: ['a'] } } }, 'authorization: username, pass, default_permissions')
+  const users = v({
+    authorization: {
+      users: [
+        { username: 'a', pass: 'x', permission: { import: 'i.>', export: 'e.>' } },
+        { user: 'b', password: 'y', authorization: { publish_allow_responses: { max_responses: 3, expiration: '5s' } } },
+        { user: 'c', password: 'z', permissions: { allow_responses: { max_messages: 2 } } },
+      ],
+    },
+  }).authorization?.users
+  t.match(users?.[0], { user: 'a', password: 'x', permissions: { publish: { allow: ['i.>'] }, subscribe: { allow: ['e.>'] } } })
+  t.match(users?.[1]?.permissions?.allow_responses, { max: 3, expires: 5000 })
+  t.match(users?.[2]?.permissions?.allow_responses, { max: 2 })
+  t.match(v({ mqtt: { listen: '127.0.0.4:1884' } }).mqtt, { host: '127.0.0.4', port: 1884 }, 'mqtt.listen')
+  t.equal(v({ mqtt: { net: '127.0.0.5' } }).mqtt?.host, '127.0.0.5', 'mqtt.net')
+  // Errors name the key as written.
+  t.equal(errorOf(t, () => v({ listen: 'nohost' })), 'config error: listen: expected a port or "host:port", got "nohost"')
+  t.equal(errorOf(t, () => v({ listen: 'h:70000' })), 'config error: listen: expected an integer 0-65535, or -1 for a random free port, got "70000"')
+  t.equal(errorOf(t, () => v({ max_conn: 0 })), 'config error: max_conn: expected a positive integer, got 0')
+  t.equal(errorOf(t, () => v({ https: 8443 })), 'config error: https: needs the top-level tls block (its certificate serves HTTPS)')
+  t.equal(
+    errorOf(t, () => v({ allow_non_tls: true, tls: { cert_file: 'c', key_file: 'k', handshake_first: true } })),
+    'config error: allow_non_tls: cannot be combined with tls.handshake_first (every client starts with TLS there)',
+  )
+})
+
+t.test('port -1 is a random free port on every listener', async (t) => {
+  const o = validateOptions({ port: -1, http_port: -1, mqtt: { port: -1 } })
+  t.equal(o.port, 0, 'the NATS port: 0 asks the OS')
+  t.equal(o.mqtt?.port, 0)
+  t.equal(o.http_port, -1, 'monitoring keeps -1 (0 means none there)')
+  t.equal(validateOptions({ listen: '127.0.0.1:-1' }).port, 0)
+  t.equal(errorOf(t, () => validateOptions({ http_port: -2 })), 'config error: http_port: expected an integer 0-65535 (0: no monitoring; -1: a random free port), got -2')
+})
+
+t.test('pid_file and ports_file_dir, and their flags', async (t) => {
+  t.match(load(['-P', '/run/s.pid', '--ports_file_dir', '/run']), { pid_file: '/run/s.pid', ports_file_dir: '/run' })
+  t.match(load(['--pid', '/run/t.pid']), { pid_file: '/run/t.pid' })
+  t.match(load(['-c', F], { [F]: '{"pid_file": "/a.pid", "ports_file_dir": "/d"}' }), { pid_file: '/a.pid', ports_file_dir: '/d' })
+  t.equal(errorOf(t, () => load(['-c', F], { [F]: '{"pid_file": 3}' })), `config error in ${F}: pid_file: expected a string, got 3`)
 })

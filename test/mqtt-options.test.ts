@@ -4,7 +4,7 @@
 import net from 'node:net'
 import t from 'tap'
 import mqtt from 'mqtt'
-import { FLAGS, usage } from '../src/cli.ts'
+import { FLAGS, usage } from '../src/config/cli.ts'
 import { loadOptions, validateOptions } from '../src/config.ts'
 import { createLogger } from '../src/log.ts'
 import { MQTT_DEFAULTS, defaults, mqttOptions, type Options } from '../src/options.ts'
@@ -39,7 +39,8 @@ t.test('defaults: MQTT on, port 1883, on the main host', async (t) => {
     max_topic_length: 65535,
     max_topic_levels: 0,
     max_subscriptions: 0,
-    tls_port: 8883, // used only when mqtt.tls is set
+    tls_port: 0, // with mqtt.tls: the port TLS is on (validation sets it)
+    plain: true,
   })
   t.ok(Object.isFrozen(MQTT_DEFAULTS))
   t.equal(load([]).mqtt, undefined, 'no block: the defaults apply')
@@ -64,8 +65,8 @@ t.test('the mqtt block merges over the defaults, flags over the file', async (t)
 t.test('bad mqtt values name the key or the flag', async (t) => {
   const cases: [unknown, string][] = [
     [{ mqtt: 5 }, 'mqtt: expected an object, got 5'],
-    [{ mqtt: { port: 'x' } }, 'mqtt.port: expected an integer 0-65535, got "x"'],
-    [{ mqtt: { port: 70000 } }, 'mqtt.port: expected an integer 0-65535, got 70000'],
+    [{ mqtt: { port: 'x' } }, 'mqtt.port: expected an integer 0-65535, or -1 for a random free port, got "x"'],
+    [{ mqtt: { port: 70000 } }, 'mqtt.port: expected an integer 0-65535, or -1 for a random free port, got 70000'],
     [{ mqtt: { enabled: 'yes' } }, 'mqtt.enabled: expected true or false, got "yes"'],
     [{ mqtt: { host: 'a b' } }, 'mqtt.host: expected a host name or IP address, got "a b"'],
     [{ mqtt: { max_ack_pending: 0 } }, 'mqtt.max_ack_pending: expected an integer 1-65535, got 0'],
@@ -77,7 +78,7 @@ t.test('bad mqtt values name the key or the flag', async (t) => {
     [{ mqtt: { prot: 1 } }, 'unknown option "mqtt.prot" (did you mean "mqtt.port"?)'],
   ]
   for (const [raw, want] of cases) t.equal(errorOf(t, () => validateOptions(raw, defaults, { file: F })), `config error in ${F}: ${want}`, want)
-  t.equal(errorOf(t, () => load(['--mqtt-port', 'x'])), '--mqtt-port: expected an integer 0-65535, got "x"')
+  t.equal(errorOf(t, () => load(['--mqtt-port', 'x'])), '--mqtt-port: expected an integer 0-65535, or -1 for a random free port, got "x"')
 })
 
 t.test('--mqtt-port is in the help with its default', async (t) => {

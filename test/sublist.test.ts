@@ -255,7 +255,7 @@ t.test('pickQueueMember is roughly uniform', async (t) => {
   const counts = new Map<Sub, number>()
   const n = 40_000
   for (let i = 0; i < n; i++) {
-    const m = pickQueueMember(group)
+    const m = pickQueueMember(group)!
     counts.set(m, (counts.get(m) ?? 0) + 1)
   }
   t.equal(counts.size, 4, 'every member picked')
@@ -274,6 +274,28 @@ t.test('pickQueueMember is roughly uniform', async (t) => {
   } finally {
     Math.random = orig
   }
+})
+
+t.test('pickQueueMember passes over the skipped owner, uniformly among the rest', async (t) => {
+  const me = {}
+  const other = {}
+  const group = [
+    { ...sub('q', 'g'), owner: me },
+    { ...sub('q', 'g'), owner: other },
+    { ...sub('q', 'g'), owner: me },
+    { ...sub('q', 'g'), owner: other },
+  ]
+  const seen = new Set<unknown>()
+  let mine = 0
+  for (let i = 0; i < 2000; i++) {
+    const m = pickQueueMember(group, me)
+    if (m?.owner === me) mine++
+    seen.add(m)
+  }
+  t.equal(mine, 0, 'never the skipped owner')
+  t.equal(seen.size, 2, 'both other members picked')
+  t.equal(pickQueueMember(group.filter((s) => s.owner === me), me), null, 'all skipped: none')
+  t.ok(pickQueueMember(group.filter((s) => s.owner === me)), 'no skip: one of them')
 })
 
 t.test('cache: hits return the same object, stats count', async (t) => {

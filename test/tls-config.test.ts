@@ -22,7 +22,18 @@ t.test('a tls block with nats-server names and defaults', async (t) => {
   t.equal(m?.tls?.cert_file, pair.cert_file)
   t.equal(m?.tls_port, 8884)
   t.equal(m?.plain, true)
-  t.equal(validateOptions({ mqtt: { port: 1884 } }).mqtt?.tls_port, 8883, 'mqtt.tls_port defaults to 8883')
+  t.match(validateOptions({ mqtt: { port: 1884, tls: pair } }).mqtt, { tls_port: 1884, plain: false }, "nats-server's meaning: mqtt.tls makes mqtt.port speak TLS")
+  t.match(validateOptions({ mqtt: { tls: pair, tls_port: 8883 } }).mqtt, { port: 1883, tls_port: 8883, plain: false }, 'tls_port: TLS on its own port, port closed')
+  t.match(validateOptions({ mqtt: { port: 1884 } }).mqtt, { port: 1884, plain: true }, 'no tls: port is plain')
+  t.match(validateOptions({ mqtt: { plain: false } }).mqtt, { plain: false }, 'plain: false without tls: no MQTT listener')
+})
+
+t.test('mqtt listener combinations that cannot be', async (t) => {
+  t.equal(
+    errorOf(t, () => validateOptions({ mqtt: { tls: pair, plain: true } })),
+    'config error: mqtt.plain: with mqtt.tls, mqtt.port speaks TLS; set mqtt.tls_port to serve TLS on a port of its own and keep mqtt.port plain',
+  )
+  t.equal(errorOf(t, () => validateOptions({ mqtt: { tls_port: 8883 } })), 'config error: mqtt.tls_port: needs mqtt.tls (the certificate for that port)')
 })
 
 t.test('bad tls values name the key', async (t) => {

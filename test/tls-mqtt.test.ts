@@ -1,6 +1,6 @@
-// MQTT over TLS on its own port (mqtt.tls, mqtt.tls_port): MQTT.js and mosquitto_pub/sub with
-// client certificates, messages crossing to and from NATS; the plain port closes when TLS is
-// configured unless mqtt.plain keeps it.
+// MQTT over TLS: on mqtt.port as in nats-server (mqtt.tls alone), or on a port of its own
+// (sprig's mqtt.tls_port). MQTT.js and mosquitto_pub/sub with client certificates, messages
+// crossing to and from NATS; with tls_port the plain port stays closed unless mqtt.plain keeps it.
 
 import t from 'tap'
 import { spawn } from 'node:child_process'
@@ -61,6 +61,32 @@ if (certs) {
     t.equal(await fromDevice, 'sensors.42.temp=21.5')
     nc.publish('cmd.42.reboot', 'now')
     t.equal(await toDevice, 'cmd/42/reboot=now')
+  })
+
+  t.test("nats-server's meaning: mqtt { port, tls } makes that port speak MQTT over TLS", async (t) => {
+    const b = await startBroker({ mqtt: { tls: tlsOpts } })
+    t.teardown(() => b.stop())
+    t.equal(b.mqttPort, 0, 'no plain listener')
+    t.ok(b.mqttTlsPort > 0, 'TLS on mqtt.port (0: a free one)')
+    t.equal(b.srv.opts.mqtt?.tls_port, b.mqttTlsPort)
+    const dev = await mqtt.connectAsync(`mqtts://127.0.0.1:${b.mqttTlsPort}`, {
+      ca: [readFileSync(certs.ca)],
+      cert: readFileSync(certs.client.cert),
+      key: readFileSync(certs.client.key),
+      servername: 'localhost',
+      reconnectPeriod: 0,
+    })
+    t.ok(dev.connected, 'mqtts:// on mqtt.port')
+    await dev.endAsync()
+    // A plain MQTT client on the same port gets no CONNACK: the server waits for a ClientHello.
+    const plain = mqtt.connect(`mqtt://127.0.0.1:${b.mqttTlsPort}`, { reconnectPeriod: 0, connectTimeout: 1500 })
+    const got = await new Promise<string>((resolve) => {
+      plain.once('connect', () => resolve('connected'))
+      plain.once('error', () => resolve('refused'))
+      plain.once('close', () => resolve('refused'))
+    })
+    plain.end(true)
+    t.equal(got, 'refused', 'plain MQTT on the TLS port does not connect')
   })
 
   t.test('MQTT.js without a certificate, or with a revoked one, is refused', async (t) => {

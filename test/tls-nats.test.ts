@@ -59,6 +59,27 @@ if (certs) {
     t.ok(b.logs.some((l) => /TLS required for client connections/.test(l)), 'start-up says TLS is required')
   })
 
+  t.test("allow_non_tls: INFO says tls_available; TLS and plaintext clients share the port", async (t) => {
+    const b = await startBroker({ tls: serverTlsOptions(certs, { verify: false, ca_file: undefined }), allow_non_tls: true })
+    t.teardown(() => b.stop())
+    const secure = await connect({ servers: b.url, ...natsTls(certs, null) })
+    t.teardown(() => secure.close())
+    // nats.js upgrades whenever INFO says tls_available unless told `tls: null` (against nats-server too).
+    const plain = await connect({ servers: b.url, reconnect: false, tls: null })
+    t.teardown(() => plain.close())
+    t.equal(plain.info?.tls_available, true, 'INFO says tls_available')
+    t.equal(plain.info?.tls_required, undefined, 'and not tls_required')
+    t.equal(await roundTrip(secure, 'mixed.a'), 'over tls', 'a TLS client works')
+    t.equal(await roundTrip(plain, 'mixed.b'), 'over tls', 'a plaintext client works')
+    // Across the two: the TLS client hears what the plaintext one publishes.
+    const sub = secure.subscribe('mixed.c', { max: 1 })
+    await secure.flush()
+    plain.publish('mixed.c', 'across')
+    for await (const m of sub) t.equal(m.string(), 'across')
+    const tlsConns = [...b.srv.sessions.values()].filter((s) => (s as { wire?: { tls?: unknown } }).wire?.tls !== undefined)
+    t.equal(tlsConns.length, 1, 'exactly one connection is on TLS')
+  })
+
   t.test('without verify: no client certificate needed, INFO has no tls_verify', async (t) => {
     const b = await startBroker({ tls: serverTlsOptions(certs, { verify: false, ca_file: undefined }) })
     t.teardown(() => b.stop())

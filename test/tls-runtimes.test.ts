@@ -89,6 +89,24 @@ if (certs) {
       t.equal(nc2.info?.tls_required, true, 'handshake_first: nats.js with handshakeFirst connects')
       await nc2.close()
       t.notOk((await tlsAttempt(port2, 'nats-first', certs, certs.selfSigned)).ok, 'handshake_first: self-signed refused')
+
+      // allow_non_tls, and MQTT over TLS on mqtt.port (nats-server's meaning), on a third process.
+      const port3 = await freePort()
+      const mqtt3 = await freePort()
+      const conf3 = join(certs.dir, `sprig-mixed-${v.name.replace(/\W+/g, '-')}.json`)
+      writeFileSync(conf3, JSON.stringify({ host: '127.0.0.1', port: port3, allow_non_tls: true, tls, mqtt: { port: mqtt3, tls } }))
+      const p3 = await spawnServer(v.cmd, [...v.args, '-c', conf3], port3, v.env)
+      t.teardown(() => p3.stop())
+      const secure = await connect({ servers: `127.0.0.1:${port3}`, reconnect: false, tls: { caFile: certs.ca, certFile: certs.client.cert, keyFile: certs.client.key } })
+      const plain = await connect({ servers: `127.0.0.1:${port3}`, reconnect: false, tls: null })
+      t.equal(plain.info?.tls_available, true, 'allow_non_tls: INFO says tls_available')
+      const sub3 = secure.subscribe('rt.mixed', { max: 1 })
+      await secure.flush()
+      plain.publish('rt.mixed', 'plain to tls')
+      for await (const m of sub3) t.equal(m.string(), 'plain to tls', 'allow_non_tls: a plaintext and a TLS client on one port')
+      await secure.close()
+      await plain.close()
+      t.ok((await tlsAttempt(mqtt3, 'mqtt', certs, certs.client)).ok, 'mqtt { port, tls }: that port speaks MQTT over TLS')
     })
   }
 }

@@ -13,7 +13,8 @@ import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-pa
 import { utf8 } from '../../src/bytes.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import { Client } from '../../src/lifecycle.ts'
-import { EMPTY, newMsg, type Msg } from '../../src/msg.ts'
+import { newMsg, type Msg } from '../../src/msg.ts'
+import { EMPTY, concat } from '../../src/bytes.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
@@ -789,10 +790,3 @@ function parseWithMqttPacket(c: MqttConn, frame: Buffer): void {
   }
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b.slice()
-  const out = new Uint8Array(a.length + b.length)
-  out.set(a)
-  out.set(b, a.length)
-  return out
-}

@@ -52,7 +52,8 @@ export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: s
   }
   if (authRequired(o)) info.auth_required = true
   // nats-server 2.9's fields and order; a TLS listener upgrades right after this INFO.
-  if (o.tls) info.tls_required = true
+  if (o.tls && o.allow_non_tls) info.tls_available = true // the client chooses (net.ts: mixed)
+  else if (o.tls) info.tls_required = true
   if (o.tls?.verify) info.tls_verify = true
   info.max_payload = o.max_payload
   info.client_id = c.cid

@@ -4,7 +4,7 @@
 import { utf8 } from '../bytes.ts'
 import { isoTime, type Dial } from '../host.ts'
 import { newMsg } from '../msg.ts'
-import { LEAF_DEFAULTS, type Options, type RemoteOptions } from '../options.ts'
+import { type Options, type RemoteOptions } from '../options.ts'
 import { mayAnswer } from '../permissions.ts'
 import { answerFor, type Owner, type Sub } from '../router.ts'
 import type { Server } from '../server.ts'
@@ -36,8 +36,7 @@ export function leafStatus(remotes: readonly Remote[]): LeafStatus {
 export function startUplink(srv: Server, dial: Dial, readFile: (path: string) => string): Uplink | null {
   const lo = srv.opts.leafnodes
   if (!lo || lo.remotes.length === 0) return null
-  const leaf = { ...LEAF_DEFAULTS, ...lo }
-  const remotes = lo.remotes.map((r, i) => new Remote(srv, r, leaf, i, dial, readFile))
+  const remotes = lo.remotes.map((r, i) => new Remote(srv, r, lo, i, dial, readFile))
   const status = (): LeafStatus => leafStatus(remotes)
   srv.status.set('leafz', status)
   const owner: Owner = {

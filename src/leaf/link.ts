@@ -3,10 +3,10 @@
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
 // Protocol notes: docs/leafnode-protocol.md.
 
-import { utf8 } from '../bytes.ts'
+import { EMPTY, utf8 } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
-import { EMPTY, newMsg } from '../msg.ts'
+import { newMsg } from '../msg.ts'
 import { Outbound } from '../outbound.ts'
 import { Sublist, type SubLike } from '../sublist.ts'
 import { leafAuthFields } from './creds.ts'

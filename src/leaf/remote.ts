@@ -7,7 +7,7 @@ import { pauseWire, resumeWire } from '../budget.ts'
 import { isoTime, type Dial, type DialTarget, type Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import type { Msg } from '../msg.ts'
-import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
+import { TLS_DEFAULTS, type LeafnodeOptions, type RemoteOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
 import type { Match, Sublist } from '../sublist.ts'
@@ -40,7 +40,6 @@ export interface LinkStats {
   out_bytes: number
 }
 
-const DEFAULT_TLS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2000, handshake_first: false })
 
 export class Remote {
   state: RemoteState = 'disconnected'
@@ -160,7 +159,7 @@ export class Remote {
     const url = this.urls[this.urlIdx % this.urls.length]!
     this.urlIdx = (this.urlIdx + 1) % this.urls.length
     this.state = 'connecting'
-    const to: DialTarget = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 7422), tls: this.opts.tls ?? DEFAULT_TLS }
+    const to: DialTarget = { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 7422), tls: this.opts.tls ?? TLS_DEFAULTS }
     this.srv.log.debug(`Leafnode ${this.name}: dialling ${redact(url)}`)
     let opened = false
     this.dial(

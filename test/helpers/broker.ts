@@ -3,6 +3,7 @@
 
 import { MQTT_DEFAULTS, defaults, type MqttOptions, type Options } from '../../src/options.ts'
 import { createLogger } from '../../src/log.ts'
+import { mqttListeners } from '../../src/config.ts'
 import { node } from '../../targets/node.ts'
 import { serve, type Broker } from '../../targets/run.ts'
 
@@ -23,7 +24,9 @@ export type TestOptions = Omit<Partial<Options>, 'mqtt'> & {
 
 export async function startBroker(over: TestOptions = {}): Promise<TestBroker> {
   const { mqtt, ...rest } = over
-  const m: MqttOptions = mqtt ? { ...MQTT_DEFAULTS, port: 0, ...(mqtt === true ? {} : mqtt) } : { ...MQTT_DEFAULTS, enabled: false }
+  const given = mqtt === true || !mqtt ? {} : mqtt
+  // Which port speaks TLS, as validation would decide it (src/config/schema.ts mqttListeners).
+  const m: MqttOptions = mqtt ? mqttListeners({ ...MQTT_DEFAULTS, port: 0, ...given }, (k) => Object.hasOwn(given, k)) : { ...MQTT_DEFAULTS, enabled: false }
   const opts: Options = { ...defaults, host: '127.0.0.1', port: 0, log_level: 'debug', ...rest, mqtt: m }
   const logs: string[] = []
   const log = createLogger({ level: opts.log_level, time: false, sink: (l) => logs.push(l) })

@@ -1,11 +1,10 @@
 // The command line: which flags exist and which option key each one sets. Values are not
-// checked here; loadOptions (config.ts) runs them through the same checks as config keys.
-// (config.ts imports this module and this module imports ConfigError from config.ts; neither
-// uses the other at load time, so the cycle is harmless.)
+// checked here; loadOptions (src/config.ts) runs them through the same checks as config keys.
 
 import { parseArgs } from 'node:util'
-import { ConfigError, closest } from './config.ts'
-import { LOG_LEVELS, MQTT_DEFAULTS, defaults, type Options } from './options.ts'
+import { LOG_LEVELS, MQTT_DEFAULTS, defaults, type Options } from '../options.ts'
+import { ConfigError } from './errors.ts'
+import { closest } from './suggest.ts'
 
 interface Flag {
   long: string
@@ -28,6 +27,9 @@ export const FLAGS: readonly Flag[] = [
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
+  { long: 'pid', short: 'P', key: 'pid_file', arg: 'FILE', help: 'File to write the process id to' },
+  // nats-server's spelling, underscores and all.
+  { long: 'ports_file_dir', key: 'ports_file_dir', arg: 'DIR', help: 'Directory for the ports file (sprig_<pid>.ports)' },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
 ]
@@ -110,7 +112,7 @@ function cliError(e: unknown): unknown {
 export function usage(): string {
   const rows = FLAGS.map((f) => {
     const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.long}` + (f.arg ? ` ${f.arg}` : '')
-    const def = f.key !== undefined && f.key !== 'leafnodes.url' ? ` (default: ${showDefault(f.key)})` : ''
+    const def = f.key !== undefined && f.key !== 'leafnodes.url' && f.key !== 'pid_file' && f.key !== 'ports_file_dir' ? ` (default: ${showDefault(f.key)})` : ''
     return `  ${names.padEnd(26)}${f.help}${def}`
   })
   return [

@@ -1,5 +1,5 @@
 // nats-server's own configuration syntax, so an operator's nats-server.conf loads in sprig.
-// The result is the same plain object the JSON parser (config.ts) produces, so every option
+// The result is the same plain object the JSON parser (json.ts) produces, so every option
 // is checked by the same code; this module knows the syntax only, no option names.
 //
 // The grammar follows nats-server's conf lexer:
