@@ -19,6 +19,7 @@ import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
+import { startSystemd } from './notify.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -61,11 +62,14 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   }
   log.info(`Server id is ${b.srv.id}`)
   log.info('Server is ready')
+  // Type=notify: READY=1 now that every listener accepts (the uplink is not waited for).
+  const sd = await startSystemd(b.srv, b.uplink, process.env, log)
   let stopping = false
   const stop = async (sig: string): Promise<void> => {
     if (stopping) return
     stopping = true
     log.info(`Trapped "${sig}" signal`)
+    sd?.stopping()
     await b.stop()
     log.info('Server Exiting..')
     process.exit(0)
@@ -75,7 +79,9 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     log.info('Trapped "SIGHUP" signal')
     if (loaded.configFile === undefined) return log.error('Failed to reload server configuration: can only reload config when a file is provided using -c or --config')
+    sd?.reloading()
     reloadConfig(b, argv, log)
+    sd?.ready()
   })
 }
 
