@@ -22,6 +22,7 @@ import {
   REMOTE_DEFAULTS,
 } from './options.ts'
 import { CERT_MAPS } from './cert-identity.ts'
+import { lameDuckProblem } from './lameduck.ts'
 import {
   DEFAULT_RESPONSE_EXPIRES,
   DEFAULT_RESPONSE_MAX,
@@ -383,6 +384,9 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   http_port: integer(0, 65535, 'an integer 0-65535 (0: no monitoring)'),
   http_host: optionalHost,
   https_port: integer(0, 65535, 'an integer 0-65535 (0: no HTTPS monitoring)'),
+  lame_duck_duration: duration,
+  lame_duck_grace_period: duration,
+  log_file: string,
 }
 
 // users and permissions have nested keys of their own: checked in authorization() below.
@@ -423,8 +427,8 @@ const NOT_SUPPORTED = new Set([
   'client_advertise', 'websocket', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
   'resolver', 'http_base_path', 'pid_file',
-  'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
-  'lame_duck_duration', 'lame_duck_grace_period', 'connect_error_reports',
+  'ports_file_dir', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
+  'connect_error_reports',
   'reconnect_error_reports', 'include',
 ])
 
@@ -774,6 +778,8 @@ function responsePermission(v: unknown, src: Source, at: string): ResponsePermis
 type Origins = Map<string, { src: Source; rank: number }>
 
 function crossCheck(o: Options, origins: Origins): void {
+  const ldm = lameDuckProblem(o)
+  if (ldm !== null) throw blame(origins.get('lame_duck_grace_period')?.src ?? {}, 'lame_duck_grace_period', ldm, false)
   if (o.https_port !== 0 && o.tls === undefined) {
     throw blame(origins.get('https_port')?.src ?? {}, 'https_port', 'needs the top-level tls block (its certificate serves HTTPS)')
   }

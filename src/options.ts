@@ -85,6 +85,12 @@ export interface Options {
   leafnodes?: LeafnodeOptions
   /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
   tls?: TlsOptions
+  /** ms over which lame duck mode (SIGUSR2) closes the clients, grace period included (src/lameduck.ts). */
+  lame_duck_duration: number
+  /** ms lame duck mode waits, after telling clients, before it closes the first one. */
+  lame_duck_grace_period: number
+  /** Log to this file (appended; SIGUSR1 reopens it, for logrotate) instead of stderr; '' = stderr. */
+  log_file: string
 }
 
 /**
@@ -218,6 +224,10 @@ export const defaults: Options = Object.freeze({
   http_port: 0,
   http_host: '',
   https_port: 0,
+  // nats-server's defaults.
+  lame_duck_duration: 2 * 60_000,
+  lame_duck_grace_period: 10_000,
+  log_file: '',
 })
 
 export const MQTT_DEFAULTS: MqttOptions = Object.freeze({

@@ -20,6 +20,8 @@ export interface Session extends Evictable {
   shutdown(): void
   /** The connection as monitoring (/connz) shows it. */
   describe?(): import('./monitor.ts').ConnInfo
+  /** Lame duck started (src/lameduck.ts): tell the client, if its protocol can (NATS: INFO ldm). */
+  lameDuck?(): void
 }
 
 export interface Counters {
@@ -59,6 +61,8 @@ export class Server {
   readonly status = new Map<string, () => unknown>()
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
+  /** Starting until the listeners are up, then ready; lame_duck once lame duck mode starts (src/lameduck.ts). */
+  phase: 'starting' | 'ready' | 'lame_duck' = 'starting'
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty

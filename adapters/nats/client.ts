@@ -547,6 +547,11 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.teardown('Server Shutdown')
   }
 
+  /** Lame duck (src/lameduck.ts): INFO with `ldm: true`, as nats-server sends connected clients. */
+  lameDuck(): void {
+    if (this.connected) this.send(utf8(infoLine(this.srv, this, true)))
+  }
+
   /**
    * Ends the connection once: drops its subscriptions, unregisters, and closes the wire
    * after flushing what is queued (unless that was discarded already).

@@ -39,7 +39,7 @@ export const noResponders = (reply: string, sid: string): Uint8Array => line(`HM
  * INFO as nats-server words it (its key order, and the space before CRLF), without the
  * Go-specific `go` (runtime version) field.
  */
-export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: string } }): string {
+export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: string } }, ldm = false): string {
   const o = srv.opts
   const info: Record<string, unknown> = {
     server_id: srv.id,
@@ -57,5 +57,6 @@ export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: s
   info.max_payload = o.max_payload
   info.client_id = c.cid
   info.client_ip = c.wire.remoteAddress
+  if (ldm) info.ldm = true // lame duck mode (src/lameduck.ts)
   return `INFO ${JSON.stringify(info)} \r\n`
 }
