@@ -28,7 +28,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
-  { long: 'signal', arg: 'CMD[=PID]', help: 'Send a running sprig ldm, quit, stop, term, reload or reopen (PID: a number or a pid file), and exit' },
+  { long: 'signal', arg: 'CMD[=PID]', help: 'Signal a running sprig: ldm, quit, stop, term, reload, reopen' },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
 ]

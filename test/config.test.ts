@@ -50,6 +50,9 @@ t.test('defaults', async (t) => {
     http_port: 0,
     http_host: '',
     https_port: 0,
+    lame_duck_duration: 120_000,
+    lame_duck_grace_period: 10_000,
+    log_file: '',
   })
   t.ok(Object.isFrozen(defaults))
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)
