@@ -20,6 +20,7 @@ import type { Server, Session } from '../../src/server.ts'
 import { isSpace, isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
 import { ERR, errLine, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
+import { tracedHandler, traceOutgoing } from './trace.ts'
 
 export interface NatsSub extends Sub {
   readonly owner: NatsClient
@@ -120,7 +121,10 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   ) {
     const o = srv.opts
     this.out = new Outbound(wire, o.max_pending, srv.schedule, srv.budget)
-    this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
+    // log_level trace: this connection's operations are logged as nats-server does (trace.ts).
+    const tracing = srv.log.enabled('trace')
+    this.parser = new Parser(tracing ? tracedHandler(this) : this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
+    if (tracing) traceOutgoing(this)
     this.parser.connectFirst = this.authRequired
     this.parser.budget = srv.budget
     // Timed from accept like nats-server's auth timer (so a TLS handshake and a password check
