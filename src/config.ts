@@ -23,6 +23,7 @@ import {
 } from './options.ts'
 import { CERT_MAPS } from './cert-identity.ts'
 import { lameDuckProblem } from './lameduck.ts'
+import { isUserNkey } from './nkey.ts'
 import {
   DEFAULT_RESPONSE_EXPIRES,
   DEFAULT_RESPONSE_MAX,
@@ -689,7 +690,8 @@ export function tlsBlock(v: unknown, src: Source, at: string, side: 'server' | '
 
 // --- users and permissions (nats-server's shapes; errors name the full path) ------------------
 
-const USER_KEYS = ['user', 'password', 'permissions']
+const USER_KEYS = ['user', 'password', 'nkey', 'permissions']
+const userNkey: Check<string> = (v) => (typeof v === 'string' && isUserNkey(v) ? v : expected('a user public nkey (56 characters starting with U)', v))
 const USER_ALIASES: Record<string, string> = { username: 'user', pass: 'password' }
 
 function users(v: unknown, src: Source): UserConfig[] {
@@ -704,7 +706,13 @@ function users(v: unknown, src: Source): UserConfig[] {
       if (k === 'user') out.user = checked(nonEmpty, x, src, `${at}.${key}`)
       else if (k === 'password') out.password = checked(secret, x, src, `${at}.${key}`)
       else if (k === 'permissions') out.permissions = permissions(x, src, `${at}.permissions`)
+      else if (k === 'nkey') out.nkey = checked(userNkey, x, src, `${at}.${key}`)
       else throw unknownKey(src, `${at}.${key}`, USER_KEYS, `${at}.`)
+    }
+    if (out.nkey !== undefined) {
+      // An nkey user is named by its public key; it has no name or password of its own.
+      if (out.user !== '' || out.password !== undefined) throw blame(src, `${at}.nkey`, 'an nkey user has no user or password')
+      out.user = out.nkey
     }
     if (out.user === '') throw blame(src, `${at}.user`, 'required')
     if (seen.has(out.user)) throw blame(src, `${at}.user`, `duplicate user ${describe(out.user)}`)

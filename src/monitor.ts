@@ -5,7 +5,7 @@
 
 import { authTimeout } from './auth.ts'
 import { wallClock } from './host.ts'
-import { VERSION, type Server, type Session } from './server.ts'
+import { NATS_VERSION, VERSION, type Server, type Session } from './server.ts'
 
 /** One connection as /connz shows it (nats-server's field names). */
 export interface ConnInfo {
@@ -70,7 +70,8 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
   return {
     server_id: srv.id,
     server_name: srv.name,
-    version: VERSION,
+    version: NATS_VERSION,
+    sprig_version: VERSION,
     proto: 1,
     host: o.host,
     port: o.port,

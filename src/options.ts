@@ -32,6 +32,8 @@ export interface UserConfig {
   user: string
   /** Plain text, or a bcrypt hash ($2a$/$2b$). */
   password?: string
+  /** A user public nkey (U...): the client proves it by signing INFO's nonce (NATS only; src/nkey.ts). */
+  nkey?: string
   permissions?: Permissions
 }
 

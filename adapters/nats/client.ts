@@ -6,7 +6,8 @@
 import type { Conn, Wire } from '../../src/host.ts'
 import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import { authNeeded, connectDeadline, identify, refusedUnchecked, type Credentials, type Identity } from '../../src/auth.ts'
+import { newNonce } from '../../src/nkey.ts'
+import { authNeeded, authOf, connectDeadline, identify, refusedUnchecked, type Credentials, type Identity } from '../../src/auth.ts'
 import { clip, quote } from '../../src/log.ts'
 import {
   canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
@@ -47,6 +48,8 @@ interface ConnectOpts {
   user?: string
   pass?: string
   auth_token?: string
+  nkey?: string
+  sig?: string
   account?: string
   new_account?: boolean
 }
@@ -103,6 +106,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   perms: CompiledPermissions | null = null
   /** Reply subjects this client may answer (allow_responses), when its permissions have it. */
   replies: Replies | null = null
+  /** The nonce this client's INFO carried (nkey users configured), for it to sign; '' without. */
+  readonly nonce: string
   /** What CONNECT presented, kept to check again on reload. */
   private creds: Credentials | null = null
   /** Operations that arrived while a password hash was being checked; run in order after. */
@@ -133,6 +138,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
+    this.nonce = authOf(o).nkeys ? newNonce() : ''
     this.send(utf8(infoLine(srv, this)))
     srv.log.debug(() => `${this.label()} client connection created`)
   }
@@ -179,7 +185,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       return this.teardown('Protocol Violation')
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
-    const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
+    const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token, nkey: o.nkey, sig: o.sig, nonce: this.nonce || undefined }
     const id = identify(this.srv, 'nats', this.wire, creds, () => !this.done)
     if (!(id instanceof Promise)) return this.finishConnect(o, creds, id)
     // A bcrypt hash: what follows CONNECT waits (in `held`) until it is checked.
