@@ -71,7 +71,6 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     server_id: srv.id,
     server_name: srv.name,
     version: NATS_VERSION,
-    sprig_version: VERSION,
     proto: 1,
     host: o.host,
     port: o.port,
@@ -101,7 +100,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     subscriptions: srv.router.subs.count,
     // sprig's own: every overflow policy's counter, and each adapter's / the uplink's state.
     // The memory budget: max_memory (0: none), bytes held for messages, what it did (src/budget.ts).
-    sprig: { refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...srv.budget.status(), ...sections },
+    sprig: { version: VERSION, refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...srv.budget.status(), ...sections },
   }
 }
 

@@ -35,7 +35,7 @@ export interface Counters {
   permission_violations: number
 }
 
-/** sprig's own release (INFO `sprig_version`, /varz `sprig_version`, --version). */
+/** sprig's own release (INFO `sprig_version`, /varz `sprig.version`, --version). */
 export const VERSION = '0.1.0'
 
 /**

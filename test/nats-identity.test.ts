@@ -56,7 +56,7 @@ t.test('INFO and /varz: version is the nats-server protocol release, sprig_versi
   t.notOk('nonce' in info, 'no nonce without nkey users')
   const v = varz(b.srv, { mem: 0, cores: 1 })
   t.equal(v.version, NATS_VERSION)
-  t.equal(v.sprig_version, VERSION)
+  t.equal((v.sprig as { version: string }).version, VERSION, 'sprig.version in /varz')
   // nats.js gates features on it: 2.10 is not "an ancient server".
   const nc = await connect({ servers: b.url, reconnect: false })
   t.teardown(() => nc.close())
