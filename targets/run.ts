@@ -100,13 +100,20 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
     reloadConfig(b, argv, log)
     sd?.ready()
   })
-  process.on('SIGUSR1', () => {
-    log.info('Trapped "SIGUSR1" signal')
-    if (file === null) return log.info('Not logging to a file (log_file): nothing to reopen')
-    const err = file.reopen()
-    if (err !== null) log.error(`Failed to reopen the log file: ${err}`)
-    else log.info(`Reopened log file ${opts.log_file}`)
-  })
+  // Deno 2.9 opens its inspector (127.0.0.1:9229, no authentication) on SIGUSR1 once the
+  // process listens for that signal, so there sprig leaves SIGUSR1 alone (docs/runtimes.md).
+  // On Node, the listener also keeps SIGUSR1 from starting Node's inspector.
+  if (rt.name.startsWith('deno')) {
+    if (file !== null) log.warn('On Deno, SIGUSR1 (log reopen) is not handled: rotate log_file with copytruncate')
+  } else {
+    process.on('SIGUSR1', () => {
+      log.info('Trapped "SIGUSR1" signal')
+      if (file === null) return log.info('Not logging to a file (log_file): nothing to reopen')
+      const err = file.reopen()
+      if (err !== null) log.error(`Failed to reopen the log file: ${err}`)
+      else log.info(`Reopened log file ${opts.log_file}`)
+    })
+  }
   process.on('SIGUSR2', () => {
     log.info('Trapped "SIGUSR2" signal')
     if (stopping) return
