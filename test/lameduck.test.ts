@@ -13,6 +13,7 @@ import { connect } from '@nats-io/transport-node'
 import mqtt from 'mqtt'
 import { freshBundle } from './helpers/bins.ts'
 import { freePort, waitForPort } from './helpers/peers.ts'
+import { haveHub, startHub } from './helpers/hub.ts'
 import { sleep } from './helpers/mqtt.ts'
 import { isSprigCmdline } from '../targets/signals.ts'
 import { errorOf } from './helpers/config.ts'
@@ -117,6 +118,41 @@ t.test('lame duck: ldm to NATS, 0x8B to MQTT 5, gradual close, exit 0', async (t
   const sub = nc.subscribe('after.ldm', { max: 1 })
   nc.publish('after.ldm', 'x')
   for await (const m of sub) t.equal(m.string(), 'x', 'pub/sub through B')
+})
+
+t.test('lame duck with an uplink: what edge clients published reaches the hub, then exit 0', async (t) => {
+  if (!haveHub(t)) return
+  const hub = await startHub()
+  t.teardown(() => hub.close())
+  const dir = mkdtempSync(join(tmpdir(), 'sprig-ldm-up-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const a = await sprig(dir, 'E', { lame_duck_duration: '2s', lame_duck_grace_period: '500ms', leafnodes: { remotes: [{ urls: [hub.leafUrl] }] } })
+  t.teardown(a.kill)
+  const cloud = await connect({ servers: hub.url })
+  t.teardown(() => cloud.close())
+  const got: string[] = []
+  const sub = cloud.subscribe('edge.>')
+  void (async () => {
+    for await (const m of sub) got.push(m.string())
+  })()
+  await cloud.flush()
+  const edge = await connect({ servers: `127.0.0.1:${a.port}`, reconnect: false })
+  // Wait until the hub's interest reached the edge: a probe crosses.
+  const end = Date.now() + 10_000
+  while (!got.includes('probe')) {
+    if (Date.now() > end) throw new Error(`the uplink did not come up: ${a.out()}`)
+    edge.publish('edge.probe', 'probe')
+    await edge.flush()
+    await sleep(100)
+  }
+  for (let i = 0; i < 200; i++) edge.publish('edge.data', String(i))
+  await edge.flush()
+  process.kill(a.pid, 'SIGUSR2')
+  t.equal(await a.exit, 0, 'exit 0')
+  await sleep(300)
+  const data = got.filter((g) => g !== 'probe')
+  t.equal(data.length, 200, 'every message published before lame duck reached the hub')
+  t.match(a.out(), /Entering lame duck mode[\s\S]*Server Exiting/)
 })
 
 t.test('--signal errors', async (t) => {
