@@ -82,6 +82,16 @@ export function uplinkFlushed(srv: Server, uplink: Uplink | null, ms = UPLINK_FL
   })
 }
 
+/** SIGHUP: new lame duck timings apply to the next lame duck (as nats-server reloads them). */
+export function reloadLameDuck(srv: Server, next: Options): () => string[] {
+  const keys = ['lame_duck_duration', 'lame_duck_grace_period'] as const
+  return () => {
+    const changed = keys.filter((k) => srv.opts[k] !== next[k])
+    if (changed.length > 0) srv.opts = { ...srv.opts, lame_duck_duration: next.lame_duck_duration, lame_duck_grace_period: next.lame_duck_grace_period }
+    return changed.map((k) => `${k}: ${next[k]}ms`)
+  }
+}
+
 function once(srv: Server, ms: number, fn: () => void): void {
   const t = srv.host.every(Math.max(1, ms), () => {
     t.cancel()

@@ -263,7 +263,7 @@ export function mqttOptions(o: Options): MqttOptions {
 }
 
 /** Top-level options a reload (SIGHUP) applies, each by its own step; `mqtt.tls` too. */
-const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes'])
+const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes', 'lame_duck_duration', 'lame_duck_grace_period'])
 
 /**
  * The first option whose change a reload cannot apply (a restart must), as `key` or

@@ -22,7 +22,7 @@ import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Ac
 import { listenNet } from './net.ts'
 import { startSystemd } from './notify.ts'
 import { logFile, sendSignal, signalArg } from './signals.ts'
-import { enterLameDuck, uplinkFlushed } from '../src/lameduck.ts'
+import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -267,7 +267,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     httpPort,
     httpsPort,
     uplink,
-    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
+    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next), (next) => reloadLameDuck(srv, next)],
     stopAccepting() {
       for (const l of clientListeners) closeOnce(l)
     },

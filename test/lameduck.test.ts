@@ -18,6 +18,7 @@ import { sleep } from './helpers/mqtt.ts'
 import { isSprigCmdline } from '../targets/signals.ts'
 import { errorOf } from './helpers/config.ts'
 import { validateOptions } from '../src/config.ts'
+import { startBroker } from './helpers/broker.ts'
 
 let bundle = ''
 t.before(() => {
@@ -213,4 +214,14 @@ t.test('lame duck options', async (t) => {
   t.equal(validateOptions({}).lame_duck_grace_period, 10_000, "nats-server's default: 10s")
   t.match(errorOf(t, () => validateOptions({ lame_duck_duration: '5s' })), /lame_duck_grace_period \(10000ms\) must be lower than lame_duck_duration \(5000ms\)/)
   t.match(errorOf(t, () => validateOptions({ lame_duck_duration: 'soon' })), /lame_duck_duration: expected a duration/)
+})
+
+t.test('SIGHUP reload applies new lame duck timings', async (t) => {
+  const b = await startBroker()
+  t.teardown(() => b.stop())
+  const next = { ...b.srv.opts, lame_duck_duration: 60_000, lame_duck_grace_period: 5_000 }
+  const changed = b.reloaders.map((f) => f(next)).flatMap((apply) => apply())
+  t.same(changed, ['lame_duck_duration: 60000ms', 'lame_duck_grace_period: 5000ms'])
+  t.equal(b.srv.opts.lame_duck_duration, 60_000)
+  t.equal(b.srv.opts.lame_duck_grace_period, 5_000)
 })

@@ -559,7 +559,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
 
   /** Lame duck (src/lameduck.ts): INFO with `ldm: true`, as nats-server sends connected clients. */
   lameDuck(): void {
-    if (this.connected) this.send(utf8(infoLine(this.srv, this, true)))
+    // Like nats-server: only to clients that said they take asynchronous INFO (protocol 1).
+    if (this.connected && this.given.protocol === 1) this.send(utf8(infoLine(this.srv, this, true)))
   }
 
   /**
