@@ -787,7 +787,11 @@ type Origins = Map<string, { src: Source; rank: number }>
 
 function crossCheck(o: Options, origins: Origins): void {
   const ldm = lameDuckProblem(o)
-  if (ldm !== null) throw blame(origins.get('lame_duck_grace_period')?.src ?? {}, 'lame_duck_grace_period', ldm, false)
+  if (ldm !== null) {
+    // Name whichever of the two was set last, as for max_payload below.
+    const key = (origins.get('lame_duck_duration')?.rank ?? 0) > (origins.get('lame_duck_grace_period')?.rank ?? 0) ? 'lame_duck_duration' : 'lame_duck_grace_period'
+    throw blame(origins.get(key)?.src ?? {}, key, ldm, false)
+  }
   if (o.https_port !== 0 && o.tls === undefined) {
     throw blame(origins.get('https_port')?.src ?? {}, 'https_port', 'needs the top-level tls block (its certificate serves HTTPS)')
   }
