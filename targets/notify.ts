@@ -8,8 +8,9 @@
 // (measured and compared in docs/runtimes.md):
 //   Bun (and the compiled binary): libc's socket()/sendto() through bun:ffi;
 //   Deno: the same through Deno.dlopen (needs --allow-ffi, which -A includes);
-//   Node, or Deno without --allow-ffi: one `systemd-notify VAR=VALUE...` process per message
-//   (needs NotifyAccess=all: the datagram then comes from a child, not the main PID).
+//   Node, or Deno without --allow-ffi: one `systemd-notify VAR=VALUE...` process per message,
+//   spawned from a worker thread (needs NotifyAccess=all: the datagram then comes from a
+//   child, not the main PID).
 
 import { spawn } from 'node:child_process'
 import process from 'node:process'
@@ -251,7 +252,8 @@ export interface Systemd {
 /**
  * Talks to systemd for a started broker: READY=1 at once (the listeners are up; the uplink
  * is not waited for), WATCHDOG=1 every WATCHDOG_USEC/2 when systemd asks for it (and
- * WATCHDOG_PID, when set, names this process), STATUS= every 10 s. Null without NOTIFY_SOCKET.
+ * WATCHDOG_PID, when set, names this process), STATUS= every 10 s (with a ping when there is a
+ * watchdog). Null without NOTIFY_SOCKET.
  */
 export async function startSystemd(srv: Server, uplink: Uplink | null, env: NodeJS.ProcessEnv, log: Logger): Promise<Systemd | null> {
   const wusec = Number(env.WATCHDOG_USEC)
