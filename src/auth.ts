@@ -8,12 +8,17 @@ import type { BcryptEngine, PeerTls, Wire } from './host.ts'
 import { DEFAULT_AUTH_TIMEOUT, restartNeeded, type Options, type UserConfig } from './options.ts'
 import { compilePermissions, type CompiledPermissions, type Permissions } from './permissions.ts'
 import type { Server } from './server.ts'
+import { verifyNonce } from './nkey.ts'
 
 /** What a client presented. MQTT has no token field: its password is offered as both. */
 export interface Credentials {
   user?: string
   pass?: string
   token?: string
+  /** NATS nkey login: the public key, its signature of the nonce, and the nonce INFO carried. */
+  nkey?: string
+  sig?: string
+  nonce?: string
 }
 
 /** An authenticated client: its user name ('' for a token or no auth) and permissions. */
@@ -25,6 +30,8 @@ export interface Identity {
 
 interface UserEntry {
   readonly password: string | undefined
+  /** Named by a public nkey: only a signed nonce logs it in. */
+  readonly nkey: boolean
   readonly perms: CompiledPermissions | null
 }
 
@@ -35,6 +42,8 @@ export interface Auth {
   readonly token: string | undefined
   readonly tokenPerms: CompiledPermissions | null
   readonly noAuthUser: string | undefined
+  /** Some user is an nkey: INFO carries a nonce. */
+  readonly nkeys: boolean
 }
 
 export const OPEN: Identity = Object.freeze({ user: '', perms: null })
@@ -58,13 +67,14 @@ function compileAuth(opts: Options): Auth {
   const list: UserConfig[] = a?.users ? [...a.users] : []
   if (a?.user !== undefined) list.push({ user: a.user, password: a.password })
   const users = new Map<string, UserEntry>()
-  for (const u of list) users.set(u.user, { password: u.password, perms: perms(u.permissions) })
+  for (const u of list) users.set(u.user, { password: u.password, nkey: u.nkey !== undefined, perms: perms(u.permissions) })
   return {
     required: users.size > 0 || a?.token !== undefined,
     users,
     token: a?.token,
     tokenPerms: perms(undefined),
     noAuthUser: opts.no_auth_user,
+    nkeys: list.some((u) => u.nkey !== undefined),
   }
 }
 
@@ -98,6 +108,12 @@ export function authenticate(
   if (!auth.required) return OPEN
   if (auth.token !== undefined) {
     if (c.token !== undefined && same(c.token, auth.token)) return { user: '', perms: auth.tokenPerms }
+  }
+  // An nkey login is decided by its signature alone (nats-server checks nkeys first).
+  if (c.nkey && auth.nkeys) {
+    const u = auth.users.get(c.nkey)
+    if (!u?.nkey || !c.sig || !c.nonce || !verifyNonce(c.nkey, c.nonce, c.sig)) return null
+    return { user: c.nkey, perms: u.perms }
   }
   const none = !c.user && !c.pass && !c.token
   if (none && auth.noAuthUser !== undefined) {

@@ -5,7 +5,7 @@
 
 import { authTimeout } from './auth.ts'
 import { wallClock } from './host.ts'
-import { VERSION, type Server, type Session } from './server.ts'
+import { NATS_VERSION, VERSION, type Server, type Session } from './server.ts'
 
 /** One connection as /connz shows it (nats-server's field names). */
 export interface ConnInfo {
@@ -70,7 +70,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
   return {
     server_id: srv.id,
     server_name: srv.name,
-    version: VERSION,
+    version: NATS_VERSION,
     proto: 1,
     host: o.host,
     port: o.port,
@@ -100,7 +100,7 @@ export function varz(srv: Server, proc: ProcessStats): Record<string, unknown> {
     subscriptions: srv.router.subs.count,
     // sprig's own: every overflow policy's counter, and each adapter's / the uplink's state.
     // The memory budget: max_memory (0: none), bytes held for messages, what it did (src/budget.ts).
-    sprig: { refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...srv.budget.status(), ...sections },
+    sprig: { version: VERSION, refused_connections: srv.counters.refused_connections, permission_violations: srv.counters.permission_violations, ...srv.budget.status(), ...sections },
   }
 }
 

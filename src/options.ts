@@ -32,6 +32,8 @@ export interface UserConfig {
   user: string
   /** Plain text, or a bcrypt hash ($2a$/$2b$). */
   password?: string
+  /** A user public nkey (U...): the client proves it by signing INFO's nonce (NATS only; src/nkey.ts). */
+  nkey?: string
   permissions?: Permissions
 }
 
@@ -98,6 +100,12 @@ export interface Options {
    * answers INFO with a TLS handshake gets TLS.
    */
   allow_non_tls: boolean
+  /** ms over which lame duck mode (SIGUSR2) closes the clients, grace period included (src/lameduck.ts). */
+  lame_duck_duration: number
+  /** ms lame duck mode waits, after telling clients, before it closes the first one. */
+  lame_duck_grace_period: number
+  /** Log to this file (appended; SIGUSR1 reopens it, for logrotate) instead of stderr; '' = stderr. */
+  log_file: string
 }
 
 /**
@@ -241,6 +249,10 @@ export const defaults: Options = Object.freeze({
   allow_non_tls: false,
   pid_file: '',
   ports_file_dir: '',
+  // nats-server's defaults.
+  lame_duck_duration: 2 * 60_000,
+  lame_duck_grace_period: 10_000,
+  log_file: '',
 })
 
 export const MQTT_DEFAULTS: MqttOptions = Object.freeze({
@@ -275,7 +287,7 @@ export function mqttOptions(o: Options): MqttOptions {
 }
 
 /** Top-level options a reload (SIGHUP) applies, each by its own step; `mqtt.tls` too. */
-const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes'])
+const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes', 'lame_duck_duration', 'lame_duck_grace_period'])
 
 /**
  * The first option whose change a reload cannot apply (a restart must), as `key` or

@@ -25,6 +25,8 @@ export interface Session extends Evictable {
    * credentials again and apply the new permissions (src/lifecycle.ts Client).
    */
   reauthorize(): void
+  /** Lame duck started (src/lameduck.ts): tell the client, if its protocol can (NATS: INFO ldm). */
+  lameDuck?(): void
 }
 
 export interface Counters {
@@ -38,7 +40,17 @@ export interface Counters {
   permission_violations: number
 }
 
+/** sprig's own release (INFO `sprig_version`, /varz `sprig.version`, --version). */
 export const VERSION = '0.1.0'
+
+/**
+ * The nats-server release whose client (and leafnode) protocol sprig speaks, reported as INFO
+ * and /varz `version` because clients gate features on it (nats.js `features.require`).
+ * 2.10: headers and no_responders (2.2), nkey nonce auth and INFO `ldm` (2.0), TLS
+ * `handshake_first` (2.10). Clients gate only JetStream features above 2.2, and sprig has no
+ * JetStream at any version: a JetStream request gets a no-responders 503 either way.
+ */
+export const NATS_VERSION = '2.10.0'
 
 /** ms from a memory-budget close to the garbage collection it asks for. */
 const COLLECT_DELAY_MS = 50
@@ -64,6 +76,8 @@ export class Server {
   readonly status = new Map<string, () => unknown>()
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
+  /** Starting until the listeners are up, then ready; lame_duck once lame duck mode starts (src/lameduck.ts). */
+  phase: 'starting' | 'ready' | 'lame_duck' = 'starting'
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty

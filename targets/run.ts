@@ -1,6 +1,7 @@
 // Starting and stopping the broker, the same on every runtime: options from argv and the
 // config file, logging to stderr, listeners, the housekeeping tick, and signals
-// (SIGINT/SIGTERM: stop accepting, flush, close, exit).
+// (SIGINT/SIGTERM: stop accepting, flush, close, exit; SIGUSR2: lame duck; SIGUSR1: reopen
+// the log file; SIGHUP: reload).
 
 import { readFileSync } from 'node:fs'
 import { totalmem } from 'node:os'
@@ -20,12 +21,21 @@ import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
 import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
+import { startSystemd } from './notify.ts'
+import { logFile, sendSignal, signalArg } from './signals.ts'
+import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
 
 export async function main(rt: Runtime, argv: string[]): Promise<void> {
+  // --signal CMD[=PID] talks to a running sprig instead of starting one (nats-server's flag).
+  const signal = signalArg(argv)
+  if (signal !== undefined) {
+    const err = sendSignal(signal)
+    return err === '' ? undefined : die(err)
+  }
   let loaded
   try {
     loaded = loadOptions({ argv, readFile: (p) => readFileSync(p, 'utf8'), env: process.env, totalMemory: totalmem() })
@@ -41,7 +51,15 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
     return
   }
   const opts = loaded.options
-  const log = createLogger({ level: opts.log_level, time: opts.logtime, sink: (l) => process.stderr.write(l + '\n') })
+  let file: ReturnType<typeof logFile> | null = null
+  if (opts.log_file !== '') {
+    try {
+      file = logFile(opts.log_file)
+    } catch (e) {
+      return die(`config error: log_file: cannot open ${opts.log_file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
+    }
+  }
+  const log = createLogger({ level: opts.log_level, time: opts.logtime, sink: file?.sink ?? ((l) => process.stderr.write(l + '\n')) })
   // Last resort. Adapter and core code runs behind guards (runtime.ts) that log an exception
   // and close only the connection concerned; anything that still gets here (a runtime's
   // internals, a bug in target code) is logged with its stack and the broker keeps serving:
@@ -62,11 +80,14 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   }
   log.info(`Server id is ${b.srv.id}`)
   log.info('Server is ready')
+  // Type=notify: READY=1 now that every listener accepts (the uplink is not waited for).
+  const sd = await startSystemd(b.srv, b.uplink, process.env, log)
   let stopping = false
   const stop = async (sig: string): Promise<void> => {
     if (stopping) return
     stopping = true
     log.info(`Trapped "${sig}" signal`)
+    sd?.stopping()
     await b.stop()
     log.info('Server Exiting..')
     process.exit(0)
@@ -76,7 +97,41 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
   process.on('SIGHUP', () => {
     log.info('Trapped "SIGHUP" signal')
     if (loaded.configFile === undefined) return log.error('Failed to reload server configuration: can only reload config when a file is provided using -c or --config')
+    sd?.reloading()
     reloadConfig(b, argv, log)
+    sd?.ready()
+  })
+  // Deno 2.9 opens its inspector (127.0.0.1:9229, no authentication) on SIGUSR1 once the
+  // process listens for that signal, so there sprig leaves SIGUSR1 alone (docs/runtimes.md).
+  // On Node, the listener also keeps SIGUSR1 from starting Node's inspector.
+  if (rt.name.startsWith('deno')) {
+    if (file !== null) log.warn('On Deno, SIGUSR1 (log reopen) is not handled: rotate log_file with copytruncate')
+  } else {
+    process.on('SIGUSR1', () => {
+      log.info('Trapped "SIGUSR1" signal')
+      if (file === null) return log.info('Not logging to a file (log_file): nothing to reopen')
+      const err = file.reopen()
+      if (err !== null) log.error(`Failed to reopen the log file: ${err}`)
+      else log.info(`Reopened log file ${opts.log_file}`)
+    })
+  }
+  process.on('SIGUSR2', () => {
+    log.info('Trapped "SIGUSR2" signal')
+    if (stopping) return
+    const started = enterLameDuck(b.srv, {
+      stopAccepting: () => b.stopAccepting(),
+      finish: () => {
+        if (stopping) return
+        stopping = true
+        sd?.stopping('Lame duck: stopping')
+        void uplinkFlushed(b.srv, b.uplink).then(async () => {
+          await b.stop()
+          log.info('Server Exiting..')
+          process.exit(0)
+        })
+      },
+    })
+    if (started) sd?.status('Lame duck')
   })
 }
 
@@ -118,6 +173,8 @@ export interface Broker {
   readonly uplink: Uplink | null
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
   stop(): Promise<void>
+  /** Close the client listeners (NATS, MQTT); monitoring stays (lame duck). */
+  stopAccepting(): void
   /**
    * What a reload (SIGHUP) does, part by part: each takes the re-read options and checks them
    * (reading any files it needs), throwing an Error that names the key to refuse the reload;
@@ -178,6 +235,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Monitoring: http_port, and https_port behind the NATS listener's TLS settings (nats-server's
   // https_port uses the top-level tls block), handshake first; sharing them means a reload
   // renews this certificate too.
+  const clientListeners = listeners.slice() // every listener so far is a client one
   const monitor = async (scheme: string, port: number, tls?: ServerTls): Promise<number> => {
     const host = opts.http_host || opts.host
     try {
@@ -195,6 +253,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
+  srv.phase = 'ready'
   const lag = watchEventLoop(srv)
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
@@ -230,18 +289,30 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     httpPort,
     httpsPort,
     uplink,
-    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
+    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next), (next) => reloadLameDuck(srv, next)],
+    stopAccepting() {
+      for (const l of clientListeners) closeOnce(l)
+    },
     async stop() {
       removePortsFile()
       lag.stop()
       uplink?.stop()
-      for (const l of listeners) l.close()
+      for (const l of listeners) closeOnce(l)
       srv.shutdown()
       pool.close()
       const deadline = performance.now() + STOP_GRACE_MS
       while (listeners.some((l) => l.open() > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     },
   }
+}
+
+const closedListeners = new WeakSet<Listener>()
+
+/** Listener.close() once: lame duck closes the client listeners before stop() closes all. */
+function closeOnce(l: Listener): void {
+  if (closedListeners.has(l)) return
+  closedListeners.add(l)
+  l.close()
 }
 
 function die(msg: string): void {

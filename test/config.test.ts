@@ -53,6 +53,9 @@ t.test('defaults', async (t) => {
     allow_non_tls: false,
     pid_file: '',
     ports_file_dir: '',
+    lame_duck_duration: 120_000,
+    lame_duck_grace_period: 10_000,
+    log_file: '',
   })
   t.ok(Object.isFrozen(defaults))
   t.equal(MAX_PAYLOAD_LIMIT, 64 * 1024 * 1024)

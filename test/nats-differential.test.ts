@@ -627,8 +627,9 @@ if (havePeer(t, 'nats-server', 'nats-server')) {
 
   t.test('INFO', async (t) => {
     for (const [name, [s, n]] of infos) {
-      // `go` is the Go runtime's version: nothing for sprig to report.
-      t.strictSame(Object.keys(s.info).sort(), Object.keys(n.info).filter((k) => k !== 'go').sort(), `${name}: keys`)
+      // `go` is the Go runtime's version: nothing for sprig to report; `sprig_version` is sprig's own.
+      t.strictSame(Object.keys(s.info).filter((k) => k !== 'sprig_version').sort(), Object.keys(n.info).filter((k) => k !== 'go').sort(), `${name}: keys`)
+      t.type(s.info.sprig_version, 'string', `${name}: sprig_version`)
       for (const k of ['proto', 'headers', 'max_payload', 'client_ip', 'auth_required', 'host']) {
         t.strictSame(s.info[k], n.info[k], `${name}: ${k}`)
       }
@@ -638,6 +639,6 @@ if (havePeer(t, 'nats-server', 'nats-server')) {
     }
     // same key order as nats-server (minus `go`)
     const [s, n] = infos.get('user')!
-    t.strictSame(Object.keys(s.info), Object.keys(n.info).filter((k) => k !== 'go'), 'key order')
+    t.strictSame(Object.keys(s.info).filter((k) => k !== 'sprig_version'), Object.keys(n.info).filter((k) => k !== 'go'), 'key order')
   })
 }

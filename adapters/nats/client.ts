@@ -8,6 +8,8 @@ import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
 import type { Credentials, Identity } from '../../src/auth.ts'
 import { Client, type DenyChecked } from '../../src/lifecycle.ts'
+import { authOf } from '../../src/auth.ts'
+import { newNonce } from '../../src/nkey.ts'
 import { clip, quote } from '../../src/log.ts'
 import {
   canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
@@ -19,6 +21,7 @@ import type { Server } from '../../src/server.ts'
 import { isSpace, isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'
 import { Parser, type Failure, type Handler, type PubArgs } from './parser.ts'
 import { ERR, errLine, infoLine, noResponders, OK, PING, PONG } from './proto.ts'
+import { tracedHandler, traceOutgoing } from './trace.ts'
 
 export interface NatsSub extends Sub, DenyChecked {
   readonly owner: NatsClient
@@ -43,6 +46,8 @@ interface ConnectOpts {
   user?: string
   pass?: string
   auth_token?: string
+  nkey?: string
+  sig?: string
   account?: string
   new_account?: boolean
 }
@@ -90,6 +95,8 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
   nextPing: number
   in_msgs = 0
   out_msgs = 0
+  /** The nonce this client's INFO carried (nkey users configured), for it to sign; '' without. */
+  readonly nonce: string
   /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
   private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
@@ -99,12 +106,16 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
   constructor(srv: Server, cid: number, wire: Wire) {
     super(srv, cid, wire, 'nats') // the outbound queue, the connect deadline (src/lifecycle.ts)
     const o = srv.opts
-    this.parser = new Parser(this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
+    // log_level trace: this connection's operations are logged as nats-server does (trace.ts).
+    const tracing = srv.log.enabled('trace')
+    this.parser = new Parser(tracing ? tracedHandler(this) : this, { maxPayload: o.max_payload, maxControlLine: o.max_control_line })
+    if (tracing) traceOutgoing(this)
     this.parser.connectFirst = this.authRequired
     this.parser.budget = srv.budget
     this.start = this.lastIn = srv.host.now()
     this.nextPing = this.start + o.ping_interval
     srv.add(this)
+    this.nonce = authOf(o).nkeys ? newNonce() : ''
     this.send(utf8(infoLine(srv, this)))
     srv.log.debug(() => `${this.label()} client connection created`)
   }
@@ -147,7 +158,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
       return this.teardown('Protocol Violation')
     }
     // nats-server's order: credentials, then account fields (refused), then the protocol.
-    const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token }
+    const creds: Credentials = { user: o.user, pass: o.pass, token: o.auth_token, nkey: o.nkey, sig: o.sig, nonce: this.nonce || undefined }
     this.login(creds, (id) => this.finishConnect(o, creds, id))
     if (this.holding) {
       // A bcrypt hash: what follows CONNECT waits until it is checked.
@@ -456,6 +467,12 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
 
   shutdown(): void {
     this.teardown('Server Shutdown')
+  }
+
+  /** Lame duck (src/lameduck.ts): INFO with `ldm: true`, as nats-server sends connected clients. */
+  lameDuck(): void {
+    // Like nats-server: only to clients that said they take asynchronous INFO (protocol 1).
+    if (this.connected && this.given.protocol === 1) this.send(utf8(infoLine(this.srv, this, true)))
   }
 
   /**

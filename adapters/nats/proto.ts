@@ -3,7 +3,7 @@
 
 import { utf8 } from '../../src/bytes.ts'
 import type { Server } from '../../src/server.ts'
-import { VERSION } from '../../src/server.ts'
+import { NATS_VERSION, VERSION } from '../../src/server.ts'
 import { authRequired } from '../../src/auth.ts'
 
 const line = (s: string): Uint8Array => utf8(s + '\r\n')
@@ -39,12 +39,13 @@ export const noResponders = (reply: string, sid: string): Uint8Array => line(`HM
  * INFO as nats-server words it (its key order, and the space before CRLF), without the
  * Go-specific `go` (runtime version) field.
  */
-export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: string } }): string {
+export function infoLine(srv: Server, c: { cid: number; nonce?: string; wire: { remoteAddress: string } }, ldm = false): string {
   const o = srv.opts
   const info: Record<string, unknown> = {
     server_id: srv.id,
     server_name: srv.name,
-    version: VERSION,
+    version: NATS_VERSION,
+    sprig_version: VERSION,
     proto: 1,
     host: o.host,
     port: o.port,
@@ -58,5 +59,7 @@ export function infoLine(srv: Server, c: { cid: number; wire: { remoteAddress: s
   info.max_payload = o.max_payload
   info.client_id = c.cid
   info.client_ip = c.wire.remoteAddress
+  if (c.nonce) info.nonce = c.nonce
+  if (ldm) info.ldm = true // lame duck mode (src/lameduck.ts)
   return `INFO ${JSON.stringify(info)} \r\n`
 }

@@ -30,6 +30,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'pid', short: 'P', key: 'pid_file', arg: 'FILE', help: 'File to write the process id to' },
   // nats-server's spelling, underscores and all.
   { long: 'ports_file_dir', key: 'ports_file_dir', arg: 'DIR', help: 'Directory for the ports file (sprig_<pid>.ports)' },
+  { long: 'signal', arg: 'CMD[=PID]', help: 'Signal a running sprig: ldm, quit, stop, term, reload, reopen' },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
 ]

@@ -19,6 +19,8 @@ import {
   TLS_DEFAULTS,
 } from '../options.ts'
 import { CERT_MAPS } from '../cert-identity.ts'
+import { lameDuckProblem } from '../lameduck.ts'
+import { isUserNkey } from '../nkey.ts'
 import {
   DEFAULT_RESPONSE_EXPIRES,
   DEFAULT_RESPONSE_MAX,
@@ -58,6 +60,9 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   allow_non_tls: boolean,
   pid_file: string,
   ports_file_dir: string,
+  lame_duck_duration: duration,
+  lame_duck_grace_period: duration,
+  log_file: string,
 }
 
 // Other names nats-server accepts for the same top-level option (its opts.go).
@@ -311,7 +316,8 @@ export function tlsBlock(v: unknown, src: Source, at: string, side: 'server' | '
 
 // --- users and permissions (nats-server's shapes; errors name the full path) ------------------
 
-const USER_KEYS = ['user', 'password', 'permissions']
+const USER_KEYS = ['user', 'password', 'nkey', 'permissions']
+const userNkey: Check<string> = (v) => (typeof v === 'string' && isUserNkey(v) ? v : expected('a user public nkey (56 characters starting with U)', v))
 // nats-server's other names for a user's keys (opts.go parseUsers).
 const USER_ALIASES: Record<string, string> = { username: 'user', pass: 'password', permission: 'permissions', authorization: 'permissions' }
 
@@ -327,7 +333,13 @@ function users(v: unknown, src: Source): UserConfig[] {
       if (k === 'user') out.user = checked(nonEmpty, x, src, `${at}.${key}`)
       else if (k === 'password') out.password = checked(secret, x, src, `${at}.${key}`)
       else if (k === 'permissions') out.permissions = permissions(x, src, `${at}.${key}`)
+      else if (k === 'nkey') out.nkey = checked(userNkey, x, src, `${at}.${key}`)
       else throw unknownKey(src, `${at}.${key}`, USER_KEYS, `${at}.`)
+    }
+    if (out.nkey !== undefined) {
+      // An nkey user is named by its public key; it has no name or password of its own.
+      if (out.user !== '' || out.password !== undefined) throw blame(src, `${at}.nkey`, 'an nkey user has no user or password')
+      out.user = out.nkey
     }
     if (out.user === '') throw blame(src, `${at}.user`, 'required')
     if (seen.has(out.user)) throw blame(src, `${at}.user`, `duplicate user ${describe(out.user)}`)
@@ -410,6 +422,12 @@ export function crossCheck(o: Options, origins: Origins): Options {
   const fault = (key: string, detail: string, nameKey = true): ConfigError => {
     const at = origins.get(key)
     return blame(at?.src ?? {}, at?.path ?? key, detail, nameKey)
+  }
+  const ldm = lameDuckProblem(o)
+  if (ldm !== null) {
+    // Name whichever of the two was set last, as for max_payload below.
+    const key = (origins.get('lame_duck_duration')?.rank ?? 0) > (origins.get('lame_duck_grace_period')?.rank ?? 0) ? 'lame_duck_duration' : 'lame_duck_grace_period'
+    throw fault(key, ldm, false)
   }
   if (o.https_port !== 0 && o.tls === undefined) {
     throw fault('https_port', 'needs the top-level tls block (its certificate serves HTTPS)')

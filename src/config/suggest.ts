@@ -7,8 +7,8 @@ import { blame, type Source, type ConfigError } from './errors.ts'
 export const NOT_SUPPORTED = new Set([
   'client_advertise', 'websocket', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
-  'resolver', 'http_base_path', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
-  'lame_duck_duration', 'lame_duck_grace_period', 'connect_error_reports',
+  'resolver', 'http_base_path', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
+  'connect_error_reports',
   'reconnect_error_reports', 'include',
 ])
 

@@ -13,6 +13,7 @@ import { leafAuthFields } from './creds.ts'
 import { compileFilters, type Filters, type HubPerm } from './filter.ts'
 import { LeafParser } from './parser.ts'
 import type { Remote } from './remote.ts'
+import { NATS_VERSION } from '../server.ts'
 
 /** What the hub told us about itself (first INFO, updated by later ones). */
 export interface HubInfo {
@@ -233,9 +234,8 @@ export class Link implements Conn {
       headers: true,
       compress_mode: 'off',
       remote_account: '$G',
-      // Hubs with leafnodes.min_version compare this with nats-server versions; sprig speaks
-      // the protocol of nats-server 2.10.
-      version: '2.10.0',
+      // Hubs with leafnodes.min_version compare this with nats-server versions (server.ts).
+      version: NATS_VERSION,
       tls_required: this.tlsDone,
     }
     this.phase = 'connect'
