@@ -4,6 +4,7 @@
 // sockets and a clock.
 
 import { Budget, type Evictable } from './budget.ts'
+import { ClosedRing } from './closed.ts'
 import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
@@ -35,6 +36,20 @@ export interface Counters {
 
 export const VERSION = '0.1.0'
 
+/** starting: listeners being bound; ready: every listener up; lame_duck: draining before exit. */
+export type Phase = 'starting' | 'ready' | 'lame_duck'
+
+/** What the process tells about itself (the target fills it in: src/ never reads `process`). */
+export interface ProcessStats {
+  /** Resident set size in bytes. */
+  mem: number
+  cores: number
+  /** CPU time (user + system) since start, seconds. */
+  cpu_seconds?: number
+  /** CPU use in percent of one core over the last interval (nats-server's `cpu`). */
+  cpu?: number
+}
+
 /** ms from a memory-budget close to the garbage collection it asks for. */
 const COLLECT_DELAY_MS = 50
 
@@ -57,6 +72,12 @@ export class Server {
    * and `leafz` for /leafz; each is read when a request comes in.
    */
   readonly status = new Map<string, () => unknown>()
+  /** /healthz answers 200 only while 'ready' (the target sets it once every listener is bound). */
+  phase: Phase = 'starting'
+  /** Recently closed connections with their reason, for /connz?state=closed (bounded). */
+  readonly closed = new ClosedRing()
+  /** The process's memory and CPU; the target replaces this with a real reading. */
+  proc: () => ProcessStats = () => ({ mem: 0, cores: 0, cpu_seconds: 0, cpu: 0 })
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
   private readonly flushAll = (): void => {
@@ -115,8 +136,10 @@ export class Server {
     this.sessions.set(s.cid, s)
   }
 
-  remove(s: Session): void {
-    this.sessions.delete(s.cid)
+  /** Unregisters a connection; with a reason it is remembered for /connz?state=closed. */
+  remove(s: Session, reason?: string): void {
+    if (!this.sessions.delete(s.cid)) return
+    if (reason !== undefined && s.describe) this.closed.add(s.describe(), reason, this.host.now())
   }
 
   /** True between start() and shutdown(). */

@@ -19,6 +19,7 @@ import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
+import { processStats } from './proc.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -132,6 +133,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
+  srv.proc = processStats()
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
@@ -198,6 +200,8 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   if (natsTls) log.info(`TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
+  // Every listener is bound: /healthz says ready (never waiting for the uplink).
+  srv.phase = 'ready'
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
   const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
   return {

@@ -132,6 +132,11 @@ export class MqttConn implements Owner, Session, Conn, Holder {
   outAliases: Map<string, number> | null = null
   /** True while this connection's own PUBLISH is being routed (for No Local). */
   publishing = false
+  /** Messages and payload bytes this client published and was sent (/connz). */
+  in_msgs = 0
+  in_bytes = 0
+  out_msgs = 0
+  out_bytes = 0
   /** Reused for each PUBLISH this client sends (the router does not keep it). */
   msg: Msg | null = null
   /** The authenticated user, and its permissions (null: none) and answerable requests (src/auth.ts). */
@@ -201,6 +206,10 @@ export class MqttConn implements Owner, Session, Conn, Holder {
       port: this.wire.remotePort,
       last_activity: this.lastIn,
       pending_bytes: this.out.pending,
+      in_msgs: this.in_msgs,
+      out_msgs: this.out_msgs,
+      in_bytes: this.in_bytes,
+      out_bytes: this.out_bytes,
       subscriptions: filterCount(this.subs), // topic filters, as the client counts them
       mqtt_client: this.clientId,
       ...(this.wire.tls ? { tls_version: this.wire.tls.protocol } : {}),
@@ -347,6 +356,8 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     if (topic === null) return
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
+    this.out_msgs++
+    this.out_bytes += m.payload.length
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
@@ -621,7 +632,7 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
-    srv.remove(this)
+    srv.remove(this, reason)
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(this, will)

@@ -500,6 +500,8 @@ function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array,
     m.reply = reply // the Response Topic, as props.ts maps it
     m.replyBytes = reply === '' ? EMPTY : utf8(reply)
   }
+  c.in_msgs++
+  c.in_bytes += payload.length
   c.publishing = true
   try {
     c.srv.router.publish(m, c)

@@ -96,6 +96,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
   nextPing: number
   in_msgs = 0
   out_msgs = 0
+  in_bytes = 0
+  out_bytes = 0
   private authTimer: { cancel(): void } | null = null
   /** The authenticated user ('' for a token or no auth), its permissions (null: none). */
   user = ''
@@ -288,6 +290,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       return this.hold(() => this.pub(args, body), p.size)
     }
     this.in_msgs++
+    this.in_bytes += p.size
     const subject = p.subject
     if (subject !== this.okSubject) {
       if (isValidLiteralSubject(subject)) this.okSubject = subject
@@ -467,6 +470,7 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     b[p++] = 13
     b[p] = 10
     this.out_msgs++
+    this.out_bytes += total
     if (++s.delivered === s.max) this.dropSub(s)
   }
 
@@ -481,6 +485,8 @@ export class NatsClient implements Owner, Session, Conn, Handler {
       pending_bytes: this.out.pending,
       in_msgs: this.in_msgs,
       out_msgs: this.out_msgs,
+      in_bytes: this.in_bytes,
+      out_bytes: this.out_bytes,
       subscriptions: this.subs.size,
       name: this.name,
       lang: this.lang,
@@ -557,9 +563,9 @@ export class NatsClient implements Owner, Session, Conn, Handler {
     this.parser.stopped = true
     this.authTimer?.cancel()
     this.authTimer = null
+    this.srv.remove(this, reason) // first: /connz?state=closed keeps it as it was
     for (const s of this.subs.values()) this.srv.router.unsubscribe(s)
     this.subs.clear()
-    this.srv.remove(this)
     if (!discarded) this.out.flush(this.srv.host.now())
     this.wire.end()
     this.srv.log.debug(() => `${this.label()} client closed: ${reason}`)
