@@ -432,9 +432,9 @@ function endpoint(srv: Server, p: string, query: Query, proc?: ProcessStats): Re
     case '/varz':
       return { status: 200, body: varz(srv, proc) }
     case '/connz': {
-      const state = oneOf(query, 'state', { open: 'open', closed: 'closed', any: 'any', all: 'any' } as const) ?? 'open'
-      const sort = oneOf(query, 'sort', Object.fromEntries(Object.keys(SORTS).map((k) => [k, k])) as Record<SortOpt, SortOpt>, 'invalid sorting option')
-      if ((sort === 'stop' || sort === 'reason') && state === 'open') throw new BadQuery(`sort by ${sort} is only valid on closed connections (state=closed)`)
+      const state = oneOf(query, 'state', { open: 'open', closed: 'closed', any: 'any', all: 'any' } as const, 'Error decoding state for') ?? 'open'
+      const sort = oneOf(query, 'sort', Object.fromEntries(Object.keys(SORTS).map((k) => [k, k])) as Record<SortOpt, SortOpt>, 'invalid sorting option:')
+      if ((sort === 'stop' || sort === 'reason') && state === 'open') throw new BadQuery(`sort by ${sort} only valid on closed connections`)
       const subs = query.get('subs')
       const cid = intParam(query, 'cid')
       const mqtt = query.get('mqtt_client')
@@ -452,7 +452,7 @@ function endpoint(srv: Server, p: string, query: Query, proc?: ProcessStats): Re
     }
     case '/subsz': {
       const test = query.get('test')
-      if (test !== undefined && test !== null && test !== '' && !isValidLiteralSubject(test)) throw new BadQuery(`invalid test subject, must be a valid publish subject: ${JSON.stringify(test)}`)
+      if (test !== undefined && test !== null && test !== '' && !isValidLiteralSubject(test)) throw new BadQuery(`invalid test subject, must be valid publish subject: ${test.slice(0, 256)}`)
       const q: SubszQuery = { ...page(query), subs: boolParam(query, 'subs') || boolParam(query, 'subscriptions') }
       if (test) q.test = test
       return { status: 200, body: subsz(srv, q) }
@@ -521,14 +521,14 @@ function boolParam(q: Query, name: string): boolean {
   if (v === undefined || v === null || v === '') return false
   if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(v)) return true
   if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(v)) return false
-  throw new BadQuery(`Error decoding boolean for '${name}': invalid syntax`)
+  throw new BadQuery(`Error decoding boolean for '${name}': strconv.ParseBool: parsing ${JSON.stringify(v.slice(0, 64))}: invalid syntax`)
 }
 
 /** One of a fixed set of words (case-insensitive); undefined when absent or empty. */
-function oneOf<T extends string>(q: Query, name: string, words: Record<string, T>, err = `invalid ${name}`): T | undefined {
+function oneOf<T extends string>(q: Query, name: string, words: Record<string, T>, err = `invalid ${name}:`): T | undefined {
   const v = q.get(name)
   if (v === undefined || v === null || v === '') return undefined
   const w = Object.hasOwn(words, v.toLowerCase()) ? words[v.toLowerCase()] : undefined
-  if (w === undefined) throw new BadQuery(`${err}: ${JSON.stringify(v.slice(0, 64))}`)
+  if (w === undefined) throw new BadQuery(`${err} ${v.slice(0, 64)}`)
   return w
 }
