@@ -146,9 +146,7 @@ export function varz(srv: Server, proc: ProcessStats = srv.proc()): Record<strin
 
 /** Open connections by protocol ("nats", "mqtt"): /connz totals, /metrics, the heartbeat. */
 export function connectionsByType(srv: Server): Record<string, number> {
-  const by: Record<string, number> = { nats: 0, mqtt: 0 }
-  for (const s of srv.sessions.values()) by[s.kind] = (by[s.kind] ?? 0) + 1
-  return by
+  return { ...srv.byKind }
 }
 
 // --- /connz ---------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ export class Server {
   readonly status = new Map<string, () => unknown>()
   /** /healthz answers 200 only while 'ready' (the target sets it once every listener is bound). */
   phase: Phase = 'starting'
+  /** Open connections by protocol (Session.kind), kept at add/remove: monitoring reads it often. */
+  readonly byKind: Record<string, number> = { nats: 0, mqtt: 0 }
   /** Recently closed connections with their reason, for /connz?state=closed (bounded). */
   readonly closed = new ClosedRing()
   /** The process's memory and CPU; the target replaces this with a real reading. */
@@ -134,11 +136,13 @@ export class Server {
 
   add(s: Session): void {
     this.sessions.set(s.cid, s)
+    this.byKind[s.kind] = (this.byKind[s.kind] ?? 0) + 1
   }
 
   /** Unregisters a connection; with a reason it is remembered for /connz?state=closed. */
   remove(s: Session, reason?: string): void {
     if (!this.sessions.delete(s.cid)) return
+    this.byKind[s.kind]!--
     if (reason !== undefined && s.describe) this.closed.add(s.describe(), reason, this.host.now())
   }
 

@@ -110,6 +110,7 @@ t.test('a real Prometheus scrapes sprig and its query sees traffic', async (t) =
   await waitForPort(web, 30_000)
   const query = async (q: string): Promise<number | null> => {
     const r = await fetch(`http://127.0.0.1:${web}/api/v1/query?query=${encodeURIComponent(q)}`)
+    if (!r.ok) return null // 503 until Prometheus has opened its storage
     const j = (await r.json()) as { status: string; data: { result: { value: [number, string] }[] } }
     return j.status === 'success' && j.data.result.length > 0 ? Number(j.data.result[0]!.value[1]) : null
   }
