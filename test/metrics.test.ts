@@ -4,13 +4,16 @@
 
 import t, { type Test } from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startBroker } from './helpers/broker.ts'
 import { haveHub, leafUp, startHub } from './helpers/hub.ts'
 import { mqttClient, natsClient, sleep } from './helpers/mqtt.ts'
-import { freePort, havePeer, waitForPort } from './helpers/peers.ts'
+import { freePort, havePeer, spawnServer, waitForPort } from './helpers/peers.ts'
+import { freshBundle, runtimeBin } from './helpers/bins.ts'
+import { makeCerts, serverTlsOptions } from './helpers/certs.ts'
 
 async function text(port: number, p: string): Promise<{ status: number; type: string; body: string }> {
   const r = await fetch(`http://127.0.0.1:${port}${p}`)
@@ -133,4 +136,56 @@ t.test('a real Prometheus scrapes sprig and its query sees traffic', async (t) =
   const after = await until('the publishes', (v) => v !== null && v >= 25, 'sprig_in_messages_total')
   t.equal(after, 25, 'the query answers with the 25 publishes')
   t.equal(await until('connections', (v) => v === 1, 'sprig_connections{protocol="nats"}'), 1, 'the gauge by protocol too')
+})
+
+t.test('the bundle under node, bun and deno serves promtool-clean /metrics with process figures', async (t) => {
+  const bundle = freshBundle()
+  const clean = { NODE_OPTIONS: '', SPRIG_NET: '' }
+  const runs = [
+    ['node', runtimeBin('node'), [bundle]],
+    ['bun', runtimeBin('bun'), [bundle]],
+    // deno.json's task permissions, not -A: what an operator runs with.
+    ['deno', runtimeBin('deno'), ['run', '--allow-net', '--allow-read', '--allow-env', '--allow-sys', bundle]],
+  ] as const
+  for (const [name, cmd, args] of runs) {
+    t.test(name, async (t) => {
+      if (!cmd || !existsSync(cmd)) return t.fail(`${name} not found: it is a devDependency, run npm install`)
+      const port = await freePort()
+      const http = await freePort()
+      const p = await spawnServer(cmd, [...args, '-a', '127.0.0.1', '-p', String(port), '-m', String(http)], port, clean)
+      t.teardown(() => p.stop())
+      await waitForPort(http)
+      const r = await text(http, '/metrics')
+      t.equal(r.status, 200)
+      t.ok(sample(r.body, 'sprig_process_resident_memory_bytes')! > 1e6, 'resident memory')
+      t.ok(sample(r.body, 'sprig_process_cpu_seconds_total')! > 0, 'CPU seconds')
+      t.ok(sample(r.body, 'sprig_cores')! >= 1, 'cores')
+      t.equal(sample(r.body, 'sprig_ready'), 1)
+      if (havePeer(t, 'promtool', 'prometheus')) promtool(t, r.body)
+      t.notMatch(p.output(), /TypeError|\n\s+at /, 'no exception in the log')
+    })
+  }
+})
+
+t.test('/metrics on https_port, behind the TLS listener settings', async (t) => {
+  const certs = makeCerts(t)
+  if (!certs) return
+  const https = await freePort()
+  const b = await startBroker({ tls: serverTlsOptions(certs), https_port: https })
+  t.teardown(() => b.stop())
+  const body = await new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+    const req = httpsRequest(
+      { host: '127.0.0.1', port: https, path: '/metrics', ca: readFileSync(certs.ca), servername: 'localhost', cert: readFileSync(certs.client.cert), key: readFileSync(certs.client.key) },
+      (res) => {
+        let s = ''
+        res.on('data', (d) => (s += d))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body: s }))
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+  t.equal(body.status, 200)
+  t.match(body.type, /^text\/plain; version=0\.0\.4/)
+  t.equal(sample(body.body, 'sprig_http_requests_total{endpoint="/metrics"}'), 1, 'served over HTTPS')
 })
