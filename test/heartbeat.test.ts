@@ -6,7 +6,11 @@
 
 import t from 'tap'
 import type { NatsConnection } from '@nats-io/transport-node'
+import fc from 'fast-check'
 import { validateOptions } from '../src/config.ts'
+import { compileFilters } from '../src/leaf/filter.ts'
+import { REMOTE_DEFAULTS, type RemoteOptions } from '../src/options.ts'
+import { check } from './helpers/fuzz.ts'
 import { requestParams, statusSubject } from '../src/leaf/status.ts'
 import { startBroker } from './helpers/broker.ts'
 import { errorOf } from './helpers/config.ts'
@@ -69,6 +73,32 @@ t.test('heartbeat subject and request parameters (pure)', async (t) => {
   t.same(requestParams(Buffer.from('{"limit":2,"subs":"detail","x":true}')), new Map([['limit', '2'], ['subs', 'detail'], ['x', 'true']]))
   for (const bad of ['[1]', '{"a":{}}', 'nope', '"s"', '{"a":[1]}']) t.type(requestParams(Buffer.from(bad)), 'string', `${bad}: an error`)
   t.type(requestParams(Buffer.alloc(5000, 32)), 'string', 'an oversize request: an error')
+})
+
+t.test('the heartbeat subject is the one $SPRIG. subject that goes up unmapped; filters still apply', async (t) => {
+  const r = (o: Partial<RemoteOptions>): RemoteOptions => ({ ...REMOTE_DEFAULTS, urls: ['nats://h:7422'], ...o })
+  const plain = compileFilters(r({}))
+  t.equal(plain.up('$SPRIG.status.gw1'), '$SPRIG.status.gw1', 'unmapped: up as it is')
+  t.equal(plain.up('$SPRIG.varz'), null, 'a service subject stays local')
+  t.equal(plain.up('$SPRIG.statusx'), null, 'only the status prefix')
+  t.equal(plain.down('$SPRIG.status.gw1'), null, 'nothing comes down on it')
+  t.same(plain.interestUp('$SPRIG.status.>'), [], 'no local interest on it is announced')
+  const mapped = compileFilters(r({ map: [{ local: '$SPRIG.>', hub: 'site.gw1.$SPRIG.>' }] }))
+  t.equal(mapped.up('$SPRIG.status.gw1'), 'site.gw1.$SPRIG.status.gw1', 'under a map: placed under the site prefix')
+  const denied = compileFilters(r({ deny_exports: ['$SPRIG.status.>'] }))
+  t.equal(denied.up('$SPRIG.status.gw1'), null, 'deny_exports keeps it at home')
+})
+
+t.test('service request payloads: any bytes give parameters or an error, never an exception', async (t) => {
+  check(
+    t,
+    'requestParams',
+    fc.property(fc.oneof(fc.uint8Array({ maxLength: 64 }), fc.json().map((j) => Buffer.from(j)), fc.object().map((o) => Buffer.from(JSON.stringify(o)))), (b) => {
+      const r = requestParams(b)
+      if (typeof r !== 'string' && !(r instanceof Map)) throw new Error(`neither: ${String(r)}`)
+    }),
+    2000,
+  )
 })
 
 if (haveHub(t)) {
