@@ -9,6 +9,10 @@ import type { NatsConnection } from '@nats-io/transport-node'
 import fc from 'fast-check'
 import { validateOptions } from '../src/config.ts'
 import { compileFilters } from '../src/leaf/filter.ts'
+import { reloadUplink } from '../src/leaf/index.ts'
+import { createLogger } from '../src/log.ts'
+import { defaults } from '../src/options.ts'
+import { Server } from '../src/server.ts'
 import { REMOTE_DEFAULTS, type RemoteOptions } from '../src/options.ts'
 import { check } from './helpers/fuzz.ts'
 import { requestParams, statusSubject } from '../src/leaf/status.ts'
@@ -64,6 +68,13 @@ t.test('status_interval: a duration, 0 turns the heartbeat off; a bad one names 
   t.equal(validateOptions({ leafnodes: { remotes: [{ urls: ['nats://127.0.0.1:7422'] }] } }).leafnodes?.status_interval, 30_000, 'default 30s')
   t.match(errorOf(t, () => validateOptions(leaf('soon'))), /leafnodes\.status_interval/)
   t.match(errorOf(t, () => validateOptions(leaf(-1))), /leafnodes\.status_interval/)
+})
+
+t.test('a reload (SIGHUP) changes status_interval on the running uplink', async (t) => {
+  const base = { reconnect: 1000, reconnect_max: 30_000, remotes: [remote('nats://127.0.0.1:1')] }
+  const srv = new Server({ ...defaults, leafnodes: { ...base, status_interval: 30_000 } }, { now: () => 0, defer: (f) => f(), every: () => ({ cancel() {} }) }, createLogger({ level: 'error', sink: () => {} }))
+  reloadUplink(srv, null, { ...srv.opts, leafnodes: { ...base, status_interval: 5000 } })()
+  t.equal(srv.opts.leafnodes?.status_interval, 5000, 'applied without a restart (the heartbeat reads it on each tick)')
 })
 
 t.test('heartbeat subject and request parameters (pure)', async (t) => {
