@@ -95,6 +95,8 @@ t.test('connz: per-connection counters, subs lists, sort, closed ring with reaso
   t.equal(byCid.get(q.cid)!.name, 'quiet', 'what /connz showed at close is kept')
   t.equal(byCid.get(q.cid)!.subscriptions, 2, 'with its subscriptions counted as they were')
   t.match(byCid.get(dev.cid)!.reason, /Disconnect|Closed/)
+  t.equal(byCid.get(dev.cid)!.subscriptions, 1, 'an MQTT connection too')
+  t.equal(byCid.get(dev.cid)!.mqtt_client, 'dev-1')
   t.match(byCid.get(q.cid)!.stop, /^\d{4}-\d\d-\d\dT/)
   const any = (await get(http, '/connz?state=any&sort=cid')).body
   t.equal(any.total, 3, 'state=any: open and closed')

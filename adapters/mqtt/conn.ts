@@ -626,13 +626,13 @@ export class MqttConn implements Owner, Session, Conn, Holder {
     this.connectTimer?.cancel()
     this.connectTimer = null
     const srv = this.srv
+    srv.remove(this, reason) // first: /connz?state=closed keeps it as it was
     // A session whose user is gone is not kept: it ends here (and a delayed will goes now).
     if (this.connected && this.sessionExpiry > 0 && !park(this, srv.host.now(), this.sessionExpiry)) this.sessionExpiry = 0
     this.st.persistent.delete(this)
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
-    srv.remove(this, reason)
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(this, will)
