@@ -171,6 +171,8 @@ interface Row {
   info: ConnInfo
   stop?: number
   reason?: string
+  /** stop, or now for an open connection: what idle and uptime are measured to. */
+  end: number
 }
 
 type Cmp = (a: Row, b: Row) => number
@@ -191,8 +193,9 @@ const SORTS = {
   bytes_to: desc((r) => r.info.out_bytes ?? 0),
   bytes_from: desc((r) => r.info.in_bytes ?? 0),
   last: desc((r) => r.info.last_activity),
-  idle: desc((r) => -r.info.last_activity),
-  uptime: desc((r) => (r.stop ?? 0) - (r.info.start ?? r.stop ?? 0) - r.info.cid * 1e-9),
+  idle: desc((r) => r.end - r.info.last_activity),
+  // An MQTT connection keeps no start time: sorted by cid after those that do.
+  uptime: desc((r) => (r.info.start === undefined ? -1 : r.end - r.info.start)),
   stop: desc((r) => r.stop ?? 0),
   reason: (a: Row, b: Row) => (a.reason ?? '').localeCompare(b.reason ?? '') || a.info.cid - b.info.cid,
 } satisfies Record<string, Cmp>
@@ -223,10 +226,10 @@ export function connz(srv: Server, q: ConnzQuery): Record<string, unknown> {
   let total: number
   if (lazy && closed.length === 0 && q.mqtt_client === undefined) {
     total = open.length
-    page = open.slice(q.offset, q.offset + q.limit).map((s) => ({ info: s.describe!() }))
+    page = open.slice(q.offset, q.offset + q.limit).map((s) => ({ info: s.describe!(), end: now }))
   } else {
-    for (const s of open) rows.push({ info: s.describe!() })
-    for (const c of closed) rows.push({ info: c.info, stop: c.stop, reason: c.reason })
+    for (const s of open) rows.push({ info: s.describe!(), end: now })
+    for (const c of closed) rows.push({ info: c.info, stop: c.stop, reason: c.reason, end: c.stop })
     const list = q.mqtt_client === undefined ? rows : rows.filter((r) => r.info.mqtt_client === q.mqtt_client)
     list.sort(SORTS[sort])
     total = list.length
@@ -235,7 +238,7 @@ export function connz(srv: Server, q: ConnzQuery): Record<string, unknown> {
   const subs = q.subs ? subsByCid(srv, new Set(page.filter((r) => r.stop === undefined).map((r) => r.info.cid))) : null
   const connections = page.map((r) => {
     const c = r.info
-    const end = r.stop ?? now
+    const end = r.end
     const out: Record<string, unknown> = {
       ...c,
       ...(c.start !== undefined ? { start: at(c.start), uptime: uptime(end - c.start) } : {}),

@@ -86,6 +86,7 @@ t.test('connz: per-connection counters, subs lists, sort, closed ring with reaso
 
   // Closing: each reason as the adapter names it, newest first by stop.
   await quiet.close()
+  await until(() => get(http, '/connz?state=closed'), (r) => r.body.total === 1, 'the first closed')
   await sleep(20) // distinct stop times
   await m.endAsync()
   const closed = await until(() => get(http, '/connz?state=closed'), (r) => r.body.total === 2, 'two closed')
@@ -104,6 +105,13 @@ t.test('connz: per-connection counters, subs lists, sort, closed ring with reaso
   const stop = (await get(http, '/connz?state=closed&sort=stop')).body.connections
   t.equal(stop[0].cid, dev.cid, 'sort=stop: most recent first')
   t.equal((await get(http, '/connz?state=closed&sort=reason')).status, 200)
+  for (const s of ['uptime', 'idle', 'last', 'subs', 'bytes_to', 'stop', 'reason']) {
+    const r = await get(http, `/connz?state=any&sort=${s}`)
+    t.equal(r.body.connections?.length, 3, `state=any&sort=${s}: open and closed together`)
+  }
+  // uptime: the publisher (open since the start) outlived the quiet one (closed): first.
+  const up = (await get(http, '/connz?state=any&sort=uptime')).body.connections as J[]
+  t.ok(up.findIndex((x) => x.cid === pub.cid) < up.findIndex((x) => x.cid === q.cid), 'sort=uptime mixes open and closed by how long each lived')
   const varz = (await get(http, '/varz')).body
   t.match(varz.sprig.closed_connections, { held: 2, dropped: 0 })
 })
