@@ -181,7 +181,7 @@ const byCid: Cmp = (a, b) => a.info.cid - b.info.cid
 
 /**
  * nats-server's /connz sort options that sprig can honour. Connection ids are handed out in
- * accept order, so `start` (and, for open connections, `uptime`) is the cid order.
+ * accept order, so `start` is the cid order (also for MQTT connections, which keep no start).
  */
 const SORTS = {
   cid: byCid,
@@ -221,7 +221,7 @@ export function connz(srv: Server, q: ConnzQuery): Record<string, unknown> {
     if (!sorted) open.sort((a, b) => a.cid - b.cid)
   }
   const closed = state === 'open' ? [] : srv.closed.all().filter((c) => q.cid === undefined || c.info.cid === q.cid)
-  const lazy = sort === 'cid' || sort === 'start' || (sort === 'uptime' && state === 'open')
+  const lazy = sort === 'cid' || sort === 'start'
   let page: Row[]
   let total: number
   if (lazy && closed.length === 0 && q.mqtt_client === undefined) {
