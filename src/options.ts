@@ -318,6 +318,8 @@ export interface LeafnodeOptions {
   reconnect: number
   /** ms; the longest wait between attempts (sprig's; default 30s). */
   reconnect_max: number
+  /** ms between status heartbeats on `$SPRIG.status.<server_name>` (sprig's; default 30s, 0: none). */
+  status_interval?: number
 }
 
 /** One `leafnodes.remotes[]` entry. nats-server's names first, sprig's own after. */
@@ -365,7 +367,7 @@ export interface SubjectMap {
   hub: string
 }
 
-export const LEAF_DEFAULTS = Object.freeze({ reconnect: 1000, reconnect_max: 30_000 })
+export const LEAF_DEFAULTS = Object.freeze({ reconnect: 1000, reconnect_max: 30_000, status_interval: 30_000 })
 
 export const REMOTE_DEFAULTS: Omit<RemoteOptions, 'urls'> = Object.freeze({
   no_randomize: false,

@@ -4,6 +4,7 @@
 // sockets and a clock.
 
 import { Budget, type Evictable } from './budget.ts'
+import { ClosedRing } from './closed.ts'
 import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
@@ -52,6 +53,20 @@ export const VERSION = '0.1.0'
  */
 export const NATS_VERSION = '2.10.0'
 
+/** starting: listeners being bound; ready: every listener up; lame_duck: draining before exit. */
+export type Phase = 'starting' | 'ready' | 'lame_duck'
+
+/** What the process tells about itself (the target fills it in: src/ never reads `process`). */
+export interface ProcessStats {
+  /** Resident set size in bytes. */
+  mem: number
+  cores: number
+  /** CPU time (user + system) since start, seconds. */
+  cpu_seconds?: number
+  /** CPU use in percent of one core over the last interval (nats-server's `cpu`). */
+  cpu?: number
+}
+
 /** ms from a memory-budget close to the garbage collection it asks for. */
 const COLLECT_DELAY_MS = 50
 
@@ -74,10 +89,16 @@ export class Server {
    * and `leafz` for /leafz; each is read when a request comes in.
    */
   readonly status = new Map<string, () => unknown>()
+  /** /healthz answers 200 only while 'ready' (the target sets it once every listener is bound). */
+  phase: Phase = 'starting'
+  /** Open connections by protocol (Session.kind), kept at add/remove: monitoring reads it often. */
+  readonly byKind: Record<string, number> = { nats: 0, mqtt: 0 }
+  /** Recently closed connections with their reason, for /connz?state=closed (bounded). */
+  readonly closed = new ClosedRing()
+  /** The process's memory and CPU; the target replaces this with a real reading. */
+  proc: () => ProcessStats = () => ({ mem: 0, cores: 0, cpu_seconds: 0, cpu: 0 })
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
-  /** Starting until the listeners are up, then ready; lame_duck once lame duck mode starts (src/lameduck.ts). */
-  phase: 'starting' | 'ready' | 'lame_duck' = 'starting'
   private readonly flushAll = (): void => {
     this.flushQueued = false
     const list = this.dirty
@@ -132,10 +153,14 @@ export class Server {
 
   add(s: Session): void {
     this.sessions.set(s.cid, s)
+    this.byKind[s.kind] = (this.byKind[s.kind] ?? 0) + 1
   }
 
-  remove(s: Session): void {
-    this.sessions.delete(s.cid)
+  /** Unregisters a connection; with a reason it is remembered for /connz?state=closed. */
+  remove(s: Session, reason?: string): void {
+    if (!this.sessions.delete(s.cid)) return
+    this.byKind[s.kind]!--
+    if (reason !== undefined && s.describe) this.closed.add(s.describe(), reason, this.host.now())
   }
 
   /** True between start() and shutdown(). */

@@ -318,6 +318,23 @@ export class Sublist<S extends SubLike> {
     }
   }
 
+  /** Calls fn for every subscription (monitoring: /subsz, /connz?subs=1). */
+  each(fn: (sub: S) => void): void {
+    eachSub(this.root, fn)
+  }
+
+  /** Largest and average fan-out of the cached match results (nats-server's /subsz). */
+  fanout(): { max: number; avg: number } {
+    let max = 0
+    let sum = 0
+    for (const m of this.cache.values()) {
+      const n = m.psubs.length + m.qsubs.length
+      if (n > max) max = n
+      sum += n
+    }
+    return { max, avg: this.cache.size === 0 ? 0 : sum / this.cache.size }
+  }
+
   /** A snapshot of the distinct (subject, queue) pairs and their counts. */
   interest(): Interest[] {
     const out: Interest[] = []
@@ -353,6 +370,15 @@ export class Sublist<S extends SubLike> {
       this.cache.delete(key)
     }
   }
+}
+
+function eachSub<S>(n: Node<S>, fn: (sub: S) => void): void {
+  if (n.psub !== null) fn(n.psub)
+  else if (n.psubs !== null) for (const s of n.psubs) fn(s)
+  if (n.qsubs !== null) for (const set of n.qsubs.values()) for (const s of set) fn(s)
+  if (n.children !== null) for (const c of n.children.values()) eachSub(c, fn)
+  if (n.pwc !== null) eachSub(n.pwc, fn)
+  if (n.fwc !== null) eachSub(n.fwc, fn)
 }
 
 function collectInterest<S>(n: Node<S>, subject: string, out: Interest[]): void {

@@ -5,15 +5,12 @@
 
 import http from 'node:http'
 import net from 'node:net'
-import os from 'node:os'
-import process from 'node:process'
 import { monitorTarget, type Reply } from '../src/monitor.ts'
 import type { Server } from '../src/server.ts'
 import { acceptFailed, END_GRACE_MS, listenError, plainAddress, type Listener } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenMonitor(srv: Server, host: string, port: number, tls?: ServerTls): Promise<Listener> {
-  const cores = os.cpus().length
   const log = srv.log
   const server = http.createServer((req, res) => {
     const peer = `${plainAddress(req.socket.remoteAddress)}:${req.socket.remotePort ?? 0}`
@@ -21,7 +18,7 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
     try {
       reply =
         req.method === 'GET' || req.method === 'HEAD'
-          ? monitorTarget(srv, req.url ?? '', { mem: process.memoryUsage.rss(), cores })
+          ? monitorTarget(srv, req.url ?? '')
           : { status: 405, body: { error: 'only GET is served' } }
     } catch (e) {
       // A bug of ours, not the client's: logged, answered, and the broker goes on.
@@ -30,8 +27,8 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
       reply = { status: 500, body: { error: 'internal error' } }
     }
     if (reply.status === 400) log.debug(() => `${peer} - monitoring: bad request target ${JSON.stringify(req.url)}`)
-    const body = JSON.stringify(reply.body, null, 2)
-    res.writeHead(reply.status, { 'content-type': 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
+    const body = reply.type !== undefined ? String(reply.body) : JSON.stringify(reply.body, null, 2)
+    res.writeHead(reply.status, { 'content-type': reply.type ?? 'application/json', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
     res.end(req.method === 'HEAD' ? undefined : body)
   })
   // A request node:http cannot parse at all (a broken request line, oversized headers): a

@@ -24,6 +24,7 @@ import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
 import { startSystemd } from './notify.ts'
 import { logFile, sendSignal, signalArg } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
+import { processStats } from './proc.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -191,6 +192,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
+  srv.proc = processStats()
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
@@ -253,7 +255,6 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
-  srv.phase = 'ready'
   const lag = watchEventLoop(srv)
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
@@ -279,6 +280,8 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       throw e
     }
   }
+  // Every listener is bound: /healthz says ready (never waiting for the uplink).
+  srv.phase = 'ready'
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
   const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
   return {

@@ -24,15 +24,20 @@ for (let i = 0; i < 5; i++) {
 const proc = { mem: 1, cores: 2 }
 
 const segment = fc.oneof(
-  fc.constantFrom('varz', 'connz', 'leafz', 'healthz', '', '.', '..', '%2e', 'VARZ', 'varz?', '[', ':', '@', '%zz', '%00', '\u0000', 'é'),
+  fc.constantFrom('varz', 'connz', 'subsz', 'metrics', 'leafz', 'healthz', '', '.', '..', '%2e', 'VARZ', 'varz?', '[', ':', '@', '%zz', '%00', '\u0000', 'é'),
   fc.webSegment(),
 )
 const path = fc.array(segment, { maxLength: 4 }).map((s) => '/' + s.join('/'))
-const number = fc.oneof(fc.nat().map(String), fc.constantFrom('', '-1', '1.5', '1e3', '0x10', ' 1', '1 ', '+1', '9'.repeat(40)), fc.string({ maxLength: 5 }))
-const query = fc.array(fc.tuple(fc.constantFrom('offset', 'limit', 'subs', 'sort', 'x', ''), number), { maxLength: 4 }).map((kv) => new URLSearchParams(kv))
+const number = fc.oneof(
+  fc.nat().map(String),
+  fc.constantFrom('', '-1', '1.5', '1e3', '0x10', ' 1', '1 ', '+1', '9'.repeat(40), 'detail', 'true', 'closed', 'any', 'stop', 'reason', 'msgs_to', 'idle', 'a.b', 'a.*', '__proto__', 'constructor'),
+  fc.string({ maxLength: 5 }),
+)
+const query = fc.array(fc.tuple(fc.constantFrom('offset', 'limit', 'subs', 'sort', 'state', 'test', 'cid', 'mqtt_client', 'x', ''), number), { maxLength: 4 }).map((kv) => new URLSearchParams(kv))
 
-function ok(status: number, body: unknown): string | null {
+function ok(status: number, body: unknown, type?: string): string | null {
   if (![200, 400, 404, 503].includes(status)) return `status ${status}`
+  if (type !== undefined) return typeof body === 'string' && body.endsWith('\n') ? null : `text body ${String(body).slice(0, 40)}`
   let json: string
   try {
     json = JSON.stringify(body)
@@ -49,7 +54,7 @@ t.test('any path and query: a JSON reply with a known status, no exception', asy
     'monitorRequest',
     fc.property(fc.oneof(path, fc.string({ maxLength: 20 }), fc.webPath()), query, (p, q) => {
       const r = monitorRequest(srv, p, q, proc)
-      const bad = ok(r.status, r.body)
+      const bad = ok(r.status, r.body, r.type)
       if (bad) throw new Error(`${JSON.stringify(p)} ?${q}: ${bad}`)
     }),
     3000,
@@ -79,7 +84,7 @@ t.test('/connz pages with the integers it reports', async (t) => {
 })
 
 /** A request target turned into path and query with new URL() (as targets/http.ts does), a bad one into a 400. */
-function route(target: string): { status: number; body: unknown } {
+function route(target: string): { status: number; body: unknown; type?: string } {
   let url: URL
   try {
     url = new URL(target, 'http://monitor')
@@ -101,7 +106,7 @@ t.test('paths and queries derived from odd request targets', async (t) => {
     'route(target) never throws',
     fc.property(target, (s) => {
       const r = route(s)
-      const bad = ok(r.status, r.body)
+      const bad = ok(r.status, r.body, r.type)
       if (bad) throw new Error(`${JSON.stringify(s)}: ${bad}`)
     }),
     3000,

@@ -91,6 +91,19 @@ async function hostile(t: Test, port: number): Promise<void> {
   const garbage = await rawRequest(port, 'GET\u0000 / HTTP/1.1\r\n\r\n')
   t.equal(garbage.status, 400, 'an unparseable request line: 400')
   t.match(JSON.parse(garbage.body), { error: 'bad request' })
+  // The issue 12 endpoints and parameters: a bad value is a JSON 400, never a crash.
+  for (const target of [
+    '/connz?sort=%00', '/connz?sort=__proto__', '/connz?sort=constructor', '/connz?state=' + 'x'.repeat(5000), '/connz?subs=%FF',
+    '/connz?cid=1e3', '/connz?sort=stop', '/subsz?test=a..b', '/subsz?test=%20', '/subsz?subs=2', '/subsz?limit=x',
+  ]) {
+    const r = await rawRequest(port, get(target))
+    t.equal(r.status, target === '/connz?subs=%FF' ? 200 : 400, `${target.slice(0, 60)}: ${target === '/connz?subs=%FF' ? 'an undecodable pair is skipped' : '400'}`)
+    t.match(JSON.parse(r.body), target === '/connz?subs=%FF' ? { connections: Array } : { error: String })
+    t.ok(r.body.length < 2000, 'the error does not echo an unbounded value')
+  }
+  for (const target of ['/metrics?x=%zz', '/metrics/', '/subsz?subs=1&test=a.b', '/connz?state=any&sort=reason&subs=detail', '/healthz?x']) {
+    t.equal((await rawRequest(port, get(target))).status, 200, `${target}: 200`)
+  }
   const abs = await rawRequest(port, get('http://monitor:8222/varz'))
   t.equal(abs.status, 200, 'the absolute form is served')
   t.match(JSON.parse(abs.body), { server_id: String })

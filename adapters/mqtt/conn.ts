@@ -113,6 +113,11 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   private inAliases: Map<number, string> | null = null
   /** IDLE, PUBLISHING (for No Local), REFUSED. */
   private routing = IDLE
+  /** Messages and payload bytes this client published and was sent (/connz). */
+  in_msgs = 0
+  in_bytes = 0
+  out_msgs = 0
+  out_bytes = 0
   /** Reused for each PUBLISH this client sends (the router does not keep it). */
   private msg: Msg | null = null
 
@@ -164,6 +169,10 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       port: this.wire.remotePort,
       last_activity: this.lastIn,
       pending_bytes: this.out.pending,
+      in_msgs: this.in_msgs,
+      out_msgs: this.out_msgs,
+      in_bytes: this.in_bytes,
+      out_bytes: this.out_bytes,
       subscriptions: filterCount(this.subs), // topic filters, as the client counts them
       mqtt_client: this.clientId,
       ...(this.wire.tls ? { tls_version: this.wire.tls.protocol } : {}),
@@ -382,6 +391,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       m.reply = reply // the Response Topic, as props.ts maps it
       m.replyBytes = reply === '' ? EMPTY : utf8(reply)
     }
+    this.in_msgs++
+    this.in_bytes += payload.length
     this.routing = PUBLISHING
     let refused = false
     try {
@@ -476,6 +487,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (topic === null) return
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
+    this.out_msgs++
+    this.out_bytes += m.payload.length
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
@@ -725,6 +738,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.done = true
     this.stopDeadline()
     const srv = this.srv
+    srv.remove(this, reason) // first: /connz?state=closed keeps it as it was
     // A session whose user is gone is not kept: it ends here (and a delayed will goes now).
     if (this.connected && this.sessionExpiry > 0) {
       const f = this.flow
@@ -736,7 +750,6 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
-    srv.remove(this)
     const will = this.will
     this.will = null
     if (abrupt && will) publishWill(srv, this.st, will, this.willOwner(), this.clientId, this.sessionExpiry)

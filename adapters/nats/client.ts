@@ -97,6 +97,8 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
   out_msgs = 0
   /** The nonce this client's INFO carried (nkey users configured), for it to sign; '' without. */
   readonly nonce: string
+  in_bytes = 0
+  out_bytes = 0
   /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
   private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
@@ -228,6 +230,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
       return this.hold(() => this.pub(args, body), p.size)
     }
     this.in_msgs++
+    this.in_bytes += p.size
     const subject = p.subject
     if (subject !== this.okSubject) {
       if (isValidLiteralSubject(subject)) this.okSubject = subject
@@ -407,6 +410,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     b[p++] = 13
     b[p] = 10
     this.out_msgs++
+    this.out_bytes += total
     if (++s.delivered === s.max) this.dropSub(s)
   }
 
@@ -421,6 +425,8 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
       pending_bytes: this.out.pending,
       in_msgs: this.in_msgs,
       out_msgs: this.out_msgs,
+      in_bytes: this.in_bytes,
+      out_bytes: this.out_bytes,
       subscriptions: this.subs.size,
       name: this.name,
       lang: this.lang,
@@ -484,9 +490,9 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     this.done = true
     this.parser.stopped = true
     this.stopDeadline()
+    this.srv.remove(this, reason) // first: /connz?state=closed keeps it as it was
     for (const s of this.subs.values()) this.srv.router.unsubscribe(s)
     this.subs.clear()
-    this.srv.remove(this)
     if (!discarded) this.out.flush(this.srv.host.now())
     this.wire.end()
     this.srv.log.debug(() => `${this.label()} client closed: ${reason}`)

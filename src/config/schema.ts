@@ -473,7 +473,7 @@ export function mqttListeners(
 
 // --- leafnodes (the uplink; soliciting side only) ------------------------------------------
 
-const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max']
+const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max', 'status_interval']
 const REMOTE_KEYS = [
   'urls', 'url', 'no_randomize', 'credentials', 'nkey', 'tls', 'deny_imports', 'deny_exports',
   'allow_exports', 'allow_imports', 'map', 'buffer_subjects', 'buffer_max_msgs', 'buffer_max_bytes',
@@ -492,6 +492,7 @@ function leafnodes(v: unknown, src: Source, at = 'leafnodes'): LeafnodeOptions {
       if (!Array.isArray(x)) throw blame(src, path, `expected an array of remotes, got ${describe(x)}`)
       out.remotes = x.map((r, i) => remote(r, src, `${at}.remotes[${i}]`))
     } else if (key === 'reconnect' || key === 'reconnect_max') out[key] = checked(duration, x, src, path)
+    else if (key === 'status_interval') out.status_interval = checked(orZero(duration), x, src, path) // the heartbeat (src/leaf/status.ts); 0: none
     else if (key === 'listen' || key === 'port' || key === 'host' || key === 'authorization') {
       throw blame(src, path, 'sprig does not accept leaf connections (it only dials hubs: use leafnodes.remotes)', false)
     } else throw unknownKey(src, path, LEAF_KEYS, `${at}.`)

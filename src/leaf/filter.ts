@@ -17,6 +17,12 @@ import { subjectIsSubsetOf } from '../subject.ts'
 
 /** sprig's service subjects (`$SPRIG.leafz`, `$SPRIG.mqtt.*`): per gateway, never shared unmapped. */
 export const SERVICE_PREFIX = '$SPRIG.'
+/**
+ * The one exception, upwards only: the heartbeat (src/leaf/status.ts) names its gateway in its
+ * subject, so it goes up unmapped too and one cloud subscription sees every gateway.
+ */
+export const STATUS_PREFIX = '$SPRIG.status.'
+const staysLocal = (s: string): boolean => s.startsWith(SERVICE_PREFIX) && !s.startsWith(STATUS_PREFIX)
 
 /** nats-server's SubjectPermission as the hub sends it in INFO `import` / `export`. */
 export interface HubPerm {
@@ -127,13 +133,13 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
   // Decisions per subject are cached: a device publishes the same few subjects over and over.
   const upCache = new Map<string, string | null>()
   const up = (local: string): string | null => {
-    if (plain) return local.startsWith(SERVICE_PREFIX) ? null : local
+    if (plain) return staysLocal(local) ? null : local
     let v = upCache.get(local)
     if (v !== undefined) return v
     v = null
     if (allowed(exports, local)) {
       const h = mapUp(local)
-      if (allowed(hubExp, h) && (h !== local || !local.startsWith(SERVICE_PREFIX))) v = h
+      if (allowed(hubExp, h) && (h !== local || !staysLocal(local))) v = h
     }
     if (upCache.size >= CACHE_MAX) upCache.clear()
     upCache.set(local, v)

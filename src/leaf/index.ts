@@ -1,14 +1,12 @@
 // The leaf uplink: one Remote per `leafnodes.remotes[]` entry, a timer that drives them, and
-// the status they report (`$SPRIG.leafz` for NATS clients, `leafz` for the HTTP monitor).
+// the status they report (`leafz` for the HTTP monitor; `$SPRIG.leafz` and the other
+// services, and the heartbeat, in status.ts).
 
-import { utf8 } from '../bytes.ts'
-import { isoTime, type Dial } from '../host.ts'
-import { newMsg } from '../msg.ts'
+import type { Dial } from '../host.ts'
 import { type Options, type RemoteOptions } from '../options.ts'
-import { mayAnswer } from '../permissions.ts'
-import { answerFor, type Owner, type Sub } from '../router.ts'
 import type { Server } from '../server.ts'
 import { Remote, type RemoteStatus } from './remote.ts'
+import { startStatus } from './status.ts'
 
 export const LEAFZ_SUBJECT = '$SPRIG.leafz'
 
@@ -39,24 +37,12 @@ export function startUplink(srv: Server, dial: Dial, readFile: (path: string) =>
   const remotes = lo.remotes.map((r, i) => new Remote(srv, r, lo, i, dial, readFile))
   const status = (): LeafStatus => leafStatus(remotes)
   srv.status.set('leafz', status)
-  const owner: Owner = {
-    cid: 0,
-    echo: true,
-    deliver: (_sub: Sub, m, from) => {
-      // Only to a reply subject the requester could publish to or read (permissions.ts).
-      if (m.reply === '' || !mayAnswer(from, m.reply)) return
-      const r = newMsg()
-      r.subject = m.reply
-      r.subjectBytes = utf8(m.reply)
-      r.payload = utf8(JSON.stringify({ server_id: srv.id, now: isoTime(srv.host, srv.host.now()), ...status() }))
-      srv.router.publish(r, answerFor(from))
-    },
-  }
-  const sub: Sub = { subject: LEAFZ_SUBJECT, queue: null, owner }
-  srv.router.subscribe(sub)
+  // $SPRIG.varz/connz/subsz/healthz/leafz and the heartbeat on $SPRIG.status.<server_name>.
+  const services = startStatus(srv, remotes)
   const timer = srv.host.every(TICK_MS, () => {
     const now = srv.host.now()
     for (const r of remotes) r.tick(now)
+    services.tick(now)
   })
   for (const r of remotes) r.start()
   return {
@@ -65,7 +51,7 @@ export function startUplink(srv: Server, dial: Dial, readFile: (path: string) =>
     stop() {
       timer.cancel()
       for (const r of remotes) r.stop()
-      srv.router.unsubscribe(sub)
+      services.stop()
     },
   }
 }

@@ -1,0 +1,32 @@
+// The process's own figures for /varz, /metrics and the heartbeat: resident memory, cores,
+// CPU time and CPU percent over the interval since the previous reading (nats-server's
+// varz `cpu`). Read through Server.proc so src/ never touches `process`.
+
+import os from 'node:os'
+import process from 'node:process'
+import type { ProcessStats } from '../src/server.ts'
+
+/** Readings closer together than this keep the last percentage (a burst of requests cannot make it noise). */
+const MIN_WINDOW_MS = 1000
+
+export function processStats(): () => ProcessStats {
+  const cores = os.cpus().length
+  let lastCpu = cpuSeconds()
+  let lastAt = performance.now()
+  let pct = 0
+  return () => {
+    const cpu = cpuSeconds()
+    const at = performance.now()
+    if (at - lastAt >= MIN_WINDOW_MS) {
+      pct = Math.round(((cpu - lastCpu) / ((at - lastAt) / 1000)) * 1000) / 10
+      lastCpu = cpu
+      lastAt = at
+    }
+    return { mem: process.memoryUsage.rss(), cores, cpu_seconds: cpu, cpu: pct }
+  }
+}
+
+function cpuSeconds(): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1e6
+}
