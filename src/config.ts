@@ -20,6 +20,8 @@ import {
   type RemoteOptions,
   LEAF_DEFAULTS,
   REMOTE_DEFAULTS,
+  WEBSOCKET_DEFAULTS,
+  type WebsocketOptions,
 } from './options.ts'
 import { CERT_MAPS } from './cert-identity.ts'
 import {
@@ -360,7 +362,7 @@ const logLevel: Check<LogLevel> = (v) => {
   return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
 }
 
-type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'websocket'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -416,11 +418,11 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   plain: boolean,
 }
 
-const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes']
+const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'websocket']
 
 // nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
 const NOT_SUPPORTED = new Set([
-  'client_advertise', 'websocket', 'cluster',
+  'client_advertise', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
   'resolver', 'http_base_path', 'pid_file',
   'ports_file_dir', 'log_file', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
@@ -558,6 +560,8 @@ function applyLayer(raw: unknown, base: Options, src: Source, rank: number, orig
       out.tls = tlsBlock(v, src, 'tls')
     } else if (key === 'leafnodes') {
       out.leafnodes = leafnodes(v, src)
+    } else if (key === 'websocket' || key === 'ws') {
+      out.websocket = websocketBlock(v, src)
     } else if (key === 'leafnodes.url') {
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
@@ -681,6 +685,51 @@ export function tlsBlock(v: unknown, src: Source, at: string, side: 'server' | '
   // verify_and_map verifies too (nats-server: "require and verify client certificates and map").
   if (out.verify_and_map) out.verify = true
   return out
+}
+
+// --- websocket (nats-server's block; a layer's block replaces the one below it) ----------------
+
+const WS_CHECKS: { [K in keyof Omit<WebsocketOptions, 'tls' | 'allowed_origins'>]-?: Check<WebsocketOptions[K]> } = {
+  host: optionalHost,
+  port: integer(0, 65535, 'an integer 0-65535 (0: one chosen by the OS)'),
+  no_tls: boolean,
+  same_origin: boolean,
+  compression: boolean,
+  handshake_timeout: duration,
+}
+const WS_KEYS = [...Object.keys(WS_CHECKS), 'tls', 'allowed_origins']
+
+function websocketBlock(v: unknown, src: Source): WebsocketOptions {
+  if (!isObject(v)) throw blame(src, 'websocket', `expected an object like { "port": 8080, "no_tls": true }, got ${describe(v)}`)
+  const out = { ...WEBSOCKET_DEFAULTS, port: -1 } as WebsocketOptions
+  for (const [key, x] of Object.entries(v)) {
+    const path = `websocket.${key}`
+    if (key === 'tls') out.tls = tlsBlock(x, src, path)
+    else if (key === 'allowed_origins') out.allowed_origins = origins(x, src, path)
+    else setChecked(out, WS_CHECKS, key, x, src, path, WS_KEYS)
+  }
+  if (out.port < 0) throw blame(src, 'websocket.port', 'required (0: one chosen by the OS)')
+  // nats-server: "websocket requires TLS configuration" unless no_tls says otherwise.
+  if (!out.tls && !out.no_tls) throw blame(src, 'websocket.tls', 'required: set a tls block, or no_tls: true for plain ws://')
+  if (out.tls?.handshake_first) throw blame(src, 'websocket.tls.handshake_first', 'does not apply: a WebSocket listener always starts with TLS')
+  return out
+}
+
+/** allowed_origins: URLs with an http(s) scheme and a host ("https://hmi.example:8443"). */
+function origins(v: unknown, src: Source, at: string): string[] {
+  if (!Array.isArray(v)) throw blame(src, at, `expected an array of origins like ["https://hmi.example"], got ${describe(v)}`)
+  return v.map((x, i) => {
+    let u: URL | null = null
+    try {
+      if (typeof x === 'string') u = new URL(x)
+    } catch {
+      // reported below
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || u.host === '') {
+      throw blame(src, `${at}[${i}]`, `expected an origin like "https://hmi.example:8443", got ${describe(x)}`)
+    }
+    return x as string
+  })
 }
 
 // --- users and permissions (nats-server's shapes; errors name the full path) ------------------

@@ -20,6 +20,7 @@ import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
+import { listenWebsocket } from './ws.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
@@ -113,6 +114,8 @@ export interface Broker {
   readonly httpPort: number
   /** The HTTPS monitoring listener's port, or 0 when there is none. */
   readonly httpsPort: number
+  /** The WebSocket listener's port, or 0 without a websocket block. */
+  readonly wsPort: number
   /** The leaf uplink (one Remote per leafnodes.remotes entry), or null without remotes. */
   readonly uplink: Uplink | null
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
@@ -189,6 +192,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       throw e
     }
   }
+  const wsPort = opts.websocket ? await websocket(srv, opts, guard, listeners, refused) : 0
   const httpPort = opts.http_port !== 0 ? await monitor('http', opts.http_port) : 0
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', opts.https_port, natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
@@ -207,6 +211,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     mqttTlsPort,
     httpPort,
     httpsPort,
+    wsPort,
     uplink,
     reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next)],
     async stop() {
@@ -218,6 +223,24 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       const deadline = performance.now() + STOP_GRACE_MS
       while (listeners.some((l) => l.open() > 0) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     },
+  }
+}
+
+/** The WebSocket listener: NATS on any path, MQTT on /mqtt unless MQTT is off. Its port. */
+async function websocket(srv: Server, opts: Options, guard: (a: Accept) => Accept, listeners: Listener[], refused: (line: string) => void): Promise<number> {
+  const wo = opts.websocket!
+  const host = wo.host || opts.host
+  try {
+    const st = wo.tls ? serverTls(wo.tls, 'websocket.tls', 'first', refused) : undefined
+    const mqtt = mqttOptions(opts).enabled ? guard((wire) => acceptMqtt(srv, wire)) : null
+    const l = await listenWebsocket(srv, wo, host, { nats: guard((wire) => acceptNats(srv, wire)), mqtt }, st)
+    listeners.push(l)
+    srv.log.info(`Listening for websocket clients on ${st ? 'wss' : 'ws'}://${host}:${l.port}`)
+    if (!st) srv.log.warn('Websocket not configured with TLS. DO NOT USE IN PRODUCTION!')
+    return l.port
+  } catch (e) {
+    for (const l of listeners) l.close()
+    throw e
   }
 }
 
