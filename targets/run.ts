@@ -21,6 +21,7 @@ import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Ac
 import { listenNet } from './net.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
+import { pageStatus } from '../src/status-page.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
@@ -135,6 +136,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
+  srv.status.set('page', () => pageStatus(srv)) // what the status page needs beyond nats-server's fields
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
