@@ -96,16 +96,17 @@ export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: st
 
   const open = (ws: WebSocket, s: net.Socket, raw: net.Socket, mqtt: boolean, info?: PeerTls): void => {
     const wire = new WsWire(ws, s, plainAddress(raw.remoteAddress), raw.remotePort ?? 0, info)
+    // First, even for a refused connection: an 'error' without a listener would throw.
+    ws.on('error', (e: Error) => {
+      // A protocol violation: `ws` has sent the close frame with its code (1002, 1007, 1009).
+      wire.error ??= `websocket: ${e.message}`
+    })
     const conn = (mqtt ? accept.mqtt! : accept.nats)(wire)
     if (!conn) return
     wire.conn = conn
     const kind = mqtt ? 'mqtt' : 'nats'
     counters[kind]++
     ws.on('message', (data: Buffer) => wire.conn?.data(data))
-    ws.on('error', (e: Error) => {
-      // A protocol violation: `ws` has sent the close frame with its code (1002, 1007, 1009).
-      wire.error ??= `websocket: ${e.message}`
-    })
     ws.on('close', () => {
       counters[kind]--
       const c = wire.conn

@@ -196,6 +196,17 @@ t.test('limits: a PUB over max_payload gets -ERR; a message over the WebSocket l
   await nc.flush()
 })
 
+t.test('max_connections over WebSocket: INFO, -ERR, close, as on TCP', async (t) => {
+  const b = await broker(t, { max_connections: 1 })
+  const first = await rawUpgrade(b.wsPort)
+  const second = await rawUpgrade(b.wsPort)
+  second.sock.write(frame(9, Buffer.from('x'))) // a ping while refused: no listener trouble
+  await second.closed
+  t.match(second.rest().toString('latin1'), /INFO .*-ERR 'maximum connections exceeded'/s)
+  t.equal(closeCode(second.rest()), 1000, 'closed normally after the -ERR')
+  first.sock.destroy()
+})
+
 t.test('a NATS protocol line split over frames, and several in one frame, as nats-server', async (t) => {
   const b = await broker(t)
   const nc = await natsClient(t, b.url)
