@@ -152,7 +152,7 @@ export type Protocol = 'nats' | 'mqtt'
 
 /** Must a client on this wire authenticate: users or a token are configured, or its certificate is mapped? */
 export function authNeeded(opts: Options, kind: Protocol, wire: Wire): boolean {
-  return authRequired(opts) || (wire.tls !== undefined && mapsCertificates(opts, kind))
+  return authRequired(opts) || (wire.tls !== undefined && mapsCertificates(opts, kind, wire))
 }
 
 /**
@@ -164,7 +164,7 @@ export function authNeeded(opts: Options, kind: Protocol, wire: Wire): boolean {
 export function identify(srv: Server, kind: Protocol, wire: Wire, creds: Credentials, alive: () => boolean, reload = false): Identity | null | Promise<Identity | null> {
   const o = srv.opts
   if (!authNeeded(o, kind, wire)) return OPEN
-  const mapCert = wire.tls !== undefined && mapsCertificates(o, kind)
+  const mapCert = wire.tls !== undefined && mapsCertificates(o, kind, wire)
   return authenticate(authOf(o), creds, wire.tls, mapCert, (pass, hash) =>
     gateOf(srv).check(reload ? '' : sourceOf(wire.remoteAddress), pass, hash, alive).then((r) => {
       if (r !== 'busy') return r
@@ -207,17 +207,17 @@ export function sourceOf(addr: string): string {
  * (nats-server's auth timer), else `connect_timeout`.
  */
 export function connectDeadline(opts: Options, kind: Protocol, wire: Wire): number {
-  return authNeeded(opts, kind, wire) ? authTimeout(opts, kind) : opts.connect_timeout
+  return authNeeded(opts, kind, wire) ? authTimeout(opts, kind, wire) : opts.connect_timeout
 }
 
 /**
  * `authorization.timeout`, or nats-server's default for it: 2 s, or the listener's TLS
  * handshake timeout plus 1 s when it has TLS (the auth timer runs during the handshake).
  */
-export function authTimeout(opts: Options, kind: Protocol): number {
+export function authTimeout(opts: Options, kind: Protocol, wire?: Pick<Wire, 'websocket'>): number {
   const t = opts.authorization?.timeout
   if (t !== undefined) return t
-  const tls = kind === 'nats' ? opts.tls : opts.mqtt?.tls
+  const tls = listenerTls(opts, kind, wire)
   return tls ? tls.timeout + 1000 : DEFAULT_AUTH_TIMEOUT
 }
 
@@ -405,10 +405,15 @@ function same(a: string, b: string): boolean {
   return d === 0
 }
 
-/** Does this listener map certificates to users (`verify_and_map` in `tls` or `mqtt.tls`)? */
-export function mapsCertificates(opts: Options, kind: 'nats' | 'mqtt'): boolean {
-  const block = kind === 'nats' ? opts.tls : opts.mqtt?.tls
-  return block?.verify_and_map === true
+/** Does this listener map certificates to users (`verify_and_map` in `tls`, `mqtt.tls` or `websocket.tls`)? */
+export function mapsCertificates(opts: Options, kind: 'nats' | 'mqtt', wire?: Pick<Wire, 'websocket'>): boolean {
+  return listenerTls(opts, kind, wire)?.verify_and_map === true
+}
+
+/** The tls block of the listener a wire came in on: WebSocket wires share one for both protocols. */
+function listenerTls(opts: Options, kind: Protocol, wire?: Pick<Wire, 'websocket'>): Options['tls'] {
+  if (wire?.websocket) return opts.websocket?.tls
+  return kind === 'nats' ? opts.tls : opts.mqtt?.tls
 }
 
 // --- reload -----------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ export interface Wire {
    */
   readonly tls?: PeerTls
   /**
+   * Set on a WebSocket connection (targets/ws.ts): its TLS, certificate mapping and timeouts
+   * are the `websocket` block's, not the protocol's own listener's.
+   */
+  readonly websocket?: true
+  /**
    * Client side only (dialled wires with TLS configured): upgrade this plaintext connection to
    * TLS now, after the peer's plaintext INFO, as NATS does. Data keeps flowing to the same Conn.
    */

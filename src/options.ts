@@ -106,7 +106,38 @@ export interface Options {
   lame_duck_grace_period: number
   /** Log to this file (appended; SIGUSR1 reopens it, for logrotate) instead of stderr; '' = stderr. */
   log_file: string
+  /** NATS (any path) and MQTT (path /mqtt) over WebSocket; absent: no WebSocket listener. */
+  websocket?: WebsocketOptions
 }
+
+/** nats-server's `websocket` block (its names and meanings; docs/configuration.md). */
+export interface WebsocketOptions {
+  /** Empty means: the top-level `host`. */
+  host: string
+  /** 0: one chosen by the OS. */
+  port: number
+  /** Plain ws:// without a `tls` block (nats-server refuses to start otherwise). */
+  no_tls: boolean
+  tls?: TlsOptions
+  /** A browser's Origin must be this listener's own scheme, host and port. */
+  same_origin: boolean
+  /** When not empty, a browser's Origin must be one of these (scheme, host and port). */
+  allowed_origins: string[]
+  /** Offer permessage-deflate to clients that ask for it. */
+  compression: boolean
+  /** ms from accept to a completed upgrade (TLS handshake included). */
+  handshake_timeout: number
+}
+
+/** Defaults of the keys a `websocket` block leaves out (port is required). */
+export const WEBSOCKET_DEFAULTS: Omit<WebsocketOptions, 'port'> = Object.freeze({
+  host: '',
+  no_tls: false,
+  same_origin: false,
+  allowed_origins: [],
+  compression: false,
+  handshake_timeout: 2_000,
+})
 
 /**
  * A `tls` block (nats-server's names), for a listener (server side) or an uplink remote

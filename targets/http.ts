@@ -6,6 +6,7 @@
 import http from 'node:http'
 import net from 'node:net'
 import { monitorTarget, type Reply } from '../src/monitor.ts'
+import { STATUS_PAGE, STATUS_PAGE_HEADERS } from '../src/status-page.ts'
 import type { Server } from '../src/server.ts'
 import { acceptFailed, END_GRACE_MS, listenError, plainAddress, type Listener } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
@@ -14,6 +15,11 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
   const log = srv.log
   const server = http.createServer((req, res) => {
     const peer = `${plainAddress(req.socket.remoteAddress)}:${req.socket.remotePort ?? 0}`
+    if ((req.method === 'GET' || req.method === 'HEAD') && (req.url === '/' || req.url?.startsWith('/?'))) {
+      // The live status page (src/status-page.ts); the JSON endpoints stay where they are.
+      res.writeHead(200, { ...STATUS_PAGE_HEADERS, 'content-length': PAGE.length })
+      return void res.end(req.method === 'HEAD' ? undefined : PAGE)
+    }
     let reply: Reply
     try {
       reply =
@@ -85,6 +91,8 @@ export function listenMonitor(srv: Server, host: string, port: number, tls?: Ser
     })
   })
 }
+
+const PAGE = Buffer.from(STATUS_PAGE)
 
 /** A failed HTTPS handshake: tls.ts has logged the reason and destroyed the socket. */
 function loggedByTls(): void {}

@@ -12,11 +12,12 @@ export interface Bound {
   nats: { port: number; tls: boolean }
   mqtt: { host: string; port: number; tls: boolean }[]
   monitoring: { host: string; port: number; tls: boolean }[]
+  websocket: { host: string; port: number; tls: boolean }[]
 }
 
 /**
  * The ports file's content, nats-server's shape: `{"nats":["nats://host:port"],
- * "monitoring":["http://host:port"]}` (empty lists left out, `tls://` and `https://` for TLS
+ * "monitoring":["http://host:port"],"websocket":["ws://host:port"]}` (empty lists left out, `tls://` and `https://` for TLS
  * listeners), plus sprig's `mqtt` list (`mqtt://`, `mqtts://`). An address bound to every
  * interface is listed once per interface address, as nats-server does.
  */
@@ -28,6 +29,9 @@ export function portsInfo(b: Bound, addrs: (host: string) => string[] = interfac
   if (mon.length > 0) out.monitoring = mon
   const mqtt = b.mqtt.flatMap((m) => urls(m.tls ? 'mqtts' : 'mqtt', m.host, m.port))
   if (mqtt.length > 0) out.mqtt = mqtt
+  // nats-server's key and schemes for its websocket listener.
+  const ws = b.websocket.flatMap((w) => urls(w.tls ? 'wss' : 'ws', w.host, w.port))
+  if (ws.length > 0) out.websocket = ws
   return out
 }
 

@@ -26,6 +26,8 @@ import { logFile, sendSignal, signalArg } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { processStats } from './proc.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
+import { listenWebsocket } from './ws.ts'
+import { pageStatus } from '../src/status-page.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
 const STOP_GRACE_MS = 2000
@@ -170,6 +172,8 @@ export interface Broker {
   readonly httpPort: number
   /** The HTTPS monitoring listener's port, or 0 when there is none. */
   readonly httpsPort: number
+  /** The WebSocket listener's port, or 0 without a websocket block. */
+  readonly wsPort: number
   /** The leaf uplink (one Remote per leafnodes.remotes entry), or null without remotes. */
   readonly uplink: Uplink | null
   /** Stop accepting, flush and close every connection, wait (bounded) for sockets to close. */
@@ -193,6 +197,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
   srv.proc = processStats()
+  srv.status.set('page', () => pageStatus(srv)) // what the status page needs beyond nats-server's fields
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
@@ -250,6 +255,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       throw e
     }
   }
+  const wsPort = opts.websocket ? await websocket(srv, opts, guard, listeners, refused) : 0
   // -1 is nats-server's random port; 0 there means no monitoring listener.
   const httpPort = opts.http_port !== 0 ? await monitor('http', Math.max(0, opts.http_port)) : 0
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
@@ -269,6 +275,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       nats: { port: nats.port, tls: !!natsTls },
       mqtt: [...(mqttPort ? [{ host: mqttHost, port: mqttPort, tls: false }] : []), ...(mqttTlsPort ? [{ host: mqttHost, port: mqttTlsPort, tls: true }] : [])],
       monitoring: [...(httpPort ? [{ host: monHost, port: httpPort, tls: false }] : []), ...(httpsPort ? [{ host: monHost, port: httpsPort, tls: true }] : [])],
+      websocket: wsPort && opts.websocket ? [{ host: opts.websocket.host || opts.host, port: wsPort, tls: !!opts.websocket.tls }] : [],
     }
     try {
       removePortsFile = writePortsFile(opts.ports_file_dir, bound)
@@ -291,6 +298,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     mqttTlsPort,
     httpPort,
     httpsPort,
+    wsPort,
     uplink,
     reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next), (next) => reloadLameDuck(srv, next)],
     stopAccepting() {
@@ -316,6 +324,24 @@ function closeOnce(l: Listener): void {
   if (closedListeners.has(l)) return
   closedListeners.add(l)
   l.close()
+}
+
+/** The WebSocket listener: NATS on any path, MQTT on /mqtt unless MQTT is off. Its port. */
+async function websocket(srv: Server, opts: Options, guard: (a: Accept) => Accept, listeners: Listener[], refused: (line: string) => void): Promise<number> {
+  const wo = opts.websocket!
+  const host = wo.host || opts.host
+  try {
+    const st = wo.tls ? serverTls(wo.tls, 'websocket.tls', 'first', refused) : undefined
+    const mqtt = mqttOptions(opts).enabled ? guard((wire) => acceptMqtt(srv, wire)) : null
+    const l = await listenWebsocket(srv, wo, host, { nats: guard((wire) => acceptNats(srv, wire)), mqtt }, st)
+    listeners.push(l)
+    srv.log.info(`Listening for websocket clients on ${st ? 'wss' : 'ws'}://${host}:${l.port}`)
+    if (!st) srv.log.warn('Websocket not configured with TLS. DO NOT USE IN PRODUCTION!')
+    return l.port
+  } catch (e) {
+    for (const l of listeners) l.close()
+    throw e
+  }
 }
 
 function die(msg: string): void {

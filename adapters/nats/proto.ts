@@ -39,7 +39,7 @@ export const noResponders = (reply: string, sid: string): Uint8Array => line(`HM
  * INFO as nats-server words it (its key order, and the space before CRLF), without the
  * Go-specific `go` (runtime version) field.
  */
-export function infoLine(srv: Server, c: { cid: number; nonce?: string; wire: { remoteAddress: string } }, ldm = false): string {
+export function infoLine(srv: Server, c: { cid: number; nonce?: string; wire: { remoteAddress: string; websocket?: true } }, ldm = false): string {
   const o = srv.opts
   const info: Record<string, unknown> = {
     server_id: srv.id,
@@ -52,10 +52,12 @@ export function infoLine(srv: Server, c: { cid: number; nonce?: string; wire: { 
     headers: true,
   }
   if (authRequired(o)) info.auth_required = true
-  // nats-server 2.9's fields and order; a TLS listener upgrades right after this INFO.
-  if (o.tls && o.allow_non_tls) info.tls_available = true // the client chooses (net.ts: mixed)
-  else if (o.tls) info.tls_required = true
-  if (o.tls?.verify) info.tls_verify = true
+  // nats-server 2.9's fields and order; a TLS listener upgrades right after this INFO. Over
+  // WebSocket, TLS (if any) is the WebSocket layer's: the NATS protocol never upgrades.
+  const tls = c.wire.websocket ? undefined : o.tls
+  if (tls && o.allow_non_tls) info.tls_available = true // the client chooses (net.ts: mixed)
+  else if (tls) info.tls_required = true
+  if (tls?.verify) info.tls_verify = true
   info.max_payload = o.max_payload
   info.client_id = c.cid
   info.client_ip = c.wire.remoteAddress

@@ -17,6 +17,8 @@ import {
   LEAF_DEFAULTS,
   REMOTE_DEFAULTS,
   TLS_DEFAULTS,
+  WEBSOCKET_DEFAULTS,
+  type WebsocketOptions,
 } from '../options.ts'
 import { CERT_MAPS } from '../cert-identity.ts'
 import { lameDuckProblem } from '../lameduck.ts'
@@ -34,7 +36,7 @@ import { ConfigError, blame, describe, type Source } from './errors.ts'
 import { unknownKey } from './suggest.ts'
 import { boolean, checked, duration, expected, host, hostPort, integer, isObject, logLevel, nonEmpty, optionalHost, optionalPort, orZero, port, secret, size, string, type Check } from './values.ts'
 
-type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'websocket'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -73,6 +75,7 @@ const SPELLINGS: Record<string, string> = {
   max_subs: 'max_subscriptions',
   pidfile: 'pid_file',
   leaf: 'leafnodes',
+  ws: 'websocket',
 }
 
 // nats-server's "host:port" keys, each setting two options (the host only when given).
@@ -119,7 +122,7 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
 const MQTT_SPELLINGS: Record<string, string> = { net: 'host' }
 
 export const OPTION_KEYS = [
-  ...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes',
+  ...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'websocket',
   ...Object.keys(SPELLINGS), ...Object.keys(LISTEN_KEYS),
 ]
 
@@ -171,6 +174,8 @@ export function applyLayer(raw: unknown, base: Options, src: Source, rank: numbe
       out.tls = tlsBlock(v, src, 'tls')
     } else if (key === 'leafnodes') {
       out.leafnodes = leafnodes(v, src, written)
+    } else if (key === 'websocket') {
+      out.websocket = websocketBlock(v, src, written)
     } else if (key === 'leafnodes.url') {
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
@@ -231,6 +236,55 @@ function mqttKey(m: MqttOptions, written: string, v: unknown, src: Source): stri
   }
   setChecked(m, MQTT_CHECKS, key, v, src, path, [...Object.keys(MQTT_CHECKS), 'listen'])
   return key
+}
+
+// --- websocket (nats-server's block; a layer's block replaces the one below it) ----------------
+
+const WS_CHECKS: { [K in keyof Omit<WebsocketOptions, 'tls' | 'allowed_origins'>]-?: Check<WebsocketOptions[K]> } = {
+  host: optionalHost,
+  port, // -1 (nats-server's random port) or 0: one chosen by the OS
+  no_tls: boolean,
+  same_origin: boolean,
+  compression: boolean,
+  handshake_timeout: duration,
+}
+const WS_KEYS = [...Object.keys(WS_CHECKS), 'tls', 'allowed_origins', 'listen']
+
+function websocketBlock(v: unknown, src: Source, at: string): WebsocketOptions {
+  if (!isObject(v)) throw blame(src, at, `expected an object like { "port": 8080, "no_tls": true }, got ${describe(v)}`)
+  const out = { ...WEBSOCKET_DEFAULTS, port: -1 } as WebsocketOptions
+  for (const [key, x] of Object.entries(v)) {
+    const path = `${at}.${key}`
+    if (key === 'tls') out.tls = tlsBlock(x, src, path)
+    else if (key === 'allowed_origins') out.allowed_origins = origins(x, src, path)
+    else if (key === 'listen') {
+      const hp = checked(hostPort(port), x, src, path)
+      if (hp.host !== '') out.host = hp.host
+      out.port = hp.port
+    } else setChecked(out, WS_CHECKS, key, x, src, path, WS_KEYS)
+  }
+  if (out.port < 0) throw blame(src, `${at}.port`, 'required (0 or -1: one chosen by the OS)')
+  // nats-server: "websocket requires TLS configuration" unless no_tls says otherwise.
+  if (!out.tls && !out.no_tls) throw blame(src, `${at}.tls`, 'required: set a tls block, or no_tls: true for plain ws://')
+  if (out.tls?.handshake_first) throw blame(src, `${at}.tls.handshake_first`, 'does not apply: a WebSocket listener always starts with TLS')
+  return out
+}
+
+/** allowed_origins: URLs with an http(s) scheme and a host ("https://hmi.example:8443"). */
+function origins(v: unknown, src: Source, at: string): string[] {
+  if (!Array.isArray(v)) throw blame(src, at, `expected an array of origins like ["https://hmi.example"], got ${describe(v)}`)
+  return v.map((x, i) => {
+    let u: URL | null = null
+    try {
+      if (typeof x === 'string') u = new URL(x)
+    } catch {
+      // reported below
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || u.host === '') {
+      throw blame(src, `${at}[${i}]`, `expected an origin like "https://hmi.example:8443", got ${describe(x)}`)
+    }
+    return x as string
+  })
 }
 
 // A layer's authorization replaces the one below it as a whole: mixing a user from the config

@@ -5,7 +5,7 @@ import { blame, type Source, type ConfigError } from './errors.ts'
 
 // nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
 export const NOT_SUPPORTED = new Set([
-  'client_advertise', 'websocket', 'cluster',
+  'client_advertise', 'cluster',
   'gateway', 'jetstream', 'accounts', 'system_account', 'no_system_account', 'operator',
   'resolver', 'http_base_path', 'log_size_limit', 'syslog', 'remote_syslog', 'max_traced_msg_len',
   'connect_error_reports',
