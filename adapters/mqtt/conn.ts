@@ -90,6 +90,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   private head: Uint8Array | null = EMPTY
   /** The start of a packet whose remaining bytes have not arrived yet (a private copy). */
   private rest: Uint8Array | null = null
+  /** How many bytes of `rest` have arrived (a known-size packet's buffer fills in place). */
+  private restFill = 0
   /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
   version: 4 | 5 = 4
   clientId = ''
@@ -201,8 +203,22 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
         if (verdict === 'refused') return
         this.keepHead(null)
       } else if (this.rest) {
-        bytes = concat(this.rest, chunk)
-        this.keepRest(null)
+        if (this.restFill < this.rest.length) {
+          // A cut packet whose size is known: fill its buffer in place (each byte copied once,
+          // however small the reads), then go on with the rest of this read.
+          const take = Math.min(this.rest.length - this.restFill, chunk.length)
+          this.rest.set(take === chunk.length ? chunk : chunk.subarray(0, take), this.restFill)
+          this.restFill += take
+          if (this.restFill < this.rest.length) return
+          const whole = this.rest
+          this.keepRest(null)
+          this.packets(whole)
+          if (take === chunk.length || this.done) return
+          bytes = chunk.subarray(take)
+        } else {
+          bytes = concat(this.rest, chunk) // only a few bytes of fixed header so far
+          this.keepRest(null)
+        }
       }
       const t = this.srv.router.traffic
       const before = t.out_bytes
@@ -257,7 +273,14 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       at += n
     }
     if (this.done || at === end) return
-    this.keepRest(b.slice(at)) // the chunk is only lent to us; at most one packet under the limit
+    // The chunk is only lent to us. With the packet's size known, room for all of it now (at
+    // most one packet under the limit), so later reads fill it instead of re-joining it.
+    const n = frameSize(b, at, end)
+    if (n > 0) {
+      const whole = new Uint8Array(n)
+      whole.set(b.subarray(at, end))
+      this.keepRest(whole, end - at)
+    } else this.keepRest(b.slice(at))
   }
 
   // Partial packets count against the memory budget while they wait for their rest.
@@ -266,9 +289,11 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.head = b
   }
 
-  private keepRest(b: Uint8Array | null): void {
+  /** `filled`: how much of `b` holds bytes yet (less than its length for a packet still arriving). */
+  private keepRest(b: Uint8Array | null, filled = b === null ? 0 : b.length): void {
     this.srv.budget.charge((b === null ? 0 : b.length) - (this.rest === null ? 0 : this.rest.length))
     this.rest = b
+    this.restFill = filled
   }
 
   /** One whole packet of n bytes at b[at]. */
