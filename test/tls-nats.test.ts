@@ -161,7 +161,7 @@ if (certs) {
     writeFileSync(conf, `port: ${port}\nhost: 127.0.0.1\ntls { cert_file: "${certs.server.cert}", key_file: "${certs.server.key}", ca_file: "${certs.ca}", verify: true }\n`)
     const ns = await spawnServer('nats-server', ['-c', conf], port)
     t.teardown(() => ns.stop())
-    const keys = (line: string): string[] => Object.keys(JSON.parse(line.slice(5)) as object).filter((k) => k !== 'go')
+    const keys = (line: string): string[] => Object.keys(JSON.parse(line.slice(5)) as object).filter((k) => k !== 'go' && k !== 'sprig_version') // sprig's own extra field
     t.same(keys(await firstLine(b.port)), keys(await firstLine(port)))
   })
 
