@@ -14,7 +14,7 @@ import type { Match, Sublist } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
 import { StoreBuffer } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
-import { isLongWaitError, keyOf, Link, type HubSub } from './link.ts'
+import { isLongWaitError, keyOf, Link, Sent, type HubSub, type LinkOwner, type LinkStats, type LocalKey } from './link.ts'
 
 export type RemoteState = 'connecting' | 'handshake' | 'connected' | 'disconnected' | 'stopped'
 
@@ -33,22 +33,15 @@ const leafOwners = new WeakSet<Owner>()
  */
 export const STALL_MAX_MS = 2000
 
-export interface LinkStats {
-  in_msgs: number
-  in_bytes: number
-  out_msgs: number
-  out_bytes: number
-}
-
 const DEFAULT_TLS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2000, handshake_first: false })
 
-export class Remote {
+export class Remote implements LinkOwner {
   state: RemoteState = 'disconnected'
   link: Link | null = null
   /** The interest the last complete link had (kept while down: it picks what gets buffered). */
   hubSubs: Sublist<HubSub> | null = null
   hubKeyCount = 0
-  readonly localKeys = new Map<string, { subject: string; queue: string | null; count: number }>()
+  readonly localKeys = new Map<string, LocalKey>()
   readonly buffer: StoreBuffer
   /** Buffered messages dropped because the hub showed no interest in them within buffer_hold. */
   expired = 0
@@ -187,7 +180,7 @@ export class Remote {
    * Hub URLs from an INFO (`host:port`): the configured URLs plus the latest advertised list
    * (a node that left the cluster drops out), with the userinfo of the URL we dialled.
    */
-  learnUrls(hostPorts: string[], via: URL): void {
+  onUrls(hostPorts: string[], via: URL): void {
     const next = this.urls.slice(0, this.configured)
     for (const hp of hostPorts) {
       if (next.length >= MAX_URLS) break
@@ -219,14 +212,14 @@ export class Remote {
 
   // --- link events
 
-  linkUp(l: Link): void {
+  onUp(l: Link): void {
     this.hubUrl = l.url
     this.hubName = l.info.server_name ?? ''
     this.hubId = l.info.server_id ?? ''
     this.hubAccount = l.info.remote_account ?? ''
   }
 
-  interestReady(l: Link): void {
+  onInterestReady(l: Link): void {
     // The new hub interest replaces what the previous link knew.
     this.hubSubs = l.hubSubs
     this.state = 'connected'
@@ -242,7 +235,7 @@ export class Remote {
     this.pump()
   }
 
-  linkClosed(l: Link, reason: string): void {
+  onClosed(l: Link, reason: string): void {
     if (this.link !== l) return
     this.link = null
     this.unstall()
@@ -271,27 +264,24 @@ export class Remote {
   private tap(m: Msg, from: Owner | null, local: Match<Sub>): number {
     if (from !== null && leafOwners.has(from)) return 0
     const l = this.link
-    const live = this.state === 'connected' && l !== null && l.interestKnown
-    const hub = (live ? l.filters : this.baseFilters).up(m.subject)
-    if (hub === null) return 0
-    if (live && this.buffer.length === 0) {
-      const queues = this.hubQueues(l.hubSubs.match(hub), local)
-      if (queues === null) return 0
-      const o = l.out
-      if (l.send(hub, m.reply === '' ? '' : l.filters.replyUp(m.reply), queues, m.hdr, m.payload)) {
-        // Over the high-water mark: slow this publisher down before the queue fills up.
-        if (o.pending > o.limit / 2) this.stall(from)
+    if (this.state === 'connected' && l !== null && l.interestKnown) {
+      if (this.buffer.length === 0) {
+        const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+        if (r === Sent.OK) {
+          // Over the high-water mark: slow this publisher down before the queue fills up.
+          if (l.overHigh) this.stall(from)
+          return 1
+        }
+        if (r !== Sent.FULL) return 0
+        this.stall(from)
+        this.buffer.push(m) // the outbound queue is full: wait here, in order
+        this.pump()
         return 1
       }
-      this.stall(from)
-      this.buffer.push(m) // the outbound queue is full: wait here, in order
-      this.pump()
-      return 1
-    }
-    if (live) {
-      if (this.hubQueues(l.hubSubs.match(hub), local) === null) return 0
-      if (l.out.pending > l.out.limit / 2) this.stall(from)
-    } else if (!this.shouldBuffer(m.subject, hub)) return 0
+      // Behind older buffered messages: keep the order, if the hub wants it at all.
+      if (!l.wants(m.subject, local)) return 0
+      if (l.overHigh) this.stall(from)
+    } else if (!this.shouldBuffer(m.subject)) return 0
     // A held message counts as delivered: a request waits for its reply (or its timeout)
     // rather than getting no-responders while the link is down.
     return this.buffer.push(m) ? 1 : 0
@@ -320,7 +310,7 @@ export class Remote {
   private checkStall(now: number): void {
     const l = this.link
     if (l === null) return
-    if (l.out.pending <= l.out.limit / 4) {
+    if (l.underLow) {
       this.stallSpent = false
       this.unstall()
     } else if (this.stalled.size > 0 && now - this.stallSince >= STALL_MAX_MS) {
@@ -331,29 +321,25 @@ export class Remote {
     }
   }
 
+  onHubInterest(): void {
+    this.pump()
+  }
+
+  onOversize(): void {
+    this.oversize++
+  }
+
+  onConfirmed(_mark: number): void {}
+
   /** The link's socket drained. */
-  linkDrained(): void {
+  onDrained(): void {
     if (this.stalled.size > 0 || this.stallSpent) this.checkStall(this.srv.host.now())
     this.pump()
   }
 
-  /**
-   * The hub queue groups a message should serve (those with no local member), or null when
-   * the hub has no interest at all. An LMSG without a queue list reaches only plain subscribers.
-   */
-  private hubQueues(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
-    if (h.qsubs.length === 0) return h.psubs.length === 0 ? null : NO_QUEUES
-    const out: string[] = []
-    for (const g of h.qsubs) {
-      const q = g[0]!.queue!
-      if (local.qsubs.some((lg) => lg[0]!.queue === q)) continue
-      out.push(q)
-    }
-    if (h.psubs.length === 0 && out.length === 0) return null
-    return out
-  }
-
-  private shouldBuffer(subject: string, hub: string): boolean {
+  private shouldBuffer(subject: string): boolean {
+    const hub = this.baseFilters.up(subject)
+    if (hub === null) return false
     const subs = this.opts.buffer_subjects
     if (subs.length > 0) return subs.some((p) => subjectMatches(p, subject))
     const h = this.hubSubs
@@ -372,21 +358,19 @@ export class Remote {
     if (this.pumping || l === null || !l.interestKnown || this.state !== 'connected') return
     this.pumping = true
     try {
-      const limit = l.out.limit / 2
       const now = this.srv.host.now()
       const local = this.srv.router.subs
       for (let s = this.buffer.peek(); s !== undefined; s = this.buffer.peek()) {
         if (l.phase !== 'up') return
-        if (l.out.pending > limit) return // drained() calls again
-        const hub = l.filters.up(s.subject)
-        const queues = hub === null ? null : this.hubQueues(l.hubSubs.match(hub), local.match(s.subject))
-        if (hub === null || queues === null) {
+        if (l.overHigh) return // drained() calls again
+        const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
+        if (r === Sent.FULL) return
+        if (r !== Sent.OK) {
           if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
           this.buffer.shift()
           this.expired++
           continue
         }
-        if (!l.send(hub, s.reply === '' ? '' : l.filters.replyUp(s.reply), queues, s.hdr, s.payload)) return
         this.buffer.shift()
       }
     } finally {
@@ -420,7 +404,7 @@ export class Remote {
       since: this.since ? isoTime(this.srv.host, this.since) : '',
       reconnects: this.reconnects,
       local_interest: this.localKeys.size,
-      hub_interest: up && l ? l.hubKeys.size : 0,
+      hub_interest: up && l ? l.hubInterest : 0,
       buffered_msgs: this.buffer.length,
       buffered_bytes: this.buffer.bytes,
       dropped_msgs: this.buffer.dropped,
@@ -467,7 +451,6 @@ export interface RemoteStatus {
   last_error: string
 }
 
-const NO_QUEUES: readonly string[] = Object.freeze([])
 
 /** A URL for logs and status: the password never shows. */
 export function redact(u: URL): string {
