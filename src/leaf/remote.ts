@@ -12,7 +12,7 @@ import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
 import type { Match, Sublist } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
-import { StoreBuffer } from './buffer.ts'
+import { StoreBuffer, type Spool } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
 import { isLongWaitError, keyOf, Link, Sent, type HubSub, type LinkOwner, type LinkStats, type LocalKey } from './link.ts'
 
@@ -42,7 +42,10 @@ export class Remote implements LinkOwner {
   hubSubs: Sublist<HubSub> | null = null
   hubKeyCount = 0
   readonly localKeys = new Map<string, LocalKey>()
-  readonly buffer: StoreBuffer
+  readonly buffer: Spool
+  /** The last mark a confirmation PING was sent for. */
+  private asked = -1
+  private confirmQueued = false
   /** Buffered messages dropped because the hub showed no interest in them within buffer_hold. */
   expired = 0
   /** Messages over the hub's max_payload, not sent. */
@@ -89,8 +92,10 @@ export class Remote implements LinkOwner {
     readonly index: number,
     private readonly dial: Dial,
     readonly readFile: (path: string) => string,
+    /** The on-disk spool when a store is configured; else an in-memory buffer. */
+    spool?: Spool,
   ) {
-    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
+    this.buffer = spool ?? new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
     // What the hub publishes here, and what sprig's services do for it, pass the import
     // filters and permissions of the link in use (permissions.ts Principal).
     const filters = (): Filters => this.link?.filters ?? this.baseFilters
@@ -143,7 +148,8 @@ export class Remote implements LinkOwner {
     if (this.stalled.size > 0 || this.stallSpent) this.checkStall(now)
     if (this.link) this.link.tick(now)
     else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
-    if (this.state === 'connected' && this.buffer.length > 0) this.pump()
+    if (this.state === 'connected' && this.buffer.unsent > 0) this.pump()
+    if (this.state === 'connected' && this.buffer.mark() > this.asked) this.askConfirm()
   }
 
   // --- dialling
@@ -230,7 +236,7 @@ export class Remote implements LinkOwner {
     this.lastError = ''
     this.srv.log.info(
       `Leafnode ${this.name}: connected to hub ${quote(this.hubName)} (${clip(this.hubId)}) at ${redact(l.url)}, account ${clip(this.hubAccount) || '?'}` +
-        (this.buffer.length > 0 ? `; ${this.buffer.length} buffered messages to send` : ''),
+        (this.buffer.unsent > 0 ? `; ${this.buffer.unsent} buffered messages to send` : ''),
     )
     this.pump()
   }
@@ -240,6 +246,9 @@ export class Remote implements LinkOwner {
     this.link = null
     this.unstall()
     this.stallSpent = false
+    // Sent but not confirmed: the hub may or may not have them. Send them again (at least once).
+    this.buffer.rewind()
+    this.asked = -1
     if (this.stopped) return
     const wasUp = this.state === 'connected'
     if (wasUp) l.restoreRecent(this.srv.host.now())
@@ -264,8 +273,19 @@ export class Remote implements LinkOwner {
   private tap(m: Msg, from: Owner | null, local: Match<Sub>): number {
     if (from !== null && leafOwners.has(from)) return 0
     const l = this.link
-    if (this.state === 'connected' && l !== null && l.interestKnown) {
-      if (this.buffer.length === 0) {
+    const live = this.state === 'connected' && l !== null && l.interestKnown
+    if (this.buffer.durable) {
+      // Everything for the hub goes through the spool on disk, then out from there.
+      if (live ? !l.wants(m.subject, local) : !this.shouldBuffer(m.subject)) return 0
+      if (!this.buffer.push(m)) return 0
+      if (live) {
+        this.pump()
+        if (l.overHigh) this.stall(from)
+      }
+      return 1
+    }
+    if (live) {
+      if (this.buffer.unsent === 0) {
         const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
         if (r === Sent.OK) {
           // Over the high-water mark: slow this publisher down before the queue fills up.
@@ -329,7 +349,17 @@ export class Remote implements LinkOwner {
     this.oversize++
   }
 
-  onConfirmed(_mark: number): void {}
+  onConfirmed(mark: number): void {
+    this.buffer.confirm(mark)
+  }
+
+  /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
+  private askConfirm(): void {
+    const l = this.link
+    const mark = this.buffer.mark()
+    if (l === null || mark <= this.asked) return
+    if (l.confirm(mark)) this.asked = mark
+  }
 
   /** The link's socket drained. */
   onDrained(): void {
@@ -367,17 +397,22 @@ export class Remote implements LinkOwner {
         if (r === Sent.FULL) return
         if (r !== Sent.OK) {
           if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
-          this.buffer.shift()
           this.expired++
-          continue
         }
-        this.buffer.shift()
+        this.buffer.advance()
       }
     } finally {
       this.pumping = false
+      if (!this.confirmQueued && this.buffer.mark() > this.asked) {
+        this.confirmQueued = true
+        this.srv.host.defer(() => {
+          this.confirmQueued = false
+          this.askConfirm()
+        })
+      }
     }
     // Batches go out once per I/O turn; keep going after this one is handed to the socket.
-    if (this.buffer.length > 0) this.srv.host.defer(() => this.pump())
+    if (this.buffer.unsent > 0) this.srv.host.defer(() => this.pump())
   }
 
   // --- status
@@ -405,9 +440,12 @@ export class Remote implements LinkOwner {
       reconnects: this.reconnects,
       local_interest: this.localKeys.size,
       hub_interest: up && l ? l.hubInterest : 0,
-      buffered_msgs: this.buffer.length,
+      buffered_msgs: this.buffer.unsent,
       buffered_bytes: this.buffer.bytes,
       dropped_msgs: this.buffer.dropped,
+      unconfirmed_msgs: this.buffer.length - this.buffer.unsent,
+      resent_msgs: this.buffer.resent,
+      spool: this.buffer.durable ? 'disk' : 'memory',
       stalls: this.stalls,
       stall_timeouts: this.stallTimeouts,
       expired_msgs: this.expired,
@@ -442,6 +480,12 @@ export interface RemoteStatus {
   buffered_msgs: number
   buffered_bytes: number
   dropped_msgs: number
+  /** Sent to the hub, not yet confirmed by it (PONG to a later PING): resent if the link drops. */
+  unconfirmed_msgs: number
+  /** Sent again after a lost link: the hub may have had them (duplicates at most these). */
+  resent_msgs: number
+  /** Where the buffer lives: "memory", or "disk" with a store. */
+  spool: 'memory' | 'disk'
   /** Publishers paused while the link's queue to the hub was over its high-water mark. */
   stalls: number
   /** Stalls that hit STALL_MAX_MS. */
