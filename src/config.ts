@@ -3,6 +3,7 @@
 // defaults <- config file <- command-line flags. cli.ts only maps flags to option keys;
 // every rule about values lives here.
 
+import { storeOption } from './store/config.ts'
 import { parseCli, usage } from './cli.ts'
 import {
   LOG_LEVELS,
@@ -360,7 +361,7 @@ const logLevel: Check<LogLevel> = (v) => {
   return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
 }
 
-type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'store'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -416,7 +417,7 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   plain: boolean,
 }
 
-const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes']
+const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'store']
 
 // nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
 const NOT_SUPPORTED = new Set([
@@ -562,6 +563,8 @@ function applyLayer(raw: unknown, base: Options, src: Source, rank: number, orig
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
       out.leafnodes = { ...LEAF_DEFAULTS, ...out.leafnodes, remotes: [remote] }
+    } else if (key === 'store' || key === 'store.dir') {
+      out.store = storeOption(key, v, out.store, { size: parseSize, duration: parseDuration, fail: (k, d) => blame(src, k, d) })
     } else if (key === 'no_auth_user') {
       out.no_auth_user = checked(nonEmpty, v, src, key)
     } else if (key === 'mqtt') {

@@ -85,6 +85,8 @@ export interface Options {
   leafnodes?: LeafnodeOptions
   /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
   tls?: TlsOptions
+  /** The on-disk store (src/store/); absent: everything in memory. */
+  store?: import('./store/store.ts').StoreOptions
 }
 
 /**

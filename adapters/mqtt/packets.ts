@@ -428,11 +428,12 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
         return refusedAck(c, 2, pid)
       }
     }
-    c.send({ cmd: 'pubrec', messageId: pid })
+    // With a store, acknowledged once what the publish wrote there is synced (the policy's rule).
+    c.srv.afterStored(() => c.send({ cmd: 'pubrec', messageId: pid }))
     return
   }
   if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
-  if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
+  if (qos === 1) c.srv.afterStored(() => c.send({ cmd: 'puback', messageId: pid })) // [MQTT-4.3.2-2]
 }
 
 // The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.

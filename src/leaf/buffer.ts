@@ -49,6 +49,9 @@ export interface Spool {
   confirm(seq: number): void
   /** The link was lost: unconfirmed messages become unsent again. Returns how many. */
   rewind(): number
+  /** Durable spools keep the hub's interest keys (what to buffer) across a restart. */
+  saveInterest?(keys: string[]): void
+  loadInterest?(): string[] | null
 }
 
 export class StoreBuffer implements Spool {

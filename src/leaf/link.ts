@@ -474,6 +474,11 @@ export class Link implements Conn {
     return this.sent.size
   }
 
+  /** The hub's interest keys ("subject" or "subject queue"). */
+  hubInterestKeys(): string[] {
+    return [...this.hubKeys.keys()]
+  }
+
   /** Hub interest keys known on this link. */
   get hubInterest(): number {
     return this.hubKeys.size

@@ -10,7 +10,7 @@ import type { Msg } from '../msg.ts'
 import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
-import type { Match, Sublist } from '../sublist.ts'
+import { Sublist, type Match } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
 import { StoreBuffer, type Spool } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
@@ -33,6 +33,9 @@ const leafOwners = new WeakSet<Owner>()
  */
 export const STALL_MAX_MS = 2000
 
+/** How often a durable spool's copy of the hub's interest is refreshed while connected. */
+const INTEREST_SAVE_MS = 2000
+
 const DEFAULT_TLS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2000, handshake_first: false })
 
 export class Remote implements LinkOwner {
@@ -46,6 +49,9 @@ export class Remote implements LinkOwner {
   /** The last mark a confirmation PING was sent for. */
   private asked = -1
   private confirmQueued = false
+  /** The hub interest last saved in the durable spool (joined keys). */
+  private savedInterest = ''
+  private interestSavedAt = 0
   /** Buffered messages dropped because the hub showed no interest in them within buffer_hold. */
   expired = 0
   /** Messages over the hub's max_payload, not sent. */
@@ -113,6 +119,22 @@ export class Remote implements LinkOwner {
     this.configured = this.urls.length
     if (!opts.no_randomize) shuffle(this.urls)
     this.baseFilters = compileFilters(opts)
+    // A durable spool remembers what the hub wanted: after a restart during an outage the
+    // same subjects go on being buffered.
+    const saved = this.buffer.loadInterest?.()
+    if (saved) {
+      const subs = new Sublist<HubSub>({ cacheMax: 1024 })
+      for (const k of saved) {
+        const [subject, queue] = k.split(' ')
+        try {
+          subs.insert({ subject: subject!, queue: queue ?? null, weight: 1 })
+        } catch {
+          // not a subject: ignore
+        }
+      }
+      this.hubSubs = subs
+      this.savedInterest = saved.join('\n')
+    }
     for (const i of srv.router.subs.interest()) this.localKeys.set(keyOf(i.subject, i.queue), { subject: i.subject, queue: i.queue, count: i.count })
     srv.router.onInterest((s, q, n) => this.onLocalInterest(s, q, n))
     this.removeTap = srv.router.addTap((m, from, local) => this.tap(m, from, local))
@@ -150,6 +172,18 @@ export class Remote implements LinkOwner {
     else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
     if (this.state === 'connected' && this.buffer.unsent > 0) this.pump()
     if (this.state === 'connected' && this.buffer.mark() > this.asked) this.askConfirm()
+    if (this.state === 'connected' && this.buffer.saveInterest && now - this.interestSavedAt >= INTEREST_SAVE_MS) this.saveInterest(now, this.link)
+  }
+
+  /** Keeps the hub's interest in the durable spool when it changed. */
+  private saveInterest(now: number, l: Link | null): void {
+    this.interestSavedAt = now
+    if (l === null) return
+    const keys = l.hubInterestKeys()
+    const joined = keys.join('\n')
+    if (joined === this.savedInterest) return
+    this.savedInterest = joined
+    this.buffer.saveInterest!(keys)
   }
 
   // --- dialling
@@ -232,6 +266,7 @@ export class Remote implements LinkOwner {
     this.since = this.readyAt = this.srv.host.now()
     if (this.everUp) this.reconnects++
     this.everUp = true
+    if (this.buffer.saveInterest) this.saveInterest(this.readyAt, l)
     this.failures = 0
     this.lastError = ''
     this.srv.log.info(
@@ -251,7 +286,13 @@ export class Remote implements LinkOwner {
     this.asked = -1
     if (this.stopped) return
     const wasUp = this.state === 'connected'
-    if (wasUp) l.restoreRecent(this.srv.host.now())
+    if (wasUp) {
+      l.restoreRecent(this.srv.host.now())
+      if (this.buffer.saveInterest) {
+        this.savedInterest = ''
+        this.saveInterest(this.srv.host.now(), l)
+      }
+    }
     if (wasUp) this.srv.log.info(`Leafnode ${this.name}: disconnected from hub ${quote(this.hubName)} at ${redact(l.url)}: ${reason}`)
     this.scheduleRedial(wasUp ? 'link lost' : `connection to ${redact(l.url)} failed: ${reason}`, isLongWaitError(l.hubError) || isLongWaitError(reason))
     if (wasUp) this.lastError = reason
