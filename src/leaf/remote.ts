@@ -317,7 +317,9 @@ export class Remote implements LinkOwner {
     const live = this.state === 'connected' && l !== null && l.interestKnown
     if (this.buffer.durable) {
       // Everything for the hub goes through the spool on disk, then out from there.
-      if (live ? !l.wants(m.subject, local) : !this.shouldBuffer(m.subject)) return 0
+      // While up, buffer_subjects are kept too when the hub has no interest yet: a cloud
+      // subscriber reconnecting after the hub restarted gets them within buffer_hold.
+      if (live ? !l.wants(m.subject, local) && !this.bufferSubject(m.subject) : !this.shouldBuffer(m.subject)) return 0
       if (!this.buffer.push(m)) return 0
       if (live) {
         this.pump()
@@ -406,6 +408,11 @@ export class Remote implements LinkOwner {
   onDrained(): void {
     if (this.stalled.size > 0 || this.stallSpent) this.checkStall(this.srv.host.now())
     this.pump()
+  }
+
+  private bufferSubject(subject: string): boolean {
+    const subs = this.opts.buffer_subjects
+    return subs.length > 0 && this.baseFilters.up(subject) !== null && subs.some((p) => subjectMatches(p, subject))
   }
 
   private shouldBuffer(subject: string): boolean {
