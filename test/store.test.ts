@@ -2,7 +2,8 @@
 // drains in order, once; its files, damage and bounds. (Real kills: store-crash.test.ts.)
 
 import t from 'tap'
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync, truncateSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, readFileSync, truncateSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { REMOTE_DEFAULTS, type RemoteOptions } from '../src/options.ts'
@@ -147,5 +148,44 @@ if (haveHub(t)) {
     const file = path.join(d2, 'a-file')
     writeFileSync(file, '')
     await t.rejects(edge(hub, `${file}/store`), /store directory .*a-file\/store: cannot create it: ENOTDIR/)
+  })
+}
+
+if (haveHub(t)) {
+  t.test('ENOSPC on a 2 MB tmpfs: drop policy, logged once, no crash, writing again once there is room', async (t) => {
+    const dir = tempDir(t)
+    const mnt = path.join(dir, 'mnt')
+    mkdirSync(mnt)
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt], { encoding: 'utf8' })
+    if (m.status !== 0) return void t.comment(`skip: cannot mount a small tmpfs (needs root): ${(m.stderr || m.error?.message || '').trim()}; max_bytes is covered above`)
+    t.teardown(() => void spawnSync('umount', [mnt]))
+    const hub = await startHub()
+    t.teardown(() => hub.close())
+    await hub.stop()
+    const b = await edge(hub, mnt, { buffer_subjects: ['t.>'], buffer_max_bytes: 4 * MB })
+    t.teardown(() => b.stop())
+    const en = await natsClient(t, b.url)
+    const payload = 'x'.repeat(1000)
+    for (let i = 0; i < 5000; i++) en.publish('t.a', `${String(i).padStart(4, '0')}${payload}`)
+    await en.flush()
+    const r = b.uplink!.remotes[0]!
+    t.ok(r.buffer.dropped > 2000, `dropped and counted (${r.buffer.dropped})`)
+    t.equal(r.buffer.length + r.buffer.dropped, 5000, 'every message kept or counted')
+    t.equal(b.logs.filter((l) => /the disk is full \(ENOSPC\)/.test(l)).length, 1, 'logged once for the episode')
+    t.equal((b.srv.status.get('store')!() as { full_episodes: number }).full_episodes, 1)
+    // The hub comes back: the kept (newest) messages go up in order, their segments are deleted.
+    await hub.restart()
+    const c = await connect({ servers: hub.url })
+    t.teardown(() => c.close())
+    const got: number[] = []
+    c.subscribe('t.>', { callback: (_e, x) => void got.push(Number(x.string().slice(0, 4))) })
+    await c.flush()
+    await until(() => got.length >= r.buffer.length && r.buffer.length === 0, 15_000, 'the spool drained')
+    t.same(got, [...got].sort((a, b) => a - b), 'in order')
+    t.equal(got[got.length - 1], 4999, 'drop_oldest kept the newest')
+    en.publish('t.a', 'after')
+    await en.flush()
+    await until(() => b.logs.some((l) => /writing again/.test(l)), 5000, 'the episode to end')
+    t.pass('writing again once there is room')
   })
 }

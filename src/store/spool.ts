@@ -37,6 +37,8 @@ export class DiskSpool implements Spool, Tenant {
   readonly durable = true
   dropped = 0
   resent = 0
+  /** Made room by dropping the oldest: the full episode goes on until confirmations free space. */
+  private squeezed = false
   private segs: Seg[] = []
   private nextSeq = 1
   private acked = 0
@@ -187,7 +189,11 @@ export class DiskSpool implements Spool, Tenant {
     const st = this.store
     const over = (): boolean => this.bytes + rec.length > this.opts.max_bytes || st.bytes + rec.length > st.opts.max_bytes
     if (over()) {
-      if (!this.opts.drop_newest) while (over() && this.segs.length > 1) this.dropOldest()
+      if (!this.opts.drop_newest && over() && this.segs.length > 1) {
+        st.noSpace(`${this.dir} is at its bound (buffer_max_bytes ${this.opts.max_bytes}, store max_bytes ${st.opts.max_bytes}): dropping the oldest`)
+        this.squeezed = true
+        while (over() && this.segs.length > 1) this.dropOldest()
+      }
       if (over()) {
         this.dropped++
         st.noSpace(`${this.dir} is at its bound (buffer_max_bytes ${this.opts.max_bytes}, store max_bytes ${st.opts.max_bytes})`)
@@ -195,25 +201,37 @@ export class DiskSpool implements Spool, Tenant {
       }
     }
     let seg = this.segs[this.segs.length - 1]
-    try {
-      if (seg === undefined || (seg.size + rec.length > this.segMax && seg.size > SEG_HEADER)) seg = this.newSegment()
-      st.files.write(seg.fd, rec, seg.size)
-    } catch (e) {
-      const code = (e as { code?: string }).code ?? (e as Error).message
-      if (seg !== undefined) {
-        try {
-          st.files.truncate(seg.fd, seg.size) // no half record left behind
-        } catch {
-          // the next start-up cuts it off
+    for (;;) {
+      try {
+        if (seg === undefined || (seg.size + rec.length > this.segMax && seg.size > SEG_HEADER)) seg = this.newSegment()
+        st.files.write(seg.fd, rec, seg.size)
+        break
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? (e as Error).message
+        if (seg !== undefined) {
+          try {
+            st.files.truncate(seg.fd, seg.size) // no half record left behind
+          } catch {
+            // the next start-up cuts it off
+          }
         }
+        // A full disk: drop_oldest makes room by deleting the oldest segment, then tries again.
+        if (code === 'ENOSPC' && !this.opts.drop_newest && this.segs.length > 1) {
+          st.noSpace('the disk is full (ENOSPC): dropping the oldest')
+          this.squeezed = true
+          this.dropOldest()
+          seg = this.segs[this.segs.length - 1]
+          continue
+        }
+        this.dropped++
+        st.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
+        return false
       }
-      this.dropped++
-      st.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
-      return false
     }
     const caughtUp = this.rseg === seg && this.roff === seg.size && this.aheadBytes < AHEAD_MAX
     seg.size += rec.length
-    st.hasSpace()
+    // An episode ends when a write fits without dropping anything: after confirmations freed room.
+    if (!this.squeezed) st.hasSpace()
     st.wrote(seg.fd)
     const seq = this.nextSeq++
     if (caughtUp) {
@@ -312,6 +330,7 @@ export class DiskSpool implements Spool, Tenant {
 
   /** Deletes leading segments whose every message is confirmed (never the one being written). */
   private release(): void {
+    if (this.segs.length > 1 && this.segs[1]!.first - 1 <= this.acked) this.squeezed = false
     while (this.segs.length > 1 && this.segs[1]!.first - 1 <= this.acked) this.removeFirst()
     const only = this.segs[0]
     // The last segment, fully confirmed and large: start afresh rather than grow it forever.
