@@ -917,7 +917,7 @@ const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max']
 const REMOTE_KEYS = [
   'urls', 'url', 'no_randomize', 'credentials', 'nkey', 'tls', 'deny_imports', 'deny_exports',
   'allow_exports', 'allow_imports', 'map', 'buffer_subjects', 'buffer_max_msgs', 'buffer_max_bytes',
-  'buffer_policy', 'buffer_hold', 'permissions',
+  'buffer_policy', 'buffer_hold', 'replay_rate', 'permissions',
 ]
 // nats-server remote options sprig does not have: say so rather than "unknown".
 const REMOTE_NOT_SUPPORTED = ['account', 'hub', 'ws_compression', 'ws_no_masking', 'compression', 'first_info_timeout', 'local']
@@ -990,6 +990,17 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
       case 'buffer_hold':
         out.buffer_hold = checked(orZero(duration), x, src, path)
         break
+      case 'replay_rate': {
+        // 500 or "500/s": messages per second; "1MB/s": bytes per second; 0: unlimited.
+        const m = /^\s*(.+?)\s*\/\s*s\s*$/.exec(typeof x === 'string' ? x : '')
+        const text = m ? m[1]! : x
+        const msgs = typeof text === 'number' || /^\d+$/.test(String(text)) ? Number(text) : undefined
+        const bytes = msgs === undefined ? parseSize(text) : undefined
+        if ((msgs === undefined || !Number.isSafeInteger(msgs)) && bytes === undefined) throw blame(src, path, `expected messages per second (500 or "500/s"), bytes per second ("1MB/s"), or 0, got ${describe(x)}`)
+        out.replay_rate = msgs ?? 0
+        out.replay_rate_bytes = bytes ?? 0
+        break
+      }
       case 'permissions':
         out.permissions = permissions(x, src, path)
         break

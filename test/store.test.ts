@@ -189,3 +189,45 @@ if (haveHub(t)) {
     t.pass('writing again once there is room')
   })
 }
+
+if (haveHub(t)) {
+  for (const disk of [true, false]) {
+    t.test(`replay_rate paces the backlog; live messages interleave (${disk ? 'disk spool' : 'memory buffer'})`, async (t) => {
+      const dir = tempDir(t)
+      const hub = await startHub()
+      t.teardown(() => hub.close())
+      const remotes = [{ ...REMOTE_DEFAULTS, urls: [hub.leafUrl], buffer_subjects: ['t.>'], replay_rate: 200 }]
+      const b = await startBroker({
+        ...(disk ? { store: { dir, sync_interval: 1000, max_bytes: 64 * MB } } : {}),
+        leafnodes: { reconnect: 100, reconnect_max: 300, remotes },
+      })
+      t.teardown(() => b.stop())
+      await leafUp(b)
+      await hub.stop()
+      const r = b.uplink!.remotes[0]!
+      await until(() => r.state !== 'connected', 5000, 'the link to drop')
+      const en = await natsClient(t, b.url)
+      for (let i = 0; i < 600; i++) en.publish('t.backlog', String(i))
+      await en.flush()
+      await hub.restart()
+      const c = await connect({ servers: hub.url })
+      t.teardown(() => c.close())
+      const got: string[] = []
+      c.subscribe('t.>', { callback: (_e, m) => void got.push(m.string()) })
+      await c.flush()
+      await hubInterest(b, 't.>')
+      const t0 = Date.now()
+      await sleep(500)
+      en.publish('t.live', 'live')
+      await en.flush()
+      await until(() => got.includes('live'), 3000, 'the live message')
+      const backlogBefore = got.filter((x) => x !== 'live').length
+      t.ok(backlogBefore < 600, `the live message went ahead of the rest of the backlog (${backlogBefore} of 600 out before it)`)
+      await until(() => got.length >= 601, 10_000, 'the whole backlog')
+      const ms = Date.now() - t0
+      t.ok(ms >= 2000, `600 messages at 200/s took ${ms} ms`)
+      t.same(got.filter((x) => x !== 'live'), Array.from({ length: 600 }, (_, i) => String(i)), 'the backlog in order, once')
+      await until(() => r.buffer.length === 0, 5000, 'all confirmed')
+    })
+  }
+}

@@ -49,6 +49,14 @@ export interface Spool {
   confirm(seq: number): void
   /** The link was lost: unconfirmed messages become unsent again. Returns how many. */
   rewind(): number
+  /** The seq of the newest message held (-1: none yet). */
+  readonly last: number
+  /**
+   * Durable spools only: `seq` (just pushed) went to the hub ahead of older unsent messages
+   * (live traffic interleaved with a paced backlog); the reader skips it when it gets there.
+   * False when no more can be tracked: queue it behind instead.
+   */
+  sentAhead?(seq: number): boolean
   /** Durable spools keep the hub's interest keys (what to buffer) across a restart. */
   saveInterest?(keys: string[]): void
   loadInterest?(): string[] | null
@@ -78,6 +86,10 @@ export class StoreBuffer implements Spool {
 
   get unsent(): number {
     return this.items.length - this.next
+  }
+
+  get last(): number {
+    return this.seq - 1
   }
 
   /** Keeps a copy of `m` (the router reuses message objects). False when it was dropped. */

@@ -33,6 +33,9 @@ const leafOwners = new WeakSet<Owner>()
  */
 export const STALL_MAX_MS = 2000
 
+/** The most backlog a replay_rate lets out at once (ms of its rate). */
+const REPLAY_BURST_MS = 200
+
 /** How often a durable spool's copy of the hub's interest is refreshed while connected. */
 const INTEREST_SAVE_MS = 2000
 
@@ -49,6 +52,13 @@ export class Remote implements LinkOwner {
   /** The last mark a confirmation PING was sent for. */
   private asked = -1
   private confirmQueued = false
+  /** The newest message held when the link came up: older ones are the backlog (-1: none). */
+  private backlogEnd = -1
+  /** A live message queued behind the backlog: later ones must not overtake it. */
+  private liveBehind = false
+  private tokens = 0
+  private byteTokens = 0
+  private refilledAt = 0
   /** The hub interest last saved in the durable spool (joined keys). */
   private savedInterest = ''
   private interestSavedAt = 0
@@ -267,6 +277,10 @@ export class Remote implements LinkOwner {
     if (this.everUp) this.reconnects++
     this.everUp = true
     if (this.buffer.saveInterest) this.saveInterest(this.readyAt, l)
+    this.backlogEnd = this.buffer.unsent > 0 ? this.buffer.last : -1
+    this.liveBehind = false
+    this.tokens = this.byteTokens = 0
+    this.refilledAt = this.readyAt
     this.failures = 0
     this.lastError = ''
     this.srv.log.info(
@@ -322,13 +336,19 @@ export class Remote implements LinkOwner {
       if (live ? !l.wants(m.subject, local) && !this.bufferSubject(m.subject) : !this.shouldBuffer(m.subject)) return 0
       if (!this.buffer.push(m)) return 0
       if (live) {
+        // Live traffic goes ahead of a paced backlog (replay_rate) rather than behind it.
+        if (this.interleave(l)) {
+          const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+          if (r === Sent.OK) this.buffer.sentAhead!(this.buffer.last)
+          else this.liveBehind = true
+        } else if (this.backlogEnd >= 0) this.liveBehind = true
         this.pump()
         if (l.overHigh) this.stall(from)
       }
       return 1
     }
     if (live) {
-      if (this.buffer.unsent === 0) {
+      if (this.buffer.unsent === 0 || this.interleave(l)) {
         const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
         if (r === Sent.OK) {
           // Over the high-water mark: slow this publisher down before the queue fills up.
@@ -337,17 +357,44 @@ export class Remote implements LinkOwner {
         }
         if (r !== Sent.FULL) return 0
         this.stall(from)
+        if (this.backlogEnd >= 0) this.liveBehind = true
         this.buffer.push(m) // the outbound queue is full: wait here, in order
         this.pump()
         return 1
       }
       // Behind older buffered messages: keep the order, if the hub wants it at all.
       if (!l.wants(m.subject, local)) return 0
+      if (this.backlogEnd >= 0) this.liveBehind = true
       if (l.overHigh) this.stall(from)
     } else if (!this.shouldBuffer(m.subject)) return 0
     // A held message counts as delivered: a request waits for its reply (or its timeout)
     // rather than getting no-responders while the link is down.
     return this.buffer.push(m) ? 1 : 0
+  }
+
+  // --- backlog replay pace (replay_rate)
+
+  private get paced(): boolean {
+    return (this.opts.replay_rate ?? 0) > 0 || (this.opts.replay_rate_bytes ?? 0) > 0
+  }
+
+  /**
+   * Whether a live message may go ahead of the backlog: only while the backlog is paced, no
+   * live message already waits behind it (order among live messages holds), and the link has
+   * room; a durable spool must also be able to track it.
+   */
+  private interleave(l: Link): boolean {
+    return this.backlogEnd >= 0 && !this.liveBehind && this.paced && !l.overHigh && (!this.buffer.durable || this.buffer.unsent > 0)
+  }
+
+  /** Adds the pace's allowance for the time since the last refill (at most REPLAY_BURST_MS worth). */
+  private refill(now: number): void {
+    const dt = Math.min(now - this.refilledAt, REPLAY_BURST_MS) / 1000
+    this.refilledAt = now
+    const r = this.opts.replay_rate ?? 0
+    const rb = this.opts.replay_rate_bytes ?? 0
+    this.tokens = r > 0 ? Math.min(this.tokens + r * dt, Math.max(1, (r * REPLAY_BURST_MS) / 1000)) : Infinity
+    this.byteTokens = rb > 0 ? Math.min(this.byteTokens + rb * dt, Math.max(1, (rb * REPLAY_BURST_MS) / 1000)) : Infinity
   }
 
   // --- producer backpressure (nats-server stalls a fast producer the same way)
@@ -441,6 +488,17 @@ export class Remote implements LinkOwner {
       for (let s = this.buffer.peek(); s !== undefined; s = this.buffer.peek()) {
         if (l.phase !== 'up') return
         if (l.overHigh) return // drained() calls again
+        if (s.seq <= this.backlogEnd) {
+          if (this.paced) {
+            this.refill(now)
+            if (this.tokens < 1 || this.byteTokens < s.size) return // tick() calls again
+            this.tokens--
+            this.byteTokens -= s.size
+          }
+        } else if (this.backlogEnd >= 0) {
+          this.backlogEnd = -1 // the backlog is out: back to plain order
+          this.liveBehind = false
+        }
         const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
         if (r === Sent.FULL) return
         if (r !== Sent.OK) {

@@ -32,6 +32,8 @@ const SEG_MIN = 64 * 1024
 /** Records read ahead of the sender (bytes): a bounded window, whatever the backlog on disk. */
 const AHEAD_MAX = 1024 * 1024
 const CHUNK = 256 * 1024
+/** Most live messages tracked as sent ahead of a paced backlog; past it they queue behind. */
+const SKIP_MAX = 100_000
 
 export class DiskSpool implements Spool, Tenant {
   readonly durable = true
@@ -53,6 +55,8 @@ export class DiskSpool implements Spool, Tenant {
   private aheadHead = 0
   private aheadBytes = 0
   private chunk = new Uint8Array(CHUNK)
+  /** Seqs sent ahead of the backlog (sentAhead), skipped when the reader reaches them. */
+  private readonly skip = new Set<number>()
 
   constructor(
     private readonly store: Store,
@@ -242,9 +246,23 @@ export class DiskSpool implements Spool, Tenant {
     return true
   }
 
+  get last(): number {
+    return this.nextSeq - 1
+  }
+
+  sentAhead(seq: number): boolean {
+    if (this.skip.size >= SKIP_MAX) return false
+    this.skip.add(seq)
+    return true
+  }
+
   peek(): Stored | undefined {
-    if (this.aheadHead >= this.ahead.length) this.fill()
-    return this.ahead[this.aheadHead]
+    for (;;) {
+      if (this.aheadHead >= this.ahead.length) this.fill()
+      const s = this.ahead[this.aheadHead]
+      if (s === undefined || !this.skip.delete(s.seq)) return s
+      this.advance() // sent ahead of the backlog already
+    }
   }
 
   advance(): void {
@@ -274,6 +292,7 @@ export class DiskSpool implements Spool, Tenant {
     const n = Math.max(0, this.sentUpTo - this.acked)
     this.resent += n
     this.sentUpTo = this.acked
+    this.skip.clear() // sent ahead but unconfirmed: they go again, in order
     if (n > 0) this.rewindReader()
     return n
   }
