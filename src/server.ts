@@ -59,6 +59,8 @@ export class Server {
   readonly status = new Map<string, () => unknown>()
   /** The on-disk store's sync (src/store/store.ts afterSync), when a store is configured. */
   durable: { afterSync(cb: () => void): void } | null = null
+  /** New messages a full store dropped (an MQTT 5 publisher then gets 0x97 Quota exceeded). */
+  spoolDrops = 0
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
   private readonly flushAll = (): void => {

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { REMOTE_DEFAULTS, type RemoteOptions } from '../src/options.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { haveHub, hubInterest, leafUp, startHub, until, type Hub } from './helpers/hub.ts'
-import { natsClient, sleep } from './helpers/mqtt.ts'
+import { mqttClient, natsClient, sleep } from './helpers/mqtt.ts'
 import { connect } from '@nats-io/transport-node'
 
 const MB = 1024 * 1024
@@ -230,4 +230,35 @@ if (haveHub(t)) {
       await until(() => r.buffer.length === 0, 5000, 'all confirmed')
     })
   }
+}
+
+if (haveHub(t)) {
+  t.test('MQTT 5 QoS 1 into a full store (drop_newest): PUBACK 0x97 Quota exceeded', async (t) => {
+    const dir = tempDir(t)
+    const hub = await startHub()
+    t.teardown(() => hub.close())
+    await hub.stop()
+    const b = await startBroker({
+      mqtt: true,
+      store: { dir, sync_interval: 0, max_bytes: 64 * MB },
+      leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [hub.leafUrl], buffer_subjects: ['t.>'], buffer_max_bytes: 64 * 1024, buffer_policy: 'drop_newest' }] },
+    })
+    t.teardown(() => b.stop())
+    const c = await mqttClient(t, b.mqttUrl, { protocolVersion: 5 })
+    const payload = 'x'.repeat(1000)
+    let ok = 0
+    let quota = 0
+    for (let i = 0; i < 100; i++) {
+      try {
+        await c.publishAsync('t/a', payload, { qos: 1 })
+        ok++
+      } catch (e) {
+        if (/Quota exceeded|151/i.test(String((e as Error).message) + String((e as { code?: number }).code))) quota++
+        else throw e
+      }
+    }
+    t.ok(ok > 40 && ok < 70, `${ok} stored and acknowledged`)
+    t.equal(quota, 100 - ok, 'the rest refused with 0x97')
+    t.equal(b.uplink!.remotes[0]!.buffer.dropped, 100 - ok, 'and counted')
+  })
 }

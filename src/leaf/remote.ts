@@ -334,7 +334,10 @@ export class Remote implements LinkOwner {
       // While up, buffer_subjects are kept too when the hub has no interest yet: a cloud
       // subscriber reconnecting after the hub restarted gets them within buffer_hold.
       if (live ? !l.wants(m.subject, local) && !this.bufferSubject(m.subject) : !this.shouldBuffer(m.subject)) return 0
-      if (!this.buffer.push(m)) return 0
+      if (!this.buffer.push(m)) {
+        this.srv.spoolDrops++
+        return 0
+      }
       if (live) {
         // Live traffic goes ahead of a paced backlog (replay_rate) rather than behind it.
         if (this.interleave(l)) {
