@@ -159,8 +159,8 @@ async function crashLoop(t: Test, run: Run): Promise<void> {
 const only = process.env.CRASH_ONLY
 if (haveHub(t)) {
   if (only) t.test(only, (t) => crashLoop(t, { runtime: only.split(':')[0] as Run['runtime'], sync: only.split(':')[1] as Run['sync'], kills: Number(only.split(':')[2]) }))
-  else t.test('node, sync always: 20 kills -9, hub restarts; nothing acknowledged is lost', (t) => crashLoop(t, { runtime: 'node', sync: 'always', kills: 20 }))
-  if (!only) t.test('node, sync 1s: kills -9 lose nothing either (a kill keeps the page cache)', (t) => crashLoop(t, { runtime: 'node', sync: '1s', kills: 6 }))
-  if (!only) t.test('bun, sync always', (t) => crashLoop(t, { runtime: 'bun', sync: 'always', kills: 4 }))
-  if (!only) t.test('deno, sync always', (t) => crashLoop(t, { runtime: 'deno', sync: 'always', kills: 4 }))
+  else t.test('bun, sync always: 20 kills -9, hub restarts; nothing acknowledged is lost', (t) => crashLoop(t, { runtime: 'bun', sync: 'always', kills: 20 }))
+  if (!only) t.test('node (bundle), sync always', (t) => crashLoop(t, { runtime: 'node', sync: 'always', kills: 4 }))
+  if (!only) t.test('node (bundle), sync 1s: kills -9 lose nothing either (a kill keeps the page cache)', (t) => crashLoop(t, { runtime: 'node', sync: '1s', kills: 3 }))
+  if (!only) t.test('deno, sync always', (t) => crashLoop(t, { runtime: 'deno', sync: 'always', kills: 3 }))
 }

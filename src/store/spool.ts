@@ -93,7 +93,7 @@ export class DiskSpool implements Spool, Tenant {
         throw new StoreError(`store: ${path} was written by a newer sprig (format ${head[4]}); refusing rather than misreading it`)
       }
       if (bad !== null) {
-        // Created but never written (a power cut right after the rename), or not ours: set aside.
+        // Created but never written (a power cut right after creating it), or not ours: removed.
         this.store.damaged(path, 0, `bad segment header (${bad}); skipped`)
         this.store.recovery.corrupt_records++
         f.close(fd)
