@@ -1,7 +1,7 @@
 // The optional on-disk store: one directory, a lock against a second process, a format marker,
 // the sync policy (group commit), the byte bound shared by everything in it, and its status.
-// FIFO spools (the uplink's buffers, spool.ts) live in it today; a keyed latest-value log for
-// MQTT retained messages and sessions is the next tenant (KeyedLog below).
+// FIFO spools (the uplink's buffers, spool.ts) live in it; a keyed latest-value log for MQTT
+// retained messages and sessions (keyed.ts, KeyedLog below) is built but not wired in yet.
 // Runtime-agnostic: every file access goes through src/host.ts Files.
 
 import type { Files, Host } from '../host.ts'
@@ -45,13 +45,14 @@ export interface StoreStatus {
 }
 
 /**
- * The keyed latest-value log the MQTT adapter's retained messages and sessions will use (not
- * built yet): put/delete append a record; start-up replays them, the last value per key wins;
- * compaction writes the live entries to a new segment and deletes the old ones.
+ * The keyed latest-value log for MQTT retained messages and sessions (keyed.ts; not wired into
+ * the adapter yet): put/delete append a record; start-up replays them, the last value per key
+ * wins; compaction writes the live entries to a new generation and deletes the old file.
+ * put() is false when the store is full. Acknowledge after store.afterSync, as for the spool.
  */
 export interface KeyedLog {
   get(key: string): Uint8Array | undefined
-  put(key: string, value: Uint8Array): void
+  put(key: string, value: Uint8Array): boolean
   delete(key: string): void
   entries(): IterableIterator<[string, Uint8Array]>
 }
