@@ -5,12 +5,12 @@
 // duplicates come only from resends (counted, reported). Node (bundle), Bun and Deno.
 
 import t, { type Test } from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import mqtt from 'mqtt'
 import { connect } from '@nats-io/transport-node'
-import { privateBundle, runtimeBin } from './helpers/bins.ts'
+import { newestSource, privateBundle, runtimeBin } from './helpers/bins.ts'
 import { haveHub, startHub, until } from './helpers/hub.ts'
 import { freePort, skipOrFail, spawnServer, type Proc } from './helpers/peers.ts'
 import { sleep } from './helpers/mqtt.ts'
@@ -19,13 +19,18 @@ const main = path.resolve(import.meta.dirname, '..', 'targets', 'main.ts')
 const PUBLISHERS = 3
 
 interface Run {
-  runtime: 'node' | 'bun' | 'deno'
+  /** binary: dist/sprig-linux-x64 from `npm run compile`, when it is newer than the sources. */
+  runtime: 'node' | 'bun' | 'deno' | 'binary'
   sync: 'always' | '1s'
   kills: number
 }
 
 async function crashLoop(t: Test, run: Run): Promise<void> {
-  const bin = runtimeBin(run.runtime)
+  const binary = path.resolve(import.meta.dirname, '..', 'dist', 'sprig-linux-x64')
+  if (run.runtime === 'binary' && !(existsSync(binary) && statSync(binary).mtimeMs >= newestSource())) {
+    return void t.comment(`skip: no ${binary} newer than the sources (npm run compile builds it)`)
+  }
+  const bin = run.runtime === 'binary' ? binary : runtimeBin(run.runtime)
   if (!bin) return skipOrFail(t, `${run.runtime} not found: run npm ci (it installs ${run.runtime === 'bun' ? 'bun' : '@deno/linux-x64-glibc'})`)
   const dir = mkdtempSync(path.join(tmpdir(), 'sprig-crash-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -45,7 +50,9 @@ async function crashLoop(t: Test, run: Run): Promise<void> {
     }),
   )
   const args =
-    run.runtime === 'node' ? [privateBundle(path.join(dir, 'sprig.js')), '-c', conf] : run.runtime === 'bun' ? [main, '-c', conf] : ['run', '-A', main, '-c', conf]
+    run.runtime === 'binary'
+      ? ['-c', conf]
+      : run.runtime === 'node' ? [privateBundle(path.join(dir, 'sprig.js')), '-c', conf] : run.runtime === 'bun' ? [main, '-c', conf] : ['run', '-A', main, '-c', conf]
   let sprig: Proc | null = await spawnServer(bin, args, mqttPort)
   const logs: string[] = []
   const kill = async (): Promise<void> => {
@@ -163,4 +170,5 @@ if (haveHub(t)) {
   if (!only) t.test('node (bundle), sync always', (t) => crashLoop(t, { runtime: 'node', sync: 'always', kills: 4 }))
   if (!only) t.test('node (bundle), sync 1s: kills -9 lose nothing either (a kill keeps the page cache)', (t) => crashLoop(t, { runtime: 'node', sync: '1s', kills: 3 }))
   if (!only) t.test('deno, sync always', (t) => crashLoop(t, { runtime: 'deno', sync: 'always', kills: 3 }))
+  if (!only) t.test('compiled x64 binary, sync always', (t) => crashLoop(t, { runtime: 'binary', sync: 'always', kills: 3 }))
 }
