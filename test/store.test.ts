@@ -260,5 +260,10 @@ if (haveHub(t)) {
     t.ok(ok > 40 && ok < 70, `${ok} stored and acknowledged`)
     t.equal(quota, 100 - ok, 'the rest refused with 0x97')
     t.equal(b.uplink!.remotes[0]!.buffer.dropped, 100 - ok, 'and counted')
+    const e = await c.publishAsync('t/a', payload, { qos: 2 }).then(
+      () => null,
+      (x: Error) => x,
+    )
+    t.match(String(e?.message) + String((e as { code?: number } | null)?.code), /Quota exceeded|151/i, 'QoS 2: PUBREC 0x97')
   })
 }

@@ -423,9 +423,14 @@ function onPublish(c: MqttConn, p: IPublishPacket): void {
     if (!c.qos2In.has(pid)) {
       if (c.qos2In.size >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
       c.qos2In.add(pid)
+      const dropped = c.srv.spoolDrops
       if (!route(c, topic, subject, payload, 2, p.retain, p.properties, reply)) {
         c.qos2In.delete(pid) // refused: no PUBREL follows a PUBREC with 0x87
         return refusedAck(c, 2, pid)
+      }
+      if (c.srv.spoolDrops !== dropped && c.version === 5) {
+        c.qos2In.delete(pid) // the full store dropped it: 0x97, and no PUBREL follows
+        return void c.send({ cmd: 'pubrec', messageId: pid, reasonCode: RC.quotaExceeded })
       }
     }
     // With a store, acknowledged once what the publish wrote there is synced (the policy's rule).
