@@ -25,6 +25,8 @@ import { startSystemd } from './notify.ts'
 import { logFile, sendSignal, signalArg } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { processStats } from './proc.ts'
+import { nodeFiles } from './files.ts'
+import { Store } from '../src/store/store.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
 import { pageStatus } from '../src/status-page.ts'
@@ -198,6 +200,13 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   srv.status.set('internal_errors', () => internalErrors.count)
   srv.proc = processStats()
   srv.status.set('page', () => pageStatus(srv)) // what the status page needs beyond nats-server's fields
+  // The store first: a second process on its directory stops here, before any port is taken.
+  const store = opts.store ? Store.open(opts.store, nodeFiles, srv.host, log) : null
+  if (store) {
+    srv.durable = store
+    srv.status.set('store', () => store.status())
+    log.info(`Store in ${opts.store!.dir}, sync ${store.status().sync}, max ${opts.store!.max_bytes} bytes`)
+  }
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
@@ -290,7 +299,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Every listener is bound: /healthz says ready (never waiting for the uplink).
   srv.phase = 'ready'
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
-  const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
+  const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'), store)
   return {
     srv,
     port: nats.port,
@@ -308,6 +317,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       removePortsFile()
       lag.stop()
       uplink?.stop()
+      store?.close()
       for (const l of listeners) closeOnce(l)
       srv.shutdown()
       pool.close()

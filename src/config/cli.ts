@@ -10,7 +10,7 @@ interface Flag {
   long: string
   short?: string
   /** The option key the value goes to (dotted for a block's key); none for -c, -h and -v. */
-  key?: keyof Options | 'mqtt.port' | 'leafnodes.url'
+  key?: keyof Options | 'mqtt.port' | 'leafnodes.url' | 'store.dir'
   /** Placeholder for the value in the help text; no placeholder means a boolean flag. */
   arg?: string
   help: string
@@ -26,6 +26,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
+  { long: 'store', key: 'store.dir', arg: 'DIR', help: 'Keep the uplink spool on disk in DIR (the store block: sync, bound)' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
   { long: 'pid', short: 'P', key: 'pid_file', arg: 'FILE', help: 'File to write the process id to' },
   // nats-server's spelling, underscores and all.
@@ -113,7 +114,7 @@ function cliError(e: unknown): unknown {
 export function usage(): string {
   const rows = FLAGS.map((f) => {
     const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.long}` + (f.arg ? ` ${f.arg}` : '')
-    const def = f.key !== undefined && f.key !== 'leafnodes.url' && f.key !== 'pid_file' && f.key !== 'ports_file_dir' ? ` (default: ${showDefault(f.key)})` : ''
+    const def = f.key !== undefined && f.key !== 'leafnodes.url' && f.key !== 'pid_file' && f.key !== 'ports_file_dir' && f.key !== 'store.dir' ? ` (default: ${showDefault(f.key)})` : ''
     return `  ${names.padEnd(26)}${f.help}${def}`
   })
   return [

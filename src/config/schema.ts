@@ -34,9 +34,10 @@ import {
 import { isValidQueueName, isValidSubject } from '../subject.ts'
 import { ConfigError, blame, describe, type Source } from './errors.ts'
 import { unknownKey } from './suggest.ts'
-import { boolean, checked, duration, expected, host, hostPort, integer, isObject, logLevel, nonEmpty, optionalHost, optionalPort, orZero, port, secret, size, string, type Check } from './values.ts'
+import { storeOption } from '../store/config.ts'
+import { boolean, checked, duration, expected, host, hostPort, integer, isObject, logLevel, nonEmpty, optionalHost, optionalPort, orZero, parseDuration, parseSize, port, secret, size, string, type Check } from './values.ts'
 
-type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'websocket'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'websocket' | 'store'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -122,7 +123,7 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
 const MQTT_SPELLINGS: Record<string, string> = { net: 'host' }
 
 export const OPTION_KEYS = [
-  ...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'websocket',
+  ...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'websocket', 'store',
   ...Object.keys(SPELLINGS), ...Object.keys(LISTEN_KEYS),
 ]
 
@@ -180,6 +181,8 @@ export function applyLayer(raw: unknown, base: Options, src: Source, rank: numbe
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
       out.leafnodes = { ...LEAF_DEFAULTS, ...out.leafnodes, remotes: [remote] }
+    } else if (key === 'store' || key === 'store.dir') {
+      out.store = storeOption(key, v, out.store, { size: parseSize, duration: parseDuration, fail: (k, d) => blame(src, k, d) })
     } else if (key === 'no_auth_user') {
       out.no_auth_user = checked(nonEmpty, v, src, key)
     } else if (key === 'mqtt') {
@@ -531,7 +534,7 @@ const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max', 'status_interval']
 const REMOTE_KEYS = [
   'urls', 'url', 'no_randomize', 'credentials', 'nkey', 'tls', 'deny_imports', 'deny_exports',
   'allow_exports', 'allow_imports', 'map', 'buffer_subjects', 'buffer_max_msgs', 'buffer_max_bytes',
-  'buffer_policy', 'buffer_hold', 'permissions',
+  'buffer_policy', 'buffer_hold', 'replay_rate', 'permissions',
 ]
 // nats-server remote options sprig does not have: say so rather than "unknown".
 const REMOTE_NOT_SUPPORTED = ['account', 'hub', 'ws_compression', 'ws_no_masking', 'compression', 'first_info_timeout', 'local']
@@ -605,6 +608,17 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
       case 'buffer_hold':
         out.buffer_hold = checked(orZero(duration), x, src, path)
         break
+      case 'replay_rate': {
+        // 500 or "500/s": messages per second; "1MB/s": bytes per second; 0: unlimited.
+        const m = /^\s*(.+?)\s*\/\s*s\s*$/.exec(typeof x === 'string' ? x : '')
+        const text = m ? m[1]! : x
+        const msgs = typeof text === 'number' || /^\d+$/.test(String(text)) ? Number(text) : undefined
+        const bytes = msgs === undefined ? parseSize(text) : undefined
+        if ((msgs === undefined || !Number.isSafeInteger(msgs)) && bytes === undefined) throw blame(src, path, `expected messages per second (500 or "500/s"), bytes per second ("1MB/s"), or 0, got ${describe(x)}`)
+        out.replay_rate = msgs ?? 0
+        out.replay_rate_bytes = bytes ?? 0
+        break
+      }
       case 'permissions':
         out.permissions = permissions(x, src, path)
         break
