@@ -11,7 +11,7 @@ interface Flag {
   long: string
   short?: string
   /** The option key the value goes to (dotted for a block's key); none for -c, -h and -v. */
-  key?: keyof Options | 'mqtt.port' | 'leafnodes.url'
+  key?: keyof Options | 'mqtt.port' | 'leafnodes.url' | 'store.dir'
   /** Placeholder for the value in the help text; no placeholder means a boolean flag. */
   arg?: string
   help: string
@@ -27,6 +27,7 @@ export const FLAGS: readonly Flag[] = [
   { long: 'mqtt-port', key: 'mqtt.port', arg: 'PORT', help: 'Port for MQTT clients' },
   { long: 'http-port', short: 'm', key: 'http_port', arg: 'PORT', help: 'Port for HTTP monitoring (/varz, /connz, /leafz, /healthz)' },
   { long: 'leaf', key: 'leafnodes.url', arg: 'URL', help: 'Leaf uplink to a hub, e.g. nats://user:pass@host:7422' },
+  { long: 'store', key: 'store.dir', arg: 'DIR', help: 'Keep the uplink spool on disk in DIR (the store block: sync, bound)' },
   { long: 'log-level', short: 'l', key: 'log_level', arg: 'LEVEL', help: LOG_LEVELS.join(', ') },
   { long: 'help', short: 'h', help: 'Show this message' },
   { long: 'version', short: 'v', help: 'Show version' },
@@ -110,7 +111,7 @@ function cliError(e: unknown): unknown {
 export function usage(): string {
   const rows = FLAGS.map((f) => {
     const names = (f.short ? `-${f.short}, ` : '    ') + `--${f.long}` + (f.arg ? ` ${f.arg}` : '')
-    const def = f.key !== undefined && f.key !== 'leafnodes.url' ? ` (default: ${showDefault(f.key)})` : ''
+    const def = f.key !== undefined && f.key !== 'leafnodes.url' && f.key !== 'store.dir' ? ` (default: ${showDefault(f.key)})` : ''
     return `  ${names.padEnd(26)}${f.help}${def}`
   })
   return [

@@ -3,6 +3,7 @@
 // defaults <- config file <- command-line flags. cli.ts only maps flags to option keys;
 // every rule about values lives here.
 
+import { storeOption } from './store/config.ts'
 import { parseCli, usage } from './cli.ts'
 import {
   LOG_LEVELS,
@@ -360,7 +361,7 @@ const logLevel: Check<LogLevel> = (v) => {
   return level ?? expected(`one of ${LOG_LEVELS.join(', ')}`, v)
 }
 
-type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes'>
+type Scalars = Omit<Options, 'authorization' | 'mqtt' | 'no_auth_user' | 'leafnodes' | 'store'>
 
 const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   host,
@@ -416,7 +417,7 @@ const MQTT_CHECKS: { [K in keyof MqttOptions]: Check<MqttOptions[K]> } = {
   plain: boolean,
 }
 
-const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes']
+const OPTION_KEYS = [...Object.keys(OPTION_CHECKS), 'authorization', 'no_auth_user', 'mqtt', 'tls', 'leafnodes', 'store']
 
 // nats-server options that sprig does not have (yet): worth a clearer message than "unknown".
 const NOT_SUPPORTED = new Set([
@@ -562,6 +563,8 @@ function applyLayer(raw: unknown, base: Options, src: Source, rank: number, orig
       // --leaf: one remote, in place of the file's remotes (its reconnect settings stay).
       const remote: RemoteOptions = { ...REMOTE_DEFAULTS, urls: [leafUrl(v, src, key)] }
       out.leafnodes = { ...LEAF_DEFAULTS, ...out.leafnodes, remotes: [remote] }
+    } else if (key === 'store' || key === 'store.dir') {
+      out.store = storeOption(key, v, out.store, { size: parseSize, duration: parseDuration, fail: (k, d) => blame(src, k, d) })
     } else if (key === 'no_auth_user') {
       out.no_auth_user = checked(nonEmpty, v, src, key)
     } else if (key === 'mqtt') {
@@ -914,7 +917,7 @@ const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max']
 const REMOTE_KEYS = [
   'urls', 'url', 'no_randomize', 'credentials', 'nkey', 'tls', 'deny_imports', 'deny_exports',
   'allow_exports', 'allow_imports', 'map', 'buffer_subjects', 'buffer_max_msgs', 'buffer_max_bytes',
-  'buffer_policy', 'buffer_hold', 'permissions',
+  'buffer_policy', 'buffer_hold', 'replay_rate', 'permissions',
 ]
 // nats-server remote options sprig does not have: say so rather than "unknown".
 const REMOTE_NOT_SUPPORTED = ['account', 'hub', 'ws_compression', 'ws_no_masking', 'compression', 'first_info_timeout', 'local']
@@ -987,6 +990,17 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
       case 'buffer_hold':
         out.buffer_hold = checked(orZero(duration), x, src, path)
         break
+      case 'replay_rate': {
+        // 500 or "500/s": messages per second; "1MB/s": bytes per second; 0: unlimited.
+        const m = /^\s*(.+?)\s*\/\s*s\s*$/.exec(typeof x === 'string' ? x : '')
+        const text = m ? m[1]! : x
+        const msgs = typeof text === 'number' || /^\d+$/.test(String(text)) ? Number(text) : undefined
+        const bytes = msgs === undefined ? parseSize(text) : undefined
+        if ((msgs === undefined || !Number.isSafeInteger(msgs)) && bytes === undefined) throw blame(src, path, `expected messages per second (500 or "500/s"), bytes per second ("1MB/s"), or 0, got ${describe(x)}`)
+        out.replay_rate = msgs ?? 0
+        out.replay_rate_bytes = bytes ?? 0
+        break
+      }
       case 'permissions':
         out.permissions = permissions(x, src, path)
         break

@@ -121,3 +121,40 @@ export function wallClock(host: Host): (t: number) => string {
 export function isoTime(host: Host, t: number): string {
   return wallClock(host)(t)
 }
+
+/**
+ * File access for the store (src/store/), implemented once over node:fs in targets/files.ts
+ * (Node, Bun, Deno and the compiled binaries). Calls are synchronous except sync(): the store
+ * appends to the page cache at once and batches the slow part, fdatasync, per I/O turn or
+ * interval (group commit). Errors are thrown as Error with a `code` (ENOSPC, EACCES, ...).
+ */
+export interface Files {
+  /** Creates a directory and its parents; fine when it exists. */
+  mkdir(path: string): void
+  /** Names in a directory (not paths), or [] when it does not exist. */
+  list(path: string): string[]
+  /** Opens for reading and writing, created when missing; returns a descriptor. */
+  open(path: string): number
+  /** Opens for reading only (no create). */
+  openRead(path: string): number
+  /** Reads into `buf` from file position `pos`; returns bytes read (0 at the end). */
+  read(fd: number, buf: Uint8Array, pos: number): number
+  /** Writes all of `data` at file position `pos`. */
+  write(fd: number, data: Uint8Array, pos: number): void
+  size(fd: number): number
+  truncate(fd: number, len: number): void
+  /** fdatasync in the background; `done` gets the error text or null. */
+  sync(fd: number, done: (err: string | null) => void): void
+  close(fd: number): void
+  remove(path: string): void
+  /** A small file's text, or null when missing. */
+  readText(path: string): string | null
+  /** Replaces a small file (write a temporary file, fsync, rename). */
+  writeText(path: string, text: string): void
+  /** Creates `path` with `text` only when it does not exist; false when it does. */
+  createOnly(path: string, text: string): boolean
+  /** Whether a process with this id runs (the store's lock file names its owner). */
+  alive(pid: number): boolean
+  /** This process's id. */
+  readonly pid: number
+}

@@ -85,6 +85,8 @@ export interface Options {
   leafnodes?: LeafnodeOptions
   /** TLS for the NATS listener (nats-server's top-level `tls` block); absent: plain TCP. */
   tls?: TlsOptions
+  /** The on-disk store (src/store/); absent: everything in memory. */
+  store?: import('./store/store.ts').StoreOptions
 }
 
 /**
@@ -315,6 +317,10 @@ export interface RemoteOptions {
   buffer_policy: 'drop_oldest' | 'drop_newest'
   /** ms a buffered message waits, once the link is back, for the hub to show interest in it. */
   buffer_hold: number
+  /** Backlog replay pace after an outage: messages per second (0: as fast as the hub takes them). */
+  replay_rate?: number
+  /** ... or bytes per second (0: no byte pace). */
+  replay_rate_bytes?: number
   /**
    * The hub seen as a user of this gateway (nats-server's permission shape, local subject
    * names): `publish` is what the hub may publish here (what comes down), `subscribe` is what
@@ -344,4 +350,6 @@ export const REMOTE_DEFAULTS: Omit<RemoteOptions, 'urls'> = Object.freeze({
   buffer_max_bytes: 16 * 1024 * 1024,
   buffer_policy: 'drop_oldest' as const,
   buffer_hold: 10_000,
+  replay_rate: 0,
+  replay_rate_bytes: 0,
 })

@@ -62,6 +62,10 @@ export class Server {
    * and `leafz` for /leafz; each is read when a request comes in.
    */
   readonly status = new Map<string, () => unknown>()
+  /** The on-disk store's sync (src/store/store.ts afterSync), when a store is configured. */
+  durable: { afterSync(cb: () => void): void } | null = null
+  /** New messages a full store dropped (an MQTT 5 publisher then gets 0x97 Quota exceeded). */
+  spoolDrops = 0
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
   bcrypt: BcryptEngine | null = null
   private readonly flushAll = (): void => {
@@ -132,6 +136,15 @@ export class Server {
   start(): void {
     if (this.ticker) return
     this.ticker = this.host.every(1000, () => this.tick())
+  }
+
+  /**
+   * Runs `fn` (an acknowledgement to a publisher) once what was written to the store so far is
+   * on disk under its sync policy; at once without a store.
+   */
+  afterStored(fn: () => void): void {
+    if (this.durable === null) fn()
+    else this.durable.afterSync(fn)
   }
 
   /** Runs `fn` on every housekeeping tick (adapters' state that outlives connections). */

@@ -19,6 +19,8 @@ import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
 import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
+import { nodeFiles } from './files.ts'
+import { Store } from '../src/store/store.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -132,6 +134,13 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // Exceptions from adapter and core code are logged and close only their connection (runtime.ts).
   const srv = new Server(opts, guardHost(rt.host, log), log)
   srv.status.set('internal_errors', () => internalErrors.count)
+  // The store first: a second process on its directory stops here, before any port is taken.
+  const store = opts.store ? Store.open(opts.store, nodeFiles, srv.host, log) : null
+  if (store) {
+    srv.durable = store
+    srv.status.set('store', () => store.status())
+    log.info(`Store in ${opts.store!.dir}, sync ${store.status().sync}, max ${opts.store!.max_bytes} bytes`)
+  }
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
@@ -199,7 +208,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
   if (mqttTlsPort !== 0) log.info(`Listening for MQTT clients on TLS ${mo.host || opts.host}:${mqttTlsPort}`)
   // Uplinks start once local clients can connect: hub traffic has somewhere to go.
-  const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'))
+  const uplink = startUplink(srv, guardDial(dialNet, log), (p) => readFileSync(p, 'utf8'), store)
   return {
     srv,
     port: nats.port,
@@ -212,6 +221,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     async stop() {
       lag.stop()
       uplink?.stop()
+      store?.close()
       for (const l of listeners) l.close()
       srv.shutdown()
       pool.close()

@@ -59,3 +59,41 @@ t.test('long runs stay compact (memory follows the length)', async (t) => {
   t.equal(b.length, 30)
   t.ok((b as unknown as { items: unknown[] }).items.length < 2100, 'the consumed front is released')
 })
+
+t.test('at least once: sent messages stay until confirmed; a lost link sends them again', async (t) => {
+  const b = new StoreBuffer(10, 1000, false)
+  for (const p of ['1', '2', '3']) b.push(msg('a', p))
+  const sent: string[] = []
+  const send = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      sent.push(new TextDecoder().decode(b.peek()!.payload))
+      b.advance()
+    }
+  }
+  send(2)
+  t.equal(b.unsent, 1)
+  t.equal(b.length, 3, 'unconfirmed messages are still held')
+  const mark = b.mark()
+  send(1)
+  b.confirm(mark)
+  t.equal(b.length, 1, 'the confirmed two are gone, the third waits for its PONG')
+  t.equal(b.rewind(), 1)
+  t.equal(b.resent, 1)
+  send(1)
+  t.same(sent, ['1', '2', '3', '3'], 'only the unconfirmed one is sent again')
+  b.confirm(b.mark())
+  t.equal(b.length, 0)
+  t.equal(b.bytes, 0)
+  t.equal(b.mark(), -1)
+})
+
+t.test('drop_oldest may drop an unconfirmed message; the cursor stays valid', async (t) => {
+  const b = new StoreBuffer(2, 1000, false)
+  b.push(msg('a', '1'))
+  b.advance()
+  b.push(msg('a', '2'))
+  b.push(msg('a', '3')) // drops 1 (sent, unconfirmed)
+  t.equal(b.dropped, 1)
+  t.equal(b.unsent, 2)
+  t.equal(new TextDecoder().decode(b.peek()!.payload), '2')
+})

@@ -4,10 +4,12 @@
 import { utf8 } from '../bytes.ts'
 import { isoTime, type Dial } from '../host.ts'
 import { newMsg } from '../msg.ts'
-import { LEAF_DEFAULTS, type Options, type RemoteOptions } from '../options.ts'
+import { LEAF_DEFAULTS, REMOTE_DEFAULTS, type Options, type RemoteOptions } from '../options.ts'
 import { mayAnswer } from '../permissions.ts'
 import { answerFor, type Owner, type Sub } from '../router.ts'
 import type { Server } from '../server.ts'
+import { DiskSpool } from '../store/spool.ts'
+import type { Store } from '../store/store.ts'
 import { Remote, type RemoteStatus } from './remote.ts'
 
 export const LEAFZ_SUBJECT = '$SPRIG.leafz'
@@ -33,11 +35,11 @@ export function leafStatus(remotes: readonly Remote[]): LeafStatus {
 }
 
 /** Starts every configured remote; null when there are none. */
-export function startUplink(srv: Server, dial: Dial, readFile: (path: string) => string): Uplink | null {
+export function startUplink(srv: Server, dial: Dial, readFile: (path: string) => string, store: Store | null = null): Uplink | null {
   const lo = srv.opts.leafnodes
   if (!lo || lo.remotes.length === 0) return null
   const leaf = { ...LEAF_DEFAULTS, ...lo }
-  const remotes = lo.remotes.map((r, i) => new Remote(srv, r, leaf, i, dial, readFile))
+  const remotes = lo.remotes.map((r, i) => new Remote(srv, r, leaf, i, dial, readFile, store ? diskSpool(store, r, i, lo.remotes.length) : undefined))
   const status = (): LeafStatus => leafStatus(remotes)
   srv.status.set('leafz', status)
   const owner: Owner = {
@@ -69,6 +71,16 @@ export function startUplink(srv: Server, dial: Dial, readFile: (path: string) =>
       srv.router.unsubscribe(sub)
     },
   }
+}
+
+/**
+ * With a store, remote `i + 1` spools in DIR/uplink/remote-N, bounded by its buffer_max_bytes
+ * when set, else by an equal share of store.max_bytes.
+ */
+function diskSpool(store: Store, r: RemoteOptions, i: number, n: number): DiskSpool {
+  const share = Math.floor(store.opts.max_bytes / n)
+  const max = r.buffer_max_bytes === REMOTE_DEFAULTS.buffer_max_bytes ? share : Math.min(r.buffer_max_bytes, store.opts.max_bytes)
+  return new DiskSpool(store, `${store.opts.dir}/uplink/remote-${i + 1}`, { max_bytes: max, drop_newest: r.buffer_policy === 'drop_newest' })
 }
 
 /** Remote options a reload may change on a running remote; any other change needs a restart. */

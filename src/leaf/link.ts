@@ -7,12 +7,14 @@ import { utf8 } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { EMPTY, newMsg } from '../msg.ts'
+import type { RemoteOptions } from '../options.ts'
 import { Outbound } from '../outbound.ts'
-import { Sublist, type SubLike } from '../sublist.ts'
+import type { Owner, Sub } from '../router.ts'
+import type { Server } from '../server.ts'
+import { Sublist, type Match, type SubLike } from '../sublist.ts'
 import { leafAuthFields } from './creds.ts'
 import { compileFilters, type Filters, type HubPerm } from './filter.ts'
 import { LeafParser } from './parser.ts'
-import type { Remote } from './remote.ts'
 
 /** What the hub told us about itself (first INFO, updated by later ones). */
 export interface HubInfo {
@@ -34,6 +36,70 @@ export interface HubInfo {
 export interface HubSub extends SubLike {
   weight: number
 }
+
+export interface LinkStats {
+  in_msgs: number
+  in_bytes: number
+  out_msgs: number
+  out_bytes: number
+}
+
+/** One local interest key with its subscription count. */
+export interface LocalKey {
+  subject: string
+  queue: string | null
+  count: number
+}
+
+/**
+ * What a Link reads from the remote that owns it, and the events it reports to it. The link
+ * never touches anything else of its owner; the owner uses only the Link's public methods.
+ */
+export interface LinkOwner {
+  readonly srv: Server
+  /** Current options (a reload may replace them; refilter() picks them up). */
+  readonly opts: RemoteOptions
+  /** Our loop-detection subject. */
+  readonly lds: string
+  readonly localKeys: ReadonlyMap<string, LocalKey>
+  readonly readFile: (path: string) => string
+  readonly stats: LinkStats
+  /** Who messages from the hub are published as (the link's filters and permissions). */
+  readonly owner: Owner
+  /** The hub advertised these leafnode URLs (`host:port`). */
+  onUrls(hostPorts: string[], via: URL): void
+  /** The handshake finished (second INFO). */
+  onUp(l: Link): void
+  /** The PONG to our first PING: the hub's interest is complete. */
+  onInterestReady(l: Link): void
+  /** A new hub interest arrived after onInterestReady. */
+  onHubInterest(l: Link): void
+  /** The socket drained. */
+  onDrained(l: Link): void
+  /** The link is gone (with why); called once. */
+  onClosed(l: Link, reason: string): void
+  /** The hub processed everything sent before confirm(mark): PONG to that PING. */
+  onConfirmed(mark: number): void
+  /** A message over the hub's max_payload was not sent. */
+  onOversize(): void
+}
+
+/**
+ * What forward() did with a message: framed for the hub; the outbound queue has no room (the
+ * caller keeps it); the hub has no interest (or the link is not up); the export filters keep it.
+ */
+export const Sent = { OK: 0, FULL: 1, NO_INTEREST: 2, FILTERED: 3 } as const
+export type Sent = (typeof Sent)[keyof typeof Sent]
+
+/**
+ * Watermarks of the link's outbound queue, as fractions of its limit. Over HIGH_WATER a publish
+ * for the hub stalls its publisher and the buffer stops pumping; at LOW_WATER stalled publishers
+ * resume.
+ */
+export const HIGH_WATER = 1 / 2
+export const LOW_WATER = 1 / 4
+/** Most confirmation PINGs unanswered at once (each covers every message sent before it). */
+const MAX_CONFIRMS = 64
 
 /** An interest key: "subject", or "subject queue" for a queue group. */
 export function keyOf(subject: string, queue: string | null): string {
@@ -81,9 +147,11 @@ export class Link implements Conn {
   hubError = ''
   tlsDone = false
   private readonly removed = new Map<string, { sub: HubSub; at: number }>()
+  /** One entry per PING we sent, in order: the confirmation mark it carries, or -1. */
+  private readonly pongMarks: number[] = []
 
   constructor(
-    readonly remote: Remote,
+    private readonly remote: LinkOwner,
     readonly wire: Wire,
     readonly url: URL,
   ) {
@@ -118,7 +186,7 @@ export class Link implements Conn {
 
   drained(): void {
     this.out.drained(this.remote.srv.host.now())
-    this.remote.linkDrained()
+    this.remote.onDrained(this)
   }
 
   closed(reason?: string): void {
@@ -126,7 +194,7 @@ export class Link implements Conn {
     this.parser.release()
     if (this.phase === 'closed') return
     this.phase = 'closed'
-    this.remote.linkClosed(this, this.hubError !== '' ? `hub error: ${this.hubError}` : (reason ?? 'connection closed by hub'))
+    this.remote.onClosed(this, this.hubError !== '' ? `hub error: ${this.hubError}` : (reason ?? 'connection closed by hub'))
   }
 
   // --- lifecycle
@@ -136,7 +204,7 @@ export class Link implements Conn {
     if (this.phase === 'closed') return
     this.phase = 'closed'
     this.wire.destroy()
-    this.remote.linkClosed(this, reason)
+    this.remote.onClosed(this, reason)
   }
 
   /** Clean close on shutdown: flush what is queued. */
@@ -157,6 +225,7 @@ export class Link implements Conn {
       if (this.pingsOut >= o.ping_max) return this.fail('Stale Connection: the hub stopped answering PING')
       this.lastPing = now
       this.pingsOut++
+      this.pongMarks.push(-1)
       this.write('PING' + CRLF)
     }
   }
@@ -176,7 +245,7 @@ export class Link implements Conn {
     } catch {
       return this.fail('protocol error from hub: INFO is not valid JSON')
     }
-    if (Array.isArray(i.leafnode_urls)) this.remote.learnUrls(i.leafnode_urls.filter((u) => typeof u === 'string'), this.url)
+    if (Array.isArray(i.leafnode_urls)) this.remote.onUrls(i.leafnode_urls.filter((u) => typeof u === 'string'), this.url)
     if (this.phase === 'info') {
       if (i.client_id === undefined && i.leafnode_urls === undefined) {
         return this.fail('the first INFO has neither client_id nor leafnode_urls: connected to a client port, not a leafnode port?')
@@ -213,8 +282,9 @@ export class Link implements Conn {
       }
       lines += `LS+ ${this.remote.lds}${CRLF}PING${CRLF}`
       this.pingsOut++
+      this.pongMarks.push(-1)
       this.write(lines)
-      this.remote.linkUp(this)
+      this.remote.onUp(this)
       return
     }
     // An async INFO: only the URL list matters (taken above).
@@ -245,10 +315,27 @@ export class Link implements Conn {
 
   private onPong(): void {
     this.pingsOut = 0
+    const mark = this.pongMarks.shift()
     if (this.phase === 'up' && !this.interestKnown) {
       this.interestKnown = true
-      this.remote.interestReady(this)
+      this.remote.onInterestReady(this)
     }
+    if (mark !== undefined && mark >= 0 && this.phase === 'up') this.remote.onConfirmed(mark)
+  }
+
+  /**
+   * Asks the hub to confirm everything sent so far: a PING whose PONG (a hub handles one
+   * connection's frames in order) reports `mark` back through onConfirmed. False when too
+   * many confirmations are already outstanding (the caller asks again later).
+   */
+  confirm(mark: number): boolean {
+    if (this.phase !== 'up') return false
+    let n = 0
+    for (const m of this.pongMarks) if (m >= 0) n++
+    if (n >= MAX_CONFIRMS) return false
+    this.pongMarks.push(mark)
+    this.write('PING' + CRLF)
+    return true
   }
 
   private onErr(text: string): void {
@@ -275,7 +362,7 @@ export class Link implements Conn {
       return this.fail(`protocol error from hub: invalid subject in LS+ ${quote(key)}`)
     }
     this.hubKeys.set(key, s)
-    if (this.interestKnown) this.remote.pump()
+    if (this.interestKnown) this.remote.onHubInterest(this)
   }
 
   private onUnsub(subject: string, queue: string | null): void {
@@ -387,17 +474,56 @@ export class Link implements Conn {
     return this.sent.size
   }
 
+  /** The hub's interest keys ("subject" or "subject queue"). */
+  hubInterestKeys(): string[] {
+    return [...this.hubKeys.keys()]
+  }
+
+  /** Hub interest keys known on this link. */
+  get hubInterest(): number {
+    return this.hubKeys.size
+  }
+
+  /** The outbound queue is over HIGH_WATER: stall publishers, stop pumping. */
+  get overHigh(): boolean {
+    return this.out.pending > this.out.limit * HIGH_WATER
+  }
+
+  /** The outbound queue is down to LOW_WATER: stalled publishers may resume. */
+  get underLow(): boolean {
+    return this.out.pending <= this.out.limit * LOW_WATER
+  }
+
+  /**
+   * The one send-up path: export filter and map, the hub's interest, the hub queue groups the
+   * message should serve (those with no local member), then the frame. `local`: the local
+   * subscribers of the subject (a local queue group keeps its messages here).
+   */
+  forward(subject: string, reply: string, hdr: Uint8Array | null, payload: Uint8Array, local: Match<Sub>): Sent {
+    if (this.phase !== 'up') return Sent.NO_INTEREST
+    const hub = this.filters.up(subject)
+    if (hub === null) return Sent.FILTERED
+    const queues = hubQueues(this.hubSubs.match(hub), local)
+    if (queues === null) return Sent.NO_INTEREST
+    return this.send(hub, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
+  }
+
+  /** Whether forward() would find interest at the hub for this message. */
+  wants(subject: string, local: Match<Sub>): boolean {
+    const hub = this.filters.up(subject)
+    return hub !== null && hubQueues(this.hubSubs.match(hub), local) !== null
+  }
+
   /**
    * Frames one message for the hub; false when the outbound queue has no room (the caller
    * keeps it). `queues`: hub queue groups this message should also serve.
    */
-  send(hubSubject: string, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
-    if (this.phase !== 'up') return false
+  private send(hubSubject: string, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
     const size = payload.length + (hdr ? hdr.length : 0)
     const max = this.info.max_payload
     if (max !== undefined && max > 0 && size > max) {
       // Newer hubs close the link over this; older ones pass it on. Neither is worth it.
-      this.remote.oversize++
+      this.remote.onOversize()
       return true
     }
     let line = hdr ? 'HMSG ' : 'LMSG '
@@ -427,3 +553,19 @@ export class Link implements Conn {
 }
 
 const NO_QUEUES: readonly string[] = Object.freeze([])
+
+/**
+ * The hub queue groups a message should serve (those with no local member), or null when
+ * the hub has no interest at all. An LMSG without a queue list reaches only plain subscribers.
+ */
+function hubQueues(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
+  if (h.qsubs.length === 0) return h.psubs.length === 0 ? null : NO_QUEUES
+  const out: string[] = []
+  for (const g of h.qsubs) {
+    const q = g[0]!.queue!
+    if (local.qsubs.some((lg) => lg[0]!.queue === q)) continue
+    out.push(q)
+  }
+  if (h.psubs.length === 0 && out.length === 0) return null
+  return out
+}

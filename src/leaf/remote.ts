@@ -10,11 +10,11 @@ import type { Msg } from '../msg.ts'
 import type { LeafnodeOptions, RemoteOptions, TlsOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
-import type { Match, Sublist } from '../sublist.ts'
+import { Sublist, type Match } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
-import { StoreBuffer } from './buffer.ts'
+import { StoreBuffer, type Spool } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
-import { isLongWaitError, keyOf, Link, type HubSub } from './link.ts'
+import { isLongWaitError, keyOf, Link, Sent, type HubSub, type LinkOwner, type LinkStats, type LocalKey } from './link.ts'
 
 export type RemoteState = 'connecting' | 'handshake' | 'connected' | 'disconnected' | 'stopped'
 
@@ -33,23 +33,35 @@ const leafOwners = new WeakSet<Owner>()
  */
 export const STALL_MAX_MS = 2000
 
-export interface LinkStats {
-  in_msgs: number
-  in_bytes: number
-  out_msgs: number
-  out_bytes: number
-}
+/** The most backlog a replay_rate lets out at once (ms of its rate). */
+const REPLAY_BURST_MS = 200
+
+/** How often a durable spool's copy of the hub's interest is refreshed while connected. */
+const INTEREST_SAVE_MS = 2000
 
 const DEFAULT_TLS: TlsOptions = Object.freeze({ verify: false, verify_and_map: false, timeout: 2000, handshake_first: false })
 
-export class Remote {
+export class Remote implements LinkOwner {
   state: RemoteState = 'disconnected'
   link: Link | null = null
   /** The interest the last complete link had (kept while down: it picks what gets buffered). */
   hubSubs: Sublist<HubSub> | null = null
   hubKeyCount = 0
-  readonly localKeys = new Map<string, { subject: string; queue: string | null; count: number }>()
-  readonly buffer: StoreBuffer
+  readonly localKeys = new Map<string, LocalKey>()
+  readonly buffer: Spool
+  /** The last mark a confirmation PING was sent for. */
+  private asked = -1
+  private confirmQueued = false
+  /** The newest message held when the link came up: older ones are the backlog (-1: none). */
+  private backlogEnd = -1
+  /** A live message queued behind the backlog: later ones must not overtake it. */
+  private liveBehind = false
+  private tokens = 0
+  private byteTokens = 0
+  private refilledAt = 0
+  /** The hub interest last saved in the durable spool (joined keys). */
+  private savedInterest = ''
+  private interestSavedAt = 0
   /** Buffered messages dropped because the hub showed no interest in them within buffer_hold. */
   expired = 0
   /** Messages over the hub's max_payload, not sent. */
@@ -96,8 +108,10 @@ export class Remote {
     readonly index: number,
     private readonly dial: Dial,
     readonly readFile: (path: string) => string,
+    /** The on-disk spool when a store is configured; else an in-memory buffer. */
+    spool?: Spool,
   ) {
-    this.buffer = new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
+    this.buffer = spool ?? new StoreBuffer(opts.buffer_max_msgs, opts.buffer_max_bytes, opts.buffer_policy === 'drop_newest', srv.budget)
     // What the hub publishes here, and what sprig's services do for it, pass the import
     // filters and permissions of the link in use (permissions.ts Principal).
     const filters = (): Filters => this.link?.filters ?? this.baseFilters
@@ -115,6 +129,22 @@ export class Remote {
     this.configured = this.urls.length
     if (!opts.no_randomize) shuffle(this.urls)
     this.baseFilters = compileFilters(opts)
+    // A durable spool remembers what the hub wanted: after a restart during an outage the
+    // same subjects go on being buffered.
+    const saved = this.buffer.loadInterest?.()
+    if (saved) {
+      const subs = new Sublist<HubSub>({ cacheMax: 1024 })
+      for (const k of saved) {
+        const [subject, queue] = k.split(' ')
+        try {
+          subs.insert({ subject: subject!, queue: queue ?? null, weight: 1 })
+        } catch {
+          // not a subject: ignore
+        }
+      }
+      this.hubSubs = subs
+      this.savedInterest = saved.join('\n')
+    }
     for (const i of srv.router.subs.interest()) this.localKeys.set(keyOf(i.subject, i.queue), { subject: i.subject, queue: i.queue, count: i.count })
     srv.router.onInterest((s, q, n) => this.onLocalInterest(s, q, n))
     this.removeTap = srv.router.addTap((m, from, local) => this.tap(m, from, local))
@@ -150,7 +180,20 @@ export class Remote {
     if (this.stalled.size > 0 || this.stallSpent) this.checkStall(now)
     if (this.link) this.link.tick(now)
     else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
-    if (this.state === 'connected' && this.buffer.length > 0) this.pump()
+    if (this.state === 'connected' && this.buffer.unsent > 0) this.pump()
+    if (this.state === 'connected' && this.buffer.mark() > this.asked) this.askConfirm()
+    if (this.state === 'connected' && this.buffer.saveInterest && now - this.interestSavedAt >= INTEREST_SAVE_MS) this.saveInterest(now, this.link)
+  }
+
+  /** Keeps the hub's interest in the durable spool when it changed. */
+  private saveInterest(now: number, l: Link | null): void {
+    this.interestSavedAt = now
+    if (l === null) return
+    const keys = l.hubInterestKeys()
+    const joined = keys.join('\n')
+    if (joined === this.savedInterest) return
+    this.savedInterest = joined
+    this.buffer.saveInterest!(keys)
   }
 
   // --- dialling
@@ -187,7 +230,7 @@ export class Remote {
    * Hub URLs from an INFO (`host:port`): the configured URLs plus the latest advertised list
    * (a node that left the cluster drops out), with the userinfo of the URL we dialled.
    */
-  learnUrls(hostPorts: string[], via: URL): void {
+  onUrls(hostPorts: string[], via: URL): void {
     const next = this.urls.slice(0, this.configured)
     for (const hp of hostPorts) {
       if (next.length >= MAX_URLS) break
@@ -219,37 +262,51 @@ export class Remote {
 
   // --- link events
 
-  linkUp(l: Link): void {
+  onUp(l: Link): void {
     this.hubUrl = l.url
     this.hubName = l.info.server_name ?? ''
     this.hubId = l.info.server_id ?? ''
     this.hubAccount = l.info.remote_account ?? ''
   }
 
-  interestReady(l: Link): void {
+  onInterestReady(l: Link): void {
     // The new hub interest replaces what the previous link knew.
     this.hubSubs = l.hubSubs
     this.state = 'connected'
     this.since = this.readyAt = this.srv.host.now()
     if (this.everUp) this.reconnects++
     this.everUp = true
+    if (this.buffer.saveInterest) this.saveInterest(this.readyAt, l)
+    this.backlogEnd = this.buffer.unsent > 0 ? this.buffer.last : -1
+    this.liveBehind = false
+    this.tokens = this.byteTokens = 0
+    this.refilledAt = this.readyAt
     this.failures = 0
     this.lastError = ''
     this.srv.log.info(
       `Leafnode ${this.name}: connected to hub ${quote(this.hubName)} (${clip(this.hubId)}) at ${redact(l.url)}, account ${clip(this.hubAccount) || '?'}` +
-        (this.buffer.length > 0 ? `; ${this.buffer.length} buffered messages to send` : ''),
+        (this.buffer.unsent > 0 ? `; ${this.buffer.unsent} buffered messages to send` : ''),
     )
     this.pump()
   }
 
-  linkClosed(l: Link, reason: string): void {
+  onClosed(l: Link, reason: string): void {
     if (this.link !== l) return
     this.link = null
     this.unstall()
     this.stallSpent = false
+    // Sent but not confirmed: the hub may or may not have them. Send them again (at least once).
+    this.buffer.rewind()
+    this.asked = -1
     if (this.stopped) return
     const wasUp = this.state === 'connected'
-    if (wasUp) l.restoreRecent(this.srv.host.now())
+    if (wasUp) {
+      l.restoreRecent(this.srv.host.now())
+      if (this.buffer.saveInterest) {
+        this.savedInterest = ''
+        this.saveInterest(this.srv.host.now(), l)
+      }
+    }
     if (wasUp) this.srv.log.info(`Leafnode ${this.name}: disconnected from hub ${quote(this.hubName)} at ${redact(l.url)}: ${reason}`)
     this.scheduleRedial(wasUp ? 'link lost' : `connection to ${redact(l.url)} failed: ${reason}`, isLongWaitError(l.hubError) || isLongWaitError(reason))
     if (wasUp) this.lastError = reason
@@ -272,29 +329,75 @@ export class Remote {
     if (from !== null && leafOwners.has(from)) return 0
     const l = this.link
     const live = this.state === 'connected' && l !== null && l.interestKnown
-    const hub = (live ? l.filters : this.baseFilters).up(m.subject)
-    if (hub === null) return 0
-    if (live && this.buffer.length === 0) {
-      const queues = this.hubQueues(l.hubSubs.match(hub), local)
-      if (queues === null) return 0
-      const o = l.out
-      if (l.send(hub, m.reply === '' ? '' : l.filters.replyUp(m.reply), queues, m.hdr, m.payload)) {
-        // Over the high-water mark: slow this publisher down before the queue fills up.
-        if (o.pending > o.limit / 2) this.stall(from)
-        return 1
+    if (this.buffer.durable) {
+      // Everything for the hub goes through the spool on disk, then out from there.
+      // While up, buffer_subjects are kept too when the hub has no interest yet: a cloud
+      // subscriber reconnecting after the hub restarted gets them within buffer_hold.
+      if (live ? !l.wants(m.subject, local) && !this.bufferSubject(m.subject) : !this.shouldBuffer(m.subject)) return 0
+      if (!this.buffer.push(m)) {
+        this.srv.spoolDrops++
+        return 0
       }
-      this.stall(from)
-      this.buffer.push(m) // the outbound queue is full: wait here, in order
-      this.pump()
+      if (live) {
+        // Live traffic goes ahead of a paced backlog (replay_rate) rather than behind it.
+        if (this.interleave(l)) {
+          const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+          if (r === Sent.OK) this.buffer.sentAhead!(this.buffer.last)
+          else this.liveBehind = true
+        } else if (this.backlogEnd >= 0) this.liveBehind = true
+        this.pump()
+        if (l.overHigh) this.stall(from)
+      }
       return 1
     }
     if (live) {
-      if (this.hubQueues(l.hubSubs.match(hub), local) === null) return 0
-      if (l.out.pending > l.out.limit / 2) this.stall(from)
-    } else if (!this.shouldBuffer(m.subject, hub)) return 0
+      if (this.buffer.unsent === 0 || this.interleave(l)) {
+        const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+        if (r === Sent.OK) {
+          // Over the high-water mark: slow this publisher down before the queue fills up.
+          if (l.overHigh) this.stall(from)
+          return 1
+        }
+        if (r !== Sent.FULL) return 0
+        this.stall(from)
+        if (this.backlogEnd >= 0) this.liveBehind = true
+        this.buffer.push(m) // the outbound queue is full: wait here, in order
+        this.pump()
+        return 1
+      }
+      // Behind older buffered messages: keep the order, if the hub wants it at all.
+      if (!l.wants(m.subject, local)) return 0
+      if (this.backlogEnd >= 0) this.liveBehind = true
+      if (l.overHigh) this.stall(from)
+    } else if (!this.shouldBuffer(m.subject)) return 0
     // A held message counts as delivered: a request waits for its reply (or its timeout)
     // rather than getting no-responders while the link is down.
     return this.buffer.push(m) ? 1 : 0
+  }
+
+  // --- backlog replay pace (replay_rate)
+
+  private get paced(): boolean {
+    return (this.opts.replay_rate ?? 0) > 0 || (this.opts.replay_rate_bytes ?? 0) > 0
+  }
+
+  /**
+   * Whether a live message may go ahead of the backlog: only while the backlog is paced, no
+   * live message already waits behind it (order among live messages holds), and the link has
+   * room; a durable spool must also be able to track it.
+   */
+  private interleave(l: Link): boolean {
+    return this.backlogEnd >= 0 && !this.liveBehind && this.paced && !l.overHigh && (!this.buffer.durable || this.buffer.unsent > 0)
+  }
+
+  /** Adds the pace's allowance for the time since the last refill (at most REPLAY_BURST_MS worth). */
+  private refill(now: number): void {
+    const dt = Math.min(now - this.refilledAt, REPLAY_BURST_MS) / 1000
+    this.refilledAt = now
+    const r = this.opts.replay_rate ?? 0
+    const rb = this.opts.replay_rate_bytes ?? 0
+    this.tokens = r > 0 ? Math.min(this.tokens + r * dt, Math.max(1, (r * REPLAY_BURST_MS) / 1000)) : Infinity
+    this.byteTokens = rb > 0 ? Math.min(this.byteTokens + rb * dt, Math.max(1, (rb * REPLAY_BURST_MS) / 1000)) : Infinity
   }
 
   // --- producer backpressure (nats-server stalls a fast producer the same way)
@@ -320,7 +423,7 @@ export class Remote {
   private checkStall(now: number): void {
     const l = this.link
     if (l === null) return
-    if (l.out.pending <= l.out.limit / 4) {
+    if (l.underLow) {
       this.stallSpent = false
       this.unstall()
     } else if (this.stalled.size > 0 && now - this.stallSince >= STALL_MAX_MS) {
@@ -331,29 +434,40 @@ export class Remote {
     }
   }
 
+  onHubInterest(): void {
+    this.pump()
+  }
+
+  onOversize(): void {
+    this.oversize++
+  }
+
+  onConfirmed(mark: number): void {
+    this.buffer.confirm(mark)
+  }
+
+  /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
+  private askConfirm(): void {
+    const l = this.link
+    const mark = this.buffer.mark()
+    if (l === null || mark <= this.asked) return
+    if (l.confirm(mark)) this.asked = mark
+  }
+
   /** The link's socket drained. */
-  linkDrained(): void {
+  onDrained(): void {
     if (this.stalled.size > 0 || this.stallSpent) this.checkStall(this.srv.host.now())
     this.pump()
   }
 
-  /**
-   * The hub queue groups a message should serve (those with no local member), or null when
-   * the hub has no interest at all. An LMSG without a queue list reaches only plain subscribers.
-   */
-  private hubQueues(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
-    if (h.qsubs.length === 0) return h.psubs.length === 0 ? null : NO_QUEUES
-    const out: string[] = []
-    for (const g of h.qsubs) {
-      const q = g[0]!.queue!
-      if (local.qsubs.some((lg) => lg[0]!.queue === q)) continue
-      out.push(q)
-    }
-    if (h.psubs.length === 0 && out.length === 0) return null
-    return out
+  private bufferSubject(subject: string): boolean {
+    const subs = this.opts.buffer_subjects
+    return subs.length > 0 && this.baseFilters.up(subject) !== null && subs.some((p) => subjectMatches(p, subject))
   }
 
-  private shouldBuffer(subject: string, hub: string): boolean {
+  private shouldBuffer(subject: string): boolean {
+    const hub = this.baseFilters.up(subject)
+    if (hub === null) return false
     const subs = this.opts.buffer_subjects
     if (subs.length > 0) return subs.some((p) => subjectMatches(p, subject))
     const h = this.hubSubs
@@ -372,28 +486,42 @@ export class Remote {
     if (this.pumping || l === null || !l.interestKnown || this.state !== 'connected') return
     this.pumping = true
     try {
-      const limit = l.out.limit / 2
       const now = this.srv.host.now()
       const local = this.srv.router.subs
       for (let s = this.buffer.peek(); s !== undefined; s = this.buffer.peek()) {
         if (l.phase !== 'up') return
-        if (l.out.pending > limit) return // drained() calls again
-        const hub = l.filters.up(s.subject)
-        const queues = hub === null ? null : this.hubQueues(l.hubSubs.match(hub), local.match(s.subject))
-        if (hub === null || queues === null) {
-          if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
-          this.buffer.shift()
-          this.expired++
-          continue
+        if (l.overHigh) return // drained() calls again
+        if (s.seq <= this.backlogEnd) {
+          if (this.paced) {
+            this.refill(now)
+            if (this.tokens < 1 || this.byteTokens < s.size) return // tick() calls again
+            this.tokens--
+            this.byteTokens -= s.size
+          }
+        } else if (this.backlogEnd >= 0) {
+          this.backlogEnd = -1 // the backlog is out: back to plain order
+          this.liveBehind = false
         }
-        if (!l.send(hub, s.reply === '' ? '' : l.filters.replyUp(s.reply), queues, s.hdr, s.payload)) return
-        this.buffer.shift()
+        const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
+        if (r === Sent.FULL) return
+        if (r !== Sent.OK) {
+          if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
+          this.expired++
+        }
+        this.buffer.advance()
       }
     } finally {
       this.pumping = false
+      if (!this.confirmQueued && this.buffer.mark() > this.asked) {
+        this.confirmQueued = true
+        this.srv.host.defer(() => {
+          this.confirmQueued = false
+          this.askConfirm()
+        })
+      }
     }
     // Batches go out once per I/O turn; keep going after this one is handed to the socket.
-    if (this.buffer.length > 0) this.srv.host.defer(() => this.pump())
+    if (this.buffer.unsent > 0) this.srv.host.defer(() => this.pump())
   }
 
   // --- status
@@ -420,10 +548,13 @@ export class Remote {
       since: this.since ? isoTime(this.srv.host, this.since) : '',
       reconnects: this.reconnects,
       local_interest: this.localKeys.size,
-      hub_interest: up && l ? l.hubKeys.size : 0,
-      buffered_msgs: this.buffer.length,
+      hub_interest: up && l ? l.hubInterest : 0,
+      buffered_msgs: this.buffer.unsent,
       buffered_bytes: this.buffer.bytes,
       dropped_msgs: this.buffer.dropped,
+      unconfirmed_msgs: this.buffer.length - this.buffer.unsent,
+      resent_msgs: this.buffer.resent,
+      spool: this.buffer.durable ? 'disk' : 'memory',
       stalls: this.stalls,
       stall_timeouts: this.stallTimeouts,
       expired_msgs: this.expired,
@@ -458,6 +589,12 @@ export interface RemoteStatus {
   buffered_msgs: number
   buffered_bytes: number
   dropped_msgs: number
+  /** Sent to the hub, not yet confirmed by it (PONG to a later PING): resent if the link drops. */
+  unconfirmed_msgs: number
+  /** Sent again after a lost link: the hub may have had them (duplicates at most these). */
+  resent_msgs: number
+  /** Where the buffer lives: "memory", or "disk" with a store. */
+  spool: 'memory' | 'disk'
   /** Publishers paused while the link's queue to the hub was over its high-water mark. */
   stalls: number
   /** Stalls that hit STALL_MAX_MS. */
@@ -467,7 +604,6 @@ export interface RemoteStatus {
   last_error: string
 }
 
-const NO_QUEUES: readonly string[] = Object.freeze([])
 
 /** A URL for logs and status: the password never shows. */
 export function redact(u: URL): string {

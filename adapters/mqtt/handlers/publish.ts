@@ -56,11 +56,15 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
         return refusedAck(c, 2, pid)
       }
     }
-    c.send({ cmd: 'pubrec', messageId: pid })
+    // With a store, acknowledged once what the publish wrote there is synced (the policy's rule).
+    c.srv.afterStored(() => c.send({ cmd: 'pubrec', messageId: pid }))
     return
   }
+  const dropped = c.srv.spoolDrops
   if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
-  if (qos === 1) c.send({ cmd: 'puback', messageId: pid }) // [MQTT-4.3.2-2]
+  // The store was full (max_bytes or the disk) and dropped this message: 5.0 says so.
+  if (qos === 1 && c.srv.spoolDrops !== dropped && c.version === 5) return void c.send({ cmd: 'puback', messageId: pid, reasonCode: RC.quotaExceeded })
+  if (qos === 1) c.srv.afterStored(() => c.send({ cmd: 'puback', messageId: pid })) // [MQTT-4.3.2-2]
 }
 
 // The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.

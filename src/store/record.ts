@@ -1,0 +1,124 @@
+// The store's on-disk format. A segment file starts with an 8-byte header (magic "SPRG", the
+// format version, 3 reserved bytes); records follow back to back:
+//
+//   u32 length of body | u32 CRC-32 of body | body
+//   body of a message: u8 kind (1) | f64 seq | u16 subject length | u16 reply length |
+//                      u32 header length (0xffffffff: none) | subject | reply | header | payload
+//
+// All little-endian. A torn write leaves a short or checksum-failing last record; a flipped bit
+// fails its checksum. A newer version in a header is refused, never guessed at.
+
+import type { Msg } from '../msg.ts'
+
+export const FORMAT_VERSION = 1
+export const MAGIC = [0x53, 0x50, 0x52, 0x47] // "SPRG"
+export const SEG_HEADER = 8
+export const REC_HEADER = 8
+export const KIND_MSG = 1
+/** Larger than any record we write (max_payload is capped well below): framing is broken. */
+export const MAX_RECORD = 128 * 1024 * 1024
+const NO_HDR = 0xffffffff
+
+const TABLE = (() => {
+  const t = new Int32Array(256)
+  for (let n = 0; n < 256; n++) {
+    let c = n
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
+    t[n] = c
+  }
+  return t
+})()
+
+/** CRC-32 (IEEE), as zlib computes it. */
+export function crc32(b: Uint8Array, start = 0, end = b.length): number {
+  let c = -1
+  for (let i = start; i < end; i++) c = TABLE[(c ^ b[i]!) & 0xff]! ^ (c >>> 8)
+  return (c ^ -1) >>> 0
+}
+
+export function segmentHeader(): Uint8Array {
+  return Uint8Array.from([...MAGIC, FORMAT_VERSION, 0, 0, 0])
+}
+
+/** null: fine; else what is wrong with a segment header. 'newer' is a format we must not read. */
+export function checkHeader(b: Uint8Array): null | 'short' | 'magic' | 'newer' {
+  if (b.length < SEG_HEADER) return 'short'
+  for (let i = 0; i < 4; i++) if (b[i] !== MAGIC[i]) return 'magic'
+  if (b[4]! > FORMAT_VERSION) return 'newer'
+  return null
+}
+
+const enc = new TextEncoder()
+const dec = new TextDecoder()
+
+/** One message as a complete record (header and body). */
+export function encodeMsg(m: Msg, seq: number): Uint8Array {
+  const subj = m.subjectBytes.length > 0 ? m.subjectBytes : enc.encode(m.subject)
+  const reply = m.reply === '' ? EMPTY : m.replyBytes.length > 0 ? m.replyBytes : enc.encode(m.reply)
+  const hdrLen = m.hdr ? m.hdr.length : 0
+  const bodyLen = 1 + 8 + 2 + 2 + 4 + subj.length + reply.length + hdrLen + m.payload.length
+  const b = new Uint8Array(REC_HEADER + bodyLen)
+  const v = new DataView(b.buffer)
+  let p = REC_HEADER
+  v.setUint32(0, bodyLen, true)
+  b[p++] = KIND_MSG
+  v.setFloat64(p, seq, true)
+  p += 8
+  v.setUint16(p, subj.length, true)
+  v.setUint16(p + 2, reply.length, true)
+  v.setUint32(p + 4, m.hdr ? hdrLen : NO_HDR, true)
+  p += 8
+  b.set(subj, p)
+  p += subj.length
+  b.set(reply, p)
+  p += reply.length
+  if (m.hdr) {
+    b.set(m.hdr, p)
+    p += hdrLen
+  }
+  b.set(m.payload, p)
+  v.setUint32(4, crc32(b, REC_HEADER), true)
+  return b
+}
+
+export interface Decoded {
+  seq: number
+  subject: string
+  reply: string
+  hdr: Uint8Array | null
+  payload: Uint8Array
+  size: number
+}
+
+/**
+ * Reads the record at `at` in `b` (which holds `end` valid bytes). Returns the record and its
+ * total length; 'more' when the buffer ends inside it; 'torn' when the length field is
+ * impossible; 'crc' (with its length) when the body fails its checksum or does not parse.
+ */
+export function decodeAt(b: Uint8Array, at: number, end: number): { rec: Decoded; len: number } | 'more' | 'torn' | { crc: number } {
+  if (end - at < REC_HEADER) return 'more'
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength)
+  const bodyLen = v.getUint32(at, true)
+  if (bodyLen < 17 || bodyLen > MAX_RECORD) return 'torn'
+  const len = REC_HEADER + bodyLen
+  if (end - at < len) return 'more'
+  const s = at + REC_HEADER
+  if (crc32(b, s, s + bodyLen) !== v.getUint32(at + 4, true) || b[s] !== KIND_MSG) return { crc: len }
+  const seq = v.getFloat64(s + 1, true)
+  const sl = v.getUint16(s + 9, true)
+  const rl = v.getUint16(s + 11, true)
+  const hl = v.getUint32(s + 13, true)
+  let p = s + 17
+  const hdrLen = hl === NO_HDR ? 0 : hl
+  if (p + sl + rl + hdrLen > s + bodyLen) return { crc: len }
+  const subject = dec.decode(b.subarray(p, p + sl))
+  p += sl
+  const reply = dec.decode(b.subarray(p, p + rl))
+  p += rl
+  const hdr = hl === NO_HDR ? null : b.slice(p, p + hdrLen)
+  p += hdrLen
+  const payload = b.slice(p, s + bodyLen)
+  return { rec: { seq, subject, reply, hdr, payload, size: subject.length + reply.length + hdrLen + payload.length }, len }
+}
+
+const EMPTY = new Uint8Array(0)

@@ -1,0 +1,265 @@
+// The optional on-disk store: one directory, a lock against a second process, a format marker,
+// the sync policy (group commit), the byte bound shared by everything in it, and its status.
+// FIFO spools (the uplink's buffers, spool.ts) live in it today; a keyed latest-value log for
+// MQTT retained messages and sessions is the next tenant (KeyedLog below).
+// Runtime-agnostic: every file access goes through src/host.ts Files.
+
+import type { Files, Host } from '../host.ts'
+import type { Logger } from '../log.ts'
+import { FORMAT_VERSION } from './record.ts'
+
+export interface StoreOptions {
+  dir: string
+  /** ms between fdatasyncs; 0 = "always": before every acknowledgement. */
+  sync_interval: number
+  /** Bound on everything the store holds on disk (bytes). */
+  max_bytes: number
+}
+
+export const STORE_DEFAULTS = Object.freeze({ sync_interval: 1000, max_bytes: 1024 * 1024 * 1024 })
+
+/** What the last start-up found (shown in /varz). */
+export interface Recovery {
+  segments: number
+  messages: number
+  /** Records whose checksum failed (skipped). */
+  corrupt_records: number
+  /** Torn tails cut off (power cut mid-write). */
+  truncated_bytes: number
+  /** Start-up scan time. */
+  ms: number
+}
+
+export interface StoreStatus {
+  dir: string
+  sync: string
+  max_bytes: number
+  bytes: number
+  segments: number
+  syncs: number
+  sync_errors: number
+  /** Writes refused: max_bytes reached or the disk full (ENOSPC). */
+  full_episodes: number
+  corrupt_records: number
+  recovery: Recovery
+}
+
+/**
+ * The keyed latest-value log the MQTT adapter's retained messages and sessions will use (not
+ * built yet): put/delete append a record; start-up replays them, the last value per key wins;
+ * compaction writes the live entries to a new segment and deletes the old ones.
+ */
+export interface KeyedLog {
+  get(key: string): Uint8Array | undefined
+  put(key: string, value: Uint8Array): void
+  delete(key: string): void
+  entries(): IterableIterator<[string, Uint8Array]>
+}
+
+/** Something that holds segment files in the store (a spool): its bytes and open descriptors. */
+export interface Tenant {
+  readonly bytes: number
+  readonly segments: number
+  close(): void
+}
+
+export class StoreError extends Error {}
+
+export class Store {
+  readonly recovery: Recovery = { segments: 0, messages: 0, corrupt_records: 0, truncated_bytes: 0, ms: 0 }
+  readonly tenants: Tenant[] = []
+  syncs = 0
+  syncErrors = 0
+  fullEpisodes = 0
+  corrupt = 0
+  private full = false
+  /** Descriptors written since their last fdatasync. */
+  private dirty = new Set<number>()
+  /** Callbacks waiting for the writes made before them to reach the disk. */
+  private waiting: (() => void)[] = []
+  private inFlight: (() => void)[] | null = null
+  private syncQueued = false
+  private timer: { cancel(): void } | null = null
+  private closed = false
+
+  private constructor(
+    readonly opts: StoreOptions,
+    readonly files: Files,
+    readonly host: Host,
+    readonly log: Logger,
+  ) {}
+
+  /**
+   * Opens (creating) the store directory: takes the lock, checks the format marker. Throws a
+   * StoreError with a one-line message naming the directory on any problem.
+   */
+  static open(opts: StoreOptions, files: Files, host: Host, log: Logger): Store {
+    const dir = opts.dir
+    const io = (what: string, e: unknown): StoreError => new StoreError(`store directory ${dir}: ${what}: ${(e as { code?: string }).code ?? (e as Error).message}`)
+    try {
+      files.mkdir(dir)
+    } catch (e) {
+      throw io('cannot create it', e)
+    }
+    const lock = `${dir}/LOCK`
+    try {
+      for (let i = 0; ; i++) {
+        if (files.createOnly(lock, `${files.pid}\n`)) break
+        const pid = Number((files.readText(lock) ?? '').trim())
+        if (Number.isInteger(pid) && pid > 0 && pid !== files.pid && files.alive(pid)) {
+          throw new StoreError(`store directory ${dir} is in use by another sprig (pid ${pid}, ${lock}); two processes cannot share a store`)
+        }
+        if (i > 0) throw new StoreError(`store directory ${dir}: cannot take the lock ${lock}`)
+        files.remove(lock) // left by a process that is gone (a crash or power cut)
+      }
+    } catch (e) {
+      if (e instanceof StoreError) throw e
+      throw io('cannot write to it', e)
+    }
+    try {
+      const marker = `${dir}/sprig-store.json`
+      const text = files.readText(marker)
+      if (text === null) files.writeText(marker, JSON.stringify({ format: FORMAT_VERSION }) + '\n')
+      else {
+        let format: unknown
+        try {
+          format = (JSON.parse(text) as { format?: unknown }).format
+        } catch {
+          format = undefined
+        }
+        if (typeof format !== 'number') throw new StoreError(`store directory ${dir}: ${marker} is not a sprig store marker`)
+        if (format > FORMAT_VERSION) {
+          throw new StoreError(`store directory ${dir} has format ${format}, written by a newer sprig; this one reads format ${FORMAT_VERSION} (refusing rather than misreading it)`)
+        }
+      }
+    } catch (e) {
+      files.remove(lock)
+      if (e instanceof StoreError) throw e
+      throw io('cannot write to it', e)
+    }
+    const s = new Store(opts, files, host, log)
+    if (opts.sync_interval > 0) s.timer = host.every(opts.sync_interval, () => s.syncNow())
+    return s
+  }
+
+  get syncMode(): string {
+    return this.opts.sync_interval === 0 ? 'always' : `${this.opts.sync_interval}ms`
+  }
+
+  get bytes(): number {
+    let n = 0
+    for (const t of this.tenants) n += t.bytes
+    return n
+  }
+
+  /** A write landed on `fd` (in the page cache): it needs an fdatasync. */
+  wrote(fd: number): void {
+    this.dirty.add(fd)
+    if (this.opts.sync_interval === 0 && !this.syncQueued) {
+      this.syncQueued = true
+      this.host.defer(() => {
+        this.syncQueued = false
+        this.syncNow()
+      })
+    }
+  }
+
+  /** A descriptor is about to be closed: no sync for it any more. */
+  forget(fd: number): void {
+    this.dirty.delete(fd)
+  }
+
+  /**
+   * Runs `cb` once everything written so far is on disk under the sync policy: with "always"
+   * after the next fdatasync (group commit: one per I/O turn for every write in it); with an
+   * interval at once (the write is in the page cache; a power cut may lose the last interval).
+   * Callbacks run in the order they were registered.
+   */
+  afterSync(cb: () => void): void {
+    if (this.opts.sync_interval > 0 || this.closed) return cb()
+    if (this.dirty.size > 0) this.waiting.push(cb)
+    else if (this.inFlight !== null) this.inFlight.push(cb)
+    else if (this.waiting.length > 0) this.waiting.push(cb)
+    else cb()
+  }
+
+  /** One group commit: fdatasync every dirty file, then release the callbacks it covers. */
+  syncNow(): void {
+    if (this.inFlight !== null || this.closed) return // the running one calls again when done
+    if (this.dirty.size === 0) {
+      const w = this.waiting
+      this.waiting = []
+      for (const cb of w) cb()
+      return
+    }
+    const fds = [...this.dirty]
+    this.dirty.clear()
+    const cbs = this.waiting
+    this.waiting = []
+    this.inFlight = cbs
+    let left = fds.length
+    const done = (err: string | null): void => {
+      if (err !== null && err !== 'EBADF') {
+        this.syncErrors++
+        this.log.error(`store: fdatasync failed: ${err}`)
+      }
+      if (--left > 0) return
+      this.syncs++
+      const list = this.inFlight ?? []
+      this.inFlight = null
+      for (const cb of list) cb()
+      if (this.opts.sync_interval === 0 && (this.dirty.size > 0 || this.waiting.length > 0)) this.syncNow()
+    }
+    for (const fd of fds) this.files.sync(fd, done)
+  }
+
+  /** A write was refused for space (max_bytes or ENOSPC): logged once per episode. */
+  noSpace(why: string): void {
+    if (this.full) return
+    this.full = true
+    this.fullEpisodes++
+    this.log.warn(`store ${this.opts.dir}: ${why}; applying the drop policy until there is room`)
+  }
+
+  /** A write succeeded: a full-disk episode (if any) is over. */
+  hasSpace(): void {
+    if (!this.full) return
+    this.full = false
+    this.log.info(`store ${this.opts.dir}: writing again`)
+  }
+
+  /** A damaged record or tail found while reading: counted and logged. */
+  damaged(file: string, offset: number, what: string): void {
+    this.corrupt++
+    this.log.warn(`store: ${file} at offset ${offset}: ${what}`)
+  }
+
+  status(): StoreStatus {
+    let segments = 0
+    for (const t of this.tenants) segments += t.segments
+    return {
+      dir: this.opts.dir,
+      sync: this.opts.sync_interval === 0 ? 'always' : `${this.opts.sync_interval / 1000}s`,
+      max_bytes: this.opts.max_bytes,
+      bytes: this.bytes,
+      segments,
+      syncs: this.syncs,
+      sync_errors: this.syncErrors,
+      full_episodes: this.fullEpisodes,
+      corrupt_records: this.corrupt,
+      recovery: this.recovery,
+    }
+  }
+
+  /** Clean stop: a last sync (callbacks released), descriptors closed, the lock given back. */
+  close(): void {
+    if (this.closed) return
+    this.timer?.cancel()
+    for (const t of this.tenants) t.close()
+    this.closed = true
+    const w = [...(this.inFlight ?? []), ...this.waiting]
+    this.waiting = []
+    for (const cb of w) cb()
+    this.files.remove(`${this.opts.dir}/LOCK`)
+  }
+}
