@@ -45,8 +45,8 @@ export interface StoreStatus {
 }
 
 /**
- * The keyed latest-value log the MQTT adapter's retained messages and sessions will use (not
- * built yet): put/delete append a record; start-up replays them, the last value per key wins;
+ * The keyed latest-value log the MQTT adapter's retained messages and sessions use (keyed.ts
+ * KeyedFile): put/delete append a record; start-up replays them, the last value per key wins;
  * compaction writes the live entries to a new segment and deletes the old ones.
  */
 export interface KeyedLog {
@@ -68,6 +68,8 @@ export class StoreError extends Error {}
 export class Store {
   readonly recovery: Recovery = { segments: 0, messages: 0, corrupt_records: 0, truncated_bytes: 0, ms: 0 }
   readonly tenants: Tenant[] = []
+  /** More sections of status() by name, from the store's users (the MQTT state: mqtt). */
+  readonly sections = new Map<string, () => unknown>()
   syncs = 0
   syncErrors = 0
   fullEpisodes = 0
@@ -234,7 +236,7 @@ export class Store {
     this.log.warn(`store: ${file} at offset ${offset}: ${what}`)
   }
 
-  status(): StoreStatus {
+  status(): StoreStatus & Record<string, unknown> {
     let segments = 0
     for (const t of this.tenants) segments += t.segments
     return {
@@ -248,6 +250,7 @@ export class Store {
       full_episodes: this.fullEpisodes,
       corrupt_records: this.corrupt,
       recovery: this.recovery,
+      ...Object.fromEntries([...this.sections].map(([k, f]) => [k, f()])),
     }
   }
 
