@@ -299,6 +299,7 @@ export class KeyedFile implements KeyedLog, Tenant {
   }
 
   private afterWrite(): void {
+    if (this.segs.length === 0) return
     this.release()
     const total = this.bytes
     if (!this.compacting && total >= this.compactMin && this.dead > total * DEAD_SHARE) this.compact()
@@ -376,7 +377,7 @@ export class KeyedFile implements KeyedLog, Tenant {
         f.close(s.fd)
         f.remove(s.path)
       }
-      this.release()
+      this.afterWrite() // writes made meanwhile may call for the next one
     })
   }
 }
