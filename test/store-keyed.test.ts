@@ -4,7 +4,7 @@
 // kills: mqtt-store.test.ts.)
 
 import t from 'tap'
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createLogger } from '../src/log.ts'
@@ -58,17 +58,23 @@ t.test('latest value per key and tombstones survive a reopen; compaction and who
 t.test('compaction rewrites only live records, then deletes the old segments', async (t) => {
   const dir = mkdtempSync(path.join(tmpdir(), 'sprig-kv-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  const { store, kv } = open(dir)
-  t.teardown(() => store.close())
+  let { store, kv } = open(dir)
   // A long-lived key at the front keeps the first segment alive; the rest churns.
   kv.put('pinned', Buffer.from('p'))
-  for (let i = 0; i < 2000; i++) kv.put(`k/${i % 10}`, Buffer.alloc(500, i % 256))
+  for (let i = 0; i < 3000; i++) kv.put(`k/${i % 300}`, Buffer.alloc(500, i % 256))
   // The compaction's fdatasync, then the deletes, then the next one for what churned meanwhile.
   for (let i = 0; i < 50 && kv.dead > kv.bytes / 2; i++) await new Promise((r) => setTimeout(r, 20))
   t.ok(kv.compactions > 0, `${kv.compactions} compactions`)
   t.ok(kv.dead <= kv.bytes / 2 + 64 * 1024, `dead ${kv.dead} of ${kv.bytes}`)
   t.equal(text(kv.get('pinned')), 'p')
-  t.equal(kv.get('k/3')![0], 1993 % 256)
+  t.equal(kv.get('k/3')![0], 2703 % 256)
+  const sizes = segs(dir).map((n) => statSync(path.join(dir, 'kv', n)).size)
+  t.ok(sizes.length > 2 && sizes.every((s) => s <= 64 * 1024), `the copy is cut into segments of segMax too: ${sizes.join(', ')}`)
+  store.close()
+  ;({ store, kv } = open(dir))
+  t.teardown(() => store.close())
+  t.equal(kv.size, 301, 'every live key after a reopen')
+  t.equal(kv.get('k/299')![0], 2999 % 256)
 })
 
 t.test('max_bytes: a put over the bound is refused and counted, deletes still go', async (t) => {

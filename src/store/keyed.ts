@@ -61,6 +61,8 @@ const dec = new TextDecoder()
 export class KeyedFile implements KeyedLog, Tenant {
   /** Writes refused: the store's max_bytes or a full disk. */
   refused = 0
+  /** A write was refused since the last one that went through (ends the store's full episode). */
+  private full = false
   compactions = 0
   /** Records found at start-up (latest per key). */
   readonly recovered: number
@@ -189,6 +191,7 @@ export class KeyedFile implements KeyedLog, Tenant {
     const st = this.store
     if (st.bytes + rec.length > st.opts.max_bytes) {
       this.refused++
+      this.full = true
       st.noSpace(`${this.dir}: max_bytes (${st.opts.max_bytes}) reached; MQTT state not stored`)
       return false
     }
@@ -196,6 +199,10 @@ export class KeyedFile implements KeyedLog, Tenant {
     if (at === null) return false
     const [seg, off] = at
     this.setIndex(key, { seg, off, len: rec.length, voff: off + REC_HEADER + 3 + k.length, vlen: value.length })
+    if (this.full) {
+      this.full = false
+      st.hasSpace()
+    }
     this.afterWrite()
     return true
   }
@@ -271,6 +278,7 @@ export class KeyedFile implements KeyedLog, Tenant {
         }
       }
       this.refused++
+      this.full = true
       st.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC); MQTT state not stored' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
       return null
     }
@@ -326,6 +334,7 @@ export class KeyedFile implements KeyedLog, Tenant {
    */
   private compact(): void {
     const f = this.store.files
+    const old = this.segs.slice()
     let seg: Seg
     try {
       seg = this.newSegment()
@@ -333,7 +342,8 @@ export class KeyedFile implements KeyedLog, Tenant {
       this.store.noSpace(`cannot compact ${this.dir}: ${(e as { code?: string }).code ?? (e as Error).message}`)
       return
     }
-    const old = this.segs.slice(0, -1)
+    // The copy is cut into segments of segMax too: start-up reads one segment at a time.
+    const fresh = [seg]
     const moves: [string, Where][] = []
     let buf = new Uint8Array(256 * 1024)
     let used = 0
@@ -345,7 +355,11 @@ export class KeyedFile implements KeyedLog, Tenant {
     }
     try {
       for (const [key, w] of this.index) {
-        if (w.seg === seg) continue
+        if (seg.size + used + w.len > this.segMax && seg.size + used > SEG_HEADER) {
+          flush()
+          seg = this.newSegment()
+          fresh.push(seg)
+        }
         if (used + w.len > buf.length) flush()
         if (w.len > buf.length) buf = new Uint8Array(w.len)
         f.read(w.seg.fd, buf.subarray(used, used + w.len), w.off)
@@ -355,20 +369,26 @@ export class KeyedFile implements KeyedLog, Tenant {
       flush()
     } catch (e) {
       // A full disk mid-copy: the copy is dropped, the old segments stay as they were.
-      this.segs.pop()
-      this.store.forget(seg.fd)
-      f.close(seg.fd)
-      f.remove(seg.path)
+      for (const s of fresh) {
+        this.segs.splice(this.segs.indexOf(s), 1)
+        this.store.forget(s.fd)
+        f.close(s.fd)
+        f.remove(s.path)
+      }
       this.store.noSpace(`cannot compact ${this.dir}: ${(e as { code?: string }).code ?? (e as Error).message}`)
       return
     }
     for (const [key, w] of moves) this.setIndex(key, w)
     this.compacting = true
     this.compactions++
-    f.sync(seg.fd, (err) => {
+    let left = fresh.length
+    let failed = false
+    const synced = (err: string | null): void => {
+      if (err !== null) failed = true
+      if (--left > 0) return
       this.compacting = false
       // A failed sync keeps the old segments (the next compaction tries again); closed: nothing to do.
-      if (err !== null || this.segs.length === 0) return
+      if (failed || this.segs.length === 0) return
       for (const s of old) {
         const i = this.segs.indexOf(s)
         if (i < 0) continue
@@ -378,7 +398,8 @@ export class KeyedFile implements KeyedLog, Tenant {
         f.remove(s.path)
       }
       this.afterWrite() // writes made meanwhile may call for the next one
-    })
+    }
+    for (const s of fresh) f.sync(s.fd, synced)
   }
 }
 
