@@ -223,6 +223,7 @@ export class MqttPersist {
       dead_bytes: this.log.dead,
       segments: this.log.segments,
       compactions: this.log.compactions,
+      bytes_written: this.log.written,
       refused: this.log.refused,
       restored: this.log.recovered,
     }

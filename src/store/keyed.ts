@@ -24,8 +24,8 @@ const SEG_RE = /^[0-9a-f]{16}\.kv$/
 const SEG_MAX = 4 * 1024 * 1024
 /** Largest record body we accept when reading (a damaged length beyond it is a torn tail). */
 const MAX_BODY = 128 * 1024 * 1024
-/** No compaction below this many bytes of log: rewriting a small log gains nothing. */
-const COMPACT_MIN = 1024 * 1024
+/** No compaction below this many bytes: a queue that drains frees whole segments without one. */
+const COMPACT_MIN = 2 * SEG_MAX
 /** Compaction when dead bytes exceed this share of the log. */
 const DEAD_SHARE = 0.5
 
@@ -64,6 +64,8 @@ export class KeyedFile implements KeyedLog, Tenant {
   /** A write was refused since the last one that went through (ends the store's full episode). */
   private full = false
   compactions = 0
+  /** Bytes appended since start (records, tombstones, compaction copies): write amplification. */
+  written = 0
   /** Records found at start-up (latest per key). */
   readonly recovered: number
   private index = new Map<string, Where>()
@@ -284,6 +286,7 @@ export class KeyedFile implements KeyedLog, Tenant {
     }
     const off = seg.size
     seg.size += rec.length
+    this.written += rec.length
     st.wrote(seg.fd)
     return [seg, off]
   }
@@ -351,6 +354,7 @@ export class KeyedFile implements KeyedLog, Tenant {
       if (used === 0) return
       f.write(seg.fd, buf.subarray(0, used), seg.size)
       seg.size += used
+      this.written += used
       used = 0
     }
     try {
