@@ -203,3 +203,35 @@ for (const rt of ['node', 'bun', 'deno'] as Runtime[]) {
   if (only && only !== rt) continue
   t.test(`${rt}: retained messages and persistent sessions survive SIGKILL; QoS 2 completes once`, (t) => suite(t, rt))
 }
+
+t.test('in process: over store.max_bytes a retained message is not kept, MQTT 5 PUBACK says 0x97; clearing frees room', async (t) => {
+  const { startBroker } = await import('./helpers/broker.ts')
+  const dir = mkdtempSync(path.join(tmpdir(), 'sprig-mqtt-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const b = await startBroker({ mqtt: true, store: { dir, sync_interval: 0, max_bytes: 1024 * 1024 } })
+  t.teardown(() => b.stop())
+  const c = await RawMqtt.connect(b.mqttPort, 5, { clientId: 'p5' })
+  t.teardown(() => c.close())
+  const codes: number[] = []
+  for (let i = 0; i < 14; i++) {
+    c.send({ cmd: 'publish', topic: `big/${i}`, payload: Buffer.alloc(100 * 1024, i), qos: 1, messageId: i + 1, dup: false, retain: true } as Packet)
+    const ack = (await c.next('puback')) as { reasonCode?: number }
+    codes.push(ack.reasonCode ?? 0)
+  }
+  t.ok(codes.slice(0, 8).every((x) => x === 0), `the first ones are stored: ${codes.join(',')}`)
+  t.equal(codes[codes.length - 1], 0x97, 'then 0x97 Quota exceeded')
+  const st = b.srv.status.get('store')!() as { mqtt: { retained_msgs: number; refused: number; bytes: number }; full_episodes: number }
+  const mq = b.srv.status.get('mqtt')!() as { retained_msgs: number; retained_refused: number }
+  t.equal(mq.retained_msgs, st.mqtt.retained_msgs, 'what is retained in memory is what is on disk')
+  t.ok(mq.retained_refused > 0 && st.mqtt.refused === mq.retained_refused, `refused, counted (${st.mqtt.refused})`)
+  t.ok(st.mqtt.bytes <= 1024 * 1024, `within max_bytes (${st.mqtt.bytes})`)
+  t.equal(st.full_episodes, 1, 'one full episode, logged once')
+  // Clearing retained messages always works (tombstones), and frees room again.
+  for (let i = 0; i < 9; i++) {
+    c.send({ cmd: 'publish', topic: `big/${i}`, payload: Buffer.alloc(0), qos: 1, messageId: 100 + i, dup: false, retain: true } as Packet)
+    t.equal(((await c.next('puback')) as { reasonCode?: number }).reasonCode ?? 0, 0)
+  }
+  await sleep(100) // the compaction's fdatasync, then the old segments go
+  c.send({ cmd: 'publish', topic: 'big/again', payload: Buffer.alloc(100 * 1024, 7), qos: 1, messageId: 200, dup: false, retain: true } as Packet)
+  t.equal(((await c.next('puback')) as { reasonCode?: number }).reasonCode ?? 0, 0, 'room again once cleared ones are compacted away')
+})

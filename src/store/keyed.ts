@@ -21,11 +21,11 @@ import { checkHeader, crc32, REC_HEADER, SEG_HEADER, segmentHeader } from './rec
 const KIND_PUT = 2
 const KIND_DEL = 3
 const SEG_RE = /^[0-9a-f]{16}\.kv$/
+/** Largest segment; smaller under a small max_bytes (an eighth of it), so space comes back in steps. */
 const SEG_MAX = 4 * 1024 * 1024
+const SEG_MIN = 64 * 1024
 /** Largest record body we accept when reading (a damaged length beyond it is a torn tail). */
 const MAX_BODY = 128 * 1024 * 1024
-/** No compaction below this many bytes: a queue that drains frees whole segments without one. */
-const COMPACT_MIN = 2 * SEG_MAX
 /** Compaction when dead bytes exceed this share of the log. */
 const DEAD_SHARE = 0.5
 
@@ -80,8 +80,9 @@ export class KeyedFile implements KeyedLog, Tenant {
     readonly dir: string,
     o: KeyedOptions = {},
   ) {
-    this.segMax = o.segMax ?? SEG_MAX
-    this.compactMin = o.compactMin ?? COMPACT_MIN
+    this.segMax = o.segMax ?? Math.max(SEG_MIN, Math.min(SEG_MAX, Math.floor(store.opts.max_bytes / 8)))
+    // No compaction below two segments: a queue that drains frees whole segments without one.
+    this.compactMin = o.compactMin ?? 2 * this.segMax
     try {
       store.files.mkdir(dir)
     } catch (e) {
