@@ -72,6 +72,8 @@ export class KeyedFile implements KeyedLog, Tenant {
   private segs: Seg[] = []
   /** A compaction's copy is being synced; the segments before it go when it is done. */
   private compacting = false
+  /** Closed with the store: later changes (connections parking at shutdown) are not written. */
+  private closed = false
   private readonly segMax: number
   private readonly compactMin: number
 
@@ -189,6 +191,7 @@ export class KeyedFile implements KeyedLog, Tenant {
 
   /** Appends the new value of `key`; false when the store refused it (full), the old value stays. */
   put(key: string, value: Uint8Array): boolean {
+    if (this.closed) return false
     const k = enc.encode(key)
     const rec = record(KIND_PUT, k, value)
     const st = this.store
@@ -212,7 +215,7 @@ export class KeyedFile implements KeyedLog, Tenant {
 
   /** Appends a tombstone (always: they are small and let space be freed). */
   delete(key: string): void {
-    if (!this.index.has(key)) return
+    if (this.closed || !this.index.has(key)) return
     this.unindex(key)
     if (this.append(record(KIND_DEL, enc.encode(key), EMPTY)) === null) {
       // Not on disk: after a restart the old value comes back (an acknowledged message resent).
@@ -240,6 +243,7 @@ export class KeyedFile implements KeyedLog, Tenant {
   }
 
   close(): void {
+    this.closed = true
     const f = this.store.files
     for (const s of this.segs) {
       this.store.forget(s.fd)
@@ -311,7 +315,7 @@ export class KeyedFile implements KeyedLog, Tenant {
   }
 
   private afterWrite(): void {
-    if (this.segs.length === 0) return
+    if (this.closed) return
     this.release()
     const total = this.bytes
     if (!this.compacting && total >= this.compactMin && this.dead > total * DEAD_SHARE) this.compact()
@@ -393,7 +397,7 @@ export class KeyedFile implements KeyedLog, Tenant {
       if (--left > 0) return
       this.compacting = false
       // A failed sync keeps the old segments (the next compaction tries again); closed: nothing to do.
-      if (failed || this.segs.length === 0) return
+      if (failed || this.closed) return
       for (const s of old) {
         const i = this.segs.indexOf(s)
         if (i < 0) continue
