@@ -281,7 +281,9 @@ export class MqttPersist {
     for (const k of drop) this.log.delete(k)
     // Parked sessions, oldest end first (st.sessions is oldest parked first).
     const o = mqttOptions(srv.opts)
-    const order = [...sessions].map(([id, s]) => ({ id, s, end: s.e < 0 ? Infinity : s.x !== null && s.x >= 0 ? this.nowOf(s.x) : now + s.e }))
+    // Never longer than mqtt.session_expiry allows now (it may have been lowered).
+    const end = (s: SessionRec): number => Math.min(now + o.session_expiry, s.e < 0 ? Infinity : s.x !== null && s.x >= 0 ? this.nowOf(s.x) : now + s.e)
+    const order = [...sessions].map(([id, s]) => ({ id, s, end: end(s) }))
     order.sort((a, b) => a.end - b.end)
     let restored = 0
     let msgCount = 0
