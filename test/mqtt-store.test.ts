@@ -247,3 +247,78 @@ t.test('in process: over store.max_bytes a retained message is not kept, MQTT 5 
   c.send({ cmd: 'publish', topic: 'big/again', payload: Buffer.alloc(100 * 1024, 7), qos: 1, messageId: 200, dup: false, retain: true } as Packet)
   t.equal(((await c.next('puback')) as { reasonCode?: number }).reasonCode ?? 0, 0, 'room again once cleared ones are compacted away')
 })
+
+// Kills during traffic: every message PUBACKed to the publisher reaches a persistent QoS 1
+// subscriber (which never subscribes again: its subscription comes back from the store), in order of first arrival.
+async function killLoop(t: Test, runtime: Runtime, kills: number): Promise<void> {
+  const bin = runtimeBin(runtime)
+  if (!bin) return skipOrFail(t, `${runtime} not found: run npm ci`)
+  const dir = mkdtempSync(path.join(tmpdir(), 'sprig-mqtt-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const mq = await freePort()
+  const conf = path.join(dir, 'sprig.json')
+  writeFileSync(conf, JSON.stringify({ host: '127.0.0.1', port: await freePort(), mqtt: { port: mq }, store: { dir: path.join(dir, 'store'), sync_interval: 'always' } }))
+  const args = runtime === 'node' ? [privateBundle(path.join(dir, 'sprig.js')), '-c', conf] : runtime === 'bun' ? [main, '-c', conf] : ['run', '-A', main, '-c', conf]
+  let sprig: Proc | null = await spawnServer(bin, args, mq)
+  t.teardown(async () => {
+    if (sprig) await sprig.stop()
+  })
+  const got: number[] = []
+  const sub = mqtt.connect(`mqtt://127.0.0.1:${mq}`, { clientId: 'ksub', clean: false, reconnectPeriod: 50, resubscribe: false })
+  sub.on('error', () => {})
+  sub.on('message', (_t, p) => got.push(Number(String(p))))
+  t.teardown(() => sub.end(true))
+  await new Promise((r) => sub.once('connect', r))
+  await sub.subscribeAsync('n/#', { qos: 1 })
+  const pub = mqtt.connect(`mqtt://127.0.0.1:${mq}`, { clientId: 'kpub', clean: true, reconnectPeriod: 50 })
+  pub.on('error', () => {})
+  t.teardown(() => pub.end(true))
+  const acked: number[] = []
+  let running = true
+  const publishing = (async () => {
+    for (let n = 0; running; ) {
+      if (!pub.connected) {
+        await sleep(20)
+        continue
+      }
+      const ok = await Promise.race([pub.publishAsync('n/x', String(n), { qos: 1 }).then(() => true, () => false), sleep(2000).then(() => false)])
+      if (ok) acked.push(n++)
+    }
+  })()
+  for (let k = 0; k < kills; k++) {
+    await sleep(200 + Math.random() * 300)
+    const p = sprig!
+    sprig = null
+    const exited = new Promise<void>((r) => p.proc.once('exit', () => r()))
+    p.proc.kill('SIGKILL')
+    await exited
+    sprig = await spawnServer(bin, args, mq)
+  }
+  await sleep(300)
+  running = false
+  await publishing
+  const have = new Set(got)
+  for (let i = 0; i < 100 && !acked.every((n) => have.has(n)); i++) {
+    await sleep(100)
+    for (const n of got) have.add(n)
+  }
+  const lost = acked.filter((n) => !have.has(n))
+  let disorder = 0
+  let max = -1
+  const seen = new Set<number>()
+  for (const n of got) {
+    if (seen.has(n)) continue
+    seen.add(n)
+    if (n < max) disorder++
+    max = Math.max(max, n)
+  }
+  t.ok(acked.length > 50, `${acked.length} PUBACKed across ${kills} kills`)
+  t.same(lost.slice(0, 10), [], `every PUBACKed message reached the persistent subscriber (${lost.length} missing)`)
+  t.equal(disorder, 0, 'in order')
+  t.comment(`${runtime}: ${acked.length} acked, ${got.length - seen.size} duplicates (redelivered after a kill)`)
+}
+
+for (const rt of ['node', 'bun'] as Runtime[]) {
+  if (only && only !== rt) continue
+  t.test(`${rt}: kills -9 during traffic: a persistent QoS 1 subscriber gets every PUBACKed message`, (t) => killLoop(t, rt, 5))
+}
