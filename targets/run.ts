@@ -27,6 +27,7 @@ import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts
 import { processStats } from './proc.ts'
 import { nodeFiles } from './files.ts'
 import { Store } from '../src/store/store.ts'
+import { openMqttStore } from '../adapters/mqtt/persist.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
 import { pageStatus } from '../src/status-page.ts'
@@ -206,6 +207,11 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     srv.durable = store
     srv.status.set('store', () => store.status())
     log.info(`Store in ${opts.store!.dir}, sync ${store.status().sync}, max ${opts.store!.max_bytes} bytes`)
+    // Retained messages and persistent sessions come back before any client can connect.
+    if (mqttOptions(opts).enabled) {
+      const ps = openMqttStore(srv, store)
+      store.sections.set('mqtt', () => ps.status())
+    }
   }
   const guard = (a: Accept): Accept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.

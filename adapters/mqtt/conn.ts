@@ -20,6 +20,7 @@ import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server } from '../../src/server.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
+import type { MqttPersist } from './persist.ts'
 import { onPacket, onPubackIn } from './handlers/index.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
@@ -150,6 +151,22 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   /** Packet ids of QoS 2 publishes received and not yet released (PUBREL). */
   private get qos2In(): Set<number> {
     return (this.qosFlow().qos2In ??= new Set())
+  }
+
+  /** The on-disk store's writer while this session is persistent and a store is on (persist.ts). */
+  private get ps(): MqttPersist | null {
+    return this.sessionExpiry > 0 ? this.st.persist : null
+  }
+
+  /**
+   * After CONNACK: a persistent session's record in the store (with its subscriptions); a
+   * session that ends at disconnect has none there any more.
+   */
+  storeSession(): void {
+    const ps = this.st.persist
+    if (ps === null) return
+    if (this.sessionExpiry > 0) ps.live(this.clientId, this.user, this.sessionExpiry, this.subs)
+    else ps.endSession(this.clientId)
   }
 
   /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
@@ -390,11 +407,14 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   qos2Received(pid: number): void {
     this.qos2In.add(pid)
+    this.ps?.qos2(this.clientId, pid, true) // a PUBLISH resent after a restart is not routed again
   }
 
   /** PUBREL (or a refused QoS 2 PUBLISH): forgets the id; false when it was not known. */
   qos2Released(pid: number): boolean {
-    return this.flow !== null && this.flow.qos2In !== null && this.flow.qos2In.delete(pid)
+    const known = this.flow !== null && this.flow.qos2In !== null && this.flow.qos2In.delete(pid)
+    if (known) this.ps?.qos2(this.clientId, pid, false)
+    return known
   }
 
   /**
@@ -446,7 +466,10 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   received(pid: number): boolean {
     const o = this.flow?.inflight?.get(pid)
     if (o === undefined) return false
-    if (o.qos === 2) o.released = true
+    if (o.qos === 2 && !o.released) {
+      o.released = true
+      this.ps?.sent(this.clientId, o, pid)
+    }
     return true
   }
 
@@ -463,6 +486,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (old) for (const x of old) this.srv.router.unsubscribe(x)
     this.subs = withFilter(this.subs, filter, list)
     for (const x of list) this.srv.router.subscribe(x)
+    if (this.ps !== null) this.storeSession()
   }
 
   /** Unsubscribes a filter; false when there was none. */
@@ -471,6 +495,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (!list) return false
     for (const s of list) this.srv.router.unsubscribe(s)
     this.subs = withoutFilter(this.subs, filter)
+    if (this.ps !== null) this.storeSession()
     return true
   }
 
@@ -539,17 +564,22 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       return
     }
     if (this.inflight.size < this.maxInflight) this.sendInflight(o)
-    else this.waiting.push(o)
+    else {
+      this.waiting.push(o)
+      this.ps?.queued(this.clientId, o)
+    }
   }
 
   private sendInflight(o: Outgoing): void {
     // A message that waited past its Message Expiry Interval is dropped [MQTT-3.3.2-5] (props.ts).
     if (o.props !== undefined && !unexpired(o, this.srv.host.now())) {
       this.charge(this.flow!, -o.payload.length)
+      this.ps?.done(this.clientId, o)
       return
     }
     const pid = this.nextPid()
     this.inflight.set(pid, o)
+    this.ps?.sent(this.clientId, o, pid)
     this.sendPublish(o, pid, false)
   }
 
@@ -625,6 +655,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     const o = this.inflight.get(pid)
     if (!o) return false
     this.inflight.delete(pid)
+    this.ps?.done(this.clientId, o)
     const f = this.flow!
     this.charge(f, -o.payload.length)
     const w = f.waiting
@@ -648,6 +679,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
         if (keep(o)) kept.push(o)
         else {
           this.charge(f, -o.payload.length)
+          this.ps?.done(this.clientId, o)
           n++
         }
       }
@@ -738,6 +770,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.subs = recheckSession(this, this.srv.router, this.st, this.perms, (filter) =>
       this.srv.log.info(`Removed sub ${quote(filter)} for User ${quote(this.user)} - not authorized`),
     )
+    if (this.ps !== null) this.storeSession()
   }
 
   tick(now: number): void {
@@ -770,6 +803,13 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const leaving = { cid: this.cid, clientId: this.clientId, user: this.user, perms: this.perms, subs: this.subs, inflight: f?.inflight ?? null, waiting: f?.waiting ?? null, qos2In: f?.qos2In ?? null, label: () => this.label() }
       if (park(srv, this.st, leaving, srv.host.now(), this.sessionExpiry)) this.subs = null
       else this.sessionExpiry = 0
+    }
+    // The store: the session parked until its expiry, or ended (persist.ts).
+    const ps = this.st.persist
+    if (ps !== null && this.connected) {
+      const p = this.sessionExpiry > 0 ? this.st.sessions.get(this.clientId) : undefined
+      if (p !== undefined) ps.parked(p, this.sessionExpiry)
+      else ps.endSession(this.clientId)
     }
     this.st.persistent.delete(this)
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)

@@ -38,6 +38,8 @@ export interface Outgoing {
   released: boolean
   /** MQTT 5 properties from the message's NATS headers. */
   props?: PublishProps
+  /** Its number in the store (persist.ts), when a persistent session's message is written there. */
+  key?: number | undefined
 }
 
 /** The will from CONNECT, published if the connection ends without DISCONNECT [MQTT-3.1.2-8]. */

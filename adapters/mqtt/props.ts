@@ -201,6 +201,16 @@ export function unexpired(o: { props?: PublishProps }, now: number): boolean {
   return true
 }
 
+/** host.now() by which a message with these properties expires (the store keeps it on the wall clock, persist.ts). */
+export function deadlineOf(p: PublishProps | undefined): number | undefined {
+  return p ? deadlines.get(p) : undefined
+}
+
+/** Sets that deadline on restored properties (persist.ts). */
+export function setDeadline(p: PublishProps, d: number): void {
+  deadlines.set(p, d)
+}
+
 /** False when a kept message's deadline has passed. */
 export function expiredAt(p: PublishProps | undefined, now: number): boolean {
   const d = p ? deadlines.get(p) : undefined

@@ -28,10 +28,12 @@ export interface RetainedStore {
   maxMsgs: number
   maxBytes: number
   budget: Budget | null
+  /** Writes a change to the on-disk store (persist.ts); false when the store refused it. Null: no store. */
+  persist: ((topic: string, r: Retained | null) => boolean) | null
 }
 
 export function newRetainedStore(maxMsgs: number, maxBytes: number, budget: Budget | null = null): RetainedStore {
-  return { byTopic: new Map(), bytes: 0, refused: 0, maxMsgs, maxBytes, budget }
+  return { byTopic: new Map(), bytes: 0, refused: 0, maxMsgs, maxBytes, budget, persist: null }
 }
 
 function setBytes(st: RetainedStore, bytes: number): void {
@@ -51,6 +53,7 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
     if (old) {
       st.byTopic.delete(topic)
       setBytes(st, st.bytes - size(old))
+      st.persist?.(topic, null)
     }
     return true
   }
@@ -69,6 +72,10 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
     st.budget.dropped('the MQTT retained store')
     return false
   }
+  if (st.persist !== null && !st.persist(topic, r)) {
+    st.refused++ // the on-disk store is full: not kept, as when the memory bound is reached
+    return false
+  }
   st.byTopic.set(topic, r)
   setBytes(st, bytes)
   return true
@@ -84,6 +91,7 @@ export function matchRetained(st: RetainedStore, subjects: readonly string[], no
     if (r.props && expiredAt(r.props, now)) {
       st.byTopic.delete(r.topic)
       setBytes(st, st.bytes - size(r))
+      st.persist?.(r.topic, null)
       continue
     }
     for (const s of subjects) {

@@ -83,7 +83,13 @@ export class Parked implements Owner {
       return
     }
     const props = deliveryProps(headersToProps(this.st, m), s)
-    this.queue.push({ topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props })
+    const o: Outgoing = { topic, payload: Buffer.from(m.payload), qos, retain: s.rap === true && msgRetained(m), released: false, props }
+    // With a store the message is queued only once it is written there (persist.ts).
+    if (this.st.persist !== null && !this.st.persist.queued(this.clientId, o)) {
+      this.st.counters.offline_dropped++
+      return
+    }
+    this.queue.push(o)
     this.queued += n
     charge(this, n)
     if (this.stored) this.st.parkedBytes += n
@@ -99,12 +105,14 @@ export class Parked implements Owner {
       else {
         bytes += o.payload.length
         n++
+        this.st.persist?.done(this.clientId, o)
       }
     }
     this.queue = kept
     this.queued -= bytes
     for (const [pid, o] of this.inflight) {
       if (keep(o)) continue
+      this.st.persist?.done(this.clientId, o)
       this.inflight.delete(pid)
       this.unacked -= o.payload.length
       bytes += o.payload.length
@@ -188,6 +196,7 @@ export function takeParked(st: MqttState, clientId: string): Parked | null {
  */
 export function endParked(p: Parked): void {
   unstore(p)
+  p.st.persist?.endSession(p.clientId)
   p.subs = moveSubs(p.router, p.subs, null)
   cancelWill(p.st, p.clientId, true)
   charge(p, -p.charged)
@@ -212,6 +221,7 @@ export function expireSessions(st: MqttState, now: number): void {
   for (const p of [...st.sessions.values()]) {
     if (p.expiresAt > now) continue
     unstore(p)
+    p.st.persist?.endSession(p.clientId)
     p.subs = moveSubs(p.router, p.subs, null)
     charge(p, -p.charged)
   }
@@ -288,6 +298,7 @@ function recheckParked(srv: Server, p: Parked, perms: CompiledPermissions | null
     srv.log.info(`mqtt session ${quote(p.clientId)}: removed sub ${quote(filter)} for User ${quote(p.user)} - not authorized`),
   )
   p.perms = perms
+  p.st.persist?.parked(p, p.expiresAt - p.st.now())
   const dropped = p.st.counters.revoked_msgs - before
   if (dropped > 0) srv.log.info(`mqtt session ${quote(p.clientId)}: dropped ${dropped} held message(s) User ${quote(p.user)} may no longer read`)
 }

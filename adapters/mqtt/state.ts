@@ -7,6 +7,7 @@ import type { Server } from '../../src/server.ts'
 import { newRetainedStore, type RetainedStore } from './retained.ts'
 import type { Parked } from './session.ts'
 import type { PublishProps } from './props.ts'
+import type { MqttPersist } from './persist.ts'
 
 export interface MqttCounters {
   /** NATS messages skipped for an MQTT subscriber because the subject has no topic form. */
@@ -57,6 +58,8 @@ export interface MqttState {
   props: PublishProps | undefined
   /** The server's clock (host.now()), for message expiry. */
   now(): number
+  /** Retained messages and persistent sessions in the on-disk store; null without one (persist.ts). */
+  persist: MqttPersist | null
 }
 
 const states = new WeakMap<Server, MqttState>()
@@ -88,6 +91,7 @@ export function mqttState(srv: Server): MqttState {
       propsSeq: -1,
       props: undefined,
       now: () => srv.host.now(),
+      persist: null,
     }
     states.set(srv, st)
   }

@@ -1,7 +1,7 @@
 // The optional on-disk store: one directory, a lock against a second process, a format marker,
 // the sync policy (group commit), the byte bound shared by everything in it, and its status.
 // FIFO spools (the uplink's buffers, spool.ts) live in it; a keyed latest-value log for MQTT
-// retained messages and sessions (keyed.ts, KeyedLog below) is built but not wired in yet.
+// retained messages and sessions (keyed.ts, KeyedLog below; adapters/mqtt/persist.ts uses it).
 // Runtime-agnostic: every file access goes through src/host.ts Files.
 
 import type { Files, Host } from '../host.ts'
@@ -45,10 +45,9 @@ export interface StoreStatus {
 }
 
 /**
- * The keyed latest-value log for MQTT retained messages and sessions (keyed.ts; not wired into
- * the adapter yet): put/delete append a record; start-up replays them, the last value per key
- * wins; compaction writes the live entries to a new generation and deletes the old file.
- * put() is false when the store is full. Acknowledge after store.afterSync, as for the spool.
+ * The keyed latest-value log the MQTT adapter's retained messages and sessions use (keyed.ts
+ * KeyedFile): put/delete append a record; start-up replays them, the last value per key wins;
+ * compaction writes the live entries to a new segment and deletes the old ones.
  */
 export interface KeyedLog {
   get(key: string): Uint8Array | undefined
@@ -69,6 +68,8 @@ export class StoreError extends Error {}
 export class Store {
   readonly recovery: Recovery = { segments: 0, messages: 0, corrupt_records: 0, truncated_bytes: 0, ms: 0 }
   readonly tenants: Tenant[] = []
+  /** More sections of status() by name, from the store's users (the MQTT state: mqtt). */
+  readonly sections = new Map<string, () => unknown>()
   syncs = 0
   syncErrors = 0
   fullEpisodes = 0
@@ -235,7 +236,7 @@ export class Store {
     this.log.warn(`store: ${file} at offset ${offset}: ${what}`)
   }
 
-  status(): StoreStatus {
+  status(): StoreStatus & Record<string, unknown> {
     let segments = 0
     for (const t of this.tenants) segments += t.segments
     return {
@@ -249,6 +250,7 @@ export class Store {
       full_episodes: this.fullEpisodes,
       corrupt_records: this.corrupt,
       recovery: this.recovery,
+      ...Object.fromEntries([...this.sections].map(([k, f]) => [k, f()])),
     }
   }
 

@@ -173,4 +173,5 @@ function accept(c: MqttConn, p: IConnectPacket): void {
   }, parked !== null) // session present [MQTT-3.2.2-2]
   srv.log.debug(() => `${c.label()} mqtt ${c.version === 5 ? '5.0' : '3.1.1'} client connected${parked ? ', session resumed' : ''}`)
   if (parked) c.resume(parked)
+  c.storeSession()
 }
