@@ -16,7 +16,7 @@
 
 import type { KeyedLog, Store, Tenant } from './store.ts'
 import { StoreError } from './store.ts'
-import { checkHeader, crc32, REC_HEADER, SEG_HEADER, segmentHeader } from './record.ts'
+import { crc32, REC_HEADER, SEG_HEADER, segmentHeader } from './record.ts'
 
 const KIND_PUT = 2
 const KIND_DEL = 3
@@ -102,25 +102,8 @@ export class KeyedFile implements KeyedLog, Tenant {
   // --- start-up
 
   private recover(): void {
-    const f = this.store.files
-    for (const name of f.list(this.dir).filter((n) => SEG_RE.test(n)).sort()) {
-      const path = `${this.dir}/${name}`
-      const fd = f.open(path)
-      const head = new Uint8Array(SEG_HEADER)
-      const n = f.read(fd, head, 0)
-      const bad = checkHeader(head.subarray(0, n))
-      if (bad === 'newer') {
-        f.close(fd)
-        throw new StoreError(`store: ${path} was written by a newer sprig (format ${head[4]}); refusing rather than misreading it`)
-      }
-      if (bad !== null) {
-        this.store.damaged(path, 0, `bad segment header (${bad}); skipped`)
-        this.store.recovery.corrupt_records++
-        f.close(fd)
-        f.remove(path)
-        continue
-      }
-      const seg: Seg = { id: parseInt(name.slice(0, 16), 16), path, fd, size: f.size(fd), live: 0 }
+    for (const { id, path, fd, size } of this.store.openSegments(this.dir, SEG_RE)) {
+      const seg: Seg = { id, path, fd, size, live: 0 }
       this.segs.push(seg)
       this.scan(seg)
     }

@@ -9,7 +9,7 @@
 
 import type { Stored, Spool } from '../leaf/buffer.ts'
 import type { Msg } from '../msg.ts'
-import { checkHeader, crc32, decodeAt, encodeMsg, SEG_HEADER, segmentHeader } from './record.ts'
+import { crc32, decodeAt, encodeMsg, SEG_HEADER, segmentHeader } from './record.ts'
 import { StoreError, type Store, type Tenant } from './store.ts'
 
 export interface SpoolOptions {
@@ -80,27 +80,9 @@ export class DiskSpool implements Spool, Tenant {
   private recover(): void {
     const f = this.store.files
     const t0 = this.store.host.now()
-    const names = f.list(this.dir).filter((n) => SEG_RE.test(n)).sort()
-    for (const name of names) {
-      const path = `${this.dir}/${name}`
-      const fd = f.open(path)
-      const size = f.size(fd)
-      const head = new Uint8Array(SEG_HEADER)
-      const n = f.read(fd, head, 0)
-      const bad = checkHeader(head.subarray(0, n))
-      if (bad === 'newer') {
-        f.close(fd)
-        throw new StoreError(`store: ${path} was written by a newer sprig (format ${head[4]}); refusing rather than misreading it`)
-      }
-      if (bad !== null) {
-        // Created but never written (a power cut right after creating it), or not ours: removed.
-        this.store.damaged(path, 0, `bad segment header (${bad}); skipped`)
-        this.store.recovery.corrupt_records++
-        f.close(fd)
-        f.remove(path)
-        continue
-      }
-      this.segs.push({ first: parseInt(name.slice(0, 16), 16), path, fd, size })
+    for (const { id, path, fd, size } of this.store.openSegments(this.dir, SEG_RE)) {
+      // Empty or unreadable headers were removed by openSegments (a power cut right after creating one).
+      this.segs.push({ first: id, path, fd, size })
     }
     // acked: f64 seq + u32 CRC. A torn or missing one means "nothing confirmed": resend, never lose.
     const ab = this.ackBuf

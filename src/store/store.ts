@@ -6,7 +6,7 @@
 
 import type { Files, Host } from '../host.ts'
 import type { Logger } from '../log.ts'
-import { FORMAT_VERSION } from './record.ts'
+import { checkHeader, FORMAT_VERSION, SEG_HEADER } from './record.ts'
 
 export interface StoreOptions {
   dir: string
@@ -231,6 +231,38 @@ export class Store {
   }
 
   /** A damaged record or tail found while reading: counted and logged. */
+  /**
+   * The segment files in `dir` whose names match `re`, in name order, opened, their headers
+   * checked: a store written by a newer format is refused; a file with a bad header (created
+   * but never written before a power cut, or not ours) is logged, counted and removed.
+   * `id` is the 16 hex digits the name starts with.
+   */
+  openSegments(dir: string, re: RegExp): { id: number; path: string; fd: number; size: number }[] {
+    const f = this.files
+    const out: { id: number; path: string; fd: number; size: number }[] = []
+    for (const name of f.list(dir).filter((n) => re.test(n)).sort()) {
+      const path = `${dir}/${name}`
+      const fd = f.open(path)
+      const head = new Uint8Array(SEG_HEADER)
+      const n = f.read(fd, head, 0)
+      const bad = checkHeader(head.subarray(0, n))
+      if (bad === 'newer') {
+        f.close(fd)
+        for (const o of out) f.close(o.fd)
+        throw new StoreError(`store: ${path} was written by a newer sprig (format ${head[4]}); refusing rather than misreading it`)
+      }
+      if (bad !== null) {
+        this.damaged(path, 0, `bad segment header (${bad}); skipped`)
+        this.recovery.corrupt_records++
+        f.close(fd)
+        f.remove(path)
+        continue
+      }
+      out.push({ id: parseInt(name.slice(0, 16), 16), path, fd, size: f.size(fd) })
+    }
+    return out
+  }
+
   damaged(file: string, offset: number, what: string): void {
     this.corrupt++
     this.log.warn(`store: ${file} at offset ${offset}: ${what}`)
