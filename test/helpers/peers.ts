@@ -43,8 +43,11 @@ export function freePort(): Promise<number> {
   })
 }
 
-/** Resolves once something accepts TCP connections on the port. */
-export async function waitForPort(port: number, ms = 10_000): Promise<void> {
+/**
+ * Resolves once something accepts TCP connections on the port. 20 s: a loaded 2-core CI
+ * machine has been seen to take over 10 s to start a Node process.
+ */
+export async function waitForPort(port: number, ms = 20_000): Promise<void> {
   const end = Date.now() + ms
   for (;;) {
     const ok = await new Promise<boolean>((r) => {
