@@ -267,3 +267,37 @@ if (haveHub(t)) {
     t.match(String(e?.message) + String((e as { code?: number } | null)?.code), /Quota exceeded|151/i, 'QoS 2: PUBREC 0x97')
   })
 }
+
+t.test('record format: an MQTT QoS header block is stored as a code, other headers as they are', async (t) => {
+  const { encodeMsg, decodeAt } = await import('../src/store/record.ts')
+  const { newMsg } = await import('../src/msg.ts')
+  const { encodeHeaders } = await import('../src/headers.ts')
+  const enc = new TextEncoder()
+  const rec = (hdr: Uint8Array | null): Uint8Array => {
+    const m = newMsg()
+    m.subject = 'telemetry.dev0'
+    m.subjectBytes = enc.encode(m.subject)
+    m.hdr = hdr
+    m.payload = enc.encode('x'.repeat(256))
+    return encodeMsg(m, 7)
+  }
+  const plain = rec(null)
+  const qos1 = rec(encodeHeaders([['Nmqtt-Pub', '1']]))
+  const other = rec(encodeHeaders([['Nmqtt-Pub', '1'], ['X', 'y']]))
+  t.equal(qos1.length, plain.length, 'the QoS block costs no bytes')
+  t.ok(other.length > plain.length + 26, 'another block is written out')
+  for (const [b, want] of [[plain, null], [qos1, 'NATS/1.0\r\nNmqtt-Pub: 1\r\n\r\n'], [other, 'NATS/1.0\r\nNmqtt-Pub: 1\r\nX: y\r\n\r\n']] as const) {
+    const r = decodeAt(b, 0, b.length)
+    if (typeof r !== 'object' || !('rec' in r)) throw new Error('not decoded')
+    t.equal(r.rec.seq, 7)
+    t.equal(r.rec.subject, 'telemetry.dev0')
+    t.equal(r.rec.hdr === null ? null : new TextDecoder().decode(r.rec.hdr), want)
+    t.equal(r.rec.payload.length, 256)
+  }
+  // An unknown code (a newer sprig's) is damage, never a guess.
+  const bad = qos1.slice()
+  new DataView(bad.buffer).setUint32(8 + 13, 0xfffffffe, true)
+  const { crc32 } = await import('../src/store/record.ts')
+  new DataView(bad.buffer).setUint32(4, crc32(bad, 8), true)
+  t.ok('crc' in (decodeAt(bad, 0, bad.length) as object), 'unknown header code refused')
+})

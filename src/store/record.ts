@@ -3,11 +3,14 @@
 //
 //   u32 length of body | u32 CRC-32 of body | body
 //   body of a message: u8 kind (1) | f64 seq | u16 subject length | u16 reply length |
-//                      u32 header length (0xffffffff: none) | subject | reply | header | payload
+//                      u32 header length | subject | reply | header | payload
+//   header length 0xffffffff: no header; 0xfffffff0 + k: header block k of KNOWN_HEADERS, not
+//   written out (an MQTT publish's `Nmqtt-Pub: <qos>`: 26 bytes of every MQTT message).
 //
 // All little-endian. A torn write leaves a short or checksum-failing last record; a flipped bit
 // fails its checksum. A newer version in a header is refused, never guessed at.
 
+import { encodeHeaders } from '../headers.ts'
 import type { Msg } from '../msg.ts'
 
 export const FORMAT_VERSION = 1
@@ -18,6 +21,24 @@ export const KIND_MSG = 1
 /** Larger than any record we write (max_payload is capped well below): framing is broken. */
 export const MAX_RECORD = 128 * 1024 * 1024
 const NO_HDR = 0xffffffff
+const KNOWN_HDR = 0xfffffff0
+/**
+ * Header blocks stored as a code (part of the format: append only, never reorder). The blocks
+ * the MQTT adapter puts on a publish without properties (adapters/mqtt/props.ts QOS_HEADERS).
+ */
+const KNOWN_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([['Nmqtt-Pub', String(q)]]))
+
+/** The code of a well-known header block, or -1. */
+function knownHeader(h: Uint8Array): number {
+  for (let k = 0; k < KNOWN_HEADERS.length; k++) {
+    const w = KNOWN_HEADERS[k]!
+    if (w.length !== h.length) continue
+    let i = 0
+    while (i < w.length && w[i] === h[i]) i++
+    if (i === w.length) return k
+  }
+  return -1
+}
 
 const TABLE = (() => {
   const t = new Int32Array(256)
@@ -55,7 +76,8 @@ const dec = new TextDecoder()
 export function encodeMsg(m: Msg, seq: number): Uint8Array {
   const subj = m.subjectBytes.length > 0 ? m.subjectBytes : enc.encode(m.subject)
   const reply = m.reply === '' ? EMPTY : m.replyBytes.length > 0 ? m.replyBytes : enc.encode(m.reply)
-  const hdrLen = m.hdr ? m.hdr.length : 0
+  const known = m.hdr ? knownHeader(m.hdr) : -1
+  const hdrLen = m.hdr && known < 0 ? m.hdr.length : 0
   const bodyLen = 1 + 8 + 2 + 2 + 4 + subj.length + reply.length + hdrLen + m.payload.length
   const b = new Uint8Array(REC_HEADER + bodyLen)
   const v = new DataView(b.buffer)
@@ -66,13 +88,13 @@ export function encodeMsg(m: Msg, seq: number): Uint8Array {
   p += 8
   v.setUint16(p, subj.length, true)
   v.setUint16(p + 2, reply.length, true)
-  v.setUint32(p + 4, m.hdr ? hdrLen : NO_HDR, true)
+  v.setUint32(p + 4, m.hdr === null ? NO_HDR : known >= 0 ? KNOWN_HDR + known : hdrLen, true)
   p += 8
   b.set(subj, p)
   p += subj.length
   b.set(reply, p)
   p += reply.length
-  if (m.hdr) {
+  if (m.hdr && known < 0) {
     b.set(m.hdr, p)
     p += hdrLen
   }
@@ -109,16 +131,19 @@ export function decodeAt(b: Uint8Array, at: number, end: number): { rec: Decoded
   const rl = v.getUint16(s + 11, true)
   const hl = v.getUint32(s + 13, true)
   let p = s + 17
-  const hdrLen = hl === NO_HDR ? 0 : hl
+  const known = hl >= KNOWN_HDR && hl !== NO_HDR ? KNOWN_HEADERS[hl - KNOWN_HDR] : undefined
+  if (hl >= KNOWN_HDR && hl !== NO_HDR && known === undefined) return { crc: len } // not a code we know
+  const hdrLen = hl >= KNOWN_HDR ? 0 : hl
   if (p + sl + rl + hdrLen > s + bodyLen) return { crc: len }
   const subject = dec.decode(b.subarray(p, p + sl))
   p += sl
   const reply = dec.decode(b.subarray(p, p + rl))
   p += rl
-  const hdr = hl === NO_HDR ? null : b.slice(p, p + hdrLen)
+  // A known block is shared, as the adapter's own blocks are (nothing writes into a message's header).
+  const hdr = hl === NO_HDR ? null : known !== undefined ? known : b.slice(p, p + hdrLen)
   p += hdrLen
   const payload = b.slice(p, s + bodyLen)
-  return { rec: { seq, subject, reply, hdr, payload, size: subject.length + reply.length + hdrLen + payload.length }, len }
+  return { rec: { seq, subject, reply, hdr, payload, size: subject.length + reply.length + (hdr?.length ?? 0) + payload.length }, len }
 }
 
 const EMPTY = new Uint8Array(0)
