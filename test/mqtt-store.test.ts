@@ -368,3 +368,35 @@ t.test('in process: stored sessions and queues over a lowered max_sessions / max
   t.equal(await s2.next('publish', 300), undefined, 'and no more')
   t.equal(await s0.next('publish', 300), undefined, 's0 (ends first) was evicted: nothing for it')
 })
+
+t.test('in process: a SUBSCRIBE with many filters writes the session record once, not once per filter', async (t) => {
+  const { startBroker } = await import('./helpers/broker.ts')
+  const dir = mkdtempSync(path.join(tmpdir(), 'sprig-mqtt-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = { dir, sync_interval: 0, max_bytes: 16 * 1024 * 1024 }
+  let b = await startBroker({ mqtt: true, store })
+  const written = (): number => (b.srv.status.get('store')!() as { mqtt: { bytes_written: number } }).mqtt.bytes_written
+  const c = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'many', clean: false })
+  const before = written()
+  const subscriptions = Array.from({ length: 300 }, (_, i) => ({ topic: `site/${i}/temperature/#`, qos: 1 }))
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions } as Packet)
+  await c.next('suback')
+  const once = written() - before
+  t.ok(once > 300 * 20 && once < 2 * 300 * 40, `one record with 300 filters: ${once} bytes (per filter it would be ~${300 * 150 * 20})`)
+  c.send({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: subscriptions.slice(0, 100).map((s) => s.topic) } as Packet)
+  await c.next('unsuback')
+  t.ok(written() - before - once < once, 'an UNSUBSCRIBE of 100 filters: one record too')
+  c.close()
+  await sleep(50)
+  await b.stop()
+  b = await startBroker({ mqtt: true, store })
+  t.teardown(() => b.stop())
+  const c2 = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'many', clean: false })
+  t.teardown(() => c2.close())
+  const pub = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'pub' })
+  t.teardown(() => pub.close())
+  for (const i of [50, 250]) pub.send({ cmd: 'publish', topic: `site/${i}/temperature/x`, payload: Buffer.from(String(i)), qos: 0, dup: false, retain: false } as Packet)
+  const p = (await c2.next('publish')) as IPublishPacket | undefined
+  t.equal(String(p?.payload), '250', 'the filters kept after the UNSUBSCRIBE came back; the removed one did not')
+  t.equal(await c2.next('publish', 300), undefined)
+})
