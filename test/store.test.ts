@@ -273,10 +273,11 @@ t.test('record format: an MQTT QoS header block is stored as a code, other heade
   const { newMsg } = await import('../src/msg.ts')
   const { encodeHeaders } = await import('../src/headers.ts')
   const enc = new TextEncoder()
-  const rec = (hdr: Uint8Array | null): Uint8Array => {
+  const rec = (hdr: Uint8Array | null, reply = ''): Uint8Array => {
     const m = newMsg()
     m.subject = 'telemetry.dev0'
     m.subjectBytes = enc.encode(m.subject)
+    m.reply = reply
     m.hdr = hdr
     m.payload = enc.encode('x'.repeat(256))
     return encodeMsg(m, 7)
@@ -284,20 +285,28 @@ t.test('record format: an MQTT QoS header block is stored as a code, other heade
   const plain = rec(null)
   const qos1 = rec(encodeHeaders([['Nmqtt-Pub', '1']]))
   const other = rec(encodeHeaders([['Nmqtt-Pub', '1'], ['X', 'y']]))
+  const withReply = rec(encodeHeaders([['Nmqtt-Pub', '1']]), '_INBOX.x')
   t.equal(qos1.length, plain.length, 'the QoS block costs no bytes')
+  t.equal(plain.length, 8 + 11 + 14 + 256, 'a short record: 19 bytes before the subject')
   t.ok(other.length > plain.length + 26, 'another block is written out')
-  for (const [b, want] of [[plain, null], [qos1, 'NATS/1.0\r\nNmqtt-Pub: 1\r\n\r\n'], [other, 'NATS/1.0\r\nNmqtt-Pub: 1\r\nX: y\r\n\r\n']] as const) {
+  const q1 = 'NATS/1.0\r\nNmqtt-Pub: 1\r\n\r\n'
+  for (const [b, want, reply] of [[plain, null, ''], [qos1, q1, ''], [other, 'NATS/1.0\r\nNmqtt-Pub: 1\r\nX: y\r\n\r\n', ''], [withReply, q1, '_INBOX.x']] as const) {
     const r = decodeAt(b, 0, b.length)
     if (typeof r !== 'object' || !('rec' in r)) throw new Error('not decoded')
     t.equal(r.rec.seq, 7)
     t.equal(r.rec.subject, 'telemetry.dev0')
+    t.equal(r.rec.reply, reply)
     t.equal(r.rec.hdr === null ? null : new TextDecoder().decode(r.rec.hdr), want)
     t.equal(r.rec.payload.length, 256)
   }
-  // An unknown code (a newer sprig's) is damage, never a guess.
-  const bad = qos1.slice()
-  new DataView(bad.buffer).setUint32(8 + 13, 0xfffffffe, true)
+  // An unknown code (a newer sprig's) is damage, never a guess: in a short record and a full one.
   const { crc32 } = await import('../src/store/record.ts')
+  const bad = qos1.slice()
+  bad[8 + 10] = 0x7f
   new DataView(bad.buffer).setUint32(4, crc32(bad, 8), true)
-  t.ok('crc' in (decodeAt(bad, 0, bad.length) as object), 'unknown header code refused')
+  t.ok('crc' in (decodeAt(bad, 0, bad.length) as object), 'unknown header code refused (short record)')
+  const bad2 = withReply.slice()
+  new DataView(bad2.buffer).setUint32(8 + 13, 0xfffffffe, true)
+  new DataView(bad2.buffer).setUint32(4, crc32(bad2, 8), true)
+  t.ok('crc' in (decodeAt(bad2, 0, bad2.length) as object), 'unknown header code refused (full record)')
 })
