@@ -322,3 +322,81 @@ for (const rt of ['node', 'bun'] as Runtime[]) {
   if (only && only !== rt) continue
   t.test(`${rt}: kills -9 during traffic: a persistent QoS 1 subscriber gets every PUBACKed message`, (t) => killLoop(t, rt, 5))
 }
+
+t.test('in process: stored sessions and queues over a lowered max_sessions / max_offline_msgs are dropped at start-up, counted, logged once', async (t) => {
+  const { startBroker } = await import('./helpers/broker.ts')
+  const dir = mkdtempSync(path.join(tmpdir(), 'sprig-mqtt-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = { dir, sync_interval: 0, max_bytes: 16 * 1024 * 1024 }
+  let b = await startBroker({ mqtt: true, store })
+  for (const id of ['s0', 's1', 's2']) {
+    const c = await RawMqtt.connect(b.mqttPort, 4, { clientId: id, clean: false })
+    c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'q/#', qos: 1 }] } as Packet)
+    await c.next('suback')
+    c.send({ cmd: 'disconnect' } as Packet)
+    await c.waitClosed()
+    await sleep(20) // parked one after the other: s0 ends first
+  }
+  const pub = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'pub' })
+  for (let i = 0; i < 10; i++) {
+    pub.send({ cmd: 'publish', topic: `q/${i}`, payload: Buffer.from(String(i)), qos: 1, messageId: i + 1, dup: false, retain: false } as Packet)
+    await pub.next('puback')
+  }
+  pub.close()
+  await b.stop()
+  b = await startBroker({ mqtt: { max_sessions: 2, max_offline_msgs: 4 }, store })
+  t.teardown(() => b.stop())
+  const mq = b.srv.status.get('mqtt')!() as Record<string, number>
+  const st = b.srv.status.get('store')!() as { mqtt: { sessions: number; session_msgs: number } }
+  t.equal(st.mqtt.sessions, 2, 'two sessions kept')
+  t.equal(st.mqtt.session_msgs, 8, 'four messages each')
+  t.equal(mq.sessions_evicted, 1, 'one session evicted, counted')
+  t.equal(mq.offline_dropped, 12, 'the newest six of each kept queue dropped, counted')
+  t.equal(b.logs.filter((l) => /not restored.*max_sessions/.test(l)).length, 1, 'logged once')
+  t.equal(b.logs.filter((l) => /offline messages dropped/.test(l)).length, 1, 'logged once')
+  const s0 = await RawMqtt.connect(b.mqttPort, 4, { clientId: 's0', clean: false })
+  t.teardown(() => s0.close())
+  const s2 = await RawMqtt.connect(b.mqttPort, 4, { clientId: 's2', clean: false })
+  t.teardown(() => s2.close())
+  const got: string[] = []
+  for (let i = 0; i < 4; i++) {
+    const p = (await s2.next('publish')) as IPublishPacket | undefined
+    got.push(p ? String(p.payload) : 'none')
+    if (p) s2.send({ cmd: 'puback', messageId: p.messageId! } as Packet)
+  }
+  t.same(got, ['0', '1', '2', '3'], 's2 (ends last) gets its oldest four')
+  t.equal(await s2.next('publish', 300), undefined, 'and no more')
+  t.equal(await s0.next('publish', 300), undefined, 's0 (ends first) was evicted: nothing for it')
+})
+
+t.test('in process: a SUBSCRIBE with many filters writes the session record once, not once per filter', async (t) => {
+  const { startBroker } = await import('./helpers/broker.ts')
+  const dir = mkdtempSync(path.join(tmpdir(), 'sprig-mqtt-store-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const store = { dir, sync_interval: 0, max_bytes: 16 * 1024 * 1024 }
+  let b = await startBroker({ mqtt: true, store })
+  const written = (): number => (b.srv.status.get('store')!() as { mqtt: { bytes_written: number } }).mqtt.bytes_written
+  const c = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'many', clean: false })
+  const before = written()
+  const subscriptions = Array.from({ length: 300 }, (_, i) => ({ topic: `site/${i}/temperature/#`, qos: 1 }))
+  c.send({ cmd: 'subscribe', messageId: 1, subscriptions } as Packet)
+  await c.next('suback')
+  const once = written() - before
+  t.ok(once > 300 * 20 && once < 2 * 300 * 40, `one record with 300 filters: ${once} bytes (per filter it would be ~${300 * 150 * 20})`)
+  c.send({ cmd: 'unsubscribe', messageId: 2, unsubscriptions: subscriptions.slice(0, 100).map((s) => s.topic) } as Packet)
+  await c.next('unsuback')
+  t.ok(written() - before - once < once, 'an UNSUBSCRIBE of 100 filters: one record too')
+  c.close()
+  await sleep(50)
+  await b.stop()
+  b = await startBroker({ mqtt: true, store })
+  t.teardown(() => b.stop())
+  const c2 = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'many', clean: false })
+  t.teardown(() => c2.close())
+  const pub = await RawMqtt.connect(b.mqttPort, 4, { clientId: 'pub' })
+  t.teardown(() => pub.close())
+  for (const i of [50, 250]) pub.send({ cmd: 'publish', topic: `site/${i}/temperature/x`, payload: Buffer.from(String(i)), qos: 0, dup: false, retain: false } as Packet)
+  const p = (await c2.next('publish')) as IPublishPacket | undefined
+  t.equal(String(p?.payload), '250', 'the filters kept after the UNSUBSCRIBE came back; the removed one did not')
+  t.equal(await c2.next('publish', 300), undefined)
+})

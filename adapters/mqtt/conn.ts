@@ -480,23 +480,29 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     return subsOf(this.subs, filter)
   }
 
-  /** Subscribes a filter, replacing its old subscriptions [MQTT-3.8.4-3]. */
+  /**
+   * Subscribes a filter, replacing its old subscriptions [MQTT-3.8.4-3]. The handler stores
+   * the session's new subscriptions once per packet (storeSubs), not once per filter.
+   */
   subscribe(filter: string, list: MqttSub[]): void {
     const old = subsOf(this.subs, filter)
     if (old) for (const x of old) this.srv.router.unsubscribe(x)
     this.subs = withFilter(this.subs, filter, list)
     for (const x of list) this.srv.router.subscribe(x)
-    if (this.ps !== null) this.storeSession()
   }
 
-  /** Unsubscribes a filter; false when there was none. */
+  /** Unsubscribes a filter; false when there was none. (Stored by storeSubs, as subscribe.) */
   unsubscribe(filter: string): boolean {
     const list = subsOf(this.subs, filter)
     if (!list) return false
     for (const s of list) this.srv.router.unsubscribe(s)
     this.subs = withoutFilter(this.subs, filter)
-    if (this.ps !== null) this.storeSession()
     return true
+  }
+
+  /** After a SUBSCRIBE or UNSUBSCRIBE packet: a persistent session's record with its filters. */
+  storeSubs(): void {
+    if (this.ps !== null) this.storeSession()
   }
 
   // --- DISCONNECT ---------------------------------------------------------------------------

@@ -285,14 +285,23 @@ export class MqttPersist {
     const end = (s: SessionRec): number => Math.min(now + o.session_expiry, s.e < 0 ? Infinity : s.x !== null && s.x >= 0 ? this.nowOf(s.x) : now + s.e)
     const order = [...sessions].map(([id, s]) => ({ id, s, end: end(s) }))
     order.sort((a, b) => a.end - b.end)
+    // mqtt.max_sessions lowered since they were stored: the sessions that end first go, as
+    // the oldest parked session goes when a new one needs room (session.ts roomForSession).
+    const evict = o.max_sessions > 0 ? Math.max(0, order.filter((x) => x.end > now && userIdentity(srv.opts, x.s.u) !== null).length - o.max_sessions) : 0
+    let evicted = 0
     let restored = 0
     let msgCount = 0
+    let overMsgs = 0
     for (const { id, s, end } of order) {
       const c = this.client(id)
       c.keys.add(`s${SEP}${id}`)
       const who = userIdentity(srv.opts, s.u)
-      if (end <= now || who === null) {
+      if (end <= now || who === null || evicted < evict) {
         if (who === null) srv.log.info(`store: mqtt session ${quote(id)} not restored: User ${quote(s.u)} no longer exists`)
+        else if (end > now) {
+          evicted++
+          st.counters.sessions_evicted++
+        }
         this.forget(id, msgs.get(id), qos2.get(id))
         continue
       }
@@ -318,6 +327,19 @@ export class MqttPersist {
         }
         msgCount++
       }
+      // Offline bounds lowered since: the newest queued messages beyond them go (the queue's own
+      // policy, Parked.deliver); messages already sent (in flight) stay.
+      while (
+        p.queue.length > 0 &&
+        (p.queue.length > o.max_offline_msgs || p.queued > o.max_offline_bytes || (o.max_sessions_bytes > 0 && st.parkedBytes + p.queued + p.unacked > o.max_sessions_bytes))
+      ) {
+        const x = p.queue.pop()!
+        p.queued -= x.payload.length
+        this.done(id, x)
+        st.counters.offline_dropped++
+        msgCount--
+        overMsgs++
+      }
       for (const pid of qos2.get(id) ?? []) {
         c.keys.add(`q${SEP}${id}${SEP}${pid}`)
         p.qos2In.add(pid)
@@ -340,6 +362,8 @@ export class MqttPersist {
       const parts = k.split(SEP)
       if (!this.clients.get(parts[1]!)?.keys.has(`m${SEP}${parts[1]}${SEP}${parts[2]}`)) this.log.delete(k)
     }
+    if (evicted > 0) srv.log.warn(`store: ${evicted} stored MQTT sessions not restored (those ending first): more than mqtt.max_sessions (${o.max_sessions})`)
+    if (overMsgs > 0) srv.log.warn(`store: ${overMsgs} stored MQTT offline messages dropped (the newest of their queues): over mqtt.max_offline_msgs, max_offline_bytes or max_sessions_bytes`)
     if (retained + restored > 0) srv.log.info(`store: restored ${retained} retained MQTT messages, ${restored} MQTT sessions holding ${msgCount} messages`)
     return { retained, sessions: restored, msgs: msgCount }
   }

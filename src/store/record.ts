@@ -3,11 +3,18 @@
 //
 //   u32 length of body | u32 CRC-32 of body | body
 //   body of a message: u8 kind (1) | f64 seq | u16 subject length | u16 reply length |
-//                      u32 header length (0xffffffff: none) | subject | reply | header | payload
+//                      u32 header length | subject | reply | header | payload
+//   header length 0xffffffff: no header; 0xfffffff0 + k: header block k of KNOWN_HEADERS, not
+//   written out (an MQTT publish's `Nmqtt-Pub: <qos>`: 26 bytes of every MQTT message).
+//   body of a short message (no reply, subject under 256 bytes, no header or a known one):
+//                      u8 kind (4) | f64 seq | u8 subject length | u8 header (0xff none, k known)
+//                      | subject | payload
+//   (11 bytes instead of 17 before the subject: telemetry is mostly small messages.)
 //
 // All little-endian. A torn write leaves a short or checksum-failing last record; a flipped bit
 // fails its checksum. A newer version in a header is refused, never guessed at.
 
+import { encodeHeaders } from '../headers.ts'
 import type { Msg } from '../msg.ts'
 
 export const FORMAT_VERSION = 1
@@ -15,9 +22,28 @@ export const MAGIC = [0x53, 0x50, 0x52, 0x47] // "SPRG"
 export const SEG_HEADER = 8
 export const REC_HEADER = 8
 export const KIND_MSG = 1
+export const KIND_SHORT = 4
 /** Larger than any record we write (max_payload is capped well below): framing is broken. */
 export const MAX_RECORD = 128 * 1024 * 1024
 const NO_HDR = 0xffffffff
+const KNOWN_HDR = 0xfffffff0
+/**
+ * Header blocks stored as a code (part of the format: append only, never reorder). The blocks
+ * the MQTT adapter puts on a publish without properties (adapters/mqtt/props.ts QOS_HEADERS).
+ */
+const KNOWN_HEADERS: readonly Uint8Array[] = [0, 1, 2].map((q) => encodeHeaders([['Nmqtt-Pub', String(q)]]))
+
+/** The code of a well-known header block, or -1. */
+function knownHeader(h: Uint8Array): number {
+  for (let k = 0; k < KNOWN_HEADERS.length; k++) {
+    const w = KNOWN_HEADERS[k]!
+    if (w.length !== h.length) continue
+    let i = 0
+    while (i < w.length && w[i] === h[i]) i++
+    if (i === w.length) return k
+  }
+  return -1
+}
 
 const TABLE = (() => {
   const t = new Int32Array(256)
@@ -54,8 +80,23 @@ const dec = new TextDecoder()
 /** One message as a complete record (header and body). */
 export function encodeMsg(m: Msg, seq: number): Uint8Array {
   const subj = m.subjectBytes.length > 0 ? m.subjectBytes : enc.encode(m.subject)
+  const known = m.hdr ? knownHeader(m.hdr) : -1
+  if (m.reply === '' && subj.length < 256 && (m.hdr === null || known >= 0)) {
+    const bodyLen = 11 + subj.length + m.payload.length
+    const b = new Uint8Array(REC_HEADER + bodyLen)
+    const v = new DataView(b.buffer)
+    v.setUint32(0, bodyLen, true)
+    b[REC_HEADER] = KIND_SHORT
+    v.setFloat64(REC_HEADER + 1, seq, true)
+    b[REC_HEADER + 9] = subj.length
+    b[REC_HEADER + 10] = known >= 0 ? known : 0xff
+    b.set(subj, REC_HEADER + 11)
+    b.set(m.payload, REC_HEADER + 11 + subj.length)
+    v.setUint32(4, crc32(b, REC_HEADER), true)
+    return b
+  }
   const reply = m.reply === '' ? EMPTY : m.replyBytes.length > 0 ? m.replyBytes : enc.encode(m.reply)
-  const hdrLen = m.hdr ? m.hdr.length : 0
+  const hdrLen = m.hdr && known < 0 ? m.hdr.length : 0
   const bodyLen = 1 + 8 + 2 + 2 + 4 + subj.length + reply.length + hdrLen + m.payload.length
   const b = new Uint8Array(REC_HEADER + bodyLen)
   const v = new DataView(b.buffer)
@@ -66,13 +107,13 @@ export function encodeMsg(m: Msg, seq: number): Uint8Array {
   p += 8
   v.setUint16(p, subj.length, true)
   v.setUint16(p + 2, reply.length, true)
-  v.setUint32(p + 4, m.hdr ? hdrLen : NO_HDR, true)
+  v.setUint32(p + 4, m.hdr === null ? NO_HDR : known >= 0 ? KNOWN_HDR + known : hdrLen, true)
   p += 8
   b.set(subj, p)
   p += subj.length
   b.set(reply, p)
   p += reply.length
-  if (m.hdr) {
+  if (m.hdr && known < 0) {
     b.set(m.hdr, p)
     p += hdrLen
   }
@@ -99,26 +140,40 @@ export function decodeAt(b: Uint8Array, at: number, end: number): { rec: Decoded
   if (end - at < REC_HEADER) return 'more'
   const v = new DataView(b.buffer, b.byteOffset, b.byteLength)
   const bodyLen = v.getUint32(at, true)
-  if (bodyLen < 17 || bodyLen > MAX_RECORD) return 'torn'
+  if (bodyLen < 11 || bodyLen > MAX_RECORD) return 'torn'
   const len = REC_HEADER + bodyLen
   if (end - at < len) return 'more'
   const s = at + REC_HEADER
-  if (crc32(b, s, s + bodyLen) !== v.getUint32(at + 4, true) || b[s] !== KIND_MSG) return { crc: len }
+  if (crc32(b, s, s + bodyLen) !== v.getUint32(at + 4, true)) return { crc: len }
+  if (b[s] === KIND_SHORT) {
+    const seq = v.getFloat64(s + 1, true)
+    const sl = b[s + 9]!
+    const code = b[s + 10]!
+    const hdr = code === 0xff ? null : KNOWN_HEADERS[code]
+    if (hdr === undefined || 11 + sl > bodyLen) return { crc: len } // a code we do not know: damage, never a guess
+    const subject = dec.decode(b.subarray(s + 11, s + 11 + sl))
+    const payload = b.slice(s + 11 + sl, s + bodyLen)
+    return { rec: { seq, subject, reply: '', hdr, payload, size: subject.length + (hdr?.length ?? 0) + payload.length }, len }
+  }
+  if (b[s] !== KIND_MSG || bodyLen < 17) return { crc: len }
   const seq = v.getFloat64(s + 1, true)
   const sl = v.getUint16(s + 9, true)
   const rl = v.getUint16(s + 11, true)
   const hl = v.getUint32(s + 13, true)
   let p = s + 17
-  const hdrLen = hl === NO_HDR ? 0 : hl
+  const known = hl >= KNOWN_HDR && hl !== NO_HDR ? KNOWN_HEADERS[hl - KNOWN_HDR] : undefined
+  if (hl >= KNOWN_HDR && hl !== NO_HDR && known === undefined) return { crc: len } // not a code we know
+  const hdrLen = hl >= KNOWN_HDR ? 0 : hl
   if (p + sl + rl + hdrLen > s + bodyLen) return { crc: len }
   const subject = dec.decode(b.subarray(p, p + sl))
   p += sl
   const reply = dec.decode(b.subarray(p, p + rl))
   p += rl
-  const hdr = hl === NO_HDR ? null : b.slice(p, p + hdrLen)
+  // A known block is shared, as the adapter's own blocks are (nothing writes into a message's header).
+  const hdr = hl === NO_HDR ? null : known !== undefined ? known : b.slice(p, p + hdrLen)
   p += hdrLen
   const payload = b.slice(p, s + bodyLen)
-  return { rec: { seq, subject, reply, hdr, payload, size: subject.length + reply.length + hdrLen + payload.length }, len }
+  return { rec: { seq, subject, reply, hdr, payload, size: subject.length + reply.length + (hdr?.length ?? 0) + payload.length }, len }
 }
 
 const EMPTY = new Uint8Array(0)

@@ -84,7 +84,13 @@ const mosquitto: Server = {
   },
 }
 
-async function load(s: Server): Promise<string> {
+interface Row {
+  rate: number
+  wb: number
+  wc: number
+}
+
+async function load(s: Server): Promise<Row> {
   const dir = mkdtempSync(path.join(TMP, 'run-'))
   const port = await freePort()
   const p = await s.start(dir, port)
@@ -106,7 +112,7 @@ async function load(s: Server): Promise<string> {
     const bytes = n * PAYLOAD
     const wb = (after.write_bytes - before.write_bytes) / bytes
     const wc = (after.wchar - before.wchar) / bytes
-    return `| ${s.name} | ${Math.round(n / secs).toLocaleString('en')} | ${wb.toFixed(2)} | ${wc.toFixed(2)} |`
+    return { rate: n / secs, wb, wc }
   } finally {
     await stop(p)
     rmSync(dir, { recursive: true, force: true })
@@ -137,20 +143,43 @@ async function startup(n: number): Promise<string> {
   const ms = performance.now() - t0
   await stop(p)
   rmSync(dir, { recursive: true, force: true })
-  return `start-up with ${n.toLocaleString('en')} spooled 1 KiB messages: MQTT ready ${Math.round(ms)} ms after spawn`
+  const ok = ms < STARTUP_TARGET_MS
+  if (!ok) failed = true
+  return `start-up with ${n.toLocaleString('en')} spooled 1 KiB messages: MQTT ready ${Math.round(ms)} ms after spawn (target < ${STARTUP_TARGET_MS} ms: ${ok ? 'met' : 'NOT MET'})`
 }
+
+/** The issue's start-up target: listening in under 2 s with 1,000,000 spooled 1 KiB messages. */
+const STARTUP_TARGET_MS = 2000
+/** Set when a target is missed: the bench exits 1. */
+let failed = false
 
 const servers = [sprig('sprig, no store (memory buffer)', null), sprig('sprig, store sync 1s', { sync_interval: '1s' }), sprig('sprig, store sync always', { sync_interval: 'always' }), natsServer, mosquitto]
 console.log(`MQTT QoS 1: ${DEVICES} devices, ${WINDOW} unacked each, ${COUNT.toLocaleString('en')} msgs of ${PAYLOAD} B; ${TMP} (${os.cpus().length} cores)\n`)
 console.log('| server | msgs/s | write amplification (write_bytes) | (wchar) |')
 console.log('|---|---|---|---|')
+const rows = new Map<Server, Row>()
 for (const s of servers) {
   try {
-    console.log(await load(s))
+    const r = await load(s)
+    rows.set(s, r)
+    console.log(`| ${s.name} | ${Math.round(r.rate).toLocaleString('en')} | ${r.wb.toFixed(2)} | ${r.wc.toFixed(2)} |`)
   } catch (e) {
     console.log(`| ${s.name} | failed: ${(e as Error).message.split('\n')[0]} | | |`)
   }
 }
 console.log('')
+// The issue's targets, from this run's rows.
+const [mem, s1, always, nats] = [rows.get(servers[0]!), rows.get(servers[1]!), rows.get(servers[2]!), rows.get(servers[3]!)]
+const target = (what: string, v: number | undefined, ok: (v: number) => boolean, goal: string): void => {
+  if (v === undefined) return void console.log(`${what}: not measured`)
+  const met = ok(v)
+  if (!met) failed = true
+  console.log(`${what}: ${v.toFixed(2)} (target ${goal}: ${met ? 'met' : 'NOT MET'})`)
+}
+target('sync 1s / nats-server', s1 && nats ? s1.rate / nats.rate : undefined, (v) => v >= 2, '>= 2')
+target('sync 1s / sprig in memory', s1 && mem ? s1.rate / mem.rate : undefined, (v) => v >= 0.7, '>= 0.7')
+target('write amplification, sync 1s', s1?.wb, (v) => v <= 1.3, '<= 1.3')
+target('write amplification, sync always', always?.wb, (v) => v <= 1.3, '<= 1.3')
+console.log('')
 console.log(await startup(quick ? 100_000 : 1_000_000))
-process.exit(0)
+process.exit(failed ? 1 : 0)

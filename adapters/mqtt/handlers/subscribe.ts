@@ -35,6 +35,7 @@ export function onSubscribe(c: MqttConn, p: ISubscribePacket): void {
       fresh.push(r)
     }
   }
+  c.storeSubs() // once per packet: a record per filter would rewrite the whole list each time
   c.send({ cmd: 'suback', messageId: p.messageId, granted }) // [MQTT-3.8.4-1]
   // Retained messages follow the SUBACK, with the retain flag set [MQTT-3.3.1-6]; MQTT 5
   // Retain Handling 1 sends them only for a new subscription, 2 never; none for shared ones.
@@ -127,5 +128,6 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): Added
 export function onUnsubscribe(c: MqttConn, p: IUnsubscribePacket): void {
   const codes: number[] = []
   for (const f of p.unsubscriptions) codes.push(c.unsubscribe(f) ? RC.success : RC.noSubscriptionExisted)
+  c.storeSubs()
   c.send({ cmd: 'unsuback', messageId: p.messageId, granted: c.version === 5 ? codes : [] }) // [MQTT-3.10.4-4]
 }
