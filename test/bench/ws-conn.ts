@@ -1,8 +1,10 @@
 // A raw WebSocket client as a stream, so the load generator's NATS and MQTT clients
 // (nats-conn.ts, mqtt-conn.ts) run unchanged over WebSocket: `dial(addr)` gives them a
 // net.Socket, or this when `addr.ws` is set. The upgrade is written by hand; outgoing bytes go
-// in binary frames of at most FRAME bytes (nats.js batches ~32 KB per message) masked with a
-// zero key (legal, and it makes masking free), incoming frames are unwrapped with the payloads
+// in binary frames of at most FRAME bytes (nats.js batches ~32 KB per message), masked as a
+// browser masks them (a non-zero key: `ws` skips unmasking for a zero one, which would flatter
+// sprig); the publishers write the same batch buffer again and again, so the masked frames of
+// the last buffer written are kept and reused. Incoming frames are unwrapped with the payloads
 // of one read pushed as one chunk. Cheap, and the same for every server, so the servers are
 // what is measured.
 import net from 'node:net'
@@ -12,6 +14,33 @@ import type { Addr } from './model.ts'
 /** Largest frame the client sends: nats.js sends up to ~32 KB per WebSocket message. */
 export const FRAME = 32 * 1024
 const MAX_HEAD = 16 * 1024
+/** One key for every frame: servers cannot tell it from a random one. */
+const MASK = [0x5a, 0xc3, 0x96, 0x3c] as const
+
+/** `chunk` as masked client frames of at most FRAME bytes, in one buffer. */
+function frames(chunk: Buffer): Buffer {
+  let size = 0
+  for (let off = 0; off < chunk.length; off += FRAME) {
+    const n = Math.min(FRAME, chunk.length - off)
+    size += (n < 126 ? 6 : 8) + n
+  }
+  const out = Buffer.allocUnsafe(size)
+  let o = 0
+  for (let off = 0; off < chunk.length; off += FRAME) {
+    const n = Math.min(FRAME, chunk.length - off)
+    out[o++] = 0x82
+    if (n < 126) out[o++] = 0x80 | n
+    else {
+      out[o++] = 0x80 | 126
+      out.writeUInt16BE(n, o)
+      o += 2
+    }
+    for (const m of MASK) out[o++] = m
+    for (let i = 0; i < n; i++) out[o + i] = chunk[off + i]! ^ MASK[i & 3]!
+    o += n
+  }
+  return out
+}
 
 /** A TCP socket, or a WebSocket stream over one when `addr.ws` says so. */
 export function dial(addr: Addr): net.Socket {
@@ -29,6 +58,9 @@ class WsStream extends Duplex {
   /** Payload bytes still to come in the current frame, and whether it is a data frame. */
   private left = 0
   private data = true
+  /** The last chunk written and its frames (publishers write the same batch over and over). */
+  private lastIn: Buffer | null = null
+  private lastOut: Buffer | null = null
 
   constructor(addr: Addr) {
     super({ allowHalfOpen: false })
@@ -112,16 +144,12 @@ class WsStream extends Duplex {
       this.waiting = () => this._write(chunk, _enc, cb)
       return
     }
-    this.sock.cork()
-    let ok = true
-    for (let off = 0; off < chunk.length; off += FRAME) {
-      const p = chunk.subarray(off, Math.min(chunk.length, off + FRAME))
-      const h = p.length < 126 ? Buffer.from([0x82, 0x80 | p.length, 0, 0, 0, 0]) : Buffer.from([0x82, 0x80 | 126, p.length >> 8, p.length & 255, 0, 0, 0, 0])
-      this.sock.write(h)
-      ok = this.sock.write(p)
+    if (chunk !== this.lastIn) {
+      this.lastOut = frames(chunk)
+      // Only big buffers are written again; small ones (CONNECT, SUB, acks) are not kept.
+      this.lastIn = chunk.length >= FRAME ? chunk : null
     }
-    this.sock.uncork()
-    if (ok) cb()
+    if (this.sock.write(this.lastOut!)) cb()
     else this.sock.once('drain', () => cb())
   }
 
