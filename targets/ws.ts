@@ -155,9 +155,9 @@ export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: st
  * `ws` unmasks every client frame (browsers always mask) with, unless its native helper is
  * there, a loop over single bytes: under a 1 KiB flood from one client that loop was a quarter
  * of sprig's CPU on Node (docs/benchmarks.md). `ws` takes `websocketMask`/`websocketUnmask`
- * from node:http when they exist (Bun has them, native); elsewhere this installs word-wise
- * versions there before `ws` loads. A native addon (bufferutil) would not reach the compiled
- * binaries or Deno.
+ * from node:http when a runtime provides them (none of ours does: Node 20, Bun 1.4, Deno 2.9),
+ * so word-wise versions are installed there before `ws` loads. A native addon (bufferutil)
+ * would not reach the compiled binaries or Deno.
  */
 function fastUnmask(): void {
   const h = http as unknown as { websocketMask?: unknown; websocketUnmask?: unknown }
