@@ -7,6 +7,7 @@
 // and MQTT adapters run unchanged. Not node:http: its `upgrade` event differs between Node,
 // Bun and Deno, while node:net behaves the same on all three (docs/runtimes.md).
 
+import http from 'node:http'
 import net from 'node:net'
 import type tls from 'node:tls'
 import type { WebSocket, WebSocketServer } from 'ws'
@@ -44,6 +45,7 @@ interface WsCounters {
 
 export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: string, accept: WsAccept, secure?: ServerTls): Promise<Listener> {
   // Loaded only when a websocket block is configured: an idle broker without one never pays for it.
+  fastUnmask()
   const { WebSocketServer } = await import('ws')
   const o2 = srv.opts
   const wss: WebSocketServer = new WebSocketServer({
@@ -147,6 +149,51 @@ export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: st
       resolve({ port: lport, close: () => server.close(), open: () => sockets.size })
     })
   })
+}
+
+/**
+ * `ws` unmasks every client frame (browsers always mask) with, unless its native helper is
+ * there, a loop over single bytes: under a 1 KiB flood from one client that loop was a quarter
+ * of sprig's CPU on Node (docs/benchmarks.md). `ws` takes `websocketMask`/`websocketUnmask`
+ * from node:http when a runtime provides them (none of ours does: Node 20, Bun 1.4, Deno 2.9),
+ * so word-wise versions are installed there before `ws` loads. A native addon (bufferutil)
+ * would not reach the compiled binaries or Deno.
+ */
+function fastUnmask(): void {
+  const h = http as unknown as { websocketMask?: unknown; websocketUnmask?: unknown }
+  if (h.websocketUnmask !== undefined || h.websocketMask !== undefined) return
+  try {
+    h.websocketMask = maskInto
+    h.websocketUnmask = unmask
+  } catch {
+    // A frozen module object: `ws` keeps its own loop.
+  }
+}
+
+/** `ws`'s mask(): `length` bytes of `source` masked into `output` at `offset`. */
+function maskInto(source: Uint8Array, mask: Uint8Array, output: Uint8Array, offset: number, length: number): void {
+  for (let i = 0; i < length; i++) output[offset + i] = source[i]! ^ mask[i & 3]!
+}
+
+const MASK4 = new Uint8Array(4)
+const MASK32 = new Uint32Array(MASK4.buffer)
+
+/** Unmasks `b` in place, four bytes at a time between an unaligned head and tail. */
+function unmask(b: Uint8Array, mask: Uint8Array): void {
+  const n = b.length
+  const head = Math.min(n, (4 - (b.byteOffset & 3)) & 3)
+  let i = 0
+  for (; i < head; i++) b[i] ^= mask[i & 3]!
+  const words = (n - head) >>> 2
+  if (words > 0) {
+    // The key as it lines up with the aligned words, in the platform's byte order.
+    for (let k = 0; k < 4; k++) MASK4[k] = mask[(head + k) & 3]!
+    const m = MASK32[0]!
+    const w = new Uint32Array(b.buffer, b.byteOffset + head, words)
+    for (let j = 0; j < words; j++) w[j]! ^= m
+    i = head + words * 4
+  }
+  for (; i < n; i++) b[i] ^= mask[i & 3]!
 }
 
 /** A failed TLS handshake: tls.ts has logged the reason and destroyed the socket. */
@@ -276,6 +323,14 @@ class WsWire implements Wire {
 
   buffered(): number {
     return this.ws.bufferedAmount
+  }
+
+  idle(): boolean {
+    // `ws` framed it and the socket handed header and data to the kernel at once: the
+    // Outbound may write its next batch into the same buffer instead of growing a new one
+    // (per batch, that was a third of sprig's CPU under a 1 KiB MQTT flood). Not with TLS
+    // (as net.ts), nor while permessage-deflate still holds data (counted in bufferedAmount).
+    return this.tls === undefined && this.ws.bufferedAmount === 0
   }
 
   end(): void {

@@ -10,6 +10,7 @@ import { flowControlNote, MQTT_TARGETS, mqttScenarios } from './mqtt-load.ts'
 import { natsScenarios } from './nats-load.ts'
 import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-load.ts'
+import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
@@ -86,7 +87,10 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                (leaf-uplink, leaf-reconnect: sprig's uplink vs a nats-server leaf, same hub),
                --only gateway for the gateway path (MQTT devices → gateway → uplink → cloud
                subscriber, and cloud commands → 1,000 devices: sprig vs nats-server's MQTT
-               listener + leaf remote vs mosquitto bridged to a second mosquitto)
+               listener + leaf remote vs mosquitto bridged to a second mosquitto),
+               --only ws for the WebSocket rows (NATS pub-sub and MQTT QoS 0 over ws://:
+               sprig's websocket listener vs nats-server's and mosquitto's); a substring picks
+               them only if it contains "ws" (ws-mqtt, ws-nats-pub-sub 16B)
   --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
                alone, e.g. to profile it)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
@@ -396,17 +400,21 @@ async function main(): Promise<number> {
   // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
   const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
   const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs }
+  // WebSocket rows: the same loads over ws://, servers configured for it: ws-load.ts.
+  const wantWs = wsSelected(args.only).length > 0
+  const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
   if (wantGw) {
     const fds = raiseFdLimit(2 * 1000 + 500)
     if (fds) notes.push(fds)
   }
-  if (!scenarios.length && (wantLeaf || wantGw)) {
+  if (!scenarios.length && (wantLeaf || wantGw || wantWs)) {
+    const wsFailed = wantWs ? (await runWsBench(wsOpts, args.only)).failed : 0
     const leafFailed = wantLeaf ? (await runLeafBench(leafOpts, args.only)).failed : 0
     const gwFailed = wantGw ? (await runGatewayBench(gwOpts, args.only)).failed : 0
     for (const n of notes) console.log(`note: ${n}`)
-    return leafFailed || gwFailed ? 1 : 0
+    return leafFailed || gwFailed || wsFailed ? 1 : 0
   }
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...LEAF_IDS, ...GATEWAY_IDS].join(', ')}`)
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -519,6 +527,7 @@ async function main(): Promise<number> {
   const w = srvRows[0]!.map((_, i) => Math.max(...srvRows.map((row) => row[i]!.length)))
   console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 || (kinds.length > 1 && i === 1) ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
 
+  const ws = wantWs ? await runWsBench(wsOpts, args.only) : null
   const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
   const gw = wantGw ? await runGatewayBench(gwOpts, args.only) : null
   const out = path.join(ROOT, 'dist/bench.json')
@@ -536,6 +545,7 @@ async function main(): Promise<number> {
     scenarios: scenarios.map((s) => ({ id: s.id, kind: s.kind, describe: s.describe, headline: s.headline, params: s.params, target: s.target?.text })),
     results,
     perRound: { results: raw, servers: perRound },
+    ...(ws ? { websocket: ws.results } : {}),
     ...(leaf ? { leaf: leaf.results } : {}),
     ...(gw ? { gateway: gw.results } : {}),
   }
@@ -551,7 +561,7 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy || leaf?.failed || gw?.failed ? 1 : 0
+  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed ? 1 : 0
 }
 
 /** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */

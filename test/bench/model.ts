@@ -9,6 +9,8 @@ export interface Addr {
   port: number
   /** The server's pid, for scenarios that read its /proc entries (memory per connection). */
   pid?: number
+  /** Over WebSocket (ws-conn.ts): the request path and subprotocol; plain TCP without. */
+  ws?: { path: string; protocol?: string }
 }
 
 /** Numbers for the table; strings for notes such as per-subscriber completion. */

@@ -5,6 +5,7 @@
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Addr } from './model.ts'
+import { dial } from './ws-conn.ts'
 import { drain, onEvent, repeatFrame, wake, waitUntil, type WaitResult } from './nats-conn.ts'
 import { remainingLength } from '../helpers/varint.ts'
 
@@ -216,7 +217,7 @@ let seq = 0
 
 /** Connects, sends CONNECT (MQTT 3.1.1, clean session) and waits for CONNACK 0. */
 export async function connectMqtt(addr: Addr, timeoutMs = 5000, clientId = `sprig-bench-${process.pid}-${++seq}`): Promise<MqttConn> {
-  const sock = net.connect({ host: addr.host, port: addr.port })
+  const sock = dial(addr)
   sock.setNoDelay(true)
   const c: MqttConn = {
     sock,

@@ -4,6 +4,7 @@
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { Addr } from './model.ts'
+import { dial } from './ws-conn.ts'
 
 export interface NatsMsg {
   subject: string
@@ -212,7 +213,7 @@ function feedCount(c: NatsConn, k: Counter, chunk: Buffer, now: number): void {
 
 /** Connects, reads INFO, sends CONNECT + PING and waits for the PONG. */
 export async function connectNats(addr: Addr, timeoutMs = 5000): Promise<NatsConn> {
-  const sock = net.connect({ host: addr.host, port: addr.port })
+  const sock = dial(addr)
   sock.setNoDelay(true)
   const c: NatsConn = {
     sock,

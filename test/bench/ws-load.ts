@@ -1,245 +1,197 @@
-// WebSocket throughput, sprig against the references on the same machine, same load:
-// NATS pub→sub over WebSocket against nats-server's websocket listener, and MQTT QoS 0 over
-// WebSocket against mosquitto's (`protocol websockets`). One publisher sends 32 KB frames of
-// 16-byte messages (as nats.js batches), one subscriber counts what arrives; rates are
-// delivered messages per second, median of the rounds. The clients are raw sockets sending
-// frames built once, so the servers are what is measured. Not part of `npm run bench` yet:
-//   npm run bundle && bun test/bench/ws-load.ts [--runtimes node,bun,deno] [--n 300000] [--rounds 3]
+// WebSocket rows: the NATS pub→sub and MQTT QoS 0 rows of nats-load.ts and mqtt-load.ts, run
+// over WebSocket (ws-conn.ts) against sprig's `websocket` listener, nats-server's `websocket`
+// listener and mosquitto's `protocol websockets` listener, same load, same run. Each server
+// also gets a plain TCP listener on a second port: readiness is checked there, and mosquitto
+// 2.0.11 will not start with a websockets listener alone ("Unable to start any listening
+// sockets": it only counts its plain listeners).
 
-import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
+import { writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { runtimeBin } from '../helpers/bins.ts'
+import type { Addr, Kind, Scenario, ServerProcess } from './model.ts'
+import { mqttScenarios } from './mqtt-load.ts'
+import { natsScenarios } from './nats-load.ts'
+import { close, connectNats } from './nats-conn.ts'
+import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
+import { FRAME } from './ws-conn.ts'
+import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
+import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
-const argv = process.argv.slice(2)
-const arg = (k: string, d: string): string => {
-  const i = argv.indexOf(`--${k}`)
-  return i >= 0 ? argv[i + 1]! : d
-}
-const N = Number(arg('n', '300000'))
-const ROUNDS = Number(arg('rounds', '3'))
-const RUNTIMES = arg('runtimes', 'node,bun,deno').split(',')
-const BUNDLE = path.resolve(import.meta.dirname, '../../dist/sprig.js')
-const TMP = mkdtempSync(path.join(os.tmpdir(), 'sprig-wsbench-'))
-process.on('exit', () => rmSync(TMP, { recursive: true, force: true }))
-const PAYLOAD = 'x'.repeat(16)
-const BATCH = 1000
-const SUBACK = Buffer.from([0x90, 0x03, 0x00, 0x01])
-
-function freePort(): Promise<number> {
-  return new Promise((r) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port
-      s.close(() => r(p))
-    })
-  })
+export interface WsBenchOpts {
+  quick: boolean
+  rounds: number
+  /** sprig under each runtime: `<runtime> dist/sprig.js`; the config is added here. */
+  sprigs: { name: string; cmd: string[]; version: string }[]
+  tmp: string
+  root: string
+  /** mosquitto's settings for the MQTT rows (bench.ts), the listeners added here. */
+  mosquittoSettings: string[]
 }
 
-async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)))
-      s.on('error', () => r(false))
-    })
-    if (ok) return
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  throw new Error(`port ${port} never opened`)
+/** The TCP rows that are repeated over WebSocket, and their ids here. */
+const ROWS: Record<string, string> = {
+  'pub-sub 16B': 'ws-nats-pub-sub 16B',
+  'pub-sub 1KiB': 'ws-nats-pub-sub 1KiB',
+  'mqtt-qos0 16B': 'ws-mqtt-qos0 16B',
+  'mqtt-qos0 1KiB': 'ws-mqtt-qos0 1KiB',
 }
+export const WS_IDS = Object.values(ROWS)
+const OTHER_CPU_WARN = 25
 
 /**
- * A raw WebSocket client on a TCP socket: the upgrade by hand, then frames built once with a
- * zero masking key (legal, and it makes masking free), so the load generator costs almost
- * nothing and the servers are what is measured.
+ * `--only` picks the WebSocket rows with `ws` (or `websocket`), or a substring naming them
+ * (`ws-mqtt`, `ws-nats-pub-sub 16B`): plain `mqtt` or `pub-sub` stay with the TCP rows.
  */
-function open(url: string, protocol?: string): Promise<net.Socket> {
-  const u = new URL(url)
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(Number(u.port), u.hostname)
-    sock.setNoDelay(true)
-    let head = Buffer.alloc(0)
-    const onData = (d: Buffer): void => {
-      head = Buffer.concat([head, d])
-      const end = head.indexOf('\r\n\r\n')
-      if (end < 0) return
-      sock.removeListener('data', onData)
-      if (!head.subarray(0, 12).toString().includes('101')) return reject(new Error(head.subarray(0, end).toString()))
-      const rest = head.subarray(end + 4)
-      sock.pause()
-      resolve(sock)
-      if (rest.length > 0) process.nextTick(() => sock.emit('data', rest))
+export function wsSelected(only: string[]): string[] {
+  if (!only.length) return WS_IDS
+  return WS_IDS.filter((id) => only.some((o) => o === 'ws' || o === 'websocket' || (o.includes('ws') && id.toLowerCase().includes(o))))
+}
+
+function wsScenarios(quick: boolean): Scenario[] {
+  const tcp = [...natsScenarios({ quick }), ...mqttScenarios({ quick, conns: 1 })]
+  return Object.entries(ROWS).map(([from, id]) => {
+    const s = tcp.find((x) => x.id === from)!
+    const path = s.kind === 'mqtt' ? '/mqtt' : '/'
+    return {
+      ...s,
+      id,
+      describe: `${s.describe}; over WebSocket, client frames ≤ ${FRAME / 1024} KiB`,
+      target: { ratio: 1, text: '≥ 1×' },
+      run: (a: Addr) => s.run({ ...a, ws: { path, protocol: s.kind === 'mqtt' ? 'mqtt' : undefined } }),
     }
-    sock.on('data', onData)
-    sock.once('error', reject)
-    sock.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n${protocol ? `Sec-WebSocket-Protocol: ${protocol}\r\n` : ''}\r\n`)
   })
 }
 
-/** A masked binary frame with a zero key (payload < 64 KiB). */
-function frame(payload: Buffer): Buffer {
-  const h = payload.length < 126 ? Buffer.from([0x82, 0x80 | payload.length, 0, 0, 0, 0]) : Buffer.from([0x82, 0x80 | 126, payload.length >> 8, payload.length & 255, 0, 0, 0, 0])
-  return Buffer.concat([h, payload])
+interface WsServer {
+  name: string
+  kind: Kind
+  reference: boolean
+  /** argv with the WebSocket port `ws` and the plain TCP port `tcp`. */
+  argv: (ws: number, tcp: number) => string[]
+  describe: string
 }
 
-/** Writes `f` `count` times, waiting for drain when the socket is full. */
-async function pump(w: net.Socket, f: Buffer, count: number): Promise<void> {
-  for (let i = 0; i < count; i++) {
-    if (!w.write(f)) await new Promise((r) => w.once('drain', r))
+function servers(o: WsBenchOpts, kinds: Kind[]): { list: WsServer[]; notes: string[] } {
+  const list: WsServer[] = []
+  const notes: string[] = []
+  const conf = (name: string, text: string): string => {
+    const f = path.join(o.tmp, name)
+    writeFileSync(f, `# written by sprig's test/bench/ws-load.ts\n${text}\n`)
+    return f
   }
-}
-
-/** `ready` once subscribed (NATS PONG, MQTT SUBACK); `done` once `bytes` more have arrived. */
-function receive(w: net.Socket, bytes: number): { ready: Promise<void>; done: Promise<void> } {
-  let got = 0
-  let armed = false
-  let onReady!: () => void
-  const ready = new Promise<void>((r) => (onReady = r))
-  const done = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${got} of ${bytes} bytes`)), 120_000)
-    w.on('data', (d: Buffer) => {
-      if (!armed) {
-        if (d.includes('PONG') || d.includes(SUBACK)) {
-          armed = true
-          onReady()
-        }
-        return
-      }
-      // Frame headers (2-10 bytes per server frame of up to 64 KiB) count too: < 0.1%.
-      got += d.length
-      if (got >= bytes) {
-        clearTimeout(timer)
-        resolve()
-      }
-    })
-    w.resume()
-  })
-  return { ready, done }
-}
-
-async function natsRun(url: string): Promise<number> {
-  const sub = await open(url)
-  const pub = await open(url)
-  pub.resume()
-  const r = receive(sub, N * `MSG bench 1 16\r\n${PAYLOAD}\r\n`.length)
-  sub.write(frame(Buffer.from('CONNECT {"verbose":false,"pedantic":false}\r\nSUB bench 1\r\nPING\r\n')))
-  await r.ready
-  pub.write(frame(Buffer.from('CONNECT {"verbose":false,"pedantic":false}\r\n')))
-  const t0 = performance.now()
-  await pump(pub, frame(Buffer.from(`PUB bench 16\r\n${PAYLOAD}\r\n`.repeat(BATCH))), N / BATCH)
-  await r.done
-  const ms = performance.now() - t0
-  sub.destroy()
-  pub.destroy()
-  return (N / ms) * 1000
-}
-
-function mqttConnect(id: string): Buffer {
-  const body = Buffer.concat([Buffer.from([0, 4]), Buffer.from('MQTT'), Buffer.from([4, 2, 0, 60, 0, id.length]), Buffer.from(id)])
-  return Buffer.concat([Buffer.from([0x10, body.length]), body])
-}
-
-async function mqttRun(url: string): Promise<number> {
-  const sub = await open(url, 'mqtt')
-  const pub = await open(url, 'mqtt')
-  const publish = Buffer.concat([Buffer.from([0x30, 2 + 5 + 16, 0, 5]), Buffer.from('bench'), Buffer.from(PAYLOAD)])
-  const r = receive(sub, N * publish.length)
-  sub.write(frame(mqttConnect('wsbench-sub')))
-  sub.write(frame(Buffer.concat([Buffer.from([0x82, 2 + 2 + 5 + 1, 0, 1, 0, 5]), Buffer.from('bench'), Buffer.from([0])])))
-  await r.ready
-  const connack = new Promise((res) => pub.once('data', res))
-  pub.resume()
-  pub.write(frame(mqttConnect('wsbench-pub')))
-  await connack
-  const t0 = performance.now()
-  await pump(pub, frame(Buffer.concat(Array.from({ length: BATCH }, () => publish))), N / BATCH)
-  await r.done
-  const ms = performance.now() - t0
-  sub.destroy()
-  pub.destroy()
-  return (N / ms) * 1000
-}
-
-async function server(cmd: string, args: string[], port: number): Promise<ChildProcess> {
-  const p = spawn(cmd, args, { stdio: 'ignore', env: { ...process.env, NODE_OPTIONS: '' } })
-  const exited = new Promise<never>((_, reject) => p.once('exit', (code) => reject(new Error(`${cmd} exited (${code})`))))
-  await Promise.race([waitPort(port), exited])
-  return p
-}
-
-async function stop(p: ChildProcess): Promise<void> {
-  const exited = new Promise((r) => p.once('exit', r))
-  p.kill('SIGTERM')
-  setTimeout(() => p.kill('SIGKILL'), 3000).unref()
-  await exited
-}
-
-type Spec = { name: string; kind: 'nats' | 'mqtt'; start(ws: number, aux: number): Promise<ChildProcess> }
-
-const specs: Spec[] = []
-for (const kind of ['nats', 'mqtt'] as const) {
-  specs.push(
-    kind === 'nats'
-      ? {
-          name: 'nats-server', kind, start: (ws, aux) => {
-            const conf = path.join(TMP, `nats-${ws}.conf`)
-            // No websocket.host: nats-server 2.9 fails to bind with one ("address already in use").
-            writeFileSync(conf, `listen: 127.0.0.1:${aux}\nwebsocket { port: ${ws}, no_tls: true }\n`)
-            return server(process.env.NATS_SERVER_BIN || 'nats-server', ['-c', conf], ws)
-          },
-        }
-      : {
-          name: 'mosquitto', kind, start: (ws) => {
-            const conf = path.join(TMP, `mosq-${ws}.conf`)
-            writeFileSync(conf, `listener ${ws} 127.0.0.1\nprotocol websockets\nallow_anonymous true\nmax_inflight_messages 0\nmax_queued_messages 0\npersistence false\nlog_dest stderr\nlog_type error\n`)
-            return server('mosquitto', ['-c', conf], ws)
-          },
-        },
-  )
-  for (const rt of RUNTIMES) {
-    const bin = runtimeBin(rt as 'node' | 'bun' | 'deno')
-    if (!bin) continue
-    specs.push({
-      name: `sprig/${rt}`, kind, start: (ws, aux) => {
-        const conf = path.join(TMP, `sprig-${ws}.conf`)
-        writeFileSync(conf, `host: 127.0.0.1\nport: ${aux}\nmqtt { port: 0 }\nwebsocket { port: ${ws}, no_tls: true }\n`)
-        return server(bin, [...(rt === 'deno' ? ['run', '-A'] : []), BUNDLE, "-c", conf], ws)
-      },
-    })
-  }
-}
-
-const results = new Map<string, number[]>()
-for (let round = 0; round < ROUNDS; round++) {
-  for (const s of specs) {
-    const [ws, aux] = [await freePort(), await freePort()]
-    let p: ChildProcess
-    try {
-      p = await s.start(ws, aux)
-    } catch (e) {
-      // mosquitto 2.0.11 (Debian 12) here: "Unable to start any listening sockets" for websockets.
-      if (round === 0) console.error(`${s.kind} ${s.name}: did not start: ${(e as Error).message}`)
-      continue
+  for (const kind of kinds) {
+    if (kind === 'nats') {
+      const bin = which('nats-server')
+      // No websocket.host: nats-server 2.9.10 then fails to bind ("address already in use").
+      if (bin) list.push({ name: 'nats-server', kind, reference: true, argv: (ws, tcp) => [bin, '-c', conf(`ws-nats-${ws}.conf`, `listen: ${HOST}:${tcp}\nwebsocket { port: ${ws}, no_tls: true }`)], describe: `${bin} -c <listen: ${HOST}:{tcp}; websocket { port: {ws}, no_tls: true }>` })
+      else notes.push('nats-server not on PATH (apt-get install nats-server): no reference for the ws-nats rows')
+    } else {
+      const bin = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
+      const settings = o.mosquittoSettings.join('\n')
+      // The plain listener is what lets 2.0.11 start at all (see the top of this file).
+      if (bin) list.push({ name: 'mosquitto', kind, reference: true, argv: (ws, tcp) => [bin, '-c', conf(`ws-mosq-${ws}.conf`, `listener ${ws} ${HOST}\nprotocol websockets\nlistener ${tcp} ${HOST}\n${settings}`)], describe: `${bin} -c <listener {ws} ${HOST}; protocol websockets; listener {tcp} ${HOST}; the MQTT rows' settings>` })
+      else notes.push('mosquitto not found (apt-get install mosquitto): no reference for the ws-mqtt rows')
     }
+    for (const s of o.sprigs) {
+      list.push({
+        name: s.name,
+        kind,
+        reference: false,
+        argv: (ws, tcp) => [...s.cmd, '-c', conf(`ws-sprig-${kind}-${ws}.conf`, `host: ${HOST}\nport: ${tcp}\nmqtt { port: 0 }\nwebsocket { port: ${ws}, no_tls: true }`)],
+        describe: `${s.cmd.join(' ')} -c <host: ${HOST}; port: {tcp}; mqtt { port: 0 }; websocket { port: {ws}, no_tls: true }>`,
+      })
+    }
+  }
+  return { list, notes }
+}
+
+/** Until a client completes its handshake over WebSocket (the TCP port answered already). */
+async function wsReady(addr: Addr, kind: Kind): Promise<void> {
+  const end = Date.now() + 10_000
+  for (;;) {
     try {
-      const rate = s.kind === 'nats' ? await natsRun(`ws://127.0.0.1:${ws}`) : await mqttRun(`ws://127.0.0.1:${ws}${s.name.startsWith('sprig') ? '/mqtt' : ''}`)
-      const k = `${s.kind} ${s.name}`
-      results.set(k, [...(results.get(k) ?? []), rate])
+      if (kind === 'nats') close(await connectNats({ ...addr, ws: { path: '/' } }, 2000))
+      else closeMqtt(await connectMqtt({ ...addr, ws: { path: '/mqtt', protocol: 'mqtt' } }, 2000))
+      return
     } catch (e) {
-      console.error(`${s.kind} ${s.name}: ${(e as Error).message}`)
-    } finally {
-      await stop(p)
+      if (Date.now() > end) throw new Error(`no handshake over WebSocket: ${(e as Error).message}`)
+      await sleep(100)
     }
   }
 }
-const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!
-console.log(`WebSocket, 1 publisher → 1 subscriber, ${N} × 16 B messages in 32 KB frames, median of ${ROUNDS} rounds (msgs/s delivered)`)
-for (const kind of ['nats', 'mqtt']) {
-  const ref = results.get(`${kind} ${kind === 'nats' ? 'nats-server' : 'mosquitto'}`)
-  for (const [k, v] of results) {
-    if (!k.startsWith(kind)) continue
-    const ratio = ref && !k.includes('nats-server') && !k.includes('mosquitto') ? `  ${(median(v) / median(ref)).toFixed(2)}×` : ''
-    console.log(`${k.padEnd(22)} ${Math.round(median(v)).toLocaleString('en').padStart(12)}${ratio}`)
+
+async function runOne(srv: WsServer, scenarios: Scenario[], o: WsBenchOpts, round: number, out: RunResult[]): Promise<void> {
+  const ws = await freePort()
+  let tcp = await freePort()
+  while (tcp === ws) tcp = await freePort()
+  const proc: ServerProcess = launch(srv.argv(ws, tcp), o.root)
+  try {
+    // The TCP port is NATS on sprig (its MQTT rows too) and nats-server, MQTT on mosquitto.
+    await waitReady(proc, tcp, srv.name === 'mosquitto' ? 'mqtt' : 'nats')
+    await wsReady({ host: HOST, port: ws }, srv.kind)
+  } catch (e) {
+    const why = `did not start: ${(e as Error).message.split('\n')[0]}${proc.tail() ? ` (${proc.tail().split('\n').slice(-1)[0]})` : ''}`
+    progress(`[round ${round}] ${srv.name}: ${why}`)
+    for (const s of scenarios) out.push({ scenario: s.id, server: srv.name, round, error: why, wallMs: 0 })
+    await stop(proc)
+    return
   }
+  for (const s of scenarios) {
+    const cpu0 = procCpuSeconds(proc.pid)
+    const busy0 = machineBusySeconds()
+    const gen0 = process.cpuUsage()
+    const t0 = performance.now()
+    const r: RunResult = { scenario: s.id, server: srv.name, round, wallMs: 0 }
+    try {
+      r.metrics = await s.run({ host: HOST, port: ws, pid: proc.pid })
+    } catch (e) {
+      r.error = (e as Error).message
+      await sleep(200)
+      if (proc.exited()) r.error += ` (server ${proc.exited()}: ${proc.tail().slice(-300)})`
+    }
+    r.wallMs = performance.now() - t0
+    const secs = procCpuSeconds(proc.pid) - cpu0
+    const cpu = (secs * 1000 * 100) / r.wallMs
+    if (Number.isFinite(cpu)) r.serverCpu = cpu
+    const perM = cpuPerMillion(r.metrics, { server: secs })
+    if (perM) r.cpuPerM = perM
+    const gen = process.cpuUsage(gen0)
+    r.benchCpu = ((gen.user + gen.system) / 1000 / r.wallMs) * 100
+    const other = ((machineBusySeconds() - busy0) * 1000 * 100) / r.wallMs - (r.serverCpu ?? 0) - r.benchCpu
+    if (Number.isFinite(other)) r.otherCpu = Math.max(0, other)
+    out.push(r)
+    const head = s.metrics.find((m) => m.key === s.headline)!
+    const hv = r.metrics?.[s.headline]
+    progress(`[round ${round}] ${srv.name}: ${s.id}: ${r.error ? 'FAILED: ' + r.error : `${typeof hv === 'number' ? head.fmt(hv) : hv} ${head.label}`} (${(r.wallMs / 1000).toFixed(1)} s)`)
+    await sleep(300)
+  }
+  await stop(proc)
+}
+
+function progress(msg: string): void {
+  process.stderr.write(`  … ${msg}\n`)
+}
+
+/** Runs the WebSocket rows `only` selects (all when empty), prints their tables. */
+export async function runWsBench(o: WsBenchOpts, only: string[]): Promise<{ results: RunResult[]; failed: number }> {
+  const ids = wsSelected(only)
+  const scenarios = wsScenarios(o.quick).filter((s) => ids.includes(s.id))
+  const kinds = [...new Set(scenarios.map((s) => s.kind))]
+  const { list, notes } = servers(o, kinds)
+  console.log(['', 'websocket rows (over ws://, no TLS, no compression):', ...list.map((s) => `           ${s.name} (${s.kind}) = ${s.describe}`), ...notes.map((n) => `note:      ${n}`), ''].join('\n'))
+  const raw: RunResult[] = []
+  for (let round = 1; round <= o.rounds; round++) {
+    const order = list.map((_, i) => list[(i + round - 1) % list.length]!)
+    for (const srv of order) await runOne(srv, scenarios.filter((s) => s.kind === srv.kind), o, round, raw)
+  }
+  const results = combineRounds(raw, scenarios)
+  const cols = (kind: Kind): Column[] => [...list.filter((s) => s.kind === kind && !s.reference), ...list.filter((s) => s.kind === kind && s.reference)].map((s) => ({ name: s.name, reference: s.reference }))
+  for (const s of scenarios) console.log(scenarioTable(s, cols(s.kind), results) + '\n')
+  for (const kind of kinds) console.log(`== summary (websocket, ${kind})\n${summaryTable(scenarios.filter((s) => s.kind === kind), cols(kind), results)}\n`)
+  console.log(`(${os.cpus().length} cores; server and load generator share them)`)
+  const lossy = raw.filter((r) => typeof r.metrics?.lost === 'number' && r.metrics.lost > 0).length
+  const busy = raw.filter((r) => (r.otherCpu ?? 0) > OTHER_CPU_WARN)
+  if (busy.length) console.log(`warning: ${busy.length} of ${raw.length} websocket run(s) shared the machine with other load (> ${OTHER_CPU_WARN}% of a core): their numbers are unreliable`)
+  if (lossy) console.log(`${lossy} websocket run(s) LOST messages`)
+  return { results: raw, failed: raw.filter((r) => r.error).length + lossy }
 }
