@@ -26,7 +26,8 @@ if (certs) {
   let b: TestBroker // NATS upgrades after INFO; MQTT on its TLS port
   let first: TestBroker // NATS handshake_first
   t.before(async () => {
-    const tls = serverTlsOptions(certs, { crl_file: certs.crl, timeout: 1500 })
+    // 4 s: long enough for the real clients below to connect on a loaded CI machine, short enough to wait for.
+    const tls = serverTlsOptions(certs, { crl_file: certs.crl, timeout: 4000 })
     b = await startBroker({ tls, mqtt: { tls, tls_port: 0 }, https_port: await freePort() })
     first = await startBroker({ tls: { ...tls, handshake_first: true } })
   })
