@@ -93,12 +93,6 @@ export interface Host {
   wall?(): number
   /** Runs `fn` once the current batch of I/O callbacks has finished (a microtask is fine). */
   defer(fn: () => void): void
-  /**
-   * Runs `fn` once per event-loop turn, after the I/O callbacks of this turn (setImmediate):
-   * for writes that should gather what many reads produce (the leaf link's queue). Absent:
-   * defer() is used.
-   */
-  soon?(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
   /**
    * Asks the runtime for a full garbage collection, where it offers one (the memory budget,

@@ -1,7 +1,6 @@
 // What each runtime module provides, and the few helpers they share.
 
 import { readdirSync, readFileSync } from 'node:fs'
-import { setImmediate } from 'node:timers'
 import v8 from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
@@ -39,7 +38,6 @@ export const standardHost: Host = {
   now: () => ORIGIN + performance.now(),
   wall: () => Date.now(),
   defer: (fn) => queueMicrotask(fn),
-  soon: (fn) => setImmediate(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms)
     return { cancel: () => clearInterval(t) }
@@ -362,25 +360,6 @@ export function guardHost(host: Host, log: Logger): Host {
       }),
   }
   if (host.wall) g.wall = host.wall.bind(host)
-  if (host.soon) {
-    // As for defer: the link schedules the same flush every turn.
-    let soonFn: (() => void) | null = null
-    let soonGuard: () => void = () => {}
-    const soon = host.soon.bind(host)
-    g.soon = (fn) => {
-      if (fn !== soonFn) {
-        soonFn = fn
-        soonGuard = () => {
-          try {
-            fn()
-          } catch (e) {
-            logInternal(log, 'server', 'deferred work', e)
-          }
-        }
-      }
-      soon(soonGuard)
-    }
-  }
   // The memory budget asks for collections through this (after closing slow consumers).
   if (host.collect) g.collect = host.collect.bind(host)
   return g

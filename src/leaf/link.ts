@@ -161,11 +161,7 @@ export class Link implements Conn {
   ) {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
-    // Flushed once per event-loop turn rather than after every read: a gateway's many devices
-    // each send a little per read, and the hub should get one write for all of them.
-    const host = srv.host
-    const schedule = host.soon ? (): void => host.soon!(this.flushOut) : srv.schedule
-    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), schedule, srv.budget)
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(
@@ -183,8 +179,6 @@ export class Link implements Conn {
     )
     this.parser.budget = srv.budget
   }
-
-  private readonly flushOut = (): void => this.out.flush(this.remote.srv.host.now())
 
   // --- Conn
 
