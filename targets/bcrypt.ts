@@ -8,13 +8,12 @@
 // JavaScript that load bcryptjs from node_modules.
 //
 // Workers are started on the first check (a broker without bcrypt users never has one) and
-// ended after IDLE_MS without checks, and at shutdown: idle memory on a gateway counts. For the
-// same reason bcryptjs itself is imported only where a check runs.
+// ended after IDLE_MS without checks, and at shutdown: idle memory on a gateway counts.
 
+import bcrypt from 'bcryptjs'
 import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
 import os from 'node:os'
 import { isMainThread, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads'
-import { HERE } from '../src/auth.ts'
 import type { BcryptEngine } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
 
@@ -36,9 +35,7 @@ function serveChecks(port: MessagePort, lib: { compareSync(pass: string, hash: s
   })
 }
 
-// bcryptjs only in a worker (the main thread loads it only if it has to check there): the
-// port holds messages until serveChecks listens.
-if (isBcryptWorker) void import('bcryptjs').then((m) => serveChecks(parentPort!, m.default))
+if (isBcryptWorker) serveChecks(parentPort!, bcrypt)
 
 /** How a worker is started here: this file, or (Node on the .ts sources) a script. */
 function startWorker(): Worker {
@@ -155,7 +152,7 @@ export function bcryptPool(log: Logger, size = poolSize()): BcryptPool {
       const job = queue.shift()!
       if (slot === null) {
         // No worker could be started: on this thread, as without a pool.
-        HERE.compare(job.pass, job.hash).then(job.done, () => job.done(false))
+        bcrypt.compare(job.pass, job.hash).then(job.done, () => job.done(false))
         continue
       }
       run(slot, job)

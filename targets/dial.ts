@@ -3,11 +3,11 @@
 // hub's plaintext INFO (`startTls`), or it handshakes before any protocol byte (TLS-first).
 
 import net from 'node:net'
-import type tls from 'node:tls'
+import tls from 'node:tls'
 import type { Conn, Dial } from '../src/host.ts'
 import { TLS_DEFAULTS, type TlsOptions } from '../src/options.ts'
 import { NetWire } from './net.ts'
-import { peerTlsOf, tlsClientOptions, tlsModule } from './tls.ts'
+import { peerTlsOf, tlsClientOptions } from './tls.ts'
 
 /** How long a TCP connect (and a TLS-first handshake) may take. */
 const CONNECT_TIMEOUT_MS = 2000
@@ -31,7 +31,7 @@ class DialWire extends NetWire {
     const raw = this.sock
     raw.removeListener('data', onData)
     raw.removeListener('drain', onDrain)
-    const t = tlsModule().connect({ ...options, socket: raw })
+    const t = tls.connect({ ...options, socket: raw })
     t.setNoDelay?.(true)
     let settled = false
     const ms = this.opts?.timeout ?? 2000
@@ -110,7 +110,7 @@ export const dialNet: Dial = (to, open, failed) => {
       queueMicrotask(() => failed((e as Error).message))
       return
     }
-    sock = tlsModule().connect({ ...options, port: to.port, host: to.host })
+    sock = tls.connect({ ...options, port: to.port, host: to.host })
   } else {
     sock = net.connect({ port: to.port, host: to.host, noDelay: true })
   }

@@ -6,21 +6,10 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
-import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
-import type tls from 'node:tls'
+import tls from 'node:tls'
 import { certIdentity, crlRevoked, issuerAndSerial, type CertMap } from '../src/cert-identity.ts'
 import type { PeerTls } from '../src/host.ts'
 import { mqttOptions, type Options, type TlsOptions } from '../src/options.ts'
-
-let mod: typeof tls | null = null
-
-/**
- * node:tls, loaded on first use: it costs ~4 MB of idle RSS on Bun, which only configurations
- * with TLS (or a hub that asks for it) should pay. Synchronous, so a reload can add TLS.
- */
-export function tlsModule(): typeof tls {
-  return (mod ??= nodeModule.createRequire(import.meta.url)('node:tls') as typeof tls)
-}
 
 /**
  * Options for `tls.connect({ ...tlsClientOptions(t, host), socket })`: our certificate and key
@@ -98,7 +87,7 @@ export function serverTls(t: TlsOptions, at: string, mode: ServerTls['mode'], re
   }
   const o: tls.TlsOptions = { cert, key, minVersion: 'TLSv1.2' }
   try {
-    tlsModule().createSecureContext(o)
+    tls.createSecureContext(o)
   } catch (e) {
     throw new Error(`${at}.key_file: ${keyFile} does not match the certificate in ${certFile}: ${(e as Error).message}`)
   }
@@ -112,7 +101,7 @@ export function serverTls(t: TlsOptions, at: string, mode: ServerTls['mode'], re
     const blocks = [...o.crl.matchAll(/-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/g)]
     if (blocks.length === 0) throw new Error(`${at}.crl_file: ${t.crl_file} does not hold a PEM CRL`)
     try {
-      tlsModule().createSecureContext({ ...o })
+      tls.createSecureContext({ ...o })
       revoked = new Map()
       for (const b of blocks) {
         const { issuer, serials } = crlRevoked(new Uint8Array(Buffer.from(b[1]!, 'base64')))
@@ -239,7 +228,7 @@ const handshakes = new WeakMap<ServerTls, Handshakes>()
 function handshakesOf(st: ServerTls): Handshakes {
   let h = handshakes.get(st)
   if (h) return h
-  h = { server: tlsModule().createServer(st.serverOptions), pending: new Map(), unattributed: null }
+  h = { server: tls.createServer(st.serverOptions), pending: new Map(), unattributed: null }
   const hs = h
   hs.server.on('secureConnection', (ts: tls.TLSSocket) => onSecure(st, hs, ts))
   hs.server.on('tlsClientError', (err: Error & { code?: string }, ts?: tls.TLSSocket) => onClientError(hs, err, ts))
