@@ -3,6 +3,7 @@
 // rules for messages in both directions.
 
 import t, { type Test } from 'tap'
+import { headers } from '@nats-io/transport-node'
 import { REMOTE_DEFAULTS } from '../src/options.ts'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
 import { fakeHub, until, type FakeConn } from './helpers/hub.ts'
@@ -89,4 +90,33 @@ t.test('to the hub: its queue groups are named only when no local member exists'
   await until(() => /LMSG up\.both/.test(c().text), 2000, 'LMSG up.both')
   const lines = c().text.split('\r\n').filter((l) => /^LMSG|^HMSG/.test(l))
   t.same(lines, ['LMSG up.q | hq 1', 'LMSG up.plain 1', 'LMSG up.both 1'], 'hq named; lq served locally; nothing without interest')
+})
+
+t.test('to the hub: frames byte for byte, plain and mapped subjects in turn, headers, replies, UTF-8', async (t) => {
+  const hub = await fakeHub(t, (c) => c.sock.write('LS+ site.gw.>\r\n'))
+  const remote = { ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`], map: [{ local: 'tele.>', hub: 'site.gw.tele.>' }] }
+  const b = await startBroker({ leafnodes: { reconnect: 200, reconnect_max: 2000, remotes: [remote] } })
+  t.teardown(() => b.stop())
+  await until(() => b.uplink!.remotes[0]!.state === 'connected', 5000, 'connected')
+  await until(() => b.uplink!.remotes[0]!.link!.hubKeys.size >= 2, 2000, 'hub interest')
+  const c = hub.conns[0]!
+  const a = await natsClient(t, b.url)
+  const h = headers()
+  h.set('k', 'v')
+  for (let i = 0; i < 2; i++) {
+    a.publish('tele.a', 'x1')
+    a.publish('up.b', 'x22')
+    a.publish('tele.c', '')
+    a.publish('up.b', 'x4', { headers: h })
+    a.publish('up.ü', 'x5')
+  }
+  a.publish('up.b', 'r', { reply: 'rep' })
+  a.publish('tele.a', 'hr', { reply: 'tele.r', headers: h })
+  await a.flush()
+  await until(() => /HMSG site\.gw\.tele\.a site\.gw\.tele\.r/.test(c.text), 2000, 'last frame')
+  const hl = 'NATS/1.0\r\nk: v\r\n\r\n'.length
+  const one = `LMSG site.gw.tele.a 2\r\nx1\r\nLMSG up.b 3\r\nx22\r\nLMSG site.gw.tele.c 0\r\n\r\nHMSG up.b ${hl} ${hl + 2}\r\nNATS/1.0\r\nk: v\r\n\r\nx4\r\nLMSG up.ü 2\r\nx5\r\n`
+  const want = `${one}${one}LMSG up.b rep 1\r\nr\r\nHMSG site.gw.tele.a site.gw.tele.r ${hl} ${hl + 2}\r\nNATS/1.0\r\nk: v\r\n\r\nhr\r\n`
+  const got = c.text.slice(c.text.indexOf('LMSG '))
+  t.equal(got.replace(/PING\r\n/g, ''), want)
 })

@@ -3,7 +3,7 @@
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
 // Protocol notes: docs/leafnode-protocol.md.
 
-import { EMPTY, utf8 } from '../bytes.ts'
+import { EMPTY, uintLength, utf8, writeUint } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { newMsg } from '../msg.ts'
@@ -150,6 +150,9 @@ export class Link implements Conn {
   private readonly removed = new Map<string, { sub: HubSub; at: number }>()
   /** One entry per PING we sent, in order: the confirmation mark it carries, or -1. */
   private readonly pongMarks: number[] = []
+  /** The last mapped hub subject sent and its bytes (a gateway forwards the same few subjects). */
+  private hubSubj = ''
+  private hubSubjBytes: Uint8Array = EMPTY
 
   constructor(
     private readonly remote: LinkOwner,
@@ -497,15 +500,17 @@ export class Link implements Conn {
   /**
    * The one send-up path: export filter and map, the hub's interest, the hub queue groups the
    * message should serve (those with no local member), then the frame. `local`: the local
-   * subscribers of the subject (a local queue group keeps its messages here).
+   * subscribers of the subject (a local queue group keeps its messages here). `subjectBytes`:
+   * the subject's bytes when the caller has them (a live Msg), saving their encoding.
    */
-  forward(subject: string, reply: string, hdr: Uint8Array | null, payload: Uint8Array, local: Match<Sub>): Sent {
+  forward(subject: string, reply: string, hdr: Uint8Array | null, payload: Uint8Array, local: Match<Sub>, subjectBytes?: Uint8Array): Sent {
     if (this.phase !== 'up') return Sent.NO_INTEREST
     const hub = this.filters.up(subject)
     if (hub === null) return Sent.FILTERED
     const queues = hubQueues(this.hubSubs.match(hub), local)
     if (queues === null) return Sent.NO_INTEREST
-    return this.send(hub, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
+    const sb = hub === subject && subjectBytes !== undefined && subjectBytes.length > 0 ? subjectBytes : null
+    return this.send(hub, sb, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
   }
 
   /** Whether forward() would find interest at the hub for this message. */
@@ -516,9 +521,10 @@ export class Link implements Conn {
 
   /**
    * Frames one message for the hub; false when the outbound queue has no room (the caller
-   * keeps it). `queues`: hub queue groups this message should also serve.
+   * keeps it). `queues`: hub queue groups this message should also serve. `sb`: the hub
+   * subject's bytes, if known.
    */
-  private send(hubSubject: string, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
+  private send(hubSubject: string, sb: Uint8Array | null, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
     const size = payload.length + (hdr ? hdr.length : 0)
     const max = this.info.max_payload
     if (max !== undefined && max > 0 && size > max) {
@@ -526,6 +532,7 @@ export class Link implements Conn {
       this.remote.onOversize()
       return true
     }
+    if (reply === '' && queues.length === 0) return this.sendPlain(hubSubject, sb, hdr, payload, size)
     let line = hdr ? 'HMSG ' : 'LMSG '
     line += hubSubject
     if (queues.length > 0) line += reply !== '' ? ` + ${reply} ${queues.join(' ')}` : ` | ${queues.join(' ')}`
@@ -540,6 +547,52 @@ export class Link implements Conn {
     if (hdr) {
       b.set(hdr, p)
       p += hdr.length
+    }
+    b.set(payload, p)
+    p += payload.length
+    b[p] = 13
+    b[p + 1] = 10
+    const st = this.remote.stats
+    st.out_msgs++
+    st.out_bytes += size
+    return true
+  }
+
+  /**
+   * The common case (no reply, no queue groups), framed straight into the outbound buffer:
+   * `LMSG subject size` or `HMSG subject hdrlen size`, without building a string per message.
+   */
+  private sendPlain(hubSubject: string, sb: Uint8Array | null, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
+    if (sb === null) {
+      if (hubSubject !== this.hubSubj) {
+        this.hubSubj = hubSubject
+        this.hubSubjBytes = utf8(hubSubject)
+      }
+      sb = this.hubSubjBytes
+    }
+    const hl = hdr ? hdr.length : 0
+    const head = 6 + sb.length + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
+    const at = this.out.reserve(head + size + 2)
+    if (at < 0) return false
+    const b = this.out.buf
+    b[at] = hdr ? 72 : 76 // H / L
+    b[at + 1] = 77 // M
+    b[at + 2] = 83 // S
+    b[at + 3] = 71 // G
+    b[at + 4] = 32
+    b.set(sb, at + 5)
+    let p = at + 5 + sb.length
+    b[p++] = 32
+    if (hdr) {
+      p = writeUint(b, p, hl)
+      b[p++] = 32
+    }
+    p = writeUint(b, p, size)
+    b[p++] = 13
+    b[p++] = 10
+    if (hdr) {
+      b.set(hdr, p)
+      p += hl
     }
     b.set(payload, p)
     p += payload.length

@@ -340,7 +340,7 @@ export class Remote implements LinkOwner {
       if (live) {
         // Live traffic goes ahead of a paced backlog (replay_rate) rather than behind it.
         if (this.interleave(l)) {
-          const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+          const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
           if (r === Sent.OK) this.buffer.sentAhead!(this.buffer.last)
           else this.liveBehind = true
         } else if (this.backlogEnd >= 0) this.liveBehind = true
@@ -351,7 +351,7 @@ export class Remote implements LinkOwner {
     }
     if (live) {
       if (this.buffer.unsent === 0 || this.interleave(l)) {
-        const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local)
+        const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
         if (r === Sent.OK) {
           // Over the high-water mark: slow this publisher down before the queue fills up.
           if (l.overHigh) this.stall(from)
