@@ -548,13 +548,7 @@ export class Link implements Conn {
       b.set(hdr, p)
       p += hdr.length
     }
-    b.set(payload, p)
-    p += payload.length
-    b[p] = 13
-    b[p + 1] = 10
-    const st = this.remote.stats
-    st.out_msgs++
-    st.out_bytes += size
+    this.endFrame(b, p, payload, size)
     return true
   }
 
@@ -594,6 +588,11 @@ export class Link implements Conn {
       b.set(hdr, p)
       p += hl
     }
+    this.endFrame(b, p, payload, size)
+    return true
+  }
+  /** The payload and CRLF that end an LMSG/HMSG at b[p], counted. */
+  private endFrame(b: Uint8Array, p: number, payload: Uint8Array, size: number): void {
     b.set(payload, p)
     p += payload.length
     b[p] = 13
@@ -601,8 +600,8 @@ export class Link implements Conn {
     const st = this.remote.stats
     st.out_msgs++
     st.out_bytes += size
-    return true
   }
+
 }
 
 const NO_QUEUES: readonly string[] = Object.freeze([])

@@ -135,12 +135,7 @@ export class KeyedFile implements KeyedLog, Tenant {
       else this.unindex(key)
       at += len
     }
-    if (at < seg.size) {
-      this.store.damaged(seg.path, at, `torn or damaged tail (${seg.size - at} bytes); truncated`)
-      this.store.recovery.truncated_bytes += seg.size - at
-      seg.size = at
-      f.truncate(seg.fd, at)
-    }
+    seg.size = this.store.cutTail(seg.path, seg.fd, at, seg.size)
   }
 
   // --- KeyedLog

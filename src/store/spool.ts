@@ -142,12 +142,7 @@ export class DiskSpool implements Spool, Tenant {
       }
       off += at
     }
-    if (off < seg.size) {
-      this.store.damaged(seg.path, off, `torn or damaged tail (${seg.size - off} bytes); truncated`)
-      this.store.recovery.truncated_bytes += seg.size - off
-      seg.size = off
-      f.truncate(seg.fd, off)
-    }
+    seg.size = this.store.cutTail(seg.path, seg.fd, off, seg.size)
   }
 
   // --- Spool

@@ -263,6 +263,15 @@ export class Store {
     return out
   }
 
+  /** Cuts a segment file's torn or damaged tail at `at` (of `size` bytes), logged and counted; the new size. */
+  cutTail(path: string, fd: number, at: number, size: number): number {
+    if (at >= size) return size
+    this.damaged(path, at, `torn or damaged tail (${size - at} bytes); truncated`)
+    this.recovery.truncated_bytes += size - at
+    this.files.truncate(fd, at)
+    return at
+  }
+
   damaged(file: string, offset: number, what: string): void {
     this.corrupt++
     this.log.warn(`store: ${file} at offset ${offset}: ${what}`)
