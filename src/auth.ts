@@ -3,7 +3,6 @@
 // compiled permissions. nats-server's model: `authorization { user/password | token | users }`,
 // `no_auth_user`, and `verify_and_map` certificates. Also the reload of all that (SIGHUP).
 
-import bcrypt from 'bcryptjs'
 import type { BcryptEngine, PeerTls, Wire } from './host.ts'
 import { DEFAULT_AUTH_TIMEOUT, restartNeeded, type Options, type UserConfig } from './options.ts'
 import { compilePermissions, type CompiledPermissions, type Permissions } from './permissions.ts'
@@ -256,8 +255,11 @@ function known(key: string): boolean | undefined {
   return verified.has(key) ? true : wrong.has(key) ? false : undefined
 }
 
-/** bcryptjs on this thread; it yields between chunks, so I/O still runs during a check. */
-const HERE: BcryptEngine = { parallel: 1, compare: (pass, hash) => bcrypt.compare(pass, hash) }
+/**
+ * bcryptjs on this thread; it yields between chunks, so I/O still runs during a check. Loaded
+ * on the first check: a broker without bcrypt users never pays its memory.
+ */
+const HERE: BcryptEngine = { parallel: 1, compare: async (pass, hash) => (await import('bcryptjs')).default.compare(pass, hash) }
 
 /** A check without a server (tests that call authenticate directly): remembered, on this thread. */
 function checkHere(pass: string, hash: string): Promise<boolean> {

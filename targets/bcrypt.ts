@@ -10,7 +10,6 @@
 // Workers are started on the first check (a broker without bcrypt users never has one) and
 // ended after IDLE_MS without checks, and at shutdown: idle memory on a gateway counts.
 
-import bcrypt from 'bcryptjs'
 import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
 import os from 'node:os'
 import { isMainThread, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads'
@@ -35,7 +34,8 @@ function serveChecks(port: MessagePort, lib: { compareSync(pass: string, hash: s
   })
 }
 
-if (isBcryptWorker) serveChecks(parentPort!, bcrypt)
+// bcryptjs is loaded only in a worker: the main thread never checks a hash itself.
+if (isBcryptWorker) void import('bcryptjs').then((m) => serveChecks(parentPort!, m.default))
 
 /** How a worker is started here: this file, or (Node on the .ts sources) a script. */
 function startWorker(): Worker {
@@ -152,7 +152,7 @@ export function bcryptPool(log: Logger, size = poolSize()): BcryptPool {
       const job = queue.shift()!
       if (slot === null) {
         // No worker could be started: on this thread, as without a pool.
-        bcrypt.compare(job.pass, job.hash).then(job.done, () => job.done(false))
+        import('bcryptjs').then((m) => m.default.compare(job.pass, job.hash)).then(job.done, () => job.done(false))
         continue
       }
       run(slot, job)

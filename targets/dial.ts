@@ -3,7 +3,8 @@
 // hub's plaintext INFO (`startTls`), or it handshakes before any protocol byte (TLS-first).
 
 import net from 'node:net'
-import tls from 'node:tls'
+import type tls from 'node:tls'
+import { nodeTls } from './lazy.ts'
 import type { Conn, Dial } from '../src/host.ts'
 import { TLS_DEFAULTS, type TlsOptions } from '../src/options.ts'
 import { NetWire } from './net.ts'
@@ -31,7 +32,7 @@ class DialWire extends NetWire {
     const raw = this.sock
     raw.removeListener('data', onData)
     raw.removeListener('drain', onDrain)
-    const t = tls.connect({ ...options, socket: raw })
+    const t = nodeTls().connect({ ...options, socket: raw })
     t.setNoDelay?.(true)
     let settled = false
     const ms = this.opts?.timeout ?? 2000
@@ -110,7 +111,7 @@ export const dialNet: Dial = (to, open, failed) => {
       queueMicrotask(() => failed((e as Error).message))
       return
     }
-    sock = tls.connect({ ...options, port: to.port, host: to.host })
+    sock = nodeTls().connect({ ...options, port: to.port, host: to.host })
   } else {
     sock = net.connect({ port: to.port, host: to.host, noDelay: true })
   }

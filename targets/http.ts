@@ -3,7 +3,7 @@
 // (upgradeSocket), so client certificates are verified and refusals logged the same way.
 // What each endpoint says is decided in src/monitor.ts.
 
-import http from 'node:http'
+import { nodeHttp } from './lazy.ts'
 import net from 'node:net'
 import { monitorTarget, type Reply } from '../src/monitor.ts'
 import { STATUS_PAGE, STATUS_PAGE_HEADERS } from '../src/status-page.ts'
@@ -13,7 +13,7 @@ import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenMonitor(srv: Server, host: string, port: number, tls?: ServerTls): Promise<Listener> {
   const log = srv.log
-  const server = http.createServer((req, res) => {
+  const server = nodeHttp().createServer((req, res) => {
     const peer = `${plainAddress(req.socket.remoteAddress)}:${req.socket.remotePort ?? 0}`
     if ((req.method === 'GET' || req.method === 'HEAD') && (req.url === '/' || req.url?.startsWith('/?'))) {
       // The live status page (src/status-page.ts); the JSON endpoints stay where they are.

@@ -12,10 +12,10 @@
 //   spawned from a worker thread (needs NotifyAccess=all: the datagram then comes from a
 //   child, not the main PID).
 
-import { spawn } from 'node:child_process'
 import process from 'node:process'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from '../src/log.ts'
+import { nodeChildProcess } from './lazy.ts'
 import type { Server } from '../src/server.ts'
 import type { Uplink } from '../src/leaf/index.ts'
 
@@ -214,7 +214,7 @@ function commandSender(path: string, log: Logger): Notifier {
   }
   const direct = (args: string[]): void => {
     try {
-      spawn('systemd-notify', args, { stdio: 'ignore', env }).on('error', (e) => fail(e.message)).unref()
+      nodeChildProcess().spawn('systemd-notify', args, { stdio: 'ignore', env }).on('error', (e) => fail(e.message)).unref()
     } catch (e) {
       fail((e as Error).message)
     }

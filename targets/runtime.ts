@@ -2,8 +2,8 @@
 
 import { readdirSync, readFileSync } from 'node:fs'
 import v8 from 'node:v8'
-import { runInNewContext } from 'node:vm'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
+import { nodeVm } from './lazy.ts'
 import type { Logger } from '../src/log.ts'
 
 export type Accept = (wire: Wire) => Conn | null
@@ -57,7 +57,7 @@ function findGc(): () => void {
   if (bun !== undefined) return () => bun(true)
   try {
     v8.setFlagsFromString('--expose-gc')
-    const f: unknown = runInNewContext('gc')
+    const f: unknown = nodeVm().runInNewContext('gc')
     if (typeof f === 'function') return f as () => void
   } catch {
     // not offered here

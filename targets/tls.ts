@@ -3,10 +3,10 @@
 // listener's settings, read and checked once at start-up (serverTls), and the handshake on an
 // accepted socket (upgradeSocket). Client side: options for tls.connect on a dialled socket.
 
-import { createPrivateKey, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import net from 'node:net'
-import tls from 'node:tls'
+import type tls from 'node:tls'
+import { nodeCrypto, nodeTls } from './lazy.ts'
 import { certIdentity, crlRevoked, issuerAndSerial, type CertMap } from '../src/cert-identity.ts'
 import type { PeerTls } from '../src/host.ts'
 import { mqttOptions, type Options, type TlsOptions } from '../src/options.ts'
@@ -81,13 +81,13 @@ export function serverTls(t: TlsOptions, at: string, mode: ServerTls['mode'], re
   const key = readTlsFile(keyFile, `${at}.key_file`)
   pemCert(cert, `${at}.cert_file`, certFile)
   try {
-    createPrivateKey(key)
+    nodeCrypto().createPrivateKey(key)
   } catch (e) {
     throw new Error(`${at}.key_file: ${keyFile} does not hold a usable private key (PEM, not encrypted): ${(e as Error).message}`)
   }
   const o: tls.TlsOptions = { cert, key, minVersion: 'TLSv1.2' }
   try {
-    tls.createSecureContext(o)
+    nodeTls().createSecureContext(o)
   } catch (e) {
     throw new Error(`${at}.key_file: ${keyFile} does not match the certificate in ${certFile}: ${(e as Error).message}`)
   }
@@ -101,7 +101,7 @@ export function serverTls(t: TlsOptions, at: string, mode: ServerTls['mode'], re
     const blocks = [...o.crl.matchAll(/-----BEGIN X509 CRL-----([^-]+)-----END X509 CRL-----/g)]
     if (blocks.length === 0) throw new Error(`${at}.crl_file: ${t.crl_file} does not hold a PEM CRL`)
     try {
-      tls.createSecureContext({ ...o })
+      nodeTls().createSecureContext({ ...o })
       revoked = new Map()
       for (const b of blocks) {
         const { issuer, serials } = crlRevoked(new Uint8Array(Buffer.from(b[1]!, 'base64')))
@@ -124,7 +124,7 @@ export function serverTls(t: TlsOptions, at: string, mode: ServerTls['mode'], re
 
 function pemCert(pem: string, key: string, file: string): void {
   try {
-    new X509Certificate(pem)
+    new (nodeCrypto().X509Certificate)(pem)
   } catch {
     throw new Error(`${key}: ${file} does not hold a PEM certificate`)
   }
@@ -228,7 +228,7 @@ const handshakes = new WeakMap<ServerTls, Handshakes>()
 function handshakesOf(st: ServerTls): Handshakes {
   let h = handshakes.get(st)
   if (h) return h
-  h = { server: tls.createServer(st.serverOptions), pending: new Map(), unattributed: null }
+  h = { server: nodeTls().createServer(st.serverOptions), pending: new Map(), unattributed: null }
   const hs = h
   hs.server.on('secureConnection', (ts: tls.TLSSocket) => onSecure(st, hs, ts))
   hs.server.on('tlsClientError', (err: Error & { code?: string }, ts?: tls.TLSSocket) => onClientError(hs, err, ts))

@@ -7,7 +7,7 @@
 // and MQTT adapters run unchanged. Not node:http: its `upgrade` event differs between Node,
 // Bun and Deno, while node:net behaves the same on all three (docs/runtimes.md).
 
-import http from 'node:http'
+import { nodeHttp } from './lazy.ts'
 import net from 'node:net'
 import type tls from 'node:tls'
 import type { WebSocket, WebSocketServer } from 'ws'
@@ -160,7 +160,7 @@ export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: st
  * would not reach the compiled binaries or Deno.
  */
 function fastUnmask(): void {
-  const h = http as unknown as { websocketMask?: unknown; websocketUnmask?: unknown }
+  const h = nodeHttp() as unknown as { websocketMask?: unknown; websocketUnmask?: unknown }
   if (h.websocketUnmask !== undefined || h.websocketMask !== undefined) return
   try {
     h.websocketMask = maskInto

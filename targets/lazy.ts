@@ -1,0 +1,24 @@
+// Node built-ins that only some configurations use, loaded on their first use. Bun builds
+// each built-in module when it is imported, used or not: in the compiled binary node:http
+// alone adds ~2.7 MB of RSS, and node:tls, node:crypto, node:vm and node:child_process about
+// 2 MB more together (docs/benchmarks.md, idle memory). A gateway with no monitoring port, no
+// TLS and no systemd pays for none of them.
+
+import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
+
+const load = nodeModule.createRequire(import.meta.url)
+const cache = new Map<string, unknown>()
+
+function once<T>(name: string): () => T {
+  return () => {
+    let m = cache.get(name)
+    if (m === undefined) cache.set(name, (m = load(name)))
+    return m as T
+  }
+}
+
+export const nodeHttp = once<typeof import('node:http')>('node:http')
+export const nodeTls = once<typeof import('node:tls')>('node:tls')
+export const nodeCrypto = once<typeof import('node:crypto')>('node:crypto')
+export const nodeVm = once<typeof import('node:vm')>('node:vm')
+export const nodeChildProcess = once<typeof import('node:child_process')>('node:child_process')
