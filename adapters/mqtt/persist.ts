@@ -9,6 +9,7 @@
 //                          once; n orders the queue
 //   i␀<client id>␀<n>      that message's packet id and PUBREL state once sent (3 bytes)
 //   q␀<client id>␀<pid>    a QoS 2 PUBLISH received and not yet released (PUBREL)
+//   w␀<client id>          a will held back (MQTT 5 Will Delay Interval), with its due time
 // An acknowledgement, a drop or the session's end writes tombstones. Each record is written
 // in the turn that changes the state, before the PUBACK/PUBREC of the publish that caused it
 // (handlers/publish.ts afterStored), so one group commit covers both.
@@ -23,7 +24,7 @@ import { canSubscribe, needsDeliveryCheck } from '../../src/permissions.ts'
 import type { Server } from '../../src/server.ts'
 import { KeyedFile, type KeyedOptions } from '../../src/store/keyed.ts'
 import type { Store } from '../../src/store/store.ts'
-import type { MqttSub, Outgoing, QoS } from './delivery.ts'
+import type { MqttSub, Outgoing, QoS, Will } from './delivery.ts'
 import { filterEntries, withFilter, type Filters } from './filters.ts'
 import { deadlineOf, setDeadline, type PublishProps } from './props.ts'
 import { retain, type Retained } from './retained.ts'
@@ -31,6 +32,7 @@ import { Parked } from './session.ts'
 import { mqttState } from './state.ts'
 import { filterToSubjects, parseShared, wildcardFirst } from './topic.ts'
 import { limits } from './handlers/common.ts'
+import { holdWill } from './will.ts'
 
 const SEP = '\u0000'
 const enc = new TextEncoder()
@@ -57,6 +59,19 @@ interface MsgRec {
   o?: PublishProps
   /** wall-clock expiry deadline (Message Expiry Interval) */
   d?: number
+}
+
+/** A held-back will. */
+interface WillRec {
+  t: string
+  s: string
+  q: QoS
+  r: boolean
+  /** the user it publishes as (its permissions) */
+  u: string
+  /** wall-clock due time */
+  due: number
+  o?: PublishProps
 }
 
 interface PerClient {
@@ -204,13 +219,32 @@ export class MqttPersist {
     else this.del(c, key)
   }
 
+  // --- delayed wills
+
+  /** A will held back until `due` (host.now() time): kept so that a restart still sends it. */
+  will(clientId: string, w: Will, user: string, due: number): void {
+    const c = this.client(clientId)
+    const key = `w${SEP}${clientId}`
+    const meta: WillRec = { t: w.topic, s: w.subject, q: w.qos, r: w.retain, u: user, due: this.wallOf(due), ...(w.props ? { o: w.props } : {}) }
+    // Refused (a full store): it waits in memory only, as without a store.
+    if (this.log.put(key, withMeta(meta, w.payload))) c.keys.add(key)
+  }
+
+  /** The held-back will was sent, or cancelled by the client's return. */
+  willDone(clientId: string): void {
+    const c = this.clients.get(clientId)
+    if (c !== undefined) this.del(c, `w${SEP}${clientId}`)
+  }
+
   status(): Record<string, number> {
     let sessions = 0
     let msgs = 0
     let qos2 = 0
+    let wills = 0
     for (const k of this.log.keys()) {
       const t = k.charCodeAt(0)
-      if (t === 115) sessions++ // s
+      if (t === 119) wills++ // w
+      else if (t === 115) sessions++ // s
       else if (t === 109) msgs++ // m
       else if (t === 113) qos2++ // q
     }
@@ -219,6 +253,7 @@ export class MqttPersist {
       sessions,
       session_msgs: msgs,
       qos2_pending: qos2,
+      delayed_wills: wills,
       bytes: this.log.bytes,
       dead_bytes: this.log.dead,
       segments: this.log.segments,
@@ -240,6 +275,7 @@ export class MqttPersist {
     const msgs = new Map<string, Map<number, { m: MsgRec; payload: Uint8Array }>>()
     const pids = new Map<string, Uint8Array>()
     const qos2 = new Map<string, number[]>()
+    const wills = new Map<string, { meta: WillRec; payload: Uint8Array }>()
     let retained = 0
     const drop: string[] = []
     for (const [key, value] of this.log.entries()) {
@@ -268,6 +304,8 @@ export class MqttPersist {
           m.set(Number(parts[2]), { m: meta, payload })
         } else if (kind === 'i' && parts.length === 3 && value.length === 3) {
           pids.set(key, value)
+        } else if (kind === 'w' && parts.length === 2) {
+          wills.set(parts[1]!, readMeta<WillRec>(value))
         } else if (kind === 'q' && parts.length === 3) {
           let l = qos2.get(parts[1]!)
           if (l === undefined) qos2.set(parts[1]!, (l = []))
@@ -362,10 +400,39 @@ export class MqttPersist {
       const parts = k.split(SEP)
       if (!this.clients.get(parts[1]!)?.keys.has(`m${SEP}${parts[1]}${SEP}${parts[2]}`)) this.log.delete(k)
     }
+    const held = this.restoreWills(wills, now)
     if (evicted > 0) srv.log.warn(`store: ${evicted} stored MQTT sessions not restored (those ending first): more than mqtt.max_sessions (${o.max_sessions})`)
     if (overMsgs > 0) srv.log.warn(`store: ${overMsgs} stored MQTT offline messages dropped (the newest of their queues): over mqtt.max_offline_msgs, max_offline_bytes or max_sessions_bytes`)
-    if (retained + restored > 0) srv.log.info(`store: restored ${retained} retained MQTT messages, ${restored} MQTT sessions holding ${msgCount} messages`)
+    if (retained + restored + held > 0) srv.log.info(`store: restored ${retained} retained MQTT messages, ${restored} MQTT sessions holding ${msgCount} messages, ${held} delayed wills`)
     return { retained, sessions: restored, msgs: msgCount }
+  }
+
+  /**
+   * Held-back wills go back on hold: due when they were due, or when their session now ends
+   * if that is sooner (5.0 §3.1.3.2.2); at once (on the next tick, with everything running)
+   * when that passed while sprig was down, as when their session was not restored (it ended).
+   * One whose user no longer exists is dropped.
+   */
+  private restoreWills(wills: Map<string, { meta: WillRec; payload: Uint8Array }>, now: number): number {
+    const srv = this.srv
+    const st = mqttState(srv)
+    let n = 0
+    for (const [id, { meta, payload }] of wills) {
+      const key = `w${SEP}${id}`
+      const who = userIdentity(srv.opts, meta.u)
+      if (who === null) {
+        srv.log.info(`store: delayed will of mqtt client ${quote(id)} dropped: User ${quote(meta.u)} no longer exists`)
+        this.log.delete(key)
+        continue
+      }
+      this.client(id).keys.add(key)
+      const due = Math.max(now, Math.min(this.nowOf(meta.due), st.sessions.get(id)?.expiresAt ?? now))
+      const w: Will = { topic: meta.t, subject: meta.s, payload: Buffer.from(payload), qos: meta.q, retain: meta.r, delay: 0, ...(meta.o ? { props: meta.o } : {}) }
+      const label = `mqtt will of ${quote(id)}`
+      holdWill(srv, st, w, { cid: 0, echo: true, skipsHeaderHook: true, user: meta.u, perms: who.perms, label: () => label, deliver() {} }, id, due)
+      n++
+    }
+    return n
   }
 
   /** Deletes the records of a session not restored. */
