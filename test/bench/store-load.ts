@@ -234,7 +234,8 @@ async function startup(cmd: string[], n: number, o: StoreBenchOpts): Promise<{ m
 
 function median(xs: number[]): number {
   const v = xs.filter(Number.isFinite).sort((a, b) => a - b)
-  return v.length ? v[v.length >> 1]! : NaN
+  const h = v.length >> 1
+  return v.length === 0 ? NaN : v.length % 2 ? v[h]! : (v[h - 1]! + v[h]!) / 2
 }
 
 function progress(msg: string): void {
