@@ -9,7 +9,7 @@
 
 import type { Stored, Spool } from '../leaf/buffer.ts'
 import type { Msg } from '../msg.ts'
-import { crc32, decodeAt, encodeMsg, SEG_HEADER, segmentHeader } from './record.ts'
+import { crc32, decodeAt, encodeMsg, encodeMsgInto, msgRecordSize, SEG_HEADER, segmentHeader } from './record.ts'
 import { StoreError, type Store, type Tenant } from './store.ts'
 
 export interface SpoolOptions {
@@ -182,9 +182,9 @@ export class DiskSpool implements Spool, Tenant {
   }
 
   push(m: Msg): boolean {
-    const rec = encodeMsg(m, this.nextSeq)
+    const len = msgRecordSize(m)
     const st = this.store
-    const over = (): boolean => this.bytes + rec.length > this.opts.max_bytes || st.bytes + rec.length > st.opts.max_bytes
+    const over = (): boolean => this.bytes + len > this.opts.max_bytes || st.bytes + len > st.opts.max_bytes
     if (over()) {
       if (!this.opts.drop_newest && over() && this.segs.length > 1) {
         st.noSpace(`${this.dir} is at its bound (buffer_max_bytes ${this.opts.max_bytes}, store max_bytes ${st.opts.max_bytes}): dropping the oldest`)
@@ -198,7 +198,7 @@ export class DiskSpool implements Spool, Tenant {
       }
     }
     let seg = this.segs[this.segs.length - 1]
-    if (seg === undefined || (seg.size + rec.length > this.segMax && seg.size > SEG_HEADER)) {
+    if (seg === undefined || (seg.size + len > this.segMax && seg.size > SEG_HEADER)) {
       if (!this.flush()) return this.push(m) // the batch before it was lost; this one goes on its own
       for (;;) {
         try {
@@ -210,11 +210,12 @@ export class DiskSpool implements Spool, Tenant {
         }
       }
     }
-    if (rec.length > PEND_MAX || this.pendLen + rec.length > PEND_MAX) {
+    if (this.pendLen + len > PEND_MAX) {
       if (!this.flush()) return this.push(m)
     }
-    if (rec.length > PEND_MAX) {
+    if (len > PEND_MAX) {
       // Larger than the write batch: written on its own, at once.
+      const rec = encodeMsg(m, this.nextSeq)
       for (;;) {
         try {
           st.files.write(seg.fd, rec, seg.size)
@@ -234,16 +235,16 @@ export class DiskSpool implements Spool, Tenant {
         this.pendFirst = this.nextSeq
         st.pending(this)
       }
-      this.pend.set(rec, this.pendLen)
-      this.pendLen += rec.length
+      encodeMsgInto(m, this.nextSeq, this.pend, this.pendLen)
+      this.pendLen += len
     }
     const caughtUp = this.rseg === seg && this.roff === seg.size && this.aheadBytes < AHEAD_MAX
-    seg.size += rec.length
+    seg.size += len
     const seq = this.nextSeq++
     if (caughtUp) {
       // The sender reads from memory what it would otherwise read straight back.
       this.roff = seg.size
-      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size: rec.length, seq })
+      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size: len, seq })
     }
     return true
   }

@@ -5,7 +5,8 @@
 //                                             [--no-startup] [--no-refs]
 //
 // Default: sprig under Bun (the issue's targets are for Bun), one round. env SPRIG_RUNTIME
-// replaces the runtime command, e.g. SPRIG_RUNTIME='bun --cpu-prof-md --cpu-prof-dir=/tmp/p'.
+// replaces the runtime command, e.g. SPRIG_RUNTIME='bun --cpu-prof-md --cpu-prof-dir=/tmp/p';
+// env SPRIG_BUNDLE=<file.js> runs that bundle instead of dist/sprig.js (A/B runs).
 
 import { mkdtempSync, rmSync } from 'node:fs'
 import os from 'node:os'
@@ -28,7 +29,7 @@ const runtimes = (value('--runtimes') ?? 'bun').split(',').filter(Boolean) as ('
 const TMP = mkdtempSync(path.join(process.env.STORE_BENCH_DIR || os.tmpdir(), 'sprig-store-bench-'))
 process.on('exit', () => rmSync(TMP, { recursive: true, force: true }))
 
-const bundle = path.join(ROOT, 'dist/sprig.js')
+const bundle = path.resolve(ROOT, process.env.SPRIG_BUNDLE || 'dist/sprig.js')
 const custom = process.env.SPRIG_RUNTIME?.split(/\s+/).filter(Boolean)
 const sprigs = custom
   ? [{ name: `sprig/${path.basename(custom[0]!)}`, cmd: [...custom, ...(custom[0]!.endsWith('deno') ? ['run', '-A'] : []), bundle], version: '' }]
