@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import os from 'node:os'
 import path from 'node:path'
 import { closeMqtt, connectMqtt, publishQos1 } from './mqtt-conn.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
+import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import type { ServerProcess } from './model.ts'
 import { encodeMsg, segmentHeader } from '../../src/store/record.ts'
 import { newMsg } from '../../src/msg.ts'
@@ -67,6 +67,8 @@ export interface StoreRow {
   other: number
   wb: number
   wc: number
+  /** Peak RSS (VmHWM), MiB. */
+  peak: number
   error?: string
 }
 
@@ -157,7 +159,7 @@ async function load(s: Server, o: StoreBenchOpts, round: number): Promise<StoreR
   const count = o.quick ? 20_000 : 200_000
   const dir = mkdtempSync(path.join(o.tmp, 'store-run-'))
   const port = await freePort()
-  const row: StoreRow = { server: s.name, round, rate: NaN, cpu: NaN, gen: NaN, genPct: NaN, cpuPct: NaN, other: NaN, wb: NaN, wc: NaN }
+  const row: StoreRow = { server: s.name, round, rate: NaN, cpu: NaN, gen: NaN, genPct: NaN, cpuPct: NaN, other: NaN, wb: NaN, wc: NaN, peak: NaN }
   let p: ServerProcess | null = null
   try {
     p = await s.start(dir, port)
@@ -180,6 +182,7 @@ async function load(s: Server, o: StoreBenchOpts, round: number): Promise<StoreR
     row.other = Math.max(0, ((machineBusySeconds() - busy0 - cpu - gen) / secs) * 100)
     await sleep(1200) // one more interval: its fsync counts
     const after = io(p.pid)
+    row.peak = procStatusBytes(p.pid, 'VmHWM') / 2 ** 20
     for (const c of conns) closeMqtt(c)
     const n = per * DEVICES
     Object.assign(row, {
@@ -267,20 +270,20 @@ export async function runStoreBench(o: StoreBenchOpts): Promise<{ results: Store
   }
   let failed = raw.filter((r) => r.error).length
   const med = new Map<Server, StoreRow>()
-  console.log('| server | msgs/s (min-max) | broker CPU s/1M | broker % of a core | load gen CPU s/1M (% of a core) | other CPU % | write amplification (write_bytes) | (wchar) |')
-  console.log('|---|---|---|---|---|---|---|---|')
+  console.log('| server | msgs/s (min-max) | broker CPU s/1M | broker % of a core | load gen CPU s/1M (% of a core) | other CPU % | peak RSS MiB | write amplification (write_bytes) | (wchar) |')
+  console.log('|---|---|---|---|---|---|---|---|---|')
   for (const s of servers) {
     const rs = raw.filter((r) => r.server === s.name && !r.error)
     if (!rs.length) {
-      console.log(`| ${s.name} | failed: ${raw.find((r) => r.server === s.name)?.error ?? '?'} | | | | | | |`)
+      console.log(`| ${s.name} | failed: ${raw.find((r) => r.server === s.name)?.error ?? '?'} | | | | | | | |`)
       continue
     }
     const m = (k: keyof StoreRow): number => median(rs.map((r) => r[k] as number))
-    const row: StoreRow = { server: s.name, round: 0, rate: m('rate'), cpu: m('cpu'), cpuPct: m('cpuPct'), gen: m('gen'), genPct: m('genPct'), other: m('other'), wb: m('wb'), wc: m('wc') }
+    const row: StoreRow = { server: s.name, round: 0, rate: m('rate'), cpu: m('cpu'), cpuPct: m('cpuPct'), gen: m('gen'), genPct: m('genPct'), other: m('other'), wb: m('wb'), wc: m('wc'), peak: m('peak') }
     med.set(s, row)
     const rates = rs.map((r) => r.rate)
     const range = rs.length > 1 ? ` (${fmt(Math.min(...rates))}-${fmt(Math.max(...rates))})` : ''
-    console.log(`| ${s.name} | ${fmt(row.rate)}${range} | ${fmt(row.cpu, 1)} | ${fmt(row.cpuPct)} | ${fmt(row.gen, 1)} (${fmt(row.genPct)}%) | ${fmt(row.other)} | ${s.sync === 'memory' ? '-' : fmt(row.wb, 2)} | ${s.sync === 'memory' ? '-' : fmt(row.wc, 2)} |`)
+    console.log(`| ${s.name} | ${fmt(row.rate)}${range} | ${fmt(row.cpu, 1)} | ${fmt(row.cpuPct)} | ${fmt(row.gen, 1)} (${fmt(row.genPct)}%) | ${fmt(row.other)} | ${fmt(row.peak)} | ${s.sync === 'memory' ? '-' : fmt(row.wb, 2)} | ${s.sync === 'memory' ? '-' : fmt(row.wc, 2)} |`)
   }
   console.log(`(${os.cpus().length} cores; brokers and load generator share them)`)
   const busy = raw.filter((r) => r.other > OTHER_CPU_WARN)
