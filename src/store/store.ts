@@ -87,6 +87,8 @@ export class Store {
   private batched: { flush(): boolean }[] = []
   /** Acknowledgements waiting for that write (they learn whether it failed). */
   private afterFlush: ((ok: boolean) => void)[] = []
+  /** One closure for every turn's deferred flush. */
+  private readonly flushLater = (): void => this.flush()
 
   private constructor(
     readonly opts: StoreOptions,
@@ -181,7 +183,7 @@ export class Store {
    */
   pending(t: { flush(): boolean }): void {
     this.batched.push(t)
-    if (this.batched.length === 1) this.host.defer(() => this.flush())
+    if (this.batched.length === 1) this.host.defer(this.flushLater)
   }
 
   /** Writes every batch of this turn; then the acknowledgements that waited for it go on. */

@@ -45,8 +45,9 @@ export function storeSelected(only: string[]): boolean {
  * exchange degenerates into a write per message on both sides and measures syscalls.
  */
 const DEVICES = 20
-const WINDOW = 64
-const REFILL = 32
+/** env STORE_BENCH_WINDOW / STORE_BENCH_REFILL: another load (10 and 1: MQTT.js-like, eager). */
+const WINDOW = Number(process.env.STORE_BENCH_WINDOW) || 64
+const REFILL = Number(process.env.STORE_BENCH_REFILL) || 32
 const PAYLOAD = 256
 /** The start-up target: listening in under 2 s with 1,000,000 spooled 1 KiB messages. */
 const STARTUP_TARGET_MS = 2000
