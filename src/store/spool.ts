@@ -71,8 +71,6 @@ export class DiskSpool implements Spool, Tenant {
   private pendPos = 0
   /** Sequence number of the first record in the batch. */
   private pendFirst = 0
-  /** Batches lost to a write error (their messages are in `dropped`). */
-  lostBatches = 0
 
   constructor(
     private readonly store: Store,
@@ -267,7 +265,7 @@ export class DiskSpool implements Spool, Tenant {
         break
       } catch (e) {
         if (this.makeRoom(e, seg, this.pendPos)) continue
-        this.refuse(e, seg, this.pendPos)
+        this.refuse(e, seg)
         this.loseBatch()
         return false
       }
@@ -294,7 +292,8 @@ export class DiskSpool implements Spool, Tenant {
     return true
   }
 
-  private refuse(e: unknown, seg: Seg | undefined, _pos?: number): false {
+  /** A write that cannot be made: counted as dropped, logged once per episode. */
+  private refuse(e: unknown, seg: Seg | undefined): false {
     const code = errCode(e)
     this.dropped++
     this.store.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
@@ -307,7 +306,6 @@ export class DiskSpool implements Spool, Tenant {
     const first = this.pendFirst
     const lost = this.nextSeq - first
     this.dropped += lost - 1 // refuse() counted one
-    this.lostBatches++
     this.nextSeq = first
     seg.size = this.pendPos
     this.pendLen = 0

@@ -205,8 +205,8 @@ export class Store {
    * disk: the message was dropped). Callbacks run in the order they were registered.
    */
   afterSync(cb: (ok: boolean) => void): void {
+    // Behind a batch of this turn: after its write (flush empties both lists together).
     if (this.batched.length > 0 && !this.closed) this.afterFlush.push(cb)
-    else if (this.afterFlush.length > 0) this.afterFlush.push(cb) // keeps the order
     else this.whenSynced(() => cb(true))
   }
 
