@@ -98,7 +98,7 @@ export class Server {
   /** The process's memory and CPU; the target replaces this with a real reading. */
   proc: () => ProcessStats = () => ({ mem: 0, cores: 0, cpu_seconds: 0, cpu: 0 })
   /** The on-disk store's sync (src/store/store.ts afterSync), when a store is configured. */
-  durable: { afterSync(cb: () => void): void } | null = null
+  durable: { afterSync(cb: (ok: boolean) => void): void } | null = null
   /** New messages a full store dropped (an MQTT 5 publisher then gets 0x97 Quota exceeded). */
   spoolDrops = 0
   /** Where bcrypt password hashes are checked (the target's worker pool); null: on this thread. */
@@ -179,10 +179,11 @@ export class Server {
 
   /**
    * Runs `fn` (an acknowledgement to a publisher) once what was written to the store so far is
-   * on disk under its sync policy; at once without a store.
+   * on disk under its sync policy; at once without a store. `ok` false: a write failed (a full
+   * disk), the message was dropped.
    */
-  afterStored(fn: () => void): void {
-    if (this.durable === null) fn()
+  afterStored(fn: (ok: boolean) => void): void {
+    if (this.durable === null) fn(true)
     else this.durable.afterSync(fn)
   }
 

@@ -312,3 +312,19 @@ t.test('record format: an MQTT QoS header block is stored as a code, other heade
   new DataView(bad2.buffer).setUint32(4, crc32(bad2, 8), true)
   t.ok('crc' in (decodeAt(bad2, 0, bad2.length) as object), 'unknown header code refused (full record)')
 })
+
+t.test('crc32 (slicing by 8) is zlib\'s CRC-32 on any slice', async (t) => {
+  const { crc32 } = await import('../src/store/record.ts')
+  const zlib = (await import('node:zlib')) as unknown as { crc32?: (b: Uint8Array) => number }
+  t.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926, 'the check value')
+  if (typeof zlib.crc32 !== 'function') return void t.comment('node:zlib has no crc32 here: check value only')
+  let bad = 0
+  for (let n = 0; n < 500; n++) {
+    const b = new Uint8Array(Math.floor(Math.random() * 600))
+    for (let i = 0; i < b.length; i++) b[i] = Math.floor(Math.random() * 256)
+    const s = Math.floor(Math.random() * (b.length + 1))
+    const e = s + Math.floor(Math.random() * (b.length - s + 1))
+    if (crc32(b, s, e) !== zlib.crc32(b.subarray(s, e))) bad++
+  }
+  t.equal(bad, 0, '500 random slices agree with zlib')
+})

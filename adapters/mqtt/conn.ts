@@ -500,9 +500,9 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     return true
   }
 
-  /** After a SUBSCRIBE or UNSUBSCRIBE packet: a persistent session's record with its filters. */
+  /** After a SUBSCRIBE or UNSUBSCRIBE packet: a persistent session's changed filters. */
   storeSubs(): void {
-    if (this.ps !== null) this.storeSession()
+    this.ps?.subscriptions(this.clientId, this.subs)
   }
 
   // --- DISCONNECT ---------------------------------------------------------------------------
@@ -776,7 +776,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.subs = recheckSession(this, this.srv.router, this.st, this.perms, (filter) =>
       this.srv.log.info(`Removed sub ${quote(filter)} for User ${quote(this.user)} - not authorized`),
     )
-    if (this.ps !== null) this.storeSession()
+    this.ps?.subscriptions(this.clientId, this.subs)
   }
 
   tick(now: number): void {

@@ -4,11 +4,15 @@
 //
 // Keys (U+0000 separates: MQTT strings may not contain it [MQTT-1.5.3-2]):
 //   r␀<topic>              a retained message
-//   s␀<client id>          a session: its user, expiry, subscriptions (rewritten when they change)
+//   s␀<client id>          a session: its user and expiry (rewritten when it connects or parks)
+//   f␀<client id>␀<filter> one of its subscriptions: QoS, no local, retain as published, id;
+//                          a SUBSCRIBE or UNSUBSCRIBE writes only the filters it changes
+//                          (format 1 stores before this kept the list in the s record: read too)
 //   m␀<client id>␀<n>      a QoS 1/2 message held for it (offline queue or in flight), written
 //                          once; n orders the queue
 //   i␀<client id>␀<n>      that message's packet id and PUBREL state once sent (3 bytes)
 //   q␀<client id>␀<pid>    a QoS 2 PUBLISH received and not yet released (PUBREL)
+//   w␀<client id>          a will held back (MQTT 5 Will Delay Interval), with its due time
 // An acknowledgement, a drop or the session's end writes tombstones. Each record is written
 // in the turn that changes the state, before the PUBACK/PUBREC of the publish that caused it
 // (handlers/publish.ts afterStored), so one group commit covers both.
@@ -23,7 +27,7 @@ import { canSubscribe, needsDeliveryCheck } from '../../src/permissions.ts'
 import type { Server } from '../../src/server.ts'
 import { KeyedFile, type KeyedOptions } from '../../src/store/keyed.ts'
 import type { Store } from '../../src/store/store.ts'
-import type { MqttSub, Outgoing, QoS } from './delivery.ts'
+import type { MqttSub, Outgoing, QoS, Will } from './delivery.ts'
 import { filterEntries, withFilter, type Filters } from './filters.ts'
 import { deadlineOf, setDeadline, type PublishProps } from './props.ts'
 import { retain, type Retained } from './retained.ts'
@@ -31,6 +35,7 @@ import { Parked } from './session.ts'
 import { mqttState } from './state.ts'
 import { filterToSubjects, parseShared, wildcardFirst } from './topic.ts'
 import { limits } from './handlers/common.ts'
+import { holdWill } from './will.ts'
 
 const SEP = '\u0000'
 const enc = new TextEncoder()
@@ -44,9 +49,11 @@ interface SessionRec {
   e: number
   /** wall-clock end while parked; null while a connection holds it */
   x: number | null
-  /** subscriptions: filter, qos, no local, retain as published, subscription id */
-  s: [string, QoS, boolean, boolean, number | null][]
+  /** subscriptions: filter, qos, no local, retain as published, subscription id (older stores; now f records) */
+  s?: SubRec[]
 }
+
+type SubRec = [string, QoS, boolean, boolean, number | null]
 
 interface MsgRec {
   t: string
@@ -59,11 +66,26 @@ interface MsgRec {
   d?: number
 }
 
+/** A held-back will. */
+interface WillRec {
+  t: string
+  s: string
+  q: QoS
+  r: boolean
+  /** the user it publishes as (its permissions) */
+  u: string
+  /** wall-clock due time */
+  due: number
+  o?: PublishProps
+}
+
 interface PerClient {
   /** Next message number. */
   next: number
   /** Every key of this client in the log. */
   keys: Set<string>
+  /** Its subscriptions as the log has them: filter -> the f record's JSON. */
+  subs: Map<string, string>
 }
 
 export class MqttPersist {
@@ -91,7 +113,7 @@ export class MqttPersist {
 
   private client(id: string): PerClient {
     let c = this.clients.get(id)
-    if (c === undefined) this.clients.set(id, (c = { next: 1, keys: new Set() }))
+    if (c === undefined) this.clients.set(id, (c = { next: 1, keys: new Set(), subs: new Map() }))
     return c
   }
 
@@ -133,21 +155,42 @@ export class MqttPersist {
 
   // --- sessions
 
-  /** A connection holds the session now (or changed its subscriptions). */
+  /** A connection holds the session now. */
   live(clientId: string, user: string, expiry: number, subs: Filters): void {
-    this.session(clientId, { u: user, e: expiry === Infinity ? -1 : expiry, x: null, s: subsOf(subs) })
+    this.session(clientId, { u: user, e: expiry === Infinity ? -1 : expiry, x: null }, subs)
   }
 
   /** The session's client went away: it is parked until p.expiresAt. */
   parked(p: Parked, expiry: number): void {
     // x -1: parked with no end (e is -1 then too).
     const forever = p.expiresAt === Infinity || expiry === Infinity
-    this.session(p.clientId, { u: p.user, e: forever ? -1 : expiry, x: forever ? -1 : this.wallOf(p.expiresAt), s: subsOf(p.subs) })
+    this.session(p.clientId, { u: p.user, e: forever ? -1 : expiry, x: forever ? -1 : this.wallOf(p.expiresAt) }, p.subs)
   }
 
-  private session(clientId: string, rec: SessionRec): void {
+  private session(clientId: string, rec: SessionRec, subs: Filters): void {
     const c = this.client(clientId)
     this.put(c, `s${SEP}${clientId}`, enc.encode(JSON.stringify(rec)))
+    this.subscriptions(clientId, subs)
+  }
+
+  /**
+   * The session's subscriptions changed (a SUBSCRIBE or UNSUBSCRIBE packet, a reload's
+   * permissions): only the filters that differ from what the log has are written.
+   */
+  subscriptions(clientId: string, subs: Filters): void {
+    const c = this.client(clientId)
+    const now = new Set<string>()
+    for (const [filter, qos, nl, rap, id] of subsOf(subs)) {
+      now.add(filter)
+      const v = JSON.stringify([qos, nl, rap, id])
+      if (c.subs.get(filter) === v) continue
+      if (this.put(c, `f${SEP}${clientId}${SEP}${filter}`, enc.encode(v))) c.subs.set(filter, v)
+    }
+    for (const filter of c.subs.keys()) {
+      if (now.has(filter)) continue
+      c.subs.delete(filter)
+      this.del(c, `f${SEP}${clientId}${SEP}${filter}`)
+    }
   }
 
   /** The session ended: every record of it goes. */
@@ -204,13 +247,32 @@ export class MqttPersist {
     else this.del(c, key)
   }
 
+  // --- delayed wills
+
+  /** A will held back until `due` (host.now() time): kept so that a restart still sends it. */
+  will(clientId: string, w: Will, user: string, due: number): void {
+    const c = this.client(clientId)
+    const key = `w${SEP}${clientId}`
+    const meta: WillRec = { t: w.topic, s: w.subject, q: w.qos, r: w.retain, u: user, due: this.wallOf(due), ...(w.props ? { o: w.props } : {}) }
+    // Refused (a full store): it waits in memory only, as without a store.
+    if (this.log.put(key, withMeta(meta, w.payload))) c.keys.add(key)
+  }
+
+  /** The held-back will was sent, or cancelled by the client's return. */
+  willDone(clientId: string): void {
+    const c = this.clients.get(clientId)
+    if (c !== undefined) this.del(c, `w${SEP}${clientId}`)
+  }
+
   status(): Record<string, number> {
     let sessions = 0
     let msgs = 0
     let qos2 = 0
+    let wills = 0
     for (const k of this.log.keys()) {
       const t = k.charCodeAt(0)
-      if (t === 115) sessions++ // s
+      if (t === 119) wills++ // w
+      else if (t === 115) sessions++ // s
       else if (t === 109) msgs++ // m
       else if (t === 113) qos2++ // q
     }
@@ -219,6 +281,7 @@ export class MqttPersist {
       sessions,
       session_msgs: msgs,
       qos2_pending: qos2,
+      delayed_wills: wills,
       bytes: this.log.bytes,
       dead_bytes: this.log.dead,
       segments: this.log.segments,
@@ -240,6 +303,8 @@ export class MqttPersist {
     const msgs = new Map<string, Map<number, { m: MsgRec; payload: Uint8Array }>>()
     const pids = new Map<string, Uint8Array>()
     const qos2 = new Map<string, number[]>()
+    const wills = new Map<string, { meta: WillRec; payload: Uint8Array }>()
+    const filters = new Map<string, Map<string, string>>()
     let retained = 0
     const drop: string[] = []
     for (const [key, value] of this.log.entries()) {
@@ -268,6 +333,14 @@ export class MqttPersist {
           m.set(Number(parts[2]), { m: meta, payload })
         } else if (kind === 'i' && parts.length === 3 && value.length === 3) {
           pids.set(key, value)
+        } else if (kind === 'f' && parts.length === 3) {
+          const v = dec.decode(value)
+          JSON.parse(v) // read now: damage drops the record here, not later
+          let m = filters.get(parts[1]!)
+          if (m === undefined) filters.set(parts[1]!, (m = new Map()))
+          m.set(parts[2]!, v)
+        } else if (kind === 'w' && parts.length === 2) {
+          wills.set(parts[1]!, readMeta<WillRec>(value))
         } else if (kind === 'q' && parts.length === 3) {
           let l = qos2.get(parts[1]!)
           if (l === undefined) qos2.set(parts[1]!, (l = []))
@@ -302,11 +375,21 @@ export class MqttPersist {
           evicted++
           st.counters.sessions_evicted++
         }
-        this.forget(id, msgs.get(id), qos2.get(id))
+        this.forget(id, msgs.get(id), qos2.get(id), filters.get(id))
+        filters.delete(id)
         continue
       }
       const p = new Parked(0, id, st, srv.router, end, o.max_offline_msgs, o.max_offline_bytes, o.max_sessions_bytes, s.u, who.perms)
-      p.subs = this.subscribe(p, s.s, who.perms)
+      const fs = filters.get(id) ?? new Map<string, string>()
+      filters.delete(id)
+      for (const f of fs.keys()) c.keys.add(`f${SEP}${id}${SEP}${f}`)
+      c.subs = fs
+      const list: SubRec[] = [...(s.s ?? [])]
+      for (const [f, v] of fs) list.push([f, ...(JSON.parse(v) as [QoS, boolean, boolean, number | null])])
+      p.subs = this.subscribe(p, list, who.perms)
+      // What the log holds now: f records (an older store's list moves to them; the list
+      // itself goes when the session's record is next written), those no longer allowed deleted.
+      this.subscriptions(id, p.subs)
       const held = [...(msgs.get(id) ?? [])].sort((a, b) => a[0] - b[0])
       msgs.delete(id)
       for (const [n, { m, payload }] of held) {
@@ -357,20 +440,51 @@ export class MqttPersist {
     }
     // Records of sessions that are gone (a crash between a session's end and its tombstones).
     for (const [id, m] of msgs) this.forget(id, m, qos2.get(id))
+    for (const [id, fs] of filters) for (const f of fs.keys()) this.log.delete(`f${SEP}${id}${SEP}${f}`)
     for (const [id, l] of qos2) if (!sessions.has(id)) this.forget(id, undefined, l)
     for (const k of pids.keys()) {
       const parts = k.split(SEP)
       if (!this.clients.get(parts[1]!)?.keys.has(`m${SEP}${parts[1]}${SEP}${parts[2]}`)) this.log.delete(k)
     }
+    const held = this.restoreWills(wills, now)
     if (evicted > 0) srv.log.warn(`store: ${evicted} stored MQTT sessions not restored (those ending first): more than mqtt.max_sessions (${o.max_sessions})`)
     if (overMsgs > 0) srv.log.warn(`store: ${overMsgs} stored MQTT offline messages dropped (the newest of their queues): over mqtt.max_offline_msgs, max_offline_bytes or max_sessions_bytes`)
-    if (retained + restored > 0) srv.log.info(`store: restored ${retained} retained MQTT messages, ${restored} MQTT sessions holding ${msgCount} messages`)
+    if (retained + restored + held > 0) srv.log.info(`store: restored ${retained} retained MQTT messages, ${restored} MQTT sessions holding ${msgCount} messages, ${held} delayed wills`)
     return { retained, sessions: restored, msgs: msgCount }
   }
 
+  /**
+   * Held-back wills go back on hold: due when they were due, or when their session now ends
+   * if that is sooner (5.0 §3.1.3.2.2); at once (on the next tick, with everything running)
+   * when that passed while sprig was down, as when their session was not restored (it ended).
+   * One whose user no longer exists is dropped.
+   */
+  private restoreWills(wills: Map<string, { meta: WillRec; payload: Uint8Array }>, now: number): number {
+    const srv = this.srv
+    const st = mqttState(srv)
+    let n = 0
+    for (const [id, { meta, payload }] of wills) {
+      const key = `w${SEP}${id}`
+      const who = userIdentity(srv.opts, meta.u)
+      if (who === null) {
+        srv.log.info(`store: delayed will of mqtt client ${quote(id)} dropped: User ${quote(meta.u)} no longer exists`)
+        this.log.delete(key)
+        continue
+      }
+      this.client(id).keys.add(key)
+      const due = Math.max(now, Math.min(this.nowOf(meta.due), st.sessions.get(id)?.expiresAt ?? now))
+      const w: Will = { topic: meta.t, subject: meta.s, payload: Buffer.from(payload), qos: meta.q, retain: meta.r, delay: 0, ...(meta.o ? { props: meta.o } : {}) }
+      const label = `mqtt will of ${quote(id)}`
+      holdWill(srv, st, w, { cid: 0, echo: true, skipsHeaderHook: true, user: meta.u, perms: who.perms, label: () => label, deliver() {} }, id, due)
+      n++
+    }
+    return n
+  }
+
   /** Deletes the records of a session not restored. */
-  private forget(id: string, msgs: Map<number, unknown> | undefined, qos2: number[] | undefined): void {
+  private forget(id: string, msgs: Map<number, unknown> | undefined, qos2: number[] | undefined, filters?: Map<string, string>): void {
     const c = this.client(id)
+    for (const f of filters?.keys() ?? []) c.keys.add(`f${SEP}${id}${SEP}${f}`)
     for (const n of msgs?.keys() ?? []) {
       c.keys.add(`m${SEP}${id}${SEP}${n}`)
       c.keys.add(`i${SEP}${id}${SEP}${n}`)
@@ -384,7 +498,7 @@ export class MqttPersist {
    * A restored session's subscriptions under the permissions in force now: each filter mapped
    * as SUBSCRIBE maps it (handlers/subscribe.ts addSub); what is no longer allowed is left out.
    */
-  private subscribe(p: Parked, list: SessionRec['s'], perms: Parameters<typeof needsDeliveryCheck>[0]): Filters {
+  private subscribe(p: Parked, list: SubRec[], perms: Parameters<typeof needsDeliveryCheck>[0]): Filters {
     const lim = limits(this.srv)
     let subs: Filters = null
     for (const [topic, qos, nl, rap, subId] of list) {
@@ -426,8 +540,8 @@ export function openMqttStore(srv: Server, store: Store, o: KeyedOptions = {}): 
   return ps
 }
 
-function subsOf(subs: Filters): SessionRec['s'] {
-  const out: SessionRec['s'] = []
+function subsOf(subs: Filters): SubRec[] {
+  const out: SubRec[] = []
   for (const [filter, list] of filterEntries(subs)) {
     const s = list[0]
     if (s !== undefined) out.push([filter, s.qos, s.noLocal, s.rap === true, s.subId ?? null])

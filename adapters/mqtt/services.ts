@@ -249,6 +249,7 @@ export function cancelWill(st: MqttState, clientId: string, sessionEnds = false)
   if (!w) return
   map!.delete(clientId)
   if (sessionEnds) w.fire()
+  else st.persist?.willDone(clientId)
 }
 
 /** Client ids whose will is waiting (for tests and monitoring). */

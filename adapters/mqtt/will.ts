@@ -1,7 +1,9 @@
 // Wills: published when a connection ends without DISCONNECT [MQTT-3.1.2-8], never after one
 // [MQTT-3.1.2-10]. An MQTT 5 Will Delay Interval holds it back until the delay or the session
 // ends, whichever comes first (5.0 §3.1.3.2.2); a reconnect before then cancels it
-// [MQTT-3.1.3-9] (the delayed ones wait in services.ts).
+// [MQTT-3.1.3-9] (the delayed ones wait in services.ts). With a store a held-back will is kept
+// there with its due time (persist.ts), so a restart still sends it: when it falls due, at once
+// if that passed while sprig was down, never once the client is back.
 
 import { utf8 } from '../../src/bytes.ts'
 import { quote } from '../../src/log.ts'
@@ -20,8 +22,18 @@ import type { MqttState } from './state.ts'
  */
 export function publishWill(srv: Server, st: MqttState, w: Will, by: Owner, clientId: string, sessionExpiry: number): void {
   const wait = Math.min(w.delay, sessionExpiry)
-  if (wait > 0) return scheduleWill(srv, clientId, srv.host.now() + wait, () => sendWill(srv, st, w, by))
-  sendWill(srv, st, w, by)
+  if (wait <= 0) return sendWill(srv, st, w, by)
+  const due = srv.host.now() + wait
+  st.persist?.will(clientId, w, by.user ?? '', due)
+  holdWill(srv, st, w, by, clientId, due)
+}
+
+/** Sends the will at `due` (host.now() time) unless the client is back first (cancelWill). */
+export function holdWill(srv: Server, st: MqttState, w: Will, by: Owner, clientId: string, due: number): void {
+  scheduleWill(srv, clientId, due, () => {
+    st.persist?.willDone(clientId)
+    sendWill(srv, st, w, by)
+  })
 }
 
 function sendWill(srv: Server, st: MqttState, w: Will, by: Owner): void {

@@ -9,7 +9,7 @@
 
 import type { Stored, Spool } from '../leaf/buffer.ts'
 import type { Msg } from '../msg.ts'
-import { crc32, decodeAt, encodeMsg, SEG_HEADER, segmentHeader } from './record.ts'
+import { crc32, decodeAt, encodeMsg, encodeMsgInto, msgRecordSize, SEG_HEADER, segmentHeader } from './record.ts'
 import { StoreError, type Store, type Tenant } from './store.ts'
 
 export interface SpoolOptions {
@@ -34,6 +34,12 @@ const AHEAD_MAX = 1024 * 1024
 const CHUNK = 256 * 1024
 /** Most live messages tracked as sent ahead of a paced backlog; past it they queue behind. */
 const SKIP_MAX = 100_000
+/** Write batch: records appended in one turn go to the file in one write of at most this. */
+const PEND_MAX = 64 * 1024
+
+function errCode(e: unknown): string {
+  return (e as { code?: string }).code ?? (e as Error).message
+}
 
 export class DiskSpool implements Spool, Tenant {
   readonly durable = true
@@ -57,6 +63,14 @@ export class DiskSpool implements Spool, Tenant {
   private chunk = new Uint8Array(CHUNK)
   /** Seqs sent ahead of the backlog (sentAhead), skipped when the reader reaches them. */
   private readonly skip = new Set<number>()
+  // Records appended this turn and not yet written (flush): one write instead of one per message.
+  private readonly pend = new Uint8Array(PEND_MAX)
+  private pendLen = 0
+  private pendSeg: Seg | null = null
+  /** File position of the first unwritten byte of pendSeg (its size on disk). */
+  private pendPos = 0
+  /** Sequence number of the first record in the batch. */
+  private pendFirst = 0
 
   constructor(
     private readonly store: Store,
@@ -166,9 +180,9 @@ export class DiskSpool implements Spool, Tenant {
   }
 
   push(m: Msg): boolean {
-    const rec = encodeMsg(m, this.nextSeq)
+    const len = msgRecordSize(m)
     const st = this.store
-    const over = (): boolean => this.bytes + rec.length > this.opts.max_bytes || st.bytes + rec.length > st.opts.max_bytes
+    const over = (): boolean => this.bytes + len > this.opts.max_bytes || st.bytes + len > st.opts.max_bytes
     if (over()) {
       if (!this.opts.drop_newest && over() && this.segs.length > 1) {
         st.noSpace(`${this.dir} is at its bound (buffer_max_bytes ${this.opts.max_bytes}, store max_bytes ${st.opts.max_bytes}): dropping the oldest`)
@@ -182,45 +196,125 @@ export class DiskSpool implements Spool, Tenant {
       }
     }
     let seg = this.segs[this.segs.length - 1]
-    for (;;) {
-      try {
-        if (seg === undefined || (seg.size + rec.length > this.segMax && seg.size > SEG_HEADER)) seg = this.newSegment()
-        st.files.write(seg.fd, rec, seg.size)
-        break
-      } catch (e) {
-        const code = (e as { code?: string }).code ?? (e as Error).message
-        if (seg !== undefined) {
-          try {
-            st.files.truncate(seg.fd, seg.size) // no half record left behind
-          } catch {
-            // the next start-up cuts it off
-          }
+    if (seg === undefined || (seg.size + len > this.segMax && seg.size > SEG_HEADER)) {
+      if (!this.flush()) return this.push(m) // the batch before it was lost; this one goes on its own
+      for (;;) {
+        try {
+          seg = this.newSegment()
+          break
+        } catch (e) {
+          if (seg !== undefined && this.makeRoom(e, seg)) continue
+          return this.refuse(e, seg)
         }
-        // A full disk: drop_oldest makes room by deleting the oldest segment, then tries again.
-        if (code === 'ENOSPC' && !this.opts.drop_newest && this.segs.length > 1) {
-          st.noSpace('the disk is full (ENOSPC): dropping the oldest')
-          this.squeezed = true
-          this.dropOldest()
-          seg = this.segs[this.segs.length - 1]
-          continue
-        }
-        this.dropped++
-        st.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
-        return false
       }
     }
+    if (this.pendLen + len > PEND_MAX) {
+      if (!this.flush()) return this.push(m)
+    }
+    if (len > PEND_MAX) {
+      // Larger than the write batch: written on its own, at once.
+      const rec = encodeMsg(m, this.nextSeq)
+      for (;;) {
+        try {
+          st.files.write(seg.fd, rec, seg.size)
+          break
+        } catch (e) {
+          if (this.makeRoom(e, seg)) continue
+          return this.refuse(e, seg)
+        }
+      }
+      if (!this.squeezed) st.hasSpace()
+      st.wrote(seg.fd)
+    } else {
+      // Batched: one write per I/O turn for every record of it (Store.flush, or before a read).
+      if (this.pendLen === 0) {
+        this.pendSeg = seg
+        this.pendPos = seg.size
+        this.pendFirst = this.nextSeq
+        st.pending(this)
+      }
+      encodeMsgInto(m, this.nextSeq, this.pend, this.pendLen)
+      this.pendLen += len
+    }
     const caughtUp = this.rseg === seg && this.roff === seg.size && this.aheadBytes < AHEAD_MAX
-    seg.size += rec.length
-    // An episode ends when a write fits without dropping anything: after confirmations freed room.
-    if (!this.squeezed) st.hasSpace()
-    st.wrote(seg.fd)
+    seg.size += len
     const seq = this.nextSeq++
     if (caughtUp) {
       // The sender reads from memory what it would otherwise read straight back.
       this.roff = seg.size
-      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size: rec.length, seq })
+      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size: len, seq })
     }
     return true
+  }
+
+  /**
+   * Writes the records batched since the last flush (Store.flush at the end of the turn, and
+   * before anything reads the file or starts a new segment). A full disk under drop_oldest
+   * deletes the oldest segment and tries again; a batch that still cannot be written is lost
+   * as a whole (the newest messages: counted as dropped, and the store tells the acknowledgements
+   * waiting for it). False then.
+   */
+  flush(): boolean {
+    const n = this.pendLen
+    const seg = this.pendSeg
+    if (n === 0 || seg === null) return true
+    const st = this.store
+    for (;;) {
+      try {
+        st.files.write(seg.fd, this.pend.subarray(0, n), this.pendPos)
+        break
+      } catch (e) {
+        if (this.makeRoom(e, seg, this.pendPos)) continue
+        this.refuse(e, seg)
+        this.loseBatch()
+        return false
+      }
+    }
+    this.pendLen = 0
+    this.pendPos += n
+    if (!this.squeezed) st.hasSpace()
+    st.wrote(seg.fd)
+    return true
+  }
+
+  /** A write failed at `pos` of `seg`: no half record left behind; true when drop_oldest made room to try again. */
+  private makeRoom(e: unknown, seg: Seg, pos = seg.size): boolean {
+    try {
+      this.store.files.truncate(seg.fd, pos)
+    } catch {
+      // the next start-up cuts it off
+    }
+    if (errCode(e) !== 'ENOSPC' || this.opts.drop_newest || this.segs.length <= 1) return false
+    // A full disk: drop_oldest makes room by deleting the oldest segment, then tries again.
+    this.store.noSpace('the disk is full (ENOSPC): dropping the oldest')
+    this.squeezed = true
+    this.dropOldest()
+    return true
+  }
+
+  /** A write that cannot be made: counted as dropped, logged once per episode. */
+  private refuse(e: unknown, seg: Seg | undefined): false {
+    const code = errCode(e)
+    this.dropped++
+    this.store.noSpace(code === 'ENOSPC' ? 'the disk is full (ENOSPC)' : `cannot write ${seg?.path ?? this.dir}: ${code}`)
+    return false
+  }
+
+  /** The batch could not be written: its messages (the newest) are forgotten, counted as dropped. */
+  private loseBatch(): void {
+    const seg = this.pendSeg!
+    const first = this.pendFirst
+    const lost = this.nextSeq - first
+    this.dropped += lost - 1 // refuse() counted one
+    this.nextSeq = first
+    seg.size = this.pendPos
+    this.pendLen = 0
+    if (this.rseg === seg && this.roff > seg.size) this.roff = seg.size
+    while (this.ahead.length > this.aheadHead && this.ahead[this.ahead.length - 1]!.seq >= first) this.aheadBytes -= this.ahead.pop()!.size
+    for (const s of this.skip) if (s >= first) this.skip.delete(s)
+    // Sent to the hub from memory already: they got there or not, as a dropped message may.
+    if (this.sentUpTo >= first) this.sentUpTo = first - 1
+    if (this.acked >= first) this.acked = first - 1
   }
 
   get last(): number {
@@ -292,6 +386,7 @@ export class DiskSpool implements Spool, Tenant {
   }
 
   close(): void {
+    this.flush()
     const f = this.store.files
     for (const s of this.segs) {
       this.store.forget(s.fd)
@@ -345,6 +440,10 @@ export class DiskSpool implements Spool, Tenant {
 
   private removeFirst(): void {
     const s = this.segs.shift()!
+    if (s === this.pendSeg) {
+      this.pendLen = 0 // the segment goes whole: nothing left to write into it
+      this.pendSeg = null
+    }
     const f = this.store.files
     this.store.forget(s.fd)
     f.close(s.fd)
@@ -390,6 +489,7 @@ export class DiskSpool implements Spool, Tenant {
   /** Reads the next records from disk into `ahead` (bounded), skipping damage. */
   private fill(): void {
     const f = this.store.files
+    this.flush() // what is read must be in the file
     while (this.rseg !== null && this.aheadHead >= this.ahead.length) {
       const seg = this.rseg
       if (this.roff >= seg.size) {

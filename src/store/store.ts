@@ -83,6 +83,12 @@ export class Store {
   private syncQueued = false
   private timer: { cancel(): void } | null = null
   private closed = false
+  /** Spools with records batched this turn, written by flush() at its end. */
+  private batched: { flush(): boolean }[] = []
+  /** Acknowledgements waiting for that write (they learn whether it failed). */
+  private afterFlush: ((ok: boolean) => void)[] = []
+  /** One closure for every turn's deferred flush. */
+  private readonly flushLater = (): void => this.flush()
 
   private constructor(
     readonly opts: StoreOptions,
@@ -172,12 +178,39 @@ export class Store {
   }
 
   /**
+   * A spool batched records to write at the end of this turn (once per turn per spool): one
+   * write for all of them instead of one per message.
+   */
+  pending(t: { flush(): boolean }): void {
+    this.batched.push(t)
+    if (this.batched.length === 1) this.host.defer(this.flushLater)
+  }
+
+  /** Writes every batch of this turn; then the acknowledgements that waited for it go on. */
+  flush(): void {
+    let ok = true
+    const ts = this.batched
+    this.batched = []
+    for (const t of ts) if (!t.flush()) ok = false
+    const cbs = this.afterFlush
+    this.afterFlush = []
+    for (const cb of cbs) this.whenSynced(ok ? () => cb(true) : () => cb(false))
+  }
+
+  /**
    * Runs `cb` once everything written so far is on disk under the sync policy: with "always"
    * after the next fdatasync (group commit: one per I/O turn for every write in it); with an
-   * interval at once (the write is in the page cache; a power cut may lose the last interval).
-   * Callbacks run in the order they were registered.
+   * interval once it is written (in the page cache: a process crash loses nothing, a power
+   * cut may lose the last interval). `ok` is false when a write it waited for failed (a full
+   * disk: the message was dropped). Callbacks run in the order they were registered.
    */
-  afterSync(cb: () => void): void {
+  afterSync(cb: (ok: boolean) => void): void {
+    // Behind a batch of this turn: after its write (flush empties both lists together).
+    if (this.batched.length > 0 && !this.closed) this.afterFlush.push(cb)
+    else this.whenSynced(() => cb(true))
+  }
+
+  private whenSynced(cb: () => void): void {
     if (this.opts.sync_interval > 0 || this.closed) return cb()
     if (this.dirty.size > 0) this.waiting.push(cb)
     else if (this.inFlight !== null) this.inFlight.push(cb)
@@ -187,6 +220,7 @@ export class Store {
 
   /** One group commit: fdatasync every dirty file, then release the callbacks it covers. */
   syncNow(): void {
+    if (this.batched.length > 0) this.flush()
     if (this.inFlight !== null || this.closed) return // the running one calls again when done
     if (this.dirty.size === 0) {
       const w = this.waiting
@@ -298,6 +332,7 @@ export class Store {
   /** Clean stop: a last sync (callbacks released), descriptors closed, the lock given back. */
   close(): void {
     if (this.closed) return
+    this.flush()
     this.timer?.cancel()
     for (const t of this.tenants) t.close()
     this.closed = true

@@ -11,6 +11,7 @@ import { natsScenarios } from './nats-load.ts'
 import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-load.ts'
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
+import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
@@ -90,7 +91,11 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                listener + leaf remote vs mosquitto bridged to a second mosquitto),
                --only ws for the WebSocket rows (NATS pub-sub and MQTT QoS 0 over ws://:
                sprig's websocket listener vs nats-server's and mosquitto's); a substring picks
-               them only if it contains "ws" (ws-mqtt, ws-nats-pub-sub 16B)
+               them only if it contains "ws" (ws-mqtt, ws-nats-pub-sub 16B),
+               --only store for the on-disk store rows (MQTT QoS 1 telemetry into sprig
+               with the store at sync 1s and always and without it, nats-server's MQTT with
+               JetStream, mosquitto with persistence; write amplification; start-up with
+               1,000,000 spooled messages): store-load.ts, also npm run bench:store
   --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
                alone, e.g. to profile it)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
@@ -403,18 +408,22 @@ async function main(): Promise<number> {
   // WebSocket rows: the same loads over ws://, servers configured for it: ws-load.ts.
   const wantWs = wsSelected(args.only).length > 0
   const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
+  // Store rows (MQTT QoS 1 into the on-disk store): store-load.ts, last.
+  const wantStore = !args.only.length || storeSelected(args.only)
+  const storeOpts: StoreBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, startup: true }
   if (wantGw) {
     const fds = raiseFdLimit(2 * 1000 + 500)
     if (fds) notes.push(fds)
   }
-  if (!scenarios.length && (wantLeaf || wantGw || wantWs)) {
+  if (!scenarios.length && (wantLeaf || wantGw || wantWs || wantStore)) {
+    const storeFailed = wantStore ? (await runStoreBench(storeOpts)).failed : 0
     const wsFailed = wantWs ? (await runWsBench(wsOpts, args.only)).failed : 0
     const leafFailed = wantLeaf ? (await runLeafBench(leafOpts, args.only)).failed : 0
     const gwFailed = wantGw ? (await runGatewayBench(gwOpts, args.only)).failed : 0
     for (const n of notes) console.log(`note: ${n}`)
-    return leafFailed || gwFailed || wsFailed ? 1 : 0
+    return leafFailed || gwFailed || wsFailed || storeFailed ? 1 : 0
   }
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS].join(', ')}`)
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS, ...STORE_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -530,6 +539,7 @@ async function main(): Promise<number> {
   const ws = wantWs ? await runWsBench(wsOpts, args.only) : null
   const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
   const gw = wantGw ? await runGatewayBench(gwOpts, args.only) : null
+  const store = wantStore ? await runStoreBench(storeOpts) : null
   const out = path.join(ROOT, 'dist/bench.json')
   mkdirSync(path.dirname(out), { recursive: true })
   const json = {
@@ -548,6 +558,7 @@ async function main(): Promise<number> {
     ...(ws ? { websocket: ws.results } : {}),
     ...(leaf ? { leaf: leaf.results } : {}),
     ...(gw ? { gateway: gw.results } : {}),
+    ...(store ? { store: store.results } : {}),
   }
   writeFileSync(out, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n')
   console.log(`\nresults written to ${path.relative(process.cwd(), out)}`)
@@ -561,7 +572,7 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed ? 1 : 0
+  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed || store?.failed ? 1 : 0
 }
 
 /** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */

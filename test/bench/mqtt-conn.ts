@@ -49,6 +49,8 @@ export interface MqttConn {
   nextPid: number
   /** Data events (reads) so far: how finely the server chops its output. */
   reads: number
+  /** Called after every read of this connection (publishQos1 without subscribers to watch). */
+  onData: (() => void) | null
 }
 
 function fail(c: MqttConn, why: string): void {
@@ -119,10 +121,17 @@ function handlePacket(c: MqttConn, type: number, flags: number, b: Buffer, s: nu
   }
 }
 
+const NONE = Buffer.alloc(0)
+
 // Packet parser for the low-volume paths (handshakes, PUBACKs, PINGRESPs).
 function feedProto(c: MqttConn, chunk: Buffer): void {
   const b = c.buf.length ? Buffer.concat([c.buf, chunk]) : chunk
   let off = 0
+  // A publisher's reads are mostly whole 3.1.1 PUBACKs: counted without the general parser.
+  while (b.length - off >= 4 && b[off] === 0x40 && b[off + 1] === 0x02) {
+    c.pubacks++
+    off += 4
+  }
   while (b.length - off >= 2) {
     let len = 0
     let mul = 1
@@ -150,7 +159,7 @@ function feedProto(c: MqttConn, chunk: Buffer): void {
     off = i + len
   }
   // Copy the remainder: runtimes may reuse read buffers after the callback returns.
-  c.buf = off >= b.length ? Buffer.alloc(0) : Buffer.from(b.subarray(off))
+  c.buf = off >= b.length ? NONE : Buffer.from(b.subarray(off))
 }
 
 // Fast path for bulk subscribers: every PUBLISH frame has the same size (same topic, payload
@@ -230,11 +239,12 @@ export async function connectMqtt(addr: Addr, timeoutMs = 5000, clientId = `spri
     err: '',
     closed: false,
     lastData: performance.now(),
-    buf: Buffer.alloc(0),
+    buf: NONE,
     counter: null,
     onPublish: null,
     nextPid: 1,
     reads: 0,
+    onData: null,
   }
   sock.on('data', (chunk: Buffer) => {
     const now = performance.now()
@@ -242,7 +252,8 @@ export async function connectMqtt(addr: Addr, timeoutMs = 5000, clientId = `spri
     c.reads++
     if (c.counter) feedCount(c, c.counter, chunk, now)
     else feedProto(c, chunk)
-    wake()
+    if (c.onData) c.onData()
+    else wake()
   })
   sock.on('error', (e: Error) => fail(c, e.message))
   sock.on('close', () => {
@@ -315,6 +326,11 @@ export interface MqttPublishOpts {
   maxAhead: number
   /** QoS 1: PUBLISHes that may be unacknowledged. */
   window: number
+  /**
+   * QoS 1: free slots in the window before they are refilled (one write); default 1, an
+   * eager refill after every read of PUBACKs.
+   */
+  refill?: number
   /** End-to-end flow control: how far the slowest subscriber may trail the publisher. */
   maxLag: number
   /** Messages the slowest subscriber has received so far (from its counter). */
@@ -381,8 +397,12 @@ export function publishQos1(c: MqttConn, o: MqttPublishOpts): Promise<{ startAt:
   let progressAt = startAt
   let lastAcks = 0
   let lastRecv = 0
+  const refill = Math.max(1, Math.min(o.refill ?? 1, o.window))
+  // Nothing else to watch: only this connection's reads can move it on.
+  const own = o.watch.length === 0 && o.maxLag === Infinity
   return new Promise((resolve, reject) => {
     const finish = (e?: Error): void => {
+      if (own) c.onData = null
       onEvent.delete(pump)
       clearInterval(tick)
       c.sock.off('drain', onDrain)
@@ -396,9 +416,9 @@ export function publishQos1(c: MqttConn, o: MqttPublishOpts): Promise<{ startAt:
       const recv = o.received()
       if (sent - recv > o.maxLag) return
       const n = Math.min(o.window - (sent - c.pubacks), o.count - sent)
-      // Eager refill, one write per read of PUBACKs. (Refilling in quarter-window steps saves
-      // ~15% of the load generator's CPU but changes the traffic pattern; not worth it.)
-      if (n <= 0) return
+      // Eager refill by default, one write per read of PUBACKs. (Refilling in quarter-window
+      // steps saves ~15% of the load generator's CPU but changes the traffic pattern.)
+      if (n <= 0 || (n < refill && sent + n < o.count)) return
       for (let i = 0; i < n; i++) {
         pid = pid >= 0xffff ? 1 : pid + 1
         big.writeUInt16BE(pid, i * flen + pidOff)
@@ -425,7 +445,8 @@ export function publishQos1(c: MqttConn, o: MqttPublishOpts): Promise<{ startAt:
       pump()
     }, 250)
     c.sock.on('drain', onDrain)
-    onEvent.add(pump)
+    if (own) c.onData = pump
+    else onEvent.add(pump)
     pump()
   })
 }

@@ -62,14 +62,19 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
       }
     }
     // With a store, acknowledged once what the publish wrote there is synced (the policy's rule).
-    c.srv.afterStored(() => c.send({ cmd: 'pubrec', messageId: pid }))
+    c.srv.afterStored((ok) => {
+      if (ok || c.version !== 5) return c.send({ cmd: 'pubrec', messageId: pid })
+      c.qos2Released(pid) // a full disk dropped it after all: 0x97, no PUBREL follows
+      c.send({ cmd: 'pubrec', messageId: pid, reasonCode: RC.quotaExceeded })
+    })
     return
   }
   const dropped = c.srv.spoolDrops
   if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
   // The store was full (max_bytes or the disk) and dropped this message: 5.0 says so.
   if (qos === 1 && c.srv.spoolDrops !== dropped && c.version === 5) return void c.send({ cmd: 'puback', messageId: pid, reasonCode: RC.quotaExceeded })
-  if (qos === 1) c.srv.afterStored(() => c.send({ cmd: 'puback', messageId: pid })) // [MQTT-4.3.2-2]
+  // [MQTT-4.3.2-2]; a full disk that dropped it after all: 0x97 on 5.0.
+  if (qos === 1) c.srv.afterStored((ok) => c.send(ok || c.version !== 5 ? { cmd: 'puback', messageId: pid } : { cmd: 'puback', messageId: pid, reasonCode: RC.quotaExceeded }))
 }
 
 // The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.
