@@ -4,6 +4,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import net from 'node:net'
+import { readFileSync } from 'node:fs'
 
 export const inCI = process.env.CI === 'true' || process.env.CI === '1'
 
@@ -32,11 +33,36 @@ export function skipOrFail(t: T, msg: string): void {
   else t.plan(0, msg)
 }
 
-export function freePort(): Promise<number> {
+/**
+ * A port nothing listens on, below the kernel's ephemeral range: a test that restarts a server
+ * on the same port (kill loops) must not find it taken by some other test's outgoing
+ * connection, which takes its local port from that range.
+ */
+export async function freePort(): Promise<number> {
+  const low = ephemeralLow()
+  if (low > 12_000) {
+    for (let i = 0; i < 50; i++) {
+      const p = 10_000 + Math.floor(Math.random() * (low - 10_000))
+      if ((await listenOn(p)) === p) return p
+    }
+  }
+  return listenOn(0)
+}
+
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0
+  } catch {
+    return 0 // not Linux: the kernel's pick
+  }
+}
+
+/** Listens on `port` (0: any) and closes again; the port it got, or -1 when it was taken. */
+function listenOn(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
+    s.once('error', (e: NodeJS.ErrnoException) => (port !== 0 && e.code === 'EADDRINUSE' ? resolve(-1) : reject(e)))
+    s.listen(port, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port
       s.close(() => resolve(p))
     })
