@@ -6,8 +6,13 @@
 //
 // At least once: a message sent to the hub stays here, unconfirmed, until the hub confirms it
 // (the PONG to a PING sent after it, src/leaf/link.ts confirm()). A lost link rewinds: the
-// unconfirmed messages are sent again. The on-disk spool (src/store/spool.ts) offers the same
-// Spool interface.
+// unconfirmed messages are sent again. That includes messages that went straight to a live
+// link (pushSent): kept as long as they fit, but never at the cost of an unsent one. The
+// on-disk spool (src/store/spool.ts) offers the same Spool interface.
+//
+// Two lanes, so new messages can go ahead of a backlog and each stays in order: `old` is the
+// backlog (what was held when the link came up), `cur` everything pushed since. Every message
+// in `old` is older than every message in `cur`.
 
 import type { Budget } from '../budget.ts'
 import type { Msg } from '../msg.ts'
@@ -21,6 +26,8 @@ export interface Stored {
   size: number
   /** Position in the spool: increases by one per message kept. */
   seq: number
+  /** In memory: the send it went out with (see mark()); stale once rewound. */
+  sent?: number
 }
 
 /** A remote's buffer: held messages, the next one to send, and those sent but unconfirmed. */
@@ -57,20 +64,80 @@ export interface Spool {
    * False when no more can be tracked: queue it behind instead.
    */
   sentAhead?(seq: number): boolean
+  /**
+   * In-memory buffer only: keeps `m`, which just went to the hub, as sent and unconfirmed
+   * (the caller sends straight only while nothing newer than the backlog waits: liveUnsent 0).
+   * When the buffer is full it displaces only older sent messages (drop_oldest), else it is
+   * not kept (counted in `unkept`).
+   */
+  pushSent?(m: Msg): void
+  /** In-memory buffer only: unsent messages pushed since the backlog began (the live lane). */
+  readonly liveUnsent?: number
+  /** In-memory buffer only: the live lane's next message, and its send. */
+  peekLive?(): Stored | undefined
+  advanceLive?(): void
+  /** In-memory buffer only: the link is up again: everything held becomes the backlog. */
+  startReplay?(): void
+  /** Sent messages not kept for a resend because the buffer was full (at most once for them). */
+  readonly unkept?: number
   /** Durable spools keep the hub's interest keys (what to buffer) across a restart. */
   saveInterest?(keys: string[]): void
   loadInterest?(): string[] | null
 }
 
+/** One FIFO of held messages: [head, next) sent and unconfirmed, [next, end) unsent. */
+class Lane {
+  items: (Stored | undefined)[] = []
+  head = 0
+  next = 0
+
+  get length(): number {
+    return this.items.length - this.head
+  }
+
+  get unsent(): number {
+    return this.items.length - this.next
+  }
+
+  /** Removes the oldest message (sent or not); compacts so memory follows the length. */
+  shift(): Stored | undefined {
+    const s = this.items[this.head]
+    if (s === undefined) return undefined
+    this.items[this.head++] = undefined
+    if (this.next < this.head) this.next = this.head
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.next -= this.head
+      this.head = 0
+    } else if (this.head === this.items.length) {
+      this.items = []
+      this.next = 0
+      this.head = 0
+    }
+    return s
+  }
+
+  /** What is left, from the oldest; the lane is empty after. */
+  take(): (Stored | undefined)[] {
+    const rest = this.head === 0 ? this.items : this.items.slice(this.head)
+    this.items = []
+    this.head = this.next = 0
+    return rest
+  }
+}
+
 export class StoreBuffer implements Spool {
-  private items: (Stored | undefined)[] = []
-  private head = 0
-  /** Index of the next message to send (head..next are sent, unconfirmed). */
-  private next = 0
+  /** The backlog: held when the link came up. */
+  private old = new Lane()
+  /** Pushed since (while down: the next backlog). */
+  private cur = new Lane()
   private seq = 0
+  /** Sends so far: each sent message carries the count at its send; a PING covers up to it. */
+  private sends = 0
   bytes = 0
   dropped = 0
   resent = 0
+  unkept = 0
   readonly durable = false
 
   constructor(
@@ -81,11 +148,15 @@ export class StoreBuffer implements Spool {
   ) {}
 
   get length(): number {
-    return this.items.length - this.head
+    return this.old.length + this.cur.length
   }
 
   get unsent(): number {
-    return this.items.length - this.next
+    return this.old.unsent + this.cur.unsent
+  }
+
+  get liveUnsent(): number {
+    return this.cur.unsent
   }
 
   get last(): number {
@@ -121,53 +192,106 @@ export class StoreBuffer implements Spool {
         b.dropped('the uplink buffer')
       }
     }
-    this.items.push({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size, seq: this.seq++ })
-    this.bytes += size
-    b?.charge(size)
+    this.keep(m, size)
     return true
   }
 
+  pushSent(m: Msg): void {
+    const size = m.subject.length + m.reply.length + (m.hdr ? m.hdr.length : 0) + m.payload.length
+    const b = this.budget
+    // Over max_memory the buffer does not grow; a sent message never displaces an unsent one.
+    const cap = b !== null && b.full ? Math.min(this.bytes, this.maxBytes) : this.maxBytes
+    while (this.length >= this.maxMsgs || this.bytes + size > cap) {
+      if (this.dropNewest || size > cap || !this.shiftSent()) {
+        this.unkept++
+        return
+      }
+    }
+    this.keep(m, size)
+    const c = this.cur
+    c.items[c.next++]!.sent = ++this.sends
+  }
+
+  private keep(m: Msg, size: number): void {
+    this.cur.items.push({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size, seq: this.seq++, sent: 0 })
+    this.bytes += size
+    this.budget?.charge(size)
+  }
+
+  /** Removes the oldest sent-but-unconfirmed message; false when there is none. */
+  private shiftSent(): boolean {
+    const l = this.old.head < this.old.next ? this.old : this.cur.head < this.cur.next ? this.cur : null
+    if (l === null) return false
+    this.release(l.shift()!)
+    return true
+  }
+
+  startReplay(): void {
+    const o = this.old
+    const c = this.cur
+    if (c.length === 0) return
+    if (o.length === 0) {
+      this.old = c
+      this.cur = o
+    } else {
+      o.items = o.take().concat(c.take())
+    }
+    this.old.next = this.old.head
+  }
+
+  /** Plain order: the backlog, then what came after it. */
   peek(): Stored | undefined {
-    return this.items[this.next]
+    const o = this.old
+    return o.next < o.items.length ? o.items[o.next] : this.cur.items[this.cur.next]
   }
 
   advance(): void {
-    if (this.next < this.items.length) this.next++
+    const l = this.old.next < this.old.items.length ? this.old : this.cur
+    const s = l.items[l.next]
+    if (s === undefined) return
+    s.sent = ++this.sends
+    l.next++
+  }
+
+  peekLive(): Stored | undefined {
+    return this.cur.items[this.cur.next]
+  }
+
+  advanceLive(): void {
+    const c = this.cur
+    const s = c.items[c.next]
+    if (s === undefined) return
+    s.sent = ++this.sends
+    c.next++
   }
 
   mark(): number {
-    return this.next > this.head ? this.items[this.next - 1]!.seq : -1
+    return this.old.head < this.old.next || this.cur.head < this.cur.next ? this.sends : -1
   }
 
-  confirm(seq: number): void {
-    for (let s = this.items[this.head]; s !== undefined && s.seq <= seq && this.head < this.next; s = this.items[this.head]) this.shift()
+  confirm(mark: number): void {
+    for (const l of [this.old, this.cur]) {
+      for (let s = l.items[l.head]; s !== undefined && l.head < l.next && s.sent! <= mark; s = l.items[l.head]) this.release(l.shift()!)
+    }
   }
 
   rewind(): number {
-    const n = this.next - this.head
-    this.next = this.head
+    const n = this.old.next - this.old.head + this.cur.next - this.cur.head
+    this.old.next = this.old.head
+    this.cur.next = this.cur.head
     this.resent += n
     return n
   }
 
   /** Removes the oldest message (sent or not). */
   shift(): Stored | undefined {
-    const s = this.items[this.head]
-    if (s === undefined) return undefined
-    this.items[this.head++] = undefined
-    if (this.next < this.head) this.next = this.head
+    const s = this.old.length > 0 ? this.old.shift() : this.cur.shift()
+    if (s !== undefined) this.release(s)
+    return s
+  }
+
+  private release(s: Stored): void {
     this.bytes -= s.size
     this.budget?.charge(-s.size)
-    // Compact once the consumed front outweighs what is left, so memory follows the length.
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.next -= this.head
-      this.head = 0
-    } else if (this.head === this.items.length) {
-      this.items = []
-      this.next = 0
-      this.head = 0
-    }
-    return s
   }
 }
