@@ -15,6 +15,7 @@
 // in `old` is older than every message in `cur`.
 
 import type { Budget } from '../budget.ts'
+import { EMPTY } from '../bytes.ts'
 import type { Msg } from '../msg.ts'
 
 export interface Stored {
@@ -26,8 +27,6 @@ export interface Stored {
   size: number
   /** Position in the spool: increases by one per message kept. */
   seq: number
-  /** In memory: the send it went out with (see mark()); stale once rewound. */
-  sent?: number
 }
 
 /** A remote's buffer: held messages, the next one to send, and those sent but unconfirmed. */
@@ -85,44 +84,180 @@ export interface Spool {
   loadInterest?(): string[] | null
 }
 
-/** One FIFO of held messages: [head, next) sent and unconfirmed, [next, end) unsent. */
+/** Per record in a Lane: byte offset, header length (-1: none), payload length, seq, send, size. */
+const META = 6
+/** An emptied lane keeps byte storage up to this size for the next messages. */
+const KEEP_BYTES = 1024 * 1024
+
+/**
+ * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
+ * arrays plus one byte ring for headers and payloads: keeping a message costs one copy of its
+ * bytes and no allocation (the uplink's hot path keeps every message it sends).
+ */
 class Lane {
-  items: (Stored | undefined)[] = []
   head = 0
   next = 0
+  tail = 0
+  private mask = -1
+  private subj: string[] = []
+  private reply: string[] = []
+  private meta = new Float64Array(0)
+  private data: Uint8Array = EMPTY
+  /** Where the oldest record's bytes start, and where the next record's go. */
+  private bstart = 0
+  private bend = 0
 
   get length(): number {
-    return this.items.length - this.head
+    return this.tail - this.head
   }
 
   get unsent(): number {
-    return this.items.length - this.next
+    return this.tail - this.next
   }
 
-  /** Removes the oldest message (sent or not); compacts so memory follows the length. */
-  shift(): Stored | undefined {
-    const s = this.items[this.head]
-    if (s === undefined) return undefined
-    this.items[this.head++] = undefined
-    if (this.next < this.head) this.next = this.head
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.next -= this.head
-      this.head = 0
-    } else if (this.head === this.items.length) {
-      this.items = []
-      this.next = 0
-      this.head = 0
+  /** Appends a copy of `m`; `send` > 0: it went out already (with that send). */
+  push(m: Msg, size: number, seq: number, send: number): void {
+    const hl = m.hdr === null ? 0 : m.hdr.length
+    const n = hl + m.payload.length
+    if (this.tail - this.head > this.mask) this.growRecords()
+    const o = this.reserve(n)
+    if (m.hdr !== null) this.data.set(m.hdr, o)
+    this.data.set(m.payload, o + hl)
+    const r = this.tail & this.mask
+    this.subj[r] = m.subject
+    this.reply[r] = m.reply
+    const i = r * META
+    const meta = this.meta
+    meta[i] = o
+    meta[i + 1] = m.hdr === null ? -1 : hl
+    meta[i + 2] = m.payload.length
+    meta[i + 3] = seq
+    meta[i + 4] = send
+    meta[i + 5] = size
+    this.tail++
+    if (send > 0) this.next = this.tail
+  }
+
+  /** Record `n` as a message; its bytes are views, valid until the next push. */
+  at(n: number): Stored | undefined {
+    if (n < this.head || n >= this.tail) return undefined
+    const r = n & this.mask
+    const i = r * META
+    const meta = this.meta
+    const o = meta[i]!
+    const hl = meta[i + 1]!
+    const h = hl < 0 ? 0 : hl
+    return {
+      subject: this.subj[r]!,
+      reply: this.reply[r]!,
+      hdr: hl < 0 ? null : this.data.subarray(o, o + h),
+      payload: this.data.subarray(o + h, o + h + meta[i + 2]!),
+      size: meta[i + 5]!,
+      seq: meta[i + 3]!,
     }
-    return s
   }
 
-  /** What is left, from the oldest; the lane is empty after. */
-  take(): (Stored | undefined)[] {
-    const rest = this.head === 0 ? this.items : this.items.slice(this.head)
-    this.items = []
-    this.head = this.next = 0
-    return rest
+  /** Marks the next unsent message sent with `send`. */
+  advance(send: number): void {
+    if (this.next >= this.tail) return
+    this.meta[(this.next & this.mask) * META + 4] = send
+    this.next++
+  }
+
+  /** The send of sent record `n`. */
+  sendOf(n: number): number {
+    return this.meta[(n & this.mask) * META + 4]!
+  }
+
+  sizeOf(n: number): number {
+    return this.meta[(n & this.mask) * META + 5]!
+  }
+
+  /** Forgets the oldest record (sent or not); returns its size. */
+  drop(): number {
+    if (this.head >= this.tail) return 0
+    const r = this.head & this.mask
+    const size = this.meta[r * META + 5]!
+    this.subj[r] = ''
+    this.reply[r] = ''
+    this.head++
+    if (this.next < this.head) this.next = this.head
+    if (this.head === this.tail) {
+      this.bstart = this.bend = 0
+      if (this.data.length > KEEP_BYTES) this.data = EMPTY
+    } else this.bstart = this.meta[(this.head & this.mask) * META]!
+    return size
+  }
+
+  /** Appends every record of `from` as unsent, and empties it. */
+  takeAll(from: Lane): void {
+    for (let n = from.head; n < from.tail; n++) {
+      const s = from.at(n)!
+      const m = { subject: s.subject, subjectBytes: EMPTY, reply: s.reply, replyBytes: EMPTY, hdr: s.hdr, payload: s.payload, seq: 0 }
+      this.push(m, s.size, s.seq, 0)
+    }
+    while (from.length > 0) from.drop()
+  }
+
+  /** Room for n contiguous bytes in the ring; returns where. */
+  private reserve(n: number): number {
+    const len = this.data.length
+    if (this.head === this.tail) {
+      this.bstart = this.bend = 0
+      if (n > len) this.data = new Uint8Array(Math.max(4096, n * 2))
+      this.bend = n
+      return 0
+    }
+    const { bstart, bend } = this
+    let at = -1
+    if (bend >= bstart) {
+      if (len - bend >= n) at = bend
+      else if (bstart > n) at = 0 // wrap: the end of the ring stays unused until then
+    } else if (bstart - bend > n) at = bend
+    if (at < 0) at = this.growBytes(n)
+    this.bend = at + n
+    return at
+  }
+
+  /** A bigger ring holding the records in order from 0; returns where n more bytes go. */
+  private growBytes(n: number): number {
+    let used = 0
+    for (let k = this.head; k < this.tail; k++) {
+      const i = (k & this.mask) * META
+      used += (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
+    }
+    const next = new Uint8Array(Math.max(4096, (used + n) * 2))
+    let p = 0
+    for (let k = this.head; k < this.tail; k++) {
+      const i = (k & this.mask) * META
+      const o = this.meta[i]!
+      const l = (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
+      next.set(this.data.subarray(o, o + l), p)
+      this.meta[i] = p
+      p += l
+    }
+    this.data = next
+    this.bstart = 0
+    return p
+  }
+
+  private growRecords(): void {
+    const cap = Math.max(64, (this.mask + 1) * 2)
+    const mask = cap - 1
+    const meta = new Float64Array(cap * META)
+    const subj: string[] = new Array<string>(cap)
+    const reply: string[] = new Array<string>(cap)
+    for (let k = this.head; k < this.tail; k++) {
+      const a = k & this.mask
+      const b = k & mask
+      subj[b] = this.subj[a]!
+      reply[b] = this.reply[a]!
+      meta.set(this.meta.subarray(a * META, a * META + META), b * META)
+    }
+    this.meta = meta
+    this.subj = subj
+    this.reply = reply
+    this.mask = mask
   }
 }
 
@@ -175,7 +310,7 @@ export class StoreBuffer implements Spool {
         this.dropped++
         return false
       }
-      this.shift()
+      this.dropOldest()
       this.dropped++
     }
     const b = this.budget
@@ -187,12 +322,14 @@ export class StoreBuffer implements Spool {
         return false
       }
       while (this.bytes + size > room) {
-        this.shift()
+        this.dropOldest()
         this.dropped++
         b.dropped('the uplink buffer')
       }
     }
-    this.keep(m, size)
+    this.cur.push(m, size, this.seq++, 0)
+    this.bytes += size
+    b?.charge(size)
     return true
   }
 
@@ -202,28 +339,26 @@ export class StoreBuffer implements Spool {
     // Over max_memory the buffer does not grow; a sent message never displaces an unsent one.
     const cap = b !== null && b.full ? Math.min(this.bytes, this.maxBytes) : this.maxBytes
     while (this.length >= this.maxMsgs || this.bytes + size > cap) {
-      if (this.dropNewest || size > cap || !this.shiftSent()) {
+      if (this.dropNewest || size > cap || !this.dropSent()) {
         this.unkept++
         return
       }
     }
-    this.keep(m, size)
-    const c = this.cur
-    c.items[c.next++]!.sent = ++this.sends
-  }
-
-  private keep(m: Msg, size: number): void {
-    this.cur.items.push({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size, seq: this.seq++, sent: 0 })
+    this.cur.push(m, size, this.seq++, ++this.sends)
     this.bytes += size
-    this.budget?.charge(size)
+    b?.charge(size)
   }
 
   /** Removes the oldest sent-but-unconfirmed message; false when there is none. */
-  private shiftSent(): boolean {
+  private dropSent(): boolean {
     const l = this.old.head < this.old.next ? this.old : this.cur.head < this.cur.next ? this.cur : null
     if (l === null) return false
-    this.release(l.shift()!)
+    this.release(l.drop())
     return true
+  }
+
+  private dropOldest(): void {
+    this.release((this.old.length > 0 ? this.old : this.cur).drop())
   }
 
   startReplay(): void {
@@ -233,36 +368,26 @@ export class StoreBuffer implements Spool {
     if (o.length === 0) {
       this.old = c
       this.cur = o
-    } else {
-      o.items = o.take().concat(c.take())
-    }
+    } else o.takeAll(c)
     this.old.next = this.old.head
   }
 
-  /** Plain order: the backlog, then what came after it. */
+  /** Plain order: the backlog, then what came after it. Valid until the next push. */
   peek(): Stored | undefined {
     const o = this.old
-    return o.next < o.items.length ? o.items[o.next] : this.cur.items[this.cur.next]
+    return o.next < o.tail ? o.at(o.next) : this.cur.at(this.cur.next)
   }
 
   advance(): void {
-    const l = this.old.next < this.old.items.length ? this.old : this.cur
-    const s = l.items[l.next]
-    if (s === undefined) return
-    s.sent = ++this.sends
-    l.next++
+    ;(this.old.next < this.old.tail ? this.old : this.cur).advance(++this.sends)
   }
 
   peekLive(): Stored | undefined {
-    return this.cur.items[this.cur.next]
+    return this.cur.at(this.cur.next)
   }
 
   advanceLive(): void {
-    const c = this.cur
-    const s = c.items[c.next]
-    if (s === undefined) return
-    s.sent = ++this.sends
-    c.next++
+    this.cur.advance(++this.sends)
   }
 
   mark(): number {
@@ -270,9 +395,7 @@ export class StoreBuffer implements Spool {
   }
 
   confirm(mark: number): void {
-    for (const l of [this.old, this.cur]) {
-      for (let s = l.items[l.head]; s !== undefined && l.head < l.next && s.sent! <= mark; s = l.items[l.head]) this.release(l.shift()!)
-    }
+    for (const l of [this.old, this.cur]) while (l.head < l.next && l.sendOf(l.head) <= mark) this.release(l.drop())
   }
 
   rewind(): number {
@@ -283,15 +406,16 @@ export class StoreBuffer implements Spool {
     return n
   }
 
-  /** Removes the oldest message (sent or not). */
+  /** Removes the oldest message (sent or not); its bytes stay valid until the next push. */
   shift(): Stored | undefined {
-    const s = this.old.length > 0 ? this.old.shift() : this.cur.shift()
-    if (s !== undefined) this.release(s)
+    const l = this.old.length > 0 ? this.old : this.cur
+    const s = l.at(l.head)
+    if (s !== undefined) this.release(l.drop())
     return s
   }
 
-  private release(s: Stored): void {
-    this.bytes -= s.size
-    this.budget?.charge(-s.size)
+  private release(size: number): void {
+    this.bytes -= size
+    this.budget?.charge(-size)
   }
 }
