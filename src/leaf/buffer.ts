@@ -77,6 +77,8 @@ export interface Spool {
   advanceLive?(): void
   /** In-memory buffer only: the link is up again: everything held becomes the backlog. */
   startReplay?(): void
+  /** In-memory buffer only: housekeeping, gives back storage an emptied buffer grew. */
+  trim?(): void
   /** Sent messages not kept for a resend because the buffer was full (at most once for them). */
   readonly unkept?: number
   /** Durable spools keep the hub's interest keys (what to buffer) across a restart. */
@@ -86,7 +88,7 @@ export interface Spool {
 
 /** Per record in a Lane: byte offset, header length (-1: none), payload length, seq, send, size. */
 const META = 6
-/** An emptied lane keeps byte storage up to this size for the next messages. */
+/** trim() leaves an empty lane this much byte storage (the hot path reuses it, never regrows it). */
 const KEEP_BYTES = 1024 * 1024
 
 /**
@@ -106,6 +108,9 @@ class Lane {
   /** Where the oldest record's bytes start, and where the next record's go. */
   private bstart = 0
   private bend = 0
+  /** Pushed to since the last trim(). */
+  private used = false
+  private lastSubj = ''
 
   get length(): number {
     return this.tail - this.head
@@ -119,13 +124,17 @@ class Lane {
   push(m: Msg, size: number, seq: number, send: number): void {
     const hl = m.hdr === null ? 0 : m.hdr.length
     const n = hl + m.payload.length
+    this.used = true
     if (this.tail - this.head > this.mask) this.growRecords()
     const o = this.reserve(n)
     if (m.hdr !== null) this.data.set(m.hdr, o)
     this.data.set(m.payload, o + hl)
     const r = this.tail & this.mask
-    this.subj[r] = m.subject
-    this.reply[r] = m.reply
+    // The same subject as the last one (the usual case) keeps that older string: storing each
+    // message's fresh copy into this long-lived array would cost the GC per message.
+    if (m.subject !== this.lastSubj) this.lastSubj = m.subject
+    this.subj[r] = this.lastSubj
+    this.reply[r] = m.reply === '' ? '' : m.reply
     const i = r * META
     const meta = this.meta
     meta[i] = o
@@ -182,11 +191,23 @@ class Lane {
     this.reply[r] = ''
     this.head++
     if (this.next < this.head) this.next = this.head
-    if (this.head === this.tail) {
-      this.bstart = this.bend = 0
-      if (this.data.length > KEEP_BYTES) this.data = EMPTY
-    } else this.bstart = this.meta[(this.head & this.mask) * META]!
+    if (this.head === this.tail) this.bstart = this.bend = 0
+    else this.bstart = this.meta[(this.head & this.mask) * META]!
     return size
+  }
+
+  /** Empty and unused since the last call: gives back storage grown for a burst. */
+  trim(): void {
+    const used = this.used
+    this.used = false
+    if (used || this.head !== this.tail) return
+    if (this.data.length > KEEP_BYTES) this.data = EMPTY
+    if (this.mask >= 65536) {
+      this.mask = -1
+      this.meta = new Float64Array(0)
+      this.subj = []
+      this.reply = []
+    }
   }
 
   /** Appends every record of `from` as unsent, and empties it. */
@@ -245,14 +266,19 @@ class Lane {
     const cap = Math.max(64, (this.mask + 1) * 2)
     const mask = cap - 1
     const meta = new Float64Array(cap * META)
-    const subj: string[] = new Array<string>(cap)
-    const reply: string[] = new Array<string>(cap)
+    // Filled, not new Array(cap): a large sparse array is a hash table in V8 and JSC.
+    const subj: string[] = []
+    const reply: string[] = []
+    for (let k = 0; k < cap; k++) {
+      subj.push('')
+      reply.push('')
+    }
     for (let k = this.head; k < this.tail; k++) {
       const a = k & this.mask
       const b = k & mask
       subj[b] = this.subj[a]!
       reply[b] = this.reply[a]!
-      meta.set(this.meta.subarray(a * META, a * META + META), b * META)
+      for (let j = 0; j < META; j++) meta[b * META + j] = this.meta[a * META + j]!
     }
     this.meta = meta
     this.subj = subj
@@ -404,6 +430,12 @@ export class StoreBuffer implements Spool {
     this.cur.next = this.cur.head
     this.resent += n
     return n
+  }
+
+  /** Housekeeping (a few times a second): empty lanes give back what a burst grew. */
+  trim(): void {
+    this.old.trim()
+    this.cur.trim()
   }
 
   /** Removes the oldest message (sent or not); its bytes stay valid until the next push. */

@@ -188,6 +188,7 @@ export class Remote implements LinkOwner {
     else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
     if (this.state === 'connected' && this.buffer.unsent > 0) this.pump()
     if (this.state === 'connected' && this.buffer.mark() > this.asked) this.askConfirm()
+    this.buffer.trim?.()
     if (this.state === 'connected' && this.buffer.saveInterest && now - this.interestSavedAt >= INTEREST_SAVE_MS) this.saveInterest(now, this.link)
   }
 
@@ -349,8 +350,9 @@ export class Remote implements LinkOwner {
         // Live traffic goes ahead of the backlog rather than behind it (replay_order).
         if (this.interleave()) {
           const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
-          if (r === Sent.OK) this.buffer.sentAhead!(this.buffer.last)
-          else this.liveBehind = true
+          // Not tracked, or no room: this one and every later one follow the backlog. (One
+          // the hub has no interest in yet waits in the spool for buffer_hold, as before.)
+          if (r === Sent.OK ? !this.buffer.sentAhead!(this.buffer.last) : r === Sent.FULL) this.liveBehind = true
         } else if (this.backlogEnd >= 0) this.liveBehind = true
         this.pump()
         if (l.overHigh) this.stall(from)
@@ -360,11 +362,13 @@ export class Remote implements LinkOwner {
     if (live) {
       // Straight out when nothing waits before it: nothing at all, or (interleaving) only the backlog.
       if (this.buffer.unsent === 0 || (this.backlogEnd >= 0 && this.buffer.liveUnsent === 0 && this.opts.replay_order !== 'strict')) {
+        // Queued before the frame schedules the link's flush, so this turn's confirmation
+        // PING goes out in the same write as the messages it covers.
+        this.queueConfirm()
         const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
         if (r === Sent.OK) {
           // Kept until the hub confirms it: a link lost before that sends it again.
           this.buffer.pushSent!(m)
-          this.queueConfirm()
           // Over the high-water mark: slow this publisher down before the queue fills up.
           if (l.overHigh) this.stall(from)
           return 1
