@@ -391,6 +391,12 @@ export interface RemoteOptions {
   /** ... or bytes per second (0: no byte pace). */
   replay_rate_bytes?: number
   /**
+   * How new messages and a backlog share the link after an outage: `interleave` (new ones go
+   * ahead of the backlog, each in order), or `strict` (new ones wait behind it: per-publisher
+   * order across the outage).
+   */
+  replay_order?: 'interleave' | 'strict'
+  /**
    * The hub seen as a user of this gateway (nats-server's permission shape, local subject
    * names): `publish` is what the hub may publish here (what comes down), `subscribe` is what
    * interest goes up. The same compiled check as users' permissions (src/permissions.ts).
@@ -421,4 +427,5 @@ export const REMOTE_DEFAULTS: Omit<RemoteOptions, 'urls'> = Object.freeze({
   buffer_hold: 10_000,
   replay_rate: 0,
   replay_rate_bytes: 0,
+  replay_order: 'interleave' as const,
 })

@@ -58,6 +58,11 @@ export class Outbound {
     return this.len + this.segBytes + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
   }
 
+  /** The wire has not taken everything yet: drained() comes once it has. */
+  get blocked(): boolean {
+    return this.blockedSince !== 0
+  }
+
   /**
    * Makes room for n more bytes and returns the offset to write them at in `buf`,
    * or -1 when that would take the queue over its limit.

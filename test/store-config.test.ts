@@ -1,4 +1,4 @@
-// The `store` block, --store and a remote's replay_rate: defaults, values, one-line errors.
+// The `store` block, --store and a remote's replay_rate and replay_order: defaults, values, one-line errors.
 
 import t from 'tap'
 import { loadOptions, validateOptions } from '../src/config.ts'
@@ -35,4 +35,14 @@ t.test('replay_rate: messages or bytes per second', async (t) => {
   t.same(rate('1MB/s'), [0, 1024 ** 2])
   t.same(rate(0), [0, 0])
   t.match(errorOf(t, () => rate('fast')), /leafnodes\.remotes\[0\]\.replay_rate: expected messages per second/)
+})
+
+t.test('replay_order: interleave (default) or strict', async (t) => {
+  const order = (v?: unknown): unknown => validateOptions({ leafnodes: { remotes: [{ url: 'nats://hub', ...(v === undefined ? {} : { replay_order: v }) }] } }).leafnodes!.remotes[0]!.replay_order
+  t.equal(order(), 'interleave')
+  t.equal(order('strict'), 'strict')
+  t.equal(order('interleave'), 'interleave')
+  const e = errorOf(t, () => order('fifo'))
+  t.match(e, /leafnodes\.remotes\[0\]\.replay_order: expected "interleave" or "strict", got "fifo"/)
+  t.notMatch(e, /\n/, 'one line')
 })

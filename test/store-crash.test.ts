@@ -3,6 +3,8 @@
 // killed -9 at random moments and restarted, and the hub is stopped and started too. Every
 // PUBACKed message must reach the hub subscriber, per publisher in order (first arrivals);
 // duplicates come only from resends (counted, reported). Node (bundle), Bun and Deno.
+// The remote runs with replay_order "strict", the setting for per-publisher order across an
+// outage (by default new messages go ahead of a backlog: leaf-replay.test.ts).
 
 import t, { type Test } from 'tap'
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -46,7 +48,7 @@ async function crashLoop(t: Test, run: Run): Promise<void> {
       port,
       mqtt: { port: mqttPort },
       store: { dir: path.join(dir, 'store'), sync_interval: run.sync },
-      leafnodes: { reconnect: '100ms', reconnect_max: '300ms', remotes: [{ urls: [hub.leafUrl], buffer_subjects: ['telemetry.>'] }] },
+      leafnodes: { reconnect: '100ms', reconnect_max: '300ms', remotes: [{ urls: [hub.leafUrl], buffer_subjects: ['telemetry.>'], replay_order: 'strict' }] },
     }),
   )
   const args =

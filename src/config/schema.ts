@@ -534,7 +534,7 @@ const LEAF_KEYS = ['remotes', 'reconnect', 'reconnect_max', 'status_interval']
 const REMOTE_KEYS = [
   'urls', 'url', 'no_randomize', 'credentials', 'nkey', 'tls', 'deny_imports', 'deny_exports',
   'allow_exports', 'allow_imports', 'map', 'buffer_subjects', 'buffer_max_msgs', 'buffer_max_bytes',
-  'buffer_policy', 'buffer_hold', 'replay_rate', 'permissions',
+  'buffer_policy', 'buffer_hold', 'replay_rate', 'replay_order', 'permissions',
 ]
 // nats-server remote options sprig does not have: say so rather than "unknown".
 const REMOTE_NOT_SUPPORTED = ['account', 'hub', 'ws_compression', 'ws_no_masking', 'compression', 'first_info_timeout', 'local']
@@ -619,6 +619,10 @@ function remote(v: unknown, src: Source, at: string): RemoteOptions {
         out.replay_rate_bytes = bytes ?? 0
         break
       }
+      case 'replay_order':
+        if (x !== 'interleave' && x !== 'strict') throw blame(src, path, `expected "interleave" or "strict", got ${describe(x)}`)
+        out.replay_order = x
+        break
       case 'permissions':
         out.permissions = permissions(x, src, path)
         break

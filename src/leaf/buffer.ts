@@ -6,10 +6,16 @@
 //
 // At least once: a message sent to the hub stays here, unconfirmed, until the hub confirms it
 // (the PONG to a PING sent after it, src/leaf/link.ts confirm()). A lost link rewinds: the
-// unconfirmed messages are sent again. The on-disk spool (src/store/spool.ts) offers the same
-// Spool interface.
+// unconfirmed messages are sent again. That includes messages that went straight to a live
+// link (pushSent): kept as long as they fit, but never at the cost of an unsent one. The
+// on-disk spool (src/store/spool.ts) offers the same Spool interface.
+//
+// Two lanes, so new messages can go ahead of a backlog and each stays in order: `old` is the
+// backlog (what was held when the link came up), `cur` everything pushed since. Every message
+// in `old` is older than every message in `cur`.
 
 import type { Budget } from '../budget.ts'
+import { EMPTY } from '../bytes.ts'
 import type { Msg } from '../msg.ts'
 
 export interface Stored {
@@ -57,20 +63,242 @@ export interface Spool {
    * False when no more can be tracked: queue it behind instead.
    */
   sentAhead?(seq: number): boolean
+  /**
+   * In-memory buffer only: keeps `m`, which just went to the hub, as sent and unconfirmed
+   * (the caller sends straight only while nothing newer than the backlog waits: liveUnsent 0).
+   * When the buffer is full it displaces only older sent messages (drop_oldest), else it is
+   * not kept (counted in `unkept`).
+   */
+  pushSent?(m: Msg): void
+  /** In-memory buffer only: unsent messages pushed since the backlog began (the live lane). */
+  readonly liveUnsent?: number
+  /** In-memory buffer only: the live lane's next message, and its send. */
+  peekLive?(): Stored | undefined
+  advanceLive?(): void
+  /** In-memory buffer only: the link is up again: everything held becomes the backlog. */
+  startReplay?(): void
+  /** In-memory buffer only: housekeeping, gives back storage an emptied buffer grew. */
+  trim?(): void
+  /** Sent messages not kept for a resend because the buffer was full (at most once for them). */
+  readonly unkept?: number
   /** Durable spools keep the hub's interest keys (what to buffer) across a restart. */
   saveInterest?(keys: string[]): void
   loadInterest?(): string[] | null
 }
 
+/** Per record in a Lane: byte offset, header length (-1: none), payload length, seq, send, size. */
+const META = 6
+/** trim() leaves an empty lane this much byte storage (the hot path reuses it, never regrows it). */
+const KEEP_BYTES = 1024 * 1024
+
+/**
+ * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
+ * arrays plus one byte ring for headers and payloads: keeping a message costs one copy of its
+ * bytes and no allocation (the uplink's hot path keeps every message it sends).
+ */
+class Lane {
+  head = 0
+  next = 0
+  tail = 0
+  private mask = -1
+  private subj: string[] = []
+  private reply: string[] = []
+  private meta = new Float64Array(0)
+  private data: Uint8Array = EMPTY
+  /** Where the oldest record's bytes start, and where the next record's go. */
+  private bstart = 0
+  private bend = 0
+  /** Pushed to since the last trim(). */
+  private used = false
+  private lastSubj = ''
+
+  get length(): number {
+    return this.tail - this.head
+  }
+
+  get unsent(): number {
+    return this.tail - this.next
+  }
+
+  /** Appends a copy of `m`; `send` > 0: it went out already (with that send). */
+  push(m: Msg, size: number, seq: number, send: number): void {
+    const hl = m.hdr === null ? 0 : m.hdr.length
+    const n = hl + m.payload.length
+    this.used = true
+    if (this.tail - this.head > this.mask) this.growRecords()
+    const o = this.reserve(n)
+    if (m.hdr !== null) this.data.set(m.hdr, o)
+    this.data.set(m.payload, o + hl)
+    const r = this.tail & this.mask
+    // The same subject as the last one (the usual case) keeps that older string: storing each
+    // message's fresh copy into this long-lived array would cost the GC per message.
+    if (m.subject !== this.lastSubj) this.lastSubj = m.subject
+    this.subj[r] = this.lastSubj
+    this.reply[r] = m.reply === '' ? '' : m.reply
+    const i = r * META
+    const meta = this.meta
+    meta[i] = o
+    meta[i + 1] = m.hdr === null ? -1 : hl
+    meta[i + 2] = m.payload.length
+    meta[i + 3] = seq
+    meta[i + 4] = send
+    meta[i + 5] = size
+    this.tail++
+    if (send > 0) this.next = this.tail
+  }
+
+  /** Record `n` as a message; its bytes are views, valid until the next push. */
+  at(n: number): Stored | undefined {
+    if (n < this.head || n >= this.tail) return undefined
+    const r = n & this.mask
+    const i = r * META
+    const meta = this.meta
+    const o = meta[i]!
+    const hl = meta[i + 1]!
+    const h = hl < 0 ? 0 : hl
+    return {
+      subject: this.subj[r]!,
+      reply: this.reply[r]!,
+      hdr: hl < 0 ? null : this.data.subarray(o, o + h),
+      payload: this.data.subarray(o + h, o + h + meta[i + 2]!),
+      size: meta[i + 5]!,
+      seq: meta[i + 3]!,
+    }
+  }
+
+  /** Marks the next unsent message sent with `send`. */
+  advance(send: number): void {
+    if (this.next >= this.tail) return
+    this.meta[(this.next & this.mask) * META + 4] = send
+    this.next++
+  }
+
+  /** The send of sent record `n`. */
+  sendOf(n: number): number {
+    return this.meta[(n & this.mask) * META + 4]!
+  }
+
+  sizeOf(n: number): number {
+    return this.meta[(n & this.mask) * META + 5]!
+  }
+
+  /** Forgets the oldest record (sent or not); returns its size. */
+  drop(): number {
+    if (this.head >= this.tail) return 0
+    const r = this.head & this.mask
+    const size = this.meta[r * META + 5]!
+    this.subj[r] = ''
+    this.reply[r] = ''
+    this.head++
+    if (this.next < this.head) this.next = this.head
+    if (this.head === this.tail) this.bstart = this.bend = 0
+    else this.bstart = this.meta[(this.head & this.mask) * META]!
+    return size
+  }
+
+  /** Empty and unused since the last call: gives back storage grown for a burst. */
+  trim(): void {
+    const used = this.used
+    this.used = false
+    if (used || this.head !== this.tail) return
+    if (this.data.length > KEEP_BYTES) this.data = EMPTY
+    if (this.mask >= 65536) {
+      this.mask = -1
+      this.meta = new Float64Array(0)
+      this.subj = []
+      this.reply = []
+    }
+  }
+
+  /** Appends every record of `from` as unsent, and empties it. */
+  takeAll(from: Lane): void {
+    for (let n = from.head; n < from.tail; n++) {
+      const s = from.at(n)!
+      const m = { subject: s.subject, subjectBytes: EMPTY, reply: s.reply, replyBytes: EMPTY, hdr: s.hdr, payload: s.payload, seq: 0 }
+      this.push(m, s.size, s.seq, 0)
+    }
+    while (from.length > 0) from.drop()
+  }
+
+  /** Room for n contiguous bytes in the ring; returns where. */
+  private reserve(n: number): number {
+    const len = this.data.length
+    if (this.head === this.tail) {
+      this.bstart = this.bend = 0
+      if (n > len) this.data = new Uint8Array(Math.max(4096, n * 2))
+      this.bend = n
+      return 0
+    }
+    const { bstart, bend } = this
+    let at = -1
+    if (bend >= bstart) {
+      if (len - bend >= n) at = bend
+      else if (bstart > n) at = 0 // wrap: the end of the ring stays unused until then
+    } else if (bstart - bend > n) at = bend
+    if (at < 0) at = this.growBytes(n)
+    this.bend = at + n
+    return at
+  }
+
+  /** A bigger ring holding the records in order from 0; returns where n more bytes go. */
+  private growBytes(n: number): number {
+    let used = 0
+    for (let k = this.head; k < this.tail; k++) {
+      const i = (k & this.mask) * META
+      used += (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
+    }
+    const next = new Uint8Array(Math.max(4096, (used + n) * 2))
+    let p = 0
+    for (let k = this.head; k < this.tail; k++) {
+      const i = (k & this.mask) * META
+      const o = this.meta[i]!
+      const l = (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
+      next.set(this.data.subarray(o, o + l), p)
+      this.meta[i] = p
+      p += l
+    }
+    this.data = next
+    this.bstart = 0
+    return p
+  }
+
+  private growRecords(): void {
+    const cap = Math.max(64, (this.mask + 1) * 2)
+    const mask = cap - 1
+    const meta = new Float64Array(cap * META)
+    // Filled, not new Array(cap): a large sparse array is a hash table in V8 and JSC.
+    const subj: string[] = []
+    const reply: string[] = []
+    for (let k = 0; k < cap; k++) {
+      subj.push('')
+      reply.push('')
+    }
+    for (let k = this.head; k < this.tail; k++) {
+      const a = k & this.mask
+      const b = k & mask
+      subj[b] = this.subj[a]!
+      reply[b] = this.reply[a]!
+      for (let j = 0; j < META; j++) meta[b * META + j] = this.meta[a * META + j]!
+    }
+    this.meta = meta
+    this.subj = subj
+    this.reply = reply
+    this.mask = mask
+  }
+}
+
 export class StoreBuffer implements Spool {
-  private items: (Stored | undefined)[] = []
-  private head = 0
-  /** Index of the next message to send (head..next are sent, unconfirmed). */
-  private next = 0
+  /** The backlog: held when the link came up. */
+  private old = new Lane()
+  /** Pushed since (while down: the next backlog). */
+  private cur = new Lane()
   private seq = 0
+  /** Sends so far: each sent message carries the count at its send; a PING covers up to it. */
+  private sends = 0
   bytes = 0
   dropped = 0
   resent = 0
+  unkept = 0
   readonly durable = false
 
   constructor(
@@ -81,11 +309,15 @@ export class StoreBuffer implements Spool {
   ) {}
 
   get length(): number {
-    return this.items.length - this.head
+    return this.old.length + this.cur.length
   }
 
   get unsent(): number {
-    return this.items.length - this.next
+    return this.old.unsent + this.cur.unsent
+  }
+
+  get liveUnsent(): number {
+    return this.cur.unsent
   }
 
   get last(): number {
@@ -104,7 +336,7 @@ export class StoreBuffer implements Spool {
         this.dropped++
         return false
       }
-      this.shift()
+      this.dropOldest()
       this.dropped++
     }
     const b = this.budget
@@ -116,58 +348,106 @@ export class StoreBuffer implements Spool {
         return false
       }
       while (this.bytes + size > room) {
-        this.shift()
+        this.dropOldest()
         this.dropped++
         b.dropped('the uplink buffer')
       }
     }
-    this.items.push({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size, seq: this.seq++ })
+    this.cur.push(m, size, this.seq++, 0)
     this.bytes += size
     b?.charge(size)
     return true
   }
 
+  pushSent(m: Msg): void {
+    const size = m.subject.length + m.reply.length + (m.hdr ? m.hdr.length : 0) + m.payload.length
+    const b = this.budget
+    // Over max_memory the buffer does not grow; a sent message never displaces an unsent one.
+    const cap = b !== null && b.full ? Math.min(this.bytes, this.maxBytes) : this.maxBytes
+    while (this.length >= this.maxMsgs || this.bytes + size > cap) {
+      if (this.dropNewest || size > cap || !this.dropSent()) {
+        this.unkept++
+        return
+      }
+    }
+    this.cur.push(m, size, this.seq++, ++this.sends)
+    this.bytes += size
+    b?.charge(size)
+  }
+
+  /** Removes the oldest sent-but-unconfirmed message; false when there is none. */
+  private dropSent(): boolean {
+    const l = this.old.head < this.old.next ? this.old : this.cur.head < this.cur.next ? this.cur : null
+    if (l === null) return false
+    this.release(l.drop())
+    return true
+  }
+
+  private dropOldest(): void {
+    this.release((this.old.length > 0 ? this.old : this.cur).drop())
+  }
+
+  startReplay(): void {
+    const o = this.old
+    const c = this.cur
+    if (c.length === 0) return
+    if (o.length === 0) {
+      this.old = c
+      this.cur = o
+    } else o.takeAll(c)
+    this.old.next = this.old.head
+  }
+
+  /** Plain order: the backlog, then what came after it. Valid until the next push. */
   peek(): Stored | undefined {
-    return this.items[this.next]
+    const o = this.old
+    return o.next < o.tail ? o.at(o.next) : this.cur.at(this.cur.next)
   }
 
   advance(): void {
-    if (this.next < this.items.length) this.next++
+    ;(this.old.next < this.old.tail ? this.old : this.cur).advance(++this.sends)
+  }
+
+  peekLive(): Stored | undefined {
+    return this.cur.at(this.cur.next)
+  }
+
+  advanceLive(): void {
+    this.cur.advance(++this.sends)
   }
 
   mark(): number {
-    return this.next > this.head ? this.items[this.next - 1]!.seq : -1
+    return this.old.head < this.old.next || this.cur.head < this.cur.next ? this.sends : -1
   }
 
-  confirm(seq: number): void {
-    for (let s = this.items[this.head]; s !== undefined && s.seq <= seq && this.head < this.next; s = this.items[this.head]) this.shift()
+  confirm(mark: number): void {
+    for (const l of [this.old, this.cur]) while (l.head < l.next && l.sendOf(l.head) <= mark) this.release(l.drop())
   }
 
   rewind(): number {
-    const n = this.next - this.head
-    this.next = this.head
+    const n = this.old.next - this.old.head + this.cur.next - this.cur.head
+    this.old.next = this.old.head
+    this.cur.next = this.cur.head
     this.resent += n
     return n
   }
 
-  /** Removes the oldest message (sent or not). */
+  /** Housekeeping (a few times a second): empty lanes give back what a burst grew. */
+  trim(): void {
+    this.old.trim()
+    this.cur.trim()
+  }
+
+  /** Removes the oldest message (sent or not); its bytes stay valid until the next push. */
   shift(): Stored | undefined {
-    const s = this.items[this.head]
-    if (s === undefined) return undefined
-    this.items[this.head++] = undefined
-    if (this.next < this.head) this.next = this.head
-    this.bytes -= s.size
-    this.budget?.charge(-s.size)
-    // Compact once the consumed front outweighs what is left, so memory follows the length.
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head)
-      this.next -= this.head
-      this.head = 0
-    } else if (this.head === this.items.length) {
-      this.items = []
-      this.next = 0
-      this.head = 0
-    }
+    const l = this.old.length > 0 ? this.old : this.cur
+    const s = l.at(l.head)
+    if (s !== undefined) this.release(l.drop())
     return s
+  }
+
+  private release(size: number): void {
+    this.bytes -= size
+    this.budget?.charge(-size)
   }
 }

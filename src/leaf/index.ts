@@ -69,7 +69,7 @@ function diskSpool(store: Store, r: RemoteOptions, i: number, n: number): DiskSp
 }
 
 /** Remote options a reload may change on a running remote; any other change needs a restart. */
-const RELOADABLE = new Set<string>(['permissions', 'deny_imports', 'deny_exports', 'allow_imports', 'allow_exports', 'map', 'buffer_subjects', 'buffer_hold'])
+const RELOADABLE = new Set<string>(['permissions', 'deny_imports', 'deny_exports', 'allow_imports', 'allow_exports', 'map', 'buffer_subjects', 'buffer_hold', 'replay_order'])
 
 /**
  * SIGHUP: checks the re-read `leafnodes` block against the running uplink (throws, naming the

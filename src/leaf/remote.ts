@@ -12,9 +12,9 @@ import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
 import { Sublist, type Match } from '../sublist.ts'
 import { subjectMatches } from '../subject.ts'
-import { StoreBuffer, type Spool } from './buffer.ts'
+import { StoreBuffer, type Spool, type Stored } from './buffer.ts'
 import { compileFilters, type Filters } from './filter.ts'
-import { isLongWaitError, keyOf, Link, Sent, type HubSub, type LinkOwner, type LinkStats, type LocalKey } from './link.ts'
+import { isLongWaitError, keyOf, Link, LOW_WATER, Sent, type HubSub, type LinkOwner, type LinkStats, type LocalKey } from './link.ts'
 
 export type RemoteState = 'connecting' | 'handshake' | 'connected' | 'disconnected' | 'stopped'
 
@@ -36,6 +36,13 @@ export const STALL_MAX_MS = 2000
 /** The most backlog a replay_rate lets out at once (ms of its rate). */
 const REPLAY_BURST_MS = 200
 
+/**
+ * The most backlog queued on the link at once while it replays (bytes, or a quarter of the
+ * queue's limit if less): the rest of the queue is room for new messages, which go ahead of the
+ * backlog instead of behind hours of it (replay_order "interleave").
+ */
+const BACKLOG_ROOM = 256 * 1024
+
 /** How often a durable spool's copy of the hub's interest is refreshed while connected. */
 const INTEREST_SAVE_MS = 2000
 
@@ -53,7 +60,7 @@ export class Remote implements LinkOwner {
   private confirmQueued = false
   /** The newest message held when the link came up: older ones are the backlog (-1: none). */
   private backlogEnd = -1
-  /** A live message queued behind the backlog: later ones must not overtake it. */
+  /** Durable spool: a live message queued behind the backlog: later ones must not overtake it. */
   private liveBehind = false
   private tokens = 0
   private byteTokens = 0
@@ -181,6 +188,7 @@ export class Remote implements LinkOwner {
     else if (this.state === 'disconnected' && now >= this.nextDial) this.dialNext()
     if (this.state === 'connected' && this.buffer.unsent > 0) this.pump()
     if (this.state === 'connected' && this.buffer.mark() > this.asked) this.askConfirm()
+    this.buffer.trim?.()
     if (this.state === 'connected' && this.buffer.saveInterest && now - this.interestSavedAt >= INTEREST_SAVE_MS) this.saveInterest(now, this.link)
   }
 
@@ -276,6 +284,7 @@ export class Remote implements LinkOwner {
     if (this.everUp) this.reconnects++
     this.everUp = true
     if (this.buffer.saveInterest) this.saveInterest(this.readyAt, l)
+    this.buffer.startReplay?.()
     this.backlogEnd = this.buffer.unsent > 0 ? this.buffer.last : -1
     this.liveBehind = false
     this.tokens = this.byteTokens = 0
@@ -338,11 +347,12 @@ export class Remote implements LinkOwner {
         return 0
       }
       if (live) {
-        // Live traffic goes ahead of a paced backlog (replay_rate) rather than behind it.
-        if (this.interleave(l)) {
+        // Live traffic goes ahead of the backlog rather than behind it (replay_order).
+        if (this.interleave()) {
           const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
-          if (r === Sent.OK) this.buffer.sentAhead!(this.buffer.last)
-          else this.liveBehind = true
+          // Not tracked, or no room: this one and every later one follow the backlog. (One
+          // the hub has no interest in yet waits in the spool for buffer_hold, as before.)
+          if (r === Sent.OK ? !this.buffer.sentAhead!(this.buffer.last) : r === Sent.FULL) this.liveBehind = true
         } else if (this.backlogEnd >= 0) this.liveBehind = true
         this.pump()
         if (l.overHigh) this.stall(from)
@@ -350,23 +360,27 @@ export class Remote implements LinkOwner {
       return 1
     }
     if (live) {
-      if (this.buffer.unsent === 0 || this.interleave(l)) {
+      // Straight out when nothing waits before it: nothing at all, or (interleaving) only the backlog.
+      if (this.buffer.unsent === 0 || (this.backlogEnd >= 0 && this.buffer.liveUnsent === 0 && this.opts.replay_order !== 'strict')) {
+        // Queued before the frame schedules the link's flush, so this turn's confirmation
+        // PING goes out in the same write as the messages it covers.
+        this.queueConfirm()
         const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
         if (r === Sent.OK) {
+          // Kept until the hub confirms it: a link lost before that sends it again.
+          this.buffer.pushSent!(m)
           // Over the high-water mark: slow this publisher down before the queue fills up.
           if (l.overHigh) this.stall(from)
           return 1
         }
         if (r !== Sent.FULL) return 0
         this.stall(from)
-        if (this.backlogEnd >= 0) this.liveBehind = true
         this.buffer.push(m) // the outbound queue is full: wait here, in order
         this.pump()
         return 1
       }
       // Behind older buffered messages: keep the order, if the hub wants it at all.
       if (!l.wants(m.subject, local)) return 0
-      if (this.backlogEnd >= 0) this.liveBehind = true
       if (l.overHigh) this.stall(from)
     } else if (!this.shouldBuffer(m.subject)) return 0
     // A held message counts as delivered: a request waits for its reply (or its timeout)
@@ -381,12 +395,12 @@ export class Remote implements LinkOwner {
   }
 
   /**
-   * Whether a live message may go ahead of the backlog: only while the backlog is paced, no
-   * live message already waits behind it (order among live messages holds), and the link has
-   * room; a durable spool must also be able to track it.
+   * Durable spool: whether a live message (just pushed) may go ahead of the backlog: only while
+   * a backlog replays, interleaving is on, and no live message already waits behind it (order
+   * among live messages holds).
    */
-  private interleave(l: Link): boolean {
-    return this.backlogEnd >= 0 && !this.liveBehind && this.paced && !l.overHigh && (!this.buffer.durable || this.buffer.unsent > 0)
+  private interleave(): boolean {
+    return this.backlogEnd >= 0 && !this.liveBehind && this.opts.replay_order !== 'strict' && this.buffer.unsent > 0
   }
 
   /** Adds the pace's allowance for the time since the last refill (at most REPLAY_BURST_MS worth). */
@@ -445,6 +459,16 @@ export class Remote implements LinkOwner {
     this.buffer.confirm(mark)
   }
 
+  /** Something went out: ask for its confirmation once this I/O turn is over. */
+  private queueConfirm(): void {
+    if (this.confirmQueued) return
+    this.confirmQueued = true
+    this.srv.host.defer(() => {
+      this.confirmQueued = false
+      this.askConfirm()
+    })
+  }
+
   /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
   private askConfirm(): void {
     const l = this.link
@@ -476,21 +500,39 @@ export class Remote implements LinkOwner {
   }
 
   /**
-   * Sends buffered messages, oldest first, while the link has room. A message the hub has no
-   * interest in yet waits up to buffer_hold after the link came back (subscribers on the hub
-   * may still be reconnecting), then is dropped and counted as expired.
+   * Sends buffered messages while the link has room: in plain order (oldest first), except
+   * that while a backlog replays with replay_order "interleave", the in-memory buffer's newer
+   * messages go first and the backlog takes at most BACKLOG_ROOM of the link's queue (and its
+   * replay_rate). A message the hub has no interest in yet waits up to buffer_hold after the
+   * link came back (subscribers on the hub may still be reconnecting), then is dropped and
+   * counted as expired.
    */
   pump(): void {
     const l = this.link
     if (this.pumping || l === null || !l.interestKnown || this.state !== 'connected') return
     this.pumping = true
+    let again = false
     try {
       const now = this.srv.host.now()
       const local = this.srv.router.subs
-      for (let s = this.buffer.peek(); s !== undefined; s = this.buffer.peek()) {
+      const b = this.buffer
+      const share = this.backlogEnd >= 0 && this.opts.replay_order !== 'strict'
+      if (share && b.peekLive !== undefined) {
+        for (let s = b.peekLive(); s !== undefined; s = b.peekLive()) {
+          if (l.phase !== 'up' || l.overHigh) return // drained() calls again
+          if (this.sendHeld(l, s, local, now)) b.advanceLive!()
+          else return
+        }
+      }
+      for (let s = b.peek(); s !== undefined; s = b.peek()) {
         if (l.phase !== 'up') return
         if (l.overHigh) return // drained() calls again
         if (s.seq <= this.backlogEnd) {
+          if (share && l.out.pending > Math.min(BACKLOG_ROOM, l.out.limit * LOW_WATER)) {
+            // Room kept for new messages: next I/O turn, or drained() once the socket takes it.
+            again = !l.out.blocked
+            return
+          }
           if (this.paced) {
             this.refill(now)
             if (this.tokens < 1 || this.byteTokens < s.size) return // tick() calls again
@@ -501,26 +543,31 @@ export class Remote implements LinkOwner {
           this.backlogEnd = -1 // the backlog is out: back to plain order
           this.liveBehind = false
         }
-        const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
-        if (r === Sent.FULL) return
-        if (r !== Sent.OK) {
-          if (now - this.readyAt < this.opts.buffer_hold) return // tick() and LS+ call again
-          this.expired++
-        }
-        this.buffer.advance()
+        if (this.sendHeld(l, s, local, now)) b.advance()
+        else return
       }
+      if (this.backlogEnd >= 0 && b.unsent === 0) {
+        this.backlogEnd = -1
+        this.liveBehind = false
+      }
+      // Batches go out once per I/O turn; keep going after this one is handed to the socket.
+      if (b.unsent > 0) again = true
     } finally {
       this.pumping = false
-      if (!this.confirmQueued && this.buffer.mark() > this.asked) {
-        this.confirmQueued = true
-        this.srv.host.defer(() => {
-          this.confirmQueued = false
-          this.askConfirm()
-        })
-      }
+      if (this.buffer.mark() > this.asked) this.queueConfirm()
+      if (again) this.srv.host.defer(() => this.pump())
     }
-    // Batches go out once per I/O turn; keep going after this one is handed to the socket.
-    if (this.buffer.unsent > 0) this.srv.host.defer(() => this.pump())
+  }
+
+  /** Sends one held message; false: it must wait (no room, or no interest yet within buffer_hold). */
+  private sendHeld(l: Link, s: Stored, local: Sublist<Sub>, now: number): boolean {
+    const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
+    if (r === Sent.FULL) return false
+    if (r !== Sent.OK) {
+      if (now - this.readyAt < this.opts.buffer_hold) return false // tick() and LS+ call again
+      this.expired++
+    }
+    return true
   }
 
   // --- status
@@ -553,6 +600,7 @@ export class Remote implements LinkOwner {
       dropped_msgs: this.buffer.dropped,
       unconfirmed_msgs: this.buffer.length - this.buffer.unsent,
       resent_msgs: this.buffer.resent,
+      unkept_msgs: this.buffer.unkept ?? 0,
       spool: this.buffer.durable ? 'disk' : 'memory',
       stalls: this.stalls,
       stall_timeouts: this.stallTimeouts,
@@ -592,6 +640,8 @@ export interface RemoteStatus {
   unconfirmed_msgs: number
   /** Sent again after a lost link: the hub may have had them (duplicates at most these). */
   resent_msgs: number
+  /** Sent straight to the hub but not kept for a resend: the buffer was full (memory buffer). */
+  unkept_msgs: number
   /** Where the buffer lives: "memory", or "disk" with a store. */
   spool: 'memory' | 'disk'
   /** Publishers paused while the link's queue to the hub was over its high-water mark. */
