@@ -301,12 +301,41 @@ function checkOrigin(same: boolean, allowed: Origin[], req: Head, secure: boolea
 
 const BINARY = { binary: true } as const
 
+/**
+ * One unmasked binary frame (FIN, opcode 2) holding `d`, header and payload in one buffer.
+ * `ws` would send a header buffer and `d` corked, which Bun's node:net joins with a copy
+ * anyway, and `d` stays the socket's until written, so the Outbound cannot reuse its buffer
+ * and grows a new one per batch (docs/benchmarks.md: together 35% of sprig's CPU under a
+ * 1 KiB NATS flood over WebSocket on Bun). One copy here instead, and the Outbound's buffer
+ * is free again at once.
+ */
+export function binaryFrame(d: Uint8Array): Buffer {
+  const n = d.length
+  const h = n < 126 ? 2 : n < 0x10000 ? 4 : 10
+  const f = Buffer.allocUnsafe(h + n)
+  f[0] = 0x82
+  if (h === 2) f[1] = n
+  else if (h === 4) {
+    f[1] = 126
+    f[2] = n >>> 8
+    f[3] = n & 0xff
+  } else {
+    f[1] = 127
+    f.writeUInt32BE(Math.floor(n / 0x100000000), 2)
+    f.writeUInt32BE(n >>> 0, 6)
+  }
+  f.set(d, h)
+  return f
+}
+
 /** A WebSocket as the adapters see it: binary messages out, any message's bytes in. */
 class WsWire implements Wire {
   conn: Conn | null = null
   readonly websocket = true as const
   /** The first error (a protocol violation), handed to Conn.closed() as the reason. */
   error: string | null = null
+  /** permessage-deflate was negotiated: `ws` compresses and frames (and may hold the data a while). */
+  private readonly deflate: boolean
 
   constructor(
     readonly ws: WebSocket,
@@ -314,10 +343,17 @@ class WsWire implements Wire {
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly tls?: PeerTls,
-  ) {}
+  ) {
+    this.deflate = ws.extensions !== ''
+  }
 
   write(d: Uint8Array): boolean {
-    this.ws.send(d, BINARY)
+    const ws = this.ws
+    if (this.deflate) ws.send(d, BINARY)
+    // Framed here (binaryFrame). Nothing after our close frame, as `ws` would drop it too;
+    // `ws` writes its own control frames (pong, close) straight to the socket as well, so
+    // the order on the wire is the order of the calls.
+    else if (ws.readyState === 1) return this.sock.write(binaryFrame(d))
     return !this.sock.writableNeedDrain
   }
 
@@ -326,11 +362,10 @@ class WsWire implements Wire {
   }
 
   idle(): boolean {
-    // `ws` framed it and the socket handed header and data to the kernel at once: the
-    // Outbound may write its next batch into the same buffer instead of growing a new one
-    // (per batch, that was a third of sprig's CPU under a 1 KiB MQTT flood). Not with TLS
-    // (as net.ts), nor while permessage-deflate still holds data (counted in bufferedAmount).
-    return this.tls === undefined && this.ws.bufferedAmount === 0
+    // The frame is a copy: the Outbound may write its next batch into the same buffer (per
+    // batch, growing a new one was a quarter of sprig's CPU under a 1 KiB flood). Not with
+    // permessage-deflate, which may hold the data until it has compressed it.
+    return !this.deflate
   }
 
   end(): void {
