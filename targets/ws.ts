@@ -301,31 +301,45 @@ function checkOrigin(same: boolean, allowed: Origin[], req: Head, secure: boolea
 
 const BINARY = { binary: true } as const
 
-/**
- * One unmasked binary frame (FIN, opcode 2) holding `d`, header and payload in one buffer.
- * `ws` would send a header buffer and `d` corked, which Bun's node:net joins with a copy
- * anyway, and `d` stays the socket's until written, so the Outbound cannot reuse its buffer
- * and grows a new one per batch (docs/benchmarks.md: together 35% of sprig's CPU under a
- * 1 KiB NATS flood over WebSocket on Bun). One copy here instead, and the Outbound's buffer
- * is free again at once.
+/*
+ * Outbound frames are built here, not by `ws` (which still does the handshake, all parsing,
+ * control frames and permessage-deflate). ws.send() writes a header buffer and the batch
+ * corked: Bun's node:net joins the two with a copy into a fresh buffer, and the socket holds
+ * the batch, so the Outbound cannot reuse its buffer and grows a new one per batch (both
+ * together a third of sprig's CPU under a 1 KiB NATS flood over WebSocket on Bun,
+ * docs/benchmarks.md). Here a batch of up to 64 KiB is copied behind its header into a
+ * buffer the connection keeps (one write, warm memory, nothing of the Outbound's held); a
+ * bigger one goes as its header and then itself, not copied at all (a second write is
+ * nothing against copying that much).
  */
-export function binaryFrame(d: Uint8Array): Buffer {
-  const n = d.length
-  const h = n < 126 ? 2 : n < 0x10000 ? 4 : 10
-  const f = Buffer.allocUnsafe(h + n)
+
+/** Frames from this size up are a busy connection's: it keeps their buffer for the next. */
+const KEEP_MIN = 4096
+/** Largest frame with a 16-bit length: bigger batches are not copied. */
+const COPY_MAX = 4 + 0xffff
+
+/** Bytes of an unmasked frame holding n bytes: the 2, 4 or 10-byte header and the payload. */
+export function frameSize(n: number): number {
+  return (n < 126 ? 2 : n < 0x10000 ? 4 : 10) + n
+}
+
+/** Writes the header of an unmasked binary frame (FIN, opcode 2) of n bytes at the start of `f`; returns its length. */
+export function binaryHeader(n: number, f: Buffer): number {
   f[0] = 0x82
-  if (h === 2) f[1] = n
-  else if (h === 4) {
+  if (n < 126) {
+    f[1] = n
+    return 2
+  }
+  if (n < 0x10000) {
     f[1] = 126
     f[2] = n >>> 8
     f[3] = n & 0xff
-  } else {
-    f[1] = 127
-    f.writeUInt32BE(Math.floor(n / 0x100000000), 2)
-    f.writeUInt32BE(n >>> 0, 6)
+    return 4
   }
-  f.set(d, h)
-  return f
+  f[1] = 127
+  f.writeUInt32BE(Math.floor(n / 0x100000000), 2)
+  f.writeUInt32BE(n >>> 0, 6)
+  return 10
 }
 
 /** A WebSocket as the adapters see it: binary messages out, any message's bytes in. */
@@ -336,6 +350,10 @@ class WsWire implements Wire {
   error: string | null = null
   /** permessage-deflate was negotiated: `ws` compresses and frames (and may hold the data a while). */
   private readonly deflate: boolean
+  /** A busy connection's frame buffer (COPY_MAX bytes), written into again once the socket holds nothing. */
+  private out: Buffer | null = null
+  /** A batch itself went to the socket: the Outbound may reuse its buffer once the socket has written it. */
+  private handed = false
 
   constructor(
     readonly ws: WebSocket,
@@ -350,10 +368,28 @@ class WsWire implements Wire {
   write(d: Uint8Array): boolean {
     const ws = this.ws
     if (this.deflate) ws.send(d, BINARY)
-    // Framed here (binaryFrame). Nothing after our close frame, as `ws` would drop it too;
+    // Framed here (see binaryHeader). Nothing after our close frame, as `ws` would drop it too;
     // `ws` writes its own control frames (pong, close) straight to the socket as well, so
     // the order on the wire is the order of the calls.
-    else if (ws.readyState === 1) return this.sock.write(binaryFrame(d))
+    else if (ws.readyState === 1) {
+      const s = this.sock
+      const n = d.length
+      const size = frameSize(n)
+      if (size > COPY_MAX) {
+        const h = Buffer.allocUnsafe(size - n)
+        binaryHeader(n, h)
+        s.write(h)
+        this.handed = true
+        return s.write(d)
+      }
+      // The kept buffer only once the socket has written everything (it may still hold it).
+      let f = this.out
+      if (f === null || s.writableLength !== 0) f = Buffer.allocUnsafe(size < KEEP_MIN ? size : COPY_MAX)
+      f.set(d, binaryHeader(n, f))
+      // Kept while the connection is busy, as the Outbound keeps its own buffer.
+      this.out = size >= KEEP_MIN ? f : null
+      return s.write(size === f.length ? f : f.subarray(0, size))
+    }
     return !this.sock.writableNeedDrain
   }
 
@@ -362,9 +398,14 @@ class WsWire implements Wire {
   }
 
   idle(): boolean {
-    // The frame is a copy: the Outbound may write its next batch into the same buffer (per
-    // batch, growing a new one was a quarter of sprig's CPU under a 1 KiB flood). Not with
-    // permessage-deflate, which may hold the data until it has compressed it.
+    // Frames up to 64 KiB are copies: the Outbound may write its next batch into the same
+    // buffer (per batch, growing a new one was a quarter of sprig's CPU under a 1 KiB flood).
+    // A bigger batch, once the socket has written it. Not with permessage-deflate, which may
+    // hold the data until it has compressed it.
+    if (this.handed) {
+      if (this.sock.writableLength !== 0) return false
+      this.handed = false
+    }
     return !this.deflate
   }
 
