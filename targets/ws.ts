@@ -307,16 +307,20 @@ const BINARY = { binary: true } as const
  * corked: Bun's node:net joins the two with a copy into a fresh buffer, and the socket holds
  * the batch, so the Outbound cannot reuse its buffer and grows a new one per batch (both
  * together a third of sprig's CPU under a 1 KiB NATS flood over WebSocket on Bun,
- * docs/benchmarks.md). Here a batch of up to 64 KiB is copied behind its header into a
- * buffer the connection keeps (one write, warm memory, nothing of the Outbound's held); a
+ * docs/benchmarks.md). Here a batch of up to 64 KiB is copied behind its header into one
+ * buffer used again and again (one write, warm memory, nothing of the Outbound's held); a
  * bigger one goes as its header and then itself, not copied at all (a second write is
  * nothing against copying that much).
  */
 
-/** Frames from this size up are a busy connection's: it keeps their buffer for the next. */
-const KEEP_MIN = 4096
 /** Largest frame with a 16-bit length: bigger batches are not copied. */
 const COPY_MAX = 4 + 0xffff
+/**
+ * The buffer frames up to COPY_MAX are copied into, shared by every connection: a write
+ * that leaves the socket holding nothing (the runtime wrote or copied it all at once) frees
+ * it for the next frame; one the socket still holds is let go, and a new one made.
+ */
+let scratch: Buffer | null = null
 
 /** Bytes of an unmasked frame holding n bytes: the 2, 4 or 10-byte header and the payload. */
 export function frameSize(n: number): number {
@@ -350,8 +354,6 @@ class WsWire implements Wire {
   error: string | null = null
   /** permessage-deflate was negotiated: `ws` compresses and frames (and may hold the data a while). */
   private readonly deflate: boolean
-  /** A busy connection's frame buffer (COPY_MAX bytes), written into again once the socket holds nothing. */
-  private out: Buffer | null = null
   /** A batch itself went to the socket: the Outbound may reuse its buffer once the socket has written it. */
   private handed = false
 
@@ -382,13 +384,12 @@ class WsWire implements Wire {
         this.handed = true
         return s.write(d)
       }
-      // The kept buffer only once the socket has written everything (it may still hold it).
-      let f = this.out
-      if (f === null || s.writableLength !== 0) f = Buffer.allocUnsafe(size < KEEP_MIN ? size : COPY_MAX)
+      const f = scratch ?? Buffer.allocUnsafe(COPY_MAX)
+      scratch = null
       f.set(d, binaryHeader(n, f))
-      // Kept while the connection is busy, as the Outbound keeps its own buffer.
-      this.out = size >= KEEP_MIN ? f : null
-      return s.write(size === f.length ? f : f.subarray(0, size))
+      const took = s.write(f.subarray(0, size))
+      if (s.writableLength === 0) scratch = f
+      return took
     }
     return !this.sock.writableNeedDrain
   }
