@@ -354,7 +354,7 @@ class WsWire implements Wire {
   error: string | null = null
   /** permessage-deflate was negotiated: `ws` compresses and frames (and may hold the data a while). */
   private readonly deflate: boolean
-  /** A batch itself went to the socket: the Outbound may reuse its buffer once the socket has written it. */
+  /** The last batch itself went to the socket (not a copy): the Outbound may reuse its buffer once the socket has written it. */
   private handed = false
 
   constructor(
@@ -377,18 +377,21 @@ class WsWire implements Wire {
       const s = this.sock
       const n = d.length
       const size = frameSize(n)
-      if (size > COPY_MAX) {
+      this.handed = size > COPY_MAX
+      if (this.handed) {
         const h = Buffer.allocUnsafe(size - n)
         binaryHeader(n, h)
         s.write(h)
-        this.handed = true
         return s.write(d)
       }
-      const f = scratch ?? Buffer.allocUnsafe(COPY_MAX)
-      scratch = null
+      // The shared buffer on plain TCP only: as net.ts, writableLength is not relied on to
+      // say that a TLS socket is done with the plaintext.
+      const plain = this.tls === undefined
+      const f = plain ? (scratch ?? Buffer.allocUnsafe(COPY_MAX)) : Buffer.allocUnsafe(size)
+      if (plain) scratch = null
       f.set(d, binaryHeader(n, f))
-      const took = s.write(f.subarray(0, size))
-      if (s.writableLength === 0) scratch = f
+      const took = s.write(size === f.length ? f : f.subarray(0, size))
+      if (plain && s.writableLength === 0) scratch = f
       return took
     }
     return !this.sock.writableNeedDrain
@@ -401,12 +404,9 @@ class WsWire implements Wire {
   idle(): boolean {
     // Frames up to 64 KiB are copies: the Outbound may write its next batch into the same
     // buffer (per batch, growing a new one was a quarter of sprig's CPU under a 1 KiB flood).
-    // A bigger batch, once the socket has written it. Not with permessage-deflate, which may
-    // hold the data until it has compressed it.
-    if (this.handed) {
-      if (this.sock.writableLength !== 0) return false
-      this.handed = false
-    }
+    // A bigger batch, once the socket has written it, and not with TLS (as net.ts). Not with
+    // permessage-deflate, which may hold the data until it has compressed it.
+    if (this.handed) return this.tls === undefined && this.sock.writableLength === 0
     return !this.deflate
   }
 
