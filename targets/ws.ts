@@ -301,12 +301,61 @@ function checkOrigin(same: boolean, allowed: Origin[], req: Head, secure: boolea
 
 const BINARY = { binary: true } as const
 
+/*
+ * Outbound frames are built here, not by `ws` (which still does the handshake, all parsing,
+ * control frames and permessage-deflate). ws.send() writes a header buffer and the batch
+ * corked: Bun's node:net joins the two with a copy into a fresh buffer, and the socket holds
+ * the batch, so the Outbound cannot reuse its buffer and grows a new one per batch (both
+ * together a third of sprig's CPU under a 1 KiB NATS flood over WebSocket on Bun,
+ * docs/benchmarks.md). Here a batch of up to 64 KiB is copied behind its header into one
+ * buffer used again and again (one write, warm memory, nothing of the Outbound's held); a
+ * bigger one goes as its header and then itself, not copied at all (a second write is
+ * nothing against copying that much).
+ */
+
+/** Largest frame with a 16-bit length: bigger batches are not copied. */
+const COPY_MAX = 4 + 0xffff
+/**
+ * The buffer frames up to COPY_MAX are copied into, shared by every connection: a write
+ * that leaves the socket holding nothing (the runtime wrote or copied it all at once) frees
+ * it for the next frame; one the socket still holds is let go, and a new one made.
+ */
+let scratch: Buffer | null = null
+
+/** Bytes of an unmasked frame holding n bytes: the 2, 4 or 10-byte header and the payload. */
+export function frameSize(n: number): number {
+  return (n < 126 ? 2 : n < 0x10000 ? 4 : 10) + n
+}
+
+/** Writes the header of an unmasked binary frame (FIN, opcode 2) of n bytes at the start of `f`; returns its length. */
+export function binaryHeader(n: number, f: Buffer): number {
+  f[0] = 0x82
+  if (n < 126) {
+    f[1] = n
+    return 2
+  }
+  if (n < 0x10000) {
+    f[1] = 126
+    f[2] = n >>> 8
+    f[3] = n & 0xff
+    return 4
+  }
+  f[1] = 127
+  f.writeUInt32BE(Math.floor(n / 0x100000000), 2)
+  f.writeUInt32BE(n >>> 0, 6)
+  return 10
+}
+
 /** A WebSocket as the adapters see it: binary messages out, any message's bytes in. */
 class WsWire implements Wire {
   conn: Conn | null = null
   readonly websocket = true as const
   /** The first error (a protocol violation), handed to Conn.closed() as the reason. */
   error: string | null = null
+  /** permessage-deflate was negotiated: `ws` compresses and frames (and may hold the data a while). */
+  private readonly deflate: boolean
+  /** The last batch itself went to the socket (not a copy): the Outbound may reuse its buffer once the socket has written it. */
+  private handed = false
 
   constructor(
     readonly ws: WebSocket,
@@ -314,10 +363,37 @@ class WsWire implements Wire {
     readonly remoteAddress: string,
     readonly remotePort: number,
     readonly tls?: PeerTls,
-  ) {}
+  ) {
+    this.deflate = ws.extensions !== ''
+  }
 
   write(d: Uint8Array): boolean {
-    this.ws.send(d, BINARY)
+    const ws = this.ws
+    if (this.deflate) ws.send(d, BINARY)
+    // Framed here (see binaryHeader). Nothing after our close frame, as `ws` would drop it too;
+    // `ws` writes its own control frames (pong, close) straight to the socket as well, so
+    // the order on the wire is the order of the calls.
+    else if (ws.readyState === 1) {
+      const s = this.sock
+      const n = d.length
+      const size = frameSize(n)
+      this.handed = size > COPY_MAX
+      if (this.handed) {
+        const h = Buffer.allocUnsafe(size - n)
+        binaryHeader(n, h)
+        s.write(h)
+        return s.write(d)
+      }
+      // The shared buffer on plain TCP only: as net.ts, writableLength is not relied on to
+      // say that a TLS socket is done with the plaintext.
+      const plain = this.tls === undefined
+      const f = plain ? (scratch ?? Buffer.allocUnsafe(COPY_MAX)) : Buffer.allocUnsafe(size)
+      if (plain) scratch = null
+      f.set(d, binaryHeader(n, f))
+      const took = s.write(size === f.length ? f : f.subarray(0, size))
+      if (plain && s.writableLength === 0) scratch = f
+      return took
+    }
     return !this.sock.writableNeedDrain
   }
 
@@ -326,11 +402,12 @@ class WsWire implements Wire {
   }
 
   idle(): boolean {
-    // `ws` framed it and the socket handed header and data to the kernel at once: the
-    // Outbound may write its next batch into the same buffer instead of growing a new one
-    // (per batch, that was a third of sprig's CPU under a 1 KiB MQTT flood). Not with TLS
-    // (as net.ts), nor while permessage-deflate still holds data (counted in bufferedAmount).
-    return this.tls === undefined && this.ws.bufferedAmount === 0
+    // Frames up to 64 KiB are copies: the Outbound may write its next batch into the same
+    // buffer (per batch, growing a new one was a quarter of sprig's CPU under a 1 KiB flood).
+    // A bigger batch, once the socket has written it, and not with TLS (as net.ts). Not with
+    // permessage-deflate, which may hold the data until it has compressed it.
+    if (this.handed) return this.tls === undefined && this.sock.writableLength === 0
+    return !this.deflate
   }
 
   end(): void {

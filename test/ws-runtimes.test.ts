@@ -1,14 +1,14 @@
 // The WebSocket listener on every runtime, as a real process: the bundle under Node, Bun and
 // Deno, Bun on the TypeScript source (`npm start`, where Bun may substitute its own `ws`),
 // and the compiled binary when dist/sprig-linux-x64 exists (CI builds it first). NATS and
-// MQTT over ws:// to and from TCP clients, a hostile frame closed with 1002, wss:// with a
+// MQTT over ws:// to and from TCP clients, a burst read back byte for byte, a hostile frame closed with 1002, wss:// with a
 // client certificate, and the status page served.
 
 import t, { type Test } from 'tap'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { wsconnect } from '@nats-io/nats-core'
+import { wsconnect, type NatsConnection } from '@nats-io/nats-core'
 import WebSocket from 'ws'
 import { privateBundle, runtimeBin } from './helpers/bins.ts'
 import { makeCerts } from './helpers/certs.ts'
@@ -45,6 +45,33 @@ async function start(t: Test, v: (typeof variants)[number], tls: boolean) {
   return { p, nats: `nats://127.0.0.1:${np}`, mqtt: `mqtt://127.0.0.1:${mp}`, ws: `${tls ? 'wss://localhost' : 'ws://127.0.0.1'}:${wp}`, http: hp }
 }
 
+/**
+ * A burst from a TCP publisher to a WebSocket subscriber, big enough that the socket pushes
+ * back: batches both under 64 KiB (copied behind the frame header into a kept buffer) and
+ * over (header, then the batch itself), so a buffer written again too early would show.
+ */
+async function flood(t: Test, nc: NatsConnection, wc: NatsConnection, subject: string): Promise<void> {
+  const n = 600
+  const body = (i: number): Uint8Array => {
+    const d = new Uint8Array(i % 9 === 0 ? 70_000 + i : 500 + ((i * 337) % 4000))
+    for (let j = 0; j < d.length; j++) d[j] = (i * 31 + j) & 0xff
+    return d
+  }
+  let next = 0
+  let bad = -1
+  const done = new Promise<void>((r) => wc.subscribe(subject, { callback: (_e, m) => {
+    const want = body(next)
+    if (bad < 0 && (m.data.length !== want.length || !Buffer.from(m.data).equals(Buffer.from(want)))) bad = next
+    if (++next === n) r()
+  } }))
+  await wc.flush()
+  for (let i = 0; i < n; i++) nc.publish(subject, body(i))
+  await nc.flush()
+  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))])
+  t.equal(next, n, `${n} messages (${subject}) arrived`)
+  t.equal(bad, -1, 'each byte for byte, in order')
+}
+
 const wsOpts = (tls?: WebSocket.ClientOptions) => ({
   reconnect: false,
   wsFactory: (u: string) => Promise.resolve({ socket: new WebSocket(u, tls) as unknown as globalThis.WebSocket, encrypted: u.startsWith('wss') }),
@@ -73,6 +100,7 @@ for (const v of variants) {
     nc.subscribe('svc', { callback: (_e, m) => void m.respond('pong') })
     await nc.flush()
     t.equal((await wc.request('svc', 'ping', { timeout: 2000 })).string(), 'pong', 'request/reply across')
+    await flood(t, nc, wc, 'flood')
     // A hostile frame: unmasked. Closed with 1002; the others carry on.
     const raw = new WebSocket(s.ws)
     await new Promise((r) => raw.once('open', r))
@@ -93,6 +121,8 @@ for (const v of variants) {
     const m2Got = messages(m2, 1)
     ws2.publish('sec.x', 'over-wss')
     t.equal((await m2Got)[0]?.payload, 'over-wss', 'wss:// with a client certificate, both protocols')
+    const nc2 = await natsClient(t, st.nats)
+    await flood(t, nc2, ws2, 'flood.tls')
     await t.rejects(wsconnect({ servers: st.ws, ...wsOpts({ ca: readFileSync(certs.ca) }) }), 'no client certificate: refused')
   })
 }

@@ -223,6 +223,76 @@ t.test('a NATS protocol line split over frames, and several in one frame, as nat
   r.sock.destroy()
 })
 
+/** The server's data frames among `bytes`: each frame's payload (server frames are unmasked). */
+function dataFrames(bytes: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  let i = 0
+  while (i + 2 <= bytes.length) {
+    const op = bytes[i]! & 0x0f
+    let len = bytes[i + 1]! & 0x7f
+    let p = i + 2
+    if (len === 126) { len = bytes.readUInt16BE(p); p += 2 } else if (len === 127) { len = Number(bytes.readBigUInt64BE(p)); p += 8 }
+    if (p + len > bytes.length) break
+    if (op === 1 || op === 2) out.push(bytes.subarray(p, p + len))
+    i = p + len
+  }
+  return out
+}
+
+t.test('outbound: what queued in one I/O turn goes in one frame, MSGs whole, any size', async (t) => {
+  const b = await broker(t)
+  const nc = await natsClient(t, b.url)
+  const r = await rawUpgrade(b.wsPort)
+  r.sock.write(frame(2, Buffer.from('CONNECT {"verbose":false}\r\nSUB c.> 1\r\nPING\r\n')))
+  await until(() => r.rest().includes('PONG'), 3000, 'PONG')
+  // One TCP write of 50 PUBs: the subscriber's 50 MSGs are queued in one turn.
+  let pubs = 'CONNECT {"verbose":false}\r\n'
+  for (let i = 0; i < 50; i++) pubs += `PUB c.${i} 3\r\n${String(i).padStart(3, '0')}\r\n`
+  const raw = net.connect(b.port, '127.0.0.1')
+  t.teardown(() => raw.destroy())
+  raw.write(`${pubs}PING\r\n`)
+  await until(() => (r.rest().toString('latin1').match(/MSG c\./g) ?? []).length === 50, 3000, 'fifty MSGs')
+  const frames = dataFrames(r.rest())
+  const msgs = frames.map((f) => (f.toString('latin1').match(/MSG c\./g) ?? []).length).filter((n) => n > 0)
+  t.ok(msgs.length < 50, `50 MSGs in ${msgs.length} frame(s), not one frame each`)
+  t.match(Buffer.concat(frames).toString('latin1'), /MSG c\.0 1 3\r\n000\r\n/)
+  for (const f of frames) t.match(f.toString('latin1'), /^(INFO |PONG|MSG )[^]*\r\n$/, 'every frame ends where a protocol line or payload ends')
+  r.sock.destroy()
+
+  // nats.js over WebSocket reads them back byte for byte, across every frame header size
+  // (7-bit, 16-bit and 64-bit lengths) and with many small ones coalesced around them.
+  const wc = await natsWs(t, `ws://127.0.0.1:${b.wsPort}`)
+  const sizes = [0, 1, 100, 111, 112, 125, 126, 1000, 65_400, 65_535, 65_536, 200_000, 7]
+  const got: Uint8Array[] = []
+  wc.subscribe('big', { callback: (_e, m) => void got.push(m.data) })
+  await wc.flush()
+  const sent = sizes.map((n) => randomBytes(n))
+  for (const d of sent) {
+    nc.publish('big', d)
+    for (let k = 0; k < 20; k++) nc.publish('big', Buffer.from([k]))
+  }
+  await until(() => got.length === sizes.length * 21, 5000, 'every message')
+  for (let i = 0; i < sent.length; i++) t.ok(Buffer.from(got[i * 21]!).equals(sent[i]!), `${sizes[i]} bytes intact`)
+})
+
+t.test('outbound with permessage-deflate: `ws` compresses, messages arrive whole and in order', async (t) => {
+  const b = await broker(t, { websocket: ws({ compression: true }) })
+  const nc = await natsClient(t, b.url)
+  const c = new WebSocket(`ws://127.0.0.1:${b.wsPort}`, { perMessageDeflate: true })
+  let text = ''
+  c.on('message', (d: Buffer) => void (text += d.toString('latin1')))
+  await new Promise((r) => c.once('open', r))
+  t.teardown(() => c.terminate())
+  c.send(Buffer.from('CONNECT {"verbose":false}\r\nSUB z 1\r\nPING\r\n'))
+  await until(() => text.includes('PONG'), 3000, 'PONG')
+  t.match(c.extensions, /permessage-deflate/)
+  const body = 'y'.repeat(5000)
+  for (let i = 0; i < 100; i++) nc.publish('z', `${i}:${body}`)
+  await until(() => (text.match(/MSG z 1/g) ?? []).length === 100, 5000, 'a hundred MSGs')
+  const seq = [...text.matchAll(/MSG z 1 \d+\r\n(\d+):y+\r\n/g)].map((m) => Number(m[1]))
+  t.same(seq, [...Array(100).keys()])
+})
+
 t.test('hostile frames close only their own connection, with the RFC 6455 code', async (t) => {
   const b = await broker(t)
   const keep = await natsWs(t, `ws://127.0.0.1:${b.wsPort}`)
