@@ -60,18 +60,6 @@ export function uintLength(v: number): number {
   return n
 }
 
-/**
- * Copies `src` to buf[at]; returns the offset after it. Short arrays (a subject, a header
- * block) are copied byte by byte: on Bun a TypedArray set() costs ~22 ns whatever the size,
- * a loop ~0.5 ns a byte.
- */
-export function copyInto(buf: Uint8Array, at: number, src: Uint8Array): number {
-  const n = src.length
-  if (n > 32) buf.set(src, at)
-  else for (let i = 0; i < n; i++) buf[at + i] = src[i]!
-  return at + n
-}
-
 /** The empty byte array, shared: never written to. */
 export const EMPTY: Uint8Array = new Uint8Array(0)
 

@@ -21,7 +21,7 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server } from '../../src/server.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
 import type { MqttPersist } from './persist.ts'
-import { onPacket, onPubackIn, onPublishIn } from './handlers/index.ts'
+import { onPacket, onPubackIn } from './handlers/index.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
@@ -327,7 +327,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const bad = checkPublish(b, b0, at + hs, at + n, v5)
       if (bad !== null) return this.protocolError(bad.why, bad.code)
       const p = parsePublish(b, at, n, v5)
-      if (p !== null) return onPublishIn(this, p)
+      if (p !== null) return onPacket(this, p)
     } else {
       // The malformed-packet rules, in one place for both readers below (malformed.ts).
       const bad = checkPacket(b, at, n, v5)

@@ -3,7 +3,7 @@
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
 // Protocol notes: docs/leafnode-protocol.md.
 
-import { copyInto, EMPTY, uintLength, utf8, writeUint } from '../bytes.ts'
+import { EMPTY, uintLength, utf8, writeUint } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { newMsg } from '../msg.ts'
@@ -574,7 +574,8 @@ export class Link implements Conn {
     b[at + 2] = 83 // S
     b[at + 3] = 71 // G
     b[at + 4] = 32
-    let p = copyInto(b, at + 5, sb)
+    b.set(sb, at + 5)
+    let p = at + 5 + sb.length
     b[p++] = 32
     if (hdr) {
       p = writeUint(b, p, hl)
@@ -583,7 +584,10 @@ export class Link implements Conn {
     p = writeUint(b, p, size)
     b[p++] = 13
     b[p++] = 10
-    if (hdr) p = copyInto(b, p, hdr)
+    if (hdr) {
+      b.set(hdr, p)
+      p += hl
+    }
     this.endFrame(b, p, payload, size)
     return true
   }

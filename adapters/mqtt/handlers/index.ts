@@ -55,16 +55,6 @@ export function onPubackIn(c: MqttConn, pid: number): void {
   onPuback(c, pid)
 }
 
-/**
- * A PUBLISH read by hand (conn.ts): onPacket's checks, then straight to onPublish, without
- * the handler table's lookup and indirect call per message.
- */
-export function onPublishIn(c: MqttConn, p: IPublishPacket): void {
-  if (c.done) return
-  if (!c.connected || c.holding) return onPacket(c, p)
-  onPublish(c, p)
-}
-
 /** A packet that arrived while CONNECT's password hash is checked: it waits (src/lifecycle.ts). */
 function holdPacket(c: MqttConn, p: Packet): void {
   // A PUBLISH's payload may be a view of the read buffer: keep a copy.
