@@ -98,6 +98,9 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                1,000,000 spooled messages): store-load.ts, also npm run bench:store
   --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
                alone, e.g. to profile it)
+  --gw-scale   telemetry messages per gateway row × this (default 1: 400,000 at QoS 0,
+               150,000 at QoS 1), e.g. --gw-scale 5 for a rate phase where Bun's JIT
+               warm-up weighs less in CPU per message
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -127,6 +130,7 @@ interface Args {
   sprigMqttCmd: string
   conns: number
   gwRefs: string[] | undefined
+  gwScale: number
 }
 
 function parseArgs(argv: string[]): Args {
@@ -139,6 +143,7 @@ function parseArgs(argv: string[]): Args {
     sprigMqttCmd: process.env.SPRIG_MQTT_CMD ?? '',
     conns: 1000,
     gwRefs: undefined,
+    gwScale: 1,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -153,6 +158,10 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
     else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
     else if (flag === '--gw-refs') a.gwRefs = val().split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')
+    else if (flag === '--gw-scale') {
+      a.gwScale = Number(val())
+      if (!(a.gwScale > 0)) throw new Error('--gw-scale wants a positive number')
+    }
     else if (flag === '--conns') {
       a.conns = Number(val())
       if (!Number.isInteger(a.conns) || a.conns < 1) throw new Error('--conns wants a positive integer')
@@ -404,7 +413,7 @@ async function main(): Promise<number> {
   const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
   // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
   const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
-  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs }
+  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs, scale: args.gwScale }
   // WebSocket rows: the same loads over ws://, servers configured for it: ws-load.ts.
   const wantWs = wsSelected(args.only).length > 0
   const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }

@@ -28,6 +28,8 @@ export interface GatewayBenchOpts {
   mosquittoSettings: string[]
   /** Reference gateways to run (default both): 'nats', 'mosquitto'; [] for sprig alone (profiling). */
   refs?: string[]
+  /** Telemetry messages per row × this (default 1): longer rate phases, where a JIT's warm-up weighs less. */
+  scale?: number
 }
 
 /** Telemetry payload: a small reading (JSON of a few fields). */
@@ -546,8 +548,8 @@ async function runFanOut(t: Topology, n: number, commands: number, probes: numbe
   }
 }
 
-export function gatewayScenarios(o: { quick: boolean }): GatewayScenario[] {
-  const scale = (n: number): number => (o.quick ? Math.max(1000, Math.round(n / 20)) : n)
+export function gatewayScenarios(o: { quick: boolean; scale?: number }): GatewayScenario[] {
+  const scale = (n: number): number => Math.round((o.quick ? Math.max(1000, Math.round(n / 20)) : n) * (o.scale ?? 1))
   const notHere = (): Promise<Metrics> => Promise.reject(new Error('gateway rows run through gateway-load.ts'))
   const latSpecs: MetricSpec[] = [
     { key: 'p50', label: 'latency p50 µs', fmt: fmtUs, better: 'lower' },
@@ -782,7 +784,7 @@ async function runGateway(g: Gateway, scenarios: GatewayScenario[], o: GatewayBe
 export async function runGatewayBench(o: GatewayBenchOpts, only: string[]): Promise<{ results: RunResult[]; failed: number }> {
   const natsServer = which('nats-server')
   const mosquitto = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
-  const all = gatewayScenarios({ quick: o.quick })
+  const all = gatewayScenarios({ quick: o.quick, scale: o.scale })
   // A whole id picks that row alone ("… x1" is also a prefix of "… x100").
   const exact = (x: string): boolean => all.some((s) => s.id.toLowerCase() === x)
   const scenarios = only.length ? all.filter((s) => only.some((x) => x === 'gateway' || (exact(x) ? s.id.toLowerCase() === x : s.id.toLowerCase().includes(x)))) : all
