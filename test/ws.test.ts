@@ -87,18 +87,26 @@ function frame(opcode: number, payload: Buffer, o: { mask?: boolean; fin?: boole
   return Buffer.concat([Buffer.from([b0, b1]), ext, mask ? key : Buffer.alloc(0), body])
 }
 
-/** The close code in the server's close frame among `bytes`, or null. */
-function closeCode(bytes: Buffer): number | null {
+/** The server's frames among `bytes` (server frames are unmasked); a cut last frame is left out. */
+function frames(bytes: Buffer): { op: number; payload: Buffer }[] {
+  const out: { op: number; payload: Buffer }[] = []
   let i = 0
   while (i + 2 <= bytes.length) {
     const op = bytes[i]! & 0x0f
     let len = bytes[i + 1]! & 0x7f
     let p = i + 2
     if (len === 126) { len = bytes.readUInt16BE(p); p += 2 } else if (len === 127) { len = Number(bytes.readBigUInt64BE(p)); p += 8 }
-    if (op === 8) return len >= 2 ? bytes.readUInt16BE(p) : 1005
+    if (p + len > bytes.length) break
+    out.push({ op, payload: bytes.subarray(p, p + len) })
     i = p + len
   }
-  return null
+  return out
+}
+
+/** The close code in the server's close frame among `bytes`, or null. */
+function closeCode(bytes: Buffer): number | null {
+  const c = frames(bytes).find((f) => f.op === 8)
+  return c === undefined ? null : c.payload.length >= 2 ? c.payload.readUInt16BE(0) : 1005
 }
 
 // --- config ------------------------------------------------------------------------------------
@@ -223,20 +231,9 @@ t.test('a NATS protocol line split over frames, and several in one frame, as nat
   r.sock.destroy()
 })
 
-/** The server's data frames among `bytes`: each frame's payload (server frames are unmasked). */
+/** The server's data frames among `bytes`: each frame's payload. */
 function dataFrames(bytes: Buffer): Buffer[] {
-  const out: Buffer[] = []
-  let i = 0
-  while (i + 2 <= bytes.length) {
-    const op = bytes[i]! & 0x0f
-    let len = bytes[i + 1]! & 0x7f
-    let p = i + 2
-    if (len === 126) { len = bytes.readUInt16BE(p); p += 2 } else if (len === 127) { len = Number(bytes.readBigUInt64BE(p)); p += 8 }
-    if (p + len > bytes.length) break
-    if (op === 1 || op === 2) out.push(bytes.subarray(p, p + len))
-    i = p + len
-  }
-  return out
+  return frames(bytes).filter((f) => f.op === 1 || f.op === 2).map((f) => f.payload)
 }
 
 t.test('outbound: what queued in one I/O turn goes in one frame, MSGs whole, any size', async (t) => {
