@@ -100,14 +100,17 @@ function deviceTopic(i: number): string {
 // Cloud side: a subscriber that counts messages (NATS MSG/HMSG or MQTT PUBLISH), parsing just
 // enough to step over each frame, and a publisher for the commands.
 
-/** A NATS connection switched to counting every MSG/HMSG (any subject, with or without headers). */
-function countNats(c: NatsConn): FrameCounter {
+/**
+ * Switches `sock` to counting frames. `head(chunk, i)` reads frame heads from `i` on and says
+ * where the head ended (`next`; -1: it goes on in the next chunk, kept by `head` itself), how
+ * many body bytes follow it (`body`, skipped here, across reads) and whether it counts.
+ */
+function countFrames(sock: NatsConn['sock'], head: (chunk: Buffer, i: number) => { next: number; body: number; counts: boolean }): FrameCounter {
   const k: FrameCounter = { frames: 0, firstAt: 0, lastAt: 0, err: '', closed: false, lastData: performance.now() }
   let skip = 0
-  let partial = ''
-  c.sock.removeAllListeners('data')
-  c.sock.on('close', () => (k.closed = true))
-  c.sock.on('data', (chunk: Buffer) => {
+  sock.removeAllListeners('data')
+  sock.on('close', () => (k.closed = true))
+  sock.on('data', (chunk: Buffer) => {
     const now = performance.now()
     k.lastData = now
     const n = chunk.length
@@ -120,21 +123,11 @@ function countNats(c: NatsConn): FrameCounter {
         i += take
         continue
       }
-      const lf = chunk.indexOf(0x0a, i)
-      if (lf < 0) {
-        partial += chunk.toString('latin1', i, n)
-        break
-      }
-      const line = partial + chunk.toString('latin1', i, lf > i && chunk[lf - 1] === 0x0d ? lf - 1 : lf)
-      partial = ''
-      i = lf + 1
-      const op = line.charCodeAt(0)
-      if (op === 0x4d || op === 0x48) {
-        // MSG <subj> <sid> [reply] <size> / HMSG ... <hdr> <total>: the last number is what follows.
-        skip = Number(line.slice(line.lastIndexOf(' ') + 1)) + 2
-        got++
-      } else if (line === 'PING') c.sock.write('PONG\r\n')
-      else if (line.startsWith('-ERR') && !k.err) k.err = line
+      const h = head(chunk, i)
+      if (h.next < 0) break
+      i = h.next
+      skip = h.body
+      if (h.counts) got++
     }
     if (got) {
       if (!k.frames) k.firstAt = now
@@ -146,42 +139,39 @@ function countNats(c: NatsConn): FrameCounter {
   return k
 }
 
-/** An MQTT connection switched to counting every PUBLISH (any topic, QoS 0 subscription). */
-function countMqtt(c: MqttConn): FrameCounter {
-  const k: FrameCounter = { frames: 0, firstAt: 0, lastAt: 0, err: '', closed: false, lastData: performance.now() }
-  let skip = 0
-  let hdr: number[] = []
-  c.sock.removeAllListeners('data')
-  c.sock.on('close', () => (k.closed = true))
-  c.sock.on('data', (chunk: Buffer) => {
-    const now = performance.now()
-    k.lastData = now
-    const n = chunk.length
-    let i = 0
-    let got = 0
-    while (i < n) {
-      if (skip > 0) {
-        const take = Math.min(skip, n - i)
-        skip -= take
-        i += take
-        continue
-      }
-      hdr.push(chunk[i++]!)
-      if (hdr.length < 2 || (hdr[hdr.length - 1]! & 0x80 && hdr.length < 5)) continue
-      let len = 0
-      for (let j = hdr.length - 1; j >= 1; j--) len = len * 128 + (hdr[j]! & 0x7f)
-      if (hdr[0]! >> 4 === 3) got++
-      hdr = []
-      skip = len
+/** A NATS connection switched to counting every MSG/HMSG (any subject, with or without headers). */
+function countNats(c: NatsConn): FrameCounter {
+  let partial = ''
+  const k = countFrames(c.sock, (chunk, i) => {
+    const lf = chunk.indexOf(0x0a, i)
+    if (lf < 0) {
+      partial += chunk.toString('latin1', i)
+      return { next: -1, body: 0, counts: false }
     }
-    if (got) {
-      if (!k.frames) k.firstAt = now
-      k.frames += got
-      k.lastAt = now
-    }
-    wake()
+    const line = partial + chunk.toString('latin1', i, lf > i && chunk[lf - 1] === 0x0d ? lf - 1 : lf)
+    partial = ''
+    const op = line.charCodeAt(0)
+    // MSG <subj> <sid> [reply] <size> / HMSG ... <hdr> <total>: the last number is what follows.
+    if (op === 0x4d || op === 0x48) return { next: lf + 1, body: Number(line.slice(line.lastIndexOf(' ') + 1)) + 2, counts: true }
+    if (line === 'PING') c.sock.write('PONG\r\n')
+    else if (line.startsWith('-ERR') && !k.err) k.err = line
+    return { next: lf + 1, body: 0, counts: false }
   })
   return k
+}
+
+/** An MQTT connection switched to counting every PUBLISH (any topic, QoS 0 subscription). */
+function countMqtt(c: MqttConn): FrameCounter {
+  let hdr: number[] = []
+  return countFrames(c.sock, (chunk, i) => {
+    hdr.push(chunk[i]!)
+    if (hdr.length < 2 || (hdr[hdr.length - 1]! & 0x80 && hdr.length < 5)) return { next: i + 1, body: 0, counts: false }
+    let len = 0
+    for (let j = hdr.length - 1; j >= 1; j--) len = len * 128 + (hdr[j]! & 0x7f)
+    const counts = hdr[0]! >> 4 === 3
+    hdr = []
+    return { next: i + 1, body: len, counts }
+  })
 }
 
 /** The cloud subscriber on `telemetry.>` (hub) or `telemetry/#` (mosquitto cloud). */
