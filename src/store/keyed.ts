@@ -15,7 +15,7 @@
 // a torn tail is cut off, both logged with file and offset.
 
 import type { KeyedLog, Store, Tenant } from './store.ts'
-import { StoreError } from './store.ts'
+import { segmentBytes, StoreError } from './store.ts'
 import { crc32, REC_HEADER, SEG_HEADER, segmentHeader } from './record.ts'
 
 const KIND_PUT = 2
@@ -204,9 +204,7 @@ export class KeyedFile implements KeyedLog, Tenant {
   // --- Tenant
 
   get bytes(): number {
-    let n = 0
-    for (const s of this.segs) n += s.size
-    return n
+    return segmentBytes(this.segs)
   }
 
   get segments(): number {

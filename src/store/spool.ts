@@ -10,7 +10,7 @@
 import type { Stored, Spool } from '../leaf/buffer.ts'
 import type { Msg } from '../msg.ts'
 import { crc32, decodeAt, encodeMsg, encodeMsgInto, msgRecordSize, SEG_HEADER, segmentHeader } from './record.ts'
-import { StoreError, type Store, type Tenant } from './store.ts'
+import { segmentBytes, StoreError, type Store, type Tenant } from './store.ts'
 
 export interface SpoolOptions {
   /** Bound on this spool's segment files (bytes). */
@@ -170,9 +170,7 @@ export class DiskSpool implements Spool, Tenant {
   }
 
   get bytes(): number {
-    let n = 0
-    for (const s of this.segs) n += s.size
-    return n
+    return segmentBytes(this.segs)
   }
 
   get segments(): number {

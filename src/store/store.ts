@@ -57,6 +57,13 @@ export interface KeyedLog {
 }
 
 /** Something that holds segment files in the store (a spool): its bytes and open descriptors. */
+/** Bytes on disk of a tenant's segments (each `size` counts its header). */
+export function segmentBytes(segs: readonly { size: number }[]): number {
+  let n = 0
+  for (const s of segs) n += s.size
+  return n
+}
+
 export interface Tenant {
   readonly bytes: number
   readonly segments: number
