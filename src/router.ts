@@ -113,11 +113,31 @@ export class Router {
   }
 
   /**
+   * What a publish to `subject` (with a header block: `hdr`) would reach, asked before its
+   * Msg exists: the match to hand to publish(), or null when nothing would see it (no
+   * subscriber, no tap, no header hook), so the publisher need not build the message and
+   * calls unheard() instead. One cache lookup, no allocation.
+   */
+  reach(subject: string, hdr: boolean): Match<Sub> | null {
+    const m = this.subs.match(subject)
+    if (m.psubs.length > 0 || m.qsubs.length > 0 || this.taps.length > 0 || (hdr && this.headerHook !== null)) return m
+    return null
+  }
+
+  /** Counts a publish of `size` bytes that reach() found nobody for, as publish() counts it. */
+  unheard(size: number): void {
+    const t = this.traffic
+    t.in_msgs++
+    t.in_bytes += size
+  }
+
+  /**
    * Delivers to every matching plain subscription and to one member of each queue group.
    * Returns how many subscriptions got the message (0 lets NATS answer no-responders).
-   * `queues` (a message from a hub) limits queue delivery to the groups it names.
+   * `queues` (a message from a hub) limits queue delivery to the groups it names; `match`
+   * is what reach() returned for this message, if it was asked.
    */
-  publish(msg: Msg, from: Owner | null, queues?: readonly string[]): number {
+  publish(msg: Msg, from: Owner | null, queues?: readonly string[], match?: Match<Sub>): number {
     msg.seq = ++this.seq
     const b = this.budget
     if (b !== null) b.hot = false // set again only by this publish's deliveries
@@ -126,7 +146,7 @@ export class Router {
     t.in_msgs++
     t.in_bytes += size
     if (msg.hdr !== null && this.headerHook !== null && from?.skipsHeaderHook !== true) this.headerHook(msg, from)
-    const m = this.subs.match(msg.subject)
+    const m = match ?? this.subs.match(msg.subject)
     const skipSelf = from !== null && !from.echo
     let n = 0
     const psubs = m.psubs

@@ -31,7 +31,9 @@ class Recorder implements Handler {
   connect(json: string): void {
     this.seen(['connect', json])
   }
-  pub(p: PubArgs, data: Uint8Array): void {
+  pub(p: PubArgs, buf: Uint8Array, at: number): void {
+    if (at < 0 || at + p.size > buf.length) throw new Error(`payload at ${at} + ${p.size} outside a buffer of ${buf.length}`)
+    const data = buf.subarray(at, at + p.size)
     if (data.length !== p.size) throw new Error(`payload of ${data.length} bytes for size ${p.size}`)
     if (dec.decode(p.subjectBytes) !== p.subject || dec.decode(p.replyBytes) !== p.reply) throw new Error('byte and string forms differ')
     this.seen(['pub', p.subject, p.reply, p.hdr, p.size, Buffer.from(data).toString('hex')])
@@ -68,13 +70,15 @@ function run(pieces: Uint8Array[], s: Setup): { ops: Op[]; bad: string | null } 
   const p = new Parser(r, { maxPayload: MAX_PAYLOAD, maxControlLine: MAX_CL })
   p.headers = s.headers
   p.connectFirst = s.connectFirst
-  const inner = p as unknown as { partial: Uint8Array | null; body: Uint8Array | null }
+  const inner = p as unknown as { partial: Uint8Array | null; partialLen: number; body: Uint8Array | null }
   let biggest = 0
   for (const c of pieces) {
     biggest = Math.max(biggest, c.length)
     p.feed(c)
     // A kept line start is at most one read plus a control line; a payload at most max_payload + CRLF.
-    if (inner.partial !== null && inner.partial.length > biggest + MAX_CL) return { ops: r.ops, bad: `kept ${inner.partial.length} bytes of a line` }
+    if (inner.partial !== null && inner.partialLen > biggest + MAX_CL) return { ops: r.ops, bad: `kept ${inner.partialLen} bytes of a line` }
+    // grown by doubling: at most twice what it holds (64 bytes at least)
+    if (inner.partial !== null && inner.partial.length > Math.max(64, 2 * inner.partialLen)) return { ops: r.ops, bad: `a line buffer of ${inner.partial.length} for ${inner.partialLen} bytes` }
     if (inner.body !== null && inner.body.length > MAX_PAYLOAD + 2) return { ops: r.ops, bad: `payload buffer of ${inner.body.length}` }
     if (r.failed && !p.stopped) return { ops: r.ops, bad: 'failed but not stopped' }
   }

@@ -223,6 +223,24 @@ t.test('no responders', async (t) => {
   t.equal((await nc.request('nobody.home', 'x', { timeout: 2000 })).string(), 'here')
 })
 
+t.test('publishes nobody receives: acknowledged, counted, then delivered once someone subscribes', async (t) => {
+  const traffic = b.srv.router.traffic
+  const before = { msgs: traffic.in_msgs, bytes: traffic.in_bytes }
+  // verbose: +OK for CONNECT and each PUB, though no message is built for nobody.
+  const frames = 'PUB quiet.x 2\r\nhi\r\n'.repeat(5)
+  const r = await exchange(b.port, [`CONNECT {"verbose":true}\r\n${frames}`, 'PUB quiet.x 3\r\nab', 'c\r\nPING\r\n'])
+  t.equal(r.out, '+OK\r\n'.repeat(7) + 'PONG\r\n')
+  t.notOk(r.closed)
+  t.equal(traffic.in_msgs - before.msgs, 6, 'in_msgs counts them')
+  t.equal(traffic.in_bytes - before.bytes, 13, 'in_bytes counts them')
+  // The same subject, now with a subscriber on the same connection (echo on): delivered.
+  const s = await exchange(b.port, [`CONNECT {"verbose":false}\r\n${frames}SUB quiet.x 1\r\n${frames}PING\r\n`])
+  t.equal(s.out, 'MSG quiet.x 1 2\r\nhi\r\n'.repeat(5) + 'PONG\r\n', 'only what was published after SUB')
+  // HPUB to nobody, and a no-responders request to nobody, still answered.
+  const h = await exchange(b.port, ['CONNECT {"verbose":false,"headers":true,"no_responders":true}\r\nSUB _INBOX.q 9\r\nHPUB quiet.y _INBOX.q 12 14\r\nNATS/1.0\r\n\r\nhi\r\nPUB quiet.y _INBOX.q 2\r\nhi\r\nPING\r\n'])
+  t.equal(h.out, 'HMSG _INBOX.q 9 16 16\r\nNATS/1.0 503\r\n\r\n\r\n'.repeat(2) + 'PONG\r\n', 'no responders for each')
+})
+
 t.test('flush round-trips', async (t) => {
   const nc = await client(t)
   for (let i = 0; i < 5; i++) await nc.flush()

@@ -28,7 +28,9 @@ class Recorder implements Handler {
     this.ops.push(['connect', json])
     this.onConnect()
   }
-  pub(p: PubArgs, data: Uint8Array): void {
+  pub(p: PubArgs, buf: Uint8Array, at: number): void {
+    if (at < 0 || at + p.size > buf.length) throw new Error('payload outside the buffer')
+    const data = buf.subarray(at, at + p.size)
     // the byte forms must agree with the strings
     if (dec.decode(p.subjectBytes) !== p.subject) throw new Error('subjectBytes differ from subject')
     if (dec.decode(p.replyBytes) !== p.reply) throw new Error('replyBytes differ from reply')
@@ -388,4 +390,124 @@ t.test('after a first PUB sets the subject, the repeated-subject fast path parse
     t.same(fast, general, name)
     t.same(run([first, line], { maxPayload: 1000 }).slice(1), general, `${name}, in a second read`)
   }
+})
+
+// --- the repeated-subject stream (the byte-level fast path) -----------------------------------
+
+t.test('a stream of PUBs to one subject, split at every byte, parses the same', async (t) => {
+  // The first PUB sets the subject; the rest take the fast path when whole in a read, the
+  // general path when cut. Payloads that look like protocol, empty ones, CR/LF inside.
+  const frames = [
+    'PUB s.t 3\r\nabc\r\n',
+    'PUB s.t 0\r\n\r\n',
+    'PUB s.t 5\r\nPUB s\r\n',
+    'PUB s.t 2\r\n\r\n\r\n',
+    'pub s.t 1\r\nx\r\n',
+    'PUB s.t r 1\r\ny\r\n',
+    'PUB s.t 12\r\nPUB s.t 1\r\nz\r\n',
+    'HPUB s.t 12 13\r\nNATS/1.0\r\n\r\nh\r\n',
+    'PUB s.t 1\r\nw\r\n',
+    'PING\r\n',
+  ]
+  const stream = frames.join('')
+  const want: Op[] = [
+    ['pub', 's.t', '', -1, 3, 'abc'],
+    ['pub', 's.t', '', -1, 0, ''],
+    ['pub', 's.t', '', -1, 5, 'PUB s'],
+    ['pub', 's.t', '', -1, 2, '\r\n'],
+    ['pub', 's.t', '', -1, 1, 'x'],
+    ['pub', 's.t', 'r', -1, 1, 'y'],
+    ['pub', 's.t', '', -1, 12, 'PUB s.t 1\r\nz'],
+    ['pub', 's.t', '', 12, 13, 'NATS/1.0\r\n\r\nh'],
+    ['pub', 's.t', '', -1, 1, 'w'],
+    ['ping'],
+  ]
+  t.strictSame(run([stream]), want, 'whole')
+  const all = enc.encode(stream)
+  let bad = 0
+  for (let i = 1; i < all.length; i++) {
+    const got = run([all.subarray(0, i), all.subarray(i)])
+    if (JSON.stringify(got) !== JSON.stringify(want)) {
+      bad++
+      t.strictSame(got, want, `split at ${i}`)
+    }
+  }
+  t.equal(bad, 0, `every split in two (${all.length - 1} points)`)
+  t.strictSame(run([...all].map((b) => new Uint8Array([b]))), want, 'one byte at a time')
+  for (const n of [2, 3, 7, 16, 33]) {
+    const pieces: Uint8Array[] = []
+    for (let i = 0; i < all.length; i += n) pieces.push(all.subarray(i, i + n))
+    t.strictSame(run(pieces), want, `reads of ${n} bytes`)
+  }
+})
+
+t.test('the fast path keeps the limits and failures of the general one', async (t) => {
+  const first = 'PUB foo 1\r\nx\r\n'
+  const s = { maxPayload: 100, maxControlLine: 64 }
+  const cases: [string, string, Op[]][] = [
+    ['exactly max_payload', `PUB foo 100\r\n${'y'.repeat(100)}\r\n`, [['pub', 'foo', '', -1, 100, 'y'.repeat(100)]]],
+    ['one over max_payload', `PUB foo 101\r\n${'y'.repeat(101)}\r\n`, [['fail', 'max_payload']]],
+    ['nine digits over max_payload', 'PUB foo 000000101\r\n', [['fail', 'max_payload']]],
+    ['ten digits', 'PUB foo 0000000001\r\nx\r\n', [['fail', 'bad_args']]],
+    ['payload longer than its size', 'PUB foo 1\r\nxy\r\n', [['fail', 'unknown_op']]],
+    ['payload followed by LF only', 'PUB foo 1\r\nx\nPING\r\n', [['fail', 'unknown_op']]],
+    ['payload followed by CR and junk', 'PUB foo 1\r\nx\rX', [['fail', 'unknown_op']]],
+    ['leading zeros', 'PUB foo 001\r\nz\r\n', [['pub', 'foo', '', -1, 1, 'z']]],
+    ['size then a blank', 'PUB foo 1 \r\nz\r\n', [['pub', 'foo', '', -1, 1, 'z']]],
+    ['size then a bare CR', 'PUB foo 1\r\r\nz\r\n', [['fail', 'bad_args']]],
+  ]
+  for (const [name, line, want] of cases) {
+    t.strictSame(run([first + line], s).slice(1), want, name)
+    t.strictSame(run([line], s), want, `${name}, without a previous PUB`)
+  }
+  // A subject that makes its argument exactly max_control_line, then one over.
+  const subj = 'a'.repeat(61)
+  const at = { maxControlLine: 64 }
+  t.strictSame(run([`PUB ${subj} 1\r\nx\r\nPUB ${subj} 22\r\n${'z'.repeat(22)}\r\n`], at).length, 2, 'argument of exactly max_control_line')
+  t.strictSame(run([`PUB ${subj} 1\r\nx\r\nPUB ${subj} 222\r\n`], at).slice(1), [['fail', 'control_line']], 'one digit more: over it')
+})
+
+t.test('a control line arriving a byte at a time is copied linearly, not re-joined per read', async (t) => {
+  // Count the bytes the parser copies into its line buffer through Uint8Array.prototype.set.
+  const line = `CONNECT {"name":"${'n'.repeat(3900)}"}\r\n`
+  const { p, r } = parser()
+  const orig = Uint8Array.prototype.set
+  let copied = 0
+  Uint8Array.prototype.set = function (this: Uint8Array, src: ArrayLike<number>, off?: number) {
+    copied += src.length
+    return orig.call(this, src, off)
+  } as typeof orig
+  try {
+    for (const b of enc.encode(line)) p.feed(new Uint8Array([b]))
+  } finally {
+    Uint8Array.prototype.set = orig
+  }
+  t.equal(r.ops.length, 1)
+  t.equal(r.ops[0]![0], 'connect')
+  t.ok(copied < 4 * line.length, `${copied} bytes copied for a ${line.length}-byte line (quadratic: ~${(line.length * line.length) / 2})`)
+})
+
+t.test('a read that starts by finishing a line is not copied whole', async (t) => {
+  // 16 B PUBs in 64 KiB reads: every read that ends inside a control line used to be joined
+  // with the whole next read.
+  const frame = 'PUB bench.pub 16\r\n' + 'a'.repeat(16) + '\r\n'
+  const all = enc.encode(frame.repeat(20000))
+  const { p, r } = parser()
+  let n = 0
+  r.pub = (): void => {
+    n++
+  }
+  const orig = Uint8Array.prototype.set
+  let copied = 0
+  Uint8Array.prototype.set = function (this: Uint8Array, src: ArrayLike<number>, off?: number) {
+    copied += src.length
+    return orig.call(this, src, off)
+  } as typeof orig
+  try {
+    for (let i = 0; i < all.length; i += 65536 + 7) p.feed(all.subarray(i, i + 65536 + 7))
+  } finally {
+    Uint8Array.prototype.set = orig
+  }
+  t.equal(n, 20000, 'every PUB')
+  t.ok(copied < 100 * 20, `${copied} bytes copied over ${Math.ceil(all.length / 65543)} reads`)
 })

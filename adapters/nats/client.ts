@@ -223,11 +223,11 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     }
   }
 
-  pub(p: PubArgs, data: Uint8Array): void {
+  pub(p: PubArgs, buf: Uint8Array, at: number): void {
     if (this.holding) {
-      const args = { ...p } // the parser reuses p and data: copy both now
-      const body = data.slice(0, p.size)
-      return this.hold(() => this.pub(args, body), p.size)
+      const args = { ...p } // the parser reuses p and buf: copy both now
+      const body = buf.slice(at, at + p.size)
+      return this.hold(() => this.pub(args, body, 0), p.size)
     }
     this.in_msgs++
     this.in_bytes += p.size
@@ -250,22 +250,31 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
       this.srv.log.error(`${this.label()} Publish Violation - User ${quote(this.user)}, Subject ${quote(subject)}`)
       return this.send(errLine(publishViolation(subject)))
     }
-    const m = this.msg
-    m.subject = subject
-    m.subjectBytes = p.subjectBytes
-    m.reply = p.reply
-    m.replyBytes = p.replyBytes
-    if (p.hdr > 0) { // an empty header block goes out as a plain MSG, as from nats-server
-      m.hdr = data.subarray(0, p.hdr)
-      m.payload = data.subarray(p.hdr)
-    } else {
-      m.hdr = null
-      m.payload = data
-    }
     // nats-server acknowledges before it delivers, so +OK precedes any echoed MSG.
     if (this.verbose) this.send(OK)
-    const n = this.srv.router.publish(m, this)
-    if (n === 0 && this.noResponders && p.reply !== '') this.noRespondersReply(p.reply)
+    const router = this.srv.router
+    const reach = router.reach(subject, p.hdr > 0)
+    if (reach === null) {
+      // Nobody would see it: counted, and no message built.
+      router.unheard(p.size)
+    } else {
+      const m = this.msg
+      m.subject = subject
+      m.subjectBytes = p.subjectBytes
+      m.reply = p.reply
+      m.replyBytes = p.replyBytes
+      const end = at + p.size
+      if (p.hdr > 0) { // an empty header block goes out as a plain MSG, as from nats-server
+        const h = at + p.hdr
+        m.hdr = buf.subarray(at, h)
+        m.payload = buf.subarray(h, end)
+      } else {
+        m.hdr = null
+        m.payload = buf.subarray(at, end)
+      }
+      if (router.publish(m, this, undefined, reach) > 0) return
+    }
+    if (this.noResponders && p.reply !== '') this.noRespondersReply(p.reply)
   }
 
   /**

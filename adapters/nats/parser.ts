@@ -1,6 +1,8 @@
 // NATS client-protocol parser: bytes in, one handler call per operation out. It works on whole
-// control lines (found with indexOf, not a per-byte state machine) and slices payloads out of
-// the read buffer without copying unless a payload is split across reads. Operation names are
+// control lines (found with indexOf, not a per-byte state machine), except for the stream of
+// `PUB <the previous subject> <size>` a publisher sends, which one byte-level pass reads
+// without looking for the line end first. Payloads stay in the read buffer (the handler gets
+// offsets) unless a payload is split across reads, and then they are copied once. Operation names are
 // case-insensitive and arguments may be separated by any run of spaces and tabs, as in
 // nats-server. What counts as an error, and how it ends, follows nats-server (see `Failure`).
 
@@ -29,8 +31,12 @@ export interface PubArgs {
 
 export interface Handler {
   connect(json: string): void
-  /** `data` holds headers then payload (`p.size` bytes); valid only during the call. */
-  pub(p: PubArgs, data: Uint8Array): void
+  /**
+   * buf[at, at + p.size) holds headers then payload; valid only during the call. Offsets, not
+   * a view: a view costs as much as the rest of a small PUB's parsing, and a publish nobody
+   * receives never needs one.
+   */
+  pub(p: PubArgs, buf: Uint8Array, at: number): void
   sub(subject: string, queue: string | null, sid: string): void
   unsub(sid: string, max: number): void
   ping(): void
@@ -56,8 +62,12 @@ export class Parser {
   connectFirst = false
   stopped = false
 
-  /** Start of a control line left incomplete by the previous read. */
+  /**
+   * Start of a control line left incomplete by the previous read: partial[0, partialLen),
+   * grown by doubling, so a line arriving a byte at a time is copied O(n) times, not O(n²).
+   */
   private partial: Uint8Array | null = null
+  private partialLen = 0
   /** A payload being assembled across reads (size + CRLF bytes); charged to `budget` while held. */
   private body: Uint8Array | null = null
   /** The memory budget (src/budget.ts), when there is one. */
@@ -82,56 +92,145 @@ export class Parser {
     if (this.stopped) return
     // A plain Uint8Array view of a runtime's Buffer: subarray() on a Buffer subclass costs
     // more (on Bun ~40% of the parse of a small PUB), and handlers only need Uint8Array.
-    let buf = chunk.constructor === Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    const buf = chunk.constructor === Uint8Array ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     let pos = 0
-    if (this.body !== null) {
-      pos = this.fillBody(buf)
+    if (this.partial !== null) {
+      pos = this.resume(buf)
       if (pos < 0) return
-    } else if (this.partial !== null) {
-      const p = this.partial
-      this.partial = null
-      const joined = new Uint8Array(p.length + chunk.length)
-      joined.set(p, 0)
-      joined.set(buf, p.length)
-      buf = joined
+    }
+    if (this.body !== null) {
+      pos = this.fillBody(buf, pos)
+      if (pos < 0) return
     }
     const len = buf.length
     while (pos < len && !this.stopped) {
+      const fast = this.fastPub(buf, pos, len)
+      if (fast > 0) {
+        pos = fast
+        continue
+      }
       const nl = buf.indexOf(LF, pos)
       if (nl < 0) {
         this.keep(buf, pos, len)
         return
       }
-      const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
-      // Only a line longer than the limit can have an argument over it (slow path).
-      if (nl - pos > this.maxControlLine && this.overLimit(buf, pos, end)) return
-      const next = this.line(buf, pos, end, nl + 1)
+      const next = this.lineAt(buf, pos, nl)
       if (next < 0) return
       pos = next
     }
   }
 
+  /** The control line buf[pos, nl] (nl: its LF); returns where parsing continues, or -1. */
+  private lineAt(buf: Uint8Array, pos: number, nl: number): number {
+    const end = nl > pos && buf[nl - 1] === CR ? nl - 1 : nl
+    // Only a line longer than the limit can have an argument over it (slow path).
+    if (nl - pos > this.maxControlLine && this.overLimit(buf, pos, end)) return -1
+    return this.line(buf, pos, end, nl + 1)
+  }
+
   /**
-   * Keeps the start of a line for the next read, unless nats-server would already refuse it:
-   * its byte-wise parser fails an unknown operation (or anything but CONNECT while auth is
-   * pending) at the first bad byte, and an argument over the limit while it is still arriving.
+   * `PUB <the previous subject> <size>\r\n<payload>\r\n`, whole in this read, in one
+   * byte-level pass: returns the offset after it, or -1 for anything else (other operations,
+   * other forms, a split frame, a size over a limit, a bad end), which the general path then
+   * parses, with the same result for this form.
+   */
+  private fastPub(buf: Uint8Array, pos: number, len: number): number {
+    const ls = this.lastSubject
+    const sl = ls.length
+    const d0 = pos + 5 + sl // the first digit
+    if (sl === 0 || d0 + 3 > len) return -1
+    if ((buf[pos]! | 0x20) !== 0x70 || (buf[pos + 1]! | 0x20) !== 0x75 || (buf[pos + 2]! | 0x20) !== 0x62) return -1
+    if (buf[pos + 3] !== SP || buf[d0 - 1] !== SP) return -1
+    const s = pos + 4
+    for (let k = 0; k < sl; k++) if (buf[s + k] !== ls[k]) return -1
+    let size = 0
+    let i = d0
+    const dmax = Math.min(len, d0 + MAX_SIZE_DIGITS + 1)
+    for (; i < dmax; i++) {
+      const d = buf[i]! - 48
+      if (d < 0 || d > 9) break
+      size = size * 10 + d
+    }
+    const nd = i - d0
+    if (nd === 0 || nd > MAX_SIZE_DIGITS || i + 1 >= len || buf[i] !== CR || buf[i + 1] !== LF) return -1
+    if (size > this.maxPayload || sl + 1 + nd > this.maxControlLine) return -1
+    const at = i + 2
+    const end = at + size
+    if (end + 2 > len || buf[end] !== CR || buf[end + 1] !== LF) return -1
+    const pa = this.pa
+    pa.subject = this.lastSubjectText
+    pa.subjectBytes = ls
+    pa.reply = ''
+    pa.replyBytes = NO_BYTES
+    pa.hdr = -1
+    pa.size = size
+    this.h.pub(pa, buf, at)
+    return end + 2
+  }
+
+  /**
+   * The next read after one that ended inside a control line: completes the line in the
+   * partial buffer (only the line's bytes are copied, never the whole read) and handles it.
+   * Returns the offset in buf after the line, or -1 (still incomplete, or stopped).
+   */
+  private resume(buf: Uint8Array): number {
+    const nl = buf.indexOf(LF)
+    const take = nl < 0 ? buf.length : nl + 1
+    let p = this.partial!
+    const n = this.partialLen + take
+    if (n > p.length) {
+      const grown = new Uint8Array(Math.max(n, p.length * 2))
+      grown.set(p.subarray(0, this.partialLen))
+      p = this.partial = grown
+    }
+    p.set(take === buf.length ? buf : buf.subarray(0, take), this.partialLen)
+    this.partialLen = n
+    if (nl < 0) {
+      if (!this.mayKeep(p, 0, n)) this.partial = null
+      return -1
+    }
+    this.partial = null
+    this.partialLen = 0
+    // A PUB's payload is not in this line buffer: pub() starts the body, filled from buf next.
+    this.lineAt(p.subarray(0, n), 0, n - 1)
+    return this.stopped ? -1 : take
+  }
+
+  /**
+   * Keeps the start of a line for the next read, unless nats-server would already refuse it
+   * (see mayKeep).
    */
   private keep(buf: Uint8Array, pos: number, len: number): void {
+    if (!this.mayKeep(buf, pos, len)) return
+    const n = len - pos
+    const p = new Uint8Array(Math.max(n * 2, 64))
+    p.set(buf.subarray(pos, len))
+    this.partial = p
+    this.partialLen = n
+  }
+
+  /**
+   * May buf[pos, len), the start of a line, wait for more bytes? Not when nats-server would
+   * already refuse it: its byte-wise parser fails an unknown operation (or anything but
+   * CONNECT while auth is pending) at the first bad byte, and an argument over the limit
+   * while it is still arriving. Fails the parser then.
+   */
+  private mayKeep(buf: Uint8Array, pos: number, len: number): boolean {
     if (this.connectFirst && (buf[pos]! | 0x20) !== 0x63) {
       this.failWith('auth_first', text(buf, pos, Math.min(len, pos + 16)))
-      return
+      return false
     }
     const at = scanOp(buf, pos, len)
     if (at === OP_BAD) {
       this.failWith('unknown_op', text(buf, pos, Math.min(len, pos + 32)))
-      return
+      return false
     }
     const end = buf[len - 1] === CR ? len - 1 : len
     if (at >= 0 ? end - at > this.maxControlLine : len - pos > this.maxControlLine) {
       this.failWith('control_line', 'control line too long')
-      return
+      return false
     }
-    this.partial = buf.slice(pos)
+    return true
   }
 
   /**
@@ -268,7 +367,7 @@ export class Parser {
     const need = size + 2
     if (buf.length - after >= need) {
       if (buf[after + size] !== CR || buf[after + size + 1] !== LF) return this.failWith('unknown_op', 'payload not followed by CRLF')
-      this.h.pub(pa, buf.subarray(after, after + size))
+      this.h.pub(pa, buf, after)
       return after + need
     }
     // Split payload: keep copies, since the read buffer goes away after this call.
@@ -277,7 +376,7 @@ export class Parser {
     this.body = new Uint8Array(need)
     this.budget?.charge(need)
     this.filled = 0
-    this.fillBody(buf.subarray(after))
+    this.fillBody(buf, after)
     return -1
   }
 
@@ -288,11 +387,11 @@ export class Parser {
     this.body = null
   }
 
-  /** Copies the next part of a split payload; returns the offset after it, or -1 if still incomplete. */
-  private fillBody(buf: Uint8Array): number {
+  /** Copies the next part of a split payload from buf[pos..]; returns the offset after it, or -1 if still incomplete. */
+  private fillBody(buf: Uint8Array, pos: number): number {
     const body = this.body!
-    const take = Math.min(body.length - this.filled, buf.length)
-    body.set(buf.subarray(0, take), this.filled)
+    const take = Math.min(body.length - this.filled, buf.length - pos)
+    body.set(pos === 0 && take === buf.length ? buf : buf.subarray(pos, pos + take), this.filled)
     this.filled += take
     const size = body.length - 2
     if (this.filled < body.length) {
@@ -305,8 +404,8 @@ export class Parser {
       this.failWith('unknown_op', 'payload not followed by CRLF')
       return -1
     }
-    this.h.pub(this.pa, body.subarray(0, size))
-    return take
+    this.h.pub(this.pa, body, 0)
+    return pos + take
   }
 
   /**
@@ -350,6 +449,7 @@ export class Parser {
   private failWith(why: Failure, detail: string): number {
     this.stopped = true
     this.partial = null
+    this.partialLen = 0
     this.release()
     this.h.fail(why, detail)
     return -1

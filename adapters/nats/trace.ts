@@ -22,11 +22,11 @@ export function tracedHandler(c: NatsClient): Handler {
       log(`[CONNECT ${redact(json)}]`)
       c.connect(json)
     },
-    pub(p: PubArgs, data: Uint8Array) {
+    pub(p: PubArgs, buf: Uint8Array, at: number) {
       const reply = p.reply === '' ? '' : ` ${p.reply}`
       log(p.hdr >= 0 ? `[HPUB ${p.subject}${reply} ${p.hdr} ${p.size}]` : `[PUB ${p.subject}${reply} ${p.size}]`)
-      log(`MSG_PAYLOAD: [${JSON.stringify(clip(text(data, 0, p.size)))}]`)
-      c.pub(p, data)
+      log(`MSG_PAYLOAD: [${JSON.stringify(clip(text(buf, at, at + p.size)))}]`)
+      c.pub(p, buf, at)
     },
     sub(subject, queue, sid) {
       log(`[SUB ${subject}${queue === null ? '' : ` ${queue}`} ${sid}]`)
