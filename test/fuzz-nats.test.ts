@@ -11,7 +11,7 @@ import type { Wire } from '../src/host.ts'
 import { createLogger } from '../src/log.ts'
 import { defaults } from '../src/options.ts'
 import { Server } from '../src/server.ts'
-import { cat, check, chunks, mutated, withCuts } from './helpers/fuzz.ts'
+import { cat, check, chunks, cutsOf, hex, mutated, withCuts } from './helpers/fuzz.ts'
 
 const enc = new TextEncoder()
 const dec = new TextDecoder('utf-8', { ignoreBOM: true })
@@ -136,7 +136,27 @@ const longLines = fc
   )
   .map((ls) => enc.encode(ls.map((l) => l.join('')).join('')))
 
-const anyBytes = fc.oneof(protocolish, longLines, mutated(validStream, 6), fc.uint8Array({ maxLength: 300 }))
+/**
+ * A publisher's stream: PUBs to one subject (what the parser's fast path reads), with now and
+ * then another form or operation; payloads with CR, LF and protocol text. Returned with the
+ * operations it must give (the oracle).
+ */
+const payloadBytes = fc.oneof(
+  fc.uint8Array({ maxLength: 40 }),
+  fc.constantFrom('\r\n', 'PUB s 1\r\n', '\r', '\n\r', 'PING\r\n').map((x) => enc.encode(x)),
+)
+const repeatedOp = (subj: string): fc.Arbitrary<{ bytes: Uint8Array; op: Op }> =>
+  fc.oneof(
+    { weight: 6, arbitrary: payloadBytes.map((b) => ({ bytes: cat(enc.encode(`PUB ${subj} ${b.length}\r\n`), b, enc.encode('\r\n')), op: ['pub', subj, '', -1, b.length, hex(b)] as Op })) },
+    fc.tuple(caseOf('pub'), payloadBytes).map(([w, b]) => ({ bytes: cat(enc.encode(`${w} ${subj} ${b.length}\r\n`), b, enc.encode('\r\n')), op: ['pub', subj, '', -1, b.length, hex(b)] as Op })),
+    fc.tuple(token, payloadBytes).map(([r, b]) => ({ bytes: cat(enc.encode(`PUB ${subj} ${r} ${b.length}\r\n`), b, enc.encode('\r\n')), op: ['pub', subj, r, -1, b.length, hex(b)] as Op })),
+    fc.tuple(token, payloadBytes).map(([o, b]) => ({ bytes: cat(enc.encode(`PUB ${o} ${b.length}\r\n`), b, enc.encode('\r\n')), op: ['pub', o, '', -1, b.length, hex(b)] as Op })),
+    payloadBytes.map((b) => ({ bytes: cat(enc.encode(`HPUB ${subj} 0 ${b.length}\r\n`), b, enc.encode('\r\n')), op: ['pub', subj, '', 0, b.length, hex(b)] as Op })),
+    fc.constant({ bytes: enc.encode('PING\r\n'), op: ['ping'] as Op }),
+  )
+const repeatedStream = token.chain((subj) => fc.array(repeatedOp(subj), { minLength: 1, maxLength: 30 })).map((ops) => ({ bytes: cat(...ops.map((o) => o.bytes)), ops: ops.map((o) => o.op) }))
+
+const anyBytes = fc.oneof(protocolish, longLines, mutated(validStream, 6), mutated(repeatedStream.map((r) => r.bytes), 4), fc.uint8Array({ maxLength: 300 }))
 
 // --- properties ---------------------------------------------------------------------------
 
@@ -175,6 +195,31 @@ t.test('a valid stream gives the same operations however it is cut', async (t) =
       if (JSON.stringify(whole.ops) !== JSON.stringify(bytewise.ops)) throw new Error(`whole ${JSON.stringify(whole.ops)} != byte by byte ${JSON.stringify(bytewise.ops)}`)
     }),
     300,
+  )
+})
+
+t.test('a publisher stream (the repeated-subject fast path) gives its operations however it is cut', async (t) => {
+  const s = { headers: true, connectFirst: false }
+  check(
+    t,
+    'publisher stream, whole and random chunks',
+    fc.property(repeatedStream.chain((r) => cutsOf(r.bytes.length, 30).map((cuts) => ({ ...r, cuts }))), ({ bytes, ops, cuts }) => {
+      const want = JSON.stringify(ops)
+      const whole = run([bytes], s)
+      if (JSON.stringify(whole.ops) !== want) throw new Error(`whole ${JSON.stringify(whole.ops)} != ${want}`)
+      const cut = run(chunks(bytes, cuts), s)
+      if (cut.bad || JSON.stringify(cut.ops) !== want) throw new Error(`cut ${cut.bad ?? JSON.stringify(cut.ops)} != ${want}`)
+    }),
+    1500,
+  )
+  check(
+    t,
+    'publisher stream, byte by byte',
+    fc.property(repeatedStream, ({ bytes, ops }) => {
+      const got = run(Array.from(bytes, (b) => new Uint8Array([b])), s)
+      if (JSON.stringify(got.ops) !== JSON.stringify(ops)) throw new Error(`byte by byte ${JSON.stringify(got.ops)} != ${JSON.stringify(ops)}`)
+    }),
+    200,
   )
 })
 
