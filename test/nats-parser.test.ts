@@ -511,3 +511,21 @@ t.test('a read that starts by finishing a line is not copied whole', async (t) =
   t.equal(n, 20000, 'every PUB')
   t.ok(copied < 100 * 20, `${copied} bytes copied over ${Math.ceil(all.length / 65543)} reads`)
 })
+
+t.test('blanks before an argument, over max_control_line and split from the rest of the line, are not held', async (t) => {
+  // nats-server skips them unbuffered; sprig would keep the whole read (and, growing its line
+  // buffer by doubling, twice that) until the line ends: one read of blanks, then a byte at a time.
+  for (const op of ['PUB', 'SUB', 'CONNECT', 'UNSUB', 'HPUB']) {
+    const { p, r } = parser({ maxControlLine: 64 })
+    p.feed(enc.encode(op + ' '.repeat(100_000) + 'x'))
+    const held = (p as unknown as { partial: Uint8Array | null }).partial
+    t.strictSame(r.ops, [['fail', 'control_line']], `${op}: refused`)
+    t.equal(held, null, `${op}: nothing held`)
+  }
+  // Within the limit they are still skipped, whole or split, as in nats-server.
+  const blanks = ' '.repeat(60)
+  const want = [['pub', 'x', '', -1, 1, 'z']]
+  t.strictSame(run([`PUB${blanks}x 1\r\nz\r\n`], { maxControlLine: 64 }), want, 'whole')
+  t.strictSame(run([`PUB${blanks}x`, ' 1\r\nz\r\n'], { maxControlLine: 64 }), want, 'split after the subject')
+  t.strictSame(run([`PUB${blanks}`, 'x 1\r\nz\r\n'], { maxControlLine: 64 }), want, 'split in the blanks')
+})

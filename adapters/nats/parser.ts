@@ -213,7 +213,9 @@ export class Parser {
    * May buf[pos, len), the start of a line, wait for more bytes? Not when nats-server would
    * already refuse it: its byte-wise parser fails an unknown operation (or anything but
    * CONNECT while auth is pending) at the first bad byte, and an argument over the limit
-   * while it is still arriving. Fails the parser then.
+   * while it is still arriving. Fails the parser then. nats-server skips the blanks before an
+   * argument without buffering them; sprig would hold them, so it refuses a line whose name and
+   * blanks alone are over the limit (else a read of blanks then one byte is held whole, twice).
    */
   private mayKeep(buf: Uint8Array, pos: number, len: number): boolean {
     if (this.connectFirst && (buf[pos]! | 0x20) !== 0x63) {
@@ -226,7 +228,7 @@ export class Parser {
       return false
     }
     const end = buf[len - 1] === CR ? len - 1 : len
-    if (at >= 0 ? end - at > this.maxControlLine : len - pos > this.maxControlLine) {
+    if (at >= 0 ? end - at > this.maxControlLine || at - pos > this.maxControlLine : len - pos > this.maxControlLine) {
       this.failWith('control_line', 'control line too long')
       return false
     }
