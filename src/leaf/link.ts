@@ -14,6 +14,7 @@ import type { Server } from '../server.ts'
 import { Sublist, type Match, type SubLike } from '../sublist.ts'
 import { leafAuthFields } from './creds.ts'
 import { compileFilters, type Filters, type HubPerm } from './filter.ts'
+import { frameSize } from './frames.ts'
 import { LeafParser } from './parser.ts'
 import { NATS_VERSION } from '../server.ts'
 
@@ -81,6 +82,8 @@ export interface LinkOwner {
   onClosed(l: Link, reason: string): void
   /** The hub processed everything sent before confirm(mark): PONG to that PING. */
   onConfirmed(mark: number): void
+  /** `count` kept messages (keepLast) went into the outbound queue as these frames (a view: copy it). */
+  onKept(l: Link, frames: Uint8Array, count: number): void
   /** A message over the hub's max_payload was not sent. */
   onOversize(): void
 }
@@ -101,6 +104,8 @@ export const HIGH_WATER = 1 / 2
 export const LOW_WATER = 1 / 4
 /** Most confirmation PINGs unanswered at once (each covers every message sent before it). */
 const MAX_CONFIRMS = 64
+/** Longest run of kept frames handed over as one (the buffer's records stay small against its bounds). */
+const KEEP_RUN = 64 * 1024
 
 /** An interest key: "subject", or "subject queue" for a queue group. */
 export function keyOf(subject: string, queue: string | null): string {
@@ -153,6 +158,13 @@ export class Link implements Conn {
   /** The last mapped hub subject sent and its bytes (a gateway forwards the same few subjects). */
   private hubSubj = ''
   private hubSubjBytes: Uint8Array = EMPTY
+  /** Where in out.buf the last frame send() wrote starts (-1: none) and ends. */
+  private frameAt = -1
+  private frameTo = 0
+  /** The run of kept frames in out.buf not yet handed to the owner (sealKept), and its messages. */
+  private keepFrom = 0
+  private keepTo = 0
+  private keepMsgs = 0
 
   constructor(
     private readonly remote: LinkOwner,
@@ -162,6 +174,8 @@ export class Link implements Conn {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
     this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
+    // The batch is about to go (and its buffer may be written over): the owner copies the run.
+    this.out.beforeFlush = () => this.sealKept()
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(
@@ -194,6 +208,7 @@ export class Link implements Conn {
   }
 
   closed(reason?: string): void {
+    this.sealKept()
     this.out.closed()
     this.parser.release()
     if (this.phase === 'closed') return
@@ -206,6 +221,7 @@ export class Link implements Conn {
   /** Drops the connection (bad input, timeouts, stop); the Remote decides what comes next. */
   fail(reason: string): void {
     if (this.phase === 'closed') return
+    this.sealKept() // before the owner rewinds its buffer
     this.phase = 'closed'
     this.wire.destroy()
     this.remote.onClosed(this, reason)
@@ -214,6 +230,7 @@ export class Link implements Conn {
   /** Clean close on shutdown: flush what is queued. */
   end(): void {
     if (this.phase === 'closed') return
+    this.sealKept()
     this.phase = 'closed'
     this.out.flush(this.remote.srv.host.now())
     this.wire.end()
@@ -236,6 +253,7 @@ export class Link implements Conn {
 
   private write(line: string): void {
     if (this.phase === 'closed') return
+    this.sealKept() // the queue may grow into a new buffer
     if (!this.out.push(utf8(line))) this.fail('outbound queue to the hub is full (hub not reading)')
   }
 
@@ -526,6 +544,7 @@ export class Link implements Conn {
    */
   private send(hubSubject: string, sb: Uint8Array | null, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
     const size = payload.length + (hdr ? hdr.length : 0)
+    this.frameAt = -1
     const max = this.info.max_payload
     if (max !== undefined && max > 0 && size > max) {
       // Newer hubs close the link over this; older ones pass it on. Neither is worth it.
@@ -539,7 +558,7 @@ export class Link implements Conn {
     else if (reply !== '') line += ` ${reply}`
     line += hdr ? ` ${hdr.length} ${size}\r\n` : ` ${size}\r\n`
     const head = utf8(line)
-    const at = this.out.reserve(head.length + size + 2)
+    const at = this.reserve(head.length + size + 2)
     if (at < 0) return false
     const b = this.out.buf
     b.set(head, at)
@@ -566,7 +585,7 @@ export class Link implements Conn {
     }
     const hl = hdr ? hdr.length : 0
     const head = 6 + sb.length + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
-    const at = this.out.reserve(head + size + 2)
+    const at = this.reserve(head + size + 2)
     if (at < 0) return false
     const b = this.out.buf
     b[at] = hdr ? 72 : 76 // H / L
@@ -597,9 +616,65 @@ export class Link implements Conn {
     p += payload.length
     b[p] = 13
     b[p + 1] = 10
+    this.frameTo = p + 2
     const st = this.remote.stats
     st.out_msgs++
     st.out_bytes += size
+  }
+
+  /** out.reserve for one frame (noted for keepLast); a queue about to grow first hands over the kept run. */
+  private reserve(n: number): number {
+    if (this.keepMsgs > 0 && this.out.len + n > this.out.buf.length) this.sealKept()
+    const at = this.out.reserve(n)
+    this.frameAt = at
+    return at
+  }
+
+  /**
+   * The frame forward() just wrote is a message the owner keeps until the hub confirms it:
+   * it joins the run of kept frames, which goes to the owner as one (onKept) when it ends:
+   * before anything else is queued, before the queue grows or flushes, at KEEP_RUN, on close.
+   */
+  keepLast(): void {
+    const at = this.frameAt
+    if (at < 0) return // nothing written (over max_payload)
+    this.frameAt = -1
+    if (this.keepMsgs > 0 && (at !== this.keepTo || this.keepTo - this.keepFrom >= KEEP_RUN)) this.sealKept()
+    if (this.keepMsgs === 0) this.keepFrom = at
+    this.keepTo = this.frameTo
+    this.keepMsgs++
+  }
+
+  /** Hands the run of kept frames to the owner (a confirmation PING must follow it). */
+  sealKept(): void {
+    const n = this.keepMsgs
+    if (n === 0) return
+    this.keepMsgs = 0
+    if (this.phase !== 'closed') this.remote.onKept(this, this.out.buf.subarray(this.keepFrom, this.keepTo), n)
+  }
+
+  /**
+   * Sends a frame again as it was written (a kept message after a lost link): when this hub
+   * has interest in its subject. `frame`: one whole LMSG/HMSG; `hubSubject`: its subject.
+   */
+  resend(hubSubject: string, frame: Uint8Array): Sent {
+    if (this.phase !== 'up') return Sent.NO_INTEREST
+    const h = this.hubSubs.match(hubSubject)
+    if (h.psubs.length === 0 && h.qsubs.length === 0) return Sent.NO_INTEREST
+    const size = frameSize(frame, 0)
+    const max = this.info.max_payload
+    if (max !== undefined && max > 0 && size > max) {
+      this.remote.onOversize()
+      return Sent.OK
+    }
+    const at = this.reserve(frame.length)
+    this.frameAt = -1
+    if (at < 0) return Sent.FULL
+    this.out.buf.set(frame, at)
+    const st = this.remote.stats
+    st.out_msgs++
+    st.out_bytes += size
+    return Sent.OK
   }
 
 }

@@ -1,0 +1,113 @@
+// What the uplink keeps of the messages it sends straight to a live hub (store off): the frames
+// it wrote, one record per run, until the hub's PONG confirms them. Against a raw TCP fake hub
+// that answers PINGs only when told: several unconfirmed flushes, a partial confirmation, then a
+// lost link; the next connection gets every unconfirmed frame again, byte for byte and in order
+// (a reply subject and headers included), and resent_msgs counts exactly those.
+
+import t from 'tap'
+import { headers } from '@nats-io/transport-node'
+import { REMOTE_DEFAULTS } from '../src/options.ts'
+import { startBroker } from './helpers/broker.ts'
+import { fakeHub, until } from './helpers/hub.ts'
+import { natsClient } from './helpers/mqtt.ts'
+
+const pings = (s: string): number => s.split('PING\r\n').length - 1
+/** Every LMSG/HMSG frame in `s`, whole, in order. */
+function frames(s: string): string[] {
+  const out: string[] = []
+  const re = /(LMSG|HMSG) [^\r]* (\d+)\r\n/g
+  for (let m = re.exec(s); m !== null; m = re.exec(s)) {
+    const end = m.index + m[0].length + Number(m[2]) + 2
+    out.push(s.slice(m.index, end))
+    re.lastIndex = end
+  }
+  return out
+}
+
+t.test('unconfirmed flushes are sent again after a lost link, as written; partial confirmation frees only the confirmed', async (t) => {
+  const hub = await fakeHub(t, () => {}, { answerPing: false })
+  const b = await startBroker({ leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`] }] } })
+  t.teardown(() => b.stop())
+  const r = b.uplink!.remotes[0]!
+  await until(() => hub.conns.length === 1 && pings(hub.conns[0]!.text) === 1, 5000, 'the handshake PING')
+  const c1 = hub.conns[0]!
+  c1.sock.write('PONG\r\n')
+  await until(() => r.state === 'connected', 5000, 'connected')
+  const nc = await natsClient(t, b.url)
+  // Three flushes, each followed by its confirmation PING, none answered yet.
+  const h = headers()
+  h.set('k', 'v')
+  const bursts: (() => void)[] = [
+    () => {
+      for (let i = 0; i < 5; i++) nc.publish('up.a', `a${i}`)
+    },
+    () => {
+      for (let i = 0; i < 4; i++) nc.publish('up.b', `b${i}`)
+      nc.publish('up.b', 'req', { reply: 'up.reply.1' })
+    },
+    () => {
+      nc.publish('up.c', 'c0', { headers: h })
+      for (let i = 1; i < 5; i++) nc.publish('up.c', `c${i}`)
+    },
+  ]
+  for (let k = 0; k < bursts.length; k++) {
+    bursts[k]!()
+    await nc.flush()
+    await until(() => pings(c1.text) === 2 + k, 5000, `the PING after burst ${k + 1}`)
+  }
+  const sent = frames(c1.text)
+  t.equal(sent.length, 15, 'fifteen frames went to the hub')
+  t.equal(r.status().unconfirmed_msgs, 15, 'all unconfirmed')
+  t.equal(r.buffer.unsent, 0)
+  // The hub answers the first of the three: that flush is confirmed, the others not.
+  c1.sock.write('PONG\r\n')
+  await until(() => r.status().unconfirmed_msgs === 10, 2000, 'the first flush confirmed')
+  t.equal(r.status().resent_msgs, 0)
+  // The link is lost; the next connection answers every PING.
+  c1.sock.destroy()
+  await until(() => hub.conns.length === 2, 5000, 'redialled')
+  const c2 = hub.conns[1]!
+  await until(() => pings(c2.text) >= 1, 5000, 'the second handshake PING')
+  c2.sock.write('PONG\r\n')
+  await until(() => frames(c2.text).length >= 10, 5000, 'the ten unconfirmed frames again')
+  t.same(frames(c2.text), sent.slice(5), 'the unconfirmed frames, byte for byte, in order')
+  t.match(frames(c2.text)[4], /^LMSG up\.b up\.reply\.1 3\r\nreq\r\n$/, 'the reply subject kept')
+  t.match(frames(c2.text)[5], /^HMSG up\.c \d+ \d+\r\nNATS\/1\.0\r\nk: v\r\n\r\nc0\r\n$/, 'the headers kept')
+  t.equal(r.status().resent_msgs, 10, 'resent_msgs: exactly the unconfirmed ones')
+  t.equal(r.status().unkept_msgs, 0)
+  // The resend's PING is answered: nothing held any more.
+  await until(() => pings(c2.text) >= 2, 5000, 'the PING after the resend')
+  c2.sock.write('PONG\r\n'.repeat(pings(c2.text) - 1))
+  await until(() => r.buffer.length === 0, 5000, 'everything confirmed')
+  t.equal(r.buffer.bytes, 0)
+  // Live traffic goes on as before.
+  nc.publish('up.d', 'd0')
+  await nc.flush()
+  await until(() => frames(c2.text).length === 11, 5000, 'a new message')
+})
+
+t.test('a burst bigger than the buffer bound: the newest that fit are kept', async (t) => {
+  const hub = await fakeHub(t, () => {}, { answerPing: false })
+  const b = await startBroker({ leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`], buffer_max_msgs: 10 }] } })
+  t.teardown(() => b.stop())
+  const r = b.uplink!.remotes[0]!
+  await until(() => hub.conns.length === 1 && pings(hub.conns[0]!.text) === 1, 5000, 'the handshake PING')
+  const c1 = hub.conns[0]!
+  c1.sock.write('PONG\r\n')
+  await until(() => r.state === 'connected', 5000, 'connected')
+  const nc = await natsClient(t, b.url)
+  for (let i = 0; i < 25; i++) nc.publish('up.x', `m${i}`)
+  await nc.flush()
+  await until(() => frames(c1.text).length === 25 && pings(c1.text) >= 2, 5000, 'all 25 sent, then a PING')
+  const st = r.status()
+  t.equal(st.unconfirmed_msgs, 10, 'the bound holds')
+  t.equal(st.unkept_msgs, 0, 'each fitted on its own, newer ones displaced older sent ones (as before: not counted)')
+  c1.sock.destroy()
+  await until(() => hub.conns.length === 2, 5000, 'redialled')
+  const c2 = hub.conns[1]!
+  await until(() => pings(c2.text) >= 1, 5000, 'the second handshake PING')
+  c2.sock.write('PONG\r\n')
+  await until(() => frames(c2.text).length >= 10, 5000, 'the kept ten again')
+  t.same(frames(c2.text), frames(c1.text).slice(15), 'the newest ten (drop_oldest)')
+  t.equal(r.status().resent_msgs, 10)
+})
