@@ -111,3 +111,28 @@ t.test('a burst bigger than the buffer bound: the newest that fit are kept', asy
   t.same(frames(c2.text), frames(c1.text).slice(15), 'the newest ten (drop_oldest)')
   t.equal(r.status().resent_msgs, 10)
 })
+
+t.test('frames around the short-copy boundary (payloads and subjects of 0–40 bytes) reach the hub intact', async (t) => {
+  const hub = await fakeHub(t, () => {})
+  const b = await startBroker({ leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`] }] } })
+  t.teardown(() => b.stop())
+  const r = b.uplink!.remotes[0]!
+  await until(() => r.state === 'connected', 5000, 'connected')
+  const nc = await natsClient(t, b.url)
+  const want: string[] = []
+  const h = headers()
+  h.set('k', 'v')
+  for (let n = 0; n <= 40; n++) {
+    const subject = 'up.x' + 's'.repeat(n)
+    const payload = String.fromCharCode(...Array.from({ length: n }, (_, i) => 97 + (i % 26)))
+    nc.publish(subject, payload)
+    want.push(`LMSG ${subject} ${n}\r\n${payload}\r\n`)
+    nc.publish(subject, payload, { headers: h })
+    const hl = 'NATS/1.0\r\nk: v\r\n\r\n'.length
+    want.push(`HMSG ${subject} ${hl} ${hl + n}\r\nNATS/1.0\r\nk: v\r\n\r\n${payload}\r\n`)
+  }
+  await nc.flush()
+  await until(() => frames(hub.conns[0]!.text).length >= want.length, 5000, 'every frame')
+  t.same(frames(hub.conns[0]!.text), want)
+  await until(() => r.buffer.length === 0, 5000, 'all confirmed')
+})

@@ -3,7 +3,7 @@
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
 // Protocol notes: docs/leafnode-protocol.md.
 
-import { EMPTY, uintLength, utf8, writeUint } from '../bytes.ts'
+import { EMPTY, put, uintLength, utf8, writeUint } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { newMsg } from '../msg.ts'
@@ -593,8 +593,7 @@ export class Link implements Conn {
     b[at + 2] = 83 // S
     b[at + 3] = 71 // G
     b[at + 4] = 32
-    b.set(sb, at + 5)
-    let p = at + 5 + sb.length
+    let p = put(b, at + 5, sb)
     b[p++] = 32
     if (hdr) {
       p = writeUint(b, p, hl)
@@ -603,17 +602,13 @@ export class Link implements Conn {
     p = writeUint(b, p, size)
     b[p++] = 13
     b[p++] = 10
-    if (hdr) {
-      b.set(hdr, p)
-      p += hl
-    }
+    if (hdr) p = put(b, p, hdr)
     this.endFrame(b, p, payload, size)
     return true
   }
   /** The payload and CRLF that end an LMSG/HMSG at b[p], counted. */
   private endFrame(b: Uint8Array, p: number, payload: Uint8Array, size: number): void {
-    b.set(payload, p)
-    p += payload.length
+    p = put(b, p, payload)
     b[p] = 13
     b[p + 1] = 10
     this.frameTo = p + 2
