@@ -136,3 +136,49 @@ t.test('frames around the short-copy boundary (payloads and subjects of 0–40 b
   t.same(frames(hub.conns[0]!.text), want)
   await until(() => r.buffer.length === 0, 5000, 'all confirmed')
 })
+
+t.test('reply subjects and hub queue groups framed as bytes: every combination, as nats-server reads them', async (t) => {
+  const hub = await fakeHub(t, (c) => c.sock.write('LS+ up.q g1 1\r\nLS+ up.q g2 1\r\n'))
+  const b = await startBroker({ leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`] }] } })
+  t.teardown(() => b.stop())
+  const r = b.uplink!.remotes[0]!
+  await until(() => r.state === 'connected' && r.status().hub_interest === 3, 5000, 'connected, with the queue groups')
+  const nc = await natsClient(t, b.url)
+  const h = headers()
+  h.set('k', 'v')
+  const H = 'NATS/1.0\r\nk: v\r\n\r\n'
+  nc.publish('up.q', 'a')
+  nc.publish('up.q', 'bb', { reply: 'in.1' })
+  nc.publish('up.q', 'c', { headers: h })
+  nc.publish('up.q', 'd', { headers: h, reply: 'in.2' })
+  nc.publish('up.r', 'e', { reply: 'in.3' })
+  nc.publish('up.r', 'f', { headers: h, reply: 'in.4' })
+  nc.publish('up.r', '')
+  await nc.flush()
+  // A local member of g1: that group is served here, only g2 goes with the frame.
+  nc.subscribe('up.q', { queue: 'g1', callback: () => {} })
+  await nc.flush()
+  nc.publish('up.q', 'g', { reply: 'in.5' })
+  nc.publish('up.q', 'h')
+  await nc.flush()
+  const want = [
+    'LMSG up.q | g1 g2 1\r\na\r\n',
+    'LMSG up.q + in.1 g1 g2 2\r\nbb\r\n',
+    `HMSG up.q | g1 g2 ${H.length} ${H.length + 1}\r\n${H}c\r\n`,
+    `HMSG up.q + in.2 g1 g2 ${H.length} ${H.length + 1}\r\n${H}d\r\n`,
+    'LMSG up.r in.3 1\r\ne\r\n',
+    `HMSG up.r in.4 ${H.length} ${H.length + 1}\r\n${H}f\r\n`,
+    'LMSG up.r 0\r\n\r\n',
+    'LMSG up.q + in.5 g2 1\r\ng\r\n',
+    'LMSG up.q | g2 1\r\nh\r\n',
+  ]
+  await until(() => frames(hub.conns[0]!.text).length >= want.length, 5000, 'every frame')
+  t.same(frames(hub.conns[0]!.text), want)
+  // The hub's g2 goes: g1 is served here, so the frame carries no queue list any more.
+  hub.conns[0]!.sock.write('LS- up.q g2\r\n')
+  await until(() => r.status().hub_interest === 2, 5000, 'g2 gone at the hub')
+  nc.publish('up.q', 'i')
+  await nc.flush()
+  await until(() => frames(hub.conns[0]!.text).length > want.length, 5000, 'one more frame')
+  t.equal(frames(hub.conns[0]!.text)[want.length], 'LMSG up.q 1\r\ni\r\n')
+})

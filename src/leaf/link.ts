@@ -158,6 +158,13 @@ export class Link implements Conn {
   /** The last mapped hub subject sent and its bytes (a gateway forwards the same few subjects). */
   private hubSubj = ''
   private hubSubjBytes: Uint8Array = EMPTY
+  /** queuesFor's last answer and the matches it was for. */
+  private lastHubMatch: Match<HubSub> | null = null
+  private lastLocalMatch: Match<Sub> | null = null
+  private lastQueues: readonly string[] | null = null
+  /** The last hub queue list framed and its bytes. */
+  private queueList: readonly string[] = NO_QUEUES
+  private queueListBytes: Uint8Array = EMPTY
   /** Where in out.buf the last frame send() wrote starts (-1: none) and ends. */
   private frameAt = -1
   private frameTo = 0
@@ -525,7 +532,7 @@ export class Link implements Conn {
     if (this.phase !== 'up') return Sent.NO_INTEREST
     const hub = this.filters.up(subject)
     if (hub === null) return Sent.FILTERED
-    const queues = hubQueues(this.hubSubs.match(hub), local)
+    const queues = this.queuesFor(this.hubSubs.match(hub), local)
     if (queues === null) return Sent.NO_INTEREST
     const sb = hub === subject && subjectBytes !== undefined && subjectBytes.length > 0 ? subjectBytes : null
     return this.send(hub, sb, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
@@ -534,7 +541,21 @@ export class Link implements Conn {
   /** Whether forward() would find interest at the hub for this message. */
   wants(subject: string, local: Match<Sub>): boolean {
     const hub = this.filters.up(subject)
-    return hub !== null && hubQueues(this.hubSubs.match(hub), local) !== null
+    return hub !== null && this.queuesFor(this.hubSubs.match(hub), local) !== null
+  }
+
+  /**
+   * hubQueues, the last answer again when both matches are the same objects (sublists share
+   * cached results and replace them when they change: a gateway sends the same subject over
+   * and over, and a hub queue group would otherwise cost an array per message).
+   */
+  private queuesFor(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
+    if (h !== this.lastHubMatch || local !== this.lastLocalMatch) {
+      this.lastHubMatch = h
+      this.lastLocalMatch = local
+      this.lastQueues = hubQueues(h, local)
+    }
+    return this.lastQueues
   }
 
   /**
@@ -551,31 +572,6 @@ export class Link implements Conn {
       this.remote.onOversize()
       return true
     }
-    if (reply === '' && queues.length === 0) return this.sendPlain(hubSubject, sb, hdr, payload, size)
-    let line = hdr ? 'HMSG ' : 'LMSG '
-    line += hubSubject
-    if (queues.length > 0) line += reply !== '' ? ` + ${reply} ${queues.join(' ')}` : ` | ${queues.join(' ')}`
-    else if (reply !== '') line += ` ${reply}`
-    line += hdr ? ` ${hdr.length} ${size}\r\n` : ` ${size}\r\n`
-    const head = utf8(line)
-    const at = this.reserve(head.length + size + 2)
-    if (at < 0) return false
-    const b = this.out.buf
-    b.set(head, at)
-    let p = at + head.length
-    if (hdr) {
-      b.set(hdr, p)
-      p += hdr.length
-    }
-    this.endFrame(b, p, payload, size)
-    return true
-  }
-
-  /**
-   * The common case (no reply, no queue groups), framed straight into the outbound buffer:
-   * `LMSG subject size` or `HMSG subject hdrlen size`, without building a string per message.
-   */
-  private sendPlain(hubSubject: string, sb: Uint8Array | null, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
     if (sb === null) {
       if (hubSubject !== this.hubSubj) {
         this.hubSubj = hubSubject
@@ -583,8 +579,32 @@ export class Link implements Conn {
       }
       sb = this.hubSubjBytes
     }
+    const rb = reply === '' ? EMPTY : utf8(reply)
+    const qb = queues.length === 0 ? EMPTY : this.queueBytes(queues)
+    return this.frame(sb, rb, qb, hdr, payload, size)
+  }
+
+  /** The bytes of a queue list (space-separated): the last one's, when it repeats. */
+  private queueBytes(queues: readonly string[]): Uint8Array {
+    const last = this.queueList
+    let same = last.length === queues.length
+    for (let i = 0; same && i < queues.length; i++) same = last[i] === queues[i]
+    if (!same) {
+      this.queueList = queues.slice()
+      this.queueListBytes = utf8(queues.join(' '))
+    }
+    return this.queueListBytes
+  }
+
+  /**
+   * An LMSG/HMSG framed straight into the outbound buffer, without building a string:
+   * `LMSG subject[ + reply queues| | queues| reply][ hdrlen] size`, headers, payload.
+   * `rb`, `qb`: the reply's and the queue list's bytes (empty: none).
+   */
+  private frame(sb: Uint8Array, rb: Uint8Array, qb: Uint8Array, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
     const hl = hdr ? hdr.length : 0
-    const head = 6 + sb.length + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
+    const mid = qb.length > 0 ? (rb.length > 0 ? 4 + rb.length : 3) + qb.length : rb.length > 0 ? 1 + rb.length : 0
+    const head = 6 + sb.length + mid + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
     const at = this.reserve(head + size + 2)
     if (at < 0) return false
     const b = this.out.buf
@@ -594,6 +614,19 @@ export class Link implements Conn {
     b[at + 3] = 71 // G
     b[at + 4] = 32
     let p = put(b, at + 5, sb)
+    if (qb.length > 0) {
+      b[p++] = 32
+      b[p++] = rb.length > 0 ? 43 : 124 // + / |
+      b[p++] = 32
+      if (rb.length > 0) {
+        p = put(b, p, rb)
+        b[p++] = 32
+      }
+      p = put(b, p, qb)
+    } else if (rb.length > 0) {
+      b[p++] = 32
+      p = put(b, p, rb)
+    }
     b[p++] = 32
     if (hdr) {
       p = writeUint(b, p, hl)
