@@ -105,46 +105,60 @@ const text = (s: { payload: Uint8Array } | undefined): string => (s ? new TextDe
 /** An LMSG frame as the link writes it. */
 const lmsg = (subject: string, payload: string, reply = ''): string => `LMSG ${subject}${reply ? ' ' + reply : ''} ${enc.encode(payload).length}\r\n${payload}\r\n`
 const run = (...fs: string[]): Uint8Array => enc.encode(fs.join(''))
+/** One message sent straight to the hub, as the link hands it over: its frame. */
+const straight = (b: StoreBuffer, subject: string, payload: string): void => b.pushFrames(run(lmsg(subject, payload)), 1)
+/** A held message's payload (a kept frame's, for a frame). */
+const body = (s: { payload: Uint8Array; frames?: number } | undefined): string => {
+  const x = text(s)
+  return s?.frames === undefined ? x : x.slice(x.indexOf('\r\n') + 2, -2)
+}
 
-t.test('pushSent: kept unconfirmed until the PONG; a lost link sends it again', async (t) => {
+t.test('sent messages: kept unconfirmed until the PONG; a lost link sends them again', async (t) => {
   const b = new StoreBuffer(10, 1000, false)
-  const m = msg('a', '1')
-  b.pushSent(m)
-  m.payload[0] = 0x39 // the router reuses its buffer: the copy stays '1'
-  b.pushSent(msg('a', '2'))
+  straight(b, 'a', '1')
+  straight(b, 'a', '2')
   t.equal(b.length, 2)
   t.equal(b.unsent, 0)
   const mark = b.mark()
-  b.pushSent(msg('a', '3'))
+  straight(b, 'a', '3')
   b.confirm(mark)
   t.equal(b.length, 1, 'the two before the PING are confirmed')
   t.equal(b.rewind(), 1)
   t.equal(b.resent, 1)
-  t.equal(text(b.peek()), '3', 'the unconfirmed one goes again')
+  t.equal(body(b.peek()), '3', 'the unconfirmed one goes again')
+  t.equal(b.peek()!.subject, 'a', 'with its hub subject')
+  b.rewind()
+  t.equal(b.resent, 1, 'nothing sent since: nothing more to resend')
+  const c = new StoreBuffer(10, 1000, false)
+  const f = run(lmsg('a', '1'))
+  c.pushFrames(f, 1)
+  f[f.length - 3] = 0x39 // the link reuses its buffer: the copy stays '1'
+  c.rewind()
+  t.equal(body(c.peek()), '1', 'a copy, not a view of the link\'s buffer')
 })
 
-t.test('pushSent never displaces an unsent message; drop_oldest evicts older sent ones', async (t) => {
+t.test('a sent message never displaces an unsent one; drop_oldest evicts older sent ones', async (t) => {
   const b = new StoreBuffer(3, 1000, false)
   b.push(msg('a', 'u1'))
   b.push(msg('a', 'u2'))
   b.startReplay() // the link is up: u1, u2 are the backlog; new messages go ahead of it
-  b.pushSent(msg('a', 's1')) // fits
+  straight(b, 'a', 's1') // fits
   t.equal(b.length, 3)
   b.advance() // u1 sent
-  b.pushSent(msg('a', 's2')) // full: evicts u1 (sent), never u2
+  straight(b, 'a', 's2') // full: evicts u1 (sent), never u2
   t.equal(b.dropped, 0)
   t.equal(b.unkept, 0)
   t.equal(b.unsent, 1)
   t.equal(text(b.peek()), 'u2')
-  b.pushSent(msg('a', 's3')) // full: the oldest sent (s1) goes
-  b.pushSent(msg('a', 's4'))
+  straight(b, 'a', 's3') // full: the oldest sent (s1) goes
+  straight(b, 'a', 's4')
   t.equal(b.length, 3)
   t.equal(text(b.peek()), 'u2', 'the unsent one stays')
   const n = new StoreBuffer(2, 1000, true)
   n.push(msg('a', 'u1'))
   n.startReplay()
-  n.pushSent(msg('a', 's1'))
-  n.pushSent(msg('a', 's2')) // drop_newest: not kept
+  straight(n, 'a', 's1')
+  straight(n, 'a', 's2') // drop_newest: not kept
   t.equal(n.unkept, 1)
   t.equal(n.dropped, 0)
   t.equal(n.length, 2)
@@ -158,7 +172,7 @@ t.test('lanes: the backlog and newer messages each in order; confirmation out of
   const sent: string[] = []
   b.advance() // b0
   sent.push('b0')
-  b.pushSent(msg('a', 'l0')) // went ahead of the backlog
+  straight(b, 'a', 'l0') // went ahead of the backlog
   b.push(msg('a', 'l1')) // link full: queued in the live lane
   t.equal(b.liveUnsent, 1)
   t.equal(text(b.peekLive()), 'l1')
@@ -202,10 +216,10 @@ t.test('the byte ring keeps every held message intact through wraps, growth and 
       n++
     } else if (op < 6 && b.liveUnsent === 0) {
       if (rnd(2) === 0) {
-        const before = b.unkept
-        b.pushSent(msg('s', body))
-        if (b.unkept === before) made.set(b.last, body)
-        n++
+        const f = lmsg(`s.${n++}`, body)
+        const last = b.last
+        b.pushFrames(enc.encode(f), 1)
+        if (b.last > last) made.set(b.last, f)
       } else {
         // A run of frames as the link keeps them; kept ones come back one frame each.
         const k = 1 + rnd(6)
@@ -220,6 +234,7 @@ t.test('the byte ring keeps every held message intact through wraps, growth and 
     } else if (op < 8) {
       const s = b.peek()
       if (s !== undefined && made.get(s.seq) !== text(s)) bad++
+      if (s?.frames !== undefined && !text(s).startsWith(`LMSG ${s.subject} `)) bad++ // its hub subject
       b.advance()
     } else if (op === 8) b.confirm(b.mark())
     else if (rnd(4) === 0) {
@@ -291,7 +306,7 @@ t.test('a run bigger than the bounds: the newest frames that fit are kept (drop_
   const b = new StoreBuffer(3, 10_000, false)
   b.pushFrames(run(...fs), 5)
   t.equal(b.length, 3)
-  t.equal(b.unkept, 0, 'as one by one: each fitted, the newer displaced the older (not counted, as for pushSent)')
+  t.equal(b.unkept, 0, 'as one by one: each fitted, the newer displaced the older (not counted, as for single messages)')
   b.rewind()
   const out: string[] = []
   for (let s = b.peek(); s !== undefined; b.advance(), s = b.peek()) out.push(text(s))

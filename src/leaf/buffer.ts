@@ -72,16 +72,11 @@ export interface Spool {
    */
   sentAhead?(seq: number): boolean
   /**
-   * In-memory buffer only: keeps `m`, which just went to the hub, as sent and unconfirmed
-   * (the caller sends straight only while nothing newer than the backlog waits: liveUnsent 0).
-   * When the buffer is full it displaces only older sent messages (drop_oldest), else it is
-   * not kept (counted in `unkept`).
-   */
-  pushSent?(m: Msg): void
-  /**
-   * In-memory buffer only: as pushSent, for `count` messages at once as the LMSG/HMSG frames
-   * the link wrote for them (one record per run, copied). What does not fit is not kept: the
-   * newest frames that fit are (drop_oldest), or the oldest (drop_newest).
+   * In-memory buffer only: keeps `count` messages that just went to the hub, as the LMSG/HMSG
+   * frames the link wrote for them (one record, copied), sent and unconfirmed (the caller sends
+   * straight only while nothing newer than the backlog waits: liveUnsent 0). When the buffer is
+   * full they displace only older sent messages (drop_oldest), else what does not fit is not
+   * kept (counted in `unkept`).
    */
   pushFrames?(frames: Uint8Array, count: number): void
   /** In-memory buffer only: unsent messages pushed since the backlog began (the live lane). */
@@ -430,17 +425,6 @@ export class StoreBuffer implements Spool {
     this.bytes += size
     b?.charge(size)
     return true
-  }
-
-  pushSent(m: Msg): void {
-    const size = m.subject.length + m.reply.length + (m.hdr ? m.hdr.length : 0) + m.payload.length
-    const cap = this.sentCap()
-    if (!this.roomForSent(1, size, cap)) {
-      this.unkept++
-      return
-    }
-    this.cur.push(m, size, this.seq++, ++this.sends)
-    this.charge(size)
   }
 
   pushFrames(frames: Uint8Array, count: number): void {
