@@ -182,3 +182,40 @@ t.test('reply subjects and hub queue groups framed as bytes: every combination, 
   await until(() => frames(hub.conns[0]!.text).length > want.length, 5000, 'one more frame')
   t.equal(frames(hub.conns[0]!.text)[want.length], 'LMSG up.q 1\r\ni\r\n')
 })
+
+t.test('a resend passes the filters of the new connection: a reload that denies a subject keeps its frames from going again', async (t) => {
+  const hub = await fakeHub(t, () => {}, { answerPing: false })
+  const b = await startBroker({ leafnodes: { reconnect: 100, reconnect_max: 300, remotes: [{ ...REMOTE_DEFAULTS, urls: [`nats://127.0.0.1:${hub.port}`], buffer_hold: 200 }] } })
+  t.teardown(() => b.stop())
+  const r = b.uplink!.remotes[0]!
+  await until(() => hub.conns.length === 1 && pings(hub.conns[0]!.text) === 1, 5000, 'the handshake PING')
+  const c1 = hub.conns[0]!
+  c1.sock.write('PONG\r\n')
+  await until(() => r.state === 'connected', 5000, 'connected')
+  const nc = await natsClient(t, b.url)
+  for (let i = 0; i < 3; i++) {
+    nc.publish('up.a', `a${i}`)
+    nc.publish('up.b', `b${i}`)
+  }
+  await nc.flush()
+  await until(() => frames(c1.text).length === 6 && pings(c1.text) >= 2, 5000, 'six frames, then a PING')
+  r.reconfigure({ ...r.opts, deny_exports: ['up.b'] })
+  c1.sock.destroy()
+  await until(() => hub.conns.length === 2, 5000, 'redialled')
+  const c2 = hub.conns[1]!
+  await until(() => pings(c2.text) >= 1, 5000, 'the second handshake PING')
+  c2.sock.write('PONG\r\n')
+  await until(() => r.expired === 3 && frames(c2.text).length === 3, 5000, 'the denied three expire after buffer_hold, the others go')
+  t.same(frames(c2.text), frames(c1.text).filter((f) => f.startsWith('LMSG up.a ')), 'only up.a sent again, in order')
+  t.equal(r.status().resent_msgs, 6, 'all six were unconfirmed')
+  // Answer every PING as it comes: everything is confirmed (or expired), nothing held.
+  let answered = 1
+  await until(
+    () => {
+      for (const n = pings(c2.text); answered < n; answered++) c2.sock.write('PONG\r\n')
+      return r.buffer.length === 0
+    },
+    5000,
+    'nothing held',
+  )
+})

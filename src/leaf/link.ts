@@ -682,11 +682,13 @@ export class Link implements Conn {
   }
 
   /**
-   * Sends a frame again as it was written (a kept message after a lost link): when this hub
-   * has interest in its subject. `frame`: one whole LMSG/HMSG; `hubSubject`: its subject.
+   * Sends a frame again as it was written (a kept message after a lost link): when this
+   * connection's filters still let it go up and this hub has interest in its subject.
+   * `frame`: one whole LMSG/HMSG; `hubSubject`: its subject.
    */
   resend(hubSubject: string, frame: Uint8Array): Sent {
     if (this.phase !== 'up') return Sent.NO_INTEREST
+    if (!this.filters.mayResend(hubSubject)) return Sent.FILTERED // a reload or this hub's permissions
     const h = this.hubSubs.match(hubSubject)
     if (h.psubs.length === 0 && h.qsubs.length === 0) return Sent.NO_INTEREST
     const size = frameSize(frame, 0)
