@@ -22,6 +22,20 @@ export function utf8(s: string): Uint8Array {
   return enc.encode(s)
 }
 
+/**
+ * Copies src into b at p and returns the offset after it. Short arrays (a subject, a small
+ * payload) take a byte loop: a native set() call costs more than copying a few bytes.
+ */
+export function put(b: Uint8Array, p: number, src: Uint8Array): number {
+  const n = src.length
+  if (n < 32) {
+    for (let i = 0; i < n; i++) b[p + i] = src[i]!
+  } else {
+    b.set(src, p)
+  }
+  return p + n
+}
+
 /** Decodes buf[start, end) as UTF-8; ASCII takes a char loop (cheaper than a decoder call). */
 export function text(buf: Uint8Array, start = 0, end = buf.length): string {
   const n = end - start

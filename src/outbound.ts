@@ -45,6 +45,8 @@ export class Outbound {
   private segCap = 0
   /** Bytes charged to the budget: our buffers' capacity plus what a blocked socket holds of ours. */
   charged = 0
+  /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
+  beforeFlush: (() => void) | null = null
 
   constructor(
     readonly wire: Wire,
@@ -121,6 +123,7 @@ export class Outbound {
   /** Hands the batch to the wire unless the wire is still draining the previous one. */
   flush(now: number): void {
     this.scheduled = false
+    if (this.beforeFlush !== null) this.beforeFlush()
     if (this.blockedSince !== 0) return
     const segs = this.segs
     let took = true

@@ -1,7 +1,9 @@
 // The store-and-forward buffer on its own: order, both bounds, both drop policies, counts.
 
 import t from 'tap'
+import { Budget } from '../src/budget.ts'
 import { StoreBuffer } from '../src/leaf/buffer.ts'
+import { frameEnd, frameEnds, frameSize, frameSubject } from '../src/leaf/frames.ts'
 import { newMsg, type Msg } from '../src/msg.ts'
 
 const enc = new TextEncoder()
@@ -58,7 +60,7 @@ t.test('long runs stay compact (memory follows the length)', async (t) => {
   }
   t.equal(b.length, 30)
   const lane = (b as unknown as { cur: { meta: Float64Array; data: Uint8Array } }).cur
-  t.ok(lane.meta.length / 6 <= 8192 && lane.data.length < 64 * 1024, 'storage follows the most held at once, not the total')
+  t.ok(lane.meta.length / 7 <= 8192 && lane.data.length < 64 * 1024, 'storage follows the most held at once, not the total')
 })
 
 t.test('at least once: sent messages stay until confirmed; a lost link sends them again', async (t) => {
@@ -100,46 +102,63 @@ t.test('drop_oldest may drop an unconfirmed message; the cursor stays valid', as
 })
 
 const text = (s: { payload: Uint8Array } | undefined): string => (s ? new TextDecoder().decode(s.payload) : '')
+/** An LMSG frame as the link writes it. */
+const lmsg = (subject: string, payload: string, reply = ''): string => `LMSG ${subject}${reply ? ' ' + reply : ''} ${enc.encode(payload).length}\r\n${payload}\r\n`
+const run = (...fs: string[]): Uint8Array => enc.encode(fs.join(''))
+/** One message sent straight to the hub, as the link hands it over: its frame. */
+const straight = (b: StoreBuffer, subject: string, payload: string): void => b.pushFrames(run(lmsg(subject, payload)), 1)
+/** A held message's payload (a kept frame's, for a frame). */
+const body = (s: { payload: Uint8Array; frames?: number } | undefined): string => {
+  const x = text(s)
+  return s?.frames === undefined ? x : x.slice(x.indexOf('\r\n') + 2, -2)
+}
 
-t.test('pushSent: kept unconfirmed until the PONG; a lost link sends it again', async (t) => {
+t.test('sent messages: kept unconfirmed until the PONG; a lost link sends them again', async (t) => {
   const b = new StoreBuffer(10, 1000, false)
-  const m = msg('a', '1')
-  b.pushSent(m)
-  m.payload[0] = 0x39 // the router reuses its buffer: the copy stays '1'
-  b.pushSent(msg('a', '2'))
+  straight(b, 'a', '1')
+  straight(b, 'a', '2')
   t.equal(b.length, 2)
   t.equal(b.unsent, 0)
   const mark = b.mark()
-  b.pushSent(msg('a', '3'))
+  straight(b, 'a', '3')
   b.confirm(mark)
   t.equal(b.length, 1, 'the two before the PING are confirmed')
   t.equal(b.rewind(), 1)
   t.equal(b.resent, 1)
-  t.equal(text(b.peek()), '3', 'the unconfirmed one goes again')
+  t.equal(body(b.peek()), '3', 'the unconfirmed one goes again')
+  t.equal(b.peek()!.subject, 'a', 'with its hub subject')
+  b.rewind()
+  t.equal(b.resent, 1, 'nothing sent since: nothing more to resend')
+  const c = new StoreBuffer(10, 1000, false)
+  const f = run(lmsg('a', '1'))
+  c.pushFrames(f, 1)
+  f[f.length - 3] = 0x39 // the link reuses its buffer: the copy stays '1'
+  c.rewind()
+  t.equal(body(c.peek()), '1', 'a copy, not a view of the link\'s buffer')
 })
 
-t.test('pushSent never displaces an unsent message; drop_oldest evicts older sent ones', async (t) => {
+t.test('a sent message never displaces an unsent one; drop_oldest evicts older sent ones', async (t) => {
   const b = new StoreBuffer(3, 1000, false)
   b.push(msg('a', 'u1'))
   b.push(msg('a', 'u2'))
   b.startReplay() // the link is up: u1, u2 are the backlog; new messages go ahead of it
-  b.pushSent(msg('a', 's1')) // fits
+  straight(b, 'a', 's1') // fits
   t.equal(b.length, 3)
   b.advance() // u1 sent
-  b.pushSent(msg('a', 's2')) // full: evicts u1 (sent), never u2
+  straight(b, 'a', 's2') // full: evicts u1 (sent), never u2
   t.equal(b.dropped, 0)
   t.equal(b.unkept, 0)
   t.equal(b.unsent, 1)
   t.equal(text(b.peek()), 'u2')
-  b.pushSent(msg('a', 's3')) // full: the oldest sent (s1) goes
-  b.pushSent(msg('a', 's4'))
+  straight(b, 'a', 's3') // full: the oldest sent (s1) goes
+  straight(b, 'a', 's4')
   t.equal(b.length, 3)
   t.equal(text(b.peek()), 'u2', 'the unsent one stays')
   const n = new StoreBuffer(2, 1000, true)
   n.push(msg('a', 'u1'))
   n.startReplay()
-  n.pushSent(msg('a', 's1'))
-  n.pushSent(msg('a', 's2')) // drop_newest: not kept
+  straight(n, 'a', 's1')
+  straight(n, 'a', 's2') // drop_newest: not kept
   t.equal(n.unkept, 1)
   t.equal(n.dropped, 0)
   t.equal(n.length, 2)
@@ -153,7 +172,7 @@ t.test('lanes: the backlog and newer messages each in order; confirmation out of
   const sent: string[] = []
   b.advance() // b0
   sent.push('b0')
-  b.pushSent(msg('a', 'l0')) // went ahead of the backlog
+  straight(b, 'a', 'l0') // went ahead of the backlog
   b.push(msg('a', 'l1')) // link full: queued in the live lane
   t.equal(b.liveUnsent, 1)
   t.equal(text(b.peekLive()), 'l1')
@@ -196,13 +215,26 @@ t.test('the byte ring keeps every held message intact through wraps, growth and 
       if (b.push(msg('s', body))) made.set(b.last, body)
       n++
     } else if (op < 6 && b.liveUnsent === 0) {
-      const before = b.unkept
-      b.pushSent(msg('s', body))
-      if (b.unkept === before) made.set(b.last, body)
-      n++
+      if (rnd(2) === 0) {
+        const f = lmsg(`s.${n++}`, body)
+        const last = b.last
+        b.pushFrames(enc.encode(f), 1)
+        if (b.last > last) made.set(b.last, f)
+      } else {
+        // A run of frames as the link keeps them; kept ones come back one frame each.
+        const k = 1 + rnd(6)
+        const fs: string[] = []
+        for (let j = 0; j < k; j++) fs.push(lmsg(`s.${n++}`, body))
+        const last = b.last
+        b.pushFrames(enc.encode(fs.join('')), k)
+        const kept = b.last - last
+        // The newest frames that fit are kept (drop_oldest).
+        for (let j = 0; j < kept; j++) made.set(last + 1 + j, fs[k - kept + j]!)
+      }
     } else if (op < 8) {
       const s = b.peek()
       if (s !== undefined && made.get(s.seq) !== text(s)) bad++
+      if (s?.frames !== undefined && !text(s).startsWith(`LMSG ${s.subject} `)) bad++ // its hub subject
       b.advance()
     } else if (op === 8) b.confirm(b.mark())
     else if (rnd(4) === 0) {
@@ -218,4 +250,144 @@ t.test('the byte ring keeps every held message intact through wraps, growth and 
   }
   t.equal(bad, 0, 'no held message came back damaged')
   t.ok(b.bytes <= 20_000 && b.length <= 300, 'within the bounds')
+})
+
+t.test('frames: sizes, ends and subjects of the frames the link writes', async (t) => {
+  const b = run(lmsg('a.b', 'hello'), 'HMSG c 12 14\r\nNATS/1.0\r\n\r\nhi\r\n', lmsg('q', 'x', 'r.1'), 'LMSG d + r.2 g1 g2 3\r\nabc\r\n', 'LMSG e | g1 0\r\n\r\n')
+  t.equal(frameSize(b, 0), 5)
+  const ends = frameEnds(b)
+  t.equal(ends.length, 5)
+  t.equal(ends[4], b.length, 'every byte is in a frame')
+  t.equal(frameSize(b, ends[0]!), 14, 'HMSG: headers and payload')
+  t.same(
+    [0, ...ends.slice(0, 4)].map((p) => frameSubject(b, p)),
+    ['a.b', 'c', 'q', 'd', 'e'],
+  )
+  t.equal(frameEnd(b.subarray(0, b.length - 1), ends[3]!), -1, 'a frame cut short has no end')
+  t.same(frameEnds(b.subarray(0, ends[1]! + 4)), ends.slice(0, 2), 'a malformed tail is left out')
+})
+
+t.test('runs of frames: one record each; partial confirmation; a lost link resends each frame as written', async (t) => {
+  const b = new StoreBuffer(100, 10_000, false)
+  b.pushFrames(run(lmsg('a', '1'), lmsg('a', '2'), lmsg('a', '3')), 3)
+  const m1 = b.mark()
+  b.pushFrames(run(lmsg('b', '4'), lmsg('b', '5', 'reply.x')), 2)
+  const m2 = b.mark()
+  b.pushFrames(run(lmsg('c', '6')), 1)
+  t.equal(b.length, 6, 'six messages held')
+  t.equal(b.unsent, 0, 'all sent')
+  t.equal(b.last, 5, 'seq counts messages, not runs')
+  b.confirm(m1)
+  t.equal(b.length, 3, 'the first run confirmed, not the others')
+  t.ok(m2 > m1)
+  t.equal(b.rewind(), 3, 'three messages unconfirmed')
+  t.equal(b.resent, 3)
+  t.equal(b.unsent, 3, 'each frame unsent again')
+  b.startReplay()
+  const out: string[] = []
+  const seqs: number[] = []
+  for (let s = b.peek(); s !== undefined; s = b.peek()) {
+    t.equal(s.frames, 1, 'one frame per record')
+    out.push(`${s.subject}|${text(s)}`)
+    seqs.push(s.seq)
+    b.advance()
+  }
+  t.same(out, ['b|' + lmsg('b', '4'), 'b|' + lmsg('b', '5', 'reply.x'), 'c|' + lmsg('c', '6')], 'in order, byte for byte, with their hub subjects')
+  t.same(seqs, [3, 4, 5])
+  const bytes = b.bytes
+  t.equal(bytes, enc.encode(lmsg('b', '4') + lmsg('b', '5', 'reply.x') + lmsg('c', '6')).length, 'held bytes are the frames')
+  b.confirm(b.mark())
+  t.equal(b.length, 0)
+  t.equal(b.bytes, 0)
+})
+
+t.test('a run bigger than the bounds: the newest frames that fit are kept (drop_oldest), the oldest (drop_newest)', async (t) => {
+  const fs = ['1', '2', '3', '4', '5'].map((p) => lmsg('a', p))
+  const b = new StoreBuffer(3, 10_000, false)
+  b.pushFrames(run(...fs), 5)
+  t.equal(b.length, 3)
+  t.equal(b.unkept, 0, 'as one by one: each fitted, the newer displaced the older (not counted, as for single messages)')
+  b.rewind()
+  const out: string[] = []
+  for (let s = b.peek(); s !== undefined; b.advance(), s = b.peek()) out.push(text(s))
+  t.same(out, fs.slice(2), 'the newest three')
+  const n = new StoreBuffer(3, 10_000, true)
+  n.pushFrames(run(...fs), 5)
+  t.equal(n.unkept, 2)
+  n.rewind()
+  const first: string[] = []
+  for (let s = n.peek(); s !== undefined; n.advance(), s = n.peek()) first.push(text(s))
+  t.same(first, fs.slice(0, 3), 'drop_newest: the oldest three')
+  // The byte bound too: two frames' worth.
+  const y = new StoreBuffer(100, fs[0]!.length * 2, false)
+  y.pushFrames(run(...fs), 5)
+  t.equal(y.length, 2)
+  t.equal(y.unkept, 0)
+  t.equal(text(y.shift()), fs[3]! + fs[4]!, 'one record: the newest two frames')
+  t.ok(y.bytes <= fs[0]!.length * 2)
+  // Bigger than the whole bound and nothing fits: none kept, all counted.
+  const z = new StoreBuffer(100, 4, false)
+  z.pushFrames(run(...fs), 5)
+  t.equal(z.length, 0)
+  t.equal(z.unkept, 5)
+  t.equal(z.bytes, 0)
+})
+
+t.test('a run never displaces an unsent message; it displaces older sent runs (drop_oldest)', async (t) => {
+  const b = new StoreBuffer(5, 10_000, false)
+  b.push(msg('a', 'u1'))
+  b.push(msg('a', 'u2'))
+  b.startReplay()
+  b.pushFrames(run(lmsg('a', 's1'), lmsg('a', 's2')), 2)
+  t.equal(b.length, 4)
+  b.pushFrames(run(lmsg('a', 's3'), lmsg('a', 's4')), 2) // full: s1, s2 go as one record
+  t.equal(b.length, 4)
+  t.equal(b.unkept, 0)
+  t.equal(b.unsent, 2, 'u1 and u2 stay')
+  b.pushFrames(run(lmsg('a', 's5'), lmsg('a', 's6'), lmsg('a', 's7'), lmsg('a', 's8')), 4)
+  t.equal(b.unsent, 2, 'still: only three sent fit, the newest of the run')
+  t.equal(b.unkept, 0)
+  t.equal(b.length, 5)
+  // With no room left beside the unsent ones, a run is not kept at all: counted.
+  const full = new StoreBuffer(2, 10_000, false)
+  full.push(msg('a', 'u1'))
+  full.push(msg('a', 'u2'))
+  full.startReplay()
+  full.pushFrames(run(lmsg('a', 's1'), lmsg('a', 's2')), 2)
+  t.equal(full.unkept, 2)
+  t.equal(full.length, 2)
+  t.equal(full.unsent, 2)
+  // An unsent message displaces a whole sent run; every message in it counts as dropped.
+  b.confirm(-1)
+  b.push(msg('a', 'u3'))
+  t.equal(b.dropped, 1, 'u1, the oldest, goes first')
+  b.push(msg('a', 'u4'))
+  t.equal(b.dropped, 2)
+  b.push(msg('a', 'u5')) // the oldest now is the run s6–s8: three messages go
+  t.equal(b.dropped, 5)
+  t.equal(b.length, 3, 'u3, u4, u5')
+})
+
+t.test('runs under memory pressure: over max_memory they only replace older sent ones', async (t) => {
+  const budget = new Budget(1000, { now: () => 0, defer: () => {}, log: { warn: () => {}, info: () => {} }, candidates: () => [] })
+  const b = new StoreBuffer(1000, 100_000, false, budget)
+  const f = lmsg('a', 'x'.repeat(50))
+  b.pushFrames(run(f, f), 2)
+  t.equal(budget.held, f.length * 2, 'charged to the budget')
+  budget.charge(800) // someone else fills it: over 3/4
+  t.ok(budget.full)
+  b.pushFrames(run(f), 1)
+  t.equal(b.length, 1, 'does not grow: the older run (one record, both its messages) made room')
+  t.equal(b.unkept, 0)
+  t.equal(b.bytes, f.length)
+  b.pushFrames(run(f, f, f), 3)
+  t.equal(b.length, 1, 'still one frame\'s bytes: the newest of the run')
+  t.equal(b.unkept, 0)
+  t.equal(budget.held, 800 + f.length)
+  b.push(msg('a', 'u')) // unsent under pressure: drops the oldest (sent) to stay within its bytes
+  t.ok(b.bytes <= f.length)
+  t.equal(b.unsent, 1)
+  b.confirm(b.mark())
+  budget.charge(-800)
+  t.equal(budget.held, b.bytes, 'everything released that was let go')
 })

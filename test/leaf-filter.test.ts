@@ -42,6 +42,10 @@ t.test('prefix map: up adds the prefix, down strips it, interest is mapped', asy
   t.same(f.interestUp('*.x').sort(), ['*.x', 'site.gw42.telemetry.x'].sort())
   t.same(f.interestUp('cmd.>'), ['cmd.>'])
   t.equal(f.replyUp('_INBOX.abc'), '_INBOX.abc')
+  t.ok(f.mayResend('site.gw42.telemetry.t1.temp'), 'a resent frame: its local name maps back to it')
+  t.ok(f.mayResend('cmd.x'))
+  t.notOk(f.mayResend('telemetry.t1.temp'), 'the unmapped spelling of a mapped subject never went up')
+  t.notOk(f.mayResend('$SPRIG.leafz'), 'service subjects stay local')
 })
 
 t.test('allow/deny: exports by local subject, imports narrow the interest sent up', async (t) => {
@@ -56,6 +60,8 @@ t.test('allow/deny: exports by local subject, imports narrow the interest sent u
   t.same(f.interestUp('>'), ['cmd.>'], 'a local `>` asks the hub for the allowed part only')
   t.same(f.interestUp('cmd.admin.>'), [], 'entirely denied: nothing sent')
   t.same(f.interestUp('logs.>'), [])
+  t.ok(f.mayResend('telemetry.a'))
+  t.notOk(f.mayResend('telemetry.secret.key'), 'a resend passes the export filters again (a reload may have changed them)')
 })
 
 t.test('hub permissions (INFO import/export) are honoured', async (t) => {
@@ -63,6 +69,7 @@ t.test('hub permissions (INFO import/export) are honoured', async (t) => {
   t.equal(f.up('up.x'), 'up.x')
   t.equal(f.up('up.private'), null)
   t.equal(f.up('other'), null, 'the hub would refuse this publish')
+  t.notOk(f.mayResend('up.private'), 'nor a resend to a hub that denies it')
   t.same(f.interestUp('>'), ['down.>'], 'LS+ only where the hub allows us to subscribe')
   t.same(f.interestUp('x.>'), [])
 })

@@ -4,7 +4,7 @@
 // errors close the connection (see ERR and `fail`).
 
 import type { Conn, Wire } from '../../src/host.ts'
-import { utf8, writeUint, uintLength } from '../../src/bytes.ts'
+import { put, utf8, writeUint, uintLength } from '../../src/bytes.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
 import type { Credentials, Identity } from '../../src/auth.ts'
 import { Client, type DenyChecked } from '../../src/lifecycle.ts'
@@ -506,16 +506,6 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     this.wire.end()
     this.srv.log.debug(() => `${this.label()} client closed: ${reason}`)
   }
-}
-
-function put(b: Uint8Array, p: number, src: Uint8Array): number {
-  const n = src.length
-  if (n < 32) {
-    for (let i = 0; i < n; i++) b[p + i] = src[i]!
-  } else {
-    b.set(src, p)
-  }
-  return p + n
 }
 
 /**

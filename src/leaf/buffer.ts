@@ -7,8 +7,10 @@
 // At least once: a message sent to the hub stays here, unconfirmed, until the hub confirms it
 // (the PONG to a PING sent after it, src/leaf/link.ts confirm()). A lost link rewinds: the
 // unconfirmed messages are sent again. That includes messages that went straight to a live
-// link (pushSent): kept as long as they fit, but never at the cost of an unsent one. The
-// on-disk spool (src/store/spool.ts) offers the same Spool interface.
+// link: kept as long as they fit, but never at the cost of an unsent one, as the frames the
+// link wrote for them, one record per run of frames (pushFrames), split into single frames
+// when a lost link makes them unsent again. The on-disk spool (src/store/spool.ts) offers the
+// same Spool interface.
 //
 // Two lanes, so new messages can go ahead of a backlog and each stays in order: `old` is the
 // backlog (what was held when the link came up), `cur` everything pushed since. Every message
@@ -17,6 +19,7 @@
 import type { Budget } from '../budget.ts'
 import { EMPTY } from '../bytes.ts'
 import type { Msg } from '../msg.ts'
+import { frameEnds, frameSubject } from './frames.ts'
 
 export interface Stored {
   /** Local names; mapped to the hub's when sent, against the interest known then. */
@@ -25,8 +28,13 @@ export interface Stored {
   hdr: Uint8Array | null
   payload: Uint8Array
   size: number
-  /** Position in the spool: increases by one per message kept. */
+  /** Position in the spool: increases by one per message kept (a run: its first frame's). */
   seq: number
+  /**
+   * In-memory buffer only: set when `payload` is LMSG/HMSG frames as written to the hub (and
+   * `subject`, for a single frame, the hub's name for it): how many. Sent again as they are.
+   */
+  frames?: number
 }
 
 /** A remote's buffer: held messages, the next one to send, and those sent but unconfirmed. */
@@ -64,12 +72,13 @@ export interface Spool {
    */
   sentAhead?(seq: number): boolean
   /**
-   * In-memory buffer only: keeps `m`, which just went to the hub, as sent and unconfirmed
-   * (the caller sends straight only while nothing newer than the backlog waits: liveUnsent 0).
-   * When the buffer is full it displaces only older sent messages (drop_oldest), else it is
-   * not kept (counted in `unkept`).
+   * In-memory buffer only: keeps `count` messages that just went to the hub, as the LMSG/HMSG
+   * frames the link wrote for them (one record, copied), sent and unconfirmed (the caller sends
+   * straight only while nothing newer than the backlog waits: liveUnsent 0). When the buffer is
+   * full they displace only older sent messages (drop_oldest), else what does not fit is not
+   * kept (counted in `unkept`).
    */
-  pushSent?(m: Msg): void
+  pushFrames?(frames: Uint8Array, count: number): void
   /** In-memory buffer only: unsent messages pushed since the backlog began (the live lane). */
   readonly liveUnsent?: number
   /** In-memory buffer only: the live lane's next message, and its send. */
@@ -86,20 +95,29 @@ export interface Spool {
   loadInterest?(): string[] | null
 }
 
-/** Per record in a Lane: byte offset, header length (-1: none), payload length, seq, send, size. */
-const META = 6
+/** Per record in a Lane: byte offset, header length (-1: none, FRAMES: frames), payload length, seq, send, size, messages. */
+const META = 7
+/** The header-length mark of a record holding frames as written to the hub (payload: the frames). */
+const FRAMES = -2
 /** trim() leaves an empty lane this much byte storage (the hot path reuses it, never regrows it). */
 const KEEP_BYTES = 1024 * 1024
 
 /**
  * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
  * arrays plus one byte ring for headers and payloads: keeping a message costs one copy of its
- * bytes and no allocation (the uplink's hot path keeps every message it sends).
+ * bytes and no allocation. A record is one message, or (sent ones only) a run of messages as
+ * the LMSG/HMSG frames the link wrote for them: what went straight to the hub is kept as one
+ * record per run (src/leaf/link.ts keepLast), not one per message. A lost link splits runs back
+ * into one frame per record (split()), so unsent records are always single messages.
  */
 class Lane {
   head = 0
   next = 0
   tail = 0
+  /** Messages held ([head, tail), a run counting each of its frames). */
+  msgs = 0
+  /** Records in [head, tail) of frames not split yet (a run, or one frame without its subject). */
+  runs = 0
   private mask = -1
   private subj: string[] = []
   private reply: string[] = []
@@ -113,7 +131,7 @@ class Lane {
   private lastSubj = ''
 
   get length(): number {
-    return this.tail - this.head
+    return this.msgs
   }
 
   get unsent(): number {
@@ -122,28 +140,43 @@ class Lane {
 
   /** Appends a copy of `m`; `send` > 0: it went out already (with that send). */
   push(m: Msg, size: number, seq: number, send: number): void {
-    const hl = m.hdr === null ? 0 : m.hdr.length
-    const n = hl + m.payload.length
+    this.add(m.subject, m.reply, m.hdr, m.payload, m.hdr === null ? -1 : m.hdr.length, size, seq, send, 1)
+  }
+
+  /**
+   * Appends a copy of `frames` (`count` whole LMSG/HMSG frames, seqs from `seq` on); `subject`:
+   * the hub subject of a single frame, '' for a run (read from the frames when split).
+   */
+  pushFrames(frames: Uint8Array, count: number, size: number, seq: number, send: number, subject: string): void {
+    this.add(subject, '', null, frames, FRAMES, size, seq, send, count)
+  }
+
+  private add(subject: string, reply: string, hdr: Uint8Array | null, payload: Uint8Array, hl: number, size: number, seq: number, send: number, count: number): void {
+    const h = hl < 0 ? 0 : hl
+    const n = h + payload.length
     this.used = true
     if (this.tail - this.head > this.mask) this.growRecords()
     const o = this.reserve(n)
-    if (m.hdr !== null) this.data.set(m.hdr, o)
-    this.data.set(m.payload, o + hl)
+    if (hdr !== null) this.data.set(hdr, o)
+    this.data.set(payload, o + h)
     const r = this.tail & this.mask
     // The same subject as the last one (the usual case) keeps that older string: storing each
     // message's fresh copy into this long-lived array would cost the GC per message.
-    if (m.subject !== this.lastSubj) this.lastSubj = m.subject
+    if (subject !== this.lastSubj) this.lastSubj = subject
     this.subj[r] = this.lastSubj
-    this.reply[r] = m.reply === '' ? '' : m.reply
+    this.reply[r] = reply === '' ? '' : reply
     const i = r * META
     const meta = this.meta
     meta[i] = o
-    meta[i + 1] = m.hdr === null ? -1 : hl
-    meta[i + 2] = m.payload.length
+    meta[i + 1] = hl
+    meta[i + 2] = payload.length
     meta[i + 3] = seq
     meta[i + 4] = send
     meta[i + 5] = size
+    meta[i + 6] = count
     this.tail++
+    this.msgs += count
+    if (hl === FRAMES && subject === '') this.runs++
     if (send > 0) this.next = this.tail
   }
 
@@ -156,7 +189,7 @@ class Lane {
     const o = meta[i]!
     const hl = meta[i + 1]!
     const h = hl < 0 ? 0 : hl
-    return {
+    const s: Stored = {
       subject: this.subj[r]!,
       reply: this.reply[r]!,
       hdr: hl < 0 ? null : this.data.subarray(o, o + h),
@@ -164,6 +197,8 @@ class Lane {
       size: meta[i + 5]!,
       seq: meta[i + 3]!,
     }
+    if (hl === FRAMES) s.frames = meta[i + 6]!
+    return s
   }
 
   /** Marks the next unsent message sent with `send`. */
@@ -178,8 +213,14 @@ class Lane {
     return this.meta[(n & this.mask) * META + 4]!
   }
 
-  sizeOf(n: number): number {
-    return this.meta[(n & this.mask) * META + 5]!
+  /** Messages in record `n`. */
+  countOf(n: number): number {
+    return this.meta[(n & this.mask) * META + 6]!
+  }
+
+  /** Messages sent and unconfirmed. */
+  get sentMsgs(): number {
+    return this.msgs - (this.tail - this.next)
   }
 
   /** Forgets the oldest record (sent or not); returns its size. */
@@ -187,6 +228,8 @@ class Lane {
     if (this.head >= this.tail) return 0
     const r = this.head & this.mask
     const size = this.meta[r * META + 5]!
+    this.msgs -= this.meta[r * META + 6]!
+    if (this.meta[r * META + 1] === FRAMES && this.subj[r] === '') this.runs--
     this.subj[r] = ''
     this.reply[r] = ''
     this.head++
@@ -210,14 +253,41 @@ class Lane {
     }
   }
 
-  /** Appends every record of `from` as unsent, and empties it. */
+  /** Appends every record of `from` as unsent, runs split into single frames, and empties it. */
   takeAll(from: Lane): void {
-    for (let n = from.head; n < from.tail; n++) {
-      const s = from.at(n)!
+    for (let n = from.head; n < from.tail; n++) this.copyUnsent(from.at(n)!)
+    while (from.head < from.tail) from.drop()
+  }
+
+  /** Appends a copy of `s` as unsent: a message, a frame, or a run as one record per frame. */
+  private copyUnsent(s: Stored): void {
+    if (s.frames === undefined) {
       const m = { subject: s.subject, subjectBytes: EMPTY, reply: s.reply, replyBytes: EMPTY, hdr: s.hdr, payload: s.payload, seq: 0 }
       this.push(m, s.size, s.seq, 0)
+      return
     }
-    while (from.length > 0) from.drop()
+    if (s.frames === 1 && s.subject !== '') {
+      this.pushFrames(s.payload, 1, s.size, s.seq, 0, s.subject)
+      return
+    }
+    const b = s.payload
+    let p = 0
+    let seq = s.seq
+    for (const e of frameEnds(b)) {
+      this.pushFrames(b.subarray(p, e), 1, e - p, seq++, 0, frameSubject(b, p))
+      p = e
+    }
+  }
+
+  /** A lost link: everything sent becomes unsent again, runs split into single frames. */
+  split(): Lane {
+    if (this.runs === 0) {
+      this.next = this.head
+      return this
+    }
+    const l = new Lane()
+    l.takeAll(this)
+    return l
   }
 
   /** Room for n contiguous bytes in the ring; returns where. */
@@ -336,8 +406,7 @@ export class StoreBuffer implements Spool {
         this.dropped++
         return false
       }
-      this.dropOldest()
-      this.dropped++
+      this.dropped += this.dropOldest()
     }
     const b = this.budget
     if (b !== null && b.full) {
@@ -348,8 +417,7 @@ export class StoreBuffer implements Spool {
         return false
       }
       while (this.bytes + size > room) {
-        this.dropOldest()
-        this.dropped++
+        this.dropped += this.dropOldest()
         b.dropped('the uplink buffer')
       }
     }
@@ -359,23 +427,59 @@ export class StoreBuffer implements Spool {
     return true
   }
 
-  pushSent(m: Msg): void {
-    const size = m.subject.length + m.reply.length + (m.hdr ? m.hdr.length : 0) + m.payload.length
-    const b = this.budget
-    // Over max_memory the buffer does not grow; a sent message never displaces an unsent one.
-    const cap = b !== null && b.full ? Math.min(this.bytes, this.maxBytes) : this.maxBytes
-    while (this.length >= this.maxMsgs || this.bytes + size > cap) {
-      if (this.dropNewest || size > cap || !this.dropSent()) {
-        this.unkept++
-        return
+  pushFrames(frames: Uint8Array, count: number): void {
+    const cap = this.sentCap()
+    if (!this.roomForSent(count, frames.length, cap)) {
+      // Not all of it fits. As if pushed one by one: under drop_oldest each newer frame
+      // displaces older sent ones, so the newest that fit stay, and only a frame that would not
+      // fit even alone counts as unkept; under drop_newest the oldest that fit stay, the rest
+      // unkept.
+      const ends = frameEnds(frames)
+      const msgRoom = this.maxMsgs - this.length
+      const byteRoom = cap - this.bytes
+      let from = 0
+      let to = ends.length
+      if (this.dropNewest) {
+        while (to > 0 && (to > msgRoom || ends[to - 1]! > byteRoom)) to--
+        this.unkept += count - to
+      } else {
+        const last = ends.length > 0 ? ends[ends.length - 1]! : 0
+        while (from < to && (to - from > msgRoom || last - (from === 0 ? 0 : ends[from - 1]!) > byteRoom)) from++
+        for (let j = 0; j < ends.length; j++) if (msgRoom < 1 || ends[j]! - (j === 0 ? 0 : ends[j - 1]!) > byteRoom) this.unkept++
       }
+      if (to === from) return
+      const start = from === 0 ? 0 : ends[from - 1]!
+      frames = frames.subarray(start, ends[to - 1]!)
+      count = to - from
     }
-    this.cur.push(m, size, this.seq++, ++this.sends)
-    this.bytes += size
-    b?.charge(size)
+    this.cur.pushFrames(frames, count, frames.length, this.seq, ++this.sends, '')
+    this.seq += count
+    this.charge(frames.length)
   }
 
-  /** Removes the oldest sent-but-unconfirmed message; false when there is none. */
+  /** The bytes sent messages may fill: over max_memory the buffer does not grow. */
+  private sentCap(): number {
+    const b = this.budget
+    return b !== null && b.full ? Math.min(this.bytes, this.maxBytes) : this.maxBytes
+  }
+
+  /**
+   * Makes room for `count` sent messages of `size` bytes within `cap`, displacing only older
+   * sent ones (drop_oldest): a sent message never displaces an unsent one. False: no room.
+   */
+  private roomForSent(count: number, size: number, cap: number): boolean {
+    while (this.length + count > this.maxMsgs || this.bytes + size > cap) {
+      if (this.dropNewest || !this.dropSent()) return false
+    }
+    return true
+  }
+
+  private charge(size: number): void {
+    this.bytes += size
+    this.budget?.charge(size)
+  }
+
+  /** Removes the oldest sent-but-unconfirmed record; false when there is none. */
   private dropSent(): boolean {
     const l = this.old.head < this.old.next ? this.old : this.cur.head < this.cur.next ? this.cur : null
     if (l === null) return false
@@ -383,8 +487,12 @@ export class StoreBuffer implements Spool {
     return true
   }
 
-  private dropOldest(): void {
-    this.release((this.old.length > 0 ? this.old : this.cur).drop())
+  /** Removes the oldest record (sent or not); returns how many messages went with it. */
+  private dropOldest(): number {
+    const l = this.old.length > 0 ? this.old : this.cur
+    const n = l.countOf(l.head)
+    this.release(l.drop())
+    return n
   }
 
   startReplay(): void {
@@ -425,9 +533,9 @@ export class StoreBuffer implements Spool {
   }
 
   rewind(): number {
-    const n = this.old.next - this.old.head + this.cur.next - this.cur.head
-    this.old.next = this.old.head
-    this.cur.next = this.cur.head
+    const n = this.old.sentMsgs + this.cur.sentMsgs
+    this.old = this.old.split()
+    this.cur = this.cur.split()
     this.resent += n
     return n
   }

@@ -102,6 +102,11 @@ export interface Filters {
   mayImport(local: string): boolean
   /** May messages on the local subject `local` go to the hub (export filters)? */
   mayExport(local: string): boolean
+  /**
+   * May a message already sent up as `hub` be sent again as it is (a kept frame after a lost
+   * link): its local name still maps to `hub` and passes the filters of this connection.
+   */
+  mayResend(hub: string): boolean
 }
 
 const CACHE_MAX = 1024
@@ -193,5 +198,15 @@ export function compileFilters(r: RemoteOptions, hubImport?: HubPerm, hubExport?
     interestUp,
     mayImport,
     mayExport: (l) => up(l) !== null,
+    mayResend: (h) => {
+      let l = h
+      for (const m of maps) {
+        if (h.startsWith(m.hub)) {
+          l = m.local + h.slice(m.hub.length)
+          break
+        }
+      }
+      return up(l) === h
+    },
   }
 }

@@ -3,7 +3,7 @@
 // PING/PONG. Lifecycle (which URL, when to redial, the buffer) belongs to the Remote.
 // Protocol notes: docs/leafnode-protocol.md.
 
-import { EMPTY, uintLength, utf8, writeUint } from '../bytes.ts'
+import { EMPTY, put, uintLength, utf8, writeUint } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { newMsg } from '../msg.ts'
@@ -14,6 +14,7 @@ import type { Server } from '../server.ts'
 import { Sublist, type Match, type SubLike } from '../sublist.ts'
 import { leafAuthFields } from './creds.ts'
 import { compileFilters, type Filters, type HubPerm } from './filter.ts'
+import { frameSize } from './frames.ts'
 import { LeafParser } from './parser.ts'
 import { NATS_VERSION } from '../server.ts'
 
@@ -81,6 +82,8 @@ export interface LinkOwner {
   onClosed(l: Link, reason: string): void
   /** The hub processed everything sent before confirm(mark): PONG to that PING. */
   onConfirmed(mark: number): void
+  /** `count` kept messages (keepLast) went into the outbound queue as these frames (a view: copy it). */
+  onKept(l: Link, frames: Uint8Array, count: number): void
   /** A message over the hub's max_payload was not sent. */
   onOversize(): void
 }
@@ -101,6 +104,8 @@ export const HIGH_WATER = 1 / 2
 export const LOW_WATER = 1 / 4
 /** Most confirmation PINGs unanswered at once (each covers every message sent before it). */
 const MAX_CONFIRMS = 64
+/** Longest run of kept frames handed over as one (the buffer's records stay small against its bounds). */
+const KEEP_RUN = 64 * 1024
 
 /** An interest key: "subject", or "subject queue" for a queue group. */
 export function keyOf(subject: string, queue: string | null): string {
@@ -153,6 +158,20 @@ export class Link implements Conn {
   /** The last mapped hub subject sent and its bytes (a gateway forwards the same few subjects). */
   private hubSubj = ''
   private hubSubjBytes: Uint8Array = EMPTY
+  /** queuesFor's last answer and the matches it was for. */
+  private lastHubMatch: Match<HubSub> | null = null
+  private lastLocalMatch: Match<Sub> | null = null
+  private lastQueues: readonly string[] | null = null
+  /** The last hub queue list framed and its bytes. */
+  private queueList: readonly string[] = NO_QUEUES
+  private queueListBytes: Uint8Array = EMPTY
+  /** Where in out.buf the last frame send() wrote starts (-1: none) and ends. */
+  private frameAt = -1
+  private frameTo = 0
+  /** The run of kept frames in out.buf not yet handed to the owner (sealKept), and its messages. */
+  private keepFrom = 0
+  private keepTo = 0
+  private keepMsgs = 0
 
   constructor(
     private readonly remote: LinkOwner,
@@ -162,6 +181,8 @@ export class Link implements Conn {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
     this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
+    // The batch is about to go (and its buffer may be written over): the owner copies the run.
+    this.out.beforeFlush = () => this.sealKept()
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(
@@ -194,6 +215,7 @@ export class Link implements Conn {
   }
 
   closed(reason?: string): void {
+    this.sealKept()
     this.out.closed()
     this.parser.release()
     if (this.phase === 'closed') return
@@ -206,6 +228,7 @@ export class Link implements Conn {
   /** Drops the connection (bad input, timeouts, stop); the Remote decides what comes next. */
   fail(reason: string): void {
     if (this.phase === 'closed') return
+    this.sealKept() // before the owner rewinds its buffer
     this.phase = 'closed'
     this.wire.destroy()
     this.remote.onClosed(this, reason)
@@ -214,6 +237,7 @@ export class Link implements Conn {
   /** Clean close on shutdown: flush what is queued. */
   end(): void {
     if (this.phase === 'closed') return
+    this.sealKept()
     this.phase = 'closed'
     this.out.flush(this.remote.srv.host.now())
     this.wire.end()
@@ -236,6 +260,7 @@ export class Link implements Conn {
 
   private write(line: string): void {
     if (this.phase === 'closed') return
+    this.sealKept() // the queue may grow into a new buffer
     if (!this.out.push(utf8(line))) this.fail('outbound queue to the hub is full (hub not reading)')
   }
 
@@ -507,7 +532,7 @@ export class Link implements Conn {
     if (this.phase !== 'up') return Sent.NO_INTEREST
     const hub = this.filters.up(subject)
     if (hub === null) return Sent.FILTERED
-    const queues = hubQueues(this.hubSubs.match(hub), local)
+    const queues = this.queuesFor(this.hubSubs.match(hub), local)
     if (queues === null) return Sent.NO_INTEREST
     const sb = hub === subject && subjectBytes !== undefined && subjectBytes.length > 0 ? subjectBytes : null
     return this.send(hub, sb, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
@@ -516,7 +541,21 @@ export class Link implements Conn {
   /** Whether forward() would find interest at the hub for this message. */
   wants(subject: string, local: Match<Sub>): boolean {
     const hub = this.filters.up(subject)
-    return hub !== null && hubQueues(this.hubSubs.match(hub), local) !== null
+    return hub !== null && this.queuesFor(this.hubSubs.match(hub), local) !== null
+  }
+
+  /**
+   * hubQueues, the last answer again when both matches are the same objects (sublists share
+   * cached results and replace them when they change: a gateway sends the same subject over
+   * and over, and a hub queue group would otherwise cost an array per message).
+   */
+  private queuesFor(h: Match<HubSub>, local: Match<Sub>): readonly string[] | null {
+    if (h !== this.lastHubMatch || local !== this.lastLocalMatch) {
+      this.lastHubMatch = h
+      this.lastLocalMatch = local
+      this.lastQueues = hubQueues(h, local)
+    }
+    return this.lastQueues
   }
 
   /**
@@ -526,37 +565,13 @@ export class Link implements Conn {
    */
   private send(hubSubject: string, sb: Uint8Array | null, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
     const size = payload.length + (hdr ? hdr.length : 0)
+    this.frameAt = -1
     const max = this.info.max_payload
     if (max !== undefined && max > 0 && size > max) {
       // Newer hubs close the link over this; older ones pass it on. Neither is worth it.
       this.remote.onOversize()
       return true
     }
-    if (reply === '' && queues.length === 0) return this.sendPlain(hubSubject, sb, hdr, payload, size)
-    let line = hdr ? 'HMSG ' : 'LMSG '
-    line += hubSubject
-    if (queues.length > 0) line += reply !== '' ? ` + ${reply} ${queues.join(' ')}` : ` | ${queues.join(' ')}`
-    else if (reply !== '') line += ` ${reply}`
-    line += hdr ? ` ${hdr.length} ${size}\r\n` : ` ${size}\r\n`
-    const head = utf8(line)
-    const at = this.out.reserve(head.length + size + 2)
-    if (at < 0) return false
-    const b = this.out.buf
-    b.set(head, at)
-    let p = at + head.length
-    if (hdr) {
-      b.set(hdr, p)
-      p += hdr.length
-    }
-    this.endFrame(b, p, payload, size)
-    return true
-  }
-
-  /**
-   * The common case (no reply, no queue groups), framed straight into the outbound buffer:
-   * `LMSG subject size` or `HMSG subject hdrlen size`, without building a string per message.
-   */
-  private sendPlain(hubSubject: string, sb: Uint8Array | null, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
     if (sb === null) {
       if (hubSubject !== this.hubSubj) {
         this.hubSubj = hubSubject
@@ -564,9 +579,33 @@ export class Link implements Conn {
       }
       sb = this.hubSubjBytes
     }
+    const rb = reply === '' ? EMPTY : utf8(reply)
+    const qb = queues.length === 0 ? EMPTY : this.queueBytes(queues)
+    return this.frame(sb, rb, qb, hdr, payload, size)
+  }
+
+  /** The bytes of a queue list (space-separated): the last one's, when it repeats. */
+  private queueBytes(queues: readonly string[]): Uint8Array {
+    const last = this.queueList
+    let same = last.length === queues.length
+    for (let i = 0; same && i < queues.length; i++) same = last[i] === queues[i]
+    if (!same) {
+      this.queueList = queues.slice()
+      this.queueListBytes = utf8(queues.join(' '))
+    }
+    return this.queueListBytes
+  }
+
+  /**
+   * An LMSG/HMSG framed straight into the outbound buffer, without building a string:
+   * `LMSG subject[ + reply queues| | queues| reply][ hdrlen] size`, headers, payload.
+   * `rb`, `qb`: the reply's and the queue list's bytes (empty: none).
+   */
+  private frame(sb: Uint8Array, rb: Uint8Array, qb: Uint8Array, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
     const hl = hdr ? hdr.length : 0
-    const head = 6 + sb.length + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
-    const at = this.out.reserve(head + size + 2)
+    const mid = qb.length > 0 ? (rb.length > 0 ? 4 + rb.length : 3) + qb.length : rb.length > 0 ? 1 + rb.length : 0
+    const head = 6 + sb.length + mid + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
+    const at = this.reserve(head + size + 2)
     if (at < 0) return false
     const b = this.out.buf
     b[at] = hdr ? 72 : 76 // H / L
@@ -574,8 +613,20 @@ export class Link implements Conn {
     b[at + 2] = 83 // S
     b[at + 3] = 71 // G
     b[at + 4] = 32
-    b.set(sb, at + 5)
-    let p = at + 5 + sb.length
+    let p = put(b, at + 5, sb)
+    if (qb.length > 0) {
+      b[p++] = 32
+      b[p++] = rb.length > 0 ? 43 : 124 // + / |
+      b[p++] = 32
+      if (rb.length > 0) {
+        p = put(b, p, rb)
+        b[p++] = 32
+      }
+      p = put(b, p, qb)
+    } else if (rb.length > 0) {
+      b[p++] = 32
+      p = put(b, p, rb)
+    }
     b[p++] = 32
     if (hdr) {
       p = writeUint(b, p, hl)
@@ -584,22 +635,76 @@ export class Link implements Conn {
     p = writeUint(b, p, size)
     b[p++] = 13
     b[p++] = 10
-    if (hdr) {
-      b.set(hdr, p)
-      p += hl
-    }
+    if (hdr) p = put(b, p, hdr)
     this.endFrame(b, p, payload, size)
     return true
   }
   /** The payload and CRLF that end an LMSG/HMSG at b[p], counted. */
   private endFrame(b: Uint8Array, p: number, payload: Uint8Array, size: number): void {
-    b.set(payload, p)
-    p += payload.length
+    p = put(b, p, payload)
     b[p] = 13
     b[p + 1] = 10
+    this.frameTo = p + 2
     const st = this.remote.stats
     st.out_msgs++
     st.out_bytes += size
+  }
+
+  /** out.reserve for one frame (noted for keepLast); a queue about to grow first hands over the kept run. */
+  private reserve(n: number): number {
+    if (this.keepMsgs > 0 && this.out.len + n > this.out.buf.length) this.sealKept()
+    const at = this.out.reserve(n)
+    this.frameAt = at
+    return at
+  }
+
+  /**
+   * The frame forward() just wrote is a message the owner keeps until the hub confirms it:
+   * it joins the run of kept frames, which goes to the owner as one (onKept) when it ends:
+   * before anything else is queued, before the queue grows or flushes, at KEEP_RUN, on close.
+   */
+  keepLast(): void {
+    const at = this.frameAt
+    if (at < 0) return // nothing written (over max_payload)
+    this.frameAt = -1
+    if (this.keepMsgs > 0 && (at !== this.keepTo || this.keepTo - this.keepFrom >= KEEP_RUN)) this.sealKept()
+    if (this.keepMsgs === 0) this.keepFrom = at
+    this.keepTo = this.frameTo
+    this.keepMsgs++
+  }
+
+  /** Hands the run of kept frames to the owner (a confirmation PING must follow it). */
+  sealKept(): void {
+    const n = this.keepMsgs
+    if (n === 0) return
+    this.keepMsgs = 0
+    if (this.phase !== 'closed') this.remote.onKept(this, this.out.buf.subarray(this.keepFrom, this.keepTo), n)
+  }
+
+  /**
+   * Sends a frame again as it was written (a kept message after a lost link): when this
+   * connection's filters still let it go up and this hub has interest in its subject.
+   * `frame`: one whole LMSG/HMSG; `hubSubject`: its subject.
+   */
+  resend(hubSubject: string, frame: Uint8Array): Sent {
+    if (this.phase !== 'up') return Sent.NO_INTEREST
+    if (!this.filters.mayResend(hubSubject)) return Sent.FILTERED // a reload or this hub's permissions
+    const h = this.hubSubs.match(hubSubject)
+    if (h.psubs.length === 0 && h.qsubs.length === 0) return Sent.NO_INTEREST
+    const size = frameSize(frame, 0)
+    const max = this.info.max_payload
+    if (max !== undefined && max > 0 && size > max) {
+      this.remote.onOversize()
+      return Sent.OK
+    }
+    const at = this.reserve(frame.length)
+    this.frameAt = -1
+    if (at < 0) return Sent.FULL
+    this.out.buf.set(frame, at)
+    const st = this.remote.stats
+    st.out_msgs++
+    st.out_bytes += size
+    return Sent.OK
   }
 
 }

@@ -367,14 +367,16 @@ export class Remote implements LinkOwner {
         this.queueConfirm()
         const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
         if (r === Sent.OK) {
-          // Kept until the hub confirms it: a link lost before that sends it again.
-          this.buffer.pushSent!(m)
+          // Kept until the hub confirms it (a link lost before that sends it again): as its
+          // frame, with the rest of this turn's (onKept).
+          l.keepLast()
           // Over the high-water mark: slow this publisher down before the queue fills up.
           if (l.overHigh) this.stall(from)
           return 1
         }
         if (r !== Sent.FULL) return 0
         this.stall(from)
+        l.sealKept() // the frames kept so far are older: they go in first
         this.buffer.push(m) // the outbound queue is full: wait here, in order
         this.pump()
         return 1
@@ -385,6 +387,7 @@ export class Remote implements LinkOwner {
     } else if (!this.shouldBuffer(m.subject)) return 0
     // A held message counts as delivered: a request waits for its reply (or its timeout)
     // rather than getting no-responders while the link is down.
+    l?.sealKept()
     return this.buffer.push(m) ? 1 : 0
   }
 
@@ -459,6 +462,10 @@ export class Remote implements LinkOwner {
     this.buffer.confirm(mark)
   }
 
+  onKept(l: Link, frames: Uint8Array, count: number): void {
+    if (this.link === l) this.buffer.pushFrames!(frames, count)
+  }
+
   /** Something went out: ask for its confirmation once this I/O turn is over. */
   private queueConfirm(): void {
     if (this.confirmQueued) return
@@ -472,6 +479,7 @@ export class Remote implements LinkOwner {
   /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
   private askConfirm(): void {
     const l = this.link
+    l?.sealKept() // the frames kept so far join the buffer: this PING covers them
     const mark = this.buffer.mark()
     if (l === null || mark <= this.asked) return
     if (l.confirm(mark)) this.asked = mark
@@ -561,7 +569,7 @@ export class Remote implements LinkOwner {
 
   /** Sends one held message; false: it must wait (no room, or no interest yet within buffer_hold). */
   private sendHeld(l: Link, s: Stored, local: Sublist<Sub>, now: number): boolean {
-    const r = l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
+    const r = s.frames !== undefined ? l.resend(s.subject, s.payload) : l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
     if (r === Sent.FULL) return false
     if (r !== Sent.OK) {
       if (now - this.readyAt < this.opts.buffer_hold) return false // tick() and LS+ call again
