@@ -161,7 +161,8 @@ export class Link implements Conn {
   ) {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
-    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
+    // Written once per event-loop turn: every device read of the turn in one write to the hub.
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.scheduleTurn, srv.budget)
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(

@@ -459,14 +459,20 @@ export class Remote implements LinkOwner {
     this.buffer.confirm(mark)
   }
 
-  /** Something went out: ask for its confirmation once this I/O turn is over. */
+  /**
+   * Something went out: ask for its confirmation once this event-loop turn is over, in the
+   * link's write of the turn (one PING, so one PONG, per turn, not per message).
+   */
   private queueConfirm(): void {
     if (this.confirmQueued) return
     this.confirmQueued = true
-    this.srv.host.defer(() => {
-      this.confirmQueued = false
-      this.askConfirm()
-    })
+    const h = this.srv.host
+    ;(h.soon ?? h.defer)(this.confirmNow)
+  }
+
+  private readonly confirmNow = (): void => {
+    this.confirmQueued = false
+    this.askConfirm()
   }
 
   /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
@@ -555,9 +561,12 @@ export class Remote implements LinkOwner {
     } finally {
       this.pumping = false
       if (this.buffer.mark() > this.asked) this.queueConfirm()
-      if (again) this.srv.host.defer(() => this.pump())
+      // After the link's write of this turn (the link flushes per turn: srv.scheduleTurn).
+      if (again) (this.srv.host.soon ?? this.srv.host.defer)(this.pumpLater)
     }
   }
+
+  private readonly pumpLater = (): void => this.pump()
 
   /** Sends one held message; false: it must wait (no room, or no interest yet within buffer_hold). */
   private sendHeld(l: Link, s: Stored, local: Sublist<Sub>, now: number): boolean {
