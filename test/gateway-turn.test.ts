@@ -4,15 +4,19 @@
 // write of its own right after its read (the message is routed and kept for the hub by then);
 // the uplink writes once per turn, every device's messages in the order they were read, one
 // confirmation PING after them; a lost link sends what the hub did not confirm again.
+// Also each connection's own memo of its last topic (frame.ts TopicMemo): devices taking
+// turns, and a device changing topic, always get their own subject.
 
 import t from 'tap'
 import { Buffer } from 'node:buffer'
 import { generate } from 'mqtt-packet'
 import { MqttConn } from '../adapters/mqtt/conn.ts'
+import { parsePublish, topicMemo } from '../adapters/mqtt/frame.ts'
 import type { Conn, Dial, Wire } from '../src/host.ts'
 import { Remote } from '../src/leaf/remote.ts'
 import { createLogger } from '../src/log.ts'
 import { defaults, LEAF_DEFAULTS, REMOTE_DEFAULTS } from '../src/options.ts'
+import type { Sub } from '../src/router.ts'
 import { Server } from '../src/server.ts'
 
 const latin1 = (d: Uint8Array): string => Buffer.from(d).toString('latin1')
@@ -158,4 +162,31 @@ t.test('at least once: a link lost before the PONG sends the turn again on the n
   r.dropLink()
   r.endTurn()
   t.equal(r.remote.status().buffered_msgs, 2, 'unconfirmed messages are held again')
+})
+
+t.test('topic memo per connection: devices taking turns and a device changing topic get their own subjects', async (t) => {
+  const r = rig()
+  const got: string[] = []
+  const sub: Sub = { subject: 'x.>', queue: null, owner: { cid: 0, echo: true, deliver: (_s, m) => void got.push(`${m.subject} ${latin1(m.payload)}`) } }
+  r.srv.router.subscribe(sub)
+  const a = r.device('a')
+  const b = r.device('b')
+  // Same length, one byte apart; and one topic that is a prefix of the other.
+  a.read(publish('x/a/1', 'p', 0))
+  b.read(publish('x/b/1', 'q', 0))
+  a.read(Buffer.concat([publish('x/a/1', 'r', 0), publish('x/a/2', 's', 0), publish('x/a/2', 't', 0), publish('x/a/1', 'u', 0), publish('x/a', 'v', 0)]))
+  b.read(publish('x/b/1', 'w', 0))
+  t.same(got, ['x.a.1 p', 'x.b.1 q', 'x.a.1 r', 'x.a.2 s', 'x.a.2 t', 'x.a.1 u', 'x.a v', 'x.b.1 w'])
+})
+
+t.test('parsePublish with a memo: a topic of the same length but other bytes is read anew', async (t) => {
+  const memo = topicMemo()
+  const one = publish('dev/α/1', 'x', 0)
+  const two = publish('dev/α/2', 'y', 0)
+  t.equal(parsePublish(one, 0, one.length, false, memo)!.topic, 'dev/α/1')
+  t.equal(parsePublish(one, 0, one.length, false, memo)!.topic, 'dev/α/1', 'repeated: from the memo')
+  t.equal(parsePublish(two, 0, two.length, false, memo)!.topic, 'dev/α/2')
+  const other = topicMemo()
+  t.equal(parsePublish(one, 0, one.length, false, other)!.topic, 'dev/α/1', 'another memo is independent')
+  t.equal(parsePublish(two, 0, two.length, false, memo)!.topic, 'dev/α/2')
 })
