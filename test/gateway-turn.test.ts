@@ -190,3 +190,25 @@ t.test('parsePublish with a memo: a topic of the same length but other bytes is 
   t.equal(parsePublish(one, 0, one.length, false, other)!.topic, 'dev/α/1', 'another memo is independent')
   t.equal(parsePublish(two, 0, two.length, false, memo)!.topic, 'dev/α/2')
 })
+
+t.test('confirmations: at most two PINGs unanswered; each PONG asks for what came since', async (t) => {
+  const r = rig()
+  const d = r.device('d')
+  for (let i = 1; i <= 5; i++) {
+    d.read(publish('telemetry/d', `m${i}`, 1, i))
+    r.endTurn()
+  }
+  const pings = (): number => r.hub.writes.join('').split('PING\r\n').length - 1
+  t.equal(r.hub.writes.length, 5, 'a write per turn')
+  t.equal(pings(), 2, 'two confirmation PINGs while none is answered')
+  t.equal(r.remote.status().unconfirmed_msgs, 5)
+  r.fromHub('PONG\r\n')
+  t.equal(r.remote.status().unconfirmed_msgs, 4, 'the first PONG confirms the first turn')
+  t.equal(pings(), 3, 'and a PING for the rest goes out in the same turn')
+  r.fromHub('PONG\r\n')
+  t.equal(r.remote.status().unconfirmed_msgs, 3, 'the second: what came before the second PING')
+  t.equal(pings(), 3, 'nothing new to ask for: the third PING covers everything')
+  r.fromHub('PONG\r\n')
+  t.equal(r.remote.status().unconfirmed_msgs, 0, 'the third covers the rest')
+  t.same(frames(r.hub.writes.join('')), [1, 2, 3, 4, 5].map((i) => `telemetry.d m${i}`))
+})

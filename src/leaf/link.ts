@@ -99,8 +99,13 @@ export type Sent = (typeof Sent)[keyof typeof Sent]
  */
 export const HIGH_WATER = 1 / 2
 export const LOW_WATER = 1 / 4
-/** Most confirmation PINGs unanswered at once (each covers every message sent before it). */
-const MAX_CONFIRMS = 64
+/**
+ * Most confirmation PINGs unanswered at once (each covers every message sent before it). Two:
+ * while the hub works through one the next is on its way, and a busy link sends one per round
+ * trip instead of one per event-loop turn (each costs the hub a PONG and us a read). The
+ * Remote asks again when a PONG comes back (onConfirmed).
+ */
+const MAX_CONFIRMS = 2
 
 /** An interest key: "subject", or "subject queue" for a queue group. */
 export function keyOf(subject: string, queue: string | null): string {

@@ -457,6 +457,9 @@ export class Remote implements LinkOwner {
 
   onConfirmed(mark: number): void {
     this.buffer.confirm(mark)
+    // Sent since that PING: ask for it now that there is room among the confirmations (in
+    // this turn's write to the hub).
+    if (this.buffer.mark() > this.asked) this.askConfirm()
   }
 
   /**
