@@ -606,11 +606,35 @@ export class Link implements Conn {
     const st = this.remote.stats
     st.out_msgs++
     st.out_bytes += size
+    if (this.out.len >= EARLY_FLUSH && !this.early) {
+      this.early = true
+      this.remote.srv.host.defer(this.flushEarly)
+    }
+  }
+
+  /** Set while an early flush is queued. */
+  private early = false
+
+  /**
+   * A batch this big is worth a write of its own: it goes when this read's work is done, as
+   * before the per-turn flush, instead of growing by copies until the turn ends. The queue
+   * stays on the turn's list (scheduled), which writes whatever comes after.
+   */
+  private readonly flushEarly = (): void => {
+    this.early = false
+    const o = this.out
+    if (o.len < EARLY_FLUSH || this.phase === 'closed') return
+    const scheduled = o.scheduled
+    o.flush(this.remote.srv.host.now())
+    o.scheduled = scheduled
   }
 
 }
 
 const NO_QUEUES: readonly string[] = Object.freeze([])
+
+/** Bytes queued for the hub that are written after the read that queued them, not at the turn's end. */
+const EARLY_FLUSH = 64 * 1024
 
 /**
  * The hub queue groups a message should serve (those with no local member), or null when
