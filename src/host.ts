@@ -93,6 +93,11 @@ export interface Host {
   wall?(): number
   /** Runs `fn` once the current batch of I/O callbacks has finished (a microtask is fine). */
   defer(fn: () => void): void
+  /**
+   * Runs `fn` once the runtime has handled every socket event of this event-loop turn
+   * (setImmediate), so work from many reads is done once. Absent: `defer`.
+   */
+  soon?(fn: () => void): void
   every(ms: number, fn: () => void): { cancel(): void }
   /**
    * Asks the runtime for a full garbage collection, where it offers one (the memory budget,

@@ -38,6 +38,7 @@ export const standardHost: Host = {
   now: () => ORIGIN + performance.now(),
   wall: () => Date.now(),
   defer: (fn) => queueMicrotask(fn),
+  soon: (fn) => setImmediate(fn),
   every: (ms, fn) => {
     const t = setInterval(fn, ms)
     return { cancel: () => clearInterval(t) }
@@ -335,6 +336,23 @@ export function guardHost(host: Host, log: Logger): Host {
   // every read, so that one costs no new closure per call.
   let lastFn: (() => void) | null = null
   let lastGuard: () => void = () => {}
+  // The same for the per-turn work (a few functions, each deferred once per turn).
+  const soonGuards = new Map<() => void, () => void>()
+  const guardSoon = (fn: () => void): (() => void) => {
+    let guard = soonGuards.get(fn)
+    if (guard === undefined) {
+      guard = () => {
+        try {
+          fn()
+        } catch (e) {
+          logInternal(log, 'server', 'deferred work', e)
+        }
+      }
+      // Bounded: callers pass long-lived functions; a stray closure per call must not pile up.
+      if (soonGuards.size < 64) soonGuards.set(fn, guard)
+    }
+    return guard
+  }
   const g: Host = {
     now: host.now.bind(host),
     defer: (fn) => {
@@ -350,6 +368,7 @@ export function guardHost(host: Host, log: Logger): Host {
       }
       host.defer(lastGuard)
     },
+    soon: (fn) => (host.soon ?? host.defer)(guardSoon(fn)),
     every: (ms, fn) =>
       host.every(ms, () => {
         try {

@@ -34,7 +34,7 @@ t.test('unconfirmed flushes are sent again after a lost link, as written; partia
   c1.sock.write('PONG\r\n')
   await until(() => r.state === 'connected', 5000, 'connected')
   const nc = await natsClient(t, b.url)
-  // Three flushes, each followed by its confirmation PING, none answered yet.
+  // Three flushes; the first two are each followed by their confirmation PING, none answered yet.
   const h = headers()
   h.set('k', 'v')
   const bursts: (() => void)[] = [
@@ -50,18 +50,25 @@ t.test('unconfirmed flushes are sent again after a lost link, as written; partia
       for (let i = 1; i < 5; i++) nc.publish('up.c', `c${i}`)
     },
   ]
-  for (let k = 0; k < bursts.length; k++) {
+  for (let k = 0; k < 2; k++) {
     bursts[k]!()
     await nc.flush()
     await until(() => pings(c1.text) === 2 + k, 5000, `the PING after burst ${k + 1}`)
   }
+  // The third flush goes out, but its PING waits: two confirmations are already unanswered.
+  bursts[2]!()
+  await nc.flush()
+  await until(() => frames(c1.text).length === 15, 5000, 'the third flush')
   const sent = frames(c1.text)
   t.equal(sent.length, 15, 'fifteen frames went to the hub')
+  t.equal(pings(c1.text), 3, 'no third confirmation PING while two are unanswered')
   t.equal(r.status().unconfirmed_msgs, 15, 'all unconfirmed')
   t.equal(r.buffer.unsent, 0)
-  // The hub answers the first of the three: that flush is confirmed, the others not.
+  // The hub answers the first of the three: that flush is confirmed, the others not, and the
+  // third flush's confirmation is asked for at once.
   c1.sock.write('PONG\r\n')
   await until(() => r.status().unconfirmed_msgs === 10, 2000, 'the first flush confirmed')
+  await until(() => pings(c1.text) === 4, 2000, 'the PING for the third flush, once one was answered')
   t.equal(r.status().resent_msgs, 0)
   // The link is lost; the next connection answers every PING.
   c1.sock.destroy()

@@ -25,7 +25,7 @@ import { onPacket, onPubackIn } from './handlers/index.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish, writeSmall, fastPacket } from './frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, topicMemo, writePublish, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
 import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
 import { park, recheckSession, unpark, type Parked } from './session.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
@@ -123,6 +123,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   out_bytes = 0
   /** Reused for each PUBLISH this client sends (the router does not keep it). */
   private msg: Msg | null = null
+  /** This client's last PUBLISH topic and its subject (frame.ts TopicMemo); made on its first PUBLISH. */
+  topics: TopicMemo | null = null
 
   constructor(srv: Server, cid: number, wire: Wire) {
     // MQTT 3.1.1 and 5.0 §3.1: no CONNECT in a reasonable time, the server SHOULD close (src/lifecycle.ts).
@@ -326,7 +328,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const hs = headerSize(b, at)
       const bad = checkPublish(b, b0, at + hs, at + n, v5)
       if (bad !== null) return this.protocolError(bad.why, bad.code)
-      const p = parsePublish(b, at, n, v5)
+      const p = parsePublish(b, at, n, v5, (this.topics ??= topicMemo()))
       if (p !== null) return onPacket(this, p)
     } else {
       // The malformed-packet rules, in one place for both readers below (malformed.ts).

@@ -7,7 +7,7 @@
 
 import type { IPublishPacket, Packet } from 'mqtt-packet'
 import { Buffer } from 'node:buffer'
-import { text, utf8 } from '../../src/bytes.ts'
+import { EMPTY, text, utf8 } from '../../src/bytes.ts'
 import type { Outbound } from '../../src/outbound.ts'
 
 /** frameSize: the fixed header is not complete yet. */
@@ -64,7 +64,7 @@ export function fastPacket(b: Uint8Array, at: number, n: number, v5: boolean): P
  * A PUBLISH frame of `size` bytes at b[at], parsed like mqtt-packet would, or null when it is a shape left to mqtt-packet: QoS 3, a truncated topic or
  * packet id, or MQTT 5 properties.
  */
-export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolean): IPublishPacket | null {
+export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolean, memo: TopicMemo = SHARED_MEMO): IPublishPacket | null {
   const b0 = b[at]!
   const qos = (b0 >> 1) & 3
   if (qos === 3) return null
@@ -74,7 +74,7 @@ export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolea
   const tlen = (b[p]! << 8) | b[p + 1]!
   p += 2
   if (p + tlen > end) return null
-  const topic = topicAt(b, p, tlen)
+  const topic = topicAt(b, p, tlen, memo)
   p += tlen
   let messageId: number | undefined
   if (qos > 0) {
@@ -102,21 +102,39 @@ function ascii(b: Uint8Array, start: number, end: number): boolean {
   return true
 }
 
-let inTopic = ''
-let inTopicBytes: Uint8Array = new Uint8Array(0)
+/**
+ * A publisher's last PUBLISH topic: its bytes and string (topicAt), and the subject it maps to
+ * (handlers/publish.ts). A device repeats its own topic, so each connection keeps one (made on
+ * its first PUBLISH); with a single shared one, 1,000 devices taking turns would miss every time.
+ */
+export interface TopicMemo {
+  bytes: Uint8Array
+  topic: string
+  /** The topic `subject` was mapped from, under `limits` ('' : none yet). */
+  subjectOf: string
+  limits: unknown
+  subject: string
+}
 
-/** The topic of n bytes at b[p]; the last one decoded is kept, as publishers tend to repeat it. */
-function topicAt(b: Uint8Array, p: number, n: number): string {
-  const last = inTopicBytes
-  if (last.length === n) {
+export function topicMemo(): TopicMemo {
+  return { bytes: EMPTY, topic: '', subjectOf: '', limits: null, subject: '' }
+}
+
+/** For callers without a connection of their own (fastPacket). */
+const SHARED_MEMO = topicMemo()
+
+/** The topic of n bytes at b[p]; the last one decoded is kept in `memo`, as publishers repeat it. */
+function topicAt(b: Uint8Array, p: number, n: number, memo: TopicMemo): string {
+  const last = memo.bytes
+  if (last.length === n && n > 0) {
     let i = 0
     while (i < n && b[p + i] === last[i]) i++
-    if (i === n) return inTopic
+    if (i === n) return memo.topic
   }
   const t = ascii(b, p, p + n) ? text(b, p, p + n) : DECODER.decode(b.subarray(p, p + n))
   if (n <= 256) {
-    inTopic = t
-    inTopicBytes = b.slice(p, p + n)
+    memo.topic = t
+    memo.bytes = b.slice(p, p + n)
   }
   return t
 }

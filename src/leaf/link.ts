@@ -102,8 +102,13 @@ export type Sent = (typeof Sent)[keyof typeof Sent]
  */
 export const HIGH_WATER = 1 / 2
 export const LOW_WATER = 1 / 4
-/** Most confirmation PINGs unanswered at once (each covers every message sent before it). */
-const MAX_CONFIRMS = 64
+/**
+ * Most confirmation PINGs unanswered at once (each covers every message sent before it). Two:
+ * while the hub works through one the next is on its way, and a busy link sends one per round
+ * trip instead of one per event-loop turn (each costs the hub a PONG and us a read). The
+ * Remote asks again when a PONG comes back (onConfirmed).
+ */
+const MAX_CONFIRMS = 2
 /** Longest run of kept frames handed over as one (the buffer's records stay small against its bounds). */
 const KEEP_RUN = 64 * 1024
 
@@ -171,7 +176,8 @@ export class Link implements Conn {
   /** The run of kept frames in out.buf not yet handed to the owner (sealKept), and its messages. */
   private keepFrom = 0
   private keepTo = 0
-  private keepMsgs = 0
+  /** Kept frames in the current run, not yet handed to the owner (status counts them as unconfirmed). */
+  keepMsgs = 0
 
   constructor(
     private readonly remote: LinkOwner,
@@ -180,7 +186,8 @@ export class Link implements Conn {
   ) {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
-    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.schedule, srv.budget)
+    // Written once per event-loop turn: every device read of the turn in one write to the hub.
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.scheduleTurn, srv.budget)
     // The batch is about to go (and its buffer may be written over): the owner copies the run.
     this.out.beforeFlush = () => this.sealKept()
     this.filters = compileFilters(remote.opts)
@@ -648,6 +655,27 @@ export class Link implements Conn {
     const st = this.remote.stats
     st.out_msgs++
     st.out_bytes += size
+    if (this.out.len >= EARLY_FLUSH && !this.early) {
+      this.early = true
+      this.remote.srv.host.defer(this.flushEarly)
+    }
+  }
+
+  /** Set while an early flush is queued. */
+  private early = false
+
+  /**
+   * A batch this big is worth a write of its own: it goes when this read's work is done, as
+   * before the per-turn flush, instead of growing by copies until the turn ends. The queue
+   * stays on the turn's list (scheduled), which writes whatever comes after.
+   */
+  private readonly flushEarly = (): void => {
+    this.early = false
+    const o = this.out
+    if (o.len < EARLY_FLUSH || this.phase === 'closed') return
+    const scheduled = o.scheduled
+    o.flush(this.remote.srv.host.now())
+    o.scheduled = scheduled
   }
 
   /** out.reserve for one frame (noted for keepLast); a queue about to grow first hands over the kept run. */
@@ -710,6 +738,9 @@ export class Link implements Conn {
 }
 
 const NO_QUEUES: readonly string[] = Object.freeze([])
+
+/** Bytes queued for the hub that are written after the read that queued them, not at the turn's end. */
+const EARLY_FLUSH = 64 * 1024
 
 /**
  * The hub queue groups a message should serve (those with no local member), or null when

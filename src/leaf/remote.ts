@@ -460,20 +460,29 @@ export class Remote implements LinkOwner {
 
   onConfirmed(mark: number): void {
     this.buffer.confirm(mark)
+    // Sent since that PING: ask for it now that there is room among the confirmations (in
+    // this turn's write to the hub).
+    this.askConfirm()
   }
 
   onKept(l: Link, frames: Uint8Array, count: number): void {
     if (this.link === l) this.buffer.pushFrames!(frames, count)
   }
 
-  /** Something went out: ask for its confirmation once this I/O turn is over. */
+  /**
+   * Something went out: ask for its confirmation once this event-loop turn is over, in the
+   * link's write of the turn (one PING, so one PONG, per turn, not per message).
+   */
   private queueConfirm(): void {
     if (this.confirmQueued) return
     this.confirmQueued = true
-    this.srv.host.defer(() => {
-      this.confirmQueued = false
-      this.askConfirm()
-    })
+    const h = this.srv.host
+    ;(h.soon ?? h.defer)(this.confirmNow)
+  }
+
+  private readonly confirmNow = (): void => {
+    this.confirmQueued = false
+    this.askConfirm()
   }
 
   /** After a batch went out: a PING whose PONG confirms it (once per I/O turn). */
@@ -563,9 +572,12 @@ export class Remote implements LinkOwner {
     } finally {
       this.pumping = false
       if (this.buffer.mark() > this.asked) this.queueConfirm()
-      if (again) this.srv.host.defer(() => this.pump())
+      // After the link's write of this turn (the link flushes per turn: srv.scheduleTurn).
+      if (again) (this.srv.host.soon ?? this.srv.host.defer)(this.pumpLater)
     }
   }
+
+  private readonly pumpLater = (): void => this.pump()
 
   /** Sends one held message; false: it must wait (no room, or no interest yet within buffer_hold). */
   private sendHeld(l: Link, s: Stored, local: Sublist<Sub>, now: number): boolean {
@@ -606,7 +618,7 @@ export class Remote implements LinkOwner {
       buffered_msgs: this.buffer.unsent,
       buffered_bytes: this.buffer.bytes,
       dropped_msgs: this.buffer.dropped,
-      unconfirmed_msgs: this.buffer.length - this.buffer.unsent,
+      unconfirmed_msgs: this.buffer.length - this.buffer.unsent + (this.link?.keepMsgs ?? 0),
       resent_msgs: this.buffer.resent,
       unkept_msgs: this.buffer.unkept ?? 0,
       spool: this.buffer.durable ? 'disk' : 'memory',

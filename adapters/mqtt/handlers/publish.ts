@@ -10,6 +10,7 @@ import type { MqttConn } from '../conn.ts'
 import type { QoS } from '../delivery.ts'
 import { keepProps, publishHeaders, replyFor, type PublishProps } from '../props.ts'
 import { retain } from '../retained.ts'
+import { topicMemo, type TopicMemo } from '../frame.ts'
 import { topicToSubject, type TopicError, type TopicLimits } from '../topic.ts'
 import { limits, RC, why } from './common.ts'
 
@@ -28,7 +29,7 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
     if (known === null) return c.protocolError(`unknown topic alias ${alias}`, RC.protocolError)
     topic = known
   }
-  const subject = publishSubject(topic, limits(c.srv))
+  const subject = publishSubject(topic, limits(c.srv), c.topics ?? SHARED_MEMO)
   if (typeof subject !== 'string') {
     // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
     c.srv.log.error(`${c.label()} mqtt publish to invalid topic ${quote(topic)}: ${why(c.srv, subject.error)}`)
@@ -77,19 +78,17 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
   if (qos === 1) c.srv.afterStored((ok) => c.send(ok || c.version !== 5 ? { cmd: 'puback', messageId: pid } : { cmd: 'puback', messageId: pid, reasonCode: RC.quotaExceeded }))
 }
 
-// The last PUBLISH topic mapped, with the limits it passed: publishers tend to repeat one.
-let pubTopic = ''
-let pubLimits: TopicLimits | null = null
-let pubSubject = ''
+/** For a connection without a memo of its own (a PUBLISH mqtt-packet read). */
+const SHARED_MEMO = topicMemo()
 
-/** topicToSubject for a PUBLISH topic name, mapping a repeated one only once. */
-function publishSubject(topic: string, lim: TopicLimits): string | TopicError {
-  if (topic === pubTopic && lim === pubLimits) return pubSubject
+/** topicToSubject for a PUBLISH topic name, mapping a publisher's repeated topic only once. */
+function publishSubject(topic: string, lim: TopicLimits, memo: TopicMemo): string | TopicError {
+  if (topic === memo.subjectOf && lim === memo.limits) return memo.subject
   const subject = topicToSubject(topic, lim)
   if (typeof subject === 'string') {
-    pubTopic = topic
-    pubLimits = lim
-    pubSubject = subject
+    memo.subjectOf = topic
+    memo.limits = lim
+    memo.subject = subject
   }
   return subject
 }
