@@ -1,0 +1,68 @@
+// targets/runtime.ts afterAccept: after a burst of accepts Bun is asked for a full collection
+// (every half second while it lasts), and once it is over and the process is quiet, for
+// Bun.shrink() (compiled code dropped, free memory returned). Never while accepts go on, never
+// when the process is busy, never for a trickle. A stand-in Bun records the calls.
+
+import t from 'tap'
+import { afterAccept } from '../targets/runtime.ts'
+
+const calls: string[] = []
+const g = globalThis as { Bun?: unknown }
+const hadBun = 'Bun' in g
+const realBun = g.Bun
+g.Bun = { gc: () => void calls.push('gc'), shrink: () => void calls.push('shrink') }
+t.teardown(() => {
+  if (hadBun) g.Bun = realBun
+  else delete g.Bun
+})
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const accepts = (n: number): void => {
+  for (let i = 0; i < n; i++) afterAccept()
+}
+/** Keeps this process busy for ms (the checks read its CPU time). */
+function burn(ms: number): void {
+  const end = Date.now() + ms
+  while (Date.now() < end);
+}
+
+t.test('a trickle gets nothing', async (t) => {
+  calls.length = 0
+  accepts(50)
+  await sleep(1300)
+  t.same(calls, [])
+})
+
+t.test('a burst: a collection, then once it is over and quiet, a shrink', async (t) => {
+  calls.length = 0
+  accepts(100) // with the 50 above: a burst
+  await sleep(750) // its first check is due at 500 ms, the end of it at 1000 at the earliest
+  t.same(calls, ['gc'], 'collected half a second after the burst started')
+  await sleep(850)
+  t.same(calls, ['gc', 'shrink'], 'shrunk once accepts stopped')
+  await sleep(1000)
+  t.same(calls, ['gc', 'shrink'], 'once')
+})
+
+t.test('no shrink while accepts go on', async (t) => {
+  calls.length = 0
+  accepts(150)
+  // A trickle after the burst keeps it going: every 100 ms for 1.2 s.
+  for (let i = 0; i < 12; i++) {
+    await sleep(100)
+    afterAccept()
+  }
+  t.notOk(calls.includes('shrink'), `not while accepting: ${calls.join(',')}`)
+  await sleep(1100)
+  t.equal(calls.filter((c) => c === 'shrink').length, 1, 'shrunk after the last accept')
+})
+
+t.test('a busy process is not shrunk', async (t) => {
+  calls.length = 0
+  accepts(150)
+  await sleep(700) // the collection; its end is checked half a second after it
+  t.same(calls, ['gc'])
+  burn(600) // the whole window busy: a process under load
+  await sleep(200)
+  t.same(calls, ['gc'], 'collected, not shrunk')
+})
