@@ -90,31 +90,32 @@ export function listenError(host: string, port: number, e: unknown): Error {
 let accepted = 0
 let lastAccept = 0
 let gcCheck: ReturnType<typeof setTimeout> | null = null
-/** A burst was collected and its end not seen yet. */
+/** A burst was collected and its end not seen yet; when it was last collected. */
 let inBurst = false
+let lastGc = -Infinity
 /** The process's CPU time when the pending check was set, and when (ms). */
 let cpuAt = 0
 let armedAt = 0
 const ACCEPT_BURST = 100
 const GC_DELAY_MS = 500
-/** A burst is over once nothing was accepted for this long. */
+/** A burst is over once nothing was accepted for this long (also how often it is watched). */
 const BURST_END_MS = 250
 /** "Quiet": the process used under this share of one core since the last check. */
 const QUIET_CPU = 0.25
 
-type BunMemory = { gc?(full: boolean): void; shrink?(): void }
+type BunMemory = { shrink?(): void }
 
 /**
  * Listeners call this per accepted socket. After a burst (a fleet reconnecting after an
- * outage), Bun is asked for a full collection half a second later (and every half second
- * while the burst goes on), so the garbage of hundreds of handshakes is given back instead of
- * sitting in the heap until allocation pressure comes (an idle broker allocates almost
- * nothing): ~1 KB less RSS per idle MQTT connection for the first thousand. Once the burst is
- * over (nothing accepted for 250 ms) and the process is quiet (under a quarter of a core since
- * the last check: no message load), `Bun.shrink()` also drops compiled code and returns free
- * heap and malloc memory to the system: ~3 KB less per connection for the first thousand
- * (docs/benchmarks.md). The code that runs again is compiled again; a busy process is never
- * shrunk. Node and Deno expose no such calls: there the checks do nothing.
+ * outage), the runtime is asked for a full collection half a second later (and every half
+ * second while the burst goes on), so the garbage of hundreds of handshakes is given back
+ * instead of sitting in the heap until allocation pressure comes (an idle broker allocates
+ * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun and
+ * ~4 KB on Deno, none on Node. Once the burst is over (nothing accepted for 250 ms) and the
+ * process is quiet (under a quarter of a core since the last check: no message load), Bun's
+ * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
+ * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
+ * compiled again; a busy process is never shrunk. Node and Deno have no such call.
  */
 export function afterAccept(): void {
   accepted++
@@ -131,19 +132,23 @@ function armAcceptCheck(ms: number): void {
 
 function acceptCheck(): void {
   gcCheck = null
-  const bun = (globalThis as { Bun?: BunMemory }).Bun
   const now = Date.now()
-  if (accepted >= ACCEPT_BURST) {
-    accepted = 0
-    inBurst = true
-    bun?.gc?.(true)
-    armAcceptCheck(GC_DELAY_MS) // again, or to see it end
-    return
+  if (inBurst && now - lastAccept >= BURST_END_MS) {
+    // Over. Quiet (no message load): memory back to the system (this collects too).
+    inBurst = false
+    const quiet = cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)
+    if (quiet) (globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
+    if (accepted === 0 || quiet) return
   }
-  if (!inBurst) return // a trickle: keep counting
-  if (now - lastAccept < BURST_END_MS) return armAcceptCheck(BURST_END_MS)
-  inBurst = false
-  if (cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)) bun?.shrink?.()
+  if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {
+    accepted = 0
+    lastGc = now
+    inBurst = true
+    gc ??= findGc()
+    gc()
+  }
+  // While a burst lasts, look every 250 ms: for its end, or for the next collection.
+  if (inBurst) armAcceptCheck(BURST_END_MS)
 }
 
 /** The process's CPU time (user + system) in ms. */
