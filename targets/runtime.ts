@@ -86,8 +86,9 @@ export function listenError(host: string, port: number, e: unknown): Error {
   return new Error(`cannot listen on ${host}:${port}: ${why}`)
 }
 
-/** Accepts since the last collection, the last one's time, and the pending check. */
+/** Accepts since the last collection, when the first and the last of them came, and the pending check. */
 let accepted = 0
+let countSince = 0
 let lastAccept = 0
 let gcCheck: ReturnType<typeof setTimeout> | null = null
 /** A burst was collected and its end not seen yet; when it was last collected. */
@@ -98,6 +99,8 @@ let cpuAt = 0
 let armedAt = 0
 const ACCEPT_BURST = 100
 const GC_DELAY_MS = 500
+/** 100 accepts within this long are a burst; slower, a trickle (collected, never shrunk). */
+const BURST_WINDOW_MS = 2000
 /** A burst is over once nothing was accepted for this long (also how often it is watched). */
 const BURST_END_MS = 250
 /** "Quiet": the process used under this share of one core since the last check. */
@@ -110,16 +113,17 @@ type BunMemory = { shrink?(): void }
  * outage), the runtime is asked for a full collection half a second later (and every half
  * second while the burst goes on), so the garbage of hundreds of handshakes is given back
  * instead of sitting in the heap until allocation pressure comes (an idle broker allocates
- * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun and
- * ~4 KB on Deno, none on Node. Once the burst is over (nothing accepted for 250 ms) and the
- * process is quiet (under a quarter of a core since the last check: no message load), Bun's
+ * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun
+ * and ~4 KB on Deno, none on Node. A trickle is collected too, every 100 accepts. Once a
+ * burst (100 accepts within 2 s) is over (nothing accepted for 250 ms) and the process is
+ * quiet (under a quarter of a core since the last check: no message load), Bun's
  * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
  * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
  * compiled again; a busy process is never shrunk. Node and Deno have no such call.
  */
 export function afterAccept(): void {
-  accepted++
   lastAccept = Date.now()
+  if (accepted++ === 0) countSince = lastAccept
   if (gcCheck === null) armAcceptCheck(GC_DELAY_MS)
 }
 
@@ -141,9 +145,9 @@ function acceptCheck(): void {
     if (accepted === 0 || quiet) return
   }
   if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {
+    if (now - countSince <= BURST_WINDOW_MS) inBurst = true // else a trickle that added up
     accepted = 0
     lastGc = now
-    inBurst = true
     gc ??= findGc()
     gc()
   }
