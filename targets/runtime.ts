@@ -1,6 +1,7 @@
 // What each runtime module provides, and the few helpers they share.
 
 import { readdirSync, readFileSync } from 'node:fs'
+import process from 'node:process'
 import v8 from 'node:v8'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import { nodeVm } from './lazy.ts'
@@ -86,31 +87,79 @@ export function listenError(host: string, port: number, e: unknown): Error {
   return new Error(`cannot listen on ${host}:${port}: ${why}`)
 }
 
-/** Accepts since the last collection, and the pending check. */
+/** Accepts since the last collection, when the first and the last of them came, and the pending check. */
 let accepted = 0
+let countSince = 0
+let lastAccept = 0
 let gcCheck: ReturnType<typeof setTimeout> | null = null
+/** A burst was collected and its end not seen yet; when it was last collected. */
+let inBurst = false
+let lastGc = -Infinity
+/** The process's CPU time when the pending check was set, and when (ms). */
+let cpuAt = 0
+let armedAt = 0
 const ACCEPT_BURST = 100
 const GC_DELAY_MS = 500
+/** 100 accepts within this long are a burst; slower, a trickle (collected, never shrunk). */
+const BURST_WINDOW_MS = 2000
+/** A burst is over once nothing was accepted for this long (also how often it is watched). */
+const BURST_END_MS = 250
+/** "Quiet": the process used under this share of one core since the last check. */
+const QUIET_CPU = 0.25
+
+type BunMemory = { shrink?(): void }
 
 /**
  * Listeners call this per accepted socket. After a burst (a fleet reconnecting after an
- * outage), Bun is asked for one full collection half a second later, so the garbage of
- * hundreds of handshakes is given back instead of sitting in the heap until allocation
- * pressure comes (an idle broker allocates almost nothing). Measured: ~1 KB less RSS per idle
- * MQTT connection for the first thousand. At most one collection per 100 accepts and per
- * 500 ms; Node and Deno
- * expose no such call, so there it does nothing.
+ * outage), the runtime is asked for a full collection half a second later (and every half
+ * second while the burst goes on), so the garbage of hundreds of handshakes is given back
+ * instead of sitting in the heap until allocation pressure comes (an idle broker allocates
+ * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun
+ * and ~4 KB on Deno, none on Node. A trickle is collected too, every 100 accepts. Once a
+ * burst (100 accepts within 2 s) is over (nothing accepted for 250 ms) and the process is
+ * quiet (under a quarter of a core since the last check: no message load), Bun's
+ * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
+ * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
+ * compiled again; a busy process is never shrunk. Node and Deno have no such call.
  */
 export function afterAccept(): void {
-  accepted++
-  if (gcCheck !== null) return
-  gcCheck = setTimeout(() => {
-    gcCheck = null
-    if (accepted < ACCEPT_BURST) return // a trickle: keep counting
-    accepted = 0
-    ;(globalThis as { Bun?: { gc?(full: boolean): void } }).Bun?.gc?.(true)
-  }, GC_DELAY_MS)
+  lastAccept = Date.now()
+  if (accepted++ === 0) countSince = lastAccept
+  if (gcCheck === null) armAcceptCheck(GC_DELAY_MS)
+}
+
+function armAcceptCheck(ms: number): void {
+  cpuAt = cpuMs()
+  armedAt = Date.now()
+  gcCheck = setTimeout(acceptCheck, ms)
   ;(gcCheck as { unref?(): void }).unref?.()
+}
+
+function acceptCheck(): void {
+  gcCheck = null
+  const now = Date.now()
+  if (inBurst && now - lastAccept >= BURST_END_MS) {
+    // Over. Quiet (no message load): memory back to the system (this collects too).
+    inBurst = false
+    const quiet = cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)
+    if (quiet) (globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
+    if (accepted === 0 || quiet) return
+  }
+  if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {
+    if (now - countSince <= BURST_WINDOW_MS) inBurst = true // else a trickle that added up
+    accepted = 0
+    lastGc = now
+    gc ??= findGc()
+    gc()
+  }
+  // While a burst lasts, look every 250 ms: for its end, or for the next collection.
+  if (inBurst) armAcceptCheck(BURST_END_MS)
+}
+
+/** The process's CPU time (user + system) in ms. */
+function cpuMs(): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
 }
 
 // --- exceptions from adapter code -------------------------------------------------------------

@@ -23,9 +23,30 @@ export interface MqttSub extends Sub, DenyChecked {
   /** MQTT 5 No Local: not the client's own publishes. */
   readonly noLocal: boolean
   /** MQTT 5 Subscription Identifier, sent back with each message it matches [MQTT-3.3.4-3]. */
-  readonly subId?: number
+  readonly subId?: number | undefined
   /** MQTT 5 Retain As Published: the retain flag as published [MQTT-3.3.1-13] (else 0 [MQTT-3.3.1-12]). */
   readonly rap?: boolean
+}
+
+/** What a filter's subscriptions share; `mqttSub` adds the subject and its deny check. */
+export interface SubBase {
+  queue: string | null
+  owner: Owner
+  filter: string
+  qos: QoS
+  noDollar: boolean
+  noLocal: boolean
+  rap: boolean
+  subId: number | undefined
+}
+
+/**
+ * One router subscription, always built with the same fields in the same order. V8 gives an
+ * object spread (`{ ...base, subject }`) a hidden class of its own: ~320 bytes more per
+ * subscription (one per idle device) on Node and Deno than one shared shape.
+ */
+export function mqttSub(b: SubBase, subject: string, denyCheck: boolean): MqttSub {
+  return { subject, queue: b.queue, owner: b.owner, filter: b.filter, qos: b.qos, noDollar: b.noDollar, noLocal: b.noLocal, rap: b.rap, subId: b.subId, denyCheck }
 }
 
 /** A QoS > 0 message on its way to the client. */

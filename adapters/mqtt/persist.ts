@@ -27,7 +27,7 @@ import { canSubscribe, needsDeliveryCheck } from '../../src/permissions.ts'
 import type { Server } from '../../src/server.ts'
 import { KeyedFile, type KeyedOptions } from '../../src/store/keyed.ts'
 import type { Store } from '../../src/store/store.ts'
-import type { MqttSub, Outgoing, QoS, Will } from './delivery.ts'
+import { mqttSub, type MqttSub, type Outgoing, type QoS, type SubBase, type Will } from './delivery.ts'
 import { filterEntries, withFilter, type Filters } from './filters.ts'
 import { deadlineOf, setDeadline, type PublishProps } from './props.ts'
 import { retain, type Retained } from './retained.ts'
@@ -518,8 +518,8 @@ export class MqttPersist {
       }
       if (perms !== null) subjects = subjects.filter((x) => canSubscribe(perms, x, queue))
       if (subjects.length === 0) continue
-      const base = { queue, owner: p, filter: topic, qos, noDollar: wildcardFirst(filter), noLocal: nl, rap, ...(subId !== null ? { subId } : {}) }
-      const subsOfFilter: MqttSub[] = subjects.map((subject) => ({ ...base, subject, denyCheck: needsDeliveryCheck(perms, subject) }))
+      const base: SubBase = { queue, owner: p, filter: topic, qos, noDollar: wildcardFirst(filter), noLocal: nl, rap, subId: subId ?? undefined }
+      const subsOfFilter: MqttSub[] = subjects.map((subject) => mqttSub(base, subject, needsDeliveryCheck(perms, subject)))
       for (const x of subsOfFilter) this.srv.router.subscribe(x)
       subs = withFilter(subs, topic, subsOfFilter)
     }

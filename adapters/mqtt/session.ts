@@ -22,7 +22,7 @@ import { mqttOptions } from '../../src/options.ts'
 import { canSubscribe, deliveryDenied, mayReceive, needsDeliveryCheck, type CompiledPermissions } from '../../src/permissions.ts'
 import type { Owner, Router, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
-import { deliveryQos, subTopic, type MqttSub, type Outgoing } from './delivery.ts'
+import { deliveryQos, mqttSub, subTopic, type MqttSub, type Outgoing } from './delivery.ts'
 import { mqttState, type MqttState } from './state.ts'
 import { allowedPart, filterEntries, withFilter, withoutFilter, type Filters } from './filters.ts'
 import { deliveryProps, headersToProps, msgRetained } from './props.ts'
@@ -329,7 +329,7 @@ function moveSubs(router: Router, from: Filters, owner: Owner | null): Filters {
   for (const [filter, list] of filterEntries(from)) {
     for (const s of list) router.unsubscribe(s)
     if (owner === null) continue
-    const moved: MqttSub[] = list.map((s) => ({ ...s, owner }))
+    const moved: MqttSub[] = list.map((s) => mqttSub({ ...s, rap: s.rap === true, subId: s.subId, owner }, s.subject, s.denyCheck))
     for (const s of moved) router.subscribe(s)
     to = withFilter(to, filter, moved)
   }

@@ -7,7 +7,7 @@ import { quote } from '../../../src/log.ts'
 import { mqttOptions as mqttOpts } from '../../../src/options.ts'
 import { canSubscribe, deliveryDenied, needsDeliveryCheck } from '../../../src/permissions.ts'
 import type { MqttConn } from '../conn.ts'
-import type { MqttSub, QoS } from '../delivery.ts'
+import { mqttSub, type MqttSub, type QoS, type SubBase } from '../delivery.ts'
 import { allowedPart, filterCount } from '../filters.ts'
 import { deliveryProps, expiredAt, unexpired } from '../props.ts'
 import { matchRetained } from '../retained.ts'
@@ -108,7 +108,7 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): Added
     srv.log.error(`${c.label()} mqtt subscribe to ${quote(s.topic)} refused: maximum subscriptions (${max}) exceeded`)
     return c.version === 5 ? RC.quotaExceeded : 0x80
   }
-  const base = {
+  const base: SubBase = {
     queue,
     owner: c,
     filter: s.topic,
@@ -116,10 +116,10 @@ function addSub(c: MqttConn, s: ISubscription, subId: number | undefined): Added
     noDollar: wildcardFirst(filter),
     noLocal: s.nl === true,
     rap: c.version === 5 && s.rap === true,
-    ...(subId !== undefined ? { subId } : {}),
+    subId,
   }
   const perms = c.perms
-  const list: MqttSub[] = subjects.map((subject) => ({ ...base, subject, denyCheck: needsDeliveryCheck(perms, subject) }))
+  const list: MqttSub[] = subjects.map((subject) => mqttSub(base, subject, needsDeliveryCheck(perms, subject)))
   // The same filter again replaces the old subscription [MQTT-3.8.4-3].
   c.subscribe(s.topic, list)
   return { sub: list[0]!, subjects, rh: s.rh ?? 0, isNew: !old }

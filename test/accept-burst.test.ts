@@ -1,0 +1,75 @@
+// targets/runtime.ts afterAccept: after a burst of accepts Bun is asked for a full collection
+// (every half second while it lasts), and once it is over and the process is quiet, for
+// Bun.shrink() (compiled code dropped, free memory returned). Never while accepts go on, never
+// when the process is busy, never for a trickle (which is only collected, every 100 accepts).
+// A stand-in Bun records the calls.
+
+import t from 'tap'
+import { afterAccept } from '../targets/runtime.ts'
+
+const calls: string[] = []
+const g = globalThis as { Bun?: unknown }
+const hadBun = 'Bun' in g
+const realBun = g.Bun
+g.Bun = { gc: () => void calls.push('gc'), shrink: () => void calls.push('shrink') }
+t.teardown(() => {
+  if (hadBun) g.Bun = realBun
+  else delete g.Bun
+})
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const accepts = (n: number): void => {
+  for (let i = 0; i < n; i++) afterAccept()
+}
+/** Keeps this process busy for ms (the checks read its CPU time). */
+function burn(ms: number): void {
+  const end = Date.now() + ms
+  while (Date.now() < end);
+}
+
+t.test('a trickle gets nothing; once it adds up to 100 accepts, a collection and no shrink', async (t) => {
+  calls.length = 0
+  accepts(50)
+  await sleep(2200)
+  t.same(calls, [])
+  accepts(50) // 100 in all, over more than 2 s
+  await sleep(1500)
+  t.same(calls, ['gc'], 'collected, not shrunk')
+})
+
+t.test('a burst: a collection, then once it is over and quiet, a shrink', async (t) => {
+  calls.length = 0
+  accepts(100)
+  const start = Date.now()
+  while (calls.length < 2 && Date.now() - start < 3000) await sleep(20)
+  t.same(calls, ['gc', 'shrink'], 'collected, then shrunk once accepts stopped')
+  t.ok(Date.now() - start >= 500, 'not before the first check, half a second after the burst started')
+  await sleep(1000)
+  t.same(calls, ['gc', 'shrink'], 'once')
+})
+
+t.test('no shrink while accepts go on', async (t) => {
+  calls.length = 0
+  accepts(150)
+  // A trickle after the burst keeps it going: every 50 ms for 1.2 s.
+  for (let i = 0; i < 24; i++) {
+    await sleep(50)
+    afterAccept()
+  }
+  t.notOk(calls.includes('shrink'), `not while accepting: ${calls.join(',')}`)
+  await sleep(1100)
+  t.equal(calls.filter((c) => c === 'shrink').length, 1, 'shrunk after the last accept')
+})
+
+t.test('a busy process is not shrunk', async (t) => {
+  calls.length = 0
+  accepts(150)
+  // Busy for 1.5 s (under load, as with message traffic), timers still running between slices.
+  const end = Date.now() + 1500
+  while (Date.now() < end) {
+    burn(40)
+    await sleep(1)
+  }
+  await sleep(600)
+  t.same(calls, ['gc'], 'collected, not shrunk')
+})

@@ -1,0 +1,177 @@
+// What an idle MQTT connection keeps is made on first use (QoS 1/2 bookkeeping, the buffer of
+// a cut packet, the outbound buffer) and subscriptions all share one shape. These tests make
+// a connection idle first and then use each piece, so a lazily made piece that was wrong (or
+// never made) shows; and keepalive, which has no timer per connection, still closes silent
+// clients among many at 1.5× their keepalive.
+
+import t from 'tap'
+import { Buffer } from 'node:buffer'
+import { generate, parser as newParser, type Packet } from 'mqtt-packet'
+import { MqttConn } from '../adapters/mqtt/conn.ts'
+import type { Wire } from '../src/host.ts'
+import { createLogger } from '../src/log.ts'
+import { defaults } from '../src/options.ts'
+import { Server } from '../src/server.ts'
+
+interface Client {
+  conn: MqttConn
+  /** Packets the server sent, decoded. */
+  got: Packet[]
+  ended: boolean
+  send(p: Packet | Uint8Array, step?: number): void
+}
+
+function rig() {
+  let now = 1000
+  // defer() runs later, as on a real host (the outbound queue flushes then, never inside a write).
+  const queue: (() => void)[] = []
+  const host = { now: () => now, defer: (fn: () => void) => void queue.push(fn), every: () => ({ cancel: () => {} }) }
+  const srv = new Server({ ...defaults, port: 4222, max_payload: 1024 * 1024 }, host, createLogger({ level: 'error', sink: () => {} }))
+  const run = (): void => {
+    while (queue.length) queue.shift()!()
+  }
+  const open = (clientId: string, opts: { keepalive?: number; clean?: boolean; version?: 4 | 5 } = {}): Client => {
+    const version = opts.version ?? 4
+    const p = newParser({ protocolVersion: version })
+    const c: Client = {
+      conn: null as unknown as MqttConn,
+      got: [],
+      ended: false,
+      send(pk, step = 0) {
+        const b = pk instanceof Uint8Array ? pk : generate(pk, { protocolVersion: version })
+        if (step <= 0) c.conn.data(b)
+        else for (let i = 0; i < b.length; i += step) c.conn.data(b.subarray(i, i + step))
+        run()
+      },
+    }
+    p.on('packet', (pk: Packet) => void c.got.push(pk))
+    p.on('error', (e: Error) => void c.got.push({ cmd: 'error: ' + e.message } as unknown as Packet))
+    const w: Wire = {
+      write: (d) => {
+        p.parse(Buffer.from(d))
+        return true
+      },
+      buffered: () => 0,
+      end: () => void (c.ended = true),
+      destroy: () => void (c.ended = true),
+      remoteAddress: '127.0.0.1',
+      remotePort: 1,
+    }
+    c.conn = new MqttConn(srv, srv.admit(), w)
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: opts.clean ?? true, keepalive: opts.keepalive ?? 0, clientId })
+    return c
+  }
+  return { srv, open, run, advance: (ms: number) => void (now += ms) }
+}
+
+const sub = (topic: string, qos: 0 | 1 | 2, messageId = 1, properties?: Record<string, unknown>): Packet =>
+  ({ cmd: 'subscribe', messageId, subscriptions: [{ topic, qos }], ...(properties ? { properties } : {}) }) as Packet
+const pub = (topic: string, payload: Buffer, qos: 0 | 1 | 2, messageId?: number): Packet =>
+  ({ cmd: 'publish', topic, payload, qos, dup: false, retain: false, ...(messageId ? { messageId } : {}) }) as Packet
+const last = (c: Client, cmd: string): Packet | undefined => c.got.filter((p) => p.cmd === cmd).at(-1)
+/** The private state of a connection an idle device must not pay for. */
+const lazy = (c: Client) => c.conn as unknown as { flow: unknown; rest: Uint8Array | null; out: { buf: Uint8Array; len: number } }
+
+t.test('an idle subscribed connection holds no QoS state, no packet buffer and no outbound bytes', async (t) => {
+  const r = rig()
+  const dev = r.open('dev')
+  dev.send(sub('d/1', 1))
+  t.equal(last(dev, 'suback')?.cmd, 'suback')
+  const s = lazy(dev)
+  t.equal(s.flow, null, 'no QoS 1/2 bookkeeping before the first QoS 1/2 message')
+  t.equal(s.rest, null, 'no buffer for a cut packet')
+  t.equal(s.out.buf.length, 0, 'the outbound buffer was given back after the SUBACK')
+  t.equal(dev.conn.held, 0)
+})
+
+t.test('an idle connection then takes and sends large frames in small reads', async (t) => {
+  const r = rig()
+  const dev = r.open('dev')
+  dev.send(sub('big/in', 1))
+  const other = r.open('other')
+  other.send(sub('big/out', 0))
+  // Delivered to the idle device at QoS 1: its in-flight state appears on first use.
+  const inPayload = Buffer.alloc(300 * 1024, 3)
+  other.send(pub('big/in', inPayload, 1, 7))
+  const d = last(dev, 'publish') as Packet & { payload: Buffer; qos: number; messageId: number }
+  t.ok(d && d.qos === 1 && Buffer.compare(d.payload, inPayload) === 0, 'the 300 KiB QoS 1 message arrives whole')
+  t.equal(dev.conn.held, inPayload.length, 'its payload is held until PUBACK')
+  dev.send({ cmd: 'puback', messageId: d.messageId })
+  t.equal(dev.conn.held, 0, 'PUBACK releases it')
+  t.equal(r.srv.budget.held >= 0, true)
+  // The device sends a 200 KiB PUBLISH 1000 bytes at a time: its cut-packet buffer appears and goes.
+  const outPayload = Buffer.alloc(200 * 1024, 5)
+  dev.send(pub('big/out', outPayload, 1, 9), 1000)
+  const o = last(other, 'publish') as Packet & { payload: Buffer }
+  t.ok(o && Buffer.compare(o.payload, outPayload) === 0, 'the 200 KiB PUBLISH arrives whole')
+  t.equal((last(dev, 'puback') as Packet & { messageId: number })?.messageId, 9)
+  t.equal(lazy(dev).rest, null, 'nothing kept once the packet completed')
+  t.equal(lazy(dev).out.buf.length, 0, 'no outbound buffer kept by a quiet connection')
+})
+
+t.test('QoS 2 state appears on first use, and works', async (t) => {
+  const r = rig()
+  const dev = r.open('dev')
+  const seen: number[] = []
+  r.srv.router.subscribe({ subject: 'q2', queue: null, owner: { cid: 0, echo: true, deliver: (_s, m) => void seen.push(m.payload.length) } })
+  t.equal(dev.conn.qos2Count, 0)
+  dev.send(pub('q2', Buffer.from('abc'), 2, 5))
+  t.equal(dev.conn.qos2Count, 1, 'the id waits for PUBREL')
+  t.equal((last(dev, 'pubrec') as Packet & { messageId: number })?.messageId, 5)
+  dev.send({ ...(pub('q2', Buffer.from('abc'), 2, 5) as object), dup: true } as Packet)
+  t.same(seen, [3], 'a resent QoS 2 PUBLISH is not routed again')
+  dev.send({ cmd: 'pubrel', messageId: 5 })
+  t.equal((last(dev, 'pubcomp') as Packet & { messageId: number })?.messageId, 5)
+  t.equal(dev.conn.qos2Count, 0)
+})
+
+t.test('keepalive closes every silent client among many at 1.5× keepalive, and only them', async (t) => {
+  const r = rig()
+  const n = 300
+  const clients: Client[] = []
+  for (let i = 0; i < n; i++) {
+    const c = r.open(`k${i}`, { keepalive: 10 })
+    c.send(sub(`k/${i}`, 1))
+    clients.push(c)
+  }
+  r.advance(14_000)
+  for (let i = 0; i < n; i += 2) clients[i]!.send({ cmd: 'pingreq' }) // the even ones are alive
+  r.srv.tick()
+  t.equal(clients.filter((c) => c.ended).length, 0, 'none closed before 1.5× keepalive')
+  r.advance(1_500) // 15.5 s since the odd ones' last packet
+  r.srv.tick()
+  r.run()
+  t.same(clients.map((c, i) => (c.ended ? i % 2 : -1)).filter((x) => x >= 0), Array(n / 2).fill(1), 'exactly the silent half closed')
+  r.advance(7_000) // 21.5 s: the even ones pinged at 14 s, 7.5 s ago
+  r.srv.tick()
+  t.equal(clients.filter((c) => !c.ended).length, n / 2, 'the pinging half stays open')
+  r.advance(8_100)
+  r.srv.tick()
+  r.run()
+  t.equal(clients.filter((c) => !c.ended).length, 0, 'and closes 15 s after its last PINGREQ')
+})
+
+t.test('subscriptions have one shape however they are made (SUBSCRIBE, MQTT 5 options, a parked session and its return)', async (t) => {
+  const r = rig()
+  const shapes = new Set<string>()
+  const collect = (): void => r.srv.router.subs.each((s) => void shapes.add(Object.keys(s).join(',')))
+  const a = r.open('a')
+  a.send(sub('s/a', 1))
+  a.send(sub('s/+/x/#', 0, 2)) // two router subscriptions (s.*.x.> and s.*.x)
+  const b = r.open('b', { version: 5 })
+  b.send(sub('s/b', 2, 1, { subscriptionIdentifier: 42 }))
+  const p = r.open('p', { clean: false })
+  p.send(sub('s/p', 1))
+  collect()
+  p.conn.closed('gone') // parked: its subscriptions move to the session
+  collect()
+  const p2 = r.open('p', { clean: false }) // back: they move to the new connection
+  t.equal((last(p2, 'connack') as Packet & { sessionPresent: boolean })?.sessionPresent, true)
+  collect()
+  t.equal(shapes.size, 1, `one shape: ${[...shapes].join(' | ')}`)
+  // The options still work: the MQTT 5 subscription identifier goes with its messages.
+  a.send(pub('s/b', Buffer.from('x'), 0))
+  t.equal((last(b, 'publish') as Packet & { properties?: { subscriptionIdentifier?: number } })?.properties?.subscriptionIdentifier, 42)
+  a.send(pub('s/p', Buffer.from('y'), 1, 3))
+  t.equal(String((last(p2, 'publish') as Packet & { payload: Buffer })?.payload), 'y', 'the returned session gets its messages')
+})
