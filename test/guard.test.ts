@@ -26,6 +26,8 @@ t.test('an exception while handling one client closes only that client', async (
   const other = await natsClient(t, b.url)
   const got: string[] = []
   other.subscribe('ok', { callback: (_e, m) => void got.push(m.string()) })
+  // Someone must hear 'boom': a publish nobody receives never reaches router.publish.
+  other.subscribe('boom', { callback: () => {} })
   await other.flush()
 
   const r = await exchange(b.port, 'CONNECT {"verbose":false}\r\nPUB boom 1\r\nx\r\nPING\r\n', 300)
