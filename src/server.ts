@@ -110,13 +110,15 @@ export class Server {
     this.flushQueued = false
     const list = this.dirty
     this.dirty = []
-    const now = this.host.now()
-    for (let i = 0; i < list.length; i++) list[i]!.flush(now)
+    this.flushEach(list)
   }
   private readonly flushTurn = (): void => {
     this.turnQueued = false
     const list = this.turnDirty
     this.turnDirty = []
+    this.flushEach(list)
+  }
+  private flushEach(list: { flush(now: number): void }[]): void {
     const now = this.host.now()
     for (let i = 0; i < list.length; i++) list[i]!.flush(now)
   }

@@ -26,7 +26,8 @@ export function processStats(): () => ProcessStats {
   }
 }
 
-function cpuSeconds(): number {
+/** The process's CPU time (user + system) in seconds. */
+export function cpuSeconds(): number {
   const u = process.cpuUsage()
   return (u.user + u.system) / 1e6
 }

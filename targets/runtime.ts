@@ -1,10 +1,10 @@
 // What each runtime module provides, and the few helpers they share.
 
 import { readdirSync, readFileSync } from 'node:fs'
-import process from 'node:process'
 import v8 from 'node:v8'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import { nodeVm } from './lazy.ts'
+import { cpuSeconds } from './proc.ts'
 import type { Logger } from '../src/log.ts'
 
 export type Accept = (wire: Wire) => Conn | null
@@ -156,11 +156,8 @@ function acceptCheck(): void {
   if (inBurst) armAcceptCheck(BURST_END_MS)
 }
 
-/** The process's CPU time (user + system) in ms. */
-function cpuMs(): number {
-  const u = process.cpuUsage()
-  return (u.user + u.system) / 1000
-}
+/** The process's CPU time in ms. */
+const cpuMs = (): number => cpuSeconds() * 1000
 
 // --- exceptions from adapter code -------------------------------------------------------------
 // Adapter and core code runs inside socket, timer and file callbacks. An exception there is a

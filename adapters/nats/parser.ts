@@ -157,15 +157,20 @@ export class Parser {
     const at = i + 2
     const end = at + size
     if (end + 2 > len || buf[end] !== CR || buf[end + 1] !== LF) return -1
+    this.h.pub(this.samePub(size), buf, at)
+    return end + 2
+  }
+
+  /** The PUB arguments of `PUB <the previous subject> <size>`: no reply, no headers. */
+  private samePub(size: number): PubArgs {
     const pa = this.pa
     pa.subject = this.lastSubjectText
-    pa.subjectBytes = ls
+    pa.subjectBytes = this.lastSubject
     pa.reply = ''
     pa.replyBytes = NO_BYTES
     pa.hdr = -1
     pa.size = size
-    this.h.pub(pa, buf, at)
-    return end + 2
+    return pa
   }
 
   /**
@@ -329,12 +334,7 @@ export class Parser {
     let size = hpub || sl === 0 || buf[from] !== SP || end - at < 1 || buf[at - 1] !== SP || !equalBytes(ls, buf, from + 1, at - 1) ? -1 : parseSize(buf, at, end)
     if (size >= 0) {
       if (size > this.maxPayload) return this.failWith('max_payload', `${size} > ${this.maxPayload}`)
-      pa.subject = this.lastSubjectText
-      pa.subjectBytes = ls
-      pa.reply = ''
-      pa.replyBytes = NO_BYTES
-      pa.hdr = -1
-      pa.size = size
+      this.samePub(size)
     } else {
       const a = this.args
       const n = splitArgs(buf, from, end, a, false)
