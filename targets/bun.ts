@@ -1,7 +1,6 @@
-// Bun: node:net by default for NATS. `npm run bench` found Bun's native Bun.listen no faster
-// for that load (see docs/runtimes.md); SPRIG_NET=native selects Bun.listen for NATS
-// too. The MQTT listener uses Bun.listen (SPRIG_NET=node: node:net), for its smaller
-// per-socket memory.
+// Bun: Bun.listen for the plain NATS and MQTT listeners (SPRIG_NET=node: node:net for both);
+// TLS listeners and the uplink's dial stay on node:net + node:tls. Bun.listen costs less CPU
+// per message and less memory per socket than Bun's node:net (docs/benchmarks.md).
 // Bun.listen's write() may take only part of the data and returns how much it took, so each
 // socket keeps the unwritten rest here until Bun calls drain().
 
@@ -10,7 +9,7 @@ import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
-interface BunSocket {
+export interface BunSocket {
   write(data: Uint8Array): number
   end(): void
   terminate(): void
@@ -27,43 +26,44 @@ declare const Bun: {
   listen(o: unknown): { port: number; stop(closeActive?: boolean): void }
 }
 
+/** Bun.listen's socket callbacks, one set for every socket (exported for the fake-socket test). */
+export function bunHandlers(accept: Accept, count: (delta: number) => void) {
+  return {
+    open(s: BunSocket) {
+      count(1)
+      afterAccept()
+      const w = new BunWire(s)
+      s.data = w
+      s.setNoDelay?.(true)
+      w.conn = accept(w)
+    },
+    data(s: BunSocket, d: Uint8Array) {
+      s.data.conn?.data(d)
+    },
+    drain(s: BunSocket) {
+      const w = s.data
+      if (!w.writeRest()) return
+      if (w.closing) s.end()
+      else w.conn?.drained()
+    },
+    close(s: BunSocket, err?: Error) {
+      count(-1)
+      const w = s.data
+      const c = w.conn
+      w.conn = null
+      c?.closed(w.error ?? err?.message)
+    },
+    // 'close' follows; the adapter logs the reason with the peer.
+    error(s: BunSocket, err: Error) {
+      if (s.data) s.data.error ??= err.message
+    },
+  }
+}
+
 function listenBun(host: string, port: number, accept: Accept): Promise<Listener> {
   let open = 0
   try {
-    const l = Bun.listen({
-      hostname: host,
-      port,
-      socket: {
-        open(s: BunSocket) {
-          open++
-          afterAccept()
-          const w = new BunWire(s)
-          s.data = w
-          s.setNoDelay?.(true)
-          w.conn = accept(w)
-        },
-        data(s: BunSocket, d: Uint8Array) {
-          s.data.conn?.data(d)
-        },
-        drain(s: BunSocket) {
-          const w = s.data
-          if (!w.writeRest()) return
-          if (w.closing) s.end()
-          else w.conn?.drained()
-        },
-        close(s: BunSocket, err?: Error) {
-          open--
-          const w = s.data
-          const c = w.conn
-          w.conn = null
-          c?.closed(w.error ?? err?.message)
-        },
-        // 'close' follows; the adapter logs the reason with the peer.
-        error(s: BunSocket, err: Error) {
-          if (s.data) s.data.error ??= err.message
-        },
-      },
-    })
+    const l = Bun.listen({ hostname: host, port, socket: bunHandlers(accept, (d) => (open += d)) })
     return Promise.resolve({ port: l.port, close: () => l.stop(false), open: () => open })
   } catch (e) {
     return Promise.reject(listenError(host, port, e))
@@ -74,10 +74,14 @@ function listenBun(host: string, port: number, accept: Accept): Promise<Listener
  * A Bun socket as the adapters see it. A class, so an idle connection costs one small object
  * (methods on the prototype, no closures); the unwritten rest exists only while Bun is behind.
  */
-class BunWire implements Wire {
+export class BunWire implements Wire {
   conn: Conn | null = null
-  /** Bytes Bun has not taken yet, oldest first; null when there are none. */
+  /** Bytes Bun has not taken yet, oldest first from `head`; null when there are none. */
   rest: Uint8Array[] | null = null
+  /** Index of the first unsent chunk in `rest` (no shift(): a slow reader may queue many). */
+  head = 0
+  /** Bytes in `rest` from `head`: buffered() is asked per write while blocked. */
+  held = 0
   closing = false
   /** The first socket error, handed to Conn.closed() as the reason. */
   error: string | null = null
@@ -92,12 +96,21 @@ class BunWire implements Wire {
   write(d: Uint8Array): boolean {
     if (this.rest !== null) {
       this.rest.push(d)
+      this.held += d.length
       return false
     }
     const n = this.s.write(d)
     if (n >= d.length) return true
-    this.rest = [n > 0 ? d.subarray(n) : d]
+    const r = n > 0 ? d.subarray(n) : d
+    this.rest = [r]
+    this.head = 0
+    this.held = r.length
     return false
+  }
+
+  /** Bun.listen copies nothing it did not send: with no rest, the writer may reuse its buffer. */
+  idle(): boolean {
+    return this.rest === null
   }
 
   end(): void {
@@ -107,9 +120,7 @@ class BunWire implements Wire {
   }
 
   buffered(): number {
-    let n = 0
-    if (this.rest !== null) for (const d of this.rest) n += d.length
-    return n
+    return this.held
   }
 
   destroy(): void {
@@ -128,19 +139,27 @@ class BunWire implements Wire {
   writeRest(): boolean {
     const rest = this.rest
     if (rest === null) return true
-    while (rest.length > 0) {
-      const d = rest[0]!
+    while (this.head < rest.length) {
+      const d = rest[this.head]!
       const n = this.s.write(d)
       if (n < d.length) {
-        rest[0] = n > 0 ? d.subarray(n) : d
+        if (n > 0) {
+          rest[this.head] = d.subarray(n)
+          this.held -= n
+        }
         return false
       }
-      rest.shift()
+      this.held -= d.length
+      rest[this.head++] = EMPTY // let the sent chunk go before the rest is done
     }
     this.rest = null
+    this.head = 0
+    this.held = 0
     return true
   }
 }
+
+const EMPTY = new Uint8Array(0)
 
 function terminate(s: BunSocket): void {
   s.terminate()
@@ -148,14 +167,10 @@ function terminate(s: BunSocket): void {
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 export function bun(): Runtime {
-  const net = process.env.SPRIG_NET
+  const viaNode = process.env.SPRIG_NET === 'node'
   return {
-    name: `bun ${Bun.version}${net === 'native' ? ' (Bun.listen)' : net === 'node' ? ' (node:net)' : ''}`,
+    name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,
-    listen: net === 'native' ? listenBun : listenNet,
-    // MQTT: Bun.listen unless SPRIG_NET=node. Thousands of idle devices are the MQTT load, and
-    // a Bun.listen socket costs ~4 KB of RSS where a node:net one costs ~13 KB (measured
-    // with 1,000 idle connections); throughput was the same (docs/runtimes.md).
-    listenMqtt: net === 'node' ? listenNet : listenBun,
+    listen: viaNode ? listenNet : listenBun,
   }
 }

@@ -21,9 +21,8 @@ export interface Runtime {
   /** e.g. "node 20.20.2" */
   readonly name: string
   readonly host: Host
+  /** Plain listeners (NATS and MQTT); TLS listeners are node:net + node:tls everywhere. */
   listen(host: string, port: number, accept: Accept): Promise<Listener>
-  /** The MQTT listener, when it differs from `listen` (Bun: Bun.listen, for memory per idle device). */
-  listenMqtt?(host: string, port: number, accept: Accept): Promise<Listener>
 }
 
 /**

@@ -48,7 +48,7 @@ t.test(`out of file descriptors (ulimit -n ${FD_LIMIT}): refuse, log once, recov
   const variants = [
     ['node', process.execPath, '', ''],
     ['bun', runtimeBin('bun'), '', ''],
-    ['bun (Bun.listen)', runtimeBin('bun'), '', 'native'],
+    ['bun (node:net)', runtimeBin('bun'), '', 'node'],
     ['deno (Deno.listen)', runtimeBin('deno'), 'run -A', 'native'],
     ['deno (node:net)', runtimeBin('deno'), 'run -A', ''],
   ] as const

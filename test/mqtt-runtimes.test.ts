@@ -1,5 +1,5 @@
-// MQTT on every runtime's socket path, as a real process from a fresh bundle: Bun (whose MQTT
-// listener is Bun.listen by default, node:net with SPRIG_NET=node), Node and Deno (node:net).
+// MQTT on every runtime's socket path, as a real process from a fresh bundle: Bun (whose plain
+// listeners are Bun.listen by default, node:net with SPRIG_NET=node), Node and Deno (node:net).
 // The other MQTT tests run the broker in-process on Node's node:net only, so this is what
 // covers targets/bun.ts for MQTT: handshake, QoS 0/1/2 both ways with NATS, a payload large
 // enough that Bun takes it in parts (the wire's unwritten rest), and a clean SIGTERM.

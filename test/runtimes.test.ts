@@ -1,5 +1,5 @@
 // The bundle (dist/sprig.js) as a real process on every runtime it supports: Node, Bun (its
-// node:net, and its native Bun.listen via SPRIG_NET=native) and Deno. A smoke subset over real sockets
+// Bun.listen, and node:net via SPRIG_NET=node) and Deno (node:net, and Deno.listen via SPRIG_NET=native). A smoke subset over real sockets
 // with nats.js, a clean SIGTERM shutdown, and the command-line error paths.
 
 import t, { type Test } from 'tap'
@@ -32,7 +32,7 @@ const variants: Variant[] = [
   { name: 'node', cmd: process.execPath, args: [bundle], env: clean, banner: / on node \d/ },
   { name: 'bun', cmd: bin('bun'), args: [bundle], env: clean, banner: / on bun \d[\d.]*$/m },
   { name: 'deno', cmd: bin('deno'), args: ['run', '-A', bundle], env: clean, banner: / on deno \d/ },
-  { name: 'bun (Bun.listen)', cmd: bin('bun'), args: [bundle], env: { ...clean, SPRIG_NET: 'native' }, banner: / on bun \d[\d.]* \(Bun\.listen\)/ },
+  { name: 'bun (node:net)', cmd: bin('bun'), args: [bundle], env: { ...clean, SPRIG_NET: 'node' }, banner: / on bun \d[\d.]* \(node:net\)/ },
   { name: 'deno (Deno.listen)', cmd: bin('deno'), args: ['run', '-A', bundle], env: { ...clean, SPRIG_NET: 'native' }, banner: / on deno \d[\d.]* \(Deno\.listen\)/ },
 ]
 

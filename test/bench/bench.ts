@@ -21,14 +21,11 @@ const BUNDLE = process.env.SPRIG_BUNDLE || 'dist/sprig.js'
 const RUNTIMES = ['bun', 'node', 'deno'] as const
 type Runtime = (typeof RUNTIMES)[number]
 /**
- * Socket-API variants, to check each runtime's default choice (targets/*.ts, node:net on all
- * three, except Bun's MQTT listener): Bun on Bun.listen, Deno on Deno.listen, Bun's MQTT on
- * node:net. Not run by default.
+ * Socket-API variants, to check each runtime's default choice (targets/*.ts: Bun.listen on Bun,
+ * node:net on Node and Deno): Bun on node:net, Deno on Deno.listen. Not run by default.
  */
 const VARIANTS: Record<string, { runtime: Runtime; env: string }> = {
-  'bun+native': { runtime: 'bun', env: 'SPRIG_NET=native' },
   'deno+native': { runtime: 'deno', env: 'SPRIG_NET=native' },
-  // Bun's MQTT listener is Bun.listen by default; this runs it on node:net instead.
   'bun+node:net': { runtime: 'bun', env: 'SPRIG_NET=node' },
 }
 /** Reference server per protocol and the Debian package that provides it. */
@@ -75,8 +72,8 @@ function mosquittoConf(port: string): string {
 const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick] [--only <substr>[,<substr>…]] [--rounds N] [--conns N]
 
   --runtimes   sprig runtimes to benchmark (default: every one that is installed); also
-               bun+native and deno+native, the socket APIs each runtime does not use by default,
-               and bun+node:net (Bun's MQTT listener on node:net instead of Bun.listen)
+               the socket APIs each runtime does not use by default: bun+node:net (Bun's
+               listeners on node:net instead of Bun.listen) and deno+native (Deno.listen)
   --quick      10× fewer messages and 1 round, for a CI smoke run
   --rounds     rounds over all servers (default 3, --quick 1); tables show the median of the
                rounds and the min–max of the headline metric. Servers take turns in every
