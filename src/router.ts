@@ -141,7 +141,7 @@ export class Router {
     msg.seq = ++this.seq
     const b = this.budget
     if (b !== null) b.hot = false // set again only by this publish's deliveries
-    const size = msg.payload.length + (msg.hdr ? msg.hdr.length : 0)
+    const size = msg.size + (msg.hdr ? msg.hdr.length : 0)
     const t = this.traffic
     t.in_msgs++
     t.in_bytes += size

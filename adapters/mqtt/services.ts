@@ -81,7 +81,7 @@ function retainFromHeader(srv: Server, m: Msg, from: Owner | null): void {
 function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boolean {
   // Kept with the message: its headers as MQTT 5 properties (Nmqtt-Expiry ends it), not the
   // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
-  const props = headersToProps(st, { ...m, reply: '', seq: -2 })
+  const props = headersToProps(st, m.with({ reply: '', seq: -2 }))
   st.propsSeq = -1
   const kept = retain(st.retained, topic, m.subject, m.payload.slice(), msgQos(m), props)
   if (!kept) srv.log.warn(`retained message on ${quote(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
@@ -188,7 +188,7 @@ function retainSet(srv: Server, m: Msg, from: Owner | null): void {
   const reply = m.reply
   const st = mqttState(srv)
   const qos = msgQos(m)
-  const kept = storeRetained(srv, st, topic, { ...m, subject })
+  const kept = storeRetained(srv, st, topic, m.with({ subject }))
   // Like an MQTT retained PUBLISH, it also goes to current subscribers [MQTT-3.3.1-10],
   // marked retained (for Retain As Published).
   let out = RETAINED_HEADERS[qos]!
@@ -199,7 +199,7 @@ function retainSet(srv: Server, m: Msg, from: Owner | null): void {
     out = encodeHeaders(pairs, h?.status ?? '')
   }
   publish(srv, subject, out, payload)
-  if (reply !== '') answer(srv, { ...m, reply }, from, kept ? { ok: true } : { error: 'retained store full' })
+  if (reply !== '') answer(srv, m.with({ reply }), from, kept ? { ok: true } : { error: 'retained store full' })
 }
 
 // --- delayed wills ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 
 import type { Conn, Wire } from '../../src/host.ts'
 import { put, utf8, writeUint, uintLength } from '../../src/bytes.ts'
-import { newMsg, type Msg } from '../../src/msg.ts'
+import { newMsg, putPayload, type Msg } from '../../src/msg.ts'
 import type { Credentials, Identity } from '../../src/auth.ts'
 import { Client, type DenyChecked } from '../../src/lifecycle.ts'
 import { authOf } from '../../src/auth.ts'
@@ -263,14 +263,14 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
       m.subjectBytes = p.subjectBytes
       m.reply = p.reply
       m.replyBytes = p.replyBytes
-      const end = at + p.size
+      // The payload is lent as a range of the read (no view made: src/msg.ts).
       if (p.hdr > 0) { // an empty header block goes out as a plain MSG, as from nats-server
         const h = at + p.hdr
         m.hdr = buf.subarray(at, h)
-        m.payload = buf.subarray(h, end)
+        m.lend(buf, h, p.size - p.hdr)
       } else {
         m.hdr = null
-        m.payload = buf.subarray(at, end)
+        m.lend(buf, at, p.size)
       }
       if (router.publish(m, this, undefined, reach) > 0) return
     }
@@ -382,7 +382,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const hdr = this.headers ? m.hdr : null // header-less clients get the payload only
     const hlen = hdr ? hdr.length : 0
-    const total = hlen + m.payload.length
+    const total = hlen + m.size
     const subj = m.subjectBytes
     const sid = s.sidBytes
     const rlen = m.replyBytes.length
@@ -415,7 +415,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     b[p++] = 13
     b[p++] = 10
     if (hdr) p = put(b, p, hdr)
-    p = put(b, p, m.payload)
+    p = putPayload(b, p, m)
     b[p++] = 13
     b[p] = 10
     this.out_msgs++

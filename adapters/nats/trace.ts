@@ -66,7 +66,7 @@ export function traceOutgoing(c: NatsClient): void {
     const s = sub as NatsSub
     const reply = m.reply === '' ? '' : ` ${m.reply}`
     const hdr = c.headers && m.hdr !== null ? m.hdr.length : -1
-    const total = (hdr > 0 ? hdr : 0) + m.payload.length
+    const total = (hdr > 0 ? hdr : 0) + m.size
     log(hdr >= 0 ? `[HMSG ${m.subject} ${s.sid}${reply} ${hdr} ${total}]` : `[MSG ${m.subject} ${s.sid}${reply} ${total}]`)
   }
   c.send = function (bytes: Uint8Array): void {

@@ -18,7 +18,7 @@
 
 import type { Budget } from '../budget.ts'
 import { EMPTY } from '../bytes.ts'
-import type { Msg } from '../msg.ts'
+import { newMsg, type Msg } from '../msg.ts'
 import { frameEnds, frameSubject } from './frames.ts'
 
 export interface Stored {
@@ -262,7 +262,11 @@ class Lane {
   /** Appends a copy of `s` as unsent: a message, a frame, or a run as one record per frame. */
   private copyUnsent(s: Stored): void {
     if (s.frames === undefined) {
-      const m = { subject: s.subject, subjectBytes: EMPTY, reply: s.reply, replyBytes: EMPTY, hdr: s.hdr, payload: s.payload, seq: 0 }
+      const m = newMsg()
+      m.subject = s.subject
+      m.reply = s.reply
+      m.hdr = s.hdr
+      m.payload = s.payload
       this.push(m, s.size, s.seq, 0)
       return
     }

@@ -6,7 +6,7 @@
 import { EMPTY, put, uintLength, utf8, writeUint } from '../bytes.ts'
 import type { Conn, Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
-import { newMsg } from '../msg.ts'
+import { newMsg, putPayload, type Msg } from '../msg.ts'
 import type { RemoteOptions } from '../options.ts'
 import { Outbound } from '../outbound.ts'
 import type { Owner, Sub } from '../router.ts'
@@ -532,17 +532,19 @@ export class Link implements Conn {
   /**
    * The one send-up path: export filter and map, the hub's interest, the hub queue groups the
    * message should serve (those with no local member), then the frame. `local`: the local
-   * subscribers of the subject (a local queue group keeps its messages here). `subjectBytes`:
-   * the subject's bytes when the caller has them (a live Msg), saving their encoding.
+   * subscribers of the subject (a local queue group keeps its messages here). The subject's
+   * bytes, when `m` has them (a live Msg), save their encoding; the payload is copied from
+   * its lent range (putPayload), with no view made for it.
    */
-  forward(subject: string, reply: string, hdr: Uint8Array | null, payload: Uint8Array, local: Match<Sub>, subjectBytes?: Uint8Array): Sent {
+  forward(m: Msg, local: Match<Sub>): Sent {
     if (this.phase !== 'up') return Sent.NO_INTEREST
+    const subject = m.subject
     const hub = this.filters.up(subject)
     if (hub === null) return Sent.FILTERED
     const queues = this.queuesFor(this.hubSubs.match(hub), local)
     if (queues === null) return Sent.NO_INTEREST
-    const sb = hub === subject && subjectBytes !== undefined && subjectBytes.length > 0 ? subjectBytes : null
-    return this.send(hub, sb, reply === '' ? '' : this.filters.replyUp(reply), queues, hdr, payload) ? Sent.OK : Sent.FULL
+    const sb = hub === subject && m.subjectBytes.length > 0 ? m.subjectBytes : null
+    return this.send(hub, sb, m.reply === '' ? '' : this.filters.replyUp(m.reply), queues, m) ? Sent.OK : Sent.FULL
   }
 
   /** Whether forward() would find interest at the hub for this message. */
@@ -570,8 +572,9 @@ export class Link implements Conn {
    * keeps it). `queues`: hub queue groups this message should also serve. `sb`: the hub
    * subject's bytes, if known.
    */
-  private send(hubSubject: string, sb: Uint8Array | null, reply: string, queues: readonly string[], hdr: Uint8Array | null, payload: Uint8Array): boolean {
-    const size = payload.length + (hdr ? hdr.length : 0)
+  private send(hubSubject: string, sb: Uint8Array | null, reply: string, queues: readonly string[], m: Msg): boolean {
+    const hdr = m.hdr
+    const size = m.size + (hdr ? hdr.length : 0)
     this.frameAt = -1
     const max = this.info.max_payload
     if (max !== undefined && max > 0 && size > max) {
@@ -588,7 +591,7 @@ export class Link implements Conn {
     }
     const rb = reply === '' ? EMPTY : utf8(reply)
     const qb = queues.length === 0 ? EMPTY : this.queueBytes(queues)
-    return this.frame(sb, rb, qb, hdr, payload, size)
+    return this.frame(sb, rb, qb, m, size)
   }
 
   /** The bytes of a queue list (space-separated): the last one's, when it repeats. */
@@ -608,7 +611,8 @@ export class Link implements Conn {
    * `LMSG subject[ + reply queues| | queues| reply][ hdrlen] size`, headers, payload.
    * `rb`, `qb`: the reply's and the queue list's bytes (empty: none).
    */
-  private frame(sb: Uint8Array, rb: Uint8Array, qb: Uint8Array, hdr: Uint8Array | null, payload: Uint8Array, size: number): boolean {
+  private frame(sb: Uint8Array, rb: Uint8Array, qb: Uint8Array, m: Msg, size: number): boolean {
+    const hdr = m.hdr
     const hl = hdr ? hdr.length : 0
     const mid = qb.length > 0 ? (rb.length > 0 ? 4 + rb.length : 3) + qb.length : rb.length > 0 ? 1 + rb.length : 0
     const head = 6 + sb.length + mid + (hdr ? uintLength(hl) + 1 : 0) + uintLength(size) + 2
@@ -643,12 +647,12 @@ export class Link implements Conn {
     b[p++] = 13
     b[p++] = 10
     if (hdr) p = put(b, p, hdr)
-    this.endFrame(b, p, payload, size)
+    this.endFrame(b, p, m, size)
     return true
   }
   /** The payload and CRLF that end an LMSG/HMSG at b[p], counted. */
-  private endFrame(b: Uint8Array, p: number, payload: Uint8Array, size: number): void {
-    p = put(b, p, payload)
+  private endFrame(b: Uint8Array, p: number, m: Msg, size: number): void {
+    p = putPayload(b, p, m)
     b[p] = 13
     b[p + 1] = 10
     this.frameTo = p + 2

@@ -6,7 +6,8 @@
 import { pauseWire, resumeWire } from '../budget.ts'
 import { isoTime, type Dial, type DialTarget, type Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
-import type { Msg } from '../msg.ts'
+import { EMPTY } from '../bytes.ts'
+import { newMsg, type Msg } from '../msg.ts'
 import { TLS_DEFAULTS, type LeafnodeOptions, type RemoteOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
@@ -349,7 +350,7 @@ export class Remote implements LinkOwner {
       if (live) {
         // Live traffic goes ahead of the backlog rather than behind it (replay_order).
         if (this.interleave()) {
-          const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
+          const r = l.forward(m, local)
           // Not tracked, or no room: this one and every later one follow the backlog. (One
           // the hub has no interest in yet waits in the spool for buffer_hold, as before.)
           if (r === Sent.OK ? !this.buffer.sentAhead!(this.buffer.last) : r === Sent.FULL) this.liveBehind = true
@@ -365,7 +366,7 @@ export class Remote implements LinkOwner {
         // Queued before the frame schedules the link's flush, so this turn's confirmation
         // PING goes out in the same write as the messages it covers.
         this.queueConfirm()
-        const r = l.forward(m.subject, m.reply, m.hdr, m.payload, local, m.subjectBytes)
+        const r = l.forward(m, local)
         if (r === Sent.OK) {
           // Kept until the hub confirms it (a link lost before that sends it again): as its
           // frame, with the rest of this turn's (onKept).
@@ -579,9 +580,24 @@ export class Remote implements LinkOwner {
 
   private readonly pumpLater = (): void => this.pump()
 
+  /** The Msg a held message is sent up as (forward takes one), reused. */
+  private readonly held = newMsg()
+
   /** Sends one held message; false: it must wait (no room, or no interest yet within buffer_hold). */
   private sendHeld(l: Link, s: Stored, local: Sublist<Sub>, now: number): boolean {
-    const r = s.frames !== undefined ? l.resend(s.subject, s.payload) : l.forward(s.subject, s.reply, s.hdr, s.payload, local.match(s.subject))
+    let r: Sent
+    if (s.frames !== undefined) r = l.resend(s.subject, s.payload)
+    else {
+      const m = this.held
+      m.subject = s.subject
+      m.subjectBytes = EMPTY // not known: the link encodes the hub subject
+      m.reply = s.reply
+      m.hdr = s.hdr
+      m.payload = s.payload
+      r = l.forward(m, local.match(s.subject))
+      m.payload = EMPTY // not kept: the buffer's storage may be replaced
+      m.hdr = null
+    }
     if (r === Sent.FULL) return false
     if (r !== Sent.OK) {
       if (now - this.readyAt < this.opts.buffer_hold) return false // tick() and LS+ call again

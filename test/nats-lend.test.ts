@@ -1,0 +1,301 @@
+// A NATS publish's payload is lent to the router as a range of the read (src/msg.ts: no view
+// is made unless someone asks for `payload`), and the read buffer is reused by the next read.
+// In one process, with the runtime's turns run by hand (as test/gateway-turn.test.ts): PUB and
+// HPUB of every size around the short-copy threshold, with and without a reply, cut across
+// reads at several widths into ONE reused read buffer, which is then scribbled over before
+// anything is flushed. Every kind of consumer gets the bytes that were published: NATS
+// subscribers (with and without headers, a queue group), MQTT QoS 0, MQTT QoS 1 behind a
+// full in-flight window (queued: its own copy), the uplink to a hub (plain and with a hub
+// queue group), a message held while the link is down, and the router's byte counts. Then
+// the same through a real uplink to a nats-server hub (a plain and a queue subscriber there).
+
+import t from 'tap'
+import { Buffer } from 'node:buffer'
+import { generate, parser as mqttParser, type Packet } from 'mqtt-packet'
+import { MqttConn } from '../adapters/mqtt/conn.ts'
+import { NatsClient } from '../adapters/nats/client.ts'
+import type { Conn, Dial, Wire } from '../src/host.ts'
+import { Remote } from '../src/leaf/remote.ts'
+import { createLogger } from '../src/log.ts'
+import { Msg, newMsg, putPayload } from '../src/msg.ts'
+import { defaults, LEAF_DEFAULTS, MQTT_DEFAULTS, REMOTE_DEFAULTS } from '../src/options.ts'
+import { Server } from '../src/server.ts'
+import { startBroker } from './helpers/broker.ts'
+import { haveHub, hubInterest, leafUp, startHub, until } from './helpers/hub.ts'
+import { natsClient } from './helpers/mqtt.ts'
+import { exchange } from './helpers/raw.ts'
+
+const enc = new TextEncoder()
+const latin1 = (d: Uint8Array): string => Buffer.from(d).toString('latin1')
+
+interface Rec {
+  wire: Wire
+  writes: Uint8Array[]
+}
+
+function recWire(port: number): Rec {
+  const r: Rec = {
+    writes: [],
+    wire: { write: (d) => (r.writes.push(d.slice()), true), buffered: () => 0, end: () => {}, destroy: () => {}, remoteAddress: '127.0.0.1', remotePort: port },
+  }
+  return r
+}
+
+/** One published message, as the publisher sent it. */
+interface Pub {
+  subject: string
+  reply: string
+  hdr: Uint8Array | null
+  payload: Uint8Array
+}
+
+/** The payload bytes: a pattern that differs per message and per position (no two alike). */
+function body(n: number, k: number): Uint8Array {
+  const b = new Uint8Array(n)
+  for (let i = 0; i < n; i++) b[i] = (i * 7 + k * 13 + 1) & 0xff
+  return b
+}
+
+const SIZES = [0, 1, 15, 16, 31, 32, 33, 64, 200, 1000, 3000]
+
+function messages(): Pub[] {
+  const out: Pub[] = []
+  let k = 0
+  for (const n of SIZES) {
+    // The same subject twice in a row (the parser's repeated-subject path), then another one.
+    out.push({ subject: 'up.a', reply: '', hdr: null, payload: body(n, k++) })
+    out.push({ subject: 'up.a', reply: '', hdr: null, payload: body(n, k++) })
+    out.push({ subject: 'up.b.c', reply: 'up.reply.1', hdr: null, payload: body(n, k++) })
+    out.push({ subject: 'up.h', reply: '', hdr: enc.encode(`NATS/1.0\r\nk: v${k}\r\n\r\n`), payload: body(n, k++) })
+    out.push({ subject: 'up.h', reply: 'up.reply.2', hdr: enc.encode('NATS/1.0\r\nx: y\r\n\r\n'), payload: body(n, k++) })
+  }
+  return out
+}
+
+function stream(msgs: Pub[]): Uint8Array {
+  const parts: Uint8Array[] = []
+  for (const m of msgs) {
+    const r = m.reply === '' ? '' : ` ${m.reply}`
+    if (m.hdr === null) parts.push(enc.encode(`PUB ${m.subject}${r} ${m.payload.length}\r\n`))
+    else parts.push(enc.encode(`HPUB ${m.subject}${r} ${m.hdr.length} ${m.hdr.length + m.payload.length}\r\n`), m.hdr)
+    parts.push(m.payload, enc.encode('\r\n'))
+  }
+  return Buffer.concat(parts)
+}
+
+/** MSG/HMSG (client) or LMSG/HMSG (hub) frames: the header block and payload of each, and its control line. */
+function natsFrames(all: Uint8Array): { line: string; hdr: string | null; payload: string }[] {
+  const b = Buffer.from(all)
+  const out: { line: string; hdr: string | null; payload: string }[] = []
+  let p = 0
+  while (p < b.length) {
+    const eol = b.indexOf('\r\n', p)
+    if (eol < 0) throw new Error('cut frame')
+    const line = b.toString('latin1', p, eol)
+    p = eol + 2
+    const w = line.split(' ')
+    if (w[0] !== 'MSG' && w[0] !== 'HMSG' && w[0] !== 'LMSG') continue // PING, +OK ...
+    const total = Number(w[w.length - 1])
+    const hl = w[0] === 'HMSG' ? Number(w[w.length - 2]) : 0
+    out.push({ line, hdr: w[0] === 'HMSG' ? b.toString('latin1', p, p + hl) : null, payload: b.toString('latin1', p + hl, p + total) })
+    p += total + 2
+  }
+  return out
+}
+
+function rig(maxAckPending: number) {
+  const micro: (() => void)[] = []
+  const turn: (() => void)[] = []
+  let now = 1000
+  const host = { now: () => now, defer: (fn: () => void) => void micro.push(fn), soon: (fn: () => void) => void turn.push(fn), every: () => ({ cancel: () => {} }) }
+  const settle = (): void => {
+    for (;;) {
+      while (micro.length) micro.shift()!()
+      if (turn.length === 0) return
+      for (const fn of turn.splice(0)) fn()
+    }
+  }
+  const srv = new Server({ ...defaults, port: 4222, max_payload: 64 * 1024, mqtt: { ...MQTT_DEFAULTS, max_ack_pending: maxAckPending } }, host, createLogger({ level: 'error', sink: () => {} }))
+  let port = 0
+  const nats = (connect: string): { c: NatsClient; rec: Rec } => {
+    const rec = recWire(++port)
+    const c = new NatsClient(srv, srv.admit(), rec.wire)
+    c.data(enc.encode(connect))
+    settle()
+    rec.writes.length = 0
+    return { c, rec }
+  }
+  const mqtt = (id: string, qos: 0 | 1): { c: MqttConn; rec: Rec } => {
+    const rec = recWire(++port)
+    const c = new MqttConn(srv, srv.admit(), rec.wire)
+    c.data(generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 0, clientId: id }))
+    c.data(generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'up/#', qos }] }))
+    settle()
+    rec.writes.length = 0
+    return { c, rec }
+  }
+  // The uplink, to a hub that wants up.> and has a queue group on it too.
+  const hub = recWire(++port)
+  let link: Conn | null = null
+  const dial: Dial = (_to, open) => void (link = open(hub.wire))
+  const remote = new Remote(srv, { ...REMOTE_DEFAULTS, urls: ['nats://127.0.0.1:7422'] }, { ...LEAF_DEFAULTS, remotes: [] }, 0, dial, () => '')
+  remote.start()
+  const fromHub = (s: string): void => {
+    link!.data(enc.encode(s))
+    settle()
+  }
+  const handshake = (): void => {
+    fromHub('INFO {"server_id":"HUB","client_id":1,"leafnode_urls":[]}\r\n')
+    fromHub('INFO {"server_id":"HUB","connect_info":true}\r\nLS+ up.>\r\nLS+ up.> hq 1\r\n')
+    fromHub('PONG\r\n')
+    if (remote.state !== 'connected') throw new Error(`link not up: ${remote.state}`)
+  }
+  handshake()
+  hub.writes.length = 0
+  /** The link comes back: redialled (time moved on past the backoff), handshake, PONG. */
+  const relink = (): void => {
+    now += 60_000
+    remote.tick(now)
+    hub.writes.length = 0
+    handshake()
+    remote.tick(now)
+    settle()
+  }
+  return { srv, settle, nats, mqtt, hub, remote, fromHub, relink, dropLink: () => (link!.closed('gone'), settle()) }
+}
+
+/** MQTT PUBLISH payloads written to `rec` (QoS 1 ones acknowledged, so the next come). */
+function mqttPayloads(c: MqttConn, rec: Rec, settle: () => void): string[] {
+  const got: string[] = []
+  const p = mqttParser({ protocolVersion: 4 })
+  p.on('packet', (pk: Packet) => {
+    if (pk.cmd !== 'publish') return
+    got.push(latin1(pk.payload as Buffer))
+    if (pk.qos === 1) c.data(generate({ cmd: 'puback', messageId: pk.messageId! }))
+  })
+  for (let i = 0; i < rec.writes.length; i++) {
+    p.parse(Buffer.from(rec.writes[i]!))
+    settle()
+  }
+  return got
+}
+
+const plain = (msgs: Pub[]): string[] => msgs.map((m) => latin1(m.payload))
+
+t.test('every consumer gets the published bytes, the read buffer reused and scribbled over before the flush', async (t) => {
+  const msgs = messages()
+  const all = stream(msgs)
+  for (const width of [1, 5, 29, 64, 700, all.length]) {
+    const r = rig(2)
+    const withHdrs = r.nats('CONNECT {"verbose":false,"headers":true}\r\nSUB up.> 1\r\n')
+    const noHdrs = r.nats('CONNECT {"verbose":false}\r\nSUB up.> 1\r\n')
+    const queue = r.nats('CONNECT {"verbose":false,"headers":true}\r\nSUB up.> g 1\r\n')
+    const q0 = r.mqtt('q0', 0)
+    const q1 = r.mqtt('q1', 1)
+    const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
+    const before = { ...r.srv.router.traffic }
+    // One read buffer, reused for every read, as a socket's is.
+    const read = new Uint8Array(width)
+    for (let i = 0; i < all.length; i += width) {
+      const n = Math.min(width, all.length - i)
+      read.set(all.subarray(i, i + n))
+      pub.c.data(read.subarray(0, n))
+      read.fill(0xee) // the next read lands here before anything is written out
+    }
+    r.settle()
+    const label = `reads of ${width} bytes`
+    const nats = (rec: Rec) => natsFrames(Buffer.concat(rec.writes))
+    t.same(nats(withHdrs.rec).map((f) => [f.hdr, f.payload]), msgs.map((m) => [m.hdr ? latin1(m.hdr) : null, latin1(m.payload)]), `${label}: NATS subscriber with headers`)
+    t.same(nats(noHdrs.rec).map((f) => [f.hdr, f.payload]), msgs.map((m) => [null, latin1(m.payload)]), `${label}: NATS subscriber without headers (payload only)`)
+    t.same(nats(queue.rec).map((f) => f.payload), plain(msgs), `${label}: NATS queue group member`)
+    t.same(mqttPayloads(q0.c, q0.rec, r.settle), plain(msgs), `${label}: MQTT QoS 0`)
+    t.same(mqttPayloads(q1.c, q1.rec, r.settle), plain(msgs), `${label}: MQTT QoS 1, most of it queued behind a window of 2`)
+    const up = natsFrames(Buffer.concat(r.hub.writes))
+    t.same(up.map((f) => [f.hdr, f.payload]), msgs.map((m) => [m.hdr ? latin1(m.hdr) : null, latin1(m.payload)]), `${label}: the uplink's frames`)
+    t.ok(up.every((f) => / hq \d+$| hq \d+ \d+$/.test(f.line)), `${label}: each frame also serves the hub's queue group`)
+    const size = msgs.reduce((a, m) => a + m.payload.length + (m.hdr?.length ?? 0), 0)
+    const tr = r.srv.router.traffic
+    t.equal(tr.in_msgs - before.in_msgs, msgs.length, `${label}: messages counted`)
+    t.equal(tr.in_bytes - before.in_bytes, size, `${label}: bytes counted (headers and payload)`)
+    t.equal(tr.out_bytes - before.out_bytes, 5 * size, `${label}: bytes out counted, five local subscribers`)
+  }
+})
+
+t.test('a message held while the link is down is its own copy: the hub gets it as published', async (t) => {
+  const r = rig(1024)
+  const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
+  r.dropLink()
+  const msgs = messages().slice(0, 20)
+  const all = stream(msgs)
+  const read = new Uint8Array(all.length)
+  read.set(all)
+  pub.c.data(read)
+  read.fill(0xee)
+  r.settle()
+  t.equal(r.remote.status().buffered_msgs, msgs.length, 'held while down')
+  r.relink()
+  const up = natsFrames(Buffer.concat(r.hub.writes))
+  t.same(up.map((f) => [f.hdr, f.payload]), msgs.map((m) => [m.hdr ? latin1(m.hdr) : null, latin1(m.payload)]), 'the hub gets every held message as published')
+})
+
+t.test('Msg: a lent range, the view made on demand and shared, replaced by the next lend', async (t) => {
+  const m = newMsg()
+  t.ok(m instanceof Msg)
+  t.equal(m.payload.length, 0, 'a fresh Msg: empty payload')
+  const buf = enc.encode('xxhello worldyy')
+  m.lend(buf, 2, 11)
+  t.equal(m.size, 11)
+  const v = m.payload
+  t.equal(latin1(v), 'hello world', 'the view is the lent range')
+  t.equal(v.buffer, buf.buffer, 'a view, not a copy')
+  t.equal(m.payload, v, 'asked again: the same view')
+  m.lend(buf, 0, 2)
+  t.equal(latin1(m.payload), 'xx', 'the next lend: a new view')
+  const own = enc.encode('own')
+  m.payload = own
+  t.equal(m.payload, own, 'assigned: that array')
+  t.same([m.src, m.at, m.size], [own, 0, 3], 'and its range')
+  // putPayload: short (byte copy from the range) and long (through the view).
+  for (const n of [0, 1, 31, 32, 33, 500]) {
+    const src = body(n + 10, n)
+    m.lend(src, 7, n)
+    const out = new Uint8Array(n + 4).fill(0xaa)
+    t.equal(putPayload(out, 2, m), n + 2)
+    t.same([...out.subarray(2, n + 2)], [...src.subarray(7, 7 + n)], `putPayload of ${n} bytes`)
+    t.same([out[0], out[1], out[n + 2], out[n + 3]], [0xaa, 0xaa, 0xaa, 0xaa], `putPayload of ${n} bytes: nothing outside`)
+  }
+  const w = m.with({ subject: 'new.s', reply: 'r' })
+  t.same([w.subject, latin1(w.subjectBytes), w.reply, latin1(w.replyBytes), latin1(w.payload)], ['new.s', 'new.s', 'r', 'r', latin1(m.payload)], 'with(): fields replaced, the same payload')
+  t.ok(w instanceof Msg)
+})
+
+t.test('through the uplink to a real nats-server hub: the same bytes at a plain and a queue subscriber there', async (t) => {
+  if (!haveHub(t)) return
+  const hub = await startHub()
+  t.teardown(() => hub.close())
+  const b = await startBroker({ leafnodes: { reconnect: 200, reconnect_max: 2000, remotes: [{ ...REMOTE_DEFAULTS, urls: [hub.leafUrl] }] } })
+  t.teardown(() => b.stop())
+  await leafUp(b)
+  const nc = await natsClient(t, hub.url)
+  const msgs = messages().filter((m) => m.payload.length <= 1000)
+  const got: Record<string, [string | null, string][]> = { plain: [], queue: [] }
+  const hdrOf = (h: { get(k: string): string } | undefined): string | null => (h ? `${h.get('k')}|${h.get('x')}` : null)
+  nc.subscribe('up.>', { callback: (_e, m) => void got.plain!.push([hdrOf(m.headers), latin1(m.data)]) })
+  nc.subscribe('up.>', { queue: 'hq', callback: (_e, m) => void got.queue!.push([hdrOf(m.headers), latin1(m.data)]) })
+  await nc.flush()
+  await hubInterest(b, 'up.>')
+  await until(() => b.uplink?.remotes[0]?.link?.hubKeys.has('up.> hq') === true, 5000, 'the hub queue group')
+  // A raw publisher whose stream arrives in many small reads (a write every 2 ms).
+  const all = Buffer.concat([enc.encode('CONNECT {"verbose":false,"headers":true}\r\n'), stream(msgs)])
+  const parts: Uint8Array[] = []
+  for (let i = 0; i < all.length; i += 97) parts.push(all.subarray(i, i + 97))
+  await exchange(b.port, parts, 200, 2)
+  await until(() => got.plain!.length >= msgs.length && got.queue!.length >= msgs.length, 5000, 'every message at the hub')
+  const want = msgs.map((m): [string | null, string] => {
+    if (m.hdr === null) return [null, latin1(m.payload)]
+    const fields = new Map(latin1(m.hdr).split('\r\n').slice(1).filter((l) => l !== '').map((l) => l.split(': ') as [string, string]))
+    return [`${fields.get('k') ?? ''}|${fields.get('x') ?? ''}`, latin1(m.payload)]
+  })
+  t.same(got.plain, want, 'the plain subscriber on the hub: every payload and header, in order')
+  t.same(got.queue, want, 'the hub queue group member: the same')
+})
