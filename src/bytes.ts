@@ -22,17 +22,23 @@ export function utf8(s: string): Uint8Array {
   return enc.encode(s)
 }
 
+/** Below this many bytes a byte loop copies faster than set() (put, putShort). */
+export const SHORT = 32
+
 /**
  * Copies src into b at p and returns the offset after it. Short arrays (a subject, a small
  * payload) take a byte loop: a native set() call costs more than copying a few bytes.
  */
 export function put(b: Uint8Array, p: number, src: Uint8Array): number {
   const n = src.length
-  if (n < 32) {
-    for (let i = 0; i < n; i++) b[p + i] = src[i]!
-  } else {
-    b.set(src, p)
-  }
+  if (n < SHORT) return putShort(b, p, src, 0, n)
+  b.set(src, p)
+  return p + n
+}
+
+/** Copies src[at, at + n) into b at p byte by byte (for n < SHORT: no view, no set() call). */
+export function putShort(b: Uint8Array, p: number, src: Uint8Array, at: number, n: number): number {
+  for (let i = 0; i < n; i++) b[p + i] = src[at + i]!
   return p + n
 }
 

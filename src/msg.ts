@@ -10,7 +10,7 @@
 // made on the first ask and shared by the rest of that publish; like the range, it must be
 // copied by whoever keeps it. Assigning `payload` sets the range to the whole array.
 
-import { EMPTY, utf8 } from './bytes.ts'
+import { EMPTY, put, putShort, SHORT, utf8 } from './bytes.ts'
 
 // Importers from before EMPTY moved to bytes.ts (adapters/mqtt/packets.ts).
 export { EMPTY }
@@ -87,14 +87,7 @@ export class Msg {
  */
 export function putPayload(b: Uint8Array, p: number, m: Msg): number {
   const n = m.size
-  if (n < 32) {
-    const src = m.src
-    const at = m.at
-    for (let i = 0; i < n; i++) b[p + i] = src[at + i]!
-  } else {
-    b.set(m.payload, p)
-  }
-  return p + n
+  return n < SHORT ? putShort(b, p, m.src, m.at, n) : put(b, p, m.payload)
 }
 
 export function newMsg(): Msg {

@@ -5,6 +5,7 @@
 // socket keeps the unwritten rest here until Bun calls drain().
 
 import process from 'node:process'
+import { EMPTY } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
@@ -158,8 +159,6 @@ export class BunWire implements Wire {
     return true
   }
 }
-
-const EMPTY = new Uint8Array(0)
 
 function terminate(s: BunSocket): void {
   s.terminate()

@@ -223,7 +223,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const mo = mqttOptions(opts)
   const natsTls = opts.tls && serverTls(opts.tls, 'tls', opts.tls.handshake_first ? 'first' : opts.allow_non_tls ? 'mixed' : 'after-info', refused)
   const mqttTls = mo.enabled && mo.tls ? serverTls(mo.tls, 'mqtt.tls', 'first', refused) : undefined
-  if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native' && rt.name.startsWith('deno')) log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
+  if ((natsTls || mqttTls) && process.env.SPRIG_NET === 'native') log.info('SPRIG_NET=native: TLS listeners use node:net and node:tls')
   const nats = natsTls
     ? await listenNet(opts.host, opts.port, guard((wire) => acceptNats(srv, wire)), natsTls)
     : await rt.listen(opts.host, opts.port, guard((wire) => acceptNats(srv, wire)))
