@@ -81,7 +81,10 @@ for (const v of variants) {
   t.test(v.name, async (t) => {
     if (!v.bin) return skipOrFail(t, `${v.name.split(' ')[0]} not found: it is a devDependency, run npm install`)
     const s = await start(t, v, false)
-    t.match(s.p.output(), /Listening for websocket clients on ws:\/\/127\.0\.0\.1:\d+/)
+    // The port can accept before the log line has come through the pipe: wait for it.
+    const listening = /Listening for websocket clients on ws:\/\/127\.0\.0\.1:\d+/
+    for (let i = 0; i < 100 && !listening.test(s.p.output()); i++) await new Promise((r) => setTimeout(r, 20))
+    t.match(s.p.output(), listening)
     const nc = await natsClient(t, s.nats)
     const wc = await wsconnect({ servers: s.ws, ...wsOpts() })
     t.teardown(() => wc.close())
