@@ -13,6 +13,8 @@ import t from 'tap'
 import { Buffer } from 'node:buffer'
 import { generate, parser as mqttParser, type Packet } from 'mqtt-packet'
 import { MqttConn } from '../adapters/mqtt/conn.ts'
+import { mqttState } from '../adapters/mqtt/state.ts'
+import { startMqtt } from '../adapters/mqtt/index.ts'
 import { NatsClient } from '../adapters/nats/client.ts'
 import type { Conn, Dial, Wire } from '../src/host.ts'
 import { Remote } from '../src/leaf/remote.ts'
@@ -182,7 +184,15 @@ function mqttPayloads(c: MqttConn, rec: Rec, settle: () => void): string[] {
 
 const plain = (msgs: Pub[]): string[] => msgs.map((m) => latin1(m.payload))
 
-t.test('every consumer gets the published bytes, the read buffer reused and scribbled over before the flush', async (t) => {
+// Every runtime hands over its reads as Buffers, whose slice() is a view and not a copy: each
+// test runs with a plain Uint8Array read buffer and with a Buffer one.
+const KINDS = [
+  { kind: 'Uint8Array', alloc: (n: number): Uint8Array => new Uint8Array(n) },
+  { kind: 'Buffer', alloc: (n: number): Uint8Array => Buffer.alloc(n) },
+]
+
+for (const { kind, alloc } of KINDS)
+t.test(`every consumer gets the published bytes, the read buffer (a ${kind}) reused and scribbled over before the flush`, async (t) => {
   const msgs = messages()
   const all = stream(msgs)
   for (const width of [1, 5, 29, 64, 700, all.length]) {
@@ -195,7 +205,7 @@ t.test('every consumer gets the published bytes, the read buffer reused and scri
     const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
     const before = { ...r.srv.router.traffic }
     // One read buffer, reused for every read, as a socket's is.
-    const read = new Uint8Array(width)
+    const read = alloc(width)
     for (let i = 0; i < all.length; i += width) {
       const n = Math.min(width, all.length - i)
       read.set(all.subarray(i, i + n))
@@ -221,13 +231,14 @@ t.test('every consumer gets the published bytes, the read buffer reused and scri
   }
 })
 
-t.test('a message held while the link is down is its own copy: the hub gets it as published', async (t) => {
+for (const { kind, alloc } of KINDS)
+t.test(`a message held while the link is down is its own copy (read into a ${kind}): the hub gets it as published`, async (t) => {
   const r = rig(1024)
   const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
   r.dropLink()
   const msgs = messages().slice(0, 20)
   const all = stream(msgs)
-  const read = new Uint8Array(all.length)
+  const read = alloc(all.length)
   read.set(all)
   pub.c.data(read)
   read.fill(0xee)
@@ -236,6 +247,44 @@ t.test('a message held while the link is down is its own copy: the hub gets it a
   r.relink()
   const up = natsFrames(Buffer.concat(r.hub.writes))
   t.same(up.map((f) => [f.hdr, f.payload]), msgs.map((m) => [m.hdr ? latin1(m.hdr) : null, latin1(m.payload)]), 'the hub gets every held message as published')
+})
+
+for (const { kind, alloc } of KINDS)
+t.test(`a retained message set from NATS (read into a ${kind}) is its own copy, not a view of the read`, async (t) => {
+  const r = rig(1024)
+  startMqtt(r.srv) // the MQTT listener's start: the retain services
+  const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
+  const hdr = enc.encode('NATS/1.0\r\nNmqtt-Retain: 1\r\n\r\n')
+  const frames: Uint8Array[] = []
+  const want: (string | undefined)[] = []
+  for (const n of SIZES) {
+    const b = body(n, n)
+    want.push(n === 0 ? undefined : latin1(b)) // an empty payload deletes
+    frames.push(enc.encode(`HPUB up.ret.s${n} ${hdr.length} ${hdr.length + n}\r\n`), hdr, b, enc.encode('\r\n'))
+  }
+  const all = Buffer.concat(frames)
+  // With the header hook (retainFromHeader) and with the retain service's subject.
+  const svc = enc.encode(`PUB $SPRIG.mqtt.retain.up.ret.svc 5\r\nhello\r\n`)
+  const read = alloc(all.length + svc.length)
+  read.set(all)
+  read.set(svc, all.length)
+  pub.c.data(read)
+  read.fill(0xee)
+  r.settle()
+  const sub = r.mqtt('late', 0)
+  const got: Record<string, string> = {}
+  const p = mqttParser({ protocolVersion: 4 })
+  p.on('packet', (pk: Packet) => {
+    if (pk.cmd === 'publish') got[pk.topic] = latin1(pk.payload as Buffer)
+  })
+  sub.c.data(generate({ cmd: 'subscribe', messageId: 2, subscriptions: [{ topic: 'up/ret/#', qos: 0 }] }))
+  r.settle()
+  for (const w of sub.rec.writes) p.parse(Buffer.from(w))
+  t.same(SIZES.map((n) => got[`up/ret/s${n}`]), want, 'every retained payload as published')
+  t.equal(got['up/ret/svc'], 'hello', 'set through the retain service')
+  const kept = [...mqttState(r.srv).retained.byTopic.values()]
+  t.equal(kept.length, SIZES.length, 'all kept (the empty payload deletes: none for size 0)')
+  for (const rm of kept) t.equal(rm.payload.buffer.byteLength, rm.payload.length, `${rm.topic}: the kept payload holds only its own bytes, not the read`)
 })
 
 t.test('Msg: a lent range, the view made on demand and shared, replaced by the next lend', async (t) => {
