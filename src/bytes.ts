@@ -83,9 +83,19 @@ export function uintLength(v: number): number {
 /** The empty byte array, shared: never written to. */
 export const EMPTY: Uint8Array = new Uint8Array(0)
 
+/**
+ * A copy of b in an array of its own. Not b.slice(): on a Buffer (what runtimes hand over for
+ * reads) that is only a view, which would keep the whole read alive and see it change.
+ */
+export function copyOf(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length)
+  out.set(b)
+  return out
+}
+
 /** `a` then `b` in a new array: always a copy, so the caller may keep it past the read that lent `b`. */
 export function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b.slice()
+  if (a.length === 0) return copyOf(b)
   const out = new Uint8Array(a.length + b.length)
   out.set(a, 0)
   out.set(b, a.length)

@@ -42,7 +42,9 @@ export class Msg {
   get payload(): Uint8Array {
     const v = this.view
     if (v !== null) return v
-    return (this.view = this.src.subarray(this.at, this.at + this.size))
+    // A plain Uint8Array even when src is a Buffer, so that a consumer's slice() copies.
+    const s = this.src
+    return (this.view = new Uint8Array(s.buffer, s.byteOffset + this.at, this.size))
   }
 
   set payload(p: Uint8Array) {

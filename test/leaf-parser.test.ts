@@ -2,6 +2,7 @@
 // byte, and malformed input refused with a reason (the link then drops, never crashes).
 
 import t from 'tap'
+import { Buffer } from 'node:buffer'
 import type { Budget } from '../src/budget.ts'
 import { LeafParser, type LeafHandler } from '../src/leaf/parser.ts'
 
@@ -146,3 +147,19 @@ for (const [payload, chunk, headers] of [
     t.ok(c.copied() <= frame.length + 4096, `bytes held while partial: ${c.copied()} for a ${frame.length}-byte frame`)
   })
 }
+
+t.test('through one reused Buffer read (as runtimes hand over, whose slice() is a view), scribbled after every read', async (t) => {
+  const all = new TextEncoder().encode(stream)
+  for (const width of [1, 3, 7, 16, 50]) {
+    const { h, ops } = collect()
+    const p = new LeafParser(h, 4096, 1024)
+    const read = Buffer.alloc(width)
+    for (let i = 0; i < all.length; i += width) {
+      const n = Math.min(width, all.length - i)
+      read.set(all.subarray(i, i + n))
+      t.equal(p.feed(read.subarray(0, n)), null)
+      read.fill(0xee)
+    }
+    t.same(ops, want, `reads of ${width} bytes`)
+  }
+})

@@ -7,6 +7,7 @@
 // would make it grow (the same refusal, counted).
 
 import type { Budget } from '../../src/budget.ts'
+import { copyOf } from '../../src/bytes.ts'
 import { subjectMatches } from '../../src/subject.ts'
 import { expiredAt, type PublishProps } from './props.ts'
 
@@ -57,7 +58,7 @@ export function retain(st: RetainedStore, topic: string, subject: string, payloa
     }
     return true
   }
-  const r: Retained = { topic, subject, payload: payload.slice(), qos, ...(props ? { props } : {}) }
+  const r: Retained = { topic, subject, payload: copyOf(payload), qos, ...(props ? { props } : {}) }
   const bytes = st.bytes - (old ? size(old) : 0) + size(r)
   if (!old && (st.byTopic.size + 1 > st.maxMsgs || bytes > st.maxBytes)) {
     st.refused++

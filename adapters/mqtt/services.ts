@@ -26,7 +26,7 @@
 // started (startMqtt in index.ts).
 
 import { Buffer } from 'node:buffer'
-import { utf8 } from '../../src/bytes.ts'
+import { copyOf, utf8 } from '../../src/bytes.ts'
 import { decodeHeaders, encodeHeaders } from '../../src/headers.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
 import { answeredAs, mayAnswer, mayPublishAs, mayReceiveAs } from '../../src/permissions.ts'
@@ -83,7 +83,7 @@ function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boole
   // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
   const props = headersToProps(st, m.with({ reply: '', seq: -2 }))
   st.propsSeq = -1
-  const kept = retain(st.retained, topic, m.subject, m.payload.slice(), msgQos(m), props)
+  const kept = retain(st.retained, topic, m.subject, copyOf(m.payload), msgQos(m), props)
   if (!kept) srv.log.warn(`retained message on ${quote(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
   return kept
 }
@@ -144,7 +144,7 @@ function republishReply(srv: Server, m: Msg, from: Owner | null): void {
   const h = m.hdr ? decodeHeaders(m.hdr) : null
   const pairs = (h?.pairs ?? []).filter(([k]) => k !== CORRELATION)
   pairs.push([CORRELATION, r.corr.toString('base64')])
-  publish(srv, r.subject, encodeHeaders(pairs, h?.status ?? ''), m.payload.slice(), m.reply)
+  publish(srv, r.subject, encodeHeaders(pairs, h?.status ?? ''), copyOf(m.payload), m.reply)
 }
 
 function retainedGet(srv: Server, m: Msg, from: Owner | null): void {
@@ -183,8 +183,8 @@ function retainSet(srv: Server, m: Msg, from: Owner | null): void {
   }
   const topic = subjectToTopic(subject)
   if (topic === null) return answer(srv, m, from, { error: `subject ${JSON.stringify(subject)} has no MQTT topic form` })
-  const payload = m.payload.slice()
-  const hdr = m.hdr ? m.hdr.slice() : null
+  const payload = copyOf(m.payload)
+  const hdr = m.hdr ? copyOf(m.hdr) : null
   const reply = m.reply
   const st = mqttState(srv)
   const qos = msgQos(m)

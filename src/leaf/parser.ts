@@ -4,7 +4,7 @@
 // until the rest arrives; every kept frame is bounded (line length, payload size).
 
 import type { Budget } from '../budget.ts'
-import { concat, text } from '../bytes.ts'
+import { concat, copyOf, text } from '../bytes.ts'
 
 export interface LeafHandler {
   info(json: string): void
@@ -49,7 +49,7 @@ export class LeafParser {
       const enough = this.need > 0 ? this.held + chunk.length >= this.need : chunk.indexOf(LF) >= 0
       if (!enough) {
         if (this.need === 0 && this.held + chunk.length > this.maxLine) return 'control line too long'
-        this.hold(chunk.slice())
+        this.hold(copyOf(chunk))
         return null
       }
       buf = this.join(chunk)
@@ -74,7 +74,7 @@ export class LeafParser {
       pos = r
     }
     if (pos < buf.length) {
-      this.hold(buf.slice(pos))
+      this.hold(copyOf(buf.subarray(pos)))
       this.need = need
     }
     return null

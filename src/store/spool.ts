@@ -9,6 +9,7 @@
 
 import type { Stored, Spool } from '../leaf/buffer.ts'
 import type { Msg } from '../msg.ts'
+import { copyOf } from '../bytes.ts'
 import { crc32, decodeAt, encodeMsg, encodeMsgInto, msgRecordSize, SEG_HEADER, segmentHeader } from './record.ts'
 import { segmentBytes, StoreError, type Store, type Tenant } from './store.ts'
 
@@ -240,7 +241,7 @@ export class DiskSpool implements Spool, Tenant {
     if (caughtUp) {
       // The sender reads from memory what it would otherwise read straight back.
       this.roff = seg.size
-      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? m.hdr.slice() : null, payload: m.payload.slice(), size: len, seq })
+      this.keep({ subject: m.subject, reply: m.reply, hdr: m.hdr ? copyOf(m.hdr) : null, payload: copyOf(m.payload), size: len, seq })
     }
     return true
   }
