@@ -14,18 +14,18 @@ import { utf8 } from '../../src/bytes.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import { Client } from '../../src/lifecycle.ts'
 import { newMsg, type Msg } from '../../src/msg.ts'
-import { EMPTY, concat } from '../../src/bytes.ts'
+import { EMPTY, concat, copyOf } from '../../src/bytes.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server } from '../../src/server.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
 import type { MqttPersist } from './persist.ts'
-import { onPacket, onPubackIn } from './handlers/index.ts'
+import { onPacket, onPubackIn, onPublishIn } from './handlers/index.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, topicMemo, writePublish, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, payloadView, publishIn, publishSize, readPublish, topicBytes, topicMemo, writePublish, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
 import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
 import { park, recheckSession, unpark, type Parked } from './session.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
@@ -68,6 +68,9 @@ export interface Settings {
 }
 
 // `routing` while this connection's own PUBLISH goes through the router.
+/** Where packet() reads a PUBLISH: used and done with before the next one is read. */
+const READ = publishIn()
+
 const IDLE = 0
 const PUBLISHING = 1
 /** A service refused the PUBLISH being routed (refused()). */
@@ -216,7 +219,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
         bytes = this.head.length === 0 ? chunk : concat(this.head, chunk)
         const verdict = this.preamble(bytes)
         if (verdict === 'more') {
-          this.keepHead(bytes === chunk ? chunk.slice() : bytes) // the chunk is only lent to us
+          this.keepHead(bytes === chunk ? copyOf(chunk) : bytes) // the chunk is only lent to us
           return
         }
         if (verdict === 'refused') return
@@ -299,7 +302,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const whole = new Uint8Array(n)
       whole.set(b.subarray(at, end))
       this.keepRest(whole, end - at)
-    } else this.keepRest(b.slice(at))
+    } else this.keepRest(copyOf(b.subarray(at)))
   }
 
   // Partial packets count against the memory budget while they wait for their rest.
@@ -328,8 +331,13 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const hs = headerSize(b, at)
       const bad = checkPublish(b, b0, at + hs, at + n, v5)
       if (bad !== null) return this.protocolError(bad.why, bad.code)
-      const p = parsePublish(b, at, n, v5, (this.topics ??= topicMemo()))
-      if (p !== null) return onPacket(this, p)
+      const r = READ
+      if (readPublish(b, at, n, v5, (this.topics ??= topicMemo()), r)) {
+        // The payload goes on as a range of the read, no view or packet object made, unless
+        // onPacket must hold or refuse it.
+        if (!this.done && this.connected && !this.holding) return onPublishIn(this, r.topic, r.qos, r.retain, r.messageId, b, r.at, r.size)
+        return onPacket(this, { cmd: 'publish', topic: r.topic, payload: payloadView(b, r.at, r.size), qos: r.qos, dup: r.dup, retain: r.retain, messageId: r.qos > 0 ? r.messageId : undefined })
+      }
     } else {
       // The malformed-packet rules, in one place for both readers below (malformed.ts).
       const bad = checkPacket(b, at, n, v5)
@@ -424,7 +432,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
    * reuses: the router does not keep it). False when a service refused it
    * ($SPRIG/mqtt/retain/... to a topic the user may not publish to).
    */
-  route(subject: string, hdr: Uint8Array, payload: Uint8Array, reply: string): boolean {
+  /** Routes a message whose payload is src[at, at + size), lent for this call. */
+  route(subject: string, hdr: Uint8Array, src: Uint8Array, at: number, size: number, reply: string): boolean {
     const m = this.msg ?? (this.msg = newMsg())
     // Nothing changes the Msg's bytes: a publisher that repeats its subject (and reply)
     // keeps the encoded bytes of the last one.
@@ -433,13 +442,13 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       m.subjectBytes = utf8(subject)
     }
     m.hdr = hdr
-    m.payload = payload
+    m.lend(src, at, size)
     if (m.reply !== reply) {
       m.reply = reply // the Response Topic, as props.ts maps it
       m.replyBytes = reply === '' ? EMPTY : utf8(reply)
     }
     this.in_msgs++
-    this.in_bytes += payload.length
+    this.in_bytes += size
     this.routing = PUBLISHING
     let refused = false
     try {

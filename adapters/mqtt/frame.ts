@@ -7,7 +7,7 @@
 
 import type { IPublishPacket, Packet } from 'mqtt-packet'
 import { Buffer } from 'node:buffer'
-import { EMPTY, text, utf8 } from '../../src/bytes.ts'
+import { copyOf, EMPTY, text, utf8 } from '../../src/bytes.ts'
 import type { Outbound } from '../../src/outbound.ts'
 
 /** frameSize: the fixed header is not complete yet. */
@@ -60,36 +60,79 @@ export function fastPacket(b: Uint8Array, at: number, n: number, v5: boolean): P
   return null
 }
 
+/** A PUBLISH as readPublish reads it: its payload is b[at, at + size) of the frame's buffer. */
+export interface PublishIn {
+  topic: string
+  qos: 0 | 1 | 2
+  dup: boolean
+  retain: boolean
+  /** The packet id; 0 at QoS 0. */
+  messageId: number
+  at: number
+  size: number
+}
+
+export function publishIn(): PublishIn {
+  return { topic: '', qos: 0, dup: false, retain: false, messageId: 0, at: 0, size: 0 }
+}
+
 /**
- * A PUBLISH frame of `size` bytes at b[at], parsed like mqtt-packet would, or null when it is a shape left to mqtt-packet: QoS 3, a truncated topic or
- * packet id, or MQTT 5 properties.
+ * Reads a PUBLISH frame of `size` bytes at b[at] into `out` as mqtt-packet would, without
+ * making anything per message but the topic string of a new topic (the payload stays a range
+ * of b). False for a shape left to mqtt-packet: QoS 3, a truncated topic or packet id, or MQTT
+ * 5 properties.
  */
-export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolean, memo: TopicMemo = SHARED_MEMO): IPublishPacket | null {
+export function readPublish(b: Uint8Array, at: number, size: number, v5: boolean, memo: TopicMemo, out: PublishIn): boolean {
   const b0 = b[at]!
   const qos = (b0 >> 1) & 3
-  if (qos === 3) return null
+  if (qos === 3) return false
   const end = at + size
   let p = at + headerSize(b, at)
-  if (end - p < 2) return null
+  if (end - p < 2) return false
   const tlen = (b[p]! << 8) | b[p + 1]!
   p += 2
-  if (p + tlen > end) return null
+  if (p + tlen > end) return false
   const topic = topicAt(b, p, tlen, memo)
   p += tlen
-  let messageId: number | undefined
+  let messageId = 0
   if (qos > 0) {
-    if (end - p < 2) return null
+    if (end - p < 2) return false
     messageId = (b[p]! << 8) | b[p + 1]!
     p += 2
   }
   if (v5) {
-    if (p >= end || b[p] !== 0) return null
+    if (p >= end || b[p] !== 0) return false
     p++
   }
-  // A view into `b`, which the target only lends. It is a plain Uint8Array, not a Buffer:
-  // whoever keeps it copies it with slice(), which on a Buffer would only make another view.
-  const payload = new Uint8Array(b.buffer, b.byteOffset + p, end - p) as Buffer
-  return { cmd: 'publish', topic, payload, qos: qos as 0 | 1 | 2, dup: (b0 & 8) !== 0, retain: (b0 & 1) !== 0, messageId }
+  out.topic = topic
+  out.qos = qos as 0 | 1 | 2
+  out.dup = (b0 & 8) !== 0
+  out.retain = (b0 & 1) !== 0
+  out.messageId = messageId
+  out.at = p
+  out.size = end - p
+  return true
+}
+
+/** For parsePublish, which copies out of it at once. */
+const READ = publishIn()
+
+/**
+ * A PUBLISH frame of `size` bytes at b[at], parsed like mqtt-packet would, or null when it is a
+ * shape left to mqtt-packet (see readPublish).
+ */
+export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolean, memo: TopicMemo = SHARED_MEMO): IPublishPacket | null {
+  const r = READ
+  if (!readPublish(b, at, size, v5, memo, r)) return null
+  return { cmd: 'publish', topic: r.topic, payload: payloadView(b, r.at, r.size), qos: r.qos, dup: r.dup, retain: r.retain, messageId: r.qos > 0 ? r.messageId : undefined }
+}
+
+/**
+ * A view of b[at, at + n), which the target only lends. It is a plain Uint8Array, not a
+ * Buffer: whoever keeps it copies it with slice(), which on a Buffer would only make another view.
+ */
+export function payloadView(b: Uint8Array, at: number, n: number): Buffer {
+  return new Uint8Array(b.buffer, b.byteOffset + at, n) as Buffer
 }
 
 // Like mqtt-packet's Buffer.toString: a leading U+FEFF is kept, never stripped [MQTT-1.5.4-3].
@@ -134,7 +177,7 @@ function topicAt(b: Uint8Array, p: number, n: number, memo: TopicMemo): string {
   const t = ascii(b, p, p + n) ? text(b, p, p + n) : DECODER.decode(b.subarray(p, p + n))
   if (n <= 256) {
     memo.topic = t
-    memo.bytes = b.slice(p, p + n)
+    memo.bytes = copyOf(b.subarray(p, p + n))
   }
   return t
 }

@@ -29,6 +29,20 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
     if (known === null) return c.protocolError(`unknown topic alias ${alias}`, RC.protocolError)
     topic = known
   }
+  const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
+  publish(c, topic, p.properties, p.qos, p.retain, p.messageId ?? 0, payload, 0, payload.length)
+}
+
+/**
+ * A PUBLISH without properties, read by hand (conn.ts) from a connected client: its payload is
+ * src[at, at + size), lent for this call.
+ */
+export function onPublishIn(c: MqttConn, topic: string, qos: QoS, retained: boolean, pid: number, src: Uint8Array, at: number, size: number): void {
+  publish(c, topic, undefined, qos, retained, pid, src, at, size)
+}
+
+/** A PUBLISH of a topic name (any alias resolved); the payload is src[at, at + size), lent. */
+function publish(c: MqttConn, topic: string, props: PublishProps | undefined, qos: QoS, retained: boolean, pid: number, src: Uint8Array, at: number, size: number): void {
   const subject = publishSubject(topic, limits(c.srv), c.topics ?? SHARED_MEMO)
   if (typeof subject !== 'string') {
     // Wildcards or an invalid name [MQTT-3.3.2-2]: 3.1.1 closes, 5.0 says 0x90 first.
@@ -36,15 +50,12 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
     return c.disconnect(RC.topicNameInvalid, 'Invalid Publish Topic')
   }
   // A Response Topic must be a topic name, without wildcards [MQTT-3.3.2-14].
-  const reply = c.version === 5 ? replyFor(p.properties) : ''
-  if (reply === null) return c.protocolError(`invalid response topic ${quote(String(p.properties?.responseTopic))}`, RC.protocolError)
-  const payload = typeof p.payload === 'string' ? Buffer.from(p.payload) : p.payload
-  if (payload.length > c.srv.opts.max_payload) {
-    c.srv.log.error(`${c.label()} mqtt payload of ${payload.length} bytes over max_payload`)
+  const reply = c.version === 5 ? replyFor(props) : ''
+  if (reply === null) return c.protocolError(`invalid response topic ${quote(String(props?.responseTopic))}`, RC.protocolError)
+  if (size > c.srv.opts.max_payload) {
+    c.srv.log.error(`${c.label()} mqtt payload of ${size} bytes over max_payload`)
     return c.disconnect(RC.packetTooLarge, 'Max Payload Exceeded')
   }
-  const qos = p.qos
-  const pid = p.messageId ?? 0
   if (c.perms !== null && !publishAllowed(c.perms, c.replies, subject, c.srv.host.now())) return refusePublish(c, subject, qos, pid)
   if (qos === 2) {
     // Exactly once, method A: route at PUBLISH, remember the id until PUBREL so a resent
@@ -53,7 +64,7 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
       if (c.qos2Count >= mqttOpts(c.srv.opts).max_ack_pending) return c.disconnect(RC.receiveMaxExceeded, 'Receive Maximum Exceeded')
       c.qos2Received(pid)
       const dropped = c.srv.spoolDrops
-      if (!route(c, topic, subject, payload, 2, p.retain, p.properties, reply)) {
+      if (!route(c, topic, subject, src, at, size, 2, retained, props, reply)) {
         c.qos2Released(pid) // refused: no PUBREL follows a PUBREC with 0x87
         return refusedAck(c, 2, pid)
       }
@@ -71,7 +82,7 @@ export function onPublish(c: MqttConn, p: IPublishPacket): void {
     return
   }
   const dropped = c.srv.spoolDrops
-  if (!route(c, topic, subject, payload, qos, p.retain, p.properties, reply)) return refusedAck(c, qos, pid)
+  if (!route(c, topic, subject, src, at, size, qos, retained, props, reply)) return refusedAck(c, qos, pid)
   // The store was full (max_bytes or the disk) and dropped this message: 5.0 says so.
   if (qos === 1 && c.srv.spoolDrops !== dropped && c.version === 5) return void c.send({ cmd: 'puback', messageId: pid, reasonCode: RC.quotaExceeded })
   // [MQTT-4.3.2-2]; a full disk that dropped it after all: 0x97 on 5.0.
@@ -112,15 +123,16 @@ function refusedAck(c: MqttConn, qos: QoS, pid: number): void {
 }
 
 /**
- * Hands an MQTT message to the router as a NATS message (its properties, QoS and retain flag
- * as headers, props.ts); keeps it if retained. False when a service refused it.
+ * Hands an MQTT message (payload src[at, at + size), lent) to the router as a NATS message (its
+ * properties, QoS and retain flag as headers, props.ts); keeps a copy if retained. False when a
+ * service refused it.
  */
-function route(c: MqttConn, topic: string, subject: string, payload: Uint8Array, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): boolean {
+function route(c: MqttConn, topic: string, subject: string, src: Uint8Array, at: number, size: number, qos: QoS, retained: boolean, props: PublishProps | undefined, reply: string): boolean {
   const v5props = c.version === 5 ? props : undefined
-  if (retained) retain(c.st.retained, topic, subject, payload, qos, keepProps(v5props, c.srv.host.now()))
+  if (retained) retain(c.st.retained, topic, subject, src.subarray(at, at + size), qos, keepProps(v5props, c.srv.host.now()))
   // A retained message with an empty payload only deletes; it still goes to current
   // subscribers as a normal message [MQTT-3.3.1-10].
-  return c.route(subject, publishHeaders(qos, v5props, retained), payload, reply)
+  return c.route(subject, publishHeaders(qos, v5props, retained), src, at, size, reply)
 }
 
 // --- acknowledgements -------------------------------------------------------------------------
