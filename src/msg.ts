@@ -10,7 +10,7 @@
 // made on the first ask and shared by the rest of that publish; like the range, it must be
 // copied by whoever keeps it. Assigning `payload` sets the range to the whole array.
 
-import { EMPTY, put, putShort, SHORT, utf8 } from './bytes.ts'
+import { EMPTY, put, putShort, rangeCopy, SHORT, utf8 } from './bytes.ts'
 
 // Importers from before EMPTY moved to bytes.ts (adapters/mqtt/packets.ts).
 export { EMPTY }
@@ -85,11 +85,14 @@ export class Msg {
 /**
  * Copies the payload of `m` into b at p and returns the offset after it. A short one (as put()
  * in bytes.ts) is copied byte by byte from the lent range, with no view; a longer one through
- * the view, made once per publish and shared by every delivery of it (a fan-out).
+ * the runtime's range copy (bytes.ts rangeCopy), or else through the view, made once per publish
+ * and shared by every delivery of it (a fan-out).
  */
 export function putPayload(b: Uint8Array, p: number, m: Msg): number {
   const n = m.size
-  return n < SHORT ? putShort(b, p, m.src, m.at, n) : put(b, p, m.payload)
+  if (n < SHORT) return putShort(b, p, m.src, m.at, n)
+  const copy = rangeCopy
+  return copy !== null ? copy(b, p, m.src, m.at, n) : put(b, p, m.payload)
 }
 
 export function newMsg(): Msg {

@@ -5,7 +5,8 @@
 // socket keeps the unwritten rest here until Bun calls drain().
 
 import process from 'node:process'
-import { EMPTY } from '../src/bytes.ts'
+import { Buffer } from 'node:buffer'
+import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
@@ -165,8 +166,16 @@ function terminate(s: BunSocket): void {
 }
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
+/** Buffer's copy() takes a range of any Uint8Array natively: no view made (src/bytes.ts rangeCopy). */
+const bufferCopy = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number
+
+export function bunRangeCopy(b: Uint8Array, p: number, src: Uint8Array, at: number, n: number): number {
+  return p + bufferCopy.call(src, b, p, at, at + n)
+}
+
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
+  useRangeCopy(bunRangeCopy)
   return {
     name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,

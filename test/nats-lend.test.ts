@@ -14,7 +14,9 @@ import { Buffer } from 'node:buffer'
 import { generate, parser as mqttParser, type Packet } from 'mqtt-packet'
 import { mqttState } from '../adapters/mqtt/state.ts'
 import { startMqtt } from '../adapters/mqtt/index.ts'
+import { useRangeCopy } from '../src/bytes.ts'
 import { Msg, newMsg, putPayload } from '../src/msg.ts'
+import { bunRangeCopy } from '../targets/bun.ts'
 import { REMOTE_DEFAULTS } from '../src/options.ts'
 import { startBroker } from './helpers/broker.ts'
 import { haveHub, hubInterest, leafUp, startHub, until } from './helpers/hub.ts'
@@ -174,15 +176,22 @@ t.test('Msg: a lent range, the view made on demand and shared, replaced by the n
   m.payload = own
   t.equal(m.payload, own, 'assigned: that array')
   t.same([m.src, m.at, m.size], [own, 0, 3], 'and its range')
-  // putPayload: short (byte copy from the range) and long (through the view).
-  for (const n of [0, 1, 31, 32, 33, 500]) {
-    const src = body(n + 10, n)
-    m.lend(src, 7, n)
-    const out = new Uint8Array(n + 4).fill(0xaa)
-    t.equal(putPayload(out, 2, m), n + 2)
-    t.same([...out.subarray(2, n + 2)], [...src.subarray(7, 7 + n)], `putPayload of ${n} bytes`)
-    t.same([out[0], out[1], out[n + 2], out[n + 3]], [0xaa, 0xaa, 0xaa, 0xaa], `putPayload of ${n} bytes: nothing outside`)
+  // putPayload: short (byte copy from the range) and long (through the view, or through the
+  // runtime's range copy where the target sets one: Bun's), from a plain array and a Buffer.
+  for (const [how, copy] of [['a view', null], ['Bun\'s range copy', bunRangeCopy]] as const) {
+    useRangeCopy(copy)
+    for (const n of [0, 1, 31, 32, 33, 64, 500, 4000])
+      for (const kind of ['Uint8Array', 'Buffer']) {
+        const plainSrc = body(n + 10, n)
+        const src = kind === 'Buffer' ? Buffer.from(plainSrc) : plainSrc
+        m.lend(src, 7, n)
+        const out = new Uint8Array(n + 4).fill(0xaa)
+        t.equal(putPayload(out, 2, m), n + 2, `${how}, ${n} bytes of a ${kind}: the offset after it`)
+        t.same([...out.subarray(2, n + 2)], [...plainSrc.subarray(7, 7 + n)], `${how}, ${n} bytes of a ${kind}: the payload`)
+        t.same([out[0], out[1], out[n + 2], out[n + 3]], [0xaa, 0xaa, 0xaa, 0xaa], `${how}, ${n} bytes of a ${kind}: nothing outside`)
+      }
   }
+  useRangeCopy(null)
   const w = m.with({ subject: 'new.s', reply: 'r' })
   t.same([w.subject, latin1(w.subjectBytes), w.reply, latin1(w.replyBytes), latin1(w.payload)], ['new.s', 'new.s', 'r', 'r', latin1(m.payload)], 'with(): fields replaced, the same payload')
   t.ok(w instanceof Msg)
