@@ -15,7 +15,7 @@ import { generate, parser as mqttParser, type Packet } from 'mqtt-packet'
 import { MqttConn } from '../adapters/mqtt/conn.ts'
 import { startMqtt } from '../adapters/mqtt/index.ts'
 import { mqttState } from '../adapters/mqtt/state.ts'
-import { body, KINDS, latin1, mqttPayloads, natsFrames, recWire, rig, type Rec } from './helpers/lend.ts'
+import { body, COPIES, KINDS, latin1, mqttPayloads, natsFrames, recWire, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
 
 const SIZES = [0, 1, 15, 16, 31, 32, 33, 64, 200, 1000, 3000]
 
@@ -75,7 +75,8 @@ function received(c: MqttConn, rec: Rec, settle: () => void, version: 4 | 5 = 4)
 
 for (const { kind, alloc } of KINDS)
   for (const version of [4, 5] as const)
-    t.test(`MQTT ${version === 4 ? '3.1.1' : '5.0'} PUBLISH read into a reused ${kind}: every consumer gets the published bytes`, async (t) => {
+    for (const { how, copy } of COPIES)
+    t.test(`MQTT ${version === 4 ? '3.1.1' : '5.0'} PUBLISH read into a reused ${kind}, copied out with ${how}: every consumer gets the published bytes`, (t) => withRangeCopy(copy, () => {
       const pubs = publishes()
       const all = stream(pubs, version)
       const want = pubs.map((p) => latin1(p.payload))
@@ -119,7 +120,7 @@ for (const { kind, alloc } of KINDS)
         const got = received(late.c, late.rec, r.settle)
         t.same(retained.map((p) => got[p.topic]), retained.map((p) => latin1(p.payload)), `${label}: a late subscriber gets the retained payloads as published`)
       }
-    })
+    }))
 
 t.test('a PUBLISH read while the password check runs is held as its own copy', async (t) => {
   // The bcrypt check is asynchronous (an engine whose answer the test gives); the PUBLISH that

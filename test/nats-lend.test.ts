@@ -20,7 +20,7 @@ import { bunRangeCopy } from '../targets/bun.ts'
 import { REMOTE_DEFAULTS } from '../src/options.ts'
 import { startBroker } from './helpers/broker.ts'
 import { haveHub, hubInterest, leafUp, startHub, until } from './helpers/hub.ts'
-import { body, KINDS, latin1, mqttPayloads, natsFrames, rig, type Rec } from './helpers/lend.ts'
+import { body, COPIES, KINDS, latin1, mqttPayloads, natsFrames, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
 import { natsClient } from './helpers/mqtt.ts'
 import { exchange } from './helpers/raw.ts'
 
@@ -64,7 +64,8 @@ function stream(msgs: Pub[]): Uint8Array {
 const plain = (msgs: Pub[]): string[] => msgs.map((m) => latin1(m.payload))
 
 for (const { kind, alloc } of KINDS)
-t.test(`every consumer gets the published bytes, the read buffer (a ${kind}) reused and scribbled over before the flush`, async (t) => {
+for (const { how, copy } of COPIES)
+t.test(`every consumer gets the published bytes, the read buffer (a ${kind}) reused and scribbled over before the flush, copied out with ${how}`, (t) => withRangeCopy(copy, () => {
   const msgs = messages()
   const all = stream(msgs)
   for (const width of [1, 5, 29, 64, 700, all.length]) {
@@ -101,7 +102,7 @@ t.test(`every consumer gets the published bytes, the read buffer (a ${kind}) reu
     t.equal(tr.in_bytes - before.in_bytes, size, `${label}: bytes counted (headers and payload)`)
     t.equal(tr.out_bytes - before.out_bytes, 5 * size, `${label}: bytes out counted, five local subscribers`)
   }
-})
+}))
 
 for (const { kind, alloc } of KINDS)
 t.test(`a message held while the link is down is its own copy (read into a ${kind}): the hub gets it as published`, async (t) => {
@@ -191,6 +192,19 @@ t.test('Msg: a lent range, the view made on demand and shared, replaced by the n
         t.same([out[0], out[1], out[n + 2], out[n + 3]], [0xaa, 0xaa, 0xaa, 0xaa], `${how}, ${n} bytes of a ${kind}: nothing outside`)
       }
   }
+  // A fan-out: the first deliveries copy from the range, then one view serves the rest.
+  useRangeCopy(bunRangeCopy)
+  const wide = body(300, 3)
+  m.lend(wide, 5, 200)
+  for (let i = 0; i < 20; i++) {
+    const out = new Uint8Array(202)
+    t.equal(putPayload(out, 1, m), 201)
+    if (i === 7) t.equal(m.view, null, 'eight deliveries copied from the range, no view')
+    if (i === 8) t.ok(m.view !== null, 'the ninth made the view')
+    t.same([...out.subarray(1, 201)], [...wide.subarray(5, 205)], `fan-out delivery ${i + 1}`)
+  }
+  m.lend(wide, 0, 100)
+  t.equal(m.copies, 0, 'lend() starts the count again')
   useRangeCopy(null)
   const w = m.with({ subject: 'new.s', reply: 'r' })
   t.same([w.subject, latin1(w.subjectBytes), w.reply, latin1(w.replyBytes), latin1(w.payload)], ['new.s', 'new.s', 'r', 'r', latin1(m.payload)], 'with(): fields replaced, the same payload')

@@ -13,7 +13,7 @@ import { generate, parser as newParser, type Packet, type Parser } from 'mqtt-pa
 import { utf8 } from '../../src/bytes.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import { Client } from '../../src/lifecycle.ts'
-import { newMsg, type Msg } from '../../src/msg.ts'
+import { newMsg, putPayload, type Msg } from '../../src/msg.ts'
 import { EMPTY, concat, copyOf } from '../../src/bytes.ts'
 import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
 import type { Owner, Sub } from '../../src/router.ts'
@@ -25,7 +25,7 @@ import { onPacket, onPubackIn, onPublishIn } from './handlers/index.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, payloadView, publishIn, publishSize, readPublish, topicBytes, topicMemo, writePublish, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, payloadView, publishIn, publishSize, readPublish, topicBytes, topicMemo, writePublishHead, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
 import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
 import { park, recheckSession, unpark, type Parked } from './session.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
@@ -555,12 +555,13 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     this.out_msgs++
-    this.out_bytes += m.payload.length
+    this.out_bytes += m.size
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
     if (qos === 0) {
-      if (props === undefined && this.framed(topic, m.payload, 0, 0, false, retain)) return
+      // Straight from the publisher's lent range (no view of it on Bun: src/msg.ts putPayload).
+      if (props === undefined && this.framed(topic, null, m, 0, 0, false, retain)) return
       const payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength)
       this.sendPublish({ topic, payload, qos: 0, retain, released: false, props }, 0, false)
       return
@@ -602,7 +603,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   private sendPublish(o: Outgoing, pid: number, dup: boolean): void {
     if (this.done) return
-    if (!(o.props && this.version === 5) && this.framed(o.topic, o.payload, o.qos, pid, dup, o.retain)) return
+    if (!(o.props && this.version === 5) && this.framed(o.topic, o.payload, null, o.qos, pid, dup, o.retain)) return
     const p: Packet = { cmd: 'publish', topic: o.topic, payload: o.payload, qos: o.qos, dup, retain: o.retain }
     if (o.props && this.version === 5) p.properties = o.props
     if (pid !== 0) p.messageId = pid
@@ -625,11 +626,12 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
    * Frames a PUBLISH without properties straight into the outbound queue; false (nothing
    * done) when it is one for mqtt-packet's generator to frame (and refuse).
    */
-  private framed(topic: string, payload: Uint8Array, qos: QoS, pid: number, dup: boolean, retain: boolean): boolean {
+  private framed(topic: string, payload: Uint8Array | null, m: Msg | null, qos: QoS, pid: number, dup: boolean, retain: boolean): boolean {
     const v5 = this.version === 5
     const alias = v5 ? aliasFor(this, topic) : 0
     const t = alias > 0 ? EMPTY : topicBytes(topic)
-    const size = publishSize(t, payload.length, qos, v5, Math.abs(alias))
+    const n = payload !== null ? payload.length : m!.size
+    const size = publishSize(t, n, qos, v5, Math.abs(alias))
     if (size < 0) return false
     if (this.oversize(size, pid)) return true
     const at = this.out.reserve(size)
@@ -637,7 +639,10 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       this.overPending()
       return true
     }
-    writePublish(this.out.buf, at, t, payload, qos, dup, retain, pid, v5, Math.abs(alias))
+    const b = this.out.buf
+    const p = writePublishHead(b, at, t, n, qos, dup, retain, pid, v5, Math.abs(alias))
+    if (payload !== null) b.set(payload, p)
+    else putPayload(b, p, m!)
     if (alias < 0) setAlias(this, topic, -alias) // only once the packet that sets it is queued
     return true
   }

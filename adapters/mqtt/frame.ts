@@ -219,8 +219,24 @@ export function writePublish(
   v5: boolean,
   alias = 0,
 ): void {
+  buf.set(payload, writePublishHead(buf, at, topic, payload.length, qos, dup, retain, pid, v5, alias))
+}
+
+/** writePublish up to the payload, of `size` bytes, which the caller copies to the offset returned. */
+export function writePublishHead(
+  buf: Uint8Array,
+  at: number,
+  topic: Uint8Array,
+  size: number,
+  qos: number,
+  dup: boolean,
+  retain: boolean,
+  pid: number,
+  v5: boolean,
+  alias: number,
+): number {
   buf[at++] = 0x30 | (dup ? 8 : 0) | (qos << 1) | (retain ? 1 : 0)
-  let rem = 2 + topic.length + (qos > 0 ? 2 : 0) + propsSize(v5, alias) + payload.length
+  let rem = 2 + topic.length + (qos > 0 ? 2 : 0) + propsSize(v5, alias) + size
   do {
     let c = rem % 128
     rem = Math.floor(rem / 128)
@@ -244,7 +260,7 @@ export function writePublish(
       buf[at++] = alias & 0xff
     } else buf[at++] = 0
   }
-  buf.set(payload, at)
+  return at
 }
 
 /** Bytes of a hand-framed PUBLISH's properties: none (3.1.1), empty, or only a Topic Alias. */

@@ -11,6 +11,8 @@ import { Remote } from '../../src/leaf/remote.ts'
 import { createLogger } from '../../src/log.ts'
 import { defaults, LEAF_DEFAULTS, MQTT_DEFAULTS, REMOTE_DEFAULTS, type Options } from '../../src/options.ts'
 import { Server } from '../../src/server.ts'
+import { useRangeCopy, type RangeCopy } from '../../src/bytes.ts'
+import { bunRangeCopy } from '../../targets/bun.ts'
 
 const enc = new TextEncoder()
 export const latin1 = (d: Uint8Array): string => Buffer.from(d).toString('latin1')
@@ -21,6 +23,25 @@ export const KINDS = [
   { kind: 'Uint8Array', alloc: (n: number): Uint8Array => new Uint8Array(n) },
   { kind: 'Buffer', alloc: (n: number): Uint8Array => Buffer.alloc(n) },
 ]
+
+/**
+ * How payloads are copied out of the lent range (src/bytes.ts rangeCopy): through a view (Node,
+ * Deno), or Buffer's native copy() as targets/bun.ts installs it. Tests run under both.
+ */
+export const COPIES = [
+  { how: 'views', copy: null },
+  { how: "Bun's range copy", copy: bunRangeCopy },
+] as const
+
+/** Runs fn with `copy` as the range copy, then puts back none. */
+export async function withRangeCopy(copy: RangeCopy | null, fn: () => Promise<void> | void): Promise<void> {
+  useRangeCopy(copy)
+  try {
+    await fn()
+  } finally {
+    useRangeCopy(null)
+  }
+}
 
 export interface Rec {
   wire: Wire
