@@ -15,7 +15,7 @@ import { generate, parser as mqttParser, type Packet } from 'mqtt-packet'
 import { MqttConn } from '../adapters/mqtt/conn.ts'
 import { startMqtt } from '../adapters/mqtt/index.ts'
 import { mqttState } from '../adapters/mqtt/state.ts'
-import { body, COPIES, KINDS, latin1, mqttPayloads, natsFrames, recWire, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
+import { body, COPIES, feedReused, KINDS, latin1, mqttPayloads, natsFrames, recWire, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
 
 const SIZES = [0, 1, 15, 16, 31, 32, 33, 64, 200, 1000, 3000]
 
@@ -88,13 +88,7 @@ for (const { kind, alloc } of KINDS)
         const q1 = r.mqtt('q1', 1)
         const pub = mqttPublisher(r, version)
         const before = { ...r.srv.router.traffic }
-        const read = alloc(width)
-        for (let i = 0; i < all.length; i += width) {
-          const n = Math.min(width, all.length - i)
-          read.set(all.subarray(i, i + n))
-          pub.c.data(read.subarray(0, n))
-          read.fill(0xee) // the next read lands here before anything is written out
-        }
+        feedReused(pub.c, all, width, alloc)
         r.settle()
         const label = `reads of ${width} bytes`
         t.equal(pub.c.done, false, `${label}: the publisher is still connected`)

@@ -20,7 +20,7 @@ import { bunRangeCopy } from '../targets/bun.ts'
 import { REMOTE_DEFAULTS } from '../src/options.ts'
 import { startBroker } from './helpers/broker.ts'
 import { haveHub, hubInterest, leafUp, startHub, until } from './helpers/hub.ts'
-import { body, COPIES, KINDS, latin1, mqttPayloads, natsFrames, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
+import { body, COPIES, feedReused, KINDS, latin1, mqttPayloads, natsFrames, rig, withRangeCopy, type Rec } from './helpers/lend.ts'
 import { natsClient } from './helpers/mqtt.ts'
 import { exchange } from './helpers/raw.ts'
 
@@ -77,14 +77,7 @@ t.test(`every consumer gets the published bytes, the read buffer (a ${kind}) reu
     const q1 = r.mqtt('q1', 1)
     const pub = r.nats('CONNECT {"verbose":false,"headers":true}\r\n')
     const before = { ...r.srv.router.traffic }
-    // One read buffer, reused for every read, as a socket's is.
-    const read = alloc(width)
-    for (let i = 0; i < all.length; i += width) {
-      const n = Math.min(width, all.length - i)
-      read.set(all.subarray(i, i + n))
-      pub.c.data(read.subarray(0, n))
-      read.fill(0xee) // the next read lands here before anything is written out
-    }
+    feedReused(pub.c, all, width, alloc)
     r.settle()
     const label = `reads of ${width} bytes`
     const nats = (rec: Rec) => natsFrames(Buffer.concat(rec.writes))

@@ -21,11 +21,12 @@ import { mqttOptions as mqttOpts } from '../../src/options.ts'
 import type { Server } from '../../src/server.ts'
 import { mqttState, type Holder, type MqttState } from './state.ts'
 import type { MqttPersist } from './persist.ts'
-import { onPacket, onPubackIn, onPublishIn } from './handlers/index.ts'
+import { onPacket, onPubackIn } from './handlers/index.ts'
+import { onPublishIn } from './handlers/publish.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, payloadView, publishIn, publishSize, readPublish, topicBytes, topicMemo, writePublishHead, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, publishIn, publishPacket, publishSize, readPublish, topicBytes, topicMemo, writePublishHead, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
 import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
 import { park, recheckSession, unpark, type Parked } from './session.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
@@ -67,10 +68,10 @@ export interface Settings {
   sessionExpiry: number
 }
 
-// `routing` while this connection's own PUBLISH goes through the router.
 /** Where packet() reads a PUBLISH: used and done with before the next one is read. */
 const READ = publishIn()
 
+// `routing` while this connection's own PUBLISH goes through the router.
 const IDLE = 0
 const PUBLISHING = 1
 /** A service refused the PUBLISH being routed (refused()). */
@@ -336,7 +337,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
         // The payload goes on as a range of the read, no view or packet object made, unless
         // onPacket must hold or refuse it.
         if (!this.done && this.connected && !this.holding) return onPublishIn(this, r.topic, r.qos, r.retain, r.messageId, b, r.at, r.size)
-        return onPacket(this, { cmd: 'publish', topic: r.topic, payload: payloadView(b, r.at, r.size), qos: r.qos, dup: r.dup, retain: r.retain, messageId: r.qos > 0 ? r.messageId : undefined })
+        return onPacket(this, publishPacket(b, r))
       }
     } else {
       // The malformed-packet rules, in one place for both readers below (malformed.ts).

@@ -122,8 +122,11 @@ const READ = publishIn()
  * shape left to mqtt-packet (see readPublish).
  */
 export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolean, memo: TopicMemo = SHARED_MEMO): IPublishPacket | null {
-  const r = READ
-  if (!readPublish(b, at, size, v5, memo, r)) return null
+  return readPublish(b, at, size, v5, memo, READ) ? publishPacket(b, READ) : null
+}
+
+/** The mqtt-packet shape of what readPublish read from b, the payload a view of b. */
+export function publishPacket(b: Uint8Array, r: PublishIn): IPublishPacket {
   return { cmd: 'publish', topic: r.topic, payload: payloadView(b, r.at, r.size), qos: r.qos, dup: r.dup, retain: r.retain, messageId: r.qos > 0 ? r.messageId : undefined }
 }
 
@@ -131,7 +134,7 @@ export function parsePublish(b: Uint8Array, at: number, size: number, v5: boolea
  * A view of b[at, at + n), which the target only lends. It is a plain Uint8Array, not a
  * Buffer: whoever keeps it copies it with slice(), which on a Buffer would only make another view.
  */
-export function payloadView(b: Uint8Array, at: number, n: number): Buffer {
+function payloadView(b: Uint8Array, at: number, n: number): Buffer {
   return new Uint8Array(b.buffer, b.byteOffset + at, n) as Buffer
 }
 

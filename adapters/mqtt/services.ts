@@ -83,7 +83,7 @@ function storeRetained(srv: Server, st: MqttState, topic: string, m: Msg): boole
   // reply. Decoded outside the per-message cache, which is then left pointing nowhere.
   const props = headersToProps(st, m.with({ reply: '', seq: -2 }))
   st.propsSeq = -1
-  const kept = retain(st.retained, topic, m.subject, copyOf(m.payload), msgQos(m), props)
+  const kept = retain(st.retained, topic, m.subject, m.payload, msgQos(m), props) // retain() keeps a copy
   if (!kept) srv.log.warn(`retained message on ${quote(topic)} not kept: retained store full (mqtt.retained_max_msgs / mqtt.retained_max_bytes)`)
   return kept
 }

@@ -43,6 +43,21 @@ export async function withRangeCopy(copy: RangeCopy | null, fn: () => Promise<vo
   }
 }
 
+/**
+ * Feeds `all` to `c` in reads of `width` bytes through ONE buffer from `alloc`, reused for
+ * every read as a socket's is, and scribbled over after each: the next read lands there
+ * before anything is written out.
+ */
+export function feedReused(c: { data(d: Uint8Array): void }, all: Uint8Array, width: number, alloc: (n: number) => Uint8Array): void {
+  const read = alloc(width)
+  for (let i = 0; i < all.length; i += width) {
+    const n = Math.min(width, all.length - i)
+    read.set(all.subarray(i, i + n))
+    c.data(read.subarray(0, n))
+    read.fill(0xee)
+  }
+}
+
 export interface Rec {
   wire: Wire
   writes: Uint8Array[]

@@ -12,8 +12,6 @@ import type { MqttConn } from '../conn.ts'
 import { RC } from './common.ts'
 import { onConnect } from './connect.ts'
 import { onPuback, onPubcomp, onPublish, onPubrec, onPubrel } from './publish.ts'
-
-export { onPublishIn } from './publish.ts'
 import { onSubscribe, onUnsubscribe } from './subscribe.ts'
 
 type Handler = (c: MqttConn, p: Packet) => void
