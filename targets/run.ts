@@ -22,7 +22,7 @@ import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Ac
 import { listenNet } from './net.ts'
 import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
 import { startSystemd } from './notify.ts'
-import { logFile, sendSignal, signalArg } from './signals.ts'
+import { logFile, sendSignal, signalArg, stderrLine } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { processStats } from './proc.ts'
 import { nodeFiles } from './files.ts'
@@ -65,7 +65,7 @@ export async function main(rt: Runtime, argv: string[]): Promise<void> {
       return die(`config error: log_file: cannot open ${opts.log_file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`)
     }
   }
-  const log = createLogger({ level: opts.log_level, time: opts.logtime, sink: file?.sink ?? ((l) => process.stderr.write(l + '\n')) })
+  const log = createLogger({ level: opts.log_level, time: opts.logtime, sink: file?.sink ?? stderrLine })
   // Last resort. Adapter and core code runs behind guards (runtime.ts) that log an exception
   // and close only the connection concerned; anything that still gets here (a runtime's
   // internals, a bug in target code) is logged with its stack and the broker keeps serving:

@@ -98,6 +98,29 @@ export function sendSignal(value: string): string {
   return ''
 }
 
+/** Set once stderr has failed (its reader is gone): log lines are dropped from then on. */
+let stderrGone = false
+let stderrWatched = false
+
+/**
+ * Writes a log line to stderr, or drops it once stderr is gone (a closed pipe: EPIPE, when
+ * `sprig | head` or a log collector goes away). Without the 'error' listener the failed write
+ * is an uncaught exception, whose log line fails the same way: on Node and Deno a loop that
+ * took a whole core and stopped the broker serving.
+ */
+export function stderrLine(line: string): void {
+  if (stderrGone) return
+  if (!stderrWatched) {
+    stderrWatched = true
+    process.stderr.on('error', () => void (stderrGone = true))
+  }
+  try {
+    process.stderr.write(line + '\n')
+  } catch {
+    stderrGone = true
+  }
+}
+
 /**
  * log_file: lines appended to a file; reopen() (SIGUSR1) closes and opens it again, so
  * logrotate can move it away. A write that fails goes to stderr instead (never thrown).
@@ -109,7 +132,7 @@ export function logFile(path: string): { sink: (line: string) => void; reopen: (
       try {
         writeSync(fd, line + '\n')
       } catch {
-        process.stderr.write(line + '\n')
+        stderrLine(line)
       }
     },
     reopen: () => {
