@@ -36,7 +36,8 @@ interface Held {
 const HELD_OVERHEAD = 32
 
 export abstract class Client implements Session {
-  abstract readonly kind: string
+  /** The protocol, which is also the listener whose rules apply (its TLS block, certificate mapping). */
+  abstract readonly kind: Protocol
   readonly out: Outbound
   done = false
   /** Login accepted (CONNECT answered). */
@@ -55,8 +56,8 @@ export abstract class Client implements Session {
     readonly srv: Server,
     readonly cid: number,
     readonly wire: Wire,
-    /** Which listener's rules apply (its TLS block, certificate mapping). */
-    readonly listener: Protocol,
+    /** Which listener's rules apply (the same as `kind`: not kept, every field costs each connection 8 bytes). */
+    listener: Protocol,
   ) {
     this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule, srv.budget)
     // From accept, like nats-server's auth timer: a TLS handshake, a login trickled byte by
@@ -85,7 +86,7 @@ export abstract class Client implements Session {
 
   /** Must a client on this wire authenticate (users or a token configured, or a mapped certificate)? */
   get authRequired(): boolean {
-    return authNeeded(this.srv.opts, this.listener, this.wire)
+    return authNeeded(this.srv.opts, this.kind, this.wire)
   }
 
   /**
@@ -94,7 +95,7 @@ export abstract class Client implements Session {
    * the adapter holds what arrives (hold) and it is replayed in order after `then`.
    */
   login(creds: Credentials, then: (id: Identity | null) => void): void {
-    const id = identify(this.srv, this.listener, this.wire, creds, () => !this.done)
+    const id = identify(this.srv, this.kind, this.wire, creds, () => !this.done)
     if (!(id instanceof Promise)) return this.loggedIn(creds, id, then)
     this.heldOps = { ops: [], bytes: 0 }
     void id.then((v) => {
@@ -170,7 +171,7 @@ export abstract class Client implements Session {
       this.setIdentity(id)
       this.recheck()
     }
-    const id = identify(this.srv, this.listener, this.wire, creds, () => !this.done, true)
+    const id = identify(this.srv, this.kind, this.wire, creds, () => !this.done, true)
     if (id instanceof Promise) void id.then(apply)
     else apply(id)
   }
