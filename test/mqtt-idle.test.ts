@@ -30,7 +30,7 @@ function rig() {
   const run = (): void => {
     while (queue.length) queue.shift()!()
   }
-  const open = (clientId: string, opts: { keepalive?: number; clean?: boolean; version?: 4 | 5 } = {}): Client => {
+  const open = (clientId: string, opts: { keepalive?: number; clean?: boolean; version?: 4 | 5; properties?: Record<string, unknown> } = {}): Client => {
     const version = opts.version ?? 4
     const p = newParser({ protocolVersion: version })
     const c: Client = {
@@ -58,7 +58,7 @@ function rig() {
       remotePort: 1,
     }
     c.conn = new MqttConn(srv, srv.admit(), w)
-    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: opts.clean ?? true, keepalive: opts.keepalive ?? 0, clientId })
+    c.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: version, clean: opts.clean ?? true, keepalive: opts.keepalive ?? 0, clientId, ...(opts.properties ? { properties: opts.properties } : {}) } as Packet)
     return c
   }
   return { srv, open, run, advance: (ms: number) => void (now += ms) }
@@ -98,6 +98,36 @@ t.test('an idle subscribed connection stays in its size class', async (t) => {
     const n = Object.keys(dev.conn).length
     t.ok(n <= 26, `MQTT ${version === 5 ? '5' : '3.1.1'}: ${n} fields on the connection (≤ 26: 224 bytes on JSC)`)
   }
+})
+
+t.test('a subscription keeps eight fields; its MQTT 5 options survive a parked session', async (t) => {
+  const r = rig()
+  const keys = (c: Client): number => {
+    const f = (c.conn as unknown as { subs: object | null }).subs
+    t.ok(f !== null && !(f instanceof Map), 'one filter, one subscription: no Map')
+    return Object.keys(f!).length
+  }
+  const plain = r.open('plain')
+  plain.send(sub('p/1', 1))
+  t.ok(keys(plain) <= 8, `${keys(plain)} fields (≤ 8: 80 bytes on JSC)`)
+  const props = { sessionExpiryInterval: 600 }
+  let dev = r.open('opts5', { version: 5, clean: false, properties: props })
+  dev.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'o/+', qos: 1, nl: true, rap: true }], properties: { subscriptionIdentifier: 42 } } as Packet)
+  t.ok(keys(dev) <= 8, `with MQTT 5 options: ${keys(dev)} fields`)
+  const check = (what: string): void => {
+    dev.got = []
+    dev.send({ cmd: 'publish', topic: 'o/own', payload: Buffer.from('x'), qos: 0, dup: false, retain: false } as Packet)
+    t.equal(last(dev, 'publish'), undefined, `${what}: No Local holds`)
+    plain.send({ cmd: 'publish', topic: 'o/other', payload: Buffer.from('y'), qos: 1, messageId: 3, dup: false, retain: true } as Packet)
+    const p = last(dev, 'publish') as Packet & { retain: boolean; properties?: { subscriptionIdentifier?: number | number[] } }
+    t.ok(p, `${what}: another client's message arrives`)
+    t.equal(p?.retain, true, `${what}: Retain As Published`)
+    t.same([p?.properties?.subscriptionIdentifier].flat(), [42], `${what}: the Subscription Identifier`)
+  }
+  check('live')
+  dev.conn.closed('gone') // parked
+  dev = r.open('opts5', { version: 5, clean: false, properties: props })
+  check('resumed')
 })
 
 t.test('an idle connection then takes and sends large frames in small reads', async (t) => {
