@@ -8,6 +8,7 @@ import t from 'tap'
 import { Buffer } from 'node:buffer'
 import { generate, parser as newParser, type Packet } from 'mqtt-packet'
 import { MqttConn } from '../adapters/mqtt/conn.ts'
+import { filterEntries } from '../adapters/mqtt/filters.ts'
 import type { Wire } from '../src/host.ts'
 import { createLogger } from '../src/log.ts'
 import { defaults } from '../src/options.ts'
@@ -128,6 +129,22 @@ t.test('a subscription keeps eight fields; its MQTT 5 options survive a parked s
   dev.conn.closed('gone') // parked
   dev = r.open('opts5', { version: 5, clean: false, properties: props })
   check('resumed')
+})
+
+t.test('a filter its subject gives back is not kept twice, and reads back as sent', async (t) => {
+  const r = rig()
+  const dev = r.open('filters')
+  const filters = ['d/1/cmd', 'a/+/c', 'a/#', '#', '+', '+/x', 'a//b', '/lead', 'trail/', 'ü/x', 'dot.ted/x', '$SYS/x', '$share/g/q/1']
+  for (const [i, f] of filters.entries()) dev.send(sub(f, 1, i + 1))
+  const entries = filterEntries(dev.conn.subs)
+  t.same(entries.map(([f]) => f).sort(), [...filters].sort(), 'every filter reads back as the client sent it')
+  for (const f of filters) t.ok(dev.conn.filterSubs(f)?.every((x) => x.filter === f), `${f}: its subscriptions say so too`)
+  const one = r.open('one')
+  one.send(sub('d/2/cmd', 1))
+  t.equal((one.conn.subs as unknown as { f: string | null }).f, null, 'd/2/cmd: not kept, its subject d.2.cmd gives it back')
+  t.equal(one.conn.subs && 'filter' in one.conn.subs ? one.conn.subs.filter : '', 'd/2/cmd')
+  for (const f of filters) t.ok(dev.conn.unsubscribe(f), `${f}: unsubscribed by the filter`)
+  t.equal(dev.conn.subs, null, 'none left')
 })
 
 t.test('an idle connection then takes and sends large frames in small reads', async (t) => {
