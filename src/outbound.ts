@@ -33,8 +33,21 @@ interface Segs {
   cap: number
 }
 
+/**
+ * What the queues of one kind share (every client queue of a server: Server.queues; the
+ * uplink's its own): where a queue with a new batch goes, the memory budget, and a hook.
+ */
+export interface QueuePool {
+  /** Called with a queue when it gets the first bytes of a batch (the server flushes it later). */
+  readonly schedule: (o: Outbound) => void
+  readonly budget: Budget | null
+  /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
+  readonly beforeFlush: ((o: Outbound) => void) | null
+}
+
 // Twelve fields: an idle connection's queue stays in JSC's 112-byte size class (13 to 18
-// fields: 160). Segments exist only while the wire is blocked: one object for them.
+// fields: 160). Segments exist only while the wire is blocked: one object for them; what
+// all of a server's queues share is one QueuePool.
 export class Outbound {
   buf: Uint8Array = EMPTY
   len = 0
@@ -52,15 +65,24 @@ export class Outbound {
   private segs: Segs | null = null
   /** Bytes charged to the budget: our buffers' capacity plus what a blocked socket holds of ours. */
   charged = 0
-  /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
-  beforeFlush: (() => void) | null = null
+  /** Messages and their payload bytes the owner queued here (the connection's out_msgs, out_bytes for /connz). */
+  msgs = 0
+  bytes = 0
+  readonly pool: QueuePool
 
+  /** `pool`: shared by the server's queues; a bare schedule function (tests, one-off queues) makes one. */
   constructor(
     readonly wire: Wire,
     public limit: number,
-    private readonly schedule: (o: Outbound) => void,
-    readonly budget: Budget | null = null,
-  ) {}
+    pool: QueuePool | ((o: Outbound) => void),
+    budget: Budget | null = null,
+  ) {
+    this.pool = typeof pool === 'function' ? { schedule: pool, budget, beforeFlush: null } : pool
+  }
+
+  get budget(): Budget | null {
+    return this.pool.budget
+  }
 
   /** Bytes queued here plus, while the wire is blocked, what the socket still holds. */
   get pending(): number {
@@ -85,7 +107,7 @@ export class Outbound {
     this.len = at + n
     if (!this.scheduled) {
       this.scheduled = true
-      this.schedule(this)
+      this.pool.schedule(this)
     }
     return at
   }
@@ -118,7 +140,7 @@ export class Outbound {
     }
     const next = new Uint8Array(cap)
     if (keep > 0) next.set(this.buf.subarray(0, keep))
-    const b = this.budget
+    const b = this.pool.budget
     if (b !== null) {
       const add = keep === 0 && len > 0 ? cap : cap - this.buf.length
       this.charged += add
@@ -132,7 +154,8 @@ export class Outbound {
   /** Hands the batch to the wire unless the wire is still draining the previous one. */
   flush(now: number): void {
     this.scheduled = false
-    if (this.beforeFlush !== null) this.beforeFlush()
+    const before = this.pool.beforeFlush
+    if (before !== null) before(this)
     if (this.blockedSince !== 0) return
     const segs = this.segs
     let took = true
@@ -186,7 +209,7 @@ export class Outbound {
 
   private release(n: number): void {
     this.charged -= n
-    this.budget!.charge(-n)
+    this.pool.budget!.charge(-n)
   }
 }
 

@@ -97,8 +97,31 @@ t.test('an idle subscribed connection stays in its size class', async (t) => {
     const dev = r.open(`fields-${version}`, { version, keepalive: 60 })
     dev.send(sub('d/1', 1))
     const n = Object.keys(dev.conn).length
-    t.ok(n <= 26, `MQTT ${version === 5 ? '5' : '3.1.1'}: ${n} fields on the connection (≤ 26: 224 bytes on JSC)`)
+    t.ok(n <= 18, `MQTT ${version === 5 ? "5" : "3.1.1"}: ${n} fields on the connection (≤ 18: 160 bytes on JSC)`)
   }
+})
+
+t.test('once connected, no login state is kept; the queue counts what is sent', async (t) => {
+  const r = rig()
+  const dev = r.open('quiet')
+  const c = dev.conn as unknown as { pending: unknown; more: unknown }
+  t.ok(dev.conn.connected, 'connected')
+  t.equal(c.pending, null, 'the connect deadline and the held operations are gone after CONNACK')
+  t.equal(c.more, null, 'no credentials presented, no allow_responses: nothing more kept')
+  t.notOk(dev.conn.done)
+  dev.send(sub('q/1', 0))
+  const pubr = r.open('pubr')
+  pubr.send(pub('q/1', Buffer.from('hello'), 0))
+  pubr.send(pub('q/1', Buffer.from('hi'), 0))
+  t.equal(dev.conn.out_msgs, 2, 'out_msgs')
+  t.equal(dev.conn.out_bytes, 7, 'out_bytes')
+  const info = dev.conn.describe()
+  t.match(info, { out_msgs: 2, out_bytes: 7, in_msgs: 0 })
+  t.match(pubr.conn.describe(), { in_msgs: 2, in_bytes: 7, out_msgs: 0 })
+  t.equal(dev.conn.version, 4)
+  dev.conn.closed('gone')
+  t.ok(dev.conn.done, 'done after close')
+  t.ok(dev.conn.connected, 'and still known to have been connected')
 })
 
 t.test('a subscription keeps eight fields; its MQTT 5 options survive a parked session', async (t) => {

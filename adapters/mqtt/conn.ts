@@ -121,11 +121,13 @@ export interface Settings {
   sessionExpiry: number
 }
 
-// `routing` while this connection's own PUBLISH goes through the router.
+// MqttConn.mode: the protocol level (4 or 5) in the low three bits, and above them `routing`
+// while this connection's own PUBLISH goes through the router.
+const LEVEL = 7
 const IDLE = 0
-const PUBLISHING = 1
+const PUBLISHING = 8
 /** A service refused the PUBLISH being routed (refused()). */
-const REFUSED = 2
+const REFUSED = 16
 
 export class MqttConn extends Client implements Owner, Conn, Holder {
   // kind, echo and skipsHeaderHook are getters, on the prototype, rather than a copy in each connection.
@@ -141,13 +143,15 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     return true
   }
   // Every field here costs each idle connection 8 bytes (JSC and V8 alike), and JSC rounds an
-  // object up to its size class (≤ 26 fields: 224 bytes, ≤ 30: 256, ≤ 38: 320): what only some
-  // connections need is in an object of its own, made on first use (Flow, Rare, Cut, Pub).
+  // object up to its size class (≤ 18 fields: 160 bytes, ≤ 26: 224, ≤ 38: 320): what only some
+  // connections need is in an object of its own, made on first use (Flow, Rare, Cut, Pub), the
+  // level and `routing` share a number, and the queue counts what is sent (src/lifecycle.ts
+  // keeps its own fields down the same way).
   readonly st: MqttState
   /** A packet cut by the end of a read, or the first bytes before the level is known; null: none. */
   private cut: Cut | null = START
-  /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
-  version: 4 | 5 = 4
+  /** The protocol level (LEVEL bits) and `routing`. */
+  private mode: number = 4
   clientId = ''
   /** ms; 0 = no keepalive. */
   keepalive = 0
@@ -157,11 +161,6 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   private flow: Flow | null = null
   /** Will, session expiry, MQTT 5 limits and aliases; null while all are unset. */
   private rare: Rare | null = null
-  /** IDLE, PUBLISHING (for No Local), REFUSED. */
-  private routing = IDLE
-  /** Messages and payload bytes this client was sent (/connz; what it published is in `topics`). */
-  out_msgs = 0
-  out_bytes = 0
   /** This client's last PUBLISH topic and subject, its reused Msg and counts; made on its first PUBLISH. */
   topics: Pub | null = null
 
@@ -172,6 +171,24 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.lastIn = srv.host.now()
     srv.add(this)
     srv.log.debug(() => `${this.label()} mqtt connection created`)
+  }
+
+  /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
+  get version(): 4 | 5 {
+    return (this.mode & LEVEL) as 4 | 5
+  }
+
+  set version(v: 4 | 5) {
+    this.mode = (this.mode & ~LEVEL) | v
+  }
+
+  /** IDLE, PUBLISHING (for No Local), REFUSED. */
+  private get routing(): number {
+    return this.mode & ~LEVEL
+  }
+
+  private set routing(r: number) {
+    this.mode = (this.mode & LEVEL) | r
   }
 
   private rareState(): Rare {
@@ -623,8 +640,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (topic === null) return
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
-    this.out_msgs++
-    this.out_bytes += m.payload.length
+    this.out.msgs++ // out_msgs and out_bytes (/connz): counted by the queue
+    this.out.bytes += m.payload.length
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
