@@ -159,7 +159,7 @@ t.test('an Outbound over the wire reuses its buffer only when the wire holds not
   t.same(sent, expect, 'every byte, in order, none overwritten')
 })
 
-t.test('a guarded listener: the wire guards its Conn itself, six fields, no GuardedConn', async (t) => {
+t.test('a guarded listener: the wire guards its Conn itself, four fields, no GuardedConn', async (t) => {
   const logs: string[] = []
   const log = createLogger({ level: 'debug', sink: (l) => void logs.push(l) })
   const seen: Seen = { data: [], drained: 0, closed: [] }
@@ -191,7 +191,7 @@ t.test('a guarded listener: the wire guards its Conn itself, six fields, no Guar
     h.open(s)
     const w = s.data
     t.equal(w.conn, inner, 'the adapter Conn itself, no wrapper object')
-    t.ok(Object.keys(w).length <= 6, `BunWire has ${Object.keys(w).length} fields (≤ 6: JSC's 64-byte size class)`)
+    t.ok(Object.keys(w).length <= 4, `BunWire has ${Object.keys(w).length} fields (≤ 4: JSC's 48-byte size class)`)
     t.equal(w.remotePort, 5555)
     t.equal(w.remoteAddress, '127.0.0.1')
     h.data(s, bytes(3, 0))
