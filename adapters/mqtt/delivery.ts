@@ -47,24 +47,52 @@ interface Options5 {
   readonly subId: number | undefined
 }
 
+// Subscription.bits: the QoS in the low two bits, then two flags.
+const QOS = 3
+const NO_DOLLAR = 4
+const DENY_CHECK = 8
+
 /**
  * One router subscription: a class, always the same fields in the same order (V8 gives an
  * object spread, `{ ...base, subject }`, a hidden class of its own: ~320 bytes more per
- * subscription on Node and Deno). Eight fields, JSC's 80-byte size class (ten took 112): the
- * MQTT 5 options are one object, null when none is set, read through getters.
+ * subscription on Node and Deno). Six fields, JSC's 64-byte size class (ten took 112): the
+ * QoS and two flags share one number, the MQTT 5 options are one object, null when none is
+ * set, all read through getters.
  */
 class Subscription implements MqttSub {
+  private bits: number
+
   constructor(
     readonly subject: string,
     readonly queue: string | null,
     readonly owner: Owner,
     /** The filter when the subject does not give it back (subjectToTopic); null: it does. */
     private readonly f: string | null,
-    readonly qos: QoS,
-    readonly noDollar: boolean,
-    public denyCheck: boolean,
+    qos: QoS,
+    noDollar: boolean,
+    denyCheck: boolean,
     private readonly o5: Options5 | null,
-  ) {}
+  ) {
+    this.bits = qos | (noDollar ? NO_DOLLAR : 0) | (denyCheck ? DENY_CHECK : 0)
+  }
+
+  get qos(): QoS {
+    return (this.bits & QOS) as QoS
+  }
+
+  /** The filter starts with a wildcard, so it must not match `$` topics [MQTT-4.7.2-1]. */
+  get noDollar(): boolean {
+    return (this.bits & NO_DOLLAR) !== 0
+  }
+
+  /** Checked against its owner's permissions per message (src/lifecycle.ts DenyChecked); set again after a reload. */
+  get denyCheck(): boolean {
+    return (this.bits & DENY_CHECK) !== 0
+  }
+
+  set denyCheck(on: boolean) {
+    this.bits = on ? this.bits | DENY_CHECK : this.bits & ~DENY_CHECK
+  }
 
   /**
    * The filter as the client sent it. Most are the topic of their one subject (`d/1/cmd`:
