@@ -35,33 +35,90 @@ interface Held {
 /** Bytes each held operation counts for besides its payload. */
 const HELD_OVERHEAD = 32
 
+/** From accept until the login is accepted: the connect deadline, and what waits for a password check. */
+interface Pending {
+  deadline: { cancel(): void } | null
+  held: Held | null
+}
+
+/** What only some clients have: credentials to check again on reload, reply subjects they may answer. */
+interface More {
+  creds: Credentials
+  replies: Replies | null
+}
+
+// Client.state bits.
+const DONE = 1
+const CONNECTED = 2
+
+// Every field here is on every connection (an idle device's too: 8 bytes each, and JSC rounds
+// objects up to a size class), so what only some clients need, or only for a while, is in an
+// object of its own: Pending until the login is accepted, More for credentials and replies.
 export abstract class Client implements Session {
-  abstract readonly kind: string
+  /** The protocol, which is also the listener whose rules apply (its TLS block, certificate mapping). */
+  abstract readonly kind: Protocol
   readonly out: Outbound
-  done = false
-  /** Login accepted (CONNECT answered). */
-  connected = false
+  /** DONE | CONNECTED. */
+  private state = 0
   /** The authenticated user ('' for a token or no auth) and its permissions (null: none). */
   user = ''
   perms: CompiledPermissions | null = null
-  /** Reply subjects this client may answer (allow_responses), when its permissions have it. */
-  replies: Replies | null = null
-  /** What the login presented, checked again on reload. */
-  private creds: Credentials = NO_CREDS
-  private deadline: { cancel(): void } | null
-  private heldOps: Held | null = null
+  private more: More | null = null
+  private pending: Pending | null
 
   constructor(
     readonly srv: Server,
     readonly cid: number,
-    readonly wire: Wire,
-    /** Which listener's rules apply (its TLS block, certificate mapping). */
-    readonly listener: Protocol,
+    wire: Wire,
+    /** Which listener's rules apply (the same as `kind`: not kept, every field costs each connection 8 bytes). */
+    listener: Protocol,
   ) {
-    this.out = new Outbound(wire, srv.opts.max_pending, srv.schedule, srv.budget)
+    this.out = new Outbound(wire, srv.opts.max_pending, srv.queues)
     // From accept, like nats-server's auth timer: a TLS handshake, a login trickled byte by
     // byte and a password check all count; and for every client, authenticating or not.
-    this.deadline = srv.host.every(connectDeadline(srv.opts, listener, wire), () => this.deadlinePassed())
+    this.pending = { deadline: srv.host.every(connectDeadline(srv.opts, listener, wire), () => this.deadlinePassed()), held: null }
+  }
+
+  /** The socket (the outbound queue's: not kept twice). */
+  get wire(): Wire {
+    return this.out.wire
+  }
+
+  /** Closed (or closing): nothing more is done for this client. */
+  get done(): boolean {
+    return (this.state & DONE) !== 0
+  }
+
+  set done(v: boolean) {
+    this.state = v ? this.state | DONE : this.state & ~DONE
+  }
+
+  /** Login accepted (CONNECT answered). */
+  get connected(): boolean {
+    return (this.state & CONNECTED) !== 0
+  }
+
+  set connected(v: boolean) {
+    this.state = v ? this.state | CONNECTED : this.state & ~CONNECTED
+  }
+
+  /** Reply subjects this client may answer (allow_responses), when its permissions have it. */
+  get replies(): Replies | null {
+    return this.more === null ? null : this.more.replies
+  }
+
+  /** What the login presented, checked again on reload. */
+  private get creds(): Credentials {
+    return this.more === null ? NO_CREDS : this.more.creds
+  }
+
+  /** Messages and payload bytes sent to this client (/connz), counted by its queue. */
+  get out_msgs(): number {
+    return this.out.msgs
+  }
+
+  get out_bytes(): number {
+    return this.out.bytes
   }
 
   /** Who it is, for log lines. */
@@ -85,7 +142,7 @@ export abstract class Client implements Session {
 
   /** Must a client on this wire authenticate (users or a token configured, or a mapped certificate)? */
   get authRequired(): boolean {
-    return authNeeded(this.srv.opts, this.listener, this.wire)
+    return authNeeded(this.srv.opts, this.kind, this.wire)
   }
 
   /**
@@ -94,17 +151,18 @@ export abstract class Client implements Session {
    * the adapter holds what arrives (hold) and it is replayed in order after `then`.
    */
   login(creds: Credentials, then: (id: Identity | null) => void): void {
-    const id = identify(this.srv, this.listener, this.wire, creds, () => !this.done)
+    const id = identify(this.srv, this.kind, this.wire, creds, () => !this.done)
     if (!(id instanceof Promise)) return this.loggedIn(creds, id, then)
-    this.heldOps = { ops: [], bytes: 0 }
+    this.setHeld({ ops: [], bytes: 0 })
     void id.then((v) => {
       const ops = this.heldOps?.ops ?? []
-      this.heldOps = null
+      this.setHeld(null)
       this.loggedIn(creds, v, then)
       for (let i = 0; i < ops.length && !this.done; i++) {
         // A held operation that starts another login (a second NATS CONNECT) holds the rest again.
-        if (this.heldOps !== null) {
-          ;(this.heldOps as Held).ops.push(...ops.slice(i))
+        const again = this.heldOps
+        if (again !== null) {
+          again.ops.push(...ops.slice(i))
           break
         }
         ops[i]!()
@@ -112,13 +170,35 @@ export abstract class Client implements Session {
     })
   }
 
+  /** Operations that arrived while the login's password is checked (null: none held). */
+  private get heldOps(): Held | null {
+    return this.pending === null ? null : this.pending.held
+  }
+
+  private setHeld(h: Held | null): void {
+    const p = this.pending
+    if (p === null) {
+      if (h !== null) this.pending = { deadline: null, held: h } // a second login after the first was accepted
+    } else if (h === null && p.deadline === null) this.pending = null
+    else p.held = h
+  }
+
   private loggedIn(creds: Credentials, id: Identity | null, then: (id: Identity | null) => void): void {
     if (this.done) return
     if (id !== null) {
-      this.creds = creds
+      if (creds !== this.creds) this.setMore(creds, this.replies)
       this.setIdentity(id)
     }
     then(id)
+  }
+
+  private setMore(creds: Credentials, replies: Replies | null): void {
+    if (creds === NO_CREDS && replies === null) this.more = null
+    else if (this.more === null) this.more = { creds, replies }
+    else {
+      this.more.creds = creds
+      this.more.replies = replies
+    }
   }
 
   /** While a login's password is checked, operations must wait (hold). */
@@ -153,7 +233,7 @@ export abstract class Client implements Session {
   private setIdentity(id: Identity): void {
     this.user = id.user
     this.perms = id.perms
-    this.replies = id.perms?.responses ? (this.replies ?? new Map()) : null
+    this.setMore(this.creds, id.perms?.responses ? (this.replies ?? new Map()) : null)
   }
 
   /**
@@ -170,7 +250,7 @@ export abstract class Client implements Session {
       this.setIdentity(id)
       this.recheck()
     }
-    const id = identify(this.srv, this.listener, this.wire, creds, () => !this.done, true)
+    const id = identify(this.srv, this.kind, this.wire, creds, () => !this.done, true)
     if (id instanceof Promise) void id.then(apply)
     else apply(id)
   }
@@ -185,8 +265,11 @@ export abstract class Client implements Session {
 
   /** Ends the connect deadline (the connection closes). */
   protected stopDeadline(): void {
-    this.deadline?.cancel()
-    this.deadline = null
+    const p = this.pending
+    if (p === null) return
+    p.deadline?.cancel()
+    p.deadline = null
+    if (p.held === null) this.pending = null
   }
 
   /** Closes a client whose socket has not taken a write for write_deadline; true when it did. */

@@ -25,6 +25,29 @@ const MIN_FIRST = 64
 /** While the wire is blocked, the queue grows in segments of this size (or one message, if larger). */
 const SEGMENT = 64 * 1024
 
+/** Full segments queued before `buf` while the wire is blocked. */
+interface Segs {
+  readonly list: Uint8Array[]
+  /** Bytes in `list`, and their buffers' capacity. */
+  bytes: number
+  cap: number
+}
+
+/**
+ * What the queues of one kind share (every client queue of a server: Server.queues; the
+ * uplink's its own): where a queue with a new batch goes, the memory budget, and a hook.
+ */
+export interface QueuePool {
+  /** Called with a queue when it gets the first bytes of a batch (the server flushes it later). */
+  readonly schedule: (o: Outbound) => void
+  readonly budget: Budget | null
+  /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
+  readonly beforeFlush: ((o: Outbound) => void) | null
+}
+
+// Twelve fields: an idle connection's queue stays in JSC's 112-byte size class (13 to 18
+// fields: 160). Segments exist only while the wire is blocked: one object for them; what
+// all of a server's queues share is one QueuePool.
 export class Outbound {
   buf: Uint8Array = EMPTY
   len = 0
@@ -38,26 +61,32 @@ export class Outbound {
    * lives until the next GC, while a busy one starts where it left off.
    */
   private last = MIN_FIRST
-  /** Full segments queued before `buf` while the wire is blocked (null: none). */
-  private segs: Uint8Array[] | null = null
-  /** Bytes in `segs`, and their buffers' capacity. */
-  private segBytes = 0
-  private segCap = 0
+  /** Full segments queued before `buf`, only while the wire is blocked (null: none). */
+  private segs: Segs | null = null
   /** Bytes charged to the budget: our buffers' capacity plus what a blocked socket holds of ours. */
   charged = 0
-  /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
-  beforeFlush: (() => void) | null = null
+  /** Messages and their payload bytes the owner queued here (the connection's out_msgs, out_bytes for /connz). */
+  msgs = 0
+  bytes = 0
+  readonly pool: QueuePool
 
+  /** `pool`: shared by the server's queues; a bare schedule function (tests, one-off queues) makes one. */
   constructor(
     readonly wire: Wire,
     public limit: number,
-    private readonly schedule: (o: Outbound) => void,
-    readonly budget: Budget | null = null,
-  ) {}
+    pool: QueuePool | ((o: Outbound) => void),
+    budget: Budget | null = null,
+  ) {
+    this.pool = typeof pool === 'function' ? { schedule: pool, budget, beforeFlush: null } : pool
+  }
+
+  get budget(): Budget | null {
+    return this.pool.budget
+  }
 
   /** Bytes queued here plus, while the wire is blocked, what the socket still holds. */
   get pending(): number {
-    return this.len + this.segBytes + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
+    return this.len + (this.segs === null ? 0 : this.segs.bytes) + (this.blockedSince !== 0 ? this.wire.buffered() : 0)
   }
 
   /** The wire has not taken everything yet: drained() comes once it has. */
@@ -72,12 +101,13 @@ export class Outbound {
   reserve(n: number): number {
     let at = this.len
     const need = at + n
-    if (need + this.segBytes > this.limit || (this.blockedSince !== 0 && need + this.segBytes + this.wire.buffered() > this.limit)) return -1
+    // Segments exist only while the wire is blocked, so an unblocked queue compares `need` alone.
+    if (need > this.limit || (this.blockedSince !== 0 && need + (this.segs === null ? 0 : this.segs.bytes) + this.wire.buffered() > this.limit)) return -1
     if (need > this.buf.length) at = this.grow(n)
     this.len = at + n
     if (!this.scheduled) {
       this.scheduled = true
-      this.schedule(this)
+      this.pool.schedule(this)
     }
     return at
   }
@@ -97,9 +127,10 @@ export class Outbound {
     let keep = len
     if (this.blockedSince !== 0 && len + n > SEGMENT) {
       if (len > 0) {
-        ;(this.segs ??= []).push(this.buf.subarray(0, len))
-        this.segBytes += len
-        this.segCap += this.buf.length
+        const segs = (this.segs ??= { list: [], bytes: 0, cap: 0 })
+        segs.list.push(this.buf.subarray(0, len))
+        segs.bytes += len
+        segs.cap += this.buf.length
       }
       cap = n > SEGMENT ? n : SEGMENT
       keep = 0
@@ -109,7 +140,7 @@ export class Outbound {
     }
     const next = new Uint8Array(cap)
     if (keep > 0) next.set(this.buf.subarray(0, keep))
-    const b = this.budget
+    const b = this.pool.budget
     if (b !== null) {
       const add = keep === 0 && len > 0 ? cap : cap - this.buf.length
       this.charged += add
@@ -123,14 +154,14 @@ export class Outbound {
   /** Hands the batch to the wire unless the wire is still draining the previous one. */
   flush(now: number): void {
     this.scheduled = false
-    if (this.beforeFlush !== null) this.beforeFlush()
+    const before = this.pool.beforeFlush
+    if (before !== null) before(this)
     if (this.blockedSince !== 0) return
     const segs = this.segs
     let took = true
     if (segs !== null) {
       this.segs = null
-      this.segBytes = this.segCap = 0
-      for (let i = 0; i < segs.length; i++) took = this.wire.write(segs[i]!)
+      for (let i = 0; i < segs.list.length; i++) took = this.wire.write(segs.list[i]!)
     }
     if (this.len === 0) {
       if (segs !== null) this.wrote(now, took)
@@ -156,19 +187,18 @@ export class Outbound {
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
     this.blockedSince = 0
-    const ours = this.buf.length + this.segCap
+    const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (this.charged > ours) this.release(this.charged - ours)
     this.flush(now)
   }
 
   /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
   discard(): void {
-    const ours = this.buf.length + this.segCap
+    const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (ours !== 0 && this.charged !== 0) this.release(ours)
     this.buf = EMPTY
     this.len = 0
     this.segs = null
-    this.segBytes = this.segCap = 0
   }
 
   /** The socket is gone: nothing of this queue is held any more. */
@@ -179,7 +209,7 @@ export class Outbound {
 
   private release(n: number): void {
     this.charged -= n
-    this.budget!.charge(-n)
+    this.pool.budget!.charge(-n)
   }
 }
 

@@ -8,7 +8,7 @@ import { ClosedRing } from './closed.ts'
 import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
 import type { Options } from './options.ts'
-import type { Outbound } from './outbound.ts'
+import type { Outbound, QueuePool } from './outbound.ts'
 import { Router } from './router.ts'
 
 /** What every protocol connection offers the server (and the memory budget: stuck/evict). */
@@ -79,6 +79,8 @@ export class Server {
   readonly started: number
   /** max_memory: every buffer that holds messages charges it (src/budget.ts). */
   readonly budget: Budget
+  /** What every client's outbound queue shares (one object, not three fields per connection). */
+  readonly queues: QueuePool
   private nextCid = 1
   private dirty: Outbound[] = []
   private flushQueued = false
@@ -146,6 +148,7 @@ export class Server {
       },
     })
     this.router.budget = this.budget
+    this.queues = { schedule: this.schedule, budget: this.budget, beforeFlush: null }
   }
 
   /** Outbound queues call this when they get their first bytes of a batch. */

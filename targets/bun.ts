@@ -9,7 +9,7 @@ import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet } from './net.ts'
-import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
   write(data: Uint8Array): number
@@ -28,8 +28,13 @@ declare const Bun: {
   listen(o: unknown): { port: number; stop(closeActive?: boolean): void }
 }
 
-/** Bun.listen's socket callbacks, one set for every socket (exported for the fake-socket test). */
+/**
+ * Bun.listen's socket callbacks, one set for every socket (exported for the fake-socket test).
+ * An accept from guardAccept brings its Guard: the wire then guards its Conn itself (no
+ * GuardedConn per connection).
+ */
 export function bunHandlers(accept: Accept, count: (delta: number) => void) {
+  const guard = (accept as GuardedAccept).guard ?? null
   return {
     open(s: BunSocket) {
       count(1)
@@ -37,27 +42,47 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void) {
       const w = new BunWire(s)
       s.data = w
       s.setNoDelay?.(true)
-      w.conn = accept(w)
+      w.conn = guard === null ? accept(w) : guard.accept(w)
     },
     data(s: BunSocket, d: Uint8Array) {
-      s.data.conn?.data(d)
+      const w = s.data
+      const c = w.conn
+      if (c === null) return
+      if (guard === null) return c.data(d)
+      if (w.failed) return
+      try {
+        c.data(d)
+      } catch (e) {
+        w.fail(guard, 'data', e)
+      }
     },
     drain(s: BunSocket) {
       const w = s.data
       if (!w.writeRest()) return
-      if (w.closing) s.end()
-      else w.conn?.drained()
+      if (w.closing) return s.end()
+      const c = w.conn
+      if (c === null) return
+      if (guard === null) return c.drained()
+      if (w.failed) return
+      try {
+        c.drained()
+      } catch (e) {
+        w.fail(guard, 'drained', e)
+      }
     },
     close(s: BunSocket, err?: Error) {
       count(-1)
       const w = s.data
       const c = w.conn
       w.conn = null
-      c?.closed(w.error ?? err?.message)
+      if (c === null) return
+      const why = w.error ?? err?.message
+      if (guard === null) c.closed(why)
+      else guard.closed(w, c, why)
     },
     // 'close' follows; the adapter logs the reason with the peer.
     error(s: BunSocket, err: Error) {
-      if (s.data) s.data.error ??= err.message
+      if (s.data && s.data.error === null) s.data.error = err.message
     },
   }
 }
@@ -72,57 +97,117 @@ function listenBun(host: string, port: number, accept: Accept): Promise<Listener
   }
 }
 
+/** Bytes Bun has not taken yet: made when a write is cut short, dropped once all is sent. */
+interface Backlog {
+  /** Oldest first from `head`. */
+  readonly chunks: Uint8Array[]
+  /** Index of the first unsent chunk (no shift(): a slow reader may queue many). */
+  head: number
+  /** Bytes in `chunks` from `head`: buffered() is asked per write while blocked. */
+  held: number
+}
+
+// BunWire.bits: the peer's port above two flags.
+const CLOSING = 1
+const FAILED = 2
+const PORT_SHIFT = 2
+
+/** The first error of each socket that had one (rare: kept beside the wires, not in a field of each). */
+const errors = new WeakMap<object, string>()
+
+/**
+ * BunWire's getters, on a prototype of their own. JSC sizes an object whose constructor sets
+ * fewer than six fields by adding the accessors of its class's prototype ("properties it may
+ * shadow"): with these getters on BunWire itself, its four fields took 64 bytes, here 48
+ * (Bun 1.4.5, checked with Bun.generateHeapSnapshot()).
+ */
+abstract class WireGetters {
+  declare readonly s: BunSocket
+  protected declare bits: number
+
+  get remoteAddress(): string {
+    return plainAddress(this.s.remoteAddress)
+  }
+
+  get remotePort(): number {
+    return this.bits >>> PORT_SHIFT
+  }
+
+  /** end() was called: the socket ends once the rest is written. */
+  get closing(): boolean {
+    return (this.bits & CLOSING) !== 0
+  }
+
+  /** The Conn threw (the guard closed the socket): nothing more reaches it but closed(). */
+  get failed(): boolean {
+    return (this.bits & FAILED) !== 0
+  }
+
+  /** The first socket error, handed to Conn.closed() as the reason; null: none. */
+  get error(): string | null {
+    return errors.get(this) ?? null
+  }
+
+  set error(why: string | null) {
+    if (why === null) errors.delete(this)
+    else errors.set(this, why)
+  }
+}
+
 /**
  * A Bun socket as the adapters see it. A class, so an idle connection costs one small object
- * (methods on the prototype, no closures); the unwritten rest exists only while Bun is behind.
+ * (methods on the prototype, no closures). Four fields, JSC's 48-byte size class: the
+ * unwritten rest exists only while Bun is behind, the peer's address is read from Bun's
+ * socket (which keeps it once read), its port and two flags share one number, a socket error
+ * is kept aside (`errors`), and the guard is the listener's, in the handlers (no GuardedConn
+ * per connection).
  */
-export class BunWire implements Wire {
+export class BunWire extends WireGetters implements Wire {
   conn: Conn | null = null
-  /** Bytes Bun has not taken yet, oldest first from `head`; null when there are none. */
-  rest: Uint8Array[] | null = null
-  /** Index of the first unsent chunk in `rest` (no shift(): a slow reader may queue many). */
-  head = 0
-  /** Bytes in `rest` from `head`: buffered() is asked per write while blocked. */
-  held = 0
-  closing = false
-  /** The first socket error, handed to Conn.closed() as the reason. */
-  error: string | null = null
-  readonly remoteAddress: string
-  readonly remotePort: number
+  private backlog: Backlog | null = null
+  /** The remote port << PORT_SHIFT | CLOSING | FAILED. */
+  protected override bits: number
 
-  constructor(readonly s: BunSocket) {
-    this.remoteAddress = plainAddress(s.remoteAddress)
-    this.remotePort = s.remotePort
+  constructor(override readonly s: BunSocket) {
+    super()
+    // Read once now: Bun's socket keeps the address from then on, also after it closed (the
+    // log lines and /connz?state=closed need it then); the port it does not keep.
+    void s.remoteAddress
+    this.bits = (s.remotePort & 0xffff) << PORT_SHIFT
+  }
+
+  fail(guard: Guard, where: string, e: unknown): void {
+    this.bits |= FAILED
+    guard.failed(this, where, e)
   }
 
   write(d: Uint8Array): boolean {
-    if (this.rest !== null) {
-      this.rest.push(d)
-      this.held += d.length
+    const b = this.backlog
+    if (b !== null) {
+      b.chunks.push(d)
+      b.held += d.length
       return false
     }
     const n = this.s.write(d)
     if (n >= d.length) return true
     const r = n > 0 ? d.subarray(n) : d
-    this.rest = [r]
-    this.head = 0
-    this.held = r.length
+    this.backlog = { chunks: [r], head: 0, held: r.length }
     return false
   }
 
   /** Bun.listen copies nothing it did not send: with no rest, the writer may reuse its buffer. */
   idle(): boolean {
-    return this.rest === null
+    return this.backlog === null
   }
 
   end(): void {
-    this.closing = true
-    if (this.rest === null) this.s.end()
+    this.bits |= CLOSING
+    if (this.backlog === null) this.s.end()
     setTimeout(terminate, END_GRACE_MS, this.s).unref()
   }
 
   buffered(): number {
-    return this.held
+    return this.backlog === null ? 0 : this.backlog.held
   }
 
   destroy(): void {
@@ -139,24 +224,23 @@ export class BunWire implements Wire {
 
   /** Writes the queued rest; true once nothing is left. */
   writeRest(): boolean {
-    const rest = this.rest
-    if (rest === null) return true
-    while (this.head < rest.length) {
-      const d = rest[this.head]!
+    const b = this.backlog
+    if (b === null) return true
+    const rest = b.chunks
+    while (b.head < rest.length) {
+      const d = rest[b.head]!
       const n = this.s.write(d)
       if (n < d.length) {
         if (n > 0) {
-          rest[this.head] = d.subarray(n)
-          this.held -= n
+          rest[b.head] = d.subarray(n)
+          b.held -= n
         }
         return false
       }
-      this.held -= d.length
-      rest[this.head++] = EMPTY // let the sent chunk go before the rest is done
+      b.held -= d.length
+      rest[b.head++] = EMPTY // let the sent chunk go before the rest is done
     }
-    this.rest = null
-    this.head = 0
-    this.held = 0
+    this.backlog = null
     return true
   }
 }

@@ -18,7 +18,7 @@ import { reloadAuth } from '../src/auth.ts'
 import { createLogger, type Logger } from '../src/log.ts'
 import { mqttOptions, type Options } from '../src/options.ts'
 import { Server, VERSION } from '../src/server.ts'
-import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { guardAccept, guardDial, guardHost, internalErrors, logInternal, type Accept, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 import { listenNet } from './net.ts'
 import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
 import { startSystemd } from './notify.ts'
@@ -213,7 +213,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       store.sections.set('mqtt', () => ps.status())
     }
   }
-  const guard = (a: Accept): Accept => guardAccept(a, log)
+  const guard = (a: Accept): GuardedAccept => guardAccept(a, log)
   // Password hashes are checked on worker threads, started on the first check.
   const pool = bcryptPool(log)
   srv.bcrypt = pool

@@ -234,13 +234,18 @@ class GuardedConn implements Conn {
 
   private fail(where: string, e: unknown): void {
     this.failed = true
-    logInternal(this.log, peerOf(this.wire), where, e)
-    this.log.info(`${peerOf(this.wire)} - closing the connection after an internal error`)
-    try {
-      this.wire.destroy() // the socket's close event then lets the adapter clean up (closed())
-    } catch (e2) {
-      logInternal(this.log, peerOf(this.wire), 'destroy', e2)
-    }
+    failGuarded(this.log, this.wire, where, e)
+  }
+}
+
+/** A guarded Conn threw: logged, and its socket destroyed (its close event then lets the adapter clean up). */
+function failGuarded(log: Logger, wire: Wire, where: string, e: unknown): void {
+  logInternal(log, peerOf(wire), where, e)
+  log.info(`${peerOf(wire)} - closing the connection after an internal error`)
+  try {
+    wire.destroy()
+  } catch (e2) {
+    logInternal(log, peerOf(wire), 'destroy', e2)
   }
 }
 
@@ -249,13 +254,32 @@ function peerOf(w: Wire): string {
 }
 
 /**
+ * The same guard for a target that keeps it in its own per-socket object (targets/bun.ts
+ * BunWire) instead of a GuardedConn per connection (48 bytes each, one per idle device): it
+ * calls `accept` for the bare Conn, catches what the Conn's data() and drained() throw and
+ * hands it to `failed` (then nothing more reaches that Conn but closed()), and ends with
+ * `closed`. One per listener.
+ */
+export interface Guard {
+  /** The adapter's Conn for a new socket, unguarded; null: the socket was closed (refused). */
+  accept(wire: Wire): Conn | null
+  /** The Conn's data() or drained() threw: logged, counted, the socket destroyed. */
+  failed(wire: Wire, where: string, e: unknown): void
+  /** The socket is gone: the Conn's closed(), guarded. */
+  closed(wire: Wire, conn: Conn, reason?: string): void
+}
+
+/** What guardAccept returns: an Accept whose Conns are GuardedConns, and the Guard for targets that guard in place. */
+export type GuardedAccept = Accept & { readonly guard?: Guard }
+
+/**
  * An accept function whose connections are guarded; a throwing accept closes that socket.
  * While file descriptors run short (see fdsShort) a new socket is closed at once, so the
  * broker keeps the descriptors it needs for files, TLS and its uplink.
  */
-export function guardAccept(accept: Accept, log: Logger): Accept {
+export function guardAccept(accept: Accept, log: Logger): GuardedAccept {
   acceptLog = log
-  return (wire) => {
+  const bare = (wire: Wire): Conn | null => {
     if (fdsShort()) {
       if (!fds.refusing) {
         fds.refusing = true
@@ -280,8 +304,25 @@ export function guardAccept(accept: Accept, log: Logger): Accept {
     }
     if (c === null) return null
     fds.open++
-    return new GuardedConn(c, wire, log)
+    return c
   }
+  const guard: Guard = {
+    accept: bare,
+    failed: (wire, where, e) => failGuarded(log, wire, where, e),
+    closed(wire, conn, reason) {
+      fds.open--
+      try {
+        conn.closed(reason)
+      } catch (e) {
+        logInternal(log, peerOf(wire), 'close', e)
+      }
+    },
+  }
+  const wrapped = (wire: Wire): Conn | null => {
+    const c = bare(wire)
+    return c === null ? null : new GuardedConn(c, wire, log)
+  }
+  return Object.assign(wrapped, { guard })
 }
 
 // --- file descriptors ---------------------------------------------------------------------------

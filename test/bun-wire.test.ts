@@ -12,6 +12,8 @@ import { existsSync } from 'node:fs'
 import { bunHandlers, type BunSocket, type BunWire } from '../targets/bun.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { Outbound } from '../src/outbound.ts'
+import { createLogger } from '../src/log.ts'
+import { guardAccept } from '../targets/runtime.ts'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
 import { freePort, spawnServer } from './helpers/peers.ts'
 
@@ -155,6 +157,66 @@ t.test('an Outbound over the wire reuses its buffer only when the wire holds not
   t.notOk(o.blocked, 'drained')
   o.flush(3)
   t.same(sent, expect, 'every byte, in order, none overwritten')
+})
+
+t.test('a guarded listener: the wire guards its Conn itself, four fields, no GuardedConn', async (t) => {
+  const logs: string[] = []
+  const log = createLogger({ level: 'debug', sink: (l) => void logs.push(l) })
+  const seen: Seen = { data: [], drained: 0, closed: [] }
+  let boom = ''
+  const inner: Conn = {
+    data(d) {
+      if (boom === 'data') throw new Error('injected data failure')
+      seen.data.push(d)
+    },
+    drained() {
+      if (boom === 'drained') throw new Error('injected drain failure')
+      seen.drained++
+    },
+    closed(why) {
+      seen.closed.push(why)
+      if (boom === 'closed') throw new Error('injected close failure')
+    },
+  }
+  const accept = guardAccept(() => inner, log)
+  t.ok(accept.guard, 'guardAccept hands targets its Guard')
+  for (const where of ['data', 'drained', 'closed']) {
+    seen.data = []
+    seen.drained = 0
+    seen.closed = []
+    boom = ''
+    let budget = Infinity
+    const { s } = fakeSocket(() => budget)
+    const h = bunHandlers(accept, () => {})
+    h.open(s)
+    const w = s.data
+    t.equal(w.conn, inner, 'the adapter Conn itself, no wrapper object')
+    t.ok(Object.keys(w).length <= 4, `BunWire has ${Object.keys(w).length} fields (≤ 4: JSC's 48-byte size class)`)
+    t.equal(w.remotePort, 5555)
+    t.equal(w.remoteAddress, '127.0.0.1')
+    h.data(s, bytes(3, 0))
+    t.equal(seen.data.length, 1, 'data reaches the Conn')
+    boom = where
+    if (where === 'data') h.data(s, bytes(3, 0))
+    if (where === 'drained') {
+      budget = 1
+      w.write(bytes(4, 0))
+      budget = Infinity
+      h.drain(s)
+    }
+    if (where !== 'closed') {
+      t.equal((s as unknown as { terminated: number }).terminated, 1, `an exception in ${where}() destroys the socket`)
+      t.ok(logs.some((l) => l.includes(`127.0.0.1:5555 - internal error in ${where}: Error: injected`)), `logged with the peer (${where})`)
+      boom = ''
+      h.data(s, bytes(3, 0))
+      t.equal(seen.data.length, 1, 'nothing more reaches a Conn that threw')
+    }
+    h.error(s, new Error('EPIPE'))
+    h.close(s)
+    h.close(s)
+    t.same(seen.closed, ['EPIPE'], 'closed() once, with the socket error, even after a failure')
+    if (where === 'closed') t.ok(logs.some((l) => l.includes('127.0.0.1:5555 - internal error in close: Error: injected close failure')), 'an exception in closed() is logged, not thrown')
+  }
 })
 
 // The real thing: the bundle on Bun, a reader that stops reading, until max_pending is reached.

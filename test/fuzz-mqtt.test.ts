@@ -276,8 +276,7 @@ function rig(): Rig {
         for (const p of pieces) {
           fz.c.data(p)
           drain()
-          const rest = (fz.c as unknown as { rest: Uint8Array | null; head: Uint8Array | null })
-          const kept = (rest.rest?.length ?? 0) + (rest.head?.length ?? 0)
+          const kept = (fz.c as unknown as { cut: { buf: Uint8Array } | null }).cut?.buf.length ?? 0
           if (kept > limit) return { out: '', bad: `keeps ${kept} bytes of a partial packet`, known: null }
         }
         fz.c.closed('Client Closed')

@@ -267,7 +267,7 @@ t.test('a will that fails to publish is logged; closing the connection does not 
   t.teardown(() => c.close())
   const conn = mqttState(b.srv).clients.get('will-throws') as MqttConn
   // What mqtt-packet made of item 3's CONNECT before: a property it could not read, as null.
-  ;(conn as unknown as { will: { props: Record<string, unknown> } }).will.props = { contentType: null }
+  ;(conn as unknown as { rare: { will: { props: Record<string, unknown> } } }).rare.will.props = { contentType: null }
   t.doesNotThrow(() => conn.closed('test'))
   t.ok(b.logs.some((l) => /mqtt will on "wt\/x" not published/.test(l)), 'logged')
 })

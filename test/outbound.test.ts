@@ -140,3 +140,33 @@ t.test('a slow consumer is closed and counted; the publisher and others carry on
   t.notOk(pub.done, 'the publisher stays')
   t.equal(text(fastWire.writes).split('MSG x 1 512').length - 1, 80, 'the other subscriber got all 80 messages')
 })
+
+t.test('a queue keeps at most twelve fields (JSC 112-byte size class); segments only while blocked', async (t) => {
+  const w = fakeWire()
+  const o = new Outbound(w, 1 << 22, () => {})
+  t.ok(Object.keys(o).length <= 12, `${Object.keys(o).length} fields`)
+  // Blocked: the queue grows by 64 KiB segments; pending counts them with what the wire holds.
+  t.ok(o.push(new Uint8Array(10)))
+  w.accept = false
+  o.flush(1)
+  t.ok(o.blocked)
+  for (let i = 0; i < 5; i++) t.ok(o.push(new Uint8Array(40 * 1024)))
+  const segs = (o as unknown as { segs: { list: Uint8Array[]; bytes: number } | null }).segs
+  t.ok(segs !== null && segs.list.length >= 2, 'segments while blocked')
+  t.equal(o.pending, 10 + 5 * 40 * 1024, 'pending: segments, the buffer and what the wire holds')
+  // Over the limit with the segments counted: refused.
+  const w2 = fakeWire()
+  w2.accept = false
+  const small = new Outbound(w2, 150 * 1024, () => {})
+  small.push(new Uint8Array(10))
+  small.flush(1)
+  for (let i = 0; i < 3; i++) small.push(new Uint8Array(40 * 1024))
+  t.notOk(small.push(new Uint8Array(40 * 1024)), 'segments and the wire count against the limit')
+  w.accept = true
+  w.held = 0
+  o.drained(2)
+  t.notOk(o.blocked)
+  t.equal((o as unknown as { segs: unknown }).segs, null, 'segments gone once written')
+  t.equal(o.pending, 0)
+  t.equal(w.writes.reduce((n, d) => n + d.length, 0), 10 + 5 * 40 * 1024, 'every byte written once')
+})

@@ -508,3 +508,32 @@ t.test('the oracle catches wrong results', async (t) => {
   // Group membership matters, not just ids: a sub reported in the wrong group fails.
   t.notOk(same(norm({ psubs: [...good.psubs, added], qsubs: good.qsubs }), oracle(live, 'a.b')))
 })
+
+t.test('a node keeps three fields; what few nodes need is made and dropped with it', async (t) => {
+  const sl = new Sublist<Sub>()
+  type N = { psub: Sub | null; children: Map<string, N> | null; x: object | null }
+  const root = (sl as unknown as { root: N }).root
+  const node = (subject: string): N => subject.split('.').reduce((n, tok) => n.children!.get(tok)!, root)
+  const devs = Array.from({ length: 3 }, (_, i) => sub(`dev.${i}.cmd`))
+  for (const d of devs) sl.insert(d)
+  const leaf = node('dev.1.cmd')
+  t.equal(Object.keys(leaf).length, 3, 'a leaf has three fields (48 bytes on JSC; six took 64)')
+  t.equal(leaf.x, null, 'one subscriber, no wildcard children: nothing more')
+  t.equal(node('dev').x, null)
+  // Everything that needs the rest, then gone again.
+  const more = [sub('dev.1.cmd'), sub('dev.1.cmd', 'q'), sub('dev.1.cmd', 'q'), sub('dev.*.cmd'), sub('dev.>'), sub('dev.1.*'), sub('dev.1.>', 'r')]
+  for (const s of more) sl.insert(s)
+  t.same(ids(sl.match('dev.1.cmd').psubs), ids([devs[1]!, more[0]!, more[3]!, more[4]!, more[5]!]))
+  t.equal(sl.match('dev.1.cmd').qsubs.length, 2, 'two queue groups')
+  t.not(leaf.x, null)
+  t.not(node('dev').x, null)
+  for (const s of more) t.ok(sl.remove(s))
+  t.equal(leaf.x, null, 'the extra part dropped once it holds nothing')
+  t.equal(node('dev').x, null)
+  t.equal(node('dev.1').x, null)
+  t.equal(leaf.psub, devs[1], 'the lone subscriber back in its field')
+  t.same(ids(sl.match('dev.1.cmd').psubs), [devs[1]!.id])
+  for (const d of devs) sl.remove(d)
+  t.equal(sl.stats().nodes, 0, 'all pruned')
+  t.equal(root.x, null)
+})

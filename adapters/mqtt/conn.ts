@@ -26,7 +26,7 @@ import { onPublishIn } from './handlers/publish.ts'
 import { publishWill } from './will.ts'
 import { quote } from '../../src/log.ts'
 import { deliveryDenied, noteRequest } from '../../src/permissions.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, publishIn, publishPacket, publishSize, readPublish, topicBytes, topicMemo, writePublishHead, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, publishIn, publishPacket, publishSize, readPublish, topicBytes, writePublishHead, writeSmall, fastPacket, type TopicMemo } from './frame.ts'
 import { checkPacket, checkPublish, connectPreamble, MALFORMED_PACKET } from './malformed.ts'
 import { park, recheckSession, unpark, type Parked } from './session.ts'
 import { filterCount, filterEntries, subsOf, withFilter, withoutFilter, type Filters } from './filters.ts'
@@ -44,12 +44,66 @@ export const PACKET_OVERHEAD = 64 * 1024
  * never needs it, and every field on the connection itself costs each connection 8 bytes.
  */
 interface Flow {
+  /** Most QoS > 0 messages in flight at once: max_ack_pending, or the client's Receive Maximum if lower. */
+  max: number
   inflight: Map<number, Outgoing> | null
   waiting: Outgoing[] | null
   qos2In: Set<number> | null
   /** Payload bytes held in `inflight` and `waiting`, counted with the queue against max_pending. */
   held: number
   lastPid: number
+}
+
+/**
+ * What a connection needs only for a will, a persistent session or MQTT 5's limits and topic
+ * aliases: one object, made when CONNECT asks for any of them (an idle 3.1.1 device without a
+ * will has none), instead of seven fields on every connection.
+ */
+interface Rare {
+  will: Will | null
+  /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
+  sessionExpiry: number
+  /** MQTT 5 Receive Maximum of the client (0: not given); Flow.max is made from it. */
+  receiveMaximum: number
+  /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
+  maxOutPacket: number
+  /** MQTT 5 Topic Alias Maximum the client accepts (0: no aliases to it); aliases.ts. */
+  aliasMax: number
+  /** Topic -> alias sprig gave this connection; null until the first (aliases.ts). */
+  outAliases: Map<string, number> | null
+  /** Alias -> topic the client set (MQTT 5 §3.3.2.3.4); null until the first. */
+  inAliases: Map<number, string> | null
+}
+
+/**
+ * Bytes of a packet whose rest has not arrived yet (a private copy), or, before the protocol
+ * level is known, the first bytes (`head`), kept until it can be checked.
+ */
+interface Cut {
+  /** For a packet of known size, room for all of it: later reads fill it in place. */
+  readonly buf: Uint8Array
+  /** How many bytes of `buf` have arrived. */
+  fill: number
+  readonly head: boolean
+}
+
+/** A new connection: nothing of its first packet yet, and its level still to be checked. */
+const START: Cut = Object.freeze({ buf: EMPTY, fill: 0, head: true })
+
+/**
+ * What a client that publishes keeps: its last topic and subject (frame.ts TopicMemo), the Msg
+ * reused for each PUBLISH (the router does not keep it) and what it published (/connz). Made
+ * on its first PUBLISH: a device that only subscribes has none.
+ */
+interface Pub extends TopicMemo {
+  readonly msg: Msg
+  in_msgs: number
+  in_bytes: number
+}
+
+function newPub(): Pub {
+  // Spelled out: V8 gives each object made by a spread a hidden class of its own.
+  return { bytes: EMPTY, topic: '', subjectOf: '', limits: null, subject: '', msg: newMsg(), in_msgs: 0, in_bytes: 0 }
 }
 
 /** What an accepted CONNECT sets on its connection (handlers/connect.ts). */
@@ -71,11 +125,13 @@ export interface Settings {
 /** Where packet() reads a PUBLISH: used and done with before the next one is read. */
 const READ = publishIn()
 
-// `routing` while this connection's own PUBLISH goes through the router.
+// MqttConn.mode: the protocol level (4 or 5) in the low three bits, and above them `routing`
+// while this connection's own PUBLISH goes through the router.
+const LEVEL = 7
 const IDLE = 0
-const PUBLISHING = 1
+const PUBLISHING = 8
 /** A service refused the PUBLISH being routed (refused()). */
-const REFUSED = 2
+const REFUSED = 16
 
 export class MqttConn extends Client implements Owner, Conn, Holder {
   // kind, echo and skipsHeaderHook are getters, on the prototype, rather than a copy in each connection.
@@ -90,58 +146,96 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   get skipsHeaderHook(): true {
     return true
   }
+  // Every field here costs each idle connection 8 bytes (JSC and V8 alike), and JSC rounds an
+  // object up to its size class (≤ 18 fields: 160 bytes, ≤ 26: 224, ≤ 38: 320): what only some
+  // connections need is in an object of its own, made on first use (Flow, Rare, Cut, Pub), the
+  // level and `routing` share a number, and the queue counts what is sent (src/lifecycle.ts
+  // keeps its own fields down the same way).
   readonly st: MqttState
-  /** Bytes of the first packet, kept until its protocol level can be checked. */
-  private head: Uint8Array | null = EMPTY
-  /** The start of a packet whose remaining bytes have not arrived yet (a private copy). */
-  private rest: Uint8Array | null = null
-  /** How many bytes of `rest` have arrived (a known-size packet's buffer fills in place). */
-  private restFill = 0
-  /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
-  version: 4 | 5 = 4
+  /** A packet cut by the end of a read, or the first bytes before the level is known; null: none. */
+  private cut: Cut | null = START
+  /** The protocol level (LEVEL bits) and `routing`. */
+  private mode: number = 4
   clientId = ''
   /** ms; 0 = no keepalive. */
   keepalive = 0
   lastIn: number
-  private will: Will | null = null
   /** Subscriptions by filter (filters.ts). */
   subs: Filters = null
   private flow: Flow | null = null
-  maxInflight: number
-  /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
-  sessionExpiry = 0
-  /** MQTT 5 Maximum Packet Size the client accepts (0 = no limit). */
-  private maxOutPacket = 0
-  /** MQTT 5 Topic Alias Maximum the client accepts (0: no aliases to it); aliases.ts. */
-  aliasMax = 0
-  /** Topic -> alias sprig gave this connection; null until the first (aliases.ts). */
-  outAliases: Map<string, number> | null = null
-  /** Alias -> topic the client set (MQTT 5 §3.3.2.3.4); null until the first. */
-  private inAliases: Map<number, string> | null = null
-  /** IDLE, PUBLISHING (for No Local), REFUSED. */
-  private routing = IDLE
-  /** Messages and payload bytes this client published and was sent (/connz). */
-  in_msgs = 0
-  in_bytes = 0
-  out_msgs = 0
-  out_bytes = 0
-  /** Reused for each PUBLISH this client sends (the router does not keep it). */
-  private msg: Msg | null = null
-  /** This client's last PUBLISH topic and its subject (frame.ts TopicMemo); made on its first PUBLISH. */
-  topics: TopicMemo | null = null
+  /** Will, session expiry, MQTT 5 limits and aliases; null while all are unset. */
+  private rare: Rare | null = null
+  /** This client's last PUBLISH topic and subject, its reused Msg and counts; made on its first PUBLISH. */
+  topics: Pub | null = null
 
   constructor(srv: Server, cid: number, wire: Wire) {
     // MQTT 3.1.1 and 5.0 §3.1: no CONNECT in a reasonable time, the server SHOULD close (src/lifecycle.ts).
     super(srv, cid, wire, 'mqtt')
     this.st = mqttState(srv)
-    this.maxInflight = mqttOpts(srv.opts).max_ack_pending
     this.lastIn = srv.host.now()
     srv.add(this)
     srv.log.debug(() => `${this.label()} mqtt connection created`)
   }
 
+  /** The protocol level, known from the first bytes of CONNECT (connectPreamble). */
+  get version(): 4 | 5 {
+    return (this.mode & LEVEL) as 4 | 5
+  }
+
+  set version(v: 4 | 5) {
+    this.mode = (this.mode & ~LEVEL) | v
+  }
+
+  /** IDLE, PUBLISHING (for No Local), REFUSED. */
+  private get routing(): number {
+    return this.mode & ~LEVEL
+  }
+
+  private set routing(r: number) {
+    this.mode = (this.mode & LEVEL) | r
+  }
+
+  private rareState(): Rare {
+    return (this.rare ??= { will: null, sessionExpiry: 0, receiveMaximum: 0, maxOutPacket: 0, aliasMax: 0, outAliases: null, inAliases: null })
+  }
+
+  /** ms the session outlives this connection; 0 = a clean session, dropped at close. */
+  get sessionExpiry(): number {
+    return this.rare === null ? 0 : this.rare.sessionExpiry
+  }
+
+  set sessionExpiry(ms: number) {
+    if (ms !== this.sessionExpiry) this.rareState().sessionExpiry = ms
+  }
+
+  /** MQTT 5 Topic Alias Maximum the client accepts (0: no aliases to it); aliases.ts. */
+  get aliasMax(): number {
+    return this.rare === null ? 0 : this.rare.aliasMax
+  }
+
+  /** Topic -> alias sprig gave this connection; null until the first (aliases.ts). */
+  get outAliases(): Map<string, number> | null {
+    return this.rare === null ? null : this.rare.outAliases
+  }
+
+  set outAliases(m: Map<string, number> | null) {
+    this.rareState().outAliases = m
+  }
+
+  /** Most QoS > 0 messages in flight at once (the QoS state is made on first use). */
+  get maxInflight(): number {
+    return this.qosFlow().max
+  }
+
+  set maxInflight(n: number) {
+    this.qosFlow().max = n
+  }
+
   private qosFlow(): Flow {
-    return (this.flow ??= { inflight: null, waiting: null, qos2In: null, held: 0, lastPid: 0 })
+    if (this.flow !== null) return this.flow
+    const rm = this.rare === null ? 0 : this.rare.receiveMaximum
+    const max = mqttOpts(this.srv.opts).max_ack_pending
+    return (this.flow = { max: rm > 0 && rm < max ? rm : max, inflight: null, waiting: null, qos2In: null, held: 0, lastPid: 0 })
   }
 
   /** QoS > 0 messages sent and not yet acknowledged, by packet id. */
@@ -194,9 +288,9 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       port: this.wire.remotePort,
       last_activity: this.lastIn,
       pending_bytes: this.out.pending,
-      in_msgs: this.in_msgs,
+      in_msgs: this.topics === null ? 0 : this.topics.in_msgs,
       out_msgs: this.out_msgs,
-      in_bytes: this.in_bytes,
+      in_bytes: this.topics === null ? 0 : this.topics.in_bytes,
       out_bytes: this.out_bytes,
       subscriptions: filterCount(this.subs), // topic filters, as the client counts them
       mqtt_client: this.clientId,
@@ -216,32 +310,33 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     this.lastIn = this.srv.host.now()
     try {
       let bytes = chunk
-      if (this.head) {
-        bytes = this.head.length === 0 ? chunk : concat(this.head, chunk)
+      const cut = this.cut
+      if (cut === null) {
+        // The common case: this read starts with a packet.
+      } else if (cut.head) {
+        bytes = cut.buf.length === 0 ? chunk : concat(cut.buf, chunk)
         const verdict = this.preamble(bytes)
         if (verdict === 'more') {
-          this.keepHead(bytes === chunk ? copyOf(chunk) : bytes) // the chunk is only lent to us
+          this.keepCut(bytes === chunk ? copyOf(chunk) : bytes, -1, true) // the chunk is only lent to us
           return
         }
         if (verdict === 'refused') return
-        this.keepHead(null)
-      } else if (this.rest) {
-        if (this.restFill < this.rest.length) {
-          // A cut packet whose size is known: fill its buffer in place (each byte copied once,
-          // however small the reads), then go on with the rest of this read.
-          const take = Math.min(this.rest.length - this.restFill, chunk.length)
-          this.rest.set(take === chunk.length ? chunk : chunk.subarray(0, take), this.restFill)
-          this.restFill += take
-          if (this.restFill < this.rest.length) return
-          const whole = this.rest
-          this.keepRest(null)
-          this.packets(whole)
-          if (take === chunk.length || this.done) return
-          bytes = chunk.subarray(take)
-        } else {
-          bytes = concat(this.rest, chunk) // only a few bytes of fixed header so far
-          this.keepRest(null)
-        }
+        this.keepCut(null)
+      } else if (cut.fill < cut.buf.length) {
+        // A cut packet whose size is known: fill its buffer in place (each byte copied once,
+        // however small the reads), then go on with the rest of this read.
+        const whole = cut.buf
+        const take = Math.min(whole.length - cut.fill, chunk.length)
+        whole.set(take === chunk.length ? chunk : chunk.subarray(0, take), cut.fill)
+        cut.fill += take
+        if (cut.fill < whole.length) return
+        this.keepCut(null)
+        this.packets(whole)
+        if (take === chunk.length || this.done) return
+        bytes = chunk.subarray(take)
+      } else {
+        bytes = concat(cut.buf, chunk) // only a few bytes of fixed header so far
+        this.keepCut(null)
       }
       const t = this.srv.router.traffic
       const before = t.out_bytes
@@ -302,21 +397,19 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (n > 0) {
       const whole = new Uint8Array(n)
       whole.set(b.subarray(at, end))
-      this.keepRest(whole, end - at)
-    } else this.keepRest(copyOf(b.subarray(at)))
+      this.keepCut(whole, end - at)
+    } else this.keepCut(copyOf(b.subarray(at)))
   }
 
-  // Partial packets count against the memory budget while they wait for their rest.
-  private keepHead(b: Uint8Array | null): void {
-    this.srv.budget.charge((b === null ? 0 : b.length) - (this.head === null ? 0 : this.head.length))
-    this.head = b
-  }
-
-  /** `filled`: how much of `b` holds bytes yet (less than its length for a packet still arriving). */
-  private keepRest(b: Uint8Array | null, filled = b === null ? 0 : b.length): void {
-    this.srv.budget.charge((b === null ? 0 : b.length) - (this.rest === null ? 0 : this.rest.length))
-    this.rest = b
-    this.restFill = filled
+  /**
+   * Keeps `b` (null: nothing) as the cut packet, or with `head` as the first bytes; `filled`:
+   * how much of `b` holds bytes yet (less than its length for a packet still arriving; -1:
+   * all). Partial packets count against the memory budget while they wait for their rest.
+   */
+  private keepCut(b: Uint8Array | null, filled = -1, head = false): void {
+    const had = this.cut === null ? 0 : this.cut.buf.length
+    this.srv.budget.charge((b === null ? 0 : b.length) - had)
+    this.cut = b === null ? null : { buf: b, fill: filled < 0 ? b.length : filled, head }
   }
 
   /** One whole packet of n bytes at b[at]. */
@@ -333,7 +426,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       const bad = checkPublish(b, b0, at + hs, at + n, v5)
       if (bad !== null) return this.protocolError(bad.why, bad.code)
       const r = READ
-      if (readPublish(b, at, n, v5, (this.topics ??= topicMemo()), r)) {
+      if (readPublish(b, at, n, v5, (this.topics ??= newPub()), r)) {
         // The payload goes on as a range of the read, no view or packet object made, unless
         // onPacket must hold or refuse it.
         if (!this.done && this.connected && !this.holding) return onPublishIn(this, r.topic, r.qos, r.retain, r.messageId, b, r.at, r.size)
@@ -358,8 +451,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     try {
       this.teardown(reason ?? 'Client Closed', true)
       this.out.closed()
-      if (this.head !== null) this.keepHead(null)
-      if (this.rest !== null) this.keepRest(null)
+      if (this.cut !== null) this.keepCut(null)
     } catch (e) {
       // A socket callback: whatever went wrong is logged, and ends nothing else.
       this.srv.log.error(`${this.label()} mqtt error while closing: ${(e as Error).message}`)
@@ -371,12 +463,14 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
   /** Takes what an accepted CONNECT asked for (its session is not yet picked up). */
   open(s: Settings): void {
     this.clientId = s.clientId
-    this.will = s.will
     this.keepalive = s.keepalive
-    if (s.receiveMaximum > 0) this.maxInflight = Math.min(this.maxInflight, s.receiveMaximum)
-    if (s.maxPacket > 0) this.maxOutPacket = s.maxPacket
-    this.aliasMax = s.aliasMax
-    this.sessionExpiry = s.sessionExpiry
+    if (s.will === null && s.receiveMaximum === 0 && s.maxPacket === 0 && s.aliasMax === 0 && s.sessionExpiry === 0 && this.rare === null) return
+    const r = this.rareState()
+    r.will = s.will
+    r.receiveMaximum = s.receiveMaximum
+    if (s.maxPacket > 0) r.maxOutPacket = s.maxPacket
+    r.aliasMax = s.aliasMax
+    r.sessionExpiry = s.sessionExpiry
   }
 
   /** Takes over a parked session once CONNACK is sent: its subscriptions, then its messages. */
@@ -401,8 +495,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
    * an empty one uses it; null for an alias the client never set.
    */
   topicAlias(alias: number, topic: string): string | null {
-    if (topic === '') return this.inAliases?.get(alias) ?? null
-    ;(this.inAliases ??= new Map()).set(alias, topic)
+    if (topic === '') return this.rare?.inAliases?.get(alias) ?? null
+    ;(this.rareState().inAliases ??= new Map()).set(alias, topic)
     return topic
   }
 
@@ -435,7 +529,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
    */
   /** Routes a message whose payload is src[at, at + size), lent for this call. */
   route(subject: string, hdr: Uint8Array, src: Uint8Array, at: number, size: number, reply: string): boolean {
-    const m = this.msg ?? (this.msg = newMsg())
+    const pub = (this.topics ??= newPub())
+    const m = pub.msg
     // Nothing changes the Msg's bytes: a publisher that repeats its subject (and reply)
     // keeps the encoded bytes of the last one.
     if (m.subject !== subject) {
@@ -448,8 +543,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       m.reply = reply // the Response Topic, as props.ts maps it
       m.replyBytes = reply === '' ? EMPTY : utf8(reply)
     }
-    this.in_msgs++
-    this.in_bytes += size
+    pub.in_msgs++
+    pub.in_bytes += size
     this.routing = PUBLISHING
     let refused = false
     try {
@@ -555,8 +650,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (topic === null) return
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
-    this.out_msgs++
-    this.out_bytes += m.size
+    this.out.msgs++ // out_msgs and out_bytes (/connz): counted by the queue
+    this.out.bytes += m.size
     const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
@@ -614,7 +709,7 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
       if (alias > 0) p.topic = ''
       p.properties = { ...p.properties, topicAlias: Math.abs(alias) }
     }
-    if (this.maxOutPacket > 0) {
+    if (this.rare !== null && this.rare.maxOutPacket > 0) {
       const buf = this.frame(p)
       if (buf === null) return
       if (this.oversize(buf.length, pid)) return
@@ -653,7 +748,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
    * one of `size` bytes is over it, and so dropped as if delivered.
    */
   private oversize(size: number, pid: number): boolean {
-    if (this.maxOutPacket === 0 || size <= this.maxOutPacket) return false
+    const r = this.rare
+    if (r === null || r.maxOutPacket === 0 || size <= r.maxOutPacket) return false
     this.st.counters.oversize_drops++
     if (pid !== 0) this.acked(pid)
     return true
@@ -838,8 +934,9 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     for (const [, list] of filterEntries(this.subs)) for (const s of list) srv.router.unsubscribe(s)
     this.subs = null
     if (this.connected && this.st.clients.get(this.clientId) === this) this.st.clients.delete(this.clientId)
-    const will = this.will
-    this.will = null
+    const r = this.rare
+    const will = r === null ? null : r.will
+    if (r !== null) r.will = null
     if (abrupt && will) publishWill(srv, this.st, will, this.willOwner(), this.clientId, this.sessionExpiry)
     if (this.flow !== null) {
       this.flow.inflight = this.flow.waiting = null

@@ -329,7 +329,7 @@ function moveSubs(router: Router, from: Filters, owner: Owner | null): Filters {
   for (const [filter, list] of filterEntries(from)) {
     for (const s of list) router.unsubscribe(s)
     if (owner === null) continue
-    const moved: MqttSub[] = list.map((s) => mqttSub({ ...s, rap: s.rap === true, subId: s.subId, owner }, s.subject, s.denyCheck))
+    const moved: MqttSub[] = list.map((s) => mqttSub({ queue: s.queue, owner, filter: s.filter, qos: s.qos, noDollar: s.noDollar, noLocal: s.noLocal, rap: s.rap === true, subId: s.subId }, s.subject, s.denyCheck))
     for (const s of moved) router.subscribe(s)
     to = withFilter(to, filter, moved)
   }

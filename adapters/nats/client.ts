@@ -77,7 +77,10 @@ const CONNECT_FIELDS: Record<string, 'boolean' | 'string' | 'int' | 'object'> = 
 }
 
 export class NatsClient extends Client implements Owner, Conn, Handler {
-  readonly kind = 'nats'
+  // A getter, on the prototype: a field would cost each connection 8 bytes.
+  get kind(): 'nats' {
+    return 'nats'
+  }
   readonly parser: Parser
   readonly subs = new Map<string, NatsSub>()
   readonly start: number
@@ -94,11 +97,9 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
   pingsOut = 0
   nextPing: number
   in_msgs = 0
-  out_msgs = 0
   /** The nonce this client's INFO carried (nkey users configured), for it to sign; '' without. */
   readonly nonce: string
   in_bytes = 0
-  out_bytes = 0
   /** What earlier CONNECTs said: nats-server decodes each CONNECT over the previous one. */
   private given: ConnectOpts = {}
   private readonly msg: Msg = newMsg()
@@ -418,8 +419,8 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     p = putPayload(b, p, m)
     b[p++] = 13
     b[p] = 10
-    this.out_msgs++
-    this.out_bytes += total
+    this.out.msgs++
+    this.out.bytes += total
     if (++s.delivered === s.max) this.dropSub(s)
   }
 

@@ -187,9 +187,9 @@ export class Link implements Conn {
     const srv = remote.srv
     this.openedAt = this.phaseAt = this.lastPing = srv.host.now()
     // Written once per event-loop turn: every device read of the turn in one write to the hub.
-    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), srv.scheduleTurn, srv.budget)
-    // The batch is about to go (and its buffer may be written over): the owner copies the run.
-    this.out.beforeFlush = () => this.sealKept()
+    // The batch is about to go (and its buffer may be written over): the owner copies the run (beforeFlush).
+    const pool = { schedule: srv.scheduleTurn, budget: srv.budget, beforeFlush: () => this.sealKept() }
+    this.out = new Outbound(wire, Math.max(srv.opts.max_pending, 2 * srv.opts.max_payload), pool)
     this.filters = compileFilters(remote.opts)
     this.tlsDone = wire.tls !== undefined
     this.parser = new LeafParser(
