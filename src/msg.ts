@@ -35,7 +35,6 @@ export class Msg {
    * (sizes, reply) keyed by it, so fan-out to N subscribers builds that framing once.
    */
   seq = 0
-  /** The payload as a view, once asked for (null: not made yet). */
   /** The payload as a view, once asked for (null: not made yet); read by putPayload. */
   view: Uint8Array | null = EMPTY
   /** Copies putPayload made from the range with the runtime's range copy, this publish. */

@@ -249,7 +249,6 @@ function terminate(s: BunSocket): void {
   s.terminate()
 }
 
-/** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 /** Buffer's copy() takes a range of any Uint8Array natively: no view made (src/bytes.ts rangeCopy). */
 const bufferCopy = Buffer.prototype.copy as (this: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number
 
@@ -257,6 +256,7 @@ export function bunRangeCopy(b: Uint8Array, p: number, src: Uint8Array, at: numb
   return p + bufferCopy.call(src, b, p, at, at + n)
 }
 
+/** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
   useRangeCopy(bunRangeCopy)

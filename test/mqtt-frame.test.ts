@@ -6,7 +6,7 @@ import type { Wire } from '../src/host.ts'
 import { createLogger } from '../src/log.ts'
 import { defaults } from '../src/options.ts'
 import { Server } from '../src/server.ts'
-import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublish } from '../adapters/mqtt/frame.ts'
+import { frameSize, headerSize, MALFORMED, NEED_MORE, parsePublish, publishSize, topicBytes, writePublishHead } from '../adapters/mqtt/frame.ts'
 import { remainingLength } from './helpers/varint.ts'
 
 /** What mqtt-packet makes of one whole frame. */
@@ -125,13 +125,13 @@ t.test('parsePublish leaves odd shapes to mqtt-packet', async (t) => {
   t.equal(ok.payload.length, 0, 'empty payload')
 })
 
-t.test('writePublish writes the bytes mqtt-packet generates', async (t) => {
+t.test('writePublishHead and the payload after it write the bytes mqtt-packet generates', async (t) => {
   for (const version of [4, 5] as const) {
     for (const p of [...publishes, { ...publishes[0]!, payload: Buffer.alloc(2_100_000, 3) }]) {
       const topic = topicBytes(p.topic)
       const size = publishSize(topic, p.payload.length, p.qos, version === 5)
       const buf = new Uint8Array(size + 4)
-      writePublish(buf, 2, topic, p.payload as Buffer, p.qos, p.dup!, p.retain, p.messageId ?? 0, version === 5)
+      buf.set(p.payload as Buffer, writePublishHead(buf, 2, topic, p.payload.length, p.qos, p.dup!, p.retain, p.messageId ?? 0, version === 5, 0))
       const want = generate(p, { protocolVersion: version })
       t.equal(size, want.length, `v${version} size, payload ${p.payload.length}`)
       t.ok(Buffer.from(buf.subarray(2, 2 + size)).equals(want), 'bytes')

@@ -524,10 +524,10 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   /**
    * Hands this client's PUBLISH to the router as a NATS message (in a Msg the connection
-   * reuses: the router does not keep it). False when a service refused it
-   * ($SPRIG/mqtt/retain/... to a topic the user may not publish to).
+   * reuses: the router does not keep it), its payload src[at, at + size), lent for this call.
+   * False when a service refused it ($SPRIG/mqtt/retain/... to a topic the user may not
+   * publish to).
    */
-  /** Routes a message whose payload is src[at, at + size), lent for this call. */
   route(subject: string, hdr: Uint8Array, src: Uint8Array, at: number, size: number, reply: string): boolean {
     const pub = (this.topics ??= newPub())
     const m = pub.msg

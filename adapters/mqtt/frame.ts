@@ -209,23 +209,10 @@ export function publishSize(topic: Uint8Array, payloadLen: number, qos: number, 
   return (rem < 128 ? 2 : rem < 16_384 ? 3 : rem < 2_097_152 ? 4 : 5) + rem
 }
 
-/** Writes a PUBLISH of publishSize(...) bytes at buf[at] (same bytes as mqtt-packet's generate). */
-export function writePublish(
-  buf: Uint8Array,
-  at: number,
-  topic: Uint8Array,
-  payload: Uint8Array,
-  qos: number,
-  dup: boolean,
-  retain: boolean,
-  pid: number,
-  v5: boolean,
-  alias = 0,
-): void {
-  buf.set(payload, writePublishHead(buf, at, topic, payload.length, qos, dup, retain, pid, v5, alias))
-}
-
-/** writePublish up to the payload, of `size` bytes, which the caller copies to the offset returned. */
+/**
+ * Writes a PUBLISH of publishSize(...) bytes at buf[at] (same bytes as mqtt-packet's generate)
+ * up to its payload, of `size` bytes, which the caller copies to the offset returned.
+ */
 export function writePublishHead(
   buf: Uint8Array,
   at: number,
