@@ -682,8 +682,14 @@ export class Link implements Conn {
     o.scheduled = scheduled
   }
 
-  /** out.reserve for one frame (noted for keepLast); a queue about to grow first hands over the kept run. */
+  /**
+   * out.reserve for one frame (noted for keepLast); a queue about to grow first hands over the kept run.
+   * A batch already EARLY_FLUSH long goes to the wire first, between two frames: one large read
+   * (Bun hands over up to 512 KiB) then never grows the buffer by copies to the read's whole
+   * output, and a wire that takes the batch at once lends the buffer back for the next one.
+   */
   private reserve(n: number): number {
+    if (this.out.len >= EARLY_FLUSH && this.out.blockedSince === 0) this.flushEarly()
     if (this.keepMsgs > 0 && this.out.len + n > this.out.buf.length) this.sealKept()
     const at = this.out.reserve(n)
     this.frameAt = at
