@@ -12,14 +12,23 @@
 
 import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
 import os from 'node:os'
-import { isMainThread, parentPort, Worker, workerData, type MessagePort } from 'node:worker_threads'
+import type { MessagePort, Worker } from 'node:worker_threads'
 import type { BcryptEngine } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
+import { nodeWorkerThreads } from './lazy.ts'
 
 const MARK = 'sprig-bcrypt-worker'
 
-/** This thread is a pool worker: it checks passwords and nothing else. */
-export const isBcryptWorker = !isMainThread && workerData === MARK
+/**
+ * This thread is a pool worker: it checks passwords and nothing else. Bun answers "main
+ * thread" without node:worker_threads, which its binary then never loads unless bcrypt is used.
+ */
+export const isBcryptWorker = (globalThis as { Bun?: { isMainThread?: boolean } }).Bun?.isMainThread === true ? false : workerHere()
+
+function workerHere(): boolean {
+  const wt = nodeWorkerThreads()
+  return !wt.isMainThread && wt.workerData === MARK
+}
 
 /** A worker's whole job; self-contained, as it also runs from its source text (workerScript). */
 function serveChecks(port: MessagePort, lib: { compareSync(pass: string, hash: string): boolean }): void {
@@ -35,16 +44,16 @@ function serveChecks(port: MessagePort, lib: { compareSync(pass: string, hash: s
 }
 
 // bcryptjs is loaded only in a worker: the main thread never checks a hash itself.
-if (isBcryptWorker) void import('bcryptjs').then((m) => serveChecks(parentPort!, m.default))
+if (isBcryptWorker) void import('bcryptjs').then((m) => serveChecks(nodeWorkerThreads().parentPort!, m.default))
 
 /** How a worker is started here: this file, or (Node on the .ts sources) a script. */
 function startWorker(): Worker {
   const self = new URL(import.meta.url)
   const g = globalThis as { Bun?: unknown; Deno?: unknown }
-  if (!self.pathname.endsWith('.ts') || g.Bun !== undefined || g.Deno !== undefined) return new Worker(self, { workerData: MARK })
+  if (!self.pathname.endsWith('.ts') || g.Bun !== undefined || g.Deno !== undefined) return new (nodeWorkerThreads().Worker)(self, { workerData: MARK })
   const lib = nodeModule.createRequire(import.meta.url).resolve('bcryptjs')
   const script = `(${serveChecks.toString()})(require('node:worker_threads').parentPort, require(${JSON.stringify(lib)}))`
-  return new Worker(script, { eval: true, execArgv: [], workerData: MARK })
+  return new (nodeWorkerThreads().Worker)(script, { eval: true, execArgv: [], workerData: MARK })
 }
 
 /**

@@ -2,7 +2,8 @@
 // each built-in module when it is imported, used or not: in the compiled binary node:http
 // alone adds ~2.7 MB of RSS, and node:tls, node:crypto, node:vm and node:child_process about
 // 2 MB more together (docs/benchmarks.md, idle memory). A gateway with no monitoring port, no
-// TLS and no systemd pays for none of them.
+// TLS and no systemd pays for none of them. node:worker_threads and node:v8 together cost
+// ~3 MB of the binary's idle RSS that a broker without bcrypt users or systemd never used.
 
 import * as nodeModule from 'node:module' // not { createRequire }: the bundle's banner declares that name
 
@@ -22,3 +23,7 @@ export const nodeTls = once<typeof import('node:tls')>('node:tls')
 export const nodeCrypto = once<typeof import('node:crypto')>('node:crypto')
 export const nodeVm = once<typeof import('node:vm')>('node:vm')
 export const nodeChildProcess = once<typeof import('node:child_process')>('node:child_process')
+/** Worker threads: bcrypt checks and systemd-notify only (and, off Bun, asking whether this thread is a worker). */
+export const nodeWorkerThreads = once<typeof import('node:worker_threads')>('node:worker_threads')
+/** V8's flags: Node (and Deno) only; Bun is not V8. */
+export const nodeV8 = once<typeof import('node:v8')>('node:v8')

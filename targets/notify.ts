@@ -13,9 +13,9 @@
 //   child, not the main PID).
 
 import process from 'node:process'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import type { Logger } from '../src/log.ts'
-import { nodeChildProcess } from './lazy.ts'
+import { nodeChildProcess, nodeWorkerThreads } from './lazy.ts'
 import type { Server } from '../src/server.ts'
 import type { Uplink } from '../src/leaf/index.ts'
 
@@ -205,7 +205,7 @@ function commandSender(path: string, log: Logger): Notifier {
   }
   let worker: Worker | null = null
   try {
-    worker = new Worker(NOTIFY_WORKER, { eval: true, execArgv: [], workerData: env })
+    worker = new (nodeWorkerThreads().Worker)(NOTIFY_WORKER, { eval: true, execArgv: [], workerData: env })
     worker.on('message', (m: string) => fail(m))
     worker.on('error', () => (worker = null))
     worker.unref()

@@ -1,9 +1,8 @@
 // What each runtime module provides, and the few helpers they share.
 
 import { readdirSync, readFileSync } from 'node:fs'
-import v8 from 'node:v8'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
-import { nodeVm } from './lazy.ts'
+import { nodeV8, nodeVm } from './lazy.ts'
 import { cpuSeconds } from './proc.ts'
 import type { Logger } from '../src/log.ts'
 
@@ -61,9 +60,9 @@ let gc: (() => void) | null = null
  * flags come only from --v8-flags). SPRIG_V8_YOUNG=grow keeps V8's default.
  */
 export function steadyYoungGeneration(env: string | undefined): void {
-  if (env === 'grow') return
+  if (env === 'grow' || 'Bun' in globalThis) return
   try {
-    v8.setFlagsFromString('--semi-space-growth-factor=1')
+    nodeV8().setFlagsFromString('--semi-space-growth-factor=1')
   } catch {
     // not V8, or the flag is gone: V8's default applies
   }
@@ -74,7 +73,7 @@ function findGc(): () => void {
   const bun = g.Bun?.gc
   if (bun !== undefined) return () => bun(true)
   try {
-    v8.setFlagsFromString('--expose-gc')
+    nodeV8().setFlagsFromString('--expose-gc')
     const f: unknown = nodeVm().runInNewContext('gc')
     if (typeof f === 'function') return f as () => void
   } catch {
