@@ -12,6 +12,7 @@ import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-load.ts'
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
 import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
+import { BINARY_IDS, binarySelected, runBinaryBench } from './binary.ts'
 import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
@@ -92,7 +93,9 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                --only store for the on-disk store rows (MQTT QoS 1 telemetry into sprig
                with the store at sync 1s and always and without it, nats-server's MQTT with
                JetStream, mosquitto with persistence; write amplification; start-up with
-               1,000,000 spooled messages): store-load.ts, also npm run bench:store
+               1,000,000 spooled messages): store-load.ts, also npm run bench:store,
+               --only binary for the compiled binary's idle RSS (bun build --compile of the
+               bundle, NATS only and NATS + MQTT, page cache dropped first; Bun's floor)
   --gw-refs    reference gateways for the gateway rows (default nats,mosquitto; none: sprig
                alone, e.g. to profile it)
   --gw-scale   telemetry messages per gateway row × this (default 1: 400,000 at QoS 0,
@@ -417,19 +420,23 @@ async function main(): Promise<number> {
   // Store rows (MQTT QoS 1 into the on-disk store): store-load.ts, last.
   const wantStore = !args.only.length || storeSelected(args.only)
   const storeOpts: StoreBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, startup: true }
+  // The compiled binary at rest: binary.ts, after everything else.
+  const wantBinary = binarySelected(args.only)
+  const binaryOpts = { root: ROOT, tmp: TMP, bun: runtimeBin('bun'), bundle: path.resolve(ROOT, BUNDLE), quick: args.quick }
   if (wantGw) {
     const fds = raiseFdLimit(2 * 1000 + 500)
     if (fds) notes.push(fds)
   }
-  if (!scenarios.length && (wantLeaf || wantGw || wantWs || wantStore)) {
+  if (!scenarios.length && (wantLeaf || wantGw || wantWs || wantStore || wantBinary)) {
     const storeFailed = wantStore ? (await runStoreBench(storeOpts)).failed : 0
     const wsFailed = wantWs ? (await runWsBench(wsOpts, args.only)).failed : 0
     const leafFailed = wantLeaf ? (await runLeafBench(leafOpts, args.only)).failed : 0
     const gwFailed = wantGw ? (await runGatewayBench(gwOpts, args.only)).failed : 0
+    const binFailed = wantBinary ? (await runBinaryBench(binaryOpts)).failed : 0
     for (const n of notes) console.log(`note: ${n}`)
-    return leafFailed || gwFailed || wsFailed || storeFailed ? 1 : 0
+    return leafFailed || gwFailed || wsFailed || storeFailed || binFailed ? 1 : 0
   }
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS, ...STORE_IDS].join(', ')}`)
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS, ...STORE_IDS, ...BINARY_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -546,6 +553,7 @@ async function main(): Promise<number> {
   const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
   const gw = wantGw ? await runGatewayBench(gwOpts, args.only) : null
   const store = wantStore ? await runStoreBench(storeOpts) : null
+  const binary = wantBinary ? await runBinaryBench(binaryOpts) : null
   const out = path.join(ROOT, 'dist/bench.json')
   mkdirSync(path.dirname(out), { recursive: true })
   const json = {
@@ -565,6 +573,7 @@ async function main(): Promise<number> {
     ...(leaf ? { leaf: leaf.results } : {}),
     ...(gw ? { gateway: gw.results } : {}),
     ...(store ? { store: store.results } : {}),
+    ...(binary ? { binary: binary.results } : {}),
   }
   writeFileSync(out, JSON.stringify(json, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n')
   console.log(`\nresults written to ${path.relative(process.cwd(), out)}`)
@@ -578,7 +587,7 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed || store?.failed ? 1 : 0
+  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
 }
 
 /** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */
