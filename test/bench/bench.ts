@@ -101,6 +101,9 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
   --gw-scale   telemetry messages per gateway row × this (default 1: 400,000 at QoS 0,
                150,000 at QoS 1), e.g. --gw-scale 5 for a rate phase where Bun's JIT
                warm-up weighs less in CPU per message
+  --gw-warmup  before its first row each gateway carries this × 400,000 QoS 0 and × 150,000
+               QoS 1 messages from one device, not measured (default 1; 0: no warm-up, the
+               first row then carries Bun's JIT compiling)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -131,6 +134,7 @@ interface Args {
   conns: number
   gwRefs: string[] | undefined
   gwScale: number
+  gwWarmup: number
 }
 
 function parseArgs(argv: string[]): Args {
@@ -144,6 +148,7 @@ function parseArgs(argv: string[]): Args {
     conns: 1000,
     gwRefs: undefined,
     gwScale: 1,
+    gwWarmup: 1,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -158,7 +163,10 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
     else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
     else if (flag === '--gw-refs') a.gwRefs = val().split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')
-    else if (flag === '--gw-scale') {
+    else if (flag === '--gw-warmup') {
+      a.gwWarmup = Number(val())
+      if (!(a.gwWarmup >= 0)) throw new Error('--gw-warmup wants a number ≥ 0')
+    } else if (flag === '--gw-scale') {
       a.gwScale = Number(val())
       if (!(a.gwScale > 0)) throw new Error('--gw-scale wants a positive number')
     }
@@ -413,7 +421,7 @@ async function main(): Promise<number> {
   const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
   // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
   const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
-  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs, scale: args.gwScale }
+  const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs, scale: args.gwScale, warmup: args.gwWarmup }
   // WebSocket rows: the same loads over ws://, servers configured for it: ws-load.ts.
   const wantWs = wsSelected(args.only).length > 0
   const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }

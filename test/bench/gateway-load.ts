@@ -30,6 +30,12 @@ export interface GatewayBenchOpts {
   refs?: string[]
   /** Telemetry messages per row × this (default 1): longer rate phases, where a JIT's warm-up weighs less. */
   scale?: number
+  /**
+   * Before its first row each gateway carries this × a row's messages from one device, QoS 0
+   * then QoS 1, unmeasured (default 1; 0: none). A gateway started once for all rows would
+   * otherwise pay a JIT's compiling (background threads, counted in its CPU) in the first row.
+   */
+  warmup?: number
 }
 
 /** Telemetry payload: a small reading (JSON of a few fields). */
@@ -403,6 +409,22 @@ function telemetryLoad(devs: MqttConn[], k: FrameCounter, count: number, qos: 0 
   })
 }
 
+/** The warm-up: `count` messages from one device at `qos` through the whole path, nothing kept. */
+async function warmUp(t: Topology, qos: 0 | 1, count: number): Promise<void> {
+  const sub = await cloudSubscriber(t)
+  let devs: MqttConn[] = []
+  try {
+    devs = await connectDevices(t, 1)
+    await pathReady(devs[0]!, sub.k, qos)
+    await sleep(100)
+    await telemetryLoad(devs, sub.k, count, qos)
+  } finally {
+    sub.done()
+    for (const d of devs) closeMqtt(d)
+    await sleep(300)
+  }
+}
+
 /** One message at a time from device i % n: time from the write to the cloud subscriber's read. */
 async function probeLatency(devs: MqttConn[], k: FrameCounter, qos: 0 | 1, probes: number): Promise<Float64Array> {
   const lat = new Float64Array(probes)
@@ -734,6 +756,16 @@ async function runGateway(g: Gateway, scenarios: GatewayScenario[], o: GatewayBe
   }
   const { topo, procs } = started
   progress(`[round ${round}] ${g.name}: gateway MQTT on ${HOST}:${topo.mqtt.port}, cloud ${topo.cloud.kind} on ${HOST}:${topo.cloud.addr.port}`)
+  const warm = o.warmup ?? 1
+  if (warm > 0 && scenarios.some((s) => s.id.startsWith('gateway-telemetry'))) {
+    try {
+      const t0 = performance.now()
+      for (const qos of [0, 1] as const) await warmUp(topo, qos, Math.round((o.quick ? COUNTS[qos] / 20 : COUNTS[qos]) * warm))
+      progress(`[round ${round}] ${g.name}: warm-up done (${((performance.now() - t0) / 1000).toFixed(1)} s, not measured)`)
+    } catch (e) {
+      progress(`[round ${round}] ${g.name}: warm-up failed (${(e as Error).message}); the rows run anyway`)
+    }
+  }
   for (const s of scenarios) {
     const r: RunResult = { scenario: s.id, server: g.name, round, wallMs: 0 }
     const t0 = performance.now()
@@ -789,6 +821,7 @@ export async function runGatewayBench(o: GatewayBenchOpts, only: string[]): Prom
       `\ngateway rows: cloud = ${natsServer} -c <conf: listen ${HOST}:{hubPort}; leafnodes { listen ${HOST}:{hubLeaf} }> (NATS subscriber on telemetry.>, publisher on cmd.all)`,
       ...gws.map((g) => `           ${g.name} = ${g.describe}`),
       `           devices: raw MQTT 3.1.1 clean sessions on telemetry/dNNNNN, ${PAYLOAD} B payloads; CPU s / 1M msgs over the rate phase, per process (gateway, cloud)`,
+      `           warm-up: ${(o.warmup ?? 1) > 0 ? `before its first row each gateway carries ${fmtCount(Math.round(COUNTS[0] * (o.warmup ?? 1) * (o.quick ? 1 / 20 : 1)))} QoS 0 and ${fmtCount(Math.round(COUNTS[1] * (o.warmup ?? 1) * (o.quick ? 1 / 20 : 1)))} QoS 1 messages from one device, not measured (--gw-warmup)` : 'none (--gw-warmup 0)'}`,
       '',
     ].join('\n'),
   )
