@@ -409,20 +409,26 @@ function telemetryLoad(devs: MqttConn[], k: FrameCounter, count: number, qos: 0 
   })
 }
 
-/** The warm-up: `count` messages from one device at `qos` through the whole path, nothing kept. */
-async function warmUp(t: Topology, qos: 0 | 1, count: number): Promise<void> {
+/** A cloud subscriber and n devices with the path up (device 0 reached the cloud) for `fn`; all closed after it. */
+async function withPath<T>(t: Topology, n: number, qos: 0 | 1, fn: (devs: MqttConn[], k: FrameCounter) => Promise<T>): Promise<T> {
   const sub = await cloudSubscriber(t)
   let devs: MqttConn[] = []
   try {
-    devs = await connectDevices(t, 1)
+    devs = await connectDevices(t, n)
     await pathReady(devs[0]!, sub.k, qos)
+    // Wait for the devices' own acks from the readiness probes before the load.
     await sleep(100)
-    await telemetryLoad(devs, sub.k, count, qos)
+    return await fn(devs, sub.k)
   } finally {
     sub.done()
     for (const d of devs) closeMqtt(d)
     await sleep(300)
   }
+}
+
+/** The warm-up: `count` messages from one device at `qos` through the whole path, nothing kept. */
+async function warmUp(t: Topology, qos: 0 | 1, count: number): Promise<void> {
+  await withPath(t, 1, qos, (devs, k) => telemetryLoad(devs, k, count, qos))
 }
 
 /** One message at a time from device i % n: time from the write to the cloud subscriber's read. */
@@ -448,18 +454,11 @@ function pct(sorted: Float64Array, q: number): number {
 }
 
 async function runTelemetry(t: Topology, n: number, qos: 0 | 1, count: number, probes: number): Promise<GwResult> {
-  const sub = await cloudSubscriber(t)
-  let devs: MqttConn[] = []
-  try {
-    devs = await connectDevices(t, n)
-    await pathReady(devs[0]!, sub.k, qos)
-    // Wait for the devices' own acks from the readiness probes before the rate phase.
-    await sleep(100)
+  return withPath(t, n, qos, async (devs, k) => {
     const cpu0 = t.cpu()
-    const r = await telemetryLoad(devs, sub.k, count, qos)
+    const r = await telemetryLoad(devs, k, count, qos)
     // The last message's arrival, not the idle wait after a loss.
     const cpu1 = t.cpu()
-    const k = sub.k
     if (k.frames === 0) throw new Error('nothing reached the cloud')
     const secs = (k.lastAt - r.startAt) / 1000
     const got = k.frames
@@ -476,11 +475,7 @@ async function runTelemetry(t: Topology, n: number, qos: 0 | 1, count: number, p
     metrics.p99 = pct(lat, 0.99)
     const cpuSecs = Object.fromEntries(Object.keys(cpu0).map((role) => [role, cpu1[role]! - cpu0[role]!]))
     return { metrics, cpuSecs }
-  } finally {
-    sub.done()
-    for (const d of devs) closeMqtt(d)
-    await sleep(300)
-  }
+  })
 }
 
 async function runFanOut(t: Topology, n: number, commands: number, probes: number): Promise<GwResult> {
