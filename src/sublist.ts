@@ -92,16 +92,11 @@ function childOf<S>(n: Node<S>, tok: string): Node<S> | null {
 }
 
 function setChild<S>(n: Node<S>, tok: string, c: Node<S> | null): void {
-  if (tok === '*') {
-    if (c !== null) extra(n).pwc = c
+  if (tok === '*' || tok === '>') {
+    const k = tok === '*' ? 'pwc' : 'fwc'
+    if (c !== null) extra(n)[k] = c
     else if (n.x !== null) {
-      n.x.pwc = null
-      trimExtra(n)
-    }
-  } else if (tok === '>') {
-    if (c !== null) extra(n).fwc = c
-    else if (n.x !== null) {
-      n.x.fwc = null
+      n.x[k] = null
       trimExtra(n)
     }
   } else if (c !== null) (n.children ??= new Map()).set(tok, c)

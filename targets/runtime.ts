@@ -223,17 +223,22 @@ class GuardedConn implements Conn {
   }
 
   closed(reason?: string): void {
-    fds.open--
-    try {
-      this.conn.closed(reason)
-    } catch (e) {
-      logInternal(this.log, peerOf(this.wire), 'close', e)
-    }
+    closeGuarded(this.log, this.wire, this.conn, reason)
   }
 
   private fail(where: string, e: unknown): void {
     this.failed = true
     failGuarded(this.log, this.wire, where, e)
+  }
+}
+
+/** A guarded Conn's socket is gone: its descriptor no longer counted, the Conn's closed() guarded. */
+function closeGuarded(log: Logger, wire: Wire, conn: Conn, reason: string | undefined): void {
+  fds.open--
+  try {
+    conn.closed(reason)
+  } catch (e) {
+    logInternal(log, peerOf(wire), 'close', e)
   }
 }
 
@@ -308,14 +313,7 @@ export function guardAccept(accept: Accept, log: Logger): GuardedAccept {
   const guard: Guard = {
     accept: bare,
     failed: (wire, where, e) => failGuarded(log, wire, where, e),
-    closed(wire, conn, reason) {
-      fds.open--
-      try {
-        conn.closed(reason)
-      } catch (e) {
-        logInternal(log, peerOf(wire), 'close', e)
-      }
-    },
+    closed: (wire, conn, reason) => closeGuarded(log, wire, conn, reason),
   }
   const wrapped = (wire: Wire): Conn | null => {
     const c = bare(wire)
