@@ -104,6 +104,9 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
   --gw-warmup  before its first row each gateway carries this × 400,000 QoS 0 and × 150,000
                QoS 1 messages from one device, not measured (default 1; 0: no warm-up, the
                first row then carries Bun's JIT compiling)
+  --leaf-warmup  before the leaf rate rows each spoke (sprig and the nats-server leaf alike)
+               carries this × 1,000,000 16 B and × 200,000 1 KiB messages, not measured
+               (default 1; 0: none, the first row then carries Bun's JIT compiling)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
@@ -135,6 +138,7 @@ interface Args {
   gwRefs: string[] | undefined
   gwScale: number
   gwWarmup: number
+  leafWarmup: number
 }
 
 function parseArgs(argv: string[]): Args {
@@ -149,6 +153,7 @@ function parseArgs(argv: string[]): Args {
     gwRefs: undefined,
     gwScale: 1,
     gwWarmup: 1,
+    leafWarmup: 1,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -166,6 +171,9 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--gw-warmup') {
       a.gwWarmup = Number(val())
       if (!(a.gwWarmup >= 0)) throw new Error('--gw-warmup wants a number ≥ 0')
+    } else if (flag === '--leaf-warmup') {
+      a.leafWarmup = Number(val())
+      if (!(a.leafWarmup >= 0)) throw new Error('--leaf-warmup wants a number ≥ 0')
     } else if (flag === '--gw-scale') {
       a.gwScale = Number(val())
       if (!(a.gwScale > 0)) throw new Error('--gw-scale wants a positive number')
@@ -418,7 +426,7 @@ async function main(): Promise<number> {
   const scenarios = args.only.length ? all.filter((s) => args.only.some((o) => s.id.toLowerCase().includes(o) || o === s.kind)) : all
   // Leaf rows need a hub and a spoke per server, so leaf-load.ts runs them, after the others.
   const wantLeaf = !args.only.length || args.only.some((o) => o === 'leaf' || LEAF_IDS.some((id) => id.toLowerCase().includes(o)))
-  const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT }
+  const leafOpts: LeafBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, warmup: args.leafWarmup }
   // Gateway rows (MQTT devices → gateway → uplink → cloud): gateway-load.ts, last.
   const wantGw = !args.only.length || args.only.some((o) => o === 'gateway' || GATEWAY_IDS.some((id) => id.toLowerCase().includes(o)))
   const gwOpts: GatewayBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS, refs: args.gwRefs, scale: args.gwScale, warmup: args.gwWarmup }
