@@ -25,6 +25,7 @@ export interface BunSocket {
 
 declare const Bun: {
   version: string
+  main: string
   listen(o: unknown): { port: number; stop(closeActive?: boolean): void }
 }
 
@@ -257,6 +258,43 @@ export function bunRangeCopy(b: Uint8Array, p: number, src: Uint8Array, at: numb
 }
 
 /** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
+/**
+ * How long Bun's allocator (mimalloc) keeps freed, unused memory before handing it back to
+ * the kernel. Bun's default (100 ms in Bun 1.4.5) is shorter than the time between two of
+ * JSC's collections under load (~0.4 s), and Bun gives every socket read a new buffer (up to
+ * 512 KiB) that only a collection frees: so under a flood most reads land on pages handed
+ * back since the last collection and fault each of them in again. At 1 KiB messages through
+ * the uplink that churn took about 40% of the gateway's CPU (docs/benchmarks.md, 2026-12-03
+ * 18:00). With one second, what a collection frees is reused by the reads that follow it,
+ * and still goes back to the kernel a second after a burst ends.
+ */
+export const PURGE_DELAY_MS = '1000'
+
+/**
+ * mimalloc reads its options from the environment once, as the process starts, so on Bun
+ * sprig starts itself again at once with MIMALLOC_PURGE_DELAY set: execve, so the process id
+ * (systemd's main PID), open files and arguments stay. An operator's own
+ * MIMALLOC_PURGE_DELAY is left alone (100 gives Bun's default back), and so is a Bun
+ * without process.execve. Returns only when nothing was done (or execve failed).
+ */
+export function tuneAllocator(): void {
+  if (process.env.MIMALLOC_PURGE_DELAY !== undefined) return
+  const p = process as typeof process & { execve?: (file: string, args: string[], env: Record<string, string | undefined>) => never }
+  if (typeof p.execve !== 'function') return
+  // A compiled binary takes its arguments straight after argv[0]; `bun [flags] sprig.js …`
+  // needs its flags and the script again (a script that imports the bundle is started again
+  // whole). `bun -e`, with no script to start again, is left as it is.
+  const compiled = Bun.main.startsWith('/$bunfs/')
+  if (!compiled && process.argv[1] !== Bun.main) return
+  const rest = process.argv.slice(2)
+  const args = compiled ? [process.argv0, ...rest] : [process.argv0, ...process.execArgv, Bun.main, ...rest]
+  try {
+    p.execve(process.execPath, args, { ...process.env, MIMALLOC_PURGE_DELAY: PURGE_DELAY_MS })
+  } catch {
+    // Not fatal: sprig runs as well with the default, only with more CPU under a flood.
+  }
+}
+
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
   useRangeCopy(bunRangeCopy)

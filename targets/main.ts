@@ -2,7 +2,7 @@
 
 import process from 'node:process'
 import { isBcryptWorker } from './bcrypt.ts'
-import { bun } from './bun.ts'
+import { bun, tuneAllocator } from './bun.ts'
 import { deno } from './deno.ts'
 import { node } from './node.ts'
 import { main } from './run.ts'
@@ -11,6 +11,7 @@ import { main } from './run.ts'
 // checks passwords (targets/bcrypt.ts).
 if (!isBcryptWorker) {
   const g = globalThis as { Bun?: unknown; Deno?: unknown }
+  if (g.Bun !== undefined) tuneAllocator()
   const rt = g.Bun !== undefined ? bun() : g.Deno !== undefined ? deno() : node()
   await main(rt, process.argv.slice(2))
 }
