@@ -257,7 +257,6 @@ export function bunRangeCopy(b: Uint8Array, p: number, src: Uint8Array, at: numb
   return p + bufferCopy.call(src, b, p, at, at + n)
 }
 
-/** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 /**
  * How long Bun's allocator (mimalloc) keeps freed, unused memory before handing it back to
  * the kernel. Bun's default (100 ms in Bun 1.4.5) is shorter than the time between two of
@@ -295,6 +294,7 @@ export function tuneAllocator(): void {
   }
 }
 
+/** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
   useRangeCopy(bunRangeCopy)

@@ -1,8 +1,8 @@
 // Bun: sprig starts itself again at once with MIMALLOC_PURGE_DELAY=1000 (targets/bun.ts
 // tuneAllocator), by execve, so the process keeps its id and its arguments. mimalloc prints
 // the options it read at start when MIMALLOC_VERBOSE=1: the first image reads the default
-// Bun's mimalloc was built with (100 ms in Bun 1.4.5), the second 1000. An operator's own value is kept, and no second start
-// happens then.
+// Bun's mimalloc was built with (100 ms in Bun 1.4.5), the second 1000. An operator's own
+// value is kept, and no second start happens then.
 
 import t, { type Test } from 'tap'
 import { readFileSync } from 'node:fs'
