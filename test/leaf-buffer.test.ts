@@ -59,8 +59,45 @@ t.test('long runs stay compact (memory follows the length)', async (t) => {
     for (let i = 0; i < 4990; i++) b.shift()
   }
   t.equal(b.length, 30)
-  const lane = (b as unknown as { cur: { meta: Float64Array; data: Uint8Array } }).cur
-  t.ok(lane.meta.length / 7 <= 8192 && lane.data.length < 64 * 1024, 'storage follows the most held at once, not the total')
+  const lane = (b as unknown as { cur: { meta: Float64Array } }).cur
+  t.ok(lane.meta.length / 8 <= 8192 && b.storage < 64 * 1024, 'storage follows the most held at once, not the total')
+})
+
+t.test('the bytes held take about their size in memory: blocks, never a doubled copy', async (t) => {
+  const b = new StoreBuffer(1_000_000, 1 << 30, false)
+  const payload = 'p'.repeat(1000)
+  for (let i = 0; i < 20_000; i++) b.push(msg('sensors.t1.temp', payload))
+  // The blocks hold payloads (and headers); subjects are kept as strings beside them.
+  let held = 20_000 * 1000
+  const slack = 2 * 256 * 1024 + Math.ceil(held / (256 * 1024)) * 1100
+  t.ok(b.storage >= held, `storage ${b.storage} holds the ${held} payload bytes`)
+  t.ok(b.storage <= held + slack, `storage ${b.storage} within ${slack} of the ${held} payload bytes held`)
+  // Half confirmed (the oldest): their blocks go.
+  for (let i = 0; i < 10_000; i++) b.shift()
+  held = 10_000 * 1000
+  t.ok(b.storage <= held + slack, `after the oldest half left: ${b.storage} for ${held}`)
+  t.same(drain(b).length, 10_000, 'the rest, in order and whole')
+  // A steady flow afterwards: a message in, a message out, for 50 MB: two blocks at most.
+  for (let i = 0; i < 50_000; i++) {
+    b.push(msg('sensors.t1.temp', payload))
+    const s = b.shift()!
+    if (s.payload.length !== 1000 || s.payload[999] !== 0x70) t.fail(`message ${i} came back altered`)
+  }
+  t.ok(b.storage <= 2 * 256 * 1024, `a steady flow holds ${b.storage} bytes of storage`)
+  b.trim()
+  b.trim()
+  t.equal(b.storage, 0, 'an idle, empty buffer keeps no storage after trim()')
+  b.push(msg('a', 'x'))
+  t.same(drain(b), ['x'], 'and takes messages again')
+})
+
+t.test('a message larger than a block gets a block of its own, and order holds around it', async (t) => {
+  const b = new StoreBuffer(100, 1 << 30, false)
+  b.push(msg('a', 's1'))
+  b.push(msg('a', 'L'.repeat(600_000)))
+  b.push(msg('a', 's2'))
+  const got = drain(b)
+  t.same([got[0], got[1]!.length, got[1]![599_999], got[2]], ['s1', 600_000, 'L', 's2'])
 })
 
 t.test('at least once: sent messages stay until confirmed; a lost link sends them again', async (t) => {

@@ -17,7 +17,6 @@
 // in `old` is older than every message in `cur`.
 
 import type { Budget } from '../budget.ts'
-import { EMPTY } from '../bytes.ts'
 import { newMsg, type Msg } from '../msg.ts'
 import { frameEnds, frameSubject } from './frames.ts'
 
@@ -95,17 +94,21 @@ export interface Spool {
   loadInterest?(): string[] | null
 }
 
-/** Per record in a Lane: byte offset, header length (-1: none, FRAMES: frames), payload length, seq, send, size, messages. */
-const META = 7
+/** Per record in a Lane: byte offset, header length (-1: none, FRAMES: frames), payload length, seq, send, size, messages, block id. */
+const META = 8
 /** The header-length mark of a record holding frames as written to the hub (payload: the frames). */
 const FRAMES = -2
-/** trim() leaves an empty lane this much byte storage (the hot path reuses it, never regrows it). */
-const KEEP_BYTES = 1024 * 1024
+/** A lane's byte blocks grow from this size, doubling, up to BLOCK; a larger record gets one of its own size. */
+const FIRST_BLOCK = 4096
+const BLOCK = 256 * 1024
 
 /**
  * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
- * arrays plus one byte ring for headers and payloads: keeping a message costs one copy of its
- * bytes and no allocation. A record is one message, or (sent ones only) a run of messages as
+ * arrays plus byte blocks for headers and payloads: keeping a message costs one copy of its
+ * bytes. Blocks (at most BLOCK each, oldest first) are never copied into bigger ones: a lane
+ * holding N bytes uses about N plus two blocks, not up to twice N plus the copy being made, and
+ * a block its records all left is kept as the spare for the next (a steady flow through a live
+ * link alternates between two blocks and allocates nothing). A record is one message, or (sent ones only) a run of messages as
  * the LMSG/HMSG frames the link wrote for them: what went straight to the hub is kept as one
  * record per run (src/leaf/link.ts keepLast), not one per message. A lost link splits runs back
  * into one frame per record (split()), so unsent records are always single messages.
@@ -122,16 +125,27 @@ class Lane {
   private subj: string[] = []
   private reply: string[] = []
   private meta = new Float64Array(0)
-  private data: Uint8Array = EMPTY
-  /** Where the oldest record's bytes start, and where the next record's go. */
-  private bstart = 0
-  private bend = 0
+  /** Byte blocks, oldest first, and how many records each holds; blocks[0] has id firstBlock. */
+  private blocks: Uint8Array[] = []
+  private inBlock: number[] = []
+  private firstBlock = 0
+  /** Bytes used in the last block. */
+  private fill = 0
+  /** A BLOCK-sized block no record uses any more, for the next one needed. */
+  private spare: Uint8Array | null = null
   /** Pushed to since the last trim(). */
   private used = false
   private lastSubj = ''
 
   get length(): number {
     return this.msgs
+  }
+
+  /** Bytes of storage held for headers and payloads (blocks and the spare). */
+  get storage(): number {
+    let n = this.spare === null ? 0 : this.spare.length
+    for (const b of this.blocks) n += b.length
+    return n
   }
 
   get unsent(): number {
@@ -156,9 +170,10 @@ class Lane {
     const n = h + payload.length
     this.used = true
     if (this.tail - this.head > this.mask) this.growRecords()
-    const o = this.reserve(n)
-    if (hdr !== null) this.data.set(hdr, o)
-    this.data.set(payload, o + h)
+    const o = this.place(n)
+    const block = this.blocks[this.blocks.length - 1]!
+    if (hdr !== null) block.set(hdr, o)
+    block.set(payload, o + h)
     const r = this.tail & this.mask
     // The same subject as the last one (the usual case) keeps that older string: storing each
     // message's fresh copy into this long-lived array would cost the GC per message.
@@ -174,13 +189,14 @@ class Lane {
     meta[i + 4] = send
     meta[i + 5] = size
     meta[i + 6] = count
+    meta[i + 7] = this.firstBlock + this.blocks.length - 1
     this.tail++
     this.msgs += count
     if (hl === FRAMES && subject === '') this.runs++
     if (send > 0) this.next = this.tail
   }
 
-  /** Record `n` as a message; its bytes are views, valid until the next push. */
+  /** Record `n` as a message; its bytes are views, valid until the record is dropped. */
   at(n: number): Stored | undefined {
     if (n < this.head || n >= this.tail) return undefined
     const r = n & this.mask
@@ -189,11 +205,12 @@ class Lane {
     const o = meta[i]!
     const hl = meta[i + 1]!
     const h = hl < 0 ? 0 : hl
+    const block = this.blocks[meta[i + 7]! - this.firstBlock]!
     const s: Stored = {
       subject: this.subj[r]!,
       reply: this.reply[r]!,
-      hdr: hl < 0 ? null : this.data.subarray(o, o + h),
-      payload: this.data.subarray(o + h, o + h + meta[i + 2]!),
+      hdr: hl < 0 ? null : block.subarray(o, o + h),
+      payload: block.subarray(o + h, o + h + meta[i + 2]!),
       size: meta[i + 5]!,
       seq: meta[i + 3]!,
     }
@@ -234,9 +251,25 @@ class Lane {
     this.reply[r] = ''
     this.head++
     if (this.next < this.head) this.next = this.head
-    if (this.head === this.tail) this.bstart = this.bend = 0
-    else this.bstart = this.meta[(this.head & this.mask) * META]!
+    const k = this.meta[r * META + 7]! - this.firstBlock
+    if (--this.inBlock[k]! === 0 && k === 0) this.freeLeading()
     return size
+  }
+
+  /** Lets go of the oldest blocks no record uses; the last one stays, empty, for the next push. */
+  private freeLeading(): void {
+    const blocks = this.blocks
+    let k = 0
+    while (k < blocks.length - 1 && this.inBlock[k] === 0) {
+      if (blocks[k]!.length === BLOCK) this.spare = blocks[k]!
+      k++
+    }
+    if (k > 0) {
+      blocks.splice(0, k)
+      this.inBlock.splice(0, k)
+      this.firstBlock += k
+    }
+    if (this.inBlock[0] === 0) this.fill = 0 // the lane is empty: its last block starts over
   }
 
   /** Empty and unused since the last call: gives back storage grown for a burst. */
@@ -244,7 +277,12 @@ class Lane {
     const used = this.used
     this.used = false
     if (used || this.head !== this.tail) return
-    if (this.data.length > KEEP_BYTES) this.data = EMPTY
+    // Idle and empty: no byte storage kept (a flow that starts again begins with a small block).
+    this.firstBlock += this.blocks.length
+    this.blocks = []
+    this.inBlock = []
+    this.fill = 0
+    this.spare = null
     if (this.mask >= 65536) {
       this.mask = -1
       this.meta = new Float64Array(0)
@@ -294,46 +332,39 @@ class Lane {
     return l
   }
 
-  /** Room for n contiguous bytes in the ring; returns where. */
-  private reserve(n: number): number {
-    const len = this.data.length
-    if (this.head === this.tail) {
-      this.bstart = this.bend = 0
-      if (n > len) this.data = new Uint8Array(Math.max(4096, n * 2))
-      this.bend = n
-      return 0
+  /**
+   * Room for n contiguous bytes at the end of the last block, which becomes a new one (the spare,
+   * or twice the last one's size up to BLOCK, or n) when they do not fit; returns where.
+   */
+  private place(n: number): number {
+    const blocks = this.blocks
+    const k = blocks.length - 1
+    if (k >= 0 && blocks[k]!.length - this.fill >= n) {
+      const at = this.fill
+      this.fill = at + n
+      this.inBlock[k]!++
+      return at
     }
-    const { bstart, bend } = this
-    let at = -1
-    if (bend >= bstart) {
-      if (len - bend >= n) at = bend
-      else if (bstart > n) at = 0 // wrap: the end of the ring stays unused until then
-    } else if (bstart - bend > n) at = bend
-    if (at < 0) at = this.growBytes(n)
-    this.bend = at + n
-    return at
-  }
-
-  /** A bigger ring holding the records in order from 0; returns where n more bytes go. */
-  private growBytes(n: number): number {
-    let used = 0
-    for (let k = this.head; k < this.tail; k++) {
-      const i = (k & this.mask) * META
-      used += (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
+    // An empty lane's last block holds no record: a new block replaces it.
+    if (k >= 0 && this.inBlock[k] === 0) {
+      const old = blocks.pop()!
+      this.inBlock.pop()
+      if (old.length === BLOCK) this.spare = old
     }
-    const next = new Uint8Array(Math.max(4096, (used + n) * 2))
-    let p = 0
-    for (let k = this.head; k < this.tail; k++) {
-      const i = (k & this.mask) * META
-      const o = this.meta[i]!
-      const l = (this.meta[i + 1]! < 0 ? 0 : this.meta[i + 1]!) + this.meta[i + 2]!
-      next.set(this.data.subarray(o, o + l), p)
-      this.meta[i] = p
-      p += l
+    let b: Uint8Array
+    const spare = this.spare
+    if (spare !== null && n <= BLOCK) {
+      b = spare
+      this.spare = null
+    } else {
+      const prev = blocks.length > 0 ? blocks[blocks.length - 1]!.length : FIRST_BLOCK / 2
+      const size = Math.min(BLOCK, Math.max(FIRST_BLOCK, prev * 2))
+      b = new Uint8Array(n > size ? n : size)
     }
-    this.data = next
-    this.bstart = 0
-    return p
+    blocks.push(b)
+    this.inBlock.push(1)
+    this.fill = n
+    return 0
   }
 
   private growRecords(): void {
@@ -392,6 +423,11 @@ export class StoreBuffer implements Spool {
 
   get liveUnsent(): number {
     return this.cur.unsent
+  }
+
+  /** Bytes of memory the held messages' bytes take (their blocks), beside `bytes`, their size. */
+  get storage(): number {
+    return this.old.storage + this.cur.storage
   }
 
   get last(): number {
