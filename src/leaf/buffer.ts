@@ -106,12 +106,13 @@ const BLOCK = 256 * 1024
  * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
  * arrays plus byte blocks for headers and payloads: keeping a message costs one copy of its
  * bytes. Blocks (at most BLOCK each, oldest first) are never copied into bigger ones: a lane
- * holding N bytes uses about N plus two blocks, not up to twice N plus the copy being made, and
- * a block its records all left is kept as the spare for the next (a steady flow through a live
- * link alternates between two blocks and allocates nothing). A record is one message, or (sent ones only) a run of messages as
- * the LMSG/HMSG frames the link wrote for them: what went straight to the hub is kept as one
- * record per run (src/leaf/link.ts keepLast), not one per message. A lost link splits runs back
- * into one frame per record (split()), so unsent records are always single messages.
+ * holding N bytes uses about N plus two blocks, not up to twice N plus the copy being made,
+ * and a block its records all left is kept as the spare for the next (a steady flow through a
+ * live link alternates between two blocks and allocates nothing). A record is one message, or
+ * (sent ones only) a run of messages as the LMSG/HMSG frames the link wrote for them: what went
+ * straight to the hub is kept as one record per run (src/leaf/link.ts keepLast), not one per
+ * message. A lost link splits runs back into one frame per record (split()), so unsent records
+ * are always single messages.
  */
 class Lane {
   head = 0
