@@ -48,12 +48,13 @@ if (isBcryptWorker) void import('bcryptjs').then((m) => serveChecks(nodeWorkerTh
 
 /** How a worker is started here: this file, or (Node on the .ts sources) a script. */
 function startWorker(): Worker {
+  const { Worker } = nodeWorkerThreads()
   const self = new URL(import.meta.url)
   const g = globalThis as { Bun?: unknown; Deno?: unknown }
-  if (!self.pathname.endsWith('.ts') || g.Bun !== undefined || g.Deno !== undefined) return new (nodeWorkerThreads().Worker)(self, { workerData: MARK })
+  if (!self.pathname.endsWith('.ts') || g.Bun !== undefined || g.Deno !== undefined) return new Worker(self, { workerData: MARK })
   const lib = nodeModule.createRequire(import.meta.url).resolve('bcryptjs')
   const script = `(${serveChecks.toString()})(require('node:worker_threads').parentPort, require(${JSON.stringify(lib)}))`
-  return new (nodeWorkerThreads().Worker)(script, { eval: true, execArgv: [], workerData: MARK })
+  return new Worker(script, { eval: true, execArgv: [], workerData: MARK })
 }
 
 /**

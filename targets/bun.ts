@@ -267,7 +267,7 @@ export function bunRangeCopy(b: Uint8Array, p: number, src: Uint8Array, at: numb
  * 18:00). With one second, what a collection frees is reused by the reads that follow it,
  * and still goes back to the kernel a second after a burst ends.
  */
-export const PURGE_DELAY_MS = '1000'
+const PURGE_DELAY_MS = '1000'
 
 /**
  * mimalloc reads its options from the environment once, as the process starts, so on Bun

@@ -13,7 +13,7 @@ import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-l
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
 import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
 import { BINARY_IDS, binarySelected, runBinaryBench } from './binary.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
+import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
@@ -405,9 +405,6 @@ function combineReports(rs: ServerReport[]): ServerReport {
   }
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`  … ${msg}\n`)
-}
 
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2))

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks'
 import type { Addr, Metrics, MetricSpec, Scenario, ServerProcess } from './model.ts'
 import { closeMqtt, connectMqtt, publishFrame, startCounting as startMqttCounting, subscribeMqtt, type MqttConn, type MqttCounter } from './mqtt-conn.ts'
 import { close, connectNats, onEvent, subscribe, wake, waitUntil, type NatsConn, type Watched } from './nats-conn.ts'
-import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
+import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
 import { combineRounds, fmtCount, fmtMB, fmtRate, fmtUs, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 export interface GatewayBenchOpts {
@@ -427,7 +427,7 @@ async function withPath<T>(t: Topology, n: number, qos: 0 | 1, fn: (devs: MqttCo
 }
 
 /** The warm-up: `count` messages from one device at `qos` through the whole path, nothing kept. */
-async function warmUp(t: Topology, qos: 0 | 1, count: number): Promise<void> {
+async function warmUpQos(t: Topology, qos: 0 | 1, count: number): Promise<void> {
   await withPath(t, 1, qos, (devs, k) => telemetryLoad(devs, k, count, qos))
 }
 
@@ -736,9 +736,6 @@ function gateways(o: GatewayBenchOpts, natsServer: string, mosquitto: string): G
   return out
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`  … ${msg}\n`)
-}
 
 async function runGateway(g: Gateway, scenarios: GatewayScenario[], o: GatewayBenchOpts, round: number, out: RunResult[]): Promise<void> {
   let started: Awaited<ReturnType<Gateway['start']>>
@@ -753,13 +750,9 @@ async function runGateway(g: Gateway, scenarios: GatewayScenario[], o: GatewayBe
   progress(`[round ${round}] ${g.name}: gateway MQTT on ${HOST}:${topo.mqtt.port}, cloud ${topo.cloud.kind} on ${HOST}:${topo.cloud.addr.port}`)
   const warm = o.warmup ?? 1
   if (warm > 0 && scenarios.some((s) => s.id.startsWith('gateway-telemetry'))) {
-    try {
-      const t0 = performance.now()
-      for (const qos of [0, 1] as const) await warmUp(topo, qos, Math.round((o.quick ? COUNTS[qos] / 20 : COUNTS[qos]) * warm))
-      progress(`[round ${round}] ${g.name}: warm-up done (${((performance.now() - t0) / 1000).toFixed(1)} s, not measured)`)
-    } catch (e) {
-      progress(`[round ${round}] ${g.name}: warm-up failed (${(e as Error).message}); the rows run anyway`)
-    }
+    await warmUp(`[round ${round}] ${g.name}`, async () => {
+      for (const qos of [0, 1] as const) await warmUpQos(topo, qos, Math.round((o.quick ? COUNTS[qos] / 20 : COUNTS[qos]) * warm))
+    })
   }
   for (const s of scenarios) {
     const r: RunResult = { scenario: s.id, server: g.name, round, wallMs: 0 }

@@ -12,7 +12,7 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Metrics, MetricSpec, Scenario, ServerProcess } from './model.ts'
 import { close, connectNats, msgFrameSize, publish, startCounting, subscribe, waitUntil, type NatsConn } from './nats-conn.ts'
-import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
+import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
 import { combineRounds, cpuPerMillion, fmtCount, fmtMB, fmtRate, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 /** A spoke to benchmark: the command before its port flags (sprig: runtime + bundle). */
@@ -275,13 +275,9 @@ async function runSpoke(spoke: LeafSpoke, scenarios: LeafScenario[], natsServer:
   progress(`[round ${round}] ${spoke.name}: spoke on ${HOST}:${spokePort} → hub leafnode port ${hubLeaf}`)
   const warm = o.warmup ?? 1
   if (warm > 0 && scenarios.some((s) => s.id.startsWith('leaf-uplink'))) {
-    try {
-      const t0 = performance.now()
+    await warmUp(`[round ${round}] ${spoke.name}`, async () => {
       for (const size of SIZES) await runUplink(topo, size, Math.round((o.quick ? COUNTS[size] / 10 : COUNTS[size]) * warm))
-      progress(`[round ${round}] ${spoke.name}: warm-up done (${((performance.now() - t0) / 1000).toFixed(1)} s, not measured)`)
-    } catch (e) {
-      progress(`[round ${round}] ${spoke.name}: warm-up failed (${(e as Error).message}); the rows run anyway`)
-    }
+    })
   }
   // The restart row disturbs the link: run it after the rate rows.
   const ordered = [...scenarios.filter((s) => s.id !== 'leaf-reconnect'), ...scenarios.filter((s) => s.id === 'leaf-reconnect')]
@@ -321,9 +317,6 @@ async function runSpoke(spoke: LeafSpoke, scenarios: LeafScenario[], natsServer:
   await Promise.all([stop(edge), stop(hub)])
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`  … ${msg}\n`)
-}
 
 /**
  * Runs the leaf rows (those `only` selects; all when empty) for every sprig spoke and the

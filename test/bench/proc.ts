@@ -9,6 +9,25 @@ import type { Kind, ServerProcess as Proc } from './model.ts'
 
 export const HOST = '127.0.0.1'
 
+/** A progress line on stderr (the tables go to stdout). */
+export function progress(msg: string): void {
+  process.stderr.write(`  … ${msg}\n`)
+}
+
+/**
+ * Carries a warm-up through a server's whole path before its measured rows (`label` names the
+ * server and round): says how long it took, or why it failed, and the rows run either way.
+ */
+export async function warmUp(label: string, run: () => Promise<void>): Promise<void> {
+  const t0 = performance.now()
+  try {
+    await run()
+    progress(`${label}: warm-up done (${((performance.now() - t0) / 1000).toFixed(1)} s, not measured)`)
+  } catch (e) {
+    progress(`${label}: warm-up failed (${(e as Error).message}); the rows run anyway`)
+  }
+}
+
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer()

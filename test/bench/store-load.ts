@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import os from 'node:os'
 import path from 'node:path'
 import { closeMqtt, connectMqtt, publishQos1 } from './mqtt-conn.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which } from './proc.ts'
+import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
 import type { ServerProcess } from './model.ts'
 import { encodeMsg, segmentHeader } from '../../src/store/record.ts'
 import { newMsg } from '../../src/msg.ts'
@@ -242,9 +242,6 @@ function median(xs: number[]): number {
   return v.length === 0 ? NaN : v.length % 2 ? v[h]! : (v[h - 1]! + v[h]!) / 2
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`  … ${msg}\n`)
-}
 
 const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toLocaleString('en', { minimumFractionDigits: d, maximumFractionDigits: d }) : '-')
 

@@ -14,7 +14,7 @@ import { natsScenarios } from './nats-load.ts'
 import { close, connectNats } from './nats-conn.ts'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
 import { FRAME } from './ws-conn.ts'
-import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which } from './proc.ts'
+import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress } from './proc.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 export interface WsBenchOpts {
@@ -168,9 +168,6 @@ async function runOne(srv: WsServer, scenarios: Scenario[], o: WsBenchOpts, roun
   await stop(proc)
 }
 
-function progress(msg: string): void {
-  process.stderr.write(`  … ${msg}\n`)
-}
 
 /** Runs the WebSocket rows `only` selects (all when empty), prints their tables. */
 export async function runWsBench(o: WsBenchOpts, only: string[]): Promise<{ results: RunResult[]; failed: number }> {
