@@ -11,10 +11,10 @@
 // that is reported as "just written".
 
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { freePort, launch, sleep, stop, waitReady } from './proc.ts'
+import { freePort, launch, procStatusBytes, sleep, stop, waitReady } from './proc.ts'
 
 export const BINARY_IDS = ['binary-idle']
 /** The issue's target for the x64 binary's idle RSS, in MiB (what /proc and ps count in). */
@@ -42,9 +42,7 @@ interface Rss {
 }
 
 function rssOf(pid: number): Rss {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kb = (f: string): number => Number(s.match(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm'))?.[1] ?? NaN)
-  return { anon: kb('RssAnon'), file: kb('RssFile') }
+  return { anon: procStatusBytes(pid, 'RssAnon') / 1024, file: procStatusBytes(pid, 'RssFile') / 1024 }
 }
 
 /** Drops a file's pages from the page cache (fadvise DONTNEED); false where dd cannot. */

@@ -134,8 +134,8 @@ export async function waitReady(p: Proc, port: number, kind: Kind, timeoutMs = 1
   throw new Error(`server not ready after ${timeoutMs} ms (${last})${p.tail() ? `:\n${p.tail()}` : ''}`)
 }
 
-/** A VmRSS/VmHWM-style field of /proc/<pid>/status in bytes, or NaN off Linux. */
-export function procStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+/** A memory field of /proc/<pid>/status in bytes, or NaN off Linux. */
+export function procStatusBytes(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): number {
   try {
     const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'))
     return m ? Number(m[1]) * 1024 : NaN
