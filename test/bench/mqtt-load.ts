@@ -125,7 +125,7 @@ async function runFan(addr: Addr, payload: number, count: number, nsubs: number,
 
 /**
  * Opens `n` clean-session connections, each subscribed at QoS 1 to its own topic, `OPENERS` at
- * a time, and reads the server's VmRSS before and after (after a short settle each time); then
+ * a time, and reads the server's VmRSS before and after (each after IDLE_SETTLE_MS at rest); then
  * closes them and opens `n` again. The first batch shows what a fresh server grows by (with
  * one-time costs: code the JIT compiles, heap the runtime grows and keeps); the second what
  * connections cost once the server has held that many before (memory is reused).
@@ -210,11 +210,11 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
   // First, while the server is fresh: memory is the cleanest before any buffers have grown.
   add({
     id: `mqtt-idle-conns ${o.conns}`,
-    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after; then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
+    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after, each after ${IDLE_SETTLE_MS / 1000} s at rest; then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
     metrics: [
       { key: 'kbPerConn', label: 'KB RSS per idle conn', fmt: (v) => v.toFixed(1), better: 'lower' },
       // The rest is file-backed: the server's own executable paged in. On Bun the first
-      // connections page in ~5 MB of its optimizing compiler (FTL), once (docs/benchmarks.md).
+      // connections page in megabytes of its optimizing compiler (FTL), once (docs/benchmarks.md).
       { key: 'kbAnonPerConn', label: 'of which anonymous (KB)', fmt: (v) => v.toFixed(1) },
       // No ratio: mosquitto's second batch is ~0 KB, which makes any ratio meaningless.
       { key: 'kbPerConnAgain', label: 'KB RSS per idle conn, 2nd batch', fmt: (v) => v.toFixed(1) },
