@@ -1,0 +1,119 @@
+// The client side of `test/bench/conns-vm.ts`, compiled with `bun build --compile` and run inside
+// the VM: opens N idle MQTT 3.1.1 connections to HOST:PORT (clean session, keep-alive 0, one
+// QoS 0 subscription each), STEP at a time, and after each step, once the broker has been at
+// rest for SETTLE_MS, prints the broker's memory from /proc/PID/status as one line:
+//   conns <n> {"rssKiB":…,"anonKiB":…,"fileKiB":…,"shmemKiB":…} <seconds>
+// Then a PINGREQ on every 1,000th connection (all must answer), every connection closed, and the
+// memory once more. Exit code 1 on any refused or closed connection.
+// Usage: client HOST PORT N BROKER_PID [STEP]
+
+import net from 'node:net'
+import { readFileSync } from 'node:fs'
+
+const [host = '127.0.0.1', portArg = '1883', nArg = '1000', pidArg = '0', stepArg = '10000'] = process.argv.slice(2)
+const port = Number(portArg)
+const N = Number(nArg)
+const pid = Number(pidArg)
+const STEP = Number(stepArg)
+const SETTLE_MS = 3000
+/** Handshakes in flight at once. */
+const CONC = 200
+/** CONNACK (4 bytes) and SUBACK (5). */
+const REPLY_BYTES = 9
+/** First source port: each connection binds its own (see open()). */
+const FIRST_PORT = 10000
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+function str(s: string): Buffer {
+  const b = Buffer.from(s)
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 255]), b])
+}
+
+function packet(type: number, body: Buffer): Buffer {
+  const len: number[] = []
+  let x = body.length
+  do {
+    let d = x % 128
+    x = Math.floor(x / 128)
+    if (x > 0) d |= 128
+    len.push(d)
+  } while (x > 0)
+  return Buffer.concat([Buffer.from([type, ...len]), body])
+}
+
+function hello(i: number): Buffer {
+  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 2, 0, 0]), str(`d${i}`)]))
+  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(`cmd/d${i}`), Buffer.from([0])]))
+  return Buffer.concat([connect, subscribe])
+}
+
+function mem(): string {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN)
+  return JSON.stringify({ rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), fileKiB: kib('RssFile'), shmemKiB: kib('RssShmem') })
+}
+
+const socks: net.Socket[] = []
+
+function open(i: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = 0
+    // An explicit source port: the kernel's search for a free ephemeral port grows with every
+    // connection held, and under emulation it outlasted the broker's connect deadline past 32k.
+    const s = net.connect({ host, port, localAddress: host, localPort: FIRST_PORT + i }, () => s.write(hello(i)))
+    s.on('data', (d: Buffer) => {
+      got += d.length
+      if (got >= REPLY_BYTES) resolve()
+    })
+    s.on('error', (e) => reject(new Error(`connection ${i}: ${e.message}`)))
+    s.on('close', () => {
+      if (got < REPLY_BYTES) reject(new Error(`connection ${i} closed after ${got} bytes`))
+    })
+    socks.push(s)
+  })
+}
+
+async function main(): Promise<void> {
+  if (FIRST_PORT + N > 65536) throw new Error(`at most ${65536 - FIRST_PORT} connections (one source port each)`)
+  await sleep(SETTLE_MS)
+  console.log(`conns 0 ${mem()} 0`)
+  const t0 = performance.now()
+  let next = 0
+  while (next < N) {
+    const upto = Math.min(N, next + STEP)
+    while (next < upto) {
+      const batch: Promise<void>[] = []
+      for (let k = 0; k < CONC && next < upto; k++) batch.push(open(next++))
+      await Promise.all(batch)
+    }
+    const secs = (performance.now() - t0) / 1000
+    await sleep(SETTLE_MS)
+    console.log(`conns ${next} ${mem()} ${secs.toFixed(1)}`)
+  }
+  const sample = socks.filter((_, i) => i % 1000 === 0)
+  let answered = 0
+  await Promise.all(
+    sample.map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.once('data', () => {
+            answered++
+            resolve()
+          })
+          s.write(Buffer.from([0xc0, 0]))
+          setTimeout(resolve, 10_000)
+        }),
+    ),
+  )
+  console.log(`pingresp ${answered} of ${sample.length}`)
+  for (const s of socks) s.destroy()
+  await sleep(SETTLE_MS)
+  console.log(`closed ${mem()}`)
+  if (answered < sample.length) process.exitCode = 1
+}
+
+main().catch((e: Error) => {
+  console.log(`client error: ${e.message}`)
+  process.exit(1)
+})
