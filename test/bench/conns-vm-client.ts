@@ -2,13 +2,14 @@
 // the VM: opens N idle MQTT 3.1.1 connections to HOST:PORT (clean session, keep-alive 0, one
 // QoS 0 subscription each), STEP at a time, and after each step, once the broker has been at
 // rest for SETTLE_MS, prints the broker's memory from /proc/PID/status as one line:
-//   conns <n> {"rssKiB":…,"anonKiB":…,"fileKiB":…,"shmemKiB":…} <seconds>
+//   conns <n> {"rssKiB":…,"anonKiB":…,"fileKiB":…,"shmemKiB":…} <seconds spent opening so far>
 // Then a PINGREQ on every 1,000th connection (all must answer), every connection closed, and the
 // memory once more. Exit code 1 on any refused or closed connection.
 // Usage: client HOST PORT N BROKER_PID [STEP]
 
 import net from 'node:net'
 import { readFileSync } from 'node:fs'
+import { remainingLength } from '../helpers/varint.ts'
 
 const [host = '127.0.0.1', portArg = '1883', nArg = '1000', pidArg = '0', stepArg = '10000'] = process.argv.slice(2)
 const port = Number(portArg)
@@ -31,15 +32,7 @@ function str(s: string): Buffer {
 }
 
 function packet(type: number, body: Buffer): Buffer {
-  const len: number[] = []
-  let x = body.length
-  do {
-    let d = x % 128
-    x = Math.floor(x / 128)
-    if (x > 0) d |= 128
-    len.push(d)
-  } while (x > 0)
-  return Buffer.concat([Buffer.from([type, ...len]), body])
+  return Buffer.concat([Buffer.from([type, ...remainingLength(body.length)]), body])
 }
 
 function hello(i: number): Buffer {
@@ -78,18 +71,19 @@ async function main(): Promise<void> {
   if (FIRST_PORT + N > 65536) throw new Error(`at most ${65536 - FIRST_PORT} connections (one source port each)`)
   await sleep(SETTLE_MS)
   console.log(`conns 0 ${mem()} 0`)
-  const t0 = performance.now()
+  let opening = 0
   let next = 0
   while (next < N) {
     const upto = Math.min(N, next + STEP)
+    const t0 = performance.now()
     while (next < upto) {
       const batch: Promise<void>[] = []
       for (let k = 0; k < CONC && next < upto; k++) batch.push(open(next++))
       await Promise.all(batch)
     }
-    const secs = (performance.now() - t0) / 1000
+    opening += (performance.now() - t0) / 1000
     await sleep(SETTLE_MS)
-    console.log(`conns ${next} ${mem()} ${secs.toFixed(1)}`)
+    console.log(`conns ${next} ${mem()} ${opening.toFixed(1)}`)
   }
   const sample = socks.filter((_, i) => i % 1000 === 0)
   let answered = 0
