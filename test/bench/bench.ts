@@ -297,7 +297,7 @@ function raiseFdLimit(want: number): string {
     })
     process.exit(r.status ?? 2)
   }
-  return `open-files limit ${lim.soft} (hard ${lim.hard}) is below the ${want} that mqtt-idle-conns needs: expect connection failures (raise ulimit -n -H as root)`
+  return `open-files limit ${lim.soft} (hard ${lim.hard}) is below the ${want} that mqtt-idle-conns needs: expect connection failures (raise ulimit -n -H as root, or measure in a VM: bun test/bench/conns-vm.ts --conns N)`
 }
 
 function mib(n: number): string {
