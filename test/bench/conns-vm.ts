@@ -158,7 +158,8 @@ function main(): void {
   const bun = [path.join(ROOT, 'node_modules/.bin/bun'), which('bun')].find((b) => b && existsSync(b))
   const missing = [!qemu && 'qemu-system-x86 (qemu-system-x86_64)', !vmlinuz && 'linux-image-amd64 (/boot/vmlinuz-*)', !busybox && 'busybox-static', !which('cpio') && 'cpio', !bun && 'bun (npm ci)'].filter(Boolean)
   if (missing.length) fail(`skipped: install ${missing.join(', ')}`)
-  if (!/not a dynamic|statically linked/.test(spawnSync('ldd', [busybox], { encoding: 'utf8' }).stdout + spawnSync('ldd', [busybox], { encoding: 'utf8' }).stderr)) fail(`${busybox} is not static: install busybox-static`)
+  const linked = spawnSync('ldd', [busybox], { encoding: 'utf8' })
+  if (!/not a dynamic|statically linked/.test(`${linked.stdout}${linked.stderr}`)) fail(`${busybox} is not static: install busybox-static`)
   if (!existsSync(BUNDLE)) fail(`${path.relative(ROOT, BUNDLE)} missing: npm run bundle`)
   const mosquitto = values.refs === 'none' ? '' : which('mosquitto') || (existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
 
