@@ -9,7 +9,7 @@
 
 import net from 'node:net'
 import { readFileSync } from 'node:fs'
-import { remainingLength } from '../helpers/varint.ts'
+import { connectPacket, subscribePacket } from './mqtt-conn.ts'
 
 const [host = '127.0.0.1', portArg = '1883', nArg = '1000', pidArg = '0', stepArg = '10000'] = process.argv.slice(2)
 const port = Number(portArg)
@@ -26,19 +26,8 @@ const FIRST_PORT = 10000
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 
-function str(s: string): Buffer {
-  const b = Buffer.from(s)
-  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 255]), b])
-}
-
-function packet(type: number, body: Buffer): Buffer {
-  return Buffer.concat([Buffer.from([type, ...remainingLength(body.length)]), body])
-}
-
 function hello(i: number): Buffer {
-  const connect = packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 2, 0, 0]), str(`d${i}`)]))
-  const subscribe = packet(0x82, Buffer.concat([Buffer.from([0, 1]), str(`cmd/d${i}`), Buffer.from([0])]))
-  return Buffer.concat([connect, subscribe])
+  return Buffer.concat([connectPacket(`d${i}`, 0), subscribePacket(1, `cmd/d${i}`, 0)])
 }
 
 function mem(): string {

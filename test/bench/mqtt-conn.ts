@@ -78,7 +78,12 @@ export function publishFrame(topic: string, payload: number, qos: 0 | 1): { fram
   return { frame, pidOff, header: frame.subarray(0, qos ? pidOff : fixed + t.length) }
 }
 
-function subscribePacket(pid: number, topic: string, qos: number): Buffer {
+/** A clean-session MQTT 3.1.1 CONNECT. */
+export function connectPacket(clientId: string, keepAliveS: number): Buffer {
+  return packet(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0x02, keepAliveS >> 8, keepAliveS & 0xff]), str(clientId)]))
+}
+
+export function subscribePacket(pid: number, topic: string, qos: number): Buffer {
   return packet(0x82, Buffer.concat([Buffer.from([pid >> 8, pid & 0xff]), str(topic), Buffer.from([qos])]))
 }
 
@@ -261,8 +266,7 @@ export async function connectMqtt(addr: Addr, timeoutMs = 5000, clientId = `spri
     fail(c, 'connection closed by server')
     wake()
   })
-  const body = Buffer.concat([str('MQTT'), Buffer.from([4, 0x02, KEEPALIVE_S >> 8, KEEPALIVE_S & 0xff]), str(clientId)])
-  sock.write(packet(0x10, body))
+  sock.write(connectPacket(clientId, KEEPALIVE_S))
   const r = await waitUntil([c], () => c.connack >= 0 || c.err !== '', timeoutMs)
   if (r !== 'ok' || c.err) {
     sock.destroy()
