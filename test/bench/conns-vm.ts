@@ -11,8 +11,8 @@
 // the client opens the connections 10,000 at a time and reads the broker's memory at rest after
 // each step. Memory per connection does not depend on CPU speed; the connection rate under
 // emulation does, so it is shown but not compared. Run it alone: with the host busy (a test run
-// beside it) the emulated broker once took longer than its 5 s connect deadline over the first
-// handshakes, and reset them.
+// beside it) the emulated broker once reset one of its first handshakes, most likely its 5 s
+// connect deadline passing before it had read the CONNECT.
 //
 // Needs (Debian): qemu-system-x86, linux-image-amd64 (a /boot/vmlinuz-*), busybox-static, cpio;
 // mosquitto for the reference. x86_64 hosts only.
@@ -120,7 +120,7 @@ function parse(broker: string, out: string): Run {
     const p = /^pingresp (\d+ of \d+)/.exec(line.trim())
     if (p) run.pings = p[1]!
     const e = /^(client error: .*|vm: broker did not start)/.exec(line.trim())
-    if (e) run.error = e[1]! + (/ECONNRESET|closed after/.test(e[1]!) ? ' (the broker closed it: under emulation on a busy host its connect deadline can pass; run alone)' : '')
+    if (e) run.error = e[1]! + (/ECONNRESET|closed after/.test(e[1]!) ? ' (under emulation on a busy host the broker\'s connect deadline can pass: run it alone)' : '')
   }
   return run
 }
