@@ -51,7 +51,8 @@ function evict(file: string): boolean {
   return r.status === 0
 }
 
-function compile(bun: string, entry: string, out: string, cwd: string): void {
+/** `bun build --compile` of `entry` for this machine's architecture. */
+export function compile(bun: string, entry: string, out: string, cwd: string): void {
   const target = `bun-linux-${os.arch() === 'arm64' ? 'arm64' : 'x64'}`
   const r = spawnSync(bun, ['build', '--compile', `--target=${target}`, entry, '--outfile', out], { cwd, encoding: 'utf8' })
   if (r.status !== 0) throw new Error(`bun build --compile ${entry} failed: ${(r.stderr || r.stdout).trim().split('\n').pop()}`)

@@ -2,14 +2,14 @@
 // the VM: opens N idle MQTT 3.1.1 connections to HOST:PORT (clean session, keep-alive 0, one
 // QoS 0 subscription each), STEP at a time, and after each step, once the broker has been at
 // rest for SETTLE_MS, prints the broker's memory from /proc/PID/status as one line:
-//   conns <n> {"rssKiB":…,"anonKiB":…,"fileKiB":…,"shmemKiB":…} <seconds spent opening so far>
+//   conns <n> {"rssKiB":…,"anonKiB":…,"fileKiB":…} <seconds spent opening so far>
 // Then a PINGREQ on every 1,000th connection (all must answer), every connection closed, and the
 // memory once more. Exit code 1 on any refused or closed connection.
 // Usage: client HOST PORT N BROKER_PID [STEP]
 
 import net from 'node:net'
-import { readFileSync } from 'node:fs'
-import { connectPacket, subscribePacket } from './mqtt-conn.ts'
+import { connectPacket, PINGREQ, subscribePacket } from './mqtt-conn.ts'
+import { procStatusBytes } from './proc.ts'
 
 const [host = '127.0.0.1', portArg = '1883', nArg = '1000', pidArg = '0', stepArg = '10000'] = process.argv.slice(2)
 const port = Number(portArg)
@@ -31,9 +31,8 @@ function hello(i: number): Buffer {
 }
 
 function mem(): string {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kib = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s)?.[1] ?? NaN)
-  return JSON.stringify({ rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), fileKiB: kib('RssFile'), shmemKiB: kib('RssShmem') })
+  const kib = (field: 'VmRSS' | 'RssAnon' | 'RssFile'): number => procStatusBytes(pid, field) / 1024
+  return JSON.stringify({ rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), fileKiB: kib('RssFile') })
 }
 
 const socks: net.Socket[] = []
@@ -84,7 +83,7 @@ async function main(): Promise<void> {
             answered++
             resolve()
           })
-          s.write(Buffer.from([0xc0, 0]))
+          s.write(PINGREQ)
           setTimeout(resolve, 10_000)
         }),
     ),

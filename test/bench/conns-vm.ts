@@ -22,6 +22,8 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
+import { runtimeBin } from '../helpers/bins.ts'
+import { compile } from './binary.ts'
 import { which } from './proc.ts'
 
 const ROOT = path.resolve(import.meta.dirname, '../..')
@@ -50,8 +52,8 @@ function fail(why: string): never {
   process.exit(1)
 }
 
-function sh(cmd: string, args: string[], opts: { cwd?: string; timeout?: number } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts })
+function sh(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 })
   if (r.error) throw r.error
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`)
   return r.stdout
@@ -157,7 +159,7 @@ function main(): void {
   const qemu = which('qemu-system-x86_64')
   const vmlinuz = kernel()
   const busybox = which('busybox')
-  const bun = [path.join(ROOT, 'node_modules/.bin/bun'), which('bun')].find((b) => b && existsSync(b))
+  const bun = runtimeBin('bun')
   const missing = [!qemu && 'qemu-system-x86 (qemu-system-x86_64)', !vmlinuz && 'linux-image-amd64 (/boot/vmlinuz-*)', !busybox && 'busybox-static', !which('cpio') && 'cpio', !bun && 'bun (npm ci)'].filter(Boolean)
   if (missing.length) fail(`skipped: install ${missing.join(', ')}`)
   const linked = spawnSync('ldd', [busybox], { encoding: 'utf8' })
@@ -171,8 +173,8 @@ function main(): void {
     for (const d of ['bin', 'proc', 'sys', 'dev', 'tmp', 'etc']) mkdirSync(path.join(root, d), { recursive: true })
     copyFileSync(busybox, path.join(root, 'bin/busybox'))
     chmodSync(path.join(root, 'bin/busybox'), 0o755)
-    sh(bun!, ['build', '--compile', BUNDLE, '--outfile', path.join(tmp, 'sprig')], { cwd: ROOT })
-    sh(bun!, ['build', '--compile', path.join(ROOT, 'test/bench/conns-vm-client.ts'), '--outfile', path.join(tmp, 'client')], { cwd: ROOT })
+    compile(bun, BUNDLE, path.join(tmp, 'sprig'), ROOT)
+    compile(bun, path.join(ROOT, 'test/bench/conns-vm-client.ts'), path.join(tmp, 'client'), ROOT)
     install(root, path.join(tmp, 'sprig'), 'sprig')
     install(root, path.join(tmp, 'client'), 'client')
     if (mosquitto) {

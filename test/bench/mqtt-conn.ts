@@ -9,7 +9,7 @@ import { dial } from './ws-conn.ts'
 import { drain, onEvent, repeatFrame, wake, waitUntil, type WaitResult } from './nats-conn.ts'
 import { remainingLength } from '../helpers/varint.ts'
 
-const PINGREQ = Buffer.from([0xc0, 0x00])
+export const PINGREQ = Buffer.from([0xc0, 0x00])
 const DISCONNECT = Buffer.from([0xe0, 0x00])
 /** Keep-alive we announce: longer than any scenario, so no server ever expects our PINGREQs. */
 const KEEPALIVE_S = 600
