@@ -72,23 +72,62 @@ t.test('the bytes held take about their size in memory: blocks, never a doubled 
   const slack = 2 * 256 * 1024 + Math.ceil(held / (256 * 1024)) * 1100
   t.ok(b.storage >= held, `storage ${b.storage} holds the ${held} payload bytes`)
   t.ok(b.storage <= held + slack, `storage ${b.storage} within ${slack} of the ${held} payload bytes held`)
-  // Half confirmed (the oldest): their blocks go.
+  const peak = b.storage
+  // Half confirmed (the oldest): their blocks become spares, for the next ones.
   for (let i = 0; i < 10_000; i++) b.shift()
   held = 10_000 * 1000
-  t.ok(b.storage <= held + slack, `after the oldest half left: ${b.storage} for ${held}`)
+  t.ok(b.storage <= peak, `after the oldest half left: ${b.storage}, never more than the most held (${peak})`)
+  b.trim()
+  t.ok(b.storage > held + slack, 'the spares stay through the interval they were freed in')
+  b.trim()
+  t.ok(b.storage <= held + slack, `an interval without taking any: they go (${b.storage} for ${held})`)
   t.same(drain(b).length, 10_000, 'the rest, in order and whole')
-  // A steady flow afterwards: a message in, a message out, for 50 MB: two blocks at most.
+  // A steady flow afterwards (housekeeping every 5 MB): a message in, a message out, for 50 MB: three blocks at most.
   for (let i = 0; i < 50_000; i++) {
     b.push(msg('sensors.t1.temp', payload))
     const s = b.shift()!
     if (s.payload.length !== 1000 || s.payload[999] !== 0x70) t.fail(`message ${i} came back altered`)
+    if (i % 5000 === 4999) b.trim()
   }
-  t.ok(b.storage <= 2 * 256 * 1024, `a steady flow holds ${b.storage} bytes of storage`)
+  t.ok(b.storage <= 3 * 256 * 1024, `a steady flow holds ${b.storage} bytes of storage`)
   b.trim()
   b.trim()
   t.equal(b.storage, 0, 'an idle, empty buffer keeps no storage after trim()')
   b.push(msg('a', 'x'))
   t.same(drain(b), ['x'], 'and takes messages again')
+})
+
+t.test('spare blocks: a burst after a confirmation reuses the freed blocks; unused ones go', async (t) => {
+  const budget = new Budget(1 << 30, { now: () => 0, defer: () => {}, log: { warn: () => {}, info: () => {} }, candidates: () => [] })
+  const b = new StoreBuffer(1_000_000, 1 << 30, false, budget)
+  const payload = 'p'.repeat(1000)
+  const block = 256 * 1024
+  const burst = (): void => {
+    for (let i = 0; i < 8000; i++) b.push(msg('a', payload)) // ~31 blocks
+    for (let i = 0; i < 8000; i++) b.shift()
+  }
+  burst()
+  const after = b.storage
+  t.ok(after >= 28 * block, `the freed blocks are kept (${after})`)
+  for (let round = 0; round < 3; round++) {
+    burst()
+    b.trim()
+    // One more: the first burst's first 256 KiB went into small blocks, which are not kept.
+    t.ok(b.storage <= after + block, `burst ${round + 2} takes the spares, no new blocks (${b.storage})`)
+  }
+  // A trickle: a few spares are enough; the rest go at the next trim, all of them at the one after.
+  b.push(msg('a', 'x'))
+  b.shift()
+  b.trim()
+  t.ok(b.storage < after, `a trickle keeps only what it dipped into (${b.storage})`)
+  b.trim()
+  t.ok(b.storage <= block, `nothing taken for an interval: none kept (${b.storage})`)
+  burst()
+  b.push(msg('a', 'y')) // held while the budget fills up
+  budget.charge(budget.high + 1) // someone else fills the budget
+  b.trim()
+  t.ok(b.storage <= 2 * block, `the budget full: the spares go at once (${b.storage})`)
+  t.same(drain(b), ['y'])
 })
 
 t.test('a message larger than a block gets a block of its own, and order holds around it', async (t) => {

@@ -103,18 +103,56 @@ const FIRST_BLOCK = 4096
 const BLOCK = 256 * 1024
 
 /**
+ * Emptied BLOCK-sized blocks a buffer keeps for its next ones, shared by its two lanes. Under
+ * load a link has megabytes unconfirmed and one confirmation frees many blocks at once; with
+ * one spare kept, nearly every new block came fresh from the allocator (zeroed, a page fault
+ * per 4 KiB): ~18% more gateway CPU per message from one device (docs/benchmarks.md,
+ * 2026-12-04 16:10–17:05). A lane makes a new block only when there is no spare, so the
+ * blocks and the spares never exceed the most held at once plus two blocks per lane. trim()
+ * lets go of as many as the last interval did not dip into (all of them once the flow stops),
+ * and of all while the memory budget is full.
+ */
+class Spares {
+  readonly list: Uint8Array[] = []
+  /** The fewest spares since the last trim(): that many were not needed. */
+  private low = 0
+
+  take(): Uint8Array | undefined {
+    const b = this.list.pop()
+    if (this.list.length < this.low) this.low = this.list.length
+    return b
+  }
+
+  keep(b: Uint8Array): void {
+    if (b.length === BLOCK) this.list.push(b)
+  }
+
+  trim(all: boolean): void {
+    this.list.length -= all ? this.list.length : this.low
+    this.low = this.list.length
+  }
+
+  get bytes(): number {
+    return this.list.length * BLOCK
+  }
+}
+
+/**
  * One FIFO of held messages, [head, next) sent and unconfirmed, [next, tail) unsent, as flat
  * arrays plus byte blocks for headers and payloads: keeping a message costs one copy of its
  * bytes. Blocks (at most BLOCK each, oldest first) are never copied into bigger ones: a lane
  * holding N bytes uses about N plus two blocks, not up to twice N plus the copy being made,
- * and a block its records all left is kept as the spare for the next (a steady flow through a
- * live link alternates between two blocks and allocates nothing). A record is one message, or
+ * and a block its records all left goes to the buffer's spares for the next (a steady flow
+ * through a live link cycles through the same few blocks and allocates nothing). A record is one message, or
  * (sent ones only) a run of messages as the LMSG/HMSG frames the link wrote for them: what went
  * straight to the hub is kept as one record per run (src/leaf/link.ts keepLast), not one per
  * message. A lost link splits runs back into one frame per record (split()), so unsent records
  * are always single messages.
  */
 class Lane {
+  /** `spares`: the buffer's emptied blocks, for the next ones needed. */
+  constructor(private readonly spares: Spares) {}
+
   head = 0
   next = 0
   tail = 0
@@ -132,8 +170,6 @@ class Lane {
   private firstBlock = 0
   /** Bytes used in the last block. */
   private fill = 0
-  /** A BLOCK-sized block no record uses any more, for the next one needed. */
-  private spare: Uint8Array | null = null
   /** Pushed to since the last trim(). */
   private used = false
   private lastSubj = ''
@@ -142,9 +178,9 @@ class Lane {
     return this.msgs
   }
 
-  /** Bytes of storage held for headers and payloads (blocks and the spare). */
+  /** Bytes of storage held for headers and payloads (its blocks; the spares are the buffer's). */
   get storage(): number {
-    let n = this.spare === null ? 0 : this.spare.length
+    let n = 0
     for (const b of this.blocks) n += b.length
     return n
   }
@@ -262,7 +298,7 @@ class Lane {
     const blocks = this.blocks
     let k = 0
     while (k < blocks.length - 1 && this.inBlock[k] === 0) {
-      if (blocks[k]!.length === BLOCK) this.spare = blocks[k]!
+      this.spares.keep(blocks[k]!)
       k++
     }
     if (k > 0) {
@@ -283,7 +319,6 @@ class Lane {
     this.blocks = []
     this.inBlock = []
     this.fill = 0
-    this.spare = null
     if (this.mask >= 65536) {
       this.mask = -1
       this.meta = new Float64Array(0)
@@ -328,13 +363,13 @@ class Lane {
       this.next = this.head
       return this
     }
-    const l = new Lane()
+    const l = new Lane(this.spares)
     l.takeAll(this)
     return l
   }
 
   /**
-   * Room for n contiguous bytes at the end of the last block, which becomes a new one (the spare,
+   * Room for n contiguous bytes at the end of the last block, which becomes a new one (a spare,
    * or twice the last one's size up to BLOCK, or n) when they do not fit; returns where.
    */
   private place(n: number): number {
@@ -350,14 +385,10 @@ class Lane {
     if (k >= 0 && this.inBlock[k] === 0) {
       const old = blocks.pop()!
       this.inBlock.pop()
-      if (old.length === BLOCK) this.spare = old
+      this.spares.keep(old)
     }
-    let b: Uint8Array
-    const spare = this.spare
-    if (spare !== null && n <= BLOCK) {
-      b = spare
-      this.spare = null
-    } else {
+    let b = n <= BLOCK ? this.spares.take() : undefined
+    if (b === undefined) {
       const prev = blocks.length > 0 ? blocks[blocks.length - 1]!.length : FIRST_BLOCK / 2
       const size = Math.min(BLOCK, Math.max(FIRST_BLOCK, prev * 2))
       b = new Uint8Array(n > size ? n : size)
@@ -394,10 +425,11 @@ class Lane {
 }
 
 export class StoreBuffer implements Spool {
+  private readonly spares = new Spares()
   /** The backlog: held when the link came up. */
-  private old = new Lane()
+  private old = new Lane(this.spares)
   /** Pushed since (while down: the next backlog). */
-  private cur = new Lane()
+  private cur = new Lane(this.spares)
   private seq = 0
   /** Sends so far: each sent message carries the count at its send; a PING covers up to it. */
   private sends = 0
@@ -426,9 +458,9 @@ export class StoreBuffer implements Spool {
     return this.cur.unsent
   }
 
-  /** Bytes of memory the held messages' bytes take (their blocks), beside `bytes`, their size. */
+  /** Bytes of memory the held messages' bytes take (their blocks, and the spares), beside `bytes`, their size. */
   get storage(): number {
-    return this.old.storage + this.cur.storage
+    return this.old.storage + this.cur.storage + this.spares.bytes
   }
 
   get last(): number {
@@ -581,10 +613,11 @@ export class StoreBuffer implements Spool {
     return n
   }
 
-  /** Housekeeping (a few times a second): empty lanes give back what a burst grew. */
+  /** Housekeeping (every 100 ms): empty lanes give back what a burst grew, and spares not needed go. */
   trim(): void {
     this.old.trim()
     this.cur.trim()
+    this.spares.trim(this.budget !== null && this.budget.full)
   }
 
   /** Removes the oldest message (sent or not); its bytes stay valid until the next push. */
