@@ -113,7 +113,7 @@ const BLOCK = 256 * 1024
  * and of all while the memory budget is full.
  */
 class Spares {
-  readonly list: Uint8Array[] = []
+  private readonly list: Uint8Array[] = []
   /** The fewest spares since the last trim(): that many were not needed. */
   private low = 0
 
@@ -143,11 +143,11 @@ class Spares {
  * bytes. Blocks (at most BLOCK each, oldest first) are never copied into bigger ones: a lane
  * holding N bytes uses about N plus two blocks, not up to twice N plus the copy being made,
  * and a block its records all left goes to the buffer's spares for the next (a steady flow
- * through a live link cycles through the same few blocks and allocates nothing). A record is one message, or
- * (sent ones only) a run of messages as the LMSG/HMSG frames the link wrote for them: what went
- * straight to the hub is kept as one record per run (src/leaf/link.ts keepLast), not one per
- * message. A lost link splits runs back into one frame per record (split()), so unsent records
- * are always single messages.
+ * through a live link cycles through the same few blocks and allocates nothing). A record is
+ * one message, or (sent ones only) a run of messages as the LMSG/HMSG frames the link wrote
+ * for them: what went straight to the hub is kept as one record per run (src/leaf/link.ts
+ * keepLast), not one per message. A lost link splits runs back into one frame per record
+ * (split()), so unsent records are always single messages.
  */
 class Lane {
   /** `spares`: the buffer's emptied blocks, for the next ones needed. */
