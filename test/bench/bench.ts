@@ -13,7 +13,7 @@ import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-l
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
 import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
 import { BINARY_IDS, binarySelected, runBinaryBench } from './binary.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
+import { firstLine, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
@@ -493,9 +493,9 @@ async function main(): Promise<number> {
   const refs: ServerSpec[] = []
   for (const kind of kinds) {
     const { bin, pkg } = REFERENCE[kind]
-    const p = which(bin) || (kind === 'mqtt' && isExecutable(`/usr/sbin/${bin}`) ? `/usr/sbin/${bin}` : '')
+    const p = which(bin)
     if (!p) {
-      notes.push(`reference ${bin} not found on PATH (Debian/Ubuntu: apt-get install ${pkg}); no ratios for ${kind}`)
+      notes.push(`reference ${bin} not found on PATH or in /usr/sbin (Debian/Ubuntu: apt-get install ${pkg}); no ratios for ${kind}`)
       continue
     }
     if (kind === 'mqtt') refs.push(fromArgv(bin, kind, true, (port, _aux, conf) => [p, '-c', conf(port)], () => firstLine(p, ['-h'])))

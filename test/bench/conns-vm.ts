@@ -165,7 +165,7 @@ function main(): void {
   const linked = spawnSync('ldd', [busybox], { encoding: 'utf8' })
   if (!/not a dynamic|statically linked/.test(`${linked.stdout}${linked.stderr}`)) fail(`${busybox} is not static: install busybox-static`)
   if (!existsSync(BUNDLE)) fail(`${path.relative(ROOT, BUNDLE)} missing: npm run bundle`)
-  const mosquitto = values.refs === 'none' ? '' : which('mosquitto') || (existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
+  const mosquitto = values.refs === 'none' ? '' : which('mosquitto')
 
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'sprig-conns-vm-'))
   try {

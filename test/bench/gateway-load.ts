@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks'
 import type { Addr, Metrics, MetricSpec, Scenario, ServerProcess } from './model.ts'
 import { closeMqtt, connectMqtt, publishFrame, startCounting as startMqttCounting, subscribeMqtt, type MqttConn, type MqttCounter } from './mqtt-conn.ts'
 import { close, connectNats, onEvent, subscribe, wake, waitUntil, type NatsConn, type Watched } from './nats-conn.ts'
-import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
+import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
 import { combineRounds, fmtCount, fmtMB, fmtRate, fmtUs, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 export interface GatewayBenchOpts {
@@ -793,13 +793,13 @@ async function runGateway(g: Gateway, scenarios: GatewayScenario[], o: GatewayBe
  */
 export async function runGatewayBench(o: GatewayBenchOpts, only: string[]): Promise<{ results: RunResult[]; failed: number }> {
   const natsServer = which('nats-server')
-  const mosquitto = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
+  const mosquitto = which('mosquitto')
   const all = gatewayScenarios({ quick: o.quick, scale: o.scale })
   // A whole id picks that row alone ("… x1" is also a prefix of "… x100").
   const exact = (x: string): boolean => all.some((s) => s.id.toLowerCase() === x)
   const scenarios = only.length ? all.filter((s) => only.some((x) => x === 'gateway' || (exact(x) ? s.id.toLowerCase() === x : s.id.toLowerCase().includes(x)))) : all
   if (!natsServer) {
-    console.log('gateway rows: nats-server not found on PATH (Debian/Ubuntu: apt-get install nats-server); skipped\n')
+    console.log('gateway rows: nats-server not found on PATH or in /usr/sbin (Debian/Ubuntu: apt-get install nats-server); skipped\n')
     return { results: [], failed: 0 }
   }
   if (!mosquitto) console.log('gateway rows: mosquitto not found (Debian/Ubuntu: apt-get install mosquitto); no mosquitto column\n')

@@ -327,7 +327,7 @@ export async function runLeafBench(o: LeafBenchOpts, only: string[]): Promise<{ 
   const all = leafScenarios({ quick: o.quick })
   const scenarios = only.length ? all.filter((s) => only.some((x) => x === 'leaf' || s.id.toLowerCase().includes(x))) : all
   if (!natsServer) {
-    console.log('leaf rows: nats-server not found on PATH (Debian/Ubuntu: apt-get install nats-server); skipped\n')
+    console.log('leaf rows: nats-server not found on PATH or in /usr/sbin (Debian/Ubuntu: apt-get install nats-server); skipped\n')
     return { results: [], failed: 0 }
   }
   const ref: LeafSpoke = {

@@ -44,17 +44,15 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms))
 }
 
-/** Absolute path of an executable found on PATH, or '' . */
+/**
+ * Absolute path of an executable found on PATH, or else in /usr/sbin or /sbin (where Debian
+ * installs nats-server and mosquitto, off a normal user's PATH), or ''.
+ */
 export function which(name: string): string {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin']) {
     if (!dir) continue
     const p = path.join(dir, name)
-    try {
-      accessSync(p, constants.X_OK)
-      return p
-    } catch {
-      // not here
-    }
+    if (isExecutable(p)) return p
   }
   return ''
 }

@@ -13,7 +13,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import os from 'node:os'
 import path from 'node:path'
 import { closeMqtt, connectMqtt, publishQos1 } from './mqtt-conn.ts'
-import { firstLine, freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
+import { firstLine, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
 import type { ServerProcess } from './model.ts'
 import { encodeMsg, segmentHeader } from '../../src/store/record.ts'
 import { newMsg } from '../../src/msg.ts'
@@ -137,7 +137,7 @@ function references(): { list: Server[]; notes: string[] } {
       },
     })
   } else notes.push('nats-server not on PATH: no nats-server row')
-  const mosq = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
+  const mosq = which('mosquitto')
   if (mosq) {
     list.push({
       name: 'mosquitto (persistence true)',

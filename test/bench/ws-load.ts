@@ -14,7 +14,7 @@ import { natsScenarios } from './nats-load.ts'
 import { close, connectNats } from './nats-conn.ts'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
 import { FRAME } from './ws-conn.ts'
-import { freePort, HOST, isExecutable, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress } from './proc.ts'
+import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress } from './proc.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 export interface WsBenchOpts {
@@ -86,7 +86,7 @@ function servers(o: WsBenchOpts, kinds: Kind[]): { list: WsServer[]; notes: stri
       if (bin) list.push({ name: 'nats-server', kind, reference: true, argv: (ws, tcp) => [bin, '-c', conf(`ws-nats-${ws}.conf`, `listen: ${HOST}:${tcp}\nwebsocket { port: ${ws}, no_tls: true }`)], describe: `${bin} -c <listen: ${HOST}:{tcp}; websocket { port: {ws}, no_tls: true }>` })
       else notes.push('nats-server not on PATH (apt-get install nats-server): no reference for the ws-nats rows')
     } else {
-      const bin = which('mosquitto') || (isExecutable('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : '')
+      const bin = which('mosquitto')
       const settings = o.mosquittoSettings.join('\n')
       // The plain listener is what lets 2.0.11 start at all (see the top of this file).
       if (bin) list.push({ name: 'mosquitto', kind, reference: true, argv: (ws, tcp) => [bin, '-c', conf(`ws-mosq-${ws}.conf`, `listener ${ws} ${HOST}\nprotocol websockets\nlistener ${tcp} ${HOST}\n${settings}`)], describe: `${bin} -c <listener {ws} ${HOST}; protocol websockets; listener {tcp} ${HOST}; the MQTT rows' settings>` })
