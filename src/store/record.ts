@@ -47,8 +47,12 @@ function knownHeader(h: Uint8Array): number {
 
 // CRC-32 tables for slicing by 8: T[k][n] is the CRC of byte n followed by k zero bytes, so
 // eight bytes are folded per step (about 3× the byte-at-a-time loop; records are written
-// and read at every message).
-const T = (() => {
+// and read at every message). Built on the first CRC, not at start: the build's loops are hot
+// enough for JSC's optimizing compiler (DFG), which then ran during start-up in some starts
+// and not others, even with no store configured (docs/benchmarks.md, the binary's idle RSS).
+let table: Int32Array | null = null
+
+function tables(): Int32Array {
   const t = new Int32Array(8 * 256)
   for (let n = 0; n < 256; n++) {
     let c = n
@@ -56,11 +60,12 @@ const T = (() => {
     t[n] = c
   }
   for (let n = 0; n < 256; n++) for (let k = 1; k < 8; k++) t[k * 256 + n] = (t[(k - 1) * 256 + n]! >>> 8) ^ t[t[(k - 1) * 256 + n]! & 0xff]!
-  return t
-})()
+  return (table = t)
+}
 
 /** CRC-32 (IEEE), as zlib computes it. */
 export function crc32(b: Uint8Array, start = 0, end = b.length): number {
+  const T = table ?? tables()
   let c = -1
   let i = start
   for (; i + 8 <= end; i += 8) {
