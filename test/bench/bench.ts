@@ -13,7 +13,7 @@ import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-l
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
 import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
 import { BINARY_IDS, binarySelected, runBinaryBench } from './binary.ts'
-import { firstLine, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress } from './proc.ts'
+import { firstLine, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
 import { runtimeBin as projectBin } from '../helpers/bins.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
@@ -101,6 +101,10 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
   --gw-scale   telemetry messages per gateway row × this (default 1: 400,000 at QoS 0,
                150,000 at QoS 1), e.g. --gw-scale 5 for a rate phase where Bun's JIT
                warm-up weighs less in CPU per message
+  --warmup     before the first NATS or MQTT rate row (publish-only, pub-sub, fan-out, QoS 0
+               and QoS 1; not req-reply, which warms itself, nor the idle connections, which
+               want a fresh server) each server carries every such row's load × this, not
+               measured (default 1; 0: none, the rows then carry a JIT's compiling)
   --gw-warmup  before its first row each gateway carries this × 400,000 QoS 0 and × 150,000
                QoS 1 messages from one device, not measured (default 1; 0: no warm-up, the
                first row then carries Bun's JIT compiling)
@@ -139,6 +143,7 @@ interface Args {
   gwScale: number
   gwWarmup: number
   leafWarmup: number
+  warmup: number
 }
 
 function parseArgs(argv: string[]): Args {
@@ -154,6 +159,7 @@ function parseArgs(argv: string[]): Args {
     gwScale: 1,
     gwWarmup: 1,
     leafWarmup: 1,
+    warmup: 1,
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -171,6 +177,9 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--gw-warmup') {
       a.gwWarmup = Number(val())
       if (!(a.gwWarmup >= 0)) throw new Error('--gw-warmup wants a number ≥ 0')
+    } else if (flag === '--warmup') {
+      a.warmup = Number(val())
+      if (!(a.warmup >= 0)) throw new Error('--warmup wants a number ≥ 0')
     } else if (flag === '--leaf-warmup') {
       a.leafWarmup = Number(val())
       if (!(a.leafWarmup >= 0)) throw new Error('--leaf-warmup wants a number ≥ 0')
@@ -317,7 +326,7 @@ interface ServerReport {
   error?: string
 }
 
-async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunResult[], round: number, tag: string): Promise<ServerReport> {
+async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunResult[], round: number, tag: string, warmup: number): Promise<ServerReport> {
   const port = await freePort()
   let aux = await freePort()
   while (aux === port) aux = await freePort()
@@ -348,7 +357,18 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
     await stop(proc)
     return rep
   }
+  let warmed = warmup === 0
   for (const s of scenarios) {
+    if (!warmed && s.warm && !proc.exited()) {
+      // Every rate row's load once, unmeasured, before the first of them: short rows (0.2 s on
+      // Bun) otherwise measure how fast a runtime's JIT gets going, not the broker at work.
+      warmed = true
+      const addr = { host: HOST, port, pid: proc.pid }
+      await warmUp(`${tag}${spec.name}`, async () => {
+        for (const x of scenarios) if (x.warm) await x.warm(addr, warmup)
+      })
+      await sleep(SETTLE_MS)
+    }
     if (proc.exited()) {
       results.push({ scenario: s.id, server: spec.name, round, error: `server ${proc.exited()}`, wallMs: 0 })
       continue
@@ -520,6 +540,9 @@ async function main(): Promise<number> {
           `targets:   sprig MQTT: ${MQTT_TARGETS}`,
         ]
       : []),
+    ...(scenarios.some((s) => s.warm)
+      ? [`warm-up:   ${args.warmup > 0 ? `before its first rate row each server carries every rate row's load${args.warmup !== 1 ? ` × ${args.warmup}` : ''} once, not measured (--warmup)` : 'none (--warmup 0): the rate rows include a JIT\'s compiling'}`]
+      : []),
     ...notes.map((n) => `note:      ${n}`),
   ]
   console.log(header.join('\n') + '\n')
@@ -534,7 +557,7 @@ async function main(): Promise<number> {
     const tag = args.rounds > 1 ? `[round ${round}/${args.rounds}] ` : ''
     // Rotate the order every round so no server always runs first (or right after another).
     const order = servers.map((_, i) => servers[(i + round - 1) % servers.length]!)
-    for (const s of order) perRound.push(await runServer(s, scenarios.filter((x) => x.kind === s.kind), raw, round, tag))
+    for (const s of order) perRound.push(await runServer(s, scenarios.filter((x) => x.kind === s.kind), raw, round, tag, args.warmup))
   }
   const results = combineRounds(raw, scenarios)
   const reports = servers.map((s) => combineReports(perRound.filter((r) => r.name === s.name && r.kind === s.kind)))
@@ -574,6 +597,7 @@ async function main(): Promise<number> {
     command: commandLine(),
     quick: args.quick,
     rounds: args.rounds,
+    warmup: args.warmup,
     machine: m,
     runtimes: versions,
     loadGenerator: genRuntime,

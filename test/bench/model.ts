@@ -45,6 +45,11 @@ export interface Scenario {
   /** The load parameters `run` closes over, recorded in dist/bench.json. */
   params: Record<string, number>
   run: (addr: Addr) => Promise<Metrics>
+  /**
+   * The same load, `factor` × its messages, not measured: the rate rows of a server run
+   * this before its first one (bench.ts --warmup), so a JIT's compiling is not in them.
+   */
+  warm?: (addr: Addr, factor: number) => Promise<unknown>
 }
 
 /** A started server: the child plus what the runner needs to report on it. */

@@ -239,6 +239,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       target: { ratio: 3, text: '≥ 3×' },
       params: { payload: size, msgs: c, qos: 0, publishers: 1, subscribers: 1, batch: batchOf(size, c), maxLag: maxLag(size, c, 0) },
       run: (a) => runFan(a, size, c, 1, 0),
+      warm: (a, f) => runFan(a, size, Math.round(c * f), 1, 0),
     })
   }
   for (const size of SIZES) {
@@ -251,6 +252,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       target: { ratio: 1.5, text: '≥ 1.5×' },
       params: { payload: size, msgs: c, qos: 1, publishers: 1, subscribers: 1, window: QOS1_WINDOW, maxLag: maxLag(size, c, 1) },
       run: (a) => runFan(a, size, c, 1, 1),
+      warm: (a, f) => runFan(a, size, Math.round(c * f), 1, 1),
     })
   }
   for (const size of SIZES) {
@@ -271,6 +273,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       target: { ratio: 3, text: '≥ 3×' },
       params: { payload: size, msgs: c, qos: 0, publishers: 1, subscribers: FANOUT, batch: batchOf(size, c), maxLag: maxLag(size, c, 0) },
       run: (a) => runFan(a, size, c, FANOUT, 0),
+      warm: (a, f) => runFan(a, size, Math.round(c * f), FANOUT, 0),
     })
   }
   return out

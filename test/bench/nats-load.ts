@@ -174,6 +174,7 @@ export function natsScenarios(o: NatsLoadOpts): Scenario[] {
       headline: 'msgsPerSec',
       params: { payload: size, msgs: c, publishers: 1, subscribers: 0 },
       run: (a) => runPubOnly(a, size, c),
+      warm: (a, f) => runPubOnly(a, size, Math.round(c * f)),
     })
   }
   for (const size of SIZES) {
@@ -189,6 +190,7 @@ export function natsScenarios(o: NatsLoadOpts): Scenario[] {
       headline: 'msgsPerSec',
       params: { payload: size, msgs: c, publishers: 1, subscribers: 1 },
       run: (a) => runFan(a, size, c, 1),
+      warm: (a, f) => runFan(a, size, Math.round(c * f), 1),
     })
   }
   for (const size of SIZES) {
@@ -207,6 +209,7 @@ export function natsScenarios(o: NatsLoadOpts): Scenario[] {
       headline: 'msgsPerSec',
       params: { payload: size, msgs: c, publishers: 1, subscribers: FANOUT },
       run: (a) => runFan(a, size, c, FANOUT),
+      warm: (a, f) => runFan(a, size, Math.round(c * f), FANOUT),
     })
   }
   for (const size of SIZES) {
