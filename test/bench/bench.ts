@@ -146,6 +146,13 @@ interface Args {
   warmup: number
 }
 
+/** A warm-up factor: any number ≥ 0 (0: no warm-up). */
+function atLeastZero(flag: string, v: string): number {
+  const n = Number(v)
+  if (!(n >= 0)) throw new Error(`${flag} wants a number ≥ 0`)
+  return n
+}
+
 function parseArgs(argv: string[]): Args {
   const a: Args = {
     runtimes: null,
@@ -174,16 +181,10 @@ function parseArgs(argv: string[]): Args {
     else if (flag === '--sprig-cmd') a.sprigCmd = val()
     else if (flag === '--sprig-mqtt-cmd') a.sprigMqttCmd = val()
     else if (flag === '--gw-refs') a.gwRefs = val().split(',').map((s) => s.trim()).filter((s) => s && s !== 'none')
-    else if (flag === '--gw-warmup') {
-      a.gwWarmup = Number(val())
-      if (!(a.gwWarmup >= 0)) throw new Error('--gw-warmup wants a number ≥ 0')
-    } else if (flag === '--warmup') {
-      a.warmup = Number(val())
-      if (!(a.warmup >= 0)) throw new Error('--warmup wants a number ≥ 0')
-    } else if (flag === '--leaf-warmup') {
-      a.leafWarmup = Number(val())
-      if (!(a.leafWarmup >= 0)) throw new Error('--leaf-warmup wants a number ≥ 0')
-    } else if (flag === '--gw-scale') {
+    else if (flag === '--warmup') a.warmup = atLeastZero(flag, val())
+    else if (flag === '--gw-warmup') a.gwWarmup = atLeastZero(flag, val())
+    else if (flag === '--leaf-warmup') a.leafWarmup = atLeastZero(flag, val())
+    else if (flag === '--gw-scale') {
       a.gwScale = Number(val())
       if (!(a.gwScale > 0)) throw new Error('--gw-scale wants a positive number')
     }
@@ -541,7 +542,7 @@ async function main(): Promise<number> {
         ]
       : []),
     ...(scenarios.some((s) => s.warm)
-      ? [`warm-up:   ${args.warmup > 0 ? `before its first rate row each server carries every rate row's load${args.warmup !== 1 ? ` × ${args.warmup}` : ''} once, not measured (--warmup)` : 'none (--warmup 0): the rate rows include a JIT\'s compiling'}`]
+      ? [`warm-up:   ${args.warmup > 0 ? `before its first rate row each server carries every rate row's load${args.warmup !== 1 ? ` × ${args.warmup}` : ''}, not measured (--warmup)` : 'none (--warmup 0): the rate rows include a JIT\'s compiling'}`]
       : []),
     ...notes.map((n) => `note:      ${n}`),
   ]

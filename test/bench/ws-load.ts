@@ -58,6 +58,8 @@ function wsScenarios(quick: boolean): Scenario[] {
       describe: `${s.describe}; over WebSocket, client frames ≤ ${FRAME / 1024} KiB`,
       target: { ratio: 1, text: '≥ 1×' },
       run: (a: Addr) => s.run({ ...a, ws: { path, protocol: s.kind === 'mqtt' ? 'mqtt' : undefined } }),
+      // The TCP row's warm-up would load the TCP port, not this one: the WebSocket rows have none.
+      warm: undefined,
     }
   })
 }
