@@ -74,7 +74,10 @@ export interface DialTarget {
 
 /** What a target calls on an adapter connection. */
 export interface Conn {
-  /** Bytes read from the socket. The buffer is only valid during the call. */
+  /**
+   * Bytes read from the socket. The buffer is only valid during the call: Deno's native
+   * listener reads the next bytes into it, Bun's detaches it (freed at once). Copy what you keep.
+   */
   data(chunk: Uint8Array): void
   /** The socket accepted everything written so far. */
   drained(): void
