@@ -8,7 +8,7 @@ import process from 'node:process'
 import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
-import { listenNet } from './net.ts'
+import { listenNet, useReadRelease } from './net.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
@@ -93,8 +93,9 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void) {
 }
 
 /**
- * Hands a read's memory back as soon as the connection has read it. Bun copies every socket
- * read into a new buffer (up to 512 KiB) that, left alone, only a garbage collection frees;
+ * Hands a read's memory back as soon as the connection has read it (Bun.listen's handler
+ * here; Bun's node:net sockets through net.ts useReadRelease). Bun copies every socket read
+ * into a new buffer (up to 512 KiB) that, left alone, only a garbage collection frees;
  * under a flood that is ~100 MB of reads between two collections, whose pages mimalloc has
  * mostly given back to the kernel by then, so each new read faults fresh pages in (and the
  * copy into them misses the cache). A Conn may not keep the bytes past data() (src/host.ts:
@@ -322,6 +323,8 @@ export function tuneAllocator(): void {
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
   useRangeCopy(bunRangeCopy)
+  // Bun's node:net (TLS listeners, the uplink, SPRIG_NET=node) hands a new buffer per read too.
+  useReadRelease(releaseRead)
   return {
     name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,

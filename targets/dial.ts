@@ -7,7 +7,7 @@ import type tls from 'node:tls'
 import { nodeTls } from './lazy.ts'
 import type { Conn, Dial } from '../src/host.ts'
 import { TLS_DEFAULTS, type TlsOptions } from '../src/options.ts'
-import { NetWire } from './net.ts'
+import { deliverRead, NetWire } from './net.ts'
 import { peerTlsOf, tlsClientOptions } from './tls.ts'
 
 /** How long a TCP connect (and a TLS-first handshake) may take. */
@@ -59,7 +59,7 @@ const CONN = Symbol('conn')
 type Wired = (net.Socket | tls.TLSSocket) & { [CONN]?: { conn: Conn | null; closed: boolean; error?: string } }
 
 function onData(this: Wired, d: Uint8Array): void {
-  this[CONN]?.conn?.data(d)
+  deliverRead(this[CONN]?.conn, d)
 }
 
 function onDrain(this: Wired): void {

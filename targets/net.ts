@@ -60,6 +60,23 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
   })
 }
 
+/**
+ * Called with each read once its connection has read it (null: nothing done). Bun sets it
+ * (bun.ts releaseRead: the read's memory is freed at once). Node and Deno leave it unset: their
+ * read buffers may be the runtime's to reuse.
+ */
+let afterRead: ((d: Uint8Array) => void) | null = null
+
+export function useReadRelease(f: ((d: Uint8Array) => void) | null): void {
+  afterRead = f
+}
+
+/** Hands a read to the connection, then to afterRead (listener and dialled sockets alike). */
+export function deliverRead(conn: Conn | null | undefined, d: Uint8Array): void {
+  conn?.data(d)
+  if (afterRead !== null) afterRead(d)
+}
+
 const WIRE = Symbol('wire')
 type WiredSocket = net.Socket & { [WIRE]: NetWire }
 
@@ -176,7 +193,7 @@ function onError(this: net.Socket, e: Error): void {
 
 // `?.`: after a TLS upgrade the plain socket's 'close' may come before the TLS socket's last events.
 function onData(this: net.Socket, d: Uint8Array): void {
-  ;(this as WiredSocket)[WIRE].conn?.data(d)
+  deliverRead((this as WiredSocket)[WIRE].conn, d)
 }
 
 /**
@@ -197,7 +214,7 @@ function sniff(this: net.Socket, d: Buffer): void {
     return
   }
   this.on('data', onData)
-  wire.conn?.data(d)
+  deliverRead(wire.conn, d)
 }
 
 function onDrain(this: net.Socket): void {

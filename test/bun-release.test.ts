@@ -54,18 +54,24 @@ function open(port: number): Promise<net.Socket> {
   })
 }
 
-t.test('the bundle on Bun: what adapters keep of a read survives the read being freed', async (t) => {
+const dir = mkdtempSync(join(tmpdir(), 'sprig-release-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const config = join(dir, 'sprig.json')
+writeFileSync(config, JSON.stringify({ authorization: { timeout: '5s', users: [{ user: 'dev', password: bcrypt.hashSync('pw', 6) }] } }))
+
+const variants = [
+  { name: 'Bun.listen', env: clean, banner: / on bun \d[\d.]*$/m },
+  { name: "Bun's node:net (SPRIG_NET=node, as TLS listeners and the uplink)", env: { ...clean, SPRIG_NET: 'node' }, banner: / on bun \d[\d.]* \(node:net\)/ },
+]
+
+for (const v of variants) t.test(`the bundle on Bun, ${v.name}: what adapters keep of a read survives the read being freed`, async (t) => {
   if (!bun) return skipOrFail(t, 'bun not found: it is a devDependency (package bun), run npm install')
-  const dir = mkdtempSync(join(tmpdir(), 'sprig-release-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const bundle = privateBundle(join(dir, 'sprig.js'))
-  const config = join(dir, 'sprig.json')
-  writeFileSync(config, JSON.stringify({ authorization: { timeout: '5s', users: [{ user: 'dev', password: bcrypt.hashSync('pw', 6) }] } }))
   const [np, mp] = [await freePort(), await freePort()]
-  const p = await spawnServer(bun, [bundle, '-c', config, '-a', '127.0.0.1', '-p', String(np), '--mqtt-port', String(mp)], np, clean)
+  const p = await spawnServer(bun, [bundle, '-c', config, '-a', '127.0.0.1', '-p', String(np), '--mqtt-port', String(mp)], np, v.env)
   t.teardown(() => p.stop())
   await waitForPort(mp)
-  t.match(p.output(), / on bun \d[\d.]*$/m, 'on Bun.listen')
+  t.match(p.output(), v.banner, `on ${v.name}`)
   const mqttUrl = `mqtt://127.0.0.1:${mp}`
   const auth = { username: 'dev', password: 'pw' }
 
@@ -73,6 +79,7 @@ t.test('the bundle on Bun: what adapters keep of a read survives the read being 
   const R = randomBytes(3000) // retained, held while the password is checked
   const Q = randomBytes(2000) // queued for an offline session, held as well
   const C = randomBytes(5000) // cut across many reads
+  const R2 = randomBytes(1200) // retained straight from a read
   const H = randomBytes(1500) // a NATS HPUB cut across reads
 
   // An MQTT session that is offline when Q is published.
@@ -87,7 +94,7 @@ t.test('the bundle on Bun: what adapters keep of a read survives the read being 
       callback: (err, m) => {
         if (err) return
         got.set(m.subject, { data: m.data, hdr: m.headers?.get('X-K') })
-        if (got.size === 5) resolve()
+        if (got.size === 6) resolve()
       },
     })
   })
@@ -107,6 +114,8 @@ t.test('the bundle on Bun: what adapters keep of a read survives the read being 
   t.ok(await dev.next('connack', 5000), 'CONNACK')
   t.ok(await dev.next('puback', 5000), 'PUBACK 1')
   t.ok(await dev.next('puback', 5000), 'PUBACK 2')
+  // A retained PUBLISH in a read of its own: the retained store copies it from the read.
+  dev.send(g({ cmd: 'publish', topic: 'rel/retained2', payload: R2, qos: 0, retain: true, dup: false } as Packet))
   // A PUBLISH in 7-byte reads: its first bytes wait for the rest in a buffer of its own.
   await dribble(dev.sock, g({ cmd: 'publish', topic: 'rel/cut', payload: C, qos: 0, retain: false, dup: false } as Packet), 7)
   await sleep(50)
@@ -131,6 +140,7 @@ t.test('the bundle on Bun: what adapters keep of a read survives the read being 
   t.ok(same(got.get('rel.will')?.data, W), 'the will, kept from the CONNECT read, arrives whole')
   t.ok(same(got.get('rel.retained')?.data, R), 'a PUBLISH held during the password check arrives whole')
   t.ok(same(got.get('rel.queued')?.data, Q), 'so does the second one')
+  t.ok(same(got.get('rel.retained2')?.data, R2), 'a retained PUBLISH arrives whole')
   t.ok(same(got.get('rel.cut')?.data, C), 'a PUBLISH cut across 7-byte reads arrives whole')
   t.ok(same(got.get('rel.hdr')?.data, H), 'an HPUB cut across 11-byte reads arrives whole')
   t.equal(got.get('rel.hdr')?.hdr, 'v', 'with its header')
@@ -141,12 +151,13 @@ t.test('the bundle on Bun: what adapters keep of a read survives the read being 
   const both = new Promise<void>((resolve) => {
     late.on('message', (topic, payload) => {
       retained.set(topic, payload)
-      if (retained.size === 2) resolve()
+      if (retained.size === 3) resolve()
     })
   })
   await late.subscribeAsync('rel/#', { qos: 1 })
   await Promise.race([both, sleep(5000)])
   t.ok(same(retained.get('rel/retained'), R), 'the retained message, stored from a freed read, is whole')
+  t.ok(same(retained.get('rel/retained2'), R2), 'so is the one retained straight from a read')
   t.ok(same(retained.get('rel/will'), W), 'the retained will is whole')
 
   // The listener first: the queued message follows the CONNACK at once.
