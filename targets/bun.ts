@@ -8,7 +8,7 @@ import process from 'node:process'
 import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
-import { listenNet, useReadRelease } from './net.ts'
+import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
@@ -89,27 +89,6 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void) {
     error(s: BunSocket, err: Error) {
       if (s.data && s.data.error === null) s.data.error = err.message
     },
-  }
-}
-
-/**
- * Hands a read's memory back as soon as the connection has read it (Bun.listen's handler
- * here; Bun's node:net sockets through net.ts useReadRelease). Bun copies every socket read
- * into a new buffer (up to 512 KiB) that, left alone, only a garbage collection frees;
- * under a flood that is ~100 MB of reads between two collections, whose pages mimalloc has
- * mostly given back to the kernel by then, so each new read faults fresh pages in (and the
- * copy into them misses the cache). A Conn may not keep the bytes past data() (src/host.ts:
- * the adapters copy what they keep, as Deno's reused read buffer already requires), so
- * transfer(0) detaches the buffer and frees its memory at once, and the next read reuses the
- * same warm pages. Only a buffer that holds this read alone; never an error of its own.
- */
-export function releaseRead(d: Uint8Array): void {
-  const b = d.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer }
-  if (d.byteOffset !== 0 || d.byteLength !== b.byteLength || typeof b.transfer !== 'function') return
-  try {
-    b.transfer(0)
-  } catch {
-    // Not detachable (a runtime's own memory): left to the collector, as before.
   }
 }
 

@@ -5,7 +5,7 @@
 
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
-import { listenNet } from './net.ts'
+import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { acceptFailed, END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface DenoConn {
@@ -148,5 +148,8 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
 /** A function, not a constant: this module is also loaded (but not called) under Node and Bun. */
 export function deno(): Runtime {
   const native = process.env.SPRIG_NET === 'native'
+  // node:net hands each read a new buffer: freed once read (net.ts releaseRead). The native
+  // listener reuses one buffer per connection and never goes through this.
+  useReadRelease(releaseRead)
   return { name: `deno ${Deno.version.deno}${native ? ' (Deno.listen)' : ''}`, host: standardHost, listen: native ? listenDeno : listenNet }
 }

@@ -61,9 +61,31 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
 }
 
 /**
- * Called with each read once its connection has read it (null: nothing done). Bun sets it
- * (bun.ts releaseRead: the read's memory is freed at once). Node and Deno leave it unset: their
- * read buffers may be the runtime's to reuse.
+ * Hands a read's memory back as soon as the connection has read it. Bun (Bun.listen and its
+ * node:net) and Deno's node:net copy every socket read into a new buffer (Bun up to 512 KiB,
+ * Deno up to 64 KiB) that, left alone, only a garbage collection frees: under a flood ~100 MB
+ * of reads lie between two collections, and on Bun mimalloc has handed most of their pages
+ * back by then, so each new read faults fresh pages in and the copy into them misses the
+ * cache. A Conn may not keep the bytes past data() (src/host.ts: the adapters copy what they
+ * keep, as Deno's native listener, which reuses one read buffer, already requires), so
+ * transfer(0) detaches the buffer and frees its memory at once, and the next read reuses the
+ * same warm memory. Only a buffer that holds this read alone (test/read-release.test.ts checks
+ * that each runtime hands every read a buffer of its own); never an error of its own.
+ */
+export function releaseRead(d: Uint8Array): void {
+  const b = d.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer }
+  if (d.byteOffset !== 0 || d.byteLength !== b.byteLength || typeof b.transfer !== 'function') return
+  try {
+    b.transfer(0)
+  } catch {
+    // Not detachable (a runtime's own memory): left to the collector, as before.
+  }
+}
+
+/**
+ * Called with each read once its connection has read it (null: nothing done). Bun and Deno
+ * set it to releaseRead. Node leaves it unset: Node 20 has no transfer(), and its read
+ * buffers come from its own allocator.
  */
 let afterRead: ((d: Uint8Array) => void) | null = null
 

@@ -1,8 +1,9 @@
-// Run under Bun by test/bun-release.test.ts: Bun.listen's data handler (targets/bun.ts) with a
+// Run under Bun by test/read-release.test.ts: Bun.listen's data handler (targets/bun.ts) with a
 // fake socket and a connection that keeps what it was handed. Prints one JSON line: what the
 // connection saw during data() and what its kept reference holds afterwards.
 
-import { bunHandlers, releaseRead, type BunSocket } from '../../targets/bun.ts'
+import { bunHandlers, type BunSocket } from '../../targets/bun.ts'
+import { releaseRead } from '../../targets/net.ts'
 import type { Conn, Wire } from '../../src/host.ts'
 import { guardAccept } from '../../targets/runtime.ts'
 import { createLogger } from '../../src/log.ts'

@@ -1,11 +1,13 @@
-// On Bun each socket read's buffer is freed as soon as the connection has read it
-// (targets/bun.ts releaseRead: transfer(0) detaches it), instead of waiting for a collection.
-// That is safe only because no adapter keeps the bytes of a read past Conn.data() (src/host.ts).
-// First the handler itself, under Bun: the read is detached after data(), a view into a larger
-// buffer is left alone. Then the bundle on Bun with every path that keeps bytes of a read for
-// later: a CONNECT's will, PUBLISHes held while a bcrypt password is checked, a retained
-// message, a QoS 1 message queued for an offline session, packets and a NATS HPUB cut across
-// reads. A kept view of a detached read would come out empty or short.
+// On Bun and Deno each socket read's buffer is freed as soon as the connection has read it
+// (targets/net.ts releaseRead: transfer(0) detaches it), instead of waiting for a collection.
+// That is safe only while (a) the runtime hands every read a buffer of its own, which is
+// checked here per runtime and socket API, and (b) no adapter keeps the bytes of a read past
+// Conn.data() (src/host.ts). For (b): the Bun.listen handler itself (the read is detached
+// after data(), a view into a larger buffer is left alone), then the bundle on each socket
+// path that frees reads, with every path that keeps bytes of a read for later: a CONNECT's
+// will, PUBLISHes held while a bcrypt password is checked, retained messages, a QoS 1 message
+// queued for an offline session, packets and a NATS HPUB cut across reads. A kept view of a
+// detached read would come out empty.
 
 import t from 'tap'
 import bcrypt from 'bcryptjs'
@@ -23,7 +25,25 @@ import { mqttClient, natsClient, RawMqtt, sleep } from './helpers/mqtt.ts'
 import { freePort, skipOrFail, spawnServer, waitForPort } from './helpers/peers.ts'
 
 const bun = runtimeBin('bun')
+const deno = runtimeBin('deno')
 const clean: NodeJS.ProcessEnv = { NODE_OPTIONS: '', SPRIG_NET: '' }
+
+t.test('each runtime that frees reads hands every read a buffer of its own', async (t) => {
+  const script = fileURLToPath(new URL('./helpers/read-buffers.ts', import.meta.url))
+  for (const [name, bin, args] of [['bun', bun, [script]], ['deno', deno, ['run', '-A', script]]] as const) {
+    if (!bin) {
+      skipOrFail(t, `${name} not found: it is a devDependency, run npm install`)
+      continue
+    }
+    const r = JSON.parse(execFileSync(bin, [...args], { encoding: 'utf8', env: { ...process.env, ...clean } }).trim().split('\n').at(-1)!) as Record<string, { reads: number; reused: number; wider: number; offset: number; maxLen: number }>
+    t.same(Object.keys(r).sort(), name === 'bun' ? ['Bun.listen', 'node:net'] : ['node:net'], `${name}: the socket APIs it serves with`)
+    for (const [api, x] of Object.entries(r)) {
+      t.ok(x.reads > 100 && x.maxLen >= 65536, `${name} ${api}: ${x.reads} reads, the largest ${x.maxLen} bytes (full read buffers among them)`)
+      t.equal(x.reused, 0, `${name} ${api}: no buffer handed out twice`)
+      t.equal(x.wider + x.offset, 0, `${name} ${api}: each read is the whole of its buffer`)
+    }
+  }
+})
 
 t.test('Bun.listen data(): the read is freed after the call, a view into a larger buffer is not', async (t) => {
   if (!bun) return skipOrFail(t, 'bun not found: it is a devDependency (package bun), run npm install')
@@ -60,15 +80,20 @@ const config = join(dir, 'sprig.json')
 writeFileSync(config, JSON.stringify({ authorization: { timeout: '5s', users: [{ user: 'dev', password: bcrypt.hashSync('pw', 6) }] } }))
 
 const variants = [
-  { name: 'Bun.listen', env: clean, banner: / on bun \d[\d.]*$/m },
-  { name: "Bun's node:net (SPRIG_NET=node, as TLS listeners and the uplink)", env: { ...clean, SPRIG_NET: 'node' }, banner: / on bun \d[\d.]* \(node:net\)/ },
+  { name: 'Bun, Bun.listen', bin: bun, pre: [] as string[], env: clean, banner: / on bun \d[\d.]*$/m },
+  { name: "Bun, Bun's node:net (SPRIG_NET=node, as TLS listeners and the uplink)", bin: bun, pre: [] as string[], env: { ...clean, SPRIG_NET: 'node' }, banner: / on bun \d[\d.]* \(node:net\)/ },
+  { name: 'Deno, node:net', bin: deno, pre: ['run', '-A'], env: clean, banner: / on deno \d[\d.]*$/m },
 ]
 
-for (const v of variants) t.test(`the bundle on Bun, ${v.name}: what adapters keep of a read survives the read being freed`, async (t) => {
-  if (!bun) return skipOrFail(t, 'bun not found: it is a devDependency (package bun), run npm install')
-  const bundle = privateBundle(join(dir, 'sprig.js'))
+t.before(() => {
+  privateBundle(join(dir, 'sprig.js'))
+})
+
+for (const v of variants) t.test(`the bundle on ${v.name}: what adapters keep of a read survives the read being freed`, async (t) => {
+  if (!v.bin) return skipOrFail(t, `${v.name.split(',')[0]!.toLowerCase()} not found: it is a devDependency, run npm install`)
+  const bundle = join(dir, 'sprig.js')
   const [np, mp] = [await freePort(), await freePort()]
-  const p = await spawnServer(bun, [bundle, '-c', config, '-a', '127.0.0.1', '-p', String(np), '--mqtt-port', String(mp)], np, v.env)
+  const p = await spawnServer(v.bin, [...v.pre, bundle, '-c', config, '-a', '127.0.0.1', '-p', String(np), '--mqtt-port', String(mp)], np, v.env)
   t.teardown(() => p.stop())
   await waitForPort(mp)
   t.match(p.output(), v.banner, `on ${v.name}`)
