@@ -76,7 +76,8 @@ export interface DialTarget {
 export interface Conn {
   /**
    * Bytes read from the socket. The buffer is only valid during the call: Deno's native
-   * listener reads the next bytes into it, Bun's detaches it (freed at once). Copy what you keep.
+   * listener reads the next bytes into it, and on Bun and Deno's node:net it is detached (freed
+   * at once, targets/net.ts releaseRead). Copy what you keep.
    */
   data(chunk: Uint8Array): void
   /** The socket accepted everything written so far. */
