@@ -23,6 +23,7 @@ import mqtt from 'mqtt'
 import { privateBundle, runtimeBin } from './helpers/bins.ts'
 import { mqttClient, natsClient, RawMqtt, sleep } from './helpers/mqtt.ts'
 import { freePort, skipOrFail, spawnServer, waitForPort } from './helpers/peers.ts'
+import { RawConn } from './helpers/rawconn.ts'
 
 const bun = runtimeBin('bun')
 const deno = runtimeBin('deno')
@@ -65,13 +66,6 @@ async function dribble(s: net.Socket, b: Uint8Array, n: number): Promise<void> {
     s.write(b.subarray(i, Math.min(b.length, i + n)))
     await sleep(3)
   }
-}
-
-function open(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1', () => resolve(s))
-    s.once('error', reject)
-  })
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'sprig-release-'))
@@ -147,10 +141,8 @@ for (const v of variants) t.test(`the bundle on ${v.name}: what adapters keep of
   dev.sock.destroy() // no DISCONNECT: the will goes
 
   // A NATS client whose CONNECT and HPUB arrive in 11-byte reads.
-  const raw = await open(np)
-  raw.on('data', () => {})
-  raw.on('error', () => {})
-  t.teardown(() => raw.destroy())
+  const raw = await RawConn.open(np, { keepText: false })
+  t.teardown(() => raw.sock.destroy())
   const hdr = 'NATS/1.0\r\nX-K: v\r\n\r\n'
   const body = Buffer.concat([Buffer.from(hdr), H])
   const natsBytes = Buffer.concat([
@@ -158,7 +150,7 @@ for (const v of variants) t.test(`the bundle on ${v.name}: what adapters keep of
     body,
     Buffer.from('\r\nPING\r\n'),
   ])
-  await dribble(raw, natsBytes, 11)
+  await dribble(raw.sock, natsBytes, 11)
 
   await Promise.race([all, sleep(10_000)])
   const same = (a: Uint8Array | undefined, b: Uint8Array): boolean => a !== undefined && Buffer.from(a).equals(b)
