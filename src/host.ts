@@ -76,8 +76,9 @@ export interface DialTarget {
 export interface Conn {
   /**
    * Bytes read from the socket. The buffer is only valid during the call: Deno's native
-   * listener reads the next bytes into it, and on Bun and Deno's node:net it is detached (freed
-   * at once, targets/net.ts releaseRead). Copy what you keep.
+   * listener and Node's plain listener (targets/net.ts useSharedReads) read the next bytes
+   * into it, and on Bun and Deno's node:net it is detached (freed at once, targets/net.ts
+   * releaseRead). Copy what you keep.
    */
   data(chunk: Uint8Array): void
   /** The socket accepted everything written so far. */

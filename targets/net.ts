@@ -20,7 +20,10 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     wire.conn = null
     c?.closed(wire.error ?? undefined)
   }
-  const server = net.createServer({ noDelay: true }, (sock) => {
+  // A plain listener on Node reads into the shared buffer: sockets must not start reading
+  // before it is in place.
+  const staticReads = shared !== null && secure === undefined
+  const server = net.createServer({ noDelay: true, pauseOnConnect: staticReads }, (sock) => {
     sockets.add(sock)
     afterAccept()
     const wire = new NetWire(sock)
@@ -40,8 +43,10 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
       return
     }
     if (secure) return
-    sock.on('data', onData)
     sock.on('drain', onDrain)
+    if (staticReads && readIntoShared(sock)) return
+    sock.on('data', onData)
+    if (staticReads) sock.resume()
   })
   return new Promise((resolve, reject) => {
     const failed = (e: Error): void => reject(listenError(host, port, e))
@@ -97,6 +102,52 @@ export function useReadRelease(f: ((d: Uint8Array) => void) | null): void {
 export function deliverRead(conn: Conn | null | undefined, d: Uint8Array): void {
   conn?.data(d)
   if (afterRead !== null) afterRead(d)
+}
+
+/**
+ * Node: every plain accepted socket reads into one buffer that all of them share (what
+ * node:net's documented `onread` option does for a socket it creates; accepted sockets cannot
+ * be given the option, so the two fields it sets are set on them the same way). Node's default
+ * allocates a new 64 KiB buffer per read that only a collection frees: under a flood that is
+ * most of the page faults and a third of the CPU of the read (docs/benchmarks.md, 2026-12-05
+ * 17:00). One buffer serves every socket because each read is handed over, synchronously,
+ * before the next one starts, and a Conn may not keep the bytes past data() (src/host.ts).
+ */
+let shared: { buffer: Uint8Array; kBuffer: symbol; kBufferCb: symbol } | null = null
+
+/**
+ * Turns the shared read buffer on (Node's target). Finds the socket's two fields by making an
+ * unconnected socket with `onread` and looking for the values given; false, and reads stay
+ * as they are, if this Node does not have them.
+ */
+export function useSharedReads(size: number): boolean {
+  const buffer = new Uint8Array(size)
+  const probe = new net.Socket({ onread: { buffer, callback: onSharedRead } } as net.SocketConstructorOpts)
+  const fields = probe as unknown as Record<symbol, unknown>
+  const own = Object.getOwnPropertySymbols(probe)
+  const kBuffer = own.find((k) => fields[k] === buffer)
+  const kBufferCb = own.find((k) => fields[k] === onSharedRead)
+  probe.destroy()
+  shared = kBuffer !== undefined && kBufferCb !== undefined ? { buffer, kBuffer, kBufferCb } : null
+  return shared !== null
+}
+
+/** Points a paused accepted socket's reads at the shared buffer and starts reading. */
+function readIntoShared(sock: net.Socket): boolean {
+  const s = shared!
+  const handle = (sock as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle
+  if (typeof handle?.useUserBuffer !== 'function') return false
+  const fields = sock as unknown as Record<symbol, unknown>
+  fields[s.kBuffer] = s.buffer
+  fields[s.kBufferCb] = onSharedRead
+  handle.useUserBuffer(s.buffer)
+  sock.resume()
+  return true
+}
+
+/** node:net calls it with the socket as `this` for each read into the shared buffer. */
+function onSharedRead(this: net.Socket, n: number, buf: Uint8Array): void {
+  ;(this as WiredSocket)[WIRE].conn?.data(buf.subarray(0, n))
 }
 
 const WIRE = Symbol('wire')

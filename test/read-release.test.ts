@@ -1,5 +1,7 @@
 // On Bun and Deno each socket read's buffer is freed as soon as the connection has read it
-// (targets/net.ts releaseRead: transfer(0) detaches it), instead of waiting for a collection.
+// (targets/net.ts releaseRead: transfer(0) detaches it), instead of waiting for a collection;
+// on Node every plain socket reads into one shared buffer (useSharedReads), so the same
+// rule holds: a Conn may not keep a read past data().
 // That is safe only while (a) the runtime hands every read a buffer of its own, which is
 // checked here per runtime and socket API, and (b) no adapter keeps the bytes of a read past
 // Conn.data() (src/host.ts). For (b): the Bun.listen handler itself (the read is detached
@@ -7,7 +9,7 @@
 // path that frees reads, with every path that keeps bytes of a read for later: a CONNECT's
 // will, PUBLISHes held while a bcrypt password is checked, retained messages, a QoS 1 message
 // queued for an offline session, packets and a NATS HPUB cut across reads. A kept view of a
-// detached read would come out empty.
+// detached read would come out empty, one of a shared buffer overwritten.
 
 import t from 'tap'
 import bcrypt from 'bcryptjs'
@@ -77,6 +79,9 @@ const variants = [
   { name: 'Bun, Bun.listen', bin: bun, pre: [] as string[], env: clean, banner: / on bun \d[\d.]*$/m },
   { name: "Bun, Bun's node:net (SPRIG_NET=node, as TLS listeners and the uplink)", bin: bun, pre: [] as string[], env: { ...clean, SPRIG_NET: 'node' }, banner: / on bun \d[\d.]* \(node:net\)/ },
   { name: 'Deno, node:net', bin: deno, pre: ['run', '-A'], env: clean, banner: / on deno \d[\d.]*$/m },
+  // Node does not free reads: it reads every plain socket into one shared buffer
+  // (targets/net.ts useSharedReads), so a kept view would show the next read's bytes instead.
+  { name: 'Node, node:net', bin: process.execPath, pre: [] as string[], env: clean, banner: / on node \d[\d.]*$/m },
 ]
 
 t.before(() => {
