@@ -89,8 +89,8 @@ export function releaseRead(d: Uint8Array): void {
 
 /**
  * Called with each read once its connection has read it (null: nothing done). Bun and Deno
- * set it to releaseRead. Node leaves it unset: Node 20 has no transfer(), and its read
- * buffers come from its own allocator.
+ * set it to releaseRead. Node leaves it unset: Node 20 has no transfer(); its plain
+ * listener reads into one shared buffer instead (useSharedReads).
  */
 let afterRead: ((d: Uint8Array) => void) | null = null
 
@@ -109,9 +109,10 @@ export function deliverRead(conn: Conn | null | undefined, d: Uint8Array): void 
  * node:net's documented `onread` option does for a socket it creates; accepted sockets cannot
  * be given the option, so the two fields it sets are set on them the same way). Node's default
  * allocates a new 64 KiB buffer per read that only a collection frees: under a flood that is
- * most of the page faults and a third of the CPU of the read (docs/benchmarks.md, 2026-12-05
- * 17:00). One buffer serves every socket because each read is handed over, synchronously,
- * before the next one starts, and a Conn may not keep the bytes past data() (src/host.ts).
+ * most of the page faults and about half of the CPU the reads cost (docs/benchmarks.md,
+ * 2026-12-05 17:00). One buffer serves every socket because each read is handed over,
+ * synchronously, before the next one starts, and a Conn may not keep the bytes past data()
+ * (src/host.ts).
  */
 let shared: { buffer: Uint8Array; kBuffer: symbol; kBufferCb: symbol } | null = null
 
