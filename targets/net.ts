@@ -146,7 +146,10 @@ function readIntoShared(sock: net.Socket): boolean {
   return true
 }
 
-/** node:net calls it with the socket as `this` for each read into the shared buffer. */
+/**
+ * node:net calls it with the socket as `this` for each read into the shared buffer. Not
+ * deliverRead: a hook that frees reads must never see the shared buffer.
+ */
 function onSharedRead(this: net.Socket, n: number, buf: Uint8Array): void {
   ;(this as WiredSocket)[WIRE].conn?.data(buf.subarray(0, n))
 }
