@@ -322,12 +322,19 @@ export interface PublishOpts {
   /** How many PINGs may be unanswered before we stop writing. */
   maxAhead: number
   timeoutMs: number
+  /**
+   * With subscribers: never more than `maxLag` messages ahead of the slowest of them, so a
+   * row measures what the server delivers, not how much it will buffer for a reader that
+   * falls behind (sprig's max_pending is 8 MiB, nats-server's 64 MB).
+   */
+  lag?: { maxLag: number; received: () => number; watch: NatsConn[] }
 }
 
 /**
  * Publishes `count` messages as pre-built batches, one PING per batch, never more than
- * `maxAhead` PINGs unanswered, so the server must actually keep up instead of soaking
- * everything into socket buffers. Resolves after the last PONG: all messages processed.
+ * `maxAhead` PINGs unanswered (and, with `lag`, never too far ahead of the subscribers), so
+ * the server must actually keep up instead of soaking everything into socket buffers.
+ * Resolves after the last PONG: all messages processed.
  */
 export async function publish(c: NatsConn, o: PublishOpts): Promise<{ startAt: number; endAt: number }> {
   const frame = Buffer.concat([Buffer.from(`PUB ${o.subject} ${o.payload}\r\n`), Buffer.alloc(o.payload, 0x61), Buffer.from('\r\n')])
@@ -342,6 +349,11 @@ export async function publish(c: NatsConn, o: PublishOpts): Promise<{ startAt: n
       const want = c.pingsSent - o.maxAhead + 1
       const r = await waitUntil([c], () => c.pongs >= want || c.err !== '', o.timeoutMs)
       if (r !== 'ok' || c.err) throw new Error(`publisher: no PONG within ${o.timeoutMs} ms: ${c.err || r}`)
+    }
+    const lag = o.lag
+    if (lag !== undefined && sent - lag.received() > lag.maxLag) {
+      const r = await waitUntil([c, ...lag.watch], () => sent - lag.received() <= lag.maxLag || c.err !== '', o.timeoutMs, true)
+      if (r !== 'ok' || c.err) throw new Error(`publisher: subscribers stalled ${sent - lag.received()} msgs behind: ${c.err || lag.watch.map((w) => w.err).find(Boolean) || r}`)
     }
     const n = Math.min(per, o.count - sent)
     const ok = c.sock.write(n === per ? full : batch(n))
