@@ -140,6 +140,8 @@ export function varz(srv: Server, proc: ProcessStats = srv.proc()): Record<strin
       permission_violations: srv.counters.permission_violations,
       closed_connections: { held: srv.closed.size, bytes: srv.closed.bytes, dropped: srv.closed.dropped },
       ...srv.budget.status(),
+      // Publishers paused for a client queue past 3/4 of max_pending (src/stall.ts).
+      producer_stalls: srv.stall.count,
       ...sections,
     },
   }

@@ -17,6 +17,7 @@
 import type { Budget } from './budget.ts'
 import { EMPTY } from './bytes.ts'
 import type { Wire } from './host.ts'
+import { stallMark, type Stall } from './stall.ts'
 
 /** Largest first buffer of a batch; a busy connection's batches start at its last batch's size. */
 const MAX_FIRST = 4096
@@ -43,6 +44,8 @@ export interface QueuePool {
   readonly budget: Budget | null
   /** Called as flush() starts, while `buf` still holds the batch (the uplink keeps its frames). */
   readonly beforeFlush: ((o: Outbound) => void) | null
+  /** The fast-producer stall (src/stall.ts): client queues only. */
+  readonly stall?: Stall | null
 }
 
 // Twelve fields: an idle connection's queue stays in JSC's 112-byte size class (13 to 18
@@ -102,7 +105,14 @@ export class Outbound {
     let at = this.len
     const need = at + n
     // Segments exist only while the wire is blocked, so an unblocked queue compares `need` alone.
-    if (need > this.limit || (this.blockedSince !== 0 && need + (this.segs === null ? 0 : this.segs.bytes) + this.wire.buffered() > this.limit)) return -1
+    if (need > this.limit) return -1
+    if (this.blockedSince !== 0) {
+      const pending = need + (this.segs === null ? 0 : this.segs.bytes) + this.wire.buffered()
+      if (pending > this.limit) return -1
+      // Past 3/4 and not draining: the publish in progress pauses its publisher (src/stall.ts).
+      const stall = this.pool.stall
+      if (pending > stallMark(this.limit) && stall != null) stall.hot = this
+    }
     if (need > this.buf.length) at = this.grow(n)
     this.len = at + n
     if (!this.scheduled) {
@@ -187,6 +197,8 @@ export class Outbound {
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
     this.blockedSince = 0
+    const stall = this.pool.stall
+    if (stall != null && stall.size !== 0) stall.release(this)
     const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (this.charged > ours) this.release(this.charged - ours)
     this.flush(now)
@@ -194,6 +206,8 @@ export class Outbound {
 
   /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
   discard(): void {
+    const stall = this.pool.stall
+    if (stall != null && stall.size !== 0) stall.release(this) // nothing left to wait for
     const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (ours !== 0 && this.charged !== 0) this.release(ours)
     this.buf = EMPTY

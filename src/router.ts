@@ -5,6 +5,7 @@
 import type { Budget } from './budget.ts'
 import type { Msg } from './msg.ts'
 import { mayPublishAs, mayReceiveAs, type Principal } from './permissions.ts'
+import type { Stall } from './stall.ts'
 import { Sublist, pickQueueMember, type Match, type SubLike } from './sublist.ts'
 
 /**
@@ -82,6 +83,8 @@ export class Router {
   headerHook: HeaderHook | null = null
   /** The memory budget: a publish that fed a stuck queue while over it pauses its sender. */
   budget: Budget | null = null
+  /** The fast-producer stall: a publish that left a client queue past 3/4 of max_pending pauses its sender. */
+  stall: Stall | null = null
   readonly traffic: Traffic = { in_msgs: 0, in_bytes: 0, out_msgs: 0, out_bytes: 0 }
   private seq = 0
   private readonly interest: InterestListener[] = []
@@ -141,6 +144,8 @@ export class Router {
     msg.seq = ++this.seq
     const b = this.budget
     if (b !== null) b.hot = false // set again only by this publish's deliveries
+    const st = this.stall
+    if (st !== null) st.hot = null // likewise
     const size = msg.size + (msg.hdr ? msg.hdr.length : 0)
     const t = this.traffic
     t.in_msgs++
@@ -170,6 +175,7 @@ export class Router {
     const taps = this.taps
     for (let i = 0; i < taps.length; i++) n += taps[i]!(msg, from, m)
     if (b !== null && b.hot) b.pause(from?.wire)
+    if (st !== null && st.hot !== null) st.pause(from?.wire)
     return n
   }
 }

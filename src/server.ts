@@ -4,6 +4,7 @@
 // sockets and a clock.
 
 import { Budget, type Evictable } from './budget.ts'
+import { Stall } from './stall.ts'
 import { ClosedRing } from './closed.ts'
 import type { BcryptEngine, Host } from './host.ts'
 import type { Logger } from './log.ts'
@@ -81,6 +82,8 @@ export class Server {
   readonly budget: Budget
   /** What every client's outbound queue shares (one object, not three fields per connection). */
   readonly queues: QueuePool
+  /** The fast-producer stall of the client queues (src/stall.ts). */
+  readonly stall: Stall
   private nextCid = 1
   private dirty: Outbound[] = []
   private flushQueued = false
@@ -148,7 +151,9 @@ export class Server {
       },
     })
     this.router.budget = this.budget
-    this.queues = { schedule: this.schedule, budget: this.budget, beforeFlush: null }
+    this.stall = new Stall(host)
+    this.router.stall = this.stall
+    this.queues = { schedule: this.schedule, budget: this.budget, beforeFlush: null, stall: this.stall }
   }
 
   /** Outbound queues call this when they get their first bytes of a batch. */

@@ -1,0 +1,64 @@
+// The fast-producer stall, as nats-server has it: a publish that leaves a client's outbound
+// queue over 3/4 of its limit (max_pending) while that queue's socket is not draining pauses
+// the publisher's reads, until the socket drains, the queue is gone, or STALL_MS passes.
+// A subscriber that merely reads in bursts is then not cut as a slow consumer by a publisher
+// that writes faster for a moment; one that stops reading for good still reaches max_pending
+// once the stall has run out, and is cut as before. Only client queues stall (the server's
+// QueuePool): the uplink has its own flow control, and a publisher without a socket (the
+// uplink's hub traffic, sprig's services) is never paused.
+
+import { pauseWire, resumeWire } from './budget.ts'
+import type { Host, Wire } from './host.ts'
+import type { Outbound } from './outbound.ts'
+
+/** Longest a publisher is paused for one queue (nats-server 2.9 stalls 0.1–1 s). */
+export const STALL_MS = 1000
+
+/** A queue that stalls from this share of its limit on (3/4, as nats-server). */
+export function stallMark(limit: number): number {
+  return limit - (limit >> 2)
+}
+
+interface Stalled {
+  readonly wires: Wire[]
+  readonly timer: { cancel(): void }
+}
+
+export class Stall {
+  /** Set by a queue's reserve() in the publish in progress: a congested queue past its mark. */
+  hot: Outbound | null = null
+  /** Publishers paused so far (for /varz). */
+  count = 0
+  private readonly byQueue = new Map<Outbound, Stalled>()
+
+  constructor(private readonly host: Pick<Host, 'every'>) {}
+
+  /** Queues with paused publishers now. */
+  get size(): number {
+    return this.byQueue.size
+  }
+
+  /** The router, after a publish that left `hot` past its mark: pauses the publisher `w`. */
+  pause(w: Wire | undefined): void {
+    const o = this.hot
+    this.hot = null
+    if (o === null || w === undefined || w.pause === undefined) return
+    let s = this.byQueue.get(o)
+    if (s === undefined) {
+      const timer = this.host.every(STALL_MS, () => this.release(o))
+      this.byQueue.set(o, (s = { wires: [], timer }))
+    } else if (s.wires.includes(w)) return
+    s.wires.push(w)
+    this.count++
+    pauseWire(w)
+  }
+
+  /** The queue's socket drained, or the queue is gone: its publishers are read again. */
+  release(o: Outbound): void {
+    const s = this.byQueue.get(o)
+    if (s === undefined) return
+    this.byQueue.delete(o)
+    s.timer.cancel()
+    for (const w of s.wires) resumeWire(w)
+  }
+}
