@@ -25,6 +25,16 @@ function sessionOf(b: TestBroker, c: RawConn): NatsClient | undefined {
   return undefined
 }
 
+/** A raw client subscribed to `st` (sid 1), its session on the server settled. */
+async function subscriber(t: Test, b: TestBroker): Promise<RawConn> {
+  const sub = await RawConn.open(b.port, { keepText: false })
+  t.teardown(() => sub.destroy())
+  sub.write('CONNECT {"verbose":false}\r\nSUB st 1\r\nPING\r\n')
+  await sub.until(() => sub.received > 0 && sessionOf(b, sub) !== undefined, 2000, 'PONG')
+  await sleep(50)
+  return sub
+}
+
 /** Counts whole MSG frames of `size` bytes on subject `subj` with sid 1 in a byte stream. */
 function frames(c: RawConn, subj: string, size: number): () => number {
   const frame = `MSG ${subj} 1 ${size}\r\n`.length + size + 2
@@ -34,11 +44,7 @@ function frames(c: RawConn, subj: string, size: number): () => number {
 
 t.test('a subscriber that pauses is not cut: the publisher waits for it', async (t) => {
   const b = await broker(t, { max_pending: 1024 * KiB, write_deadline: 30_000 })
-  const sub = await RawConn.open(b.port, { keepText: false })
-  t.teardown(() => sub.destroy())
-  sub.write('CONNECT {"verbose":false}\r\nSUB st 1\r\nPING\r\n')
-  await sub.until(() => sub.received > 0 && sessionOf(b, sub) !== undefined, 2000, 'PONG')
-  await sleep(50)
+  const sub = await subscriber(t, b)
   const got = frames(sub, 'st', 4 * KiB)
   sub.pause() // stops reading: the kernel's buffers fill, then sprig's queue
   const pub = await natsClient(t, b.url)
@@ -59,11 +65,7 @@ t.test('a subscriber that pauses is not cut: the publisher waits for it', async 
 
 t.test('a subscriber that never reads again is still cut, and its publisher goes on', async (t) => {
   const b = await broker(t, { max_pending: 1024 * KiB, write_deadline: 300 })
-  const sub = await RawConn.open(b.port, { keepText: false })
-  t.teardown(() => sub.destroy())
-  sub.write('CONNECT {"verbose":false}\r\nSUB st 1\r\nPING\r\n')
-  await sub.until(() => sub.received > 0 && sessionOf(b, sub) !== undefined, 2000, 'PONG')
-  await sleep(50)
+  const sub = await subscriber(t, b)
   const s = sessionOf(b, sub)!
   sub.pause()
   const pub = await natsClient(t, b.url)
