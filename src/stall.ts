@@ -2,8 +2,9 @@
 // queue over 3/4 of its limit (max_pending) while that queue's socket is not draining pauses
 // the publisher's reads, until the socket drains, the queue is gone, or STALL_MS passes.
 // A subscriber that merely reads in bursts is then not cut as a slow consumer by a publisher
-// that writes faster for a moment; one that stops reading for good still reaches max_pending
-// once the stall has run out, and is cut as before. Only client queues stall (the server's
+// that writes faster for a moment; one that stops reading for good is still cut, by
+// write_deadline or by a publish that takes its queue past max_pending (each stall runs out,
+// so its publishers get on meanwhile, slowly). Only client queues stall (the server's
 // QueuePool): the uplink has its own flow control, and a publisher without a socket (the
 // uplink's hub traffic, sprig's services) is never paused.
 
@@ -14,7 +15,7 @@ import type { Outbound } from './outbound.ts'
 /** Longest a publisher is paused for one queue (nats-server 2.9 stalls 0.1–1 s). */
 export const STALL_MS = 1000
 
-/** A queue that stalls from this share of its limit on (3/4, as nats-server). */
+/** A queue stalls from this share of its limit on: 3/4 (nats-server: 1/2 or 3/4, by release). */
 export function stallMark(limit: number): number {
   return limit - (limit >> 2)
 }
