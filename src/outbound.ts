@@ -197,8 +197,7 @@ export class Outbound {
   /** The wire drained: write whatever piled up meanwhile. */
   drained(now: number): void {
     this.blockedSince = 0
-    const stall = this.pool.stall
-    if (stall != null && stall.size !== 0) stall.release(this)
+    this.unstall()
     const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (this.charged > ours) this.release(this.charged - ours)
     this.flush(now)
@@ -206,8 +205,7 @@ export class Outbound {
 
   /** Drops everything not yet handed to the wire (used when closing a slow consumer). */
   discard(): void {
-    const stall = this.pool.stall
-    if (stall != null && stall.size !== 0) stall.release(this) // nothing left to wait for
+    this.unstall() // nothing left to wait for
     const ours = this.buf.length + (this.segs === null ? 0 : this.segs.cap)
     if (ours !== 0 && this.charged !== 0) this.release(ours)
     this.buf = EMPTY
@@ -219,6 +217,12 @@ export class Outbound {
   closed(): void {
     this.discard()
     if (this.charged !== 0) this.release(this.charged)
+  }
+
+  /** Publishers stalled for this queue (src/stall.ts) are read again. */
+  private unstall(): void {
+    const stall = this.pool.stall
+    if (stall != null && stall.size !== 0) stall.release(this)
   }
 
   private release(n: number): void {
