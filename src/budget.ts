@@ -17,7 +17,8 @@
 // Each step is counted; the start of an episode is logged, its closes and drops once, and so
 // is its end.
 
-import type { Host, Wire } from './host.ts'
+import type { Wire } from './host.ts'
+import { Paused } from './pause.ts'
 
 /** A connection as step 2 sees it. */
 export interface Evictable {
@@ -43,44 +44,6 @@ export const GRACE_MS = 1000
 /** Closed sockets give their memory back a moment later: no second round of closes before then. */
 const EVICT_GAP_MS = 250
 
-/** Publishers' wires paused, with how many holders (the budget, each uplink) hold each. */
-const pausedBy = new Map<Wire, number>()
-
-/** Stops reading `w` (producer backpressure); shared by the budget and the uplink's stall. */
-export function pauseWire(w: Wire): void {
-  const n = pausedBy.get(w) ?? 0
-  pausedBy.set(w, n + 1)
-  if (n === 0) w.pause?.()
-}
-
-/** Undoes one pauseWire(); the socket is read again once nobody holds it. */
-export function resumeWire(w: Wire): void {
-  const n = (pausedBy.get(w) ?? 1) - 1
-  if (n > 0) pausedBy.set(w, n)
-  else {
-    pausedBy.delete(w)
-    w.resume?.()
-  }
-}
-
-/**
- * Bytes of deliveries one read from a publisher may cause before its socket yields: it is
- * read again on the next turn of the event loop, after the other sockets. A publisher whose
- * subject has hundreds of subscribers otherwise keeps the loop for many reads in a row while
- * everyone else waits (the runtime reads a ready socket up to 32 times per turn).
- */
-export const FANOUT_PER_READ = 1024 * 1024
-
-/** Pauses `w` until the next turn of the event loop (a timer, so other sockets' reads come first). */
-export function yieldTurn(host: Host, w: Wire): void {
-  if (w.pause === undefined) return
-  pauseWire(w)
-  const t = host.every(0, () => {
-    t.cancel()
-    resumeWire(w)
-  })
-}
-
 export class Budget {
   /** Bytes held for messages now. */
   held = 0
@@ -99,7 +62,7 @@ export class Budget {
   episodes = 0
   private overSince = 0
   private evictedAt = -Infinity
-  private readonly paused = new Set<Wire>()
+  private readonly paused = new Paused()
   private checkQueued = false
   private dropLogged = false
 
@@ -151,10 +114,7 @@ export class Budget {
   /** The router, after a publish that fed a congested queue while over: step 1 for its sender. */
   pause(w: Wire | undefined): void {
     this.hot = false
-    if (w === undefined || w.pause === undefined || this.paused.has(w)) return
-    this.paused.add(w)
-    this.pauses++
-    pauseWire(w)
+    if (this.paused.add(w)) this.pauses++
   }
 
   /** A buffer dropped a message because of the budget (step 3). */
@@ -210,8 +170,7 @@ export class Budget {
   }
 
   private resumeAll(): void {
-    for (const w of this.paused) resumeWire(w)
-    this.paused.clear()
+    this.paused.releaseAll()
   }
 
   /** What /varz shows. */

@@ -8,9 +8,9 @@
 // QueuePool): the uplink has its own flow control, and a publisher without a socket (the
 // uplink's hub traffic, sprig's services) is never paused.
 
-import { pauseWire, resumeWire } from './budget.ts'
 import type { Host, Wire } from './host.ts'
 import type { Outbound } from './outbound.ts'
+import { Paused } from './pause.ts'
 
 /** Longest a publisher is paused for one queue (nats-server 2.9 stalls 0.1–1 s). */
 export const STALL_MS = 1000
@@ -21,7 +21,7 @@ export function stallMark(limit: number): number {
 }
 
 interface Stalled {
-  readonly wires: Wire[]
+  readonly paused: Paused
   readonly timer: { cancel(): void }
 }
 
@@ -47,11 +47,9 @@ export class Stall {
     let s = this.byQueue.get(o)
     if (s === undefined) {
       const timer = this.host.every(STALL_MS, () => this.release(o))
-      this.byQueue.set(o, (s = { wires: [], timer }))
-    } else if (s.wires.includes(w)) return
-    s.wires.push(w)
-    this.count++
-    pauseWire(w)
+      this.byQueue.set(o, (s = { paused: new Paused(), timer }))
+    }
+    if (s.paused.add(w)) this.count++
   }
 
   /** The queue's socket drained, or the queue is gone: its publishers are read again. */
@@ -60,6 +58,6 @@ export class Stall {
     if (s === undefined) return
     this.byQueue.delete(o)
     s.timer.cancel()
-    for (const w of s.wires) resumeWire(w)
+    s.paused.releaseAll()
   }
 }

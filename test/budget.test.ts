@@ -2,7 +2,7 @@
 // wires that record pause/resume, and connections that say how many bytes they hold stuck.
 
 import t from 'tap'
-import { Budget, GRACE_MS, pauseWire, resumeWire, type BudgetEnv, type Evictable } from '../src/budget.ts'
+import { Budget, GRACE_MS, type BudgetEnv, type Evictable } from '../src/budget.ts'
 import type { Wire } from '../src/host.ts'
 import { Outbound } from '../src/outbound.ts'
 import { StoreBuffer } from '../src/leaf/buffer.ts'
@@ -171,16 +171,6 @@ t.test('with nothing stuck to close, a pause ends after the grace period', async
   b.check()
   t.notOk(pub.paused)
   t.equal(b.closes, 0)
-})
-
-t.test('pauses are counted per holder: the budget and an uplink stall share a wire', async (t) => {
-  const w = wire()
-  pauseWire(w)
-  pauseWire(w)
-  resumeWire(w)
-  t.ok(w.paused, 'still held by the other')
-  resumeWire(w)
-  t.notOk(w.paused)
 })
 
 t.test('step 3: buffers without a reader do not grow over 3/4', async (t) => {

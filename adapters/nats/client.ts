@@ -15,7 +15,7 @@ import {
   canSubscribe, deliveryDenied, needsDeliveryCheck, noteRequest, publishAllowed, publishViolation, subscribeViolation,
 } from '../../src/permissions.ts'
 import type { ConnInfo } from '../../src/monitor.ts'
-import { FANOUT_PER_READ, yieldTurn } from '../../src/budget.ts'
+import { FANOUT_PER_READ, yieldTurn } from '../../src/pause.ts'
 import type { Owner, Sub } from '../../src/router.ts'
 import type { Server } from '../../src/server.ts'
 import { isSpace, isValidLiteralSubject, isValidQueueName, isValidSubject } from '../../src/subject.ts'

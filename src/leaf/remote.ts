@@ -3,11 +3,11 @@
 // publishes go up (a router tap), and the store-and-forward buffer that holds them while the
 // link is down or still learning the hub's interest.
 
-import { pauseWire, resumeWire } from '../budget.ts'
 import { isoTime, type Dial, type DialTarget, type Wire } from '../host.ts'
 import { clip, quote } from '../log.ts'
 import { EMPTY } from '../bytes.ts'
 import { newMsg, type Msg } from '../msg.ts'
+import { Paused } from '../pause.ts'
 import { TLS_DEFAULTS, type LeafnodeOptions, type RemoteOptions } from '../options.ts'
 import type { Owner, Sub } from '../router.ts'
 import type { Server } from '../server.ts'
@@ -79,8 +79,7 @@ export class Remote implements LinkOwner {
   /** Stalls that ran into STALL_MAX_MS (the hub did not drain the link in time). */
   stallTimeouts = 0
   /** Publishers paused now, and since when the first of them. */
-  private readonly stalled = new Set<Wire>()
-  private stallSince = 0
+  private readonly stalled = new Paused()
   /** A stall hit its bound: no new stalls until the link drains below the low-water mark. */
   private stallSpent = false
   readonly owner: Owner
@@ -422,18 +421,13 @@ export class Remote implements LinkOwner {
   /** Stops reading from the publisher `from` until the link drains (or STALL_MAX_MS passes). */
   private stall(from: Owner | null): void {
     if (this.stallSpent || from === null) return
-    const w = from.wire
-    if (w === undefined || w.pause === undefined || this.stalled.has(w)) return
-    if (this.stalled.size === 0) this.stallSince = this.srv.host.now()
-    this.stalled.add(w)
-    this.stalls++
-    pauseWire(w) // counted: other remotes and the memory budget may hold it too
+    // Counted: other remotes and the memory budget may hold it too.
+    if (this.stalled.add(from.wire, this.srv.host.now())) this.stalls++
   }
 
   /** Resumes every publisher this remote paused. */
   private unstall(): void {
-    for (const w of this.stalled) resumeWire(w)
-    this.stalled.clear()
+    this.stalled.releaseAll()
   }
 
   /** Called when the link drains and on every tick: resume below the low-water mark, or on timeout. */
@@ -443,7 +437,7 @@ export class Remote implements LinkOwner {
     if (l.underLow) {
       this.stallSpent = false
       this.unstall()
-    } else if (this.stalled.size > 0 && now - this.stallSince >= STALL_MAX_MS) {
+    } else if (this.stalled.size > 0 && now - this.stalled.since >= STALL_MAX_MS) {
       this.stallTimeouts++
       this.stallSpent = true
       this.srv.log.warn(`Leafnode ${this.name}: the hub has not drained the link for ${STALL_MAX_MS} ms; publishers resume, and what does not fit is buffered`)
