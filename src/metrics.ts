@@ -109,6 +109,7 @@ export function metrics(srv: Server, v: Record<string, unknown>): string {
   t.add('memory_episodes_total', 'counter', 'Times usage went over max_memory.', n(s.mem_episodes))
 
   t.add('producer_stalls_total', 'counter', 'Publishers paused for a subscriber queue past 3/4 of max_pending.', n(s.producer_stalls))
+  t.add('stall_drops_total', 'counter', 'Messages dropped for a subscriber queue past 3/4 of max_pending (no_fast_producer_stall).', n(s.stall_drops))
 
   t.add('internal_errors_total', 'counter', 'Exceptions caught around a connection (each closed only it).', n(s.internal_errors))
   const bc = s.bcrypt === undefined ? undefined : obj(s.bcrypt)

@@ -142,6 +142,8 @@ export function varz(srv: Server, proc: ProcessStats = srv.proc()): Record<strin
       ...srv.budget.status(),
       // Publishers paused for a client queue past 3/4 of max_pending (src/stall.ts).
       producer_stalls: srv.stall.count,
+      // Messages dropped for such a queue instead, with no_fast_producer_stall.
+      stall_drops: srv.stall.drops,
       ...sections,
     },
   }

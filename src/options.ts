@@ -60,6 +60,11 @@ export interface Options {
   ping_max: number
   /** ms a blocked write may take before the connection is closed as a slow consumer. */
   write_deadline: number
+  /**
+   * nats-server's: never pause a publisher for a subscriber queue past 3/4 of max_pending
+   * (src/stall.ts); the messages that queue would get are dropped for it instead, counted.
+   */
+  no_fast_producer_stall: boolean
   /** Per connection; 0 means unlimited. */
   max_subscriptions: number
   /**
@@ -269,6 +274,7 @@ export const defaults: Options = Object.freeze({
   ping_interval: 2 * 60_000,
   ping_max: 2,
   write_deadline: 10_000,
+  no_fast_producer_stall: false,
   max_subscriptions: 0,
   // nats-server has no such bound without auth; a few seconds is plenty on a LAN or a mobile link.
   connect_timeout: 5_000,
@@ -320,7 +326,7 @@ export function mqttOptions(o: Options): MqttOptions {
 }
 
 /** Top-level options a reload (SIGHUP) applies, each by its own step; `mqtt.tls` too. */
-const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes', 'lame_duck_duration', 'lame_duck_grace_period'])
+const RELOADABLE: ReadonlySet<string> = new Set(['authorization', 'no_auth_user', 'tls', 'leafnodes', 'lame_duck_duration', 'lame_duck_grace_period', 'no_fast_producer_stall'])
 
 /**
  * The first option whose change a reload cannot apply (a restart must), as `key` or

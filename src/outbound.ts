@@ -98,6 +98,19 @@ export class Outbound {
   }
 
   /**
+   * no_fast_producer_stall: true (and counted) when a message for this queue is to be dropped
+   * rather than stall its publisher: the wire is not draining and the queue is past its stall
+   * mark (src/stall.ts). One comparison while the wire drains, as it nearly always does.
+   */
+  shedding(): boolean {
+    if (this.blockedSince === 0) return false
+    const stall = this.pool.stall
+    if (stall == null || !stall.off || this.pending <= stallMark(this.limit)) return false
+    stall.drops++
+    return true
+  }
+
+  /**
    * Makes room for n more bytes and returns the offset to write them at in `buf`,
    * or -1 when that would take the queue over its limit.
    */

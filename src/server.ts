@@ -152,6 +152,7 @@ export class Server {
     })
     this.router.budget = this.budget
     this.stall = new Stall(host)
+    this.stall.off = opts.no_fast_producer_stall
     this.router.stall = this.stall
     this.queues = { schedule: this.schedule, budget: this.budget, beforeFlush: null, stall: this.stall }
   }

@@ -7,8 +7,13 @@
 // so its publishers get on meanwhile, slowly). Only client queues stall (the server's
 // QueuePool): the uplink has its own flow control, and a publisher without a socket (the
 // uplink's hub traffic, sprig's services) is never paused.
+// With no_fast_producer_stall (nats-server's option) nobody is paused: a message for a queue
+// past its mark while its socket is not draining is dropped for that subscriber instead
+// (Outbound.shedding), and counted. Either way a subscriber that reads in bursts stays
+// connected; the option chooses whether its publishers wait or it loses messages.
 
 import type { Host, Wire } from './host.ts'
+import type { Options } from './options.ts'
 import type { Outbound } from './outbound.ts'
 import { Paused } from './pause.ts'
 
@@ -30,6 +35,10 @@ export class Stall {
   hot: Outbound | null = null
   /** Publishers paused so far (for /varz). */
   count = 0
+  /** no_fast_producer_stall: drop for the crowded queue instead of pausing its publishers. */
+  off = false
+  /** Messages dropped for a crowded queue because `off` (for /varz). */
+  drops = 0
   private readonly byQueue = new Map<Outbound, Stalled>()
 
   constructor(private readonly host: Pick<Host, 'every'>) {}
@@ -43,7 +52,7 @@ export class Stall {
   pause(w: Wire | undefined): void {
     const o = this.hot
     this.hot = null
-    if (o === null || w === undefined || w.pause === undefined) return
+    if (o === null || w === undefined || w.pause === undefined || this.off) return
     let s = this.byQueue.get(o)
     if (s === undefined) {
       const timer = this.host.every(STALL_MS, () => this.release(o))
@@ -59,5 +68,22 @@ export class Stall {
     this.byQueue.delete(o)
     s.timer.cancel()
     s.paused.releaseAll()
+  }
+
+  /** Every paused publisher is read again (the stall was switched off). */
+  releaseAll(): void {
+    for (const o of [...this.byQueue.keys()]) this.release(o)
+  }
+}
+
+/** SIGHUP: no_fast_producer_stall applies at once (nats-server reloads it too). */
+export function reloadStall(srv: { opts: Options; readonly stall: Stall }, next: Options): () => string[] {
+  return () => {
+    const off = next.no_fast_producer_stall
+    if (srv.opts.no_fast_producer_stall === off) return []
+    srv.opts = { ...srv.opts, no_fast_producer_stall: off }
+    srv.stall.off = off
+    if (off) srv.stall.releaseAll()
+    return [`no_fast_producer_stall: ${off}`]
   }
 }

@@ -24,6 +24,7 @@ import { writePidFile, writePortsFile, type Bound } from './pidports.ts'
 import { startSystemd } from './notify.ts'
 import { logFile, sendSignal, signalArg, stderrLine } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
+import { reloadStall } from '../src/stall.ts'
 import { processStats } from './proc.ts'
 import { nodeFiles } from './files.ts'
 import { Store } from '../src/store/store.ts'
@@ -315,7 +316,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     httpsPort,
     wsPort,
     uplink,
-    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next), (next) => reloadLameDuck(srv, next)],
+    reloaders: [(next) => reloadAuth(srv, next), tlsReloader(srv, { nats: natsTls || undefined, mqtt: mqttTls }), (next) => reloadUplink(srv, uplink, next), (next) => reloadLameDuck(srv, next), (next) => reloadStall(srv, next)],
     stopAccepting() {
       for (const l of clientListeners) closeOnce(l)
     },

@@ -41,6 +41,7 @@ t.test('defaults', async (t) => {
     ping_interval: 120_000,
     ping_max: 2,
     write_deadline: 10_000,
+    no_fast_producer_stall: false,
     max_subscriptions: 0,
     connect_timeout: 5_000,
     log_level: 'info',
@@ -255,6 +256,7 @@ t.test('values in their accepted forms', async (t) => {
   t.match(validateOptions({ port: '4333', logtime: 'false', ping_max: ' 5 ' }), { port: 4333, logtime: false, ping_max: 5 })
   // No timeout given: its default depends on the listener's TLS (src/auth.ts authTimeout).
   t.same(validateOptions({ authorization: { token: 's3cret' } }).authorization, { token: 's3cret' })
+  t.equal(validateOptions({ no_fast_producer_stall: true }).no_fast_producer_stall, true)
   t.equal(validateOptions({ connect_timeout: '3s' }).connect_timeout, 3000)
   t.equal(validateOptions({}).connect_timeout, 5000, 'connect_timeout: 5 s by default')
   t.same(validateOptions({ authorization: { timeout: 1 } }).authorization, { timeout: 1000 }, 'no credentials: no auth')
@@ -290,6 +292,7 @@ t.test('every key: a bad value names the key and what was expected', async (t) =
     [{ debug: 'yes' }, 'debug: expected true or false, got "yes"'],
     [{ trace: 1 }, 'trace: expected true or false, got 1'],
     [{ logtime: {} }, 'logtime: expected true or false, got an object'],
+    [{ no_fast_producer_stall: 'maybe' }, 'no_fast_producer_stall: expected true or false, got "maybe"'],
     [{ authorization: 'x' }, 'authorization: expected an object, got "x"'],
     [{ authorization: { user: 1, password: 'p' } }, 'authorization.user: expected a non-empty string, got 1'],
     [{ authorization: { user: 'u', password: 12345 } }, 'authorization.password: expected a non-empty string, got a number'],

@@ -7,7 +7,8 @@ import type { Wire } from '../src/host.ts'
 import { newMsg, type Msg } from '../src/msg.ts'
 import { Outbound } from '../src/outbound.ts'
 import { Router, type Owner, type Sub } from '../src/router.ts'
-import { Stall, STALL_MS, stallMark } from '../src/stall.ts'
+import { reloadStall, Stall, STALL_MS, stallMark } from '../src/stall.ts'
+import { defaults } from '../src/options.ts'
 
 interface TestWire extends Wire {
   accept: boolean
@@ -67,10 +68,11 @@ function setup(): { r: Router; st: Stall; tm: Timers; out: Outbound; subWire: Te
   const subWire = wire()
   const queued: Outbound[] = []
   const out = new Outbound(subWire, LIMIT, { schedule: (o) => void queued.push(o), budget: null, beforeFlush: null, stall: st })
+  // As the adapters deliver: a queue that sheds (no_fast_producer_stall) takes nothing.
   const sub: Owner = {
     cid: 1,
     echo: true,
-    deliver: (_s: Sub, m: Msg) => void out.push(m.payload),
+    deliver: (_s: Sub, m: Msg) => void (out.shedding() || out.push(m.payload)),
   }
   r.subscribe({ subject: 's', queue: null, owner: sub })
   const flush = (): void => {
@@ -165,4 +167,56 @@ t.test('no stall while the queue drains, for a publisher without a socket, or fr
   other.stall = st
   other.publish(msg(10), publisher(pw)) // no subscriber: reaches nothing
   t.equal(pw.pauses, 0, 'a publish that did not feed the queue is not paused')
+})
+
+t.test('no_fast_producer_stall: nobody is paused; messages for the crowded queue are dropped and counted', async (t) => {
+  const { r, st, out, subWire, flush } = setup()
+  st.off = true
+  const pw = wire()
+  const from = publisher(pw)
+  r.publish(msg(3500), from)
+  t.equal(st.drops, 0, 'past the mark but draining: delivered')
+  flush()
+  subWire.accept = false
+  r.publish(msg(100), from)
+  flush() // the socket holds 100: blocked, under the mark
+  r.publish(msg(2000), from)
+  t.equal(st.drops, 0, 'blocked, under the mark: delivered')
+  t.equal(out.pending, 2100)
+  r.publish(msg(1000), from)
+  t.equal(out.pending, 3100, 'this one takes the queue past the mark: delivered')
+  r.publish(msg(10), from)
+  r.publish(msg(10), from)
+  t.equal(st.drops, 2, 'past the mark and blocked: the next ones are dropped, counted')
+  t.equal(out.pending, 3100, 'and not queued')
+  t.equal(pw.pauses, 0, 'the publisher is never paused')
+  t.equal(st.size, 0)
+  subWire.accept = true
+  subWire.held = 0
+  out.drained(2)
+  r.publish(msg(10), from)
+  t.equal(st.drops, 2, 'drained: delivered again')
+})
+
+t.test('no_fast_producer_stall on reload: applied at once, stalled publishers are released', async (t) => {
+  const { r, st, out, subWire, flush } = setup()
+  const pw = wire()
+  subWire.accept = false
+  r.publish(msg(1000), publisher(pw))
+  flush()
+  r.publish(msg(2500), publisher(pw))
+  t.equal(st.size, 1, 'stalled')
+  const srv = { opts: { ...defaults }, stall: st }
+  t.same(reloadStall(srv, { ...defaults })(), [], 'no change: nothing to say')
+  t.same(reloadStall(srv, { ...defaults, no_fast_producer_stall: true })(), ['no_fast_producer_stall: true'])
+  t.ok(st.off)
+  t.ok(srv.opts.no_fast_producer_stall)
+  t.equal(pw.resumes, 1, 'the stalled publisher is read again')
+  t.equal(st.size, 0)
+  r.publish(msg(10), publisher(pw))
+  t.equal(pw.pauses, 1, 'not paused again')
+  t.equal(st.drops, 1, 'the message is dropped instead')
+  t.ok(out.pending <= LIMIT)
+  t.same(reloadStall(srv, { ...defaults, no_fast_producer_stall: false })(), ['no_fast_producer_stall: false'])
+  t.notOk(st.off, 'and back')
 })

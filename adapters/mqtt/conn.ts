@@ -648,11 +648,14 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
     if (s.denyCheck && deliveryDenied(this.perms, m.subject, s.queue)) return
     const topic = subTopic(this.st, s, m)
     if (topic === null) return
+    const qos = deliveryQos(s, m)
+    // no_fast_producer_stall: QoS 0 is dropped for a crowded queue; QoS 1 and 2 wait in the
+    // in-flight window and the session's queue, bounded by max_pending, as before.
+    if (qos === 0 && this.out.shedding()) return
     // allow_responses: only a request the client actually gets may be answered.
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     this.out.msgs++ // out_msgs and out_bytes (/connz): counted by the queue
     this.out.bytes += m.size
-    const qos = deliveryQos(s, m)
     const props = this.version === 5 ? deliveryProps(headersToProps(this.st, m), s) : undefined
     const retain = s.rap === true && msgRetained(m) // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]
     if (qos === 0) {

@@ -380,6 +380,7 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
     const s = sub as NatsSub
     // Wildcards overlapping a deny rule never deliver what the rule denies (nats-server's check).
     if (s.denyCheck === true && deliveryDenied(this.perms, m.subject, s.queue)) return
+    if (this.out.shedding()) return // no_fast_producer_stall: dropped for a crowded queue
     if (this.replies !== null && m.reply !== '') noteRequest(this.perms!, this.replies, m.reply, this.srv.host.now())
     const hdr = this.headers ? m.hdr : null // header-less clients get the payload only
     const hlen = hdr ? hdr.length : 0

@@ -51,6 +51,7 @@ const OPTION_CHECKS: { [K in keyof Scalars]: Check<Scalars[K]> } = {
   ping_interval: duration,
   ping_max: integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer'),
   write_deadline: duration,
+  no_fast_producer_stall: boolean,
   connect_timeout: duration,
   max_subscriptions: integer(0, Number.MAX_SAFE_INTEGER, 'an integer >= 0 (0 means unlimited)'),
   log_level: logLevel,
