@@ -9,6 +9,7 @@ import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
+import { pageOutAfter, pageOutExecutable } from './pageout.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
@@ -304,9 +305,11 @@ export function bun(): Runtime {
   useRangeCopy(bunRangeCopy)
   // Bun's node:net (TLS listeners, the uplink, SPRIG_NET=node) hands a new buffer per read too.
   useReadRelease(releaseRead)
+  const after = pageOutAfter(process.env.SPRIG_PAGEOUT)
   return {
     name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,
     listen: viaNode ? listenNet : listenBun,
+    ...(after !== null ? { pageOut: { after, run: pageOutExecutable } } : {}),
   }
 }

@@ -25,5 +25,11 @@ export const nodeVm = once<typeof import('node:vm')>('node:vm')
 export const nodeChildProcess = once<typeof import('node:child_process')>('node:child_process')
 /** Worker threads: bcrypt checks and systemd-notify only (and, off Bun, asking whether this thread is a worker). */
 export const nodeWorkerThreads = once<typeof import('node:worker_threads')>('node:worker_threads')
+/** Bun's foreign-function interface: only to hand start-up's code pages back (targets/pageout.ts). */
+export const bunFfi = once<BunFfi>('bun:ffi')
+/** What targets/pageout.ts uses of bun:ffi (Bun's types are not installed). */
+export interface BunFfi {
+  dlopen(lib: string, symbols: Record<string, { args: string[]; returns: string }>): { symbols: Record<string, (...a: (number | bigint)[]) => number>; close(): void }
+}
 /** V8's flags: Node (and Deno) only; Bun is not V8. */
 export const nodeV8 = once<typeof import('node:v8')>('node:v8')

@@ -31,6 +31,7 @@ import { Store } from '../src/store/store.ts'
 import { openMqttStore } from '../adapters/mqtt/persist.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
+import { logPageOut, schedulePageOut } from './pageout.ts'
 import { pageStatus } from '../src/status-page.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -278,6 +279,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   srv.start()
   const lag = watchEventLoop(srv)
+  const pageOut = rt.pageOut ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(rt.pageOut!.run(), log), rt.pageOut.after) : null
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)
@@ -297,6 +299,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       removePortsFile = writePortsFile(opts.ports_file_dir, bound)
     } catch (e) {
       lag.stop()
+      pageOut?.cancel()
       for (const l of listeners) l.close()
       srv.shutdown()
       pool.close()
@@ -323,6 +326,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     async stop() {
       removePortsFile()
       lag.stop()
+      pageOut?.cancel()
       uplink?.stop()
       store?.close()
       for (const l of listeners) closeOnce(l)

@@ -1,5 +1,6 @@
 // What each runtime module provides, and the few helpers they share.
 
+import type { PageOutResult } from './pageout.ts'
 import { readdirSync, readFileSync } from 'node:fs'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import { nodeV8, nodeVm } from './lazy.ts'
@@ -22,6 +23,8 @@ export interface Runtime {
   readonly host: Host
   /** Plain listeners (NATS and MQTT); TLS listeners are node:net + node:tls everywhere. */
   listen(host: string, port: number, accept: Accept): Promise<Listener>
+  /** Bun: hand start-up's code pages back once quiet, from `after` ms on (targets/pageout.ts). */
+  readonly pageOut?: { readonly after: number; run(): PageOutResult }
 }
 
 /**

@@ -40,6 +40,8 @@ export interface BinaryBenchOpts {
   bun: string | null
   bundle: string
   quick: boolean
+  /** SPRIG_PAGEOUT as the operator set it (undefined: sprig's default, on). */
+  pageOut: string | undefined
 }
 
 interface Rss {
@@ -65,8 +67,8 @@ export function compile(bun: string, entry: string, out: string, cwd: string): v
 }
 
 /** One start: idles SETTLE_MS (after the server answers, if it is one), then its RSS. */
-async function idleRss(argv: string[], cwd: string, ready: { port: number; kind: 'nats' | 'mqtt' }[]): Promise<Rss> {
-  const p = launch(argv, cwd)
+async function idleRss(argv: string[], cwd: string, ready: { port: number; kind: 'nats' | 'mqtt' }[], env: Record<string, string | undefined>): Promise<Rss> {
+  const p = launch(argv, cwd, env)
   try {
     for (const r of ready) await waitReady(p, r.port, r.kind)
     await sleep(SETTLE_MS)
@@ -101,10 +103,12 @@ export async function runBinaryBench(o: BinaryBenchOpts): Promise<{ failed: numb
   // min–max beside the median: on some hosts the same binary's file-backed RSS differs by ~2 MiB
   // from start to start (docs/benchmarks.md), and three starts can land on either side.
   const rows: string[][] = [['what runs', 'RSS MiB', 'min–max', 'anon', 'file', 'starts', 'target']]
-  const measure = async (name: string, file: string, args: () => Promise<{ argv: string[]; ready: { port: number; kind: 'nats' | 'mqtt' }[] }>, fresh: boolean): Promise<void> => {
+  // The binary as shipped: start-up's pages handed back once quiet (targets/pageout.ts), ~5 s in.
+  const shipped = { SPRIG_PAGEOUT: o.pageOut }
+  const measure = async (name: string, file: string, args: () => Promise<{ argv: string[]; ready: { port: number; kind: 'nats' | 'mqtt' }[] }>, fresh: boolean, env: Record<string, string | undefined> = shipped): Promise<void> => {
     if (fresh) {
       const a = await args()
-      const r = await idleRss([file, ...a.argv], o.root, a.ready)
+      const r = await idleRss([file, ...a.argv], o.root, a.ready, env)
       rows.push([`${name}, just written`, mib(r.anon + r.file), '', mib(r.anon), mib(r.file), '1', ''])
       results.push({ id: 'binary-idle', what: name, cache: 'just written', rssKiB: r.anon + r.file, anonKiB: r.anon, fileKiB: r.file })
     }
@@ -113,12 +117,12 @@ export async function runBinaryBench(o: BinaryBenchOpts): Promise<{ failed: numb
     for (let i = 0; i < (o.quick ? 1 : STARTS); i++) {
       cold = evict(file) && cold
       const a = await args()
-      got.push(await idleRss([file, ...a.argv], o.root, a.ready))
+      got.push(await idleRss([file, ...a.argv], o.root, a.ready, env))
     }
     const anon = median(got.map((r) => r.anon))
     const fileKb = median(got.map((r) => r.file))
     const total = median(got.map((r) => r.anon + r.file))
-    const isSprig = file === bin
+    const isSprig = file === bin && env === shipped
     const verdict = isSprig ? `≤ ${TARGET_MIB} MiB: ${total / 1024 <= TARGET_MIB ? 'met' : 'MISSED'}` : ''
     const totals = got.map((r) => r.anon + r.file)
     const spread = `${mib(Math.min(...totals))}–${mib(Math.max(...totals))}`
@@ -130,10 +134,12 @@ export async function runBinaryBench(o: BinaryBenchOpts): Promise<{ failed: numb
   // MQTT is on by default (port 1883): the NATS-only start turns it off in a config file.
   const natsOnly = path.join(o.tmp, 'nats-only.json')
   writeFileSync(natsOnly, JSON.stringify({ mqtt: { enabled: false } }))
-  await measure('sprig, NATS port only', bin, async () => {
+  const natsArgs = async (): Promise<{ argv: string[]; ready: { port: number; kind: 'nats' }[] }> => {
     const p = await freePort()
     return { argv: ['-c', natsOnly, '-a', host, '-p', String(p)], ready: [{ port: p, kind: 'nats' }] }
-  }, true)
+  }
+  await measure('sprig, NATS port only', bin, natsArgs, true)
+  await measure('sprig, NATS port only, SPRIG_PAGEOUT=0', bin, natsArgs, false, { SPRIG_PAGEOUT: '0' })
   await measure('sprig, NATS and MQTT', bin, async () => {
     const p = await freePort()
     const m = await freePort()
@@ -141,7 +147,7 @@ export async function runBinaryBench(o: BinaryBenchOpts): Promise<{ failed: numb
   }, false)
 
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
-  console.log(`\n== binary-idle — bun build --compile of ${path.relative(o.root, o.bundle)} (${(size / 1048576).toFixed(1)} MiB file), idle ${SETTLE_MS / 1000} s after start; RSS = RssAnon + RssFile, median of the starts, each after the binary's pages were dropped from the page cache`)
+  console.log(`\n== binary-idle — bun build --compile of ${path.relative(o.root, o.bundle)} (${(size / 1048576).toFixed(1)} MiB file), idle ${SETTLE_MS / 1000} s after start (start-up's pages handed back once quiet, from 5 s: targets/pageout.ts; not in the SPRIG_PAGEOUT=0 row); RSS = RssAnon + RssFile, median of the starts, each after the binary's pages were dropped from the page cache`)
   console.log(rows.map((r) => r.map((c, i) => (i === 0 || i === r.length - 1 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n'))
   return { failed: 0, results }
 }

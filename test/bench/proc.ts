@@ -82,8 +82,9 @@ process.on('SIGINT', () => process.exit(130))
 process.on('SIGTERM', () => process.exit(143))
 
 /** Starts `argv`, keeping (and draining) its output so a chatty server never blocks on a full pipe. */
-export function launch(argv: string[], cwd: string): Proc {
-  const child = spawn(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
+/** `env`: variables to set (a value) or take away (undefined) for this process only. */
+export function launch(argv: string[], cwd: string, env?: Record<string, string | undefined>): Proc {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) })
   let out = ''
   let exit = ''
   const keep = (d: Buffer): void => {

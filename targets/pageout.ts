@@ -1,0 +1,97 @@
+// Bun: once the broker has started and gone quiet, the pages of its executable that start-up
+// touched are handed back to the kernel (madvise MADV_PAGEOUT on the executable's mappings).
+// Start-up runs code an idle broker never needs again: the parser and bytecode compiler for
+// the whole bundle, every module body, the config checks. Those pages are clean and
+// file-backed, so the kernel could drop them under pressure anyway, but until it does they
+// count in the process's RSS, and on a 1 GB gateway they are ~20 MiB of the compiled binary's
+// ~42 (docs/benchmarks.md). What is still used faults back in from the page cache or the disk
+// (a few ms, once); what start-up alone used stays out.
+// The kernel reclaims only pages no other process maps, so a Bun executable shared with other
+// Bun processes loses nothing they use. Linux ≥ 5.4; elsewhere madvise fails and nothing
+// happens. SPRIG_PAGEOUT=0 turns it off; SPRIG_PAGEOUT=<ms> sets the earliest time.
+
+import { readFileSync } from 'node:fs'
+import process from 'node:process'
+import type { Host } from '../src/host.ts'
+import type { Logger } from '../src/log.ts'
+import { bunFfi } from './lazy.ts'
+
+/** Earliest moment after start (ms): the first connections and a config's files are done. */
+export const PAGEOUT_AFTER_MS = 5000
+/** Latest moment (ms): a broker that is never quiet is paged out anyway, once. */
+export const PAGEOUT_LATEST_MS = 60_000
+const MADV_PAGEOUT = 21
+
+/** [start, end) of every mapping of `file` in a /proc/PID/maps text. */
+export function mappingsOf(maps: string, file: string): [bigint, bigint][] {
+  const out: [bigint, bigint][] = []
+  for (const line of maps.split('\n')) {
+    // address perms offset dev inode path (the path may hold spaces: it is the rest)
+    const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s+(.*)$/.exec(line)
+    if (m !== null && m[3] === file) out.push([BigInt('0x' + m[1]), BigInt('0x' + m[2])])
+  }
+  return out
+}
+
+/** The process's file-backed RSS before and after (bytes), or why nothing was done. */
+export type PageOutResult = { before: number; after: number } | { error: string }
+
+/** RssFile of /proc/self/status, in bytes. */
+function rssFile(): number {
+  const m = /^RssFile:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))
+  return m === null ? 0 : Number(m[1]) * 1024
+}
+
+/** SPRIG_PAGEOUT: unset, the default time; 0 (or off, false), never; a number of ms, that time. */
+export function pageOutAfter(env: string | undefined): number | null {
+  if (env === undefined || env.trim() === '') return PAGEOUT_AFTER_MS
+  const v = env.trim().toLowerCase()
+  if (v === '0' || v === 'off' || v === 'false' || v === 'no') return null
+  const n = Number(v)
+  return Number.isFinite(n) && n > 0 ? n : PAGEOUT_AFTER_MS
+}
+
+/** madvise(MADV_PAGEOUT) on every mapping of this process's executable, through bun:ffi. */
+export function pageOutExecutable(): PageOutResult {
+  try {
+    const ranges = mappingsOf(readFileSync('/proc/self/maps', 'utf8'), process.execPath)
+    if (ranges.length === 0) return { error: `no mapping of ${process.execPath} in /proc/self/maps` }
+    const libc = bunFfi().dlopen('libc.so.6', { madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' } })
+    const before = rssFile()
+    let failed = 0
+    for (const [a, b] of ranges) if (libc.symbols.madvise(a, b - a, MADV_PAGEOUT) !== 0) failed++
+    libc.close()
+    return failed === ranges.length ? { error: 'madvise(MADV_PAGEOUT) refused (a kernel before 5.4?)' } : { before, after: rssFile() }
+  } catch (e) {
+    return { error: (e as Error).message }
+  }
+}
+
+/**
+ * Runs `pageOut` once: at the first check from `after` ms on that finds `activity()` (messages
+ * and connections so far) unchanged since the check before (a second earlier), or at `latest`
+ * ms whatever it finds.
+ */
+export function schedulePageOut(host: Pick<Host, 'every'>, activity: () => number, pageOut: () => void, after = PAGEOUT_AFTER_MS, latest = PAGEOUT_LATEST_MS): { cancel(): void } {
+  const step = Math.max(1, Math.min(1000, after))
+  let elapsed = 0
+  let last = activity()
+  const t = host.every(step, () => {
+    elapsed += step
+    const a = activity()
+    const quiet = a === last
+    last = a
+    if (elapsed < after || (!quiet && elapsed < latest)) return
+    t.cancel()
+    pageOut()
+  })
+  return t
+}
+
+const mib = (n: number): string => (n / 1048576).toFixed(1)
+
+/** One line: how much the page-out gave back, or (debug) why it did nothing. */
+export function logPageOut(r: PageOutResult, log: Pick<Logger, 'info' | 'debug'>): void {
+  if ('error' in r) log.debug(`Start-up pages kept: ${r.error}`)
+  else log.info(`Start-up done: ${mib(r.before - r.after)} MiB of the executable's pages handed back to the kernel (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB; SPRIG_PAGEOUT=0 keeps them)`)
+}

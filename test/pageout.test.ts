@@ -1,0 +1,105 @@
+// Start-up's code pages handed back on Bun (targets/pageout.ts): which mappings, when, and the
+// SPRIG_PAGEOUT switch. The compiled binary doing it for real is in test/packaging.test.ts.
+
+import t from 'tap'
+import { logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
+
+const MAPS = [
+  '00400000-00401000 r--p 00000000 08:01 1234                               /opt/sprig/sprig-linux-x64',
+  '00401000-02a00000 r-xp 00001000 08:01 1234                               /opt/sprig/sprig-linux-x64',
+  '02a00000-06000000 r--p 02600000 08:01 1234                               /opt/sprig/sprig-linux-x64',
+  '06000000-06100000 rw-p 00000000 00:00 0                                  [heap]',
+  '7f0000000000-7f0000200000 r-xp 00000000 08:01 99                         /usr/lib/x86_64-linux-gnu/libc.so.6',
+  '7f1000000000-7f1000001000 r--p 00000000 08:01 77                         /opt/my apps/sprig',
+  '7f2000000000-7f2000001000 r--p 00000000 08:01 1234                       /opt/sprig/sprig-linux-x64 (deleted)',
+  '7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]',
+  '',
+].join('\n')
+
+t.test('the mappings of the executable, and only those', async (t) => {
+  t.same(mappingsOf(MAPS, '/opt/sprig/sprig-linux-x64'), [
+    [0x400000n, 0x401000n],
+    [0x401000n, 0x2a00000n],
+    [0x2a00000n, 0x6000000n],
+  ])
+  t.same(mappingsOf(MAPS, '/opt/my apps/sprig'), [[0x7f1000000000n, 0x7f1000001000n]], 'a path with a space')
+  t.same(mappingsOf(MAPS, '/usr/bin/bun'), [], 'not mapped: nothing')
+  t.same(mappingsOf('garbage\n\n-', '/x'), [])
+})
+
+t.test('SPRIG_PAGEOUT', async (t) => {
+  t.equal(pageOutAfter(undefined), PAGEOUT_AFTER_MS, 'unset: the default')
+  t.equal(pageOutAfter(''), PAGEOUT_AFTER_MS)
+  for (const off of ['0', 'off', 'false', 'NO', ' 0 ']) t.equal(pageOutAfter(off), null, `${JSON.stringify(off)}: never`)
+  t.equal(pageOutAfter('250'), 250, 'ms')
+  t.equal(pageOutAfter('soon'), PAGEOUT_AFTER_MS, 'not a number: the default')
+  t.equal(pageOutAfter('-5'), PAGEOUT_AFTER_MS)
+})
+
+/** A timer the test steps by hand. */
+function clock() {
+  const live: { ms: number; fn: () => void; on: boolean }[] = []
+  return {
+    live,
+    every(ms: number, fn: () => void) {
+      const e = { ms, fn, on: true }
+      live.push(e)
+      return { cancel: () => void (e.on = false) }
+    },
+    /** Fires the live timers `n` times. */
+    step(n = 1) {
+      for (let i = 0; i < n; i++) for (const e of live) if (e.on) e.fn()
+    },
+  }
+}
+
+t.test('paged out once, at the first quiet second from `after` on', async (t) => {
+  const c = clock()
+  let activity = 0
+  let runs = 0
+  schedulePageOut(c, () => activity, () => runs++, 5000, 60_000)
+  t.equal(c.live[0]!.ms, 1000, 'checked every second')
+  c.step(4)
+  t.equal(runs, 0, 'not before 5 s')
+  activity++ // a message in the fifth second
+  c.step()
+  t.equal(runs, 0, 'not while messages or connections arrive')
+  activity++
+  c.step()
+  t.equal(runs, 0)
+  c.step()
+  t.equal(runs, 1, 'the first quiet second after 5 s')
+  c.step(10)
+  t.equal(runs, 1, 'once')
+})
+
+t.test('a broker that is never quiet is paged out at `latest`; cancel stops it', async (t) => {
+  const c = clock()
+  let activity = 0
+  let runs = 0
+  schedulePageOut(c, () => ++activity, () => runs++, 5000, 10_000)
+  c.step(9)
+  t.equal(runs, 0)
+  c.step()
+  t.equal(runs, 1, 'at 10 s, busy or not')
+  const c2 = clock()
+  const s = schedulePageOut(c2, () => 0, () => runs++, 5000, 10_000)
+  c2.step(2)
+  s.cancel()
+  c2.step(20)
+  t.equal(runs, 1, 'cancelled (the broker stopped): never')
+  const c3 = clock()
+  schedulePageOut(c3, () => 0, () => runs++, 300, 60_000)
+  t.equal(c3.live[0]!.ms, 300, 'a short `after` (SPRIG_PAGEOUT=300) checks that often')
+  c3.step(1)
+  t.equal(runs, 2)
+})
+
+t.test('the log line', async (t) => {
+  const lines: string[] = []
+  const log = { info: (m: string) => void lines.push('I ' + m), debug: (m: string) => void lines.push('D ' + m) }
+  logPageOut({ before: 34 * 1048576, after: 6 * 1048576 }, log)
+  logPageOut({ error: 'madvise(MADV_PAGEOUT) refused' }, log)
+  t.match(lines[0], /^I Start-up done: 28\.0 MiB of the executable's pages handed back to the kernel \(file-backed RSS 34\.0 → 6\.0 MiB; SPRIG_PAGEOUT=0 keeps them\)/)
+  t.match(lines[1], /^D Start-up pages kept: madvise/, 'a refusal is only a debug line')
+})
