@@ -90,6 +90,17 @@ export function schedulePageOut(host: Pick<Host, 'every'>, activity: () => numbe
 
 const mib = (n: number): string => (n / 1048576).toFixed(1)
 
+/**
+ * A fleet connecting at once (after an outage, or a reboot) pages in code an idle broker
+ * does not run again: the optimizing compilers, the accept and CONNECT paths. Once such a
+ * burst is over and the process quiet (targets/runtime.ts afterAccept), those pages go back
+ * too; the line is at debug level, as bursts can come often.
+ */
+export function logBurstPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
+  if ('error' in r) log.debug(`Accept burst over, pages kept: ${r.error}`)
+  else log.debug(`Accept burst over: ${mib(r.before - r.after)} MiB of the executable's pages handed back (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)
+}
+
 /** One line: how much the page-out gave back, or (debug) why it did nothing. */
 export function logPageOut(r: PageOutResult, log: Pick<Logger, 'info' | 'debug'>): void {
   if ('error' in r) log.debug(`Start-up pages kept: ${r.error}`)

@@ -127,6 +127,12 @@ const QUIET_CPU = 0.25
 
 type BunMemory = { shrink?(): void }
 
+/** Runs after the shrink at a quiet burst's end (Bun: the executable's pages paged out). */
+let afterQuietBurst: (() => void) | null = null
+export function onQuietBurstEnd(fn: (() => void) | null): void {
+  afterQuietBurst = fn
+}
+
 /**
  * Listeners call this per accepted socket. After a burst (a fleet reconnecting after an
  * outage), the runtime is asked for a full collection half a second later (and every half
@@ -138,7 +144,9 @@ type BunMemory = { shrink?(): void }
  * quiet (under a quarter of a core since the last check: no message load), Bun's
  * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
  * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
- * compiled again; a busy process is never shrunk. Node and Deno have no such call.
+ * compiled again; a busy process is never shrunk. Node and Deno have no such call. Then the
+ * `onQuietBurstEnd` hook runs: Bun's target pages out the executable's code the burst paged
+ * in (its optimizing compilers, mostly), as after start-up (targets/pageout.ts).
  */
 export function afterAccept(): void {
   lastAccept = Date.now()
@@ -160,7 +168,10 @@ function acceptCheck(): void {
     // Over. Quiet (no message load): memory back to the system (this collects too).
     inBurst = false
     const quiet = cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)
-    if (quiet) (globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
+    if (quiet) {
+      ;(globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
+      afterQuietBurst?.()
+    }
     if (accepted === 0 || quiet) return
   }
   if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {

@@ -5,14 +5,16 @@
 // A stand-in Bun records the calls.
 
 import t from 'tap'
-import { afterAccept } from '../targets/runtime.ts'
+import { afterAccept, onQuietBurstEnd } from '../targets/runtime.ts'
 
 const calls: string[] = []
 const g = globalThis as { Bun?: unknown }
 const hadBun = 'Bun' in g
 const realBun = g.Bun
 g.Bun = { gc: () => void calls.push('gc'), shrink: () => void calls.push('shrink') }
+onQuietBurstEnd(() => void calls.push('hook'))
 t.teardown(() => {
+  onQuietBurstEnd(null)
   if (hadBun) g.Bun = realBun
   else delete g.Bun
 })
@@ -34,18 +36,18 @@ t.test('a trickle gets nothing; once it adds up to 100 accepts, a collection and
   t.same(calls, [])
   accepts(50) // 100 in all, over more than 2 s
   await sleep(1500)
-  t.same(calls, ['gc'], 'collected, not shrunk')
+  t.same(calls, ['gc'], 'collected, not shrunk (and no hook)')
 })
 
 t.test('a burst: a collection, then once it is over and quiet, a shrink', async (t) => {
   calls.length = 0
   accepts(100)
   const start = Date.now()
-  while (calls.length < 2 && Date.now() - start < 3000) await sleep(20)
-  t.same(calls, ['gc', 'shrink'], 'collected, then shrunk once accepts stopped')
+  while (calls.length < 3 && Date.now() - start < 3000) await sleep(20)
+  t.same(calls, ['gc', 'shrink', 'hook'], 'collected, then shrunk and the hook (the page-out) run once accepts stopped')
   t.ok(Date.now() - start >= 500, 'not before the first check, half a second after the burst started')
   await sleep(1000)
-  t.same(calls, ['gc', 'shrink'], 'once')
+  t.same(calls, ['gc', 'shrink', 'hook'], 'once')
 })
 
 t.test('no shrink while accepts go on', async (t) => {
@@ -59,6 +61,7 @@ t.test('no shrink while accepts go on', async (t) => {
   t.notOk(calls.includes('shrink'), `not while accepting: ${calls.join(',')}`)
   await sleep(1100)
   t.equal(calls.filter((c) => c === 'shrink').length, 1, 'shrunk after the last accept')
+  t.equal(calls.filter((c) => c === 'hook').length, 1, 'and the hook run once')
 })
 
 t.test('a busy process is not shrunk', async (t) => {
@@ -71,5 +74,5 @@ t.test('a busy process is not shrunk', async (t) => {
     await sleep(1)
   }
   await sleep(600)
-  t.same(calls, ['gc'], 'collected, not shrunk')
+  t.same(calls, ['gc'], 'collected, not shrunk (and no hook)')
 })

@@ -5,6 +5,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
+import { createConnection, type Socket } from 'node:net'
 import { join, resolve } from 'node:path'
 import { freePort, havePeer, skipOrFail, spawnServer } from './helpers/peers.ts'
 import { exchange } from './helpers/raw.ts'
@@ -38,6 +39,14 @@ t.test('x64 binary answers PING and reports its idle memory', async (t) => {
   t.ok(env.includes('MIMALLOC_PURGE_DELAY=1000'), 'the spawned process serves, with MIMALLOC_PURGE_DELAY=1000')
 })
 
+/** A NATS connection that has read INFO (the server accepted it). */
+const connectRaw = (port: number): Promise<Socket> =>
+  new Promise((ok, fail) => {
+    const s = createConnection({ host: '127.0.0.1', port })
+    s.once('data', () => ok(s))
+    s.once('error', fail)
+  })
+
 const rssFile = (pid: number): number => Number(/RssFile:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 
 t.test('x64 binary hands its start-up pages back once quiet, and serves on', async (t) => {
@@ -57,13 +66,31 @@ t.test('x64 binary hands its start-up pages back once quiet, and serves on', asy
   t.equal((p.output().match(/Start-up done/g) ?? []).length, 1, 'once')
 })
 
+t.test('x64 binary: after a burst of 150 connections, the pages it paged in go back too', async (t) => {
+  const port = await freePort()
+  const p = await spawnServer(x64, ['-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0', '-l', 'debug'], port, { SPRIG_PAGEOUT: '300' })
+  t.teardown(() => p.stop())
+  for (let i = 0; i < 100 && !/Start-up done/.test(p.output()); i++) await new Promise((r) => setTimeout(r, 50))
+  const socks = await Promise.all(Array.from({ length: 150 }, () => connectRaw(port)))
+  t.teardown(() => socks.forEach((s) => s.destroy()))
+  const line = /Accept burst over: ([\d.]+) MiB of the executable's pages handed back \(file-backed RSS ([\d.]+) → ([\d.]+) MiB/
+  for (let i = 0; i < 100 && !line.test(p.output()); i++) await new Promise((r) => setTimeout(r, 50))
+  const m = line.exec(p.output())
+  t.ok(m, 'logged (debug) once the burst was over')
+  if (m !== null) t.ok(Number(m[2]) > Number(m[3]), `file-backed RSS ${m[2]} → ${m[3]} MiB`)
+  const r = await exchange(port, 'PING\r\n')
+  t.equal(r.out, 'PONG\r\n', 'the broker answers after it')
+})
+
 t.test('x64 binary with SPRIG_PAGEOUT=0 keeps its pages', async (t) => {
   const port = await freePort()
   const p = await spawnServer(x64, ['-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, { SPRIG_PAGEOUT: '0' })
   t.teardown(() => p.stop())
   await exchange(port, 'PING\r\n')
+  const socks = await Promise.all(Array.from({ length: 150 }, () => connectRaw(port)))
+  t.teardown(() => socks.forEach((s) => s.destroy()))
   await new Promise((r) => setTimeout(r, 1500))
-  t.notMatch(p.output(), /Start-up done/, 'nothing handed back')
+  t.notMatch(p.output(), /Start-up done|Accept burst over/, 'nothing handed back, after start-up or a burst')
   t.ok(rssFile(p.proc.pid!) > 20, `file-backed RSS ${rssFile(p.proc.pid!).toFixed(1)} MiB`)
 })
 

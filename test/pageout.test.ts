@@ -2,7 +2,7 @@
 // SPRIG_PAGEOUT switch. The compiled binary doing it for real is in test/packaging.test.ts.
 
 import t from 'tap'
-import { logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
+import { logBurstPageOut, logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
 
 const MAPS = [
   '00400000-00401000 r--p 00000000 08:01 1234                               /opt/sprig/sprig-linux-x64',
@@ -102,4 +102,8 @@ t.test('the log line', async (t) => {
   logPageOut({ error: 'madvise(MADV_PAGEOUT) refused' }, log)
   t.match(lines[0], /^I Start-up done: 28\.0 MiB of the executable's pages handed back to the kernel \(file-backed RSS 34\.0 → 6\.0 MiB; SPRIG_PAGEOUT=0 keeps them\)/)
   t.match(lines[1], /^D Start-up pages kept: madvise/, 'a refusal is only a debug line')
+  logBurstPageOut({ before: 30 * 1048576, after: 8 * 1048576 }, log)
+  logBurstPageOut({ error: 'no mapping' }, log)
+  t.match(lines[2], /^D Accept burst over: 22\.0 MiB of the executable's pages handed back \(file-backed RSS 30\.0 → 8\.0 MiB\)/, 'after a burst, at debug: bursts can come often')
+  t.match(lines[3], /^D Accept burst over, pages kept: no mapping/)
 })
