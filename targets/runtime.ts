@@ -105,10 +105,12 @@ export function listenError(host: string, port: number, e: unknown): Error {
   return new Error(`cannot listen on ${host}:${port}: ${why}`)
 }
 
-/** Accepts since the last collection, when the first and the last of them came, and the pending check. */
+/** Accepts since the last collection, the last accept's time, and the pending check. */
 let accepted = 0
-let countSince = 0
 let lastAccept = 0
+/** Accepts in the current 2 s window, and when it started. */
+let inWindow = 0
+let windowStart = -Infinity
 let gcCheck: ReturnType<typeof setTimeout> | null = null
 /** A burst was collected and its end not seen yet; when it was last collected. */
 let inBurst = false
@@ -122,6 +124,8 @@ const GC_DELAY_MS = 500
 const BURST_WINDOW_MS = 2000
 /** A burst is over once nothing was accepted for this long (also how often it is watched). */
 const BURST_END_MS = 250
+/** How long after a burst's last accept a busy process is waited for to go quiet. */
+const QUIET_WAIT_MS = 3000
 /** "Quiet": the process used under this share of one core since the last check. */
 const QUIET_CPU = 0.25
 
@@ -141,7 +145,8 @@ export function onQuietBurstEnd(fn: (() => void) | null): void {
  * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun
  * and ~4 KB on Deno, none on Node. A trickle is collected too, every 100 accepts. Once a
  * burst (100 accepts within 2 s) is over (nothing accepted for 250 ms) and the process is
- * quiet (under a quarter of a core since the last check: no message load), Bun's
+ * quiet (under a quarter of a core since the last check: no message load; it is waited for
+ * up to 3 s, while the new clients subscribe), Bun's
  * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
  * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
  * compiled again; a busy process is never shrunk. Node and Deno have no such call. Then the
@@ -150,7 +155,14 @@ export function onQuietBurstEnd(fn: (() => void) | null): void {
  */
 export function afterAccept(): void {
   lastAccept = Date.now()
-  if (accepted++ === 0) countSince = lastAccept
+  accepted++
+  // A window of 2 s counts toward a burst; an older one starts again (a few accepts an hour
+  // ago must not make today's thousand look like a trickle).
+  if (lastAccept - windowStart > BURST_WINDOW_MS) {
+    windowStart = lastAccept
+    inWindow = 0
+  }
+  inWindow++
   if (gcCheck === null) armAcceptCheck(GC_DELAY_MS)
 }
 
@@ -165,17 +177,23 @@ function acceptCheck(): void {
   gcCheck = null
   const now = Date.now()
   if (inBurst && now - lastAccept >= BURST_END_MS) {
-    // Over. Quiet (no message load): memory back to the system (this collects too).
-    inBurst = false
+    // Over. Quiet (no message load): memory back to the system (this collects too). Still
+    // busy (the new clients' SUBSCRIBEs and first messages, or a message load): look again
+    // every 250 ms, for up to 3 s after the last accept; a process busy that long has load.
     const quiet = cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)
     if (quiet) {
+      inBurst = false
       ;(globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
       afterQuietBurst?.()
+      return
     }
-    if (accepted === 0 || quiet) return
+    if (now - lastAccept >= QUIET_WAIT_MS) {
+      inBurst = false
+      if (accepted === 0) return
+    }
   }
   if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {
-    if (now - countSince <= BURST_WINDOW_MS) inBurst = true // else a trickle that added up
+    if (inWindow >= ACCEPT_BURST) inBurst = true // else a trickle that added up
     accepted = 0
     lastGc = now
     gc ??= findGc()

@@ -1,7 +1,7 @@
 // targets/runtime.ts afterAccept: after a burst of accepts Bun is asked for a full collection
 // (every half second while it lasts), and once it is over and the process is quiet, for
 // Bun.shrink() (compiled code dropped, free memory returned). Never while accepts go on, never
-// when the process is busy, never for a trickle (which is only collected, every 100 accepts).
+// when the process is busy (waited for up to 3 s), never for a trickle (which is only collected, every 100 accepts).
 // A stand-in Bun records the calls.
 
 import t from 'tap'
@@ -50,6 +50,17 @@ t.test('a burst: a collection, then once it is over and quiet, a shrink', async 
   t.same(calls, ['gc', 'shrink', 'hook'], 'once')
 })
 
+t.test('a burst after a few accepts long before is still a burst', async (t) => {
+  calls.length = 0
+  accepts(5) // a device or two reconnecting, earlier
+  await sleep(2200)
+  t.same(calls, [])
+  accepts(150)
+  const start = Date.now()
+  while (calls.length < 3 && Date.now() - start < 3000) await sleep(20)
+  t.same(calls, ['gc', 'shrink', 'hook'], 'collected, shrunk: the old accepts did not make it a trickle')
+})
+
 t.test('no shrink while accepts go on', async (t) => {
   calls.length = 0
   accepts(150)
@@ -64,15 +75,28 @@ t.test('no shrink while accepts go on', async (t) => {
   t.equal(calls.filter((c) => c === 'hook').length, 1, 'and the hook run once')
 })
 
-t.test('a busy process is not shrunk', async (t) => {
-  calls.length = 0
-  accepts(150)
-  // Busy for 1.5 s (under load, as with message traffic), timers still running between slices.
-  const end = Date.now() + 1500
+/** Busy for ms (under load, as with message traffic), timers still running between slices. */
+async function busy(ms: number): Promise<void> {
+  const end = Date.now() + ms
   while (Date.now() < end) {
     burn(40)
     await sleep(1)
   }
-  await sleep(600)
-  t.same(calls, ['gc'], 'collected, not shrunk (and no hook)')
+}
+
+t.test('a process busy for a while after the burst is shrunk once it goes quiet', async (t) => {
+  calls.length = 0
+  accepts(150)
+  await busy(1200) // the new clients subscribing and sending their first messages
+  t.same(calls, ['gc'], 'not while busy')
+  await sleep(700)
+  t.same(calls, ['gc', 'shrink', 'hook'], 'then shrunk, once')
+})
+
+t.test('a process busy for 3 s after the burst is not shrunk', async (t) => {
+  calls.length = 0
+  accepts(150)
+  await busy(3500)
+  await sleep(800)
+  t.same(calls, ['gc'], 'collected, not shrunk (and no hook): it has load')
 })
