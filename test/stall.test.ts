@@ -60,6 +60,14 @@ function timers(): Timers {
 const LIMIT = 4000
 
 /** A router with a stall; one subscriber on `s` whose deliveries go into `out`. */
+/** The subscriber stops reading; pw's second publish finds its queue over the mark and stalls. */
+function stallOne(r: Router, subWire: TestWire, flush: () => void, pw: ReturnType<typeof wire>): void {
+  subWire.accept = false
+  r.publish(msg(1000), publisher(pw))
+  flush()
+  r.publish(msg(2500), publisher(pw))
+}
+
 function setup(): { r: Router; st: Stall; tm: Timers; out: Outbound; subWire: TestWire; flush: () => void } {
   const tm = timers()
   const st = new Stall(tm)
@@ -122,10 +130,7 @@ t.test('a stall runs out after STALL_MS, and ends when the queue is gone', async
   const { r, st, tm, out, subWire, flush } = setup()
   const pw = wire()
   const pw2 = wire()
-  subWire.accept = false
-  r.publish(msg(1000), publisher(pw))
-  flush()
-  r.publish(msg(2500), publisher(pw))
+  stallOne(r, subWire, flush, pw)
   t.equal(pw.pauses, 1, 'paused')
   t.equal(tm.live.length, 1, 'one timer for the queue')
   t.equal(tm.live[0]!.ms, STALL_MS)
@@ -201,10 +206,7 @@ t.test('no_fast_producer_stall: nobody is paused; messages for the crowded queue
 t.test('no_fast_producer_stall on reload: applied at once, stalled publishers are released', async (t) => {
   const { r, st, out, subWire, flush } = setup()
   const pw = wire()
-  subWire.accept = false
-  r.publish(msg(1000), publisher(pw))
-  flush()
-  r.publish(msg(2500), publisher(pw))
+  stallOne(r, subWire, flush, pw)
   t.equal(st.size, 1, 'stalled')
   const srv = { opts: { ...defaults }, stall: st }
   t.same(reloadStall(srv, { ...defaults })(), [], 'no change: nothing to say')
