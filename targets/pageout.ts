@@ -96,6 +96,22 @@ const mib = (n: number): string => (n / 1048576).toFixed(1)
  * burst is over and the process quiet (targets/runtime.ts afterAccept), those pages go back
  * too; the line is at debug level, as bursts can come often.
  */
+/**
+ * The burst hook: runs `pageOut` and logs it, at most once a minute. Each page-out sends the
+ * pages the broker still uses back to the disk (an SD card on a gateway), so a site whose
+ * devices come and go in bursts pays that read once a minute, not once a burst.
+ */
+export const BURST_PAGEOUT_EVERY_MS = 60_000
+export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): () => void {
+  let last = -Infinity
+  return () => {
+    const t = now()
+    if (t - last < BURST_PAGEOUT_EVERY_MS) return
+    last = t
+    logBurstPageOut(pageOut(), log)
+  }
+}
+
 export function logBurstPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
   if ('error' in r) log.debug(`Accept burst over, pages kept: ${r.error}`)
   else log.debug(`Accept burst over: ${mib(r.before - r.after)} MiB of the executable's pages handed back (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)

@@ -2,7 +2,7 @@
 // SPRIG_PAGEOUT switch. The compiled binary doing it for real is in test/packaging.test.ts.
 
 import t from 'tap'
-import { logBurstPageOut, logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
+import { BURST_PAGEOUT_EVERY_MS, burstPageOut, logBurstPageOut, logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
 
 const MAPS = [
   '00400000-00401000 r--p 00000000 08:01 1234                               /opt/sprig/sprig-linux-x64',
@@ -106,4 +106,21 @@ t.test('the log line', async (t) => {
   logBurstPageOut({ error: 'no mapping' }, log)
   t.match(lines[2], /^D Accept burst over: 22\.0 MiB of the executable's pages handed back \(file-backed RSS 30\.0 → 8\.0 MiB\)/, 'after a burst, at debug: bursts can come often')
   t.match(lines[3], /^D Accept burst over, pages kept: no mapping/)
+})
+
+t.test('after bursts: at most one page-out a minute', async (t) => {
+  let clock = 0
+  let runs = 0
+  const lines: string[] = []
+  const hook = burstPageOut(() => (runs++, { before: 20 * 1048576, after: 5 * 1048576 }), { debug: (m: string) => void lines.push(m) }, () => clock)
+  hook()
+  t.equal(runs, 1, 'the first burst')
+  t.match(lines[0], /^Accept burst over: 15\.0 MiB/)
+  clock += BURST_PAGEOUT_EVERY_MS - 1
+  hook()
+  t.equal(runs, 1, 'a burst within the minute: nothing')
+  clock += 1
+  hook()
+  t.equal(runs, 2, 'a minute on: again')
+  t.equal(lines.length, 2)
 })
