@@ -51,16 +51,18 @@ export function pageOutAfter(env: string | undefined): number | null {
   return Number.isFinite(n) && n > 0 ? n : PAGEOUT_AFTER_MS
 }
 
+let madvise: ((...a: (number | bigint)[]) => number) | null = null
+
 /** madvise(MADV_PAGEOUT) on every mapping of this process's executable, through bun:ffi. */
 export function pageOutExecutable(): PageOutResult {
   try {
     const ranges = mappingsOf(readFileSync('/proc/self/maps', 'utf8'), process.execPath)
     if (ranges.length === 0) return { error: `no mapping of ${process.execPath} in /proc/self/maps` }
-    const libc = bunFfi().dlopen('libc.so.6', { madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' } })
+    // libc stays open: the page-out runs again after accept bursts.
+    madvise ??= bunFfi().dlopen('libc.so.6', { madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' } }).symbols.madvise!
     const before = rssFile()
     let failed = 0
-    for (const [a, b] of ranges) if (libc.symbols.madvise(a, b - a, MADV_PAGEOUT) !== 0) failed++
-    libc.close()
+    for (const [a, b] of ranges) if (madvise(a, b - a, MADV_PAGEOUT) !== 0) failed++
     return failed === ranges.length ? { error: 'madvise(MADV_PAGEOUT) refused (a kernel before 5.4?)' } : { before, after: rssFile() }
   } catch (e) {
     return { error: (e as Error).message }
@@ -93,11 +95,8 @@ const mib = (n: number): string => (n / 1048576).toFixed(1)
 /**
  * A fleet connecting at once (after an outage, or a reboot) pages in code an idle broker
  * does not run again: the optimizing compilers, the accept and CONNECT paths. Once such a
- * burst is over and the process quiet (targets/runtime.ts afterAccept), those pages go back
- * too; the line is at debug level, as bursts can come often.
- */
-/**
- * The burst hook: runs `pageOut` and logs it, at most once a minute. Each page-out sends the
+ * burst is over and the process quiet (targets/runtime.ts afterAccept), this hook runs
+ * `pageOut` and logs it at debug level, at most once a minute. Each page-out sends the
  * pages the broker still uses back to the disk (an SD card on a gateway), so a site whose
  * devices come and go in bursts pays that read once a minute, not once a burst.
  */
@@ -112,13 +111,16 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
   }
 }
 
+/** "N MiB of the executable's pages handed back<to>(file-backed RSS a → b MiB<tail>)". */
+const handedBack = (r: { before: number; after: number }, to: string, tail: string): string =>
+  `${mib(r.before - r.after)} MiB of the executable's pages handed back${to} (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB${tail})`
+
 export function logBurstPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
-  if ('error' in r) log.debug(`Accept burst over, pages kept: ${r.error}`)
-  else log.debug(`Accept burst over: ${mib(r.before - r.after)} MiB of the executable's pages handed back (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)
+  log.debug('error' in r ? `Accept burst over, pages kept: ${r.error}` : `Accept burst over: ${handedBack(r, '', '')}`)
 }
 
 /** One line: how much the page-out gave back, or (debug) why it did nothing. */
 export function logPageOut(r: PageOutResult, log: Pick<Logger, 'info' | 'debug'>): void {
   if ('error' in r) log.debug(`Start-up pages kept: ${r.error}`)
-  else log.info(`Start-up done: ${mib(r.before - r.after)} MiB of the executable's pages handed back to the kernel (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB; SPRIG_PAGEOUT=0 keeps them)`)
+  else log.info(`Start-up done: ${handedBack(r, ' to the kernel', '; SPRIG_PAGEOUT=0 keeps them')}`)
 }
