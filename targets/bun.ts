@@ -9,7 +9,7 @@ import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
-import { pageOutAfter, pageOutExecutable } from './pageout.ts'
+import { bunLibc, libcOnce, pageOutAfter, pageOutExecutable } from './pageout.ts'
 import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
@@ -299,6 +299,8 @@ export function tuneAllocator(): void {
   }
 }
 
+const libc = libcOnce(bunLibc)
+
 /** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
@@ -310,6 +312,6 @@ export function bun(): Runtime {
     name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,
     listen: viaNode ? listenNet : listenBun,
-    ...(after !== null ? { pageOut: { after, run: pageOutExecutable } } : {}),
+    ...(after !== null ? { pageOut: { after, run: () => pageOutExecutable(libc) } } : {}),
   }
 }

@@ -6,6 +6,7 @@
 import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
+import { denoLibc, libcOnce, pageOutAfter, pageOutExecutable, trimMalloc } from './pageout.ts'
 import { acceptFailed, END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface DenoConn {
@@ -151,5 +152,15 @@ export function deno(): Runtime {
   // node:net hands each read a new buffer: freed once read (net.ts releaseRead). The native
   // listener reuses one buffer per connection and never goes through this.
   useReadRelease(releaseRead)
-  return { name: `deno ${Deno.version.deno}${native ? ' (Deno.listen)' : ''}`, host: standardHost, listen: native ? listenDeno : listenNet }
+  // libc through Deno's FFI, opened on first use (after start-up or a burst), only when the
+  // ffi permission was granted (`deno run -A`); without it both calls log why at debug level.
+  const libc = libcOnce(denoLibc)
+  const after = pageOutAfter(process.env.SPRIG_PAGEOUT)
+  return {
+    name: `deno ${Deno.version.deno}${native ? ' (Deno.listen)' : ''}`,
+    host: standardHost,
+    listen: native ? listenDeno : listenNet,
+    ...(after !== null ? { pageOut: { after, run: () => pageOutExecutable(libc) } } : {}),
+    trim: () => trimMalloc(libc),
+  }
 }

@@ -1,20 +1,74 @@
-// Bun: once the broker has started and gone quiet, the pages of its executable that start-up
+// Bun and Deno: once the broker has started and gone quiet, the pages of its executable that start-up
 // touched are handed back to the kernel (madvise MADV_PAGEOUT on the executable's mappings).
 // Start-up runs code an idle broker never needs again: the parser and bytecode compiler for
 // the whole bundle, every module body, the config checks. Those pages are clean and
 // file-backed, so the kernel could drop them under pressure anyway, but until it does they
 // count in the process's RSS, and on a 1 GB gateway they are ~20 MiB of the compiled binary's
-// ~42 (docs/benchmarks.md). What is still used faults back in from the page cache or the disk
-// (a few ms, once); what start-up alone used stays out.
+// ~42, and ~22 MiB of Deno's ~57 (docs/benchmarks.md). What is still used faults back in from
+// the page cache or the disk (a few ms, once); what start-up alone used stays out.
 // The kernel reclaims only pages no other process maps, so a Bun executable shared with other
 // Bun processes loses nothing they use. Linux ≥ 5.4; elsewhere madvise fails and nothing
 // happens. SPRIG_PAGEOUT=0 turns it off; SPRIG_PAGEOUT=<ms> sets the earliest time.
+// Node has no foreign-function interface: nothing is done there.
 
 import { readFileSync } from 'node:fs'
 import process from 'node:process'
 import type { Host } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
 import { bunFfi } from './lazy.ts'
+
+/** What sprig calls in libc, through the runtime's foreign-function interface. */
+export interface Libc {
+  madvise(addr: bigint, len: bigint, advice: number): number
+  /** glibc's malloc_trim(0): free memory in every arena back to the system. */
+  mallocTrim(): number
+}
+
+/** Bun: bun:ffi, loaded only now. */
+export function bunLibc(): Libc {
+  const f = bunFfi().dlopen('libc.so.6', {
+    madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' },
+    malloc_trim: { args: ['u64'], returns: 'i32' },
+  }).symbols
+  return { madvise: (a, n, adv) => f.madvise!(a, n, adv), mallocTrim: () => f.malloc_trim!(0) }
+}
+
+/** The few members of Deno's FFI used here (Deno's types are not installed). */
+declare const Deno: {
+  permissions: { querySync(d: { name: 'ffi' }): { state: string } }
+  dlopen(lib: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: Record<string, (...a: (number | bigint)[]) => number> }
+}
+
+/**
+ * Deno: Deno.dlopen, only with the ffi permission (`deno run -A` or `--allow-ffi`). Asked
+ * first: without it, Deno would prompt on a terminal, stopping the event loop.
+ */
+export function denoLibc(): Libc {
+  if (Deno.permissions.querySync({ name: 'ffi' }).state !== 'granted') throw new Error('Deno runs without --allow-ffi')
+  const f = Deno.dlopen('libc.so.6', {
+    madvise: { parameters: ['usize', 'usize', 'i32'], result: 'i32' },
+    malloc_trim: { parameters: ['usize'], result: 'i32' },
+  }).symbols
+  return { madvise: (a, n, adv) => f.madvise!(a, n, adv), mallocTrim: () => f.malloc_trim!(0) }
+}
+
+/**
+ * `open` once, then its result for every later call; an error is kept too, so a missing
+ * permission or library is found out once. libc stays open: it is used after every burst.
+ */
+export function libcOnce(open: () => Libc): () => Libc {
+  let libc: Libc | null = null
+  let error: Error | null = null
+  return () => {
+    if (libc !== null) return libc
+    if (error !== null) throw error
+    try {
+      return (libc = open())
+    } catch (e) {
+      throw (error = e as Error)
+    }
+  }
+}
 
 /** Earliest moment after start (ms): the first connections and a config's files are done. */
 export const PAGEOUT_AFTER_MS = 5000
@@ -36,10 +90,35 @@ export function mappingsOf(maps: string, file: string): [bigint, bigint][] {
 /** The process's file-backed RSS before and after (bytes), or why nothing was done. */
 export type PageOutResult = { before: number; after: number } | { error: string }
 
-/** RssFile of /proc/self/status, in bytes. */
-function rssFile(): number {
-  const m = /^RssFile:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))
+/** RssFile (or RssAnon) of /proc/self/status, in bytes. */
+function rss(kind: 'File' | 'Anon' = 'File'): number {
+  const m = new RegExp(`^Rss${kind}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))
   return m === null ? 0 : Number(m[1]) * 1024
+}
+const rssFile = (): number => rss('File')
+
+/**
+ * Deno after an accept burst: glibc's malloc_trim(0). The burst's garbage outside V8's heap
+ * (the optimizing compiler's zones, on worker threads with an arena each) stays in glibc's
+ * arenas, free but resident, ~9 MiB for 1,000 devices; trimmed, it goes back to the system.
+ * Bun.shrink() does this for Bun's own allocator. The anonymous RSS before and after.
+ */
+export function trimMalloc(libc: () => Libc): PageOutResult {
+  try {
+    const { mallocTrim } = libc()
+    // Deno reads /proc/self/status only with every permission: trim all the same.
+    let before: number
+    try {
+      before = rss('Anon')
+    } catch (e) {
+      mallocTrim()
+      return { error: `trimmed, not measured: ${(e as Error).message}` }
+    }
+    mallocTrim()
+    return { before, after: rss('Anon') }
+  } catch (e) {
+    return { error: (e as Error).message }
+  }
 }
 
 /** SPRIG_PAGEOUT: unset, the default time; 0 (or off, false), never; a number of ms, that time. */
@@ -51,15 +130,14 @@ export function pageOutAfter(env: string | undefined): number | null {
   return Number.isFinite(n) && n > 0 ? n : PAGEOUT_AFTER_MS
 }
 
-let madvise: ((...a: (number | bigint)[]) => number) | null = null
-
-/** madvise(MADV_PAGEOUT) on every mapping of this process's executable, through bun:ffi. */
-export function pageOutExecutable(): PageOutResult {
+/** madvise(MADV_PAGEOUT) on every mapping of this process's executable. */
+export function pageOutExecutable(libc: () => Libc): PageOutResult {
   try {
+    // libc first: without Deno's ffi permission, that is the reason to give (reading
+    // /proc/self/maps needs all permissions there too).
+    const { madvise } = libc()
     const ranges = mappingsOf(readFileSync('/proc/self/maps', 'utf8'), process.execPath)
     if (ranges.length === 0) return { error: `no mapping of ${process.execPath} in /proc/self/maps` }
-    // libc stays open: the page-out runs again after accept bursts.
-    madvise ??= bunFfi().dlopen('libc.so.6', { madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' } }).symbols.madvise!
     const before = rssFile()
     let failed = 0
     for (const [a, b] of ranges) if (madvise(a, b - a, MADV_PAGEOUT) !== 0) failed++
@@ -114,6 +192,10 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
 /** "N MiB of the executable's pages handed back<to>(file-backed RSS a → b MiB<tail>)". */
 const handedBack = (r: { before: number; after: number }, to: string, tail: string): string =>
   `${mib(r.before - r.after)} MiB of the executable's pages handed back${to} (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB${tail})`
+
+export function logTrim(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
+  log.debug('error' in r ? `Accept burst over, malloc_trim: ${r.error}` : `Accept burst over: ${mib(r.before - r.after)} MiB of free heap handed back (anonymous RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)
+}
 
 export function logBurstPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
   log.debug('error' in r ? `Accept burst over, pages kept: ${r.error}` : `Accept burst over: ${handedBack(r, '', '')}`)

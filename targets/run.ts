@@ -31,7 +31,7 @@ import { Store } from '../src/store/store.ts'
 import { openMqttStore } from '../adapters/mqtt/persist.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
-import { burstPageOut, logPageOut, schedulePageOut } from './pageout.ts'
+import { burstPageOut, logPageOut, logTrim, schedulePageOut } from './pageout.ts'
 import { pageStatus } from '../src/status-page.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -280,7 +280,14 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   srv.start()
   const lag = watchEventLoop(srv)
   const pageOut = rt.pageOut ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(rt.pageOut!.run(), log), rt.pageOut.after) : null
-  if (rt.pageOut) onQuietBurstEnd(burstPageOut(rt.pageOut.run, log))
+  const burstOut = rt.pageOut ? burstPageOut(rt.pageOut.run, log) : null
+  const trim = rt.trim
+  if (trim || burstOut) {
+    onQuietBurstEnd(() => {
+      if (trim) logTrim(trim(), log)
+      burstOut?.()
+    })
+  }
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
   if (natsTls) log.info(natsTls.mode === 'mixed' ? 'TLS available for client connections (plaintext allowed: allow_non_tls)' : `TLS required for client connections${natsTls.mode === 'first' ? ' (TLS handshake first)' : ''}`)
   if (mqttPort !== 0) log.info(`Listening for MQTT clients on ${mo.host || opts.host}:${mqttPort}`)

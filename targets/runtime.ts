@@ -23,8 +23,10 @@ export interface Runtime {
   readonly host: Host
   /** Plain listeners (NATS and MQTT); TLS listeners are node:net + node:tls everywhere. */
   listen(host: string, port: number, accept: Accept): Promise<Listener>
-  /** Bun: hand start-up's code pages back once quiet, from `after` ms on (targets/pageout.ts). */
+  /** Bun and Deno: hand start-up's code pages back once quiet, from `after` ms on (targets/pageout.ts). */
   readonly pageOut?: { readonly after: number; run(): PageOutResult }
+  /** Deno: glibc's free memory back to the system at a quiet burst's end (Bun shrinks itself). */
+  readonly trim?: () => PageOutResult
 }
 
 /**
@@ -131,7 +133,7 @@ const QUIET_CPU = 0.25
 
 type BunMemory = { shrink?(): void }
 
-/** Runs after the shrink at a quiet burst's end (Bun: the executable's pages paged out). */
+/** Runs after the shrink at a quiet burst's end (Deno: malloc_trim; both: the executable's pages paged out). */
 let afterQuietBurst: (() => void) | null = null
 export function onQuietBurstEnd(fn: (() => void) | null): void {
   afterQuietBurst = fn
@@ -150,8 +152,9 @@ export function onQuietBurstEnd(fn: (() => void) | null): void {
  * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
  * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
  * compiled again; a busy process is never shrunk. Node and Deno have no such call. Then the
- * `onQuietBurstEnd` hook runs: Bun's target pages out the executable's code the burst paged
- * in (its optimizing compilers, mostly), as after start-up (targets/pageout.ts).
+ * `onQuietBurstEnd` hook runs: on Deno glibc's free memory is trimmed, and Bun's and Deno's
+ * targets page out the executable's code the burst paged in (the optimizing compilers,
+ * mostly), as after start-up (targets/pageout.ts).
  */
 export function afterAccept(): void {
   lastAccept = Date.now()

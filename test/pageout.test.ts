@@ -2,7 +2,7 @@
 // SPRIG_PAGEOUT switch. The compiled binary doing it for real is in test/packaging.test.ts.
 
 import t from 'tap'
-import { BURST_PAGEOUT_EVERY_MS, burstPageOut, logBurstPageOut, logPageOut, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, schedulePageOut } from '../targets/pageout.ts'
+import { BURST_PAGEOUT_EVERY_MS, burstPageOut, libcOnce, logBurstPageOut, logPageOut, logTrim, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, pageOutExecutable, schedulePageOut, trimMalloc, type Libc } from '../targets/pageout.ts'
 
 const MAPS = [
   '00400000-00401000 r--p 00000000 08:01 1234                               /opt/sprig/sprig-linux-x64',
@@ -123,4 +123,50 @@ t.test('after bursts: at most one page-out a minute', async (t) => {
   hook()
   t.equal(runs, 2, 'a minute on: again')
   t.equal(lines.length, 2)
+})
+
+t.test('libc is opened once, and a failure to open it is kept', async (t) => {
+  let opens = 0
+  const fake: Libc = { madvise: () => 0, mallocTrim: () => 1 }
+  const ok = libcOnce(() => (opens++, fake))
+  t.equal(ok(), fake)
+  t.equal(ok(), fake)
+  t.equal(opens, 1, 'opened once')
+  let tries = 0
+  const no = libcOnce(() => {
+    tries++
+    throw new Error('Deno runs without --allow-ffi')
+  })
+  t.throws(no, /without --allow-ffi/)
+  t.throws(no, /without --allow-ffi/)
+  t.equal(tries, 1, 'not asked again')
+})
+
+t.test('malloc_trim after a burst (Deno)', async (t) => {
+  let trims = 0
+  const r = trimMalloc(() => ({ madvise: () => 0, mallocTrim: () => (trims++, 1) }))
+  t.equal(trims, 1, 'called once')
+  t.ok('before' in r && r.before > 0 && r.after > 0, 'anonymous RSS read before and after')
+  const no = trimMalloc(() => {
+    throw new Error('Deno runs without --allow-ffi')
+  })
+  t.same(no, { error: 'Deno runs without --allow-ffi' })
+  const lines: string[] = []
+  const log = { debug: (m: string) => void lines.push(m) }
+  logTrim({ before: 30 * 1048576, after: 21 * 1048576 }, log)
+  logTrim(no, log)
+  t.match(lines[0], /^Accept burst over: 9\.0 MiB of free heap handed back \(anonymous RSS 30\.0 → 21\.0 MiB\)/)
+  t.match(lines[1], /^Accept burst over, malloc_trim: Deno runs without --allow-ffi/)
+})
+
+t.test('the page-out asks for libc before reading the maps: its error is the reason given', async (t) => {
+  let advised = 0
+  t.same(pageOutExecutable(() => {
+    throw new Error('Deno runs without --allow-ffi')
+  }), { error: 'Deno runs without --allow-ffi' })
+  // This process (tap's Node) maps its executable: every mapping is advised; a libc that
+  // refuses them all is reported.
+  const r = pageOutExecutable(() => ({ madvise: () => (advised++, -1), mallocTrim: () => 0 }))
+  t.ok(advised > 0, `madvise called for ${advised} mappings`)
+  t.match(r, { error: /refused/ })
 })
