@@ -179,7 +179,7 @@ const MASK4 = new Uint8Array(4)
 const MASK32 = new Uint32Array(MASK4.buffer)
 
 /** Unmasks `b` in place, four bytes at a time between an unaligned head and tail. */
-function unmask(b: Uint8Array, mask: Uint8Array): void {
+export function unmask(b: Uint8Array, mask: Uint8Array): void {
   const n = b.length
   const head = Math.min(n, (4 - (b.byteOffset & 3)) & 3)
   let i = 0
@@ -190,7 +190,21 @@ function unmask(b: Uint8Array, mask: Uint8Array): void {
     for (let k = 0; k < 4; k++) MASK4[k] = mask[(head + k) & 3]!
     const m = MASK32[0]!
     const w = new Uint32Array(b.buffer, b.byteOffset + head, words)
-    for (let j = 0; j < words; j++) w[j]! ^= m
+    // Eight words a step: Node 20's V8 runs the plain loop at 0.37 ns a byte, this at 0.14
+    // (Bun 0.10 → 0.05, Deno 0.13 either way; docs/benchmarks.md).
+    const e = words & ~7
+    let j = 0
+    for (; j < e; j += 8) {
+      w[j]! ^= m
+      w[j + 1]! ^= m
+      w[j + 2]! ^= m
+      w[j + 3]! ^= m
+      w[j + 4]! ^= m
+      w[j + 5]! ^= m
+      w[j + 6]! ^= m
+      w[j + 7]! ^= m
+    }
+    for (; j < words; j++) w[j]! ^= m
     i = head + words * 4
   }
   for (; i < n; i++) b[i] ^= mask[i & 3]!
