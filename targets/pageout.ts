@@ -24,19 +24,25 @@ export interface Libc {
   mallocTrim(): number
 }
 
-/** Bun: bun:ffi, loaded only now. */
+type Symbols = Record<string, (...a: (number | bigint)[]) => number>
+
+/** The two symbols as sprig calls them, whichever FFI bound them. */
+const libcOf = (f: Symbols): Libc => ({ madvise: (a, n, adv) => f.madvise!(a, n, adv), mallocTrim: () => f.malloc_trim!(0) })
+
+/** Bun: bun:ffi, loaded only now. malloc_trim is bound for the one shape; Bun.shrink() does its work there. */
 export function bunLibc(): Libc {
-  const f = bunFfi().dlopen('libc.so.6', {
-    madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' },
-    malloc_trim: { args: ['u64'], returns: 'i32' },
-  }).symbols
-  return { madvise: (a, n, adv) => f.madvise!(a, n, adv), mallocTrim: () => f.malloc_trim!(0) }
+  return libcOf(
+    bunFfi().dlopen('libc.so.6', {
+      madvise: { args: ['u64', 'u64', 'i32'], returns: 'i32' },
+      malloc_trim: { args: ['u64'], returns: 'i32' },
+    }).symbols,
+  )
 }
 
 /** The few members of Deno's FFI used here (Deno's types are not installed). */
 declare const Deno: {
   permissions: { querySync(d: { name: 'ffi' }): { state: string } }
-  dlopen(lib: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: Record<string, (...a: (number | bigint)[]) => number> }
+  dlopen(lib: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: Symbols }
 }
 
 /**
@@ -45,11 +51,12 @@ declare const Deno: {
  */
 export function denoLibc(): Libc {
   if (Deno.permissions.querySync({ name: 'ffi' }).state !== 'granted') throw new Error('Deno runs without --allow-ffi')
-  const f = Deno.dlopen('libc.so.6', {
-    madvise: { parameters: ['usize', 'usize', 'i32'], result: 'i32' },
-    malloc_trim: { parameters: ['usize'], result: 'i32' },
-  }).symbols
-  return { madvise: (a, n, adv) => f.madvise!(a, n, adv), mallocTrim: () => f.malloc_trim!(0) }
+  return libcOf(
+    Deno.dlopen('libc.so.6', {
+      madvise: { parameters: ['usize', 'usize', 'i32'], result: 'i32' },
+      malloc_trim: { parameters: ['usize'], result: 'i32' },
+    }).symbols,
+  )
 }
 
 /**
@@ -90,12 +97,13 @@ export function mappingsOf(maps: string, file: string): [bigint, bigint][] {
 /** The process's file-backed RSS before and after (bytes), or why nothing was done. */
 export type PageOutResult = { before: number; after: number } | { error: string }
 
-/** RssFile (or RssAnon) of /proc/self/status, in bytes. */
-function rss(kind: 'File' | 'Anon' = 'File'): number {
-  const m = new RegExp(`^Rss${kind}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))
+const RSS = { File: /^RssFile:\s+(\d+) kB/m, Anon: /^RssAnon:\s+(\d+) kB/m }
+
+/** RssFile or RssAnon of /proc/self/status, in bytes. */
+function rss(kind: keyof typeof RSS): number {
+  const m = RSS[kind].exec(readFileSync('/proc/self/status', 'utf8'))
   return m === null ? 0 : Number(m[1]) * 1024
 }
-const rssFile = (): number => rss('File')
 
 /**
  * Deno after an accept burst: glibc's malloc_trim(0). The burst's garbage outside V8's heap
@@ -107,15 +115,15 @@ export function trimMalloc(libc: () => Libc): PageOutResult {
   try {
     const { mallocTrim } = libc()
     // Deno reads /proc/self/status only with every permission: trim all the same.
-    let before: number
+    let before = -1
+    let unread = ''
     try {
       before = rss('Anon')
     } catch (e) {
-      mallocTrim()
-      return { error: `trimmed, not measured: ${(e as Error).message}` }
+      unread = (e as Error).message
     }
     mallocTrim()
-    return { before, after: rss('Anon') }
+    return unread ? { error: `trimmed, not measured: ${unread}` } : { before, after: rss('Anon') }
   } catch (e) {
     return { error: (e as Error).message }
   }
@@ -138,10 +146,10 @@ export function pageOutExecutable(libc: () => Libc): PageOutResult {
     const { madvise } = libc()
     const ranges = mappingsOf(readFileSync('/proc/self/maps', 'utf8'), process.execPath)
     if (ranges.length === 0) return { error: `no mapping of ${process.execPath} in /proc/self/maps` }
-    const before = rssFile()
+    const before = rss('File')
     let failed = 0
     for (const [a, b] of ranges) if (madvise(a, b - a, MADV_PAGEOUT) !== 0) failed++
-    return failed === ranges.length ? { error: 'madvise(MADV_PAGEOUT) refused (a kernel before 5.4?)' } : { before, after: rssFile() }
+    return failed === ranges.length ? { error: 'madvise(MADV_PAGEOUT) refused (a kernel before 5.4?)' } : { before, after: rss('File') }
   } catch (e) {
     return { error: (e as Error).message }
   }

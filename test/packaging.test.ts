@@ -5,10 +5,9 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { createConnection, type Socket } from 'node:net'
 import { join, resolve } from 'node:path'
-import { freePort, havePeer, skipOrFail, spawnServer } from './helpers/peers.ts'
-import { exchange } from './helpers/raw.ts'
+import { freePort, havePeer, rssFileMiB, skipOrFail, spawnServer } from './helpers/peers.ts'
+import { connectRaw, exchange } from './helpers/raw.ts'
 import { newestSource } from './helpers/bins.ts'
 
 const root = resolve(import.meta.dirname, '..')
@@ -39,16 +38,6 @@ t.test('x64 binary answers PING and reports its idle memory', async (t) => {
   t.ok(env.includes('MIMALLOC_PURGE_DELAY=1000'), 'the spawned process serves, with MIMALLOC_PURGE_DELAY=1000')
 })
 
-/** A NATS connection that has read INFO (the server accepted it). */
-const connectRaw = (port: number): Promise<Socket> =>
-  new Promise((ok, fail) => {
-    const s = createConnection({ host: '127.0.0.1', port })
-    s.once('data', () => ok(s))
-    s.once('error', fail)
-  })
-
-const rssFile = (pid: number): number => Number(/RssFile:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
-
 t.test('x64 binary hands its start-up pages back once quiet, and serves on', async (t) => {
   const port = await freePort()
   const p = await spawnServer(x64, ['-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, { SPRIG_PAGEOUT: '300' })
@@ -60,7 +49,7 @@ t.test('x64 binary hands its start-up pages back once quiet, and serves on', asy
   if (m === null) return
   const [before, after] = [Number(m[2]), Number(m[3])]
   t.ok(before - after > 5, `file-backed RSS ${before} → ${after} MiB`)
-  t.ok(rssFile(p.proc.pid!) < before, `and still under it now (${rssFile(p.proc.pid!).toFixed(1)} MiB)`)
+  t.ok(rssFileMiB(p.proc.pid!) < before, `and still under it now (${rssFileMiB(p.proc.pid!).toFixed(1)} MiB)`)
   const r = await exchange(port, 'PING\r\n')
   t.equal(r.out, 'PONG\r\n', 'the broker answers after it')
   t.equal((p.output().match(/Start-up done/g) ?? []).length, 1, 'once')
@@ -91,7 +80,7 @@ t.test('x64 binary with SPRIG_PAGEOUT=0 keeps its pages', async (t) => {
   t.teardown(() => socks.forEach((s) => s.destroy()))
   await new Promise((r) => setTimeout(r, 1500))
   t.notMatch(p.output(), /Start-up done|Accept burst over/, 'nothing handed back, after start-up or a burst')
-  t.ok(rssFile(p.proc.pid!) > 20, `file-backed RSS ${rssFile(p.proc.pid!).toFixed(1)} MiB`)
+  t.ok(rssFileMiB(p.proc.pid!) > 20, `file-backed RSS ${rssFileMiB(p.proc.pid!).toFixed(1)} MiB`)
 })
 
 t.test('arm64 binary starts under qemu-aarch64-static and answers PING', async (t) => {

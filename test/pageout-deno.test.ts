@@ -4,30 +4,19 @@
 // and serves as before (and Deno never stops to prompt for it).
 
 import t, { type Test } from 'tap'
-import { createConnection, type Socket } from 'node:net'
-import { readFileSync } from 'node:fs'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
-import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
-import { exchange } from './helpers/raw.ts'
+import { freePort, rssFileMiB, spawnServer, type Proc } from './helpers/peers.ts'
+import { connectRaw, exchange } from './helpers/raw.ts'
 
 const bundle = freshBundle()
 const deno = runtimeBin('deno')
 // As in production: without tap's coverage loader.
 const env = { NODE_OPTIONS: '', SPRIG_NET: '', SPRIG_PAGEOUT: '300' }
 
-const connectRaw = (port: number): Promise<Socket> =>
-  new Promise((ok, fail) => {
-    const s = createConnection({ host: '127.0.0.1', port })
-    s.once('data', () => ok(s))
-    s.once('error', fail)
-  })
-
 async function until(p: Proc, re: RegExp, ms = 8000): Promise<RegExpExecArray | null> {
   for (let i = 0; i < ms / 50 && !re.test(p.output()); i++) await new Promise((r) => setTimeout(r, 50))
   return re.exec(p.output())
 }
-
-const rssFile = (pid: number): number => Number(/RssFile:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 
 /** 150 NATS connections at once: a burst (targets/runtime.ts afterAccept). */
 async function burst(t: Test, port: number): Promise<void> {
@@ -43,7 +32,7 @@ t.test('deno run -A: start-up pages, then after a burst free heap and pages, han
   t.ok(start, `logged at info once quiet: ${p.output().slice(-300)}`)
   if (start !== null) {
     t.ok(Number(start[2]) - Number(start[3]) > 5, `file-backed RSS ${start[2]} → ${start[3]} MiB`)
-    t.ok(rssFile(p.proc.pid!) < Number(start[2]), `and still under it now (${rssFile(p.proc.pid!).toFixed(1)} MiB)`)
+    t.ok(rssFileMiB(p.proc.pid!) < Number(start[2]), `and still under it now (${rssFileMiB(p.proc.pid!).toFixed(1)} MiB)`)
   }
   t.equal((await exchange(port, 'PING\r\n')).out, 'PONG\r\n', 'the broker answers after it')
 

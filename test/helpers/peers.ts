@@ -178,3 +178,6 @@ export function compareVersions(a: string, b: string): number {
   for (let i = 0; i < 3; i++) if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pa[i] ?? 0) - (pb[i] ?? 0)
   return 0
 }
+
+/** A process's file-backed RSS (RssFile of /proc/PID/status), in MiB. */
+export const rssFileMiB = (pid: number): number => Number(/RssFile:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024

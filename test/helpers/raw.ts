@@ -45,3 +45,11 @@ export function exchange(port: number, parts: string | (string | Uint8Array)[], 
     }
   })
 }
+
+/** A NATS connection that has read INFO (the server accepted it), for tests that only need it open. */
+export const connectRaw = (port: number): Promise<net.Socket> =>
+  new Promise((ok, fail) => {
+    const s = net.createConnection({ host: '127.0.0.1', port })
+    s.once('data', () => ok(s))
+    s.once('error', fail)
+  })
