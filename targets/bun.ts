@@ -10,7 +10,7 @@ import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { bunLibc, libcOnce, pageOutAfter, pageOutExecutable } from './pageout.ts'
-import { afterAccept, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
+import { afterAccept, afterClose, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
 
 export interface BunSocket {
   write(data: Uint8Array): number
@@ -78,6 +78,7 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void) {
     },
     close(s: BunSocket, err?: Error) {
       count(-1)
+      afterClose()
       const w = s.data
       const c = w.conn
       w.conn = null

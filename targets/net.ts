@@ -6,7 +6,7 @@ import net from 'node:net'
 import type tls from 'node:tls'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { Accept, Listener } from './runtime.ts'
-import { acceptFailed, afterAccept, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
+import { acceptFailed, afterAccept, afterClose, END_GRACE_MS, listenError, plainAddress } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 export function listenNet(host: string, port: number, accept: Accept, secure?: ServerTls): Promise<Listener> {
@@ -15,7 +15,7 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
   // per socket. After a TLS upgrade both sockets may report 'close': the first one counts.
   function onClose(this: net.Socket): void {
     const wire = (this as WiredSocket)[WIRE]
-    sockets.delete(wire.raw)
+    if (sockets.delete(wire.raw)) afterClose()
     const c = wire.conn
     wire.conn = null
     c?.closed(wire.error ?? undefined)

@@ -107,27 +107,37 @@ export function listenError(host: string, port: number, e: unknown): Error {
   return new Error(`cannot listen on ${host}:${port}: ${why}`)
 }
 
-/** Accepts since the last collection, the last accept's time, and the pending check. */
-let accepted = 0
-let lastAccept = 0
-/** Accepts in the current 2 s window, and when it started. */
+/** Accepts and closes since the last collection, the last one's time, and the pending check. */
+let churned = 0
+let lastChurn = 0
+/** Accepts and closes in the current 2 s window, and when it started. */
 let inWindow = 0
 let windowStart = -Infinity
 let gcCheck: ReturnType<typeof setTimeout> | null = null
 /** A burst was collected and its end not seen yet; when it was last collected. */
 let inBurst = false
 let lastGc = -Infinity
+/** Since when every check after the burst's end found the process quiet (0: the last did not). */
+let quietFrom = 0
 /** The process's CPU time when the pending check was set, and when (ms). */
 let cpuAt = 0
 let armedAt = 0
-const ACCEPT_BURST = 100
+const CHURN_BURST = 100
 const GC_DELAY_MS = 500
-/** 100 accepts within this long are a burst; slower, a trickle (collected, never shrunk). */
+/** 100 accepts or closes within this long are a burst; slower, a trickle (collected, never shrunk). */
 const BURST_WINDOW_MS = 2000
-/** A burst is over once nothing was accepted for this long (also how often it is watched). */
+/** A burst is over once nothing was accepted or closed for this long (also how often it is watched). */
 const BURST_END_MS = 250
-/** How long after a burst's last accept a busy process is waited for to go quiet. */
-const QUIET_WAIT_MS = 3000
+/**
+ * How long the process must stay quiet after a burst before it is shrunk: a fleet that has
+ * connected and subscribed often waits a moment before it publishes, and a shrink in that
+ * moment drops the compiled code its load is about to run. Longer holds cost memory: the
+ * first 1,000 idle connections read ~0.5–1 KB more each at 1 s (docs/benchmarks.md, 2026-12-06
+ * 23:30).
+ */
+const QUIET_HOLD_MS = 500
+/** How long after a burst's last accept or close a busy process is waited for to go quiet. */
+const QUIET_WAIT_MS = 5000
 /** "Quiet": the process used under this share of one core since the last check. */
 const QUIET_CPU = 0.25
 
@@ -140,29 +150,38 @@ export function onQuietBurstEnd(fn: (() => void) | null): void {
 }
 
 /**
- * Listeners call this per accepted socket. After a burst (a fleet reconnecting after an
- * outage), the runtime is asked for a full collection half a second later (and every half
- * second while the burst goes on), so the garbage of hundreds of handshakes is given back
- * instead of sitting in the heap until allocation pressure comes (an idle broker allocates
- * almost nothing): per idle MQTT connection for the first thousand, ~1 KB less RSS on Bun
- * and ~4 KB on Deno, none on Node. A trickle is collected too, every 100 accepts. Once a
- * burst (100 accepts within 2 s) is over (nothing accepted for 250 ms) and the process is
- * quiet (under a quarter of a core since the last check: no message load; it is waited for
- * up to 3 s, while the new clients subscribe), Bun's
- * `Bun.shrink()` also drops compiled code and returns free heap and malloc memory to the
- * system: ~2 KB less per connection (docs/benchmarks.md). The code that runs again is
- * compiled again; a busy process is never shrunk. Node and Deno have no such call. Then the
- * `onQuietBurstEnd` hook runs: on Deno glibc's free memory is trimmed, and Bun's and Deno's
- * targets page out the executable's code the burst paged in (the optimizing compilers,
- * mostly), as after start-up (targets/pageout.ts).
+ * Listeners call this per accepted socket, and `afterClose` per closed one. After a burst (a
+ * fleet reconnecting after an outage, or dropping off at once), the runtime is asked for a
+ * full collection half a second later (and every half second while the burst goes on), so
+ * the garbage of hundreds of handshakes or closes is given back instead of sitting in the
+ * heap until allocation pressure comes (an idle broker allocates almost nothing): per idle
+ * MQTT connection for the first thousand, ~1 KB less RSS on Bun and ~4 KB on Deno, none on
+ * Node. A trickle is collected too, every 100 accepts and closes. Once a burst (100 within
+ * 2 s) is over (none for 250 ms) and the process has stayed quiet for half a second (under a
+ * quarter of a core at every check: no message load; it is waited for up to 5 s, while the
+ * new clients subscribe), Bun's `Bun.shrink()` also drops compiled code and returns free
+ * heap and malloc memory to the system: ~2 KB less per connection (docs/benchmarks.md). The
+ * code that runs again is compiled again; a busy process is never shrunk. Node and Deno have
+ * no such call. Then the `onQuietBurstEnd` hook runs: on Deno glibc's free memory is
+ * trimmed, and Bun's and Deno's targets page out the executable's code the burst paged in
+ * (the optimizing compilers, mostly), as after start-up (targets/pageout.ts).
  */
 export function afterAccept(): void {
-  lastAccept = Date.now()
-  accepted++
+  churn()
+}
+
+/** Listeners call this per closed socket that they accepted (see afterAccept). */
+export function afterClose(): void {
+  churn()
+}
+
+function churn(): void {
+  lastChurn = Date.now()
+  churned++
   // A window of 2 s counts toward a burst; an older one starts again (a few accepts an hour
   // ago must not make today's thousand look like a trickle).
-  if (lastAccept - windowStart > BURST_WINDOW_MS) {
-    windowStart = lastAccept
+  if (lastChurn - windowStart > BURST_WINDOW_MS) {
+    windowStart = lastChurn
     inWindow = 0
   }
   inWindow++
@@ -179,25 +198,31 @@ function armAcceptCheck(ms: number): void {
 function acceptCheck(): void {
   gcCheck = null
   const now = Date.now()
-  if (inBurst && now - lastAccept >= BURST_END_MS) {
-    // Over. Quiet (no message load): memory back to the system (this collects too). Still
-    // busy (the new clients' SUBSCRIBEs and first messages, or a message load): look again
-    // every 250 ms, for up to 3 s after the last accept; a process busy that long has load.
-    const quiet = cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)
-    if (quiet) {
-      inBurst = false
-      ;(globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
-      afterQuietBurst?.()
-      return
+  if (inBurst && now - lastChurn >= BURST_END_MS) {
+    // Over. Quiet for half a second (no message load): memory back to the system (this collects
+    // too). Busy (the new clients' SUBSCRIBEs and first messages, or a message load): look
+    // again every 250 ms, for up to 5 s after the last accept or close; a process busy that
+    // long has load.
+    if (cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)) {
+      if (quietFrom === 0) quietFrom = armedAt
+      if (now - quietFrom >= QUIET_HOLD_MS) {
+        inBurst = false
+        quietFrom = 0
+        ;(globalThis as { Bun?: BunMemory }).Bun?.shrink?.()
+        afterQuietBurst?.()
+        return
+      }
+    } else {
+      quietFrom = 0
+      if (now - lastChurn >= QUIET_WAIT_MS) {
+        inBurst = false
+        if (churned === 0) return
+      }
     }
-    if (now - lastAccept >= QUIET_WAIT_MS) {
-      inBurst = false
-      if (accepted === 0) return
-    }
-  }
-  if (accepted >= ACCEPT_BURST && now - lastGc >= GC_DELAY_MS) {
-    if (inWindow >= ACCEPT_BURST) inBurst = true // else a trickle that added up
-    accepted = 0
+  } else quietFrom = 0
+  if (churned >= CHURN_BURST && now - lastGc >= GC_DELAY_MS) {
+    if (inWindow >= CHURN_BURST) inBurst = true // else a trickle that added up
+    churned = 0
     lastGc = now
     gc ??= findGc()
     gc()

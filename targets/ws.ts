@@ -14,7 +14,7 @@ import type { WebSocket, WebSocketServer } from 'ws'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import type { WebsocketOptions } from '../src/options.ts'
 import type { Server } from '../src/server.ts'
-import { acceptFailed, afterAccept, END_GRACE_MS, listenError, plainAddress, type Accept, type Listener } from './runtime.ts'
+import { acceptFailed, afterAccept, afterClose, END_GRACE_MS, listenError, plainAddress, type Accept, type Listener } from './runtime.ts'
 import { upgradeSocket, type ServerTls } from './tls.ts'
 
 /** Largest upgrade request head (request line and headers); browsers with cookies stay well under. */
@@ -122,7 +122,10 @@ export async function listenWebsocket(srv: Server, o: WebsocketOptions, host: st
     sockets.add(sock)
     afterAccept()
     const peer = `${plainAddress(sock.remoteAddress)}:${sock.remotePort ?? 0} - ws`
-    sock.on('close', () => sockets.delete(sock))
+    sock.on('close', () => {
+      sockets.delete(sock)
+      afterClose()
+    })
     sock.on('error', (e) => log.debug(() => `${peer}: ${e.message}`))
     // nats-server's handshake_timeout: from accept to the upgrade, TLS handshake included.
     const timer = setTimeout(() => {

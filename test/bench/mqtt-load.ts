@@ -27,11 +27,14 @@ export const QOS1_WINDOW = 100
 /** Connections opened concurrently by the idle-connection scenario. */
 const OPENERS = 16
 /**
- * Settle before reading RSS, with no client sending: longer than the one second that sprig on
- * Bun lets its allocator keep freed memory (MIMALLOC_PURGE_DELAY, targets/bun.ts), so the
- * accept burst's garbage is not counted as the connections' memory.
+ * Settle before reading RSS, with no client sending: longer than sprig on Bun takes to hand a
+ * connection burst's garbage back (the burst's end, 250 ms; a second of quiet before
+ * Bun.shrink(), targets/runtime.ts; then seconds while the allocators return what it freed,
+ * MIMALLOC_PURGE_DELAY in targets/bun.ts among them), so it is not counted as the
+ * connections' memory. 3 s until 2026-12-06, when the shrink came at the first quiet check
+ * (docs/benchmarks.md, 2026-12-06 23:20).
  */
-const IDLE_SETTLE_MS = 3000
+const IDLE_SETTLE_MS = 8000
 const IDLE_MS = 5000
 const STALL_MS = 15_000
 
