@@ -24,6 +24,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const accepts = (n: number): void => {
   for (let i = 0; i < n; i++) afterAccept()
 }
+/** Waits (up to 4 s) for the collection, the shrink and the hook; returns how long it took. */
+async function untilShrunk(): Promise<number> {
+  const start = Date.now()
+  while (calls.length < 3 && Date.now() - start < 4000) await sleep(20)
+  return Date.now() - start
+}
 /** Keeps this process busy for ms (the checks read its CPU time). */
 function burn(ms: number): void {
   const end = Date.now() + ms
@@ -43,10 +49,9 @@ t.test('a trickle gets nothing; once it adds up to 100 accepts, a collection and
 t.test('a burst: a collection, then once it is over and quiet, a shrink', async (t) => {
   calls.length = 0
   accepts(100)
-  const start = Date.now()
-  while (calls.length < 3 && Date.now() - start < 4000) await sleep(20)
+  const took = await untilShrunk()
   t.same(calls, ['gc', 'shrink', 'hook'], 'collected, then shrunk and the hook (the page-out) run once accepts stopped')
-  t.ok(Date.now() - start >= 1000, 'not before the burst was over and the process quiet for half a second')
+  t.ok(took >= 1000, 'not before the burst was over and the process quiet for half a second')
   await sleep(1000)
   t.same(calls, ['gc', 'shrink', 'hook'], 'once')
 })
@@ -57,8 +62,7 @@ t.test('a burst after a few accepts long before is still a burst', async (t) => 
   await sleep(2200)
   t.same(calls, [])
   accepts(150)
-  const start = Date.now()
-  while (calls.length < 3 && Date.now() - start < 4000) await sleep(20)
+  await untilShrunk()
   t.same(calls, ['gc', 'shrink', 'hook'], 'collected, shrunk: the old accepts did not make it a trickle')
 })
 
@@ -85,22 +89,25 @@ async function busy(ms: number): Promise<void> {
   }
 }
 
-t.test('a process busy for a while after the burst is shrunk once it goes quiet', async (t) => {
+/** A burst of 150 accepts, then (after a pause) a process busy for busyMs. */
+async function burstThenBusy(pauseMs: number, busyMs: number): Promise<void> {
   calls.length = 0
   accepts(150)
-  await busy(1200) // the new clients subscribing and sending their first messages
+  await sleep(pauseMs)
+  await busy(busyMs)
+}
+
+t.test('a process busy for a while after the burst is shrunk once it goes quiet', async (t) => {
+  await burstThenBusy(0, 1200) // the new clients subscribing and sending their first messages
   t.same(calls, ['gc'], 'not while busy')
   await sleep(1700)
   t.same(calls, ['gc', 'shrink', 'hook'], 'then shrunk, once')
 })
 
 t.test('a fleet that waits a moment after connecting before its load starts is not shrunk then', async (t) => {
-  calls.length = 0
-  accepts(150)
   // The burst is collected at 500 ms and is over; the check at 750 ms finds the process
   // quiet (where a shrink used to come); its load starts at 800 ms, before half a second of quiet.
-  await sleep(800)
-  await busy(1500)
+  await burstThenBusy(800, 1500)
   t.same(calls, ['gc'], 'not shrunk in the pause before the load, nor under it')
   await sleep(1700)
   t.same(calls, ['gc', 'shrink', 'hook'], 'shrunk once the load stopped and the process stayed quiet')
@@ -109,15 +116,12 @@ t.test('a fleet that waits a moment after connecting before its load starts is n
 t.test('a burst of closes is collected and shrunk as one of accepts is', async (t) => {
   calls.length = 0
   for (let i = 0; i < 150; i++) afterClose()
-  const start = Date.now()
-  while (calls.length < 3 && Date.now() - start < 4000) await sleep(20)
+  await untilShrunk()
   t.same(calls, ['gc', 'shrink', 'hook'])
 })
 
 t.test('a process busy for 5 s after the burst is not shrunk', async (t) => {
-  calls.length = 0
-  accepts(150)
-  await busy(5500)
+  await burstThenBusy(0, 5500)
   await sleep(800)
   t.same(calls, ['gc'], 'collected, not shrunk (and no hook): it has load')
 })
