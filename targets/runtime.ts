@@ -133,7 +133,7 @@ const BURST_END_MS = 250
  * connected and subscribed often waits a moment before it publishes, and a shrink in that
  * moment drops the compiled code its load is about to run. Longer holds cost memory: the
  * first 1,000 idle connections read ~0.5–1 KB more each at 1 s (docs/benchmarks.md, 2026-12-06
- * 23:30).
+ * 23:20).
  */
 const QUIET_HOLD_MS = 500
 /** How long after a burst's last accept or close a busy process is waited for to go quiet. */
@@ -167,15 +167,6 @@ export function onQuietBurstEnd(fn: (() => void) | null): void {
  * (the optimizing compilers, mostly), as after start-up (targets/pageout.ts).
  */
 export function afterAccept(): void {
-  churn()
-}
-
-/** Listeners call this per closed socket that they accepted (see afterAccept). */
-export function afterClose(): void {
-  churn()
-}
-
-function churn(): void {
   lastChurn = Date.now()
   churned++
   // A window of 2 s counts toward a burst; an older one starts again (a few accepts an hour
@@ -187,6 +178,9 @@ function churn(): void {
   inWindow++
   if (gcCheck === null) armAcceptCheck(GC_DELAY_MS)
 }
+
+/** Listeners call this per closed socket that they accepted: a close counts as an accept does. */
+export const afterClose: () => void = afterAccept
 
 function armAcceptCheck(ms: number): void {
   cpuAt = cpuMs()

@@ -28,7 +28,7 @@ export const QOS1_WINDOW = 100
 const OPENERS = 16
 /**
  * Settle before reading RSS, with no client sending: longer than sprig on Bun takes to hand a
- * connection burst's garbage back (the burst's end, 250 ms; a second of quiet before
+ * connection burst's garbage back (the burst's end, 250 ms; half a second of quiet before
  * Bun.shrink(), targets/runtime.ts; then seconds while the allocators return what it freed,
  * MIMALLOC_PURGE_DELAY in targets/bun.ts among them), so it is not counted as the
  * connections' memory. 3 s until 2026-12-06, when the shrink came at the first quiet check
