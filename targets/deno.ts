@@ -7,7 +7,7 @@ import process from 'node:process'
 import type { Conn, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { denoLibc, libcOnce, pageOutAfter, pageOutExecutable, trimMalloc } from './pageout.ts'
-import { acceptFailed, END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
+import { acceptFailed, afterAccept, afterClose, END_GRACE_MS, listenError, standardHost, type Accept, type Listener, type Runtime } from './runtime.ts'
 
 interface DenoConn {
   read(p: Uint8Array): Promise<number | null>
@@ -22,7 +22,21 @@ declare const Deno: {
   listen(o: { hostname: string; port: number }): { accept(): Promise<DenoConn>; addr: { port: number }; close(): void }
 }
 
-const READ_SIZE = 64 * 1024
+/** Bounds of a Deno.listen connection's read buffer: what an idle one holds, and the most one read takes. */
+export const READ_MIN = 512
+export const READ_MAX = 64 * 1024
+
+/**
+ * The next read's buffer size after a read of n bytes into a buffer of `size`: a full read
+ * asks for four times more (up to READ_MAX), one under an eighth steps down by four. Every
+ * connection has one read pending with its own buffer, which Deno fills in place; a fixed 64
+ * KiB made each idle connection hold 64 KiB (10,000 idle: 810 MiB RSS).
+ */
+export function nextReadSize(size: number, n: number): number {
+  if (n >= size) return Math.min(READ_MAX, size * 4)
+  if (n <= size >> 3) return Math.max(READ_MIN, size >> 2)
+  return size
+}
 
 function listenDeno(host: string, port: number, accept: Accept): Promise<Listener> {
   let l
@@ -50,7 +64,11 @@ function listenDeno(host: string, port: number, accept: Accept): Promise<Listene
       }
       backoff = 5
       open++
-      void serveConn(c, accept).finally(() => open--)
+      afterAccept()
+      void serveConn(c, accept).finally(() => {
+        open--
+        afterClose()
+      })
     }
   })()
   const close = (): void => {
@@ -129,13 +147,19 @@ async function serveConn(c: DenoConn, accept: Accept): Promise<void> {
   }
   conn = accept(wire)
   if (conn) {
-    const buf = new Uint8Array(READ_SIZE)
+    let buf = new Uint8Array(READ_MIN)
     try {
       for (;;) {
         if (paused !== null) await paused
         const n = await c.read(buf)
         if (n === null) break
         conn.data(buf.subarray(0, n))
+        const size = nextReadSize(buf.length, n)
+        if (size !== buf.length) {
+          // The adapters copy what they keep (this buffer was always reused), so the old one goes now.
+          releaseRead(buf)
+          buf = new Uint8Array(size)
+        }
       }
     } catch (e) {
       // reset by peer, or closed by us
