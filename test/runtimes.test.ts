@@ -154,6 +154,16 @@ async function smoke(t: Test, url: string): Promise<NatsConnection> {
   return nc
 }
 
+/** Starts the variant on `port` with NATS only; a failure to start fails the test. */
+async function start(t: Test, v: Variant, port: number): Promise<Proc | null> {
+  try {
+    return await spawnServer(v.cmd, [...v.args, '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, v.env)
+  } catch (e) {
+    t.fail(`did not start: ${(e as Error).message}`)
+    return null
+  }
+}
+
 /** A process's anonymous RSS (RssAnon of /proc/PID/status), in KB. */
 const rssAnonKB = (pid: number): number => Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
 
@@ -184,13 +194,8 @@ for (const v of variants) {
 
     t.test('serves NATS clients, exits cleanly on SIGTERM', async (t) => {
       const port = await freePort()
-      let p: Proc
-      try {
-        p = await spawnServer(v.cmd, [...v.args, '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, v.env)
-      } catch (e) {
-        t.fail(`did not start: ${(e as Error).message}`)
-        return
-      }
+      const p = await start(t, v, port)
+      if (!p) return
       t.teardown(() => p.stop())
       const nc = await smoke(t, `nats://127.0.0.1:${port}`)
       t.match(p.output(), v.banner, `runs on ${v.name}`)
@@ -215,13 +220,8 @@ for (const v of variants) {
 
     t.test('an idle connection holds a few KB, not a read buffer', async (t) => {
       const port = await freePort()
-      let p: Proc
-      try {
-        p = await spawnServer(v.cmd, [...v.args, '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', '0'], port, v.env)
-      } catch (e) {
-        t.fail(`did not start: ${(e as Error).message}`)
-        return
-      }
+      const p = await start(t, v, port)
+      if (!p) return
       const socks: net.Socket[] = []
       t.teardown(async () => {
         for (const s of socks) s.destroy()
