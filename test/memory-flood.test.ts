@@ -10,6 +10,7 @@ import net from 'node:net'
 import t from 'tap'
 import { freshBundle } from './helpers/bins.ts'
 import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
+import { subscribedRaw } from './helpers/raw.ts'
 
 const MAX_MEMORY = 64 * 1024 * 1024
 const SUBSCRIBERS = 200
@@ -21,25 +22,6 @@ function mem(pid: number): { rss: number; hwm: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? 0) * 1024
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
-}
-
-/** A raw client that has sent `lines` and seen the PONG after them. */
-async function raw(port: number, lines: string): Promise<net.Socket> {
-  const s = net.connect(port, '127.0.0.1')
-  s.on('error', () => {})
-  let seen = ''
-  await new Promise<void>((resolve, reject) => {
-    s.on('data', function onData(d) {
-      seen += d.toString('latin1')
-      if (seen.includes('PONG\r\n')) {
-        s.off('data', onData)
-        resolve()
-      }
-    })
-    s.once('error', reject)
-    s.write(`CONNECT {"verbose":false,"pedantic":false}\r\n${lines}PING\r\n`)
-  })
-  return s
 }
 
 const mb = (n: number): string => `${(n / 1048576).toFixed(1)} MB`
@@ -60,8 +42,8 @@ t.test('200 stalled subscribers and a flooding publisher stay within max_memory'
   const idle = mem(pid).rss
 
   // The pair: a responder and a requester on their own subjects.
-  const responder = await raw(port, 'SUB rt.req 1\r\n')
-  const requester = await raw(port, 'SUB rt.rep 1\r\n')
+  const responder = await subscribedRaw(port, 'SUB rt.req 1\r\n')
+  const requester = await subscribedRaw(port, 'SUB rt.rep 1\r\n')
   sockets.push(responder, requester)
   let rbuf = ''
   responder.on('data', (d) => {
@@ -75,13 +57,13 @@ t.test('200 stalled subscribers and a flooding publisher stay within max_memory'
 
   // The stalled subscribers: subscribed, then never read again.
   for (let i = 0; i < SUBSCRIBERS; i++) {
-    const s = await raw(port, 'SUB flood 1\r\n')
+    const s = await subscribedRaw(port, 'SUB flood 1\r\n')
     s.pause()
     sockets.push(s)
   }
 
   // The publisher: as fast as the socket takes it.
-  const pub = await raw(port, '')
+  const pub = await subscribedRaw(port, '')
   sockets.push(pub)
   pub.on('data', () => {}) // PINGs and -ERRs, if any
   const batch = `PUB flood ${PAYLOAD.length}\r\n${PAYLOAD}\r\n`.repeat(64)

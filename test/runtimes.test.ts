@@ -4,13 +4,15 @@
 
 import t, { type Test } from 'tap'
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect, headers, type Msg, type NatsConnection } from '@nats-io/transport-node'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
 import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
+import { subscribedRaw } from './helpers/raw.ts'
+import { procStatusBytes } from './bench/proc.ts'
 
 const root = resolve(import.meta.dirname, '..')
 const bundle = join(root, 'dist', 'sprig.js')
@@ -164,26 +166,17 @@ async function start(t: Test, v: Variant, port: number): Promise<Proc | null> {
   }
 }
 
-/** A process's anonymous RSS (RssAnon of /proc/PID/status), in KB. */
-const rssAnonKB = (pid: number): number => Number(/RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0)
-
-/** Opens n NATS connections, each subscribed once, 20 at a time; each waits for its PONG. */
+/** Opens n NATS connections into `into`, each subscribed once, 20 at a time. */
 async function openIdle(into: net.Socket[], port: number, n: number): Promise<void> {
-  const one = (i: number): Promise<void> =>
-    new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1')
-      into.push(s)
-      let got = ''
-      s.on('error', reject)
-      s.on('data', (d) => {
-        got += d.toString('latin1')
-        if (got.includes('PONG\r\n')) resolve()
-        else if (got.includes('-ERR')) reject(new Error(got))
-      })
-      s.write(`CONNECT {"verbose":false,"pedantic":false}\r\nSUB idle.${into.length}.${i} 1\r\nPING\r\n`)
-    })
-  for (let i = 0; i < n; i += 20) await Promise.all(Array.from({ length: Math.min(20, n - i) }, (_, k) => one(i + k)))
+  const first = into.length
+  for (let i = 0; i < n; i += 20) {
+    const opens = Array.from({ length: Math.min(20, n - i) }, (_, k) => subscribedRaw(port, `SUB idle.${first + i + k} 1\r\n`).then((s) => void into.push(s)))
+    await Promise.all(opens)
+  }
 }
+
+/** A process's anonymous RSS, in KB. */
+const rssAnonKB = (pid: number): number => procStatusBytes(pid, 'RssAnon') / 1024
 
 for (const v of variants) {
   t.test(v.name, async (t) => {

@@ -53,3 +53,22 @@ export const connectRaw = (port: number): Promise<net.Socket> =>
     s.once('data', () => ok(s))
     s.once('error', fail)
   })
+
+/** A NATS connection that has sent CONNECT, then `lines`, and seen the PONG after them (it stays open). */
+export async function subscribedRaw(port: number, lines: string): Promise<net.Socket> {
+  const s = net.connect(port, '127.0.0.1')
+  s.on('error', () => {})
+  let seen = ''
+  await new Promise<void>((resolve, reject) => {
+    s.on('data', function onData(d) {
+      seen += d.toString('latin1')
+      if (seen.includes('PONG\r\n')) {
+        s.off('data', onData)
+        resolve()
+      }
+    })
+    s.once('error', reject)
+    s.write(`CONNECT {"verbose":false,"pedantic":false}\r\n${lines}PING\r\n`)
+  })
+  return s
+}
