@@ -186,6 +186,7 @@ export function tlsReloader(
         if (sameTls(live, fresh)) continue
         Object.assign(live, fresh)
         handshakes.delete(live) // the next handshake builds a tls.Server with the new settings
+        reloadHooks.get(live)?.() // a listener with the settings built in (Bun.listen) listens again
         changed.push(name)
       }
       // INFO (tls_verify) and certificate mapping read the options; ports stay as they are.
@@ -193,6 +194,14 @@ export function tlsReloader(
       return changed
     }
   }
+}
+
+/** Listeners that take a ServerTls's certificate, key and CA when they listen (targets/bun.ts). */
+const reloadHooks = new WeakMap<ServerTls, () => void>()
+
+/** Calls `f` after a reload changed `st`'s settings in place (new handshakes already see its verify, map and CRL). */
+export function onTlsReload(st: ServerTls, f: () => void): void {
+  reloadHooks.set(st, f)
 }
 
 function sameTls(a: ServerTls, b: ServerTls): boolean {
@@ -294,9 +303,14 @@ function refuse(st: ServerTls, h: Handshakes, hs: Handshake, reason: string, ts?
   hs.failed(reason)
 }
 
-function onClientError(h: Handshakes, err: Error & { code?: string }, ts?: tls.TLSSocket): void {
+/** A TLS library's handshake error as one reason: its message, and its code when the message lacks it. */
+export function libraryReason(err: Error & { code?: string }): string {
   const msg = err.message.trim()
-  const reason = err.code && !msg.includes(err.code) ? `${msg} (${err.code})` : msg
+  return err.code && !msg.includes(err.code) ? `${msg} (${err.code})` : msg
+}
+
+function onClientError(h: Handshakes, err: Error & { code?: string }, ts?: tls.TLSSocket): void {
+  const reason = libraryReason(err)
   const hs = ts ? h.pending.get(addrKey(ts)) : undefined
   ts?.destroy()
   // Some runtimes report errors on a socket that no longer knows its addresses (Deno always,
@@ -312,37 +326,50 @@ function onSecure(st: ServerTls, h: Handshakes, ts: tls.TLSSocket): void {
   ts.on('error', reportedElsewhere)
   const hs = h.pending.get(addrKey(ts))
   if (!hs || hs.over) return void ts.destroy()
-  if (st.verify) {
-    const cert = ts.getPeerCertificate()
-    if (!hasCert(cert)) return refuse(st, h, hs, 'client certificate required, none sent', ts)
-    if (!ts.authorized) {
-      const code = String(ts.authorizationError ?? 'not authorized')
-      return refuse(st, h, hs, `client certificate refused: ${VERIFY_TEXT[code] ?? code} (${code})`, ts)
-    }
-    if (st.revoked && isRevoked(st.revoked, cert.raw)) return refuse(st, h, hs, `client certificate refused: ${VERIFY_TEXT.CERT_REVOKED} (CERT_REVOKED)`, ts)
-  }
+  const why = st.verify ? peerRefusal(st, ts.getPeerCertificate(), ts.authorized, ts.authorizationError ?? null) : null
+  if (why !== null) return refuse(st, h, hs, why, ts)
   hs.over = true
   clearTimeout(hs.timer)
   h.pending.delete(hs.key)
   hs.done(ts, peerTlsOf(ts, st.map))
 }
 
+/**
+ * Why a verifying listener refuses the peer of a finished handshake, or null to let it in: no
+ * certificate, one the TLS library did not verify (`authError`: its code, e.g.
+ * CERT_HAS_EXPIRED), or one the listener's CRL revokes. The same rule for node:tls and for
+ * Bun.listen's own TLS (targets/bun.ts).
+ */
+export function peerRefusal(st: ServerTls, cert: tls.PeerCertificate | null | undefined, authorized: boolean, authError: string | Error | null): string | null {
+  if (!hasCert(cert)) return 'client certificate required, none sent'
+  if (!authorized) {
+    const code = authError === null ? 'not authorized' : typeof authError === 'string' ? authError : ((authError as { code?: string }).code ?? authError.message)
+    return `client certificate refused: ${VERIFY_TEXT[code] ?? code} (${code})`
+  }
+  if (st.revoked && isRevoked(st.revoked, cert.raw)) return `client certificate refused: ${VERIFY_TEXT.CERT_REVOKED} (CERT_REVOKED)`
+  return null
+}
+
 /** What a finished handshake says about the peer (its certificate, if it sent one). */
 export function peerTlsOf(s: tls.TLSSocket, map: CertMap = 'auto'): PeerTls {
-  const cert = s.getPeerCertificate()
+  return peerTlsFrom(s.getPeerCertificate(), s.authorized, s.getProtocol() ?? '', map)
+}
+
+/** The same from the parts (Bun.listen's TLS sockets have no getProtocol()). */
+export function peerTlsFrom(cert: tls.PeerCertificate | null | undefined, authorized: boolean, protocol: string, map: CertMap): PeerTls {
   const sent = hasCert(cert)
   const id = sent ? certIdentity({ subject: cert.subject as never, subjectaltname: cert.subjectaltname, raw: cert.raw }, map) : null
   return {
-    protocol: s.getProtocol() ?? '',
-    authorized: sent && s.authorized,
+    protocol,
+    authorized: sent && authorized,
     identities: id?.identities ?? [],
     subject: id?.subject ?? '',
   }
 }
 
-/** getPeerCertificate() gives an empty object (no raw bytes) when the peer sent none. */
-function hasCert(cert: tls.PeerCertificate | null): boolean {
-  return cert !== null && cert.raw !== undefined && cert.raw.length > 0
+/** A peer that sent no certificate: node:tls gives an empty object (no raw bytes), Bun undefined. */
+function hasCert(cert: tls.PeerCertificate | null | undefined): cert is tls.PeerCertificate {
+  return cert != null && cert.raw !== undefined && cert.raw.length > 0
 }
 
 function isRevoked(revoked: Map<string, Set<string>>, der: Uint8Array): boolean {

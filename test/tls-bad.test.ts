@@ -8,7 +8,7 @@ import net from 'node:net'
 import { connect } from '@nats-io/transport-node'
 import mqtt from 'mqtt'
 import { startBroker, type TestBroker } from './helpers/broker.ts'
-import { makeCerts, serverTlsOptions, tlsAttempt, type CertPair, type Certs } from './helpers/certs.ts'
+import { BAD_CLIENTS, makeCerts, serverTlsOptions, tlsAttempt } from './helpers/certs.ts'
 import { freePort } from './helpers/peers.ts'
 
 const certs = makeCerts(t)
@@ -43,16 +43,7 @@ if (certs) {
     { name: 'HTTPS monitor', how: 'https', broker: () => b, port: () => b.httpsPort, tag: 'https - ' },
   ]
 
-  const bad: { name: string; pair: (c: Certs) => CertPair | null; reason: RegExp }[] = [
-    { name: 'expired', pair: (c) => c.expired, reason: /certificate has expired/ },
-    { name: 'not yet valid', pair: (c) => c.notYetValid, reason: /certificate is not yet valid/ },
-    { name: 'signed by another CA', pair: (c) => c.otherCa, reason: /not signed by a trusted CA/ },
-    // With a CRL configured OpenSSL first finds no CRL for a self-signed certificate's issuer.
-    { name: 'self-signed', pair: (c) => c.selfSigned, reason: /self-signed certificate|no CRL for its issuer/ },
-    { name: 'revoked (CRL)', pair: (c) => c.revoked, reason: /certificate revoked/ },
-    { name: 'no certificate', pair: () => null, reason: /client certificate required, none sent/ },
-    { name: 'huge chain (400 certificates)', pair: (c) => c.hugeChain, reason: /TLS handshake error: \S/ },
-  ]
+  const bad = BAD_CLIENTS
 
   t.test('the good certificate is accepted on every listener', async (t) => {
     for (const l of listeners) {

@@ -175,6 +175,21 @@ function build(): Certs {
 
 // --- clients for the TLS tests ------------------------------------------------------------------
 
+/**
+ * Client certificates a verifying listener with `crl` must refuse, and the reason its log line
+ * gives (tls-bad.test.ts on node:tls, tls-bun.test.ts on Bun.listen's TLS).
+ */
+export const BAD_CLIENTS: readonly { name: string; pair: (c: Certs) => CertPair | null; reason: RegExp }[] = [
+  { name: 'expired', pair: (c) => c.expired, reason: /certificate has expired/ },
+  { name: 'not yet valid', pair: (c) => c.notYetValid, reason: /certificate is not yet valid/ },
+  { name: 'signed by another CA', pair: (c) => c.otherCa, reason: /not signed by a trusted CA/ },
+  // With a CRL configured OpenSSL first finds no CRL for a self-signed certificate's issuer.
+  { name: 'self-signed', pair: (c) => c.selfSigned, reason: /self-signed certificate|no CRL for its issuer/ },
+  { name: 'revoked (CRL)', pair: (c) => c.revoked, reason: /certificate revoked/ },
+  { name: 'no certificate', pair: () => null, reason: /client certificate required, none sent/ },
+  { name: 'huge chain (400 certificates)', pair: (c) => c.hugeChain, reason: /TLS handshake error: \S/ },
+]
+
 /** A listener's tls block for the tests (the server certificate, this CA, verify on). */
 export function serverTlsOptions(c: Certs, over: Partial<TlsOptions> = {}): TlsOptions {
   return {
