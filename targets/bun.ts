@@ -1,16 +1,20 @@
-// Bun: Bun.listen for the plain NATS and MQTT listeners (SPRIG_NET=node: node:net for both);
-// TLS listeners and the uplink's dial stay on node:net + node:tls. Bun.listen costs less CPU
-// per message and less memory per socket than Bun's node:net (docs/benchmarks.md).
+// Bun: Bun.listen for the plain NATS and MQTT listeners and for those that speak TLS from the
+// first byte (the MQTT TLS port, NATS handshake_first), with Bun's own TLS; SPRIG_NET=node puts
+// all of them on node:net (+ node:tls). NATS's plaintext-then-TLS listeners, the WebSocket and
+// HTTPS listeners and the uplink's dial stay on node:net + node:tls. Bun.listen costs less CPU
+// per message and less memory per socket than Bun's node:net (docs/benchmarks.md): an idle
+// TLS connection about half.
 // Bun.listen's write() may take only part of the data and returns how much it took, so each
 // socket keeps the unwritten rest here until Bun calls drain().
 
 import process from 'node:process'
 import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
-import type { Conn, Wire } from '../src/host.ts'
+import type { Conn, PeerTls, Wire } from '../src/host.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { bunLibc, libcOnce, pageOutAfter, pageOutExecutable } from './pageout.ts'
 import { afterAccept, afterClose, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
+import { libraryReason, onTlsReload, peerRefusal, peerTlsFrom, type ServerTls } from './tls.ts'
 
 export interface BunSocket {
   write(data: Uint8Array): number
@@ -22,6 +26,10 @@ export interface BunSocket {
   readonly remoteAddress: string
   readonly remotePort: number
   data: BunWire
+  // TLS sockets only (Bun.listen with `tls`).
+  readonly authorized?: boolean
+  getPeerCertificate?(): import('node:tls').PeerCertificate | undefined
+  getTLSVersion?(): string | null
 }
 
 declare const Bun: {
@@ -35,13 +43,14 @@ declare const Bun: {
  * An accept from guardAccept brings its Guard: the wire then guards its Conn itself (no
  * GuardedConn per connection).
  */
-export function bunHandlers(accept: Accept, count: (delta: number) => void) {
+export function bunHandlers(accept: Accept, count: (delta: number) => void, secure?: ServerTls) {
   const guard = (accept as GuardedAccept).guard ?? null
   return {
     open(s: BunSocket) {
       count(1)
       afterAccept()
-      const w = new BunWire(s)
+      // With TLS, Bun calls open() at accept, before the handshake.
+      const w = secure === undefined ? new BunWire(s) : new BunTlsWire(s, secure)
       s.data = w
       s.setNoDelay?.(true)
       w.conn = guard === null ? accept(w) : guard.accept(w)
@@ -80,6 +89,7 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void) {
       count(-1)
       afterClose()
       const w = s.data
+      if (secure !== undefined) closedInHandshake(w as BunTlsWire)
       const c = w.conn
       w.conn = null
       if (c === null) return
@@ -102,6 +112,97 @@ function listenBun(host: string, port: number, accept: Accept): Promise<Listener
   } catch (e) {
     return Promise.reject(listenError(host, port, e))
   }
+}
+
+/**
+ * A listener that speaks TLS from the first byte, on Bun.listen's own TLS: the MQTT TLS port
+ * and NATS with handshake_first (NATS's plaintext INFO before the upgrade needs node:tls). The
+ * certificate is asked for but not enforced by the library: the check is the one node:tls
+ * listeners use (tls.ts peerRefusal), so refusals read alike. Bun builds the TLS context when
+ * it listens, so a reload that changes the certificate, key or CA listens again on the same
+ * port (connections already up stay; verify, map and the CRL are read per handshake anyway).
+ */
+function listenBunTls(host: string, port: number, accept: Accept, st: ServerTls): Promise<Listener> {
+  let open = 0
+  const socket = { ...bunHandlers(accept, (d) => (open += d), st), handshake: onHandshake }
+  const listen = (at: number, tls: BunTlsOptions) => Bun.listen({ hostname: host, port: at, tls, socket })
+  let tls = bunTlsOptions(st)
+  let l: ReturnType<typeof listen>
+  try {
+    l = listen(port, tls)
+  } catch (e) {
+    return Promise.reject(listenError(host, port, e))
+  }
+  const bound = l.port
+  onTlsReload(st, () => {
+    const next = bunTlsOptions(st)
+    l.stop(false)
+    try {
+      l = listen(bound, next)
+      tls = next
+    } catch (e) {
+      // The port is free for a moment between the two: should anything take it, or Bun refuse
+      // the new files, listen with the old ones again rather than not at all.
+      st.refused(`TLS listener on ${host}:${bound}: cannot listen with the reloaded certificate: ${(e as Error).message}`)
+      try {
+        l = listen(bound, tls)
+      } catch (e2) {
+        st.refused(`TLS listener on ${host}:${bound}: closed, cannot listen again: ${(e2 as Error).message}`)
+      }
+    }
+  })
+  return Promise.resolve({ port: bound, close: () => l.stop(false), open: () => open })
+}
+
+interface BunTlsOptions {
+  cert: unknown
+  key: unknown
+  ca?: unknown
+  requestCert: boolean
+  rejectUnauthorized: false
+}
+
+function bunTlsOptions(st: ServerTls): BunTlsOptions {
+  const o = st.serverOptions
+  return { cert: o.cert, key: o.key, ...(o.ca !== undefined ? { ca: o.ca } : {}), requestCert: st.verify, rejectUnauthorized: false }
+}
+
+/** The handshake is over (ok) or failed: let the connection's bytes flow, or refuse it with the reason. */
+function onHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null): void {
+  const w = s.data as BunTlsWire
+  if (w.timer === null) return // already refused (a timeout), or a second call
+  clearTimeout(w.timer)
+  w.timer = null
+  const st = w.st
+  let why: string | null
+  try {
+    const cert = ok ? s.getPeerCertificate?.() : undefined
+    why = !ok ? (err ? libraryReason(err) : 'TLS handshake failed') : st.verify ? peerRefusal(st, cert, s.authorized === true, err) : null
+    if (why === null) w.tls = peerTlsFrom(cert, s.authorized === true, s.getTLSVersion?.() ?? '', st.map)
+  } catch (e) {
+    why = `cannot read the client certificate: ${(e as Error).message}`
+  }
+  if (why !== null) return refuseTls(w, why)
+  // What the connection wrote meanwhile (NATS's INFO with handshake_first) goes out now.
+  if (!w.writeRest()) return
+  if (w.closing) return s.end()
+  w.conn?.drained()
+}
+
+function refuseTls(w: BunTlsWire, why: string): void {
+  if (w.timer !== null) clearTimeout(w.timer)
+  w.timer = null
+  w.st.refused(`${w.remoteAddress}:${w.remotePort} - TLS handshake error: ${why}`)
+  w.destroy() // close() tells the connection
+}
+
+function handshakeTimeout(w: BunTlsWire): void {
+  if (w.timer !== null) refuseTls(w, 'TLS handshake timeout')
+}
+
+/** Closed with the handshake still going and no word from Bun about it: logged as node:tls listeners do. */
+function closedInHandshake(w: BunTlsWire): void {
+  if (w.timer !== null) refuseTls(w, 'connection closed during the TLS handshake')
 }
 
 /** Bytes Bun has not taken yet: made when a write is cut short, dropped once all is sent. */
@@ -188,6 +289,11 @@ export class BunWire extends WireGetters implements Wire {
     guard.failed(this, where, e)
   }
 
+  /** Holds every write until writeRest() (a TLS socket before its handshake: Bun drops them). */
+  protected hold(): void {
+    this.backlog = { chunks: [], head: 0, held: 0 }
+  }
+
   write(d: Uint8Array): boolean {
     const b = this.backlog
     if (b !== null) {
@@ -252,6 +358,24 @@ export class BunWire extends WireGetters implements Wire {
   }
 }
 
+/**
+ * A socket of a TLS listener: its writes wait for the handshake, which must end within the
+ * listener's timeout; then `tls` says what the client's certificate says.
+ */
+class BunTlsWire extends BunWire {
+  tls: PeerTls | undefined = undefined
+  /** The handshake's deadline; null once it is over (done or refused). */
+  timer: ReturnType<typeof setTimeout> | null
+  constructor(
+    s: BunSocket,
+    readonly st: ServerTls,
+  ) {
+    super(s)
+    this.hold()
+    this.timer = setTimeout(handshakeTimeout, st.timeout, this)
+  }
+}
+
 function terminate(s: BunSocket): void {
   s.terminate()
 }
@@ -313,6 +437,7 @@ export function bun(): Runtime {
     name: `bun ${Bun.version}${viaNode ? ' (node:net)' : ''}`,
     host: standardHost,
     listen: viaNode ? listenNet : listenBun,
+    ...(viaNode ? {} : { listenTls: listenBunTls }),
     ...(after !== null ? { pageOut: { after, run: () => pageOutExecutable(libc) } } : {}),
   }
 }

@@ -1,6 +1,7 @@
 // What each runtime module provides, and the few helpers they share.
 
 import type { PageOutResult } from './pageout.ts'
+import type { ServerTls } from './tls.ts'
 import { readdirSync, readFileSync } from 'node:fs'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import { nodeV8, nodeVm } from './lazy.ts'
@@ -21,8 +22,13 @@ export interface Runtime {
   /** e.g. "node 20.20.2" */
   readonly name: string
   readonly host: Host
-  /** Plain listeners (NATS and MQTT); TLS listeners are node:net + node:tls everywhere. */
+  /** Plain listeners (NATS and MQTT). */
   listen(host: string, port: number, accept: Accept): Promise<Listener>
+  /**
+   * Bun: listeners that speak TLS from the first byte (`st.mode` 'first') on the runtime's own
+   * TLS. Elsewhere, and for NATS's plaintext-then-TLS, TLS listeners are node:net + node:tls.
+   */
+  readonly listenTls?: (host: string, port: number, accept: Accept, st: ServerTls) => Promise<Listener>
   /** Bun and Deno: hand start-up's code pages back once quiet, from `after` ms on (targets/pageout.ts). */
   readonly pageOut?: { readonly after: number; run(): PageOutResult }
   /** Deno: glibc's free memory back to the system at a quiet burst's end (Bun shrinks itself). */

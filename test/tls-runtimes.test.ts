@@ -1,5 +1,6 @@
 // TLS on every runtime: the bundle (dist/sprig.js) with a TLS config under Node, Bun and Deno
-// (and Deno with SPRIG_NET=native, where TLS listeners still go through node:tls). nats.js with a
+// (Bun's TLS-first listeners on Bun.listen's own TLS, and with SPRIG_NET=node on node:tls; Deno
+// with SPRIG_NET=native, where TLS listeners still go through node:tls). nats.js with a
 // client certificate works; a self-signed, a revoked (CRL) and a missing certificate are refused
 // and logged, on the NATS listener and on the MQTT TLS port.
 
@@ -21,6 +22,7 @@ const clean: NodeJS.ProcessEnv = { NODE_OPTIONS: '', SPRIG_NET: '' }
 const variants = [
   { name: 'node', cmd: process.execPath, args: [bundle], env: clean },
   { name: 'bun', cmd: runtimeBin('bun'), args: [bundle], env: clean },
+  { name: 'bun (SPRIG_NET=node)', cmd: runtimeBin('bun'), args: [bundle], env: { ...clean, SPRIG_NET: 'node' } },
   { name: 'deno', cmd: runtimeBin('deno'), args: ['run', '-A', bundle], env: clean },
   { name: 'deno (SPRIG_NET=native)', cmd: runtimeBin('deno'), args: ['run', '-A', bundle], env: { ...clean, SPRIG_NET: 'native' } },
 ]
@@ -72,6 +74,8 @@ if (certs) {
       }
       t.match(p.output(), /certificate revoked/, 'the CRL is enforced')
       if (v.env.SPRIG_NET === 'native') t.match(p.output(), /SPRIG_NET=native: TLS listeners use node:net and node:tls/)
+      if (v.name === 'bun') t.match(p.output(), /TLS-first listeners on the runtime's own TLS/, "Bun: the MQTT TLS port on Bun.listen's TLS")
+      else t.notMatch(p.output(), /TLS-first listeners on the runtime's own TLS/, 'node:tls for every TLS listener')
 
       // TLS first (handshake_first), on its own process.
       const port2 = await freePort()
