@@ -11,6 +11,7 @@ import { natsScenarios } from './nats-load.ts'
 import { LEAF_IDS, runLeafBench, type LeafBenchOpts } from './leaf-load.ts'
 import { GATEWAY_IDS, runGatewayBench, type GatewayBenchOpts } from './gateway-load.ts'
 import { runWsBench, WS_IDS, wsSelected, type WsBenchOpts } from './ws-load.ts'
+import { runTlsBench, TLS_IDS, tlsSelected, type TlsBenchOpts } from './tls-load.ts'
 import { runStoreBench, STORE_IDS, storeSelected, type StoreBenchOpts } from './store-load.ts'
 import { BINARY_IDS, binarySelected, runBinaryBench } from './binary.ts'
 import { firstLine, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, procStatusBytes, sleep, stop, waitReady, which, progress, warmUp } from './proc.ts'
@@ -90,6 +91,8 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                --only ws for the WebSocket rows (NATS pub-sub and MQTT QoS 0 over ws://:
                sprig's websocket listener vs nats-server's and mosquitto's); a substring picks
                them only if it contains "ws" (ws-mqtt, ws-nats-pub-sub 16B),
+               --only tls for idle MQTT connections over mutual TLS (sprig's MQTT TLS
+               port vs mosquitto with require_certificate; --conns applies),
                --only store for the on-disk store rows (MQTT QoS 1 telemetry into sprig
                with the store at sync 1s and always and without it, nats-server's MQTT with
                JetStream, mosquitto with persistence; write amplification; start-up with
@@ -456,26 +459,30 @@ async function main(): Promise<number> {
   // WebSocket rows: the same loads over ws://, servers configured for it: ws-load.ts.
   const wantWs = wsSelected(args.only).length > 0
   const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
+  // The idle connections again, over mutual TLS: tls-load.ts.
+  const wantTls = tlsSelected(args.only)
+  const tlsOpts: TlsBenchOpts = { quick: args.quick, rounds: args.rounds, conns: args.conns, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
   // Store rows (MQTT QoS 1 into the on-disk store): store-load.ts, last.
   const wantStore = !args.only.length || storeSelected(args.only)
   const storeOpts: StoreBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, startup: true }
   // The compiled binary at rest: binary.ts, after everything else.
   const wantBinary = binarySelected(args.only)
   const binaryOpts = { root: ROOT, tmp: TMP, bun: runtimeBin('bun'), bundle: path.resolve(ROOT, BUNDLE), quick: args.quick, pageOut }
-  if (wantGw) {
-    const fds = raiseFdLimit(2 * 1000 + 500)
+  if (wantGw || wantTls) {
+    const fds = raiseFdLimit(Math.max(wantGw ? 2 * 1000 : 0, wantTls ? args.conns : 0) + 500)
     if (fds) notes.push(fds)
   }
-  if (!scenarios.length && (wantLeaf || wantGw || wantWs || wantStore || wantBinary)) {
+  if (!scenarios.length && (wantLeaf || wantGw || wantWs || wantTls || wantStore || wantBinary)) {
     const storeFailed = wantStore ? (await runStoreBench(storeOpts)).failed : 0
     const wsFailed = wantWs ? (await runWsBench(wsOpts, args.only)).failed : 0
+    const tlsFailed = wantTls ? (await runTlsBench(tlsOpts)).failed : 0
     const leafFailed = wantLeaf ? (await runLeafBench(leafOpts, args.only)).failed : 0
     const gwFailed = wantGw ? (await runGatewayBench(gwOpts, args.only)).failed : 0
     const binFailed = wantBinary ? (await runBinaryBench(binaryOpts)).failed : 0
     for (const n of notes) console.log(`note: ${n}`)
-    return leafFailed || gwFailed || wsFailed || storeFailed || binFailed ? 1 : 0
+    return leafFailed || gwFailed || wsFailed || tlsFailed || storeFailed || binFailed ? 1 : 0
   }
-  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...LEAF_IDS, ...GATEWAY_IDS, ...STORE_IDS, ...BINARY_IDS].join(', ')}`)
+  if (!scenarios.length) throw new Error(`--only ${args.only.join(',')} matches none of: ${[...all.map((s) => s.id), ...WS_IDS, ...TLS_IDS, ...LEAF_IDS, ...GATEWAY_IDS, ...STORE_IDS, ...BINARY_IDS].join(', ')}`)
   const kinds = [...new Set(scenarios.map((s) => s.kind))]
   if (scenarios.some((s) => s.id.startsWith('mqtt-idle-conns'))) {
     const fds = raiseFdLimit(args.conns + 500)
@@ -592,6 +599,7 @@ async function main(): Promise<number> {
   console.log(`== servers\n${srvRows.map((row) => row.map((c, i) => (i === 0 || i === row.length - 1 || (kinds.length > 1 && i === 1) ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ')).join('\n')}`)
 
   const ws = wantWs ? await runWsBench(wsOpts, args.only) : null
+  const tlsRow = wantTls ? await runTlsBench(tlsOpts) : null
   const leaf = wantLeaf ? await runLeafBench(leafOpts, args.only) : null
   const gw = wantGw ? await runGatewayBench(gwOpts, args.only) : null
   const store = wantStore ? await runStoreBench(storeOpts) : null
@@ -613,6 +621,7 @@ async function main(): Promise<number> {
     results,
     perRound: { results: raw, servers: perRound },
     ...(ws ? { websocket: ws.results } : {}),
+    ...(tlsRow ? { tls: tlsRow.results } : {}),
     ...(leaf ? { leaf: leaf.results } : {}),
     ...(gw ? { gateway: gw.results } : {}),
     ...(store ? { store: store.results } : {}),
@@ -630,7 +639,7 @@ async function main(): Promise<number> {
   }
   if (failed) console.log(`${failed} scenario run(s) FAILED`)
   if (lossy) console.log(`${lossy} scenario run(s) LOST messages`)
-  return failed || lossy || ws?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
+  return failed || lossy || ws?.failed || tlsRow?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
 }
 
 /** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */

@@ -11,6 +11,8 @@ export interface Addr {
   pid?: number
   /** Over WebSocket (ws-conn.ts): the request path and subprotocol; plain TCP without. */
   ws?: { path: string; protocol?: string }
+  /** Over TLS (tls-load.ts): the CA to trust and the client's certificate and key, PEM. */
+  tls?: { ca: string; cert: string; key: string }
 }
 
 /** Numbers for the table; strings for notes such as per-subscriber completion. */

@@ -8,6 +8,7 @@
 // of one read pushed as one chunk. Cheap, and the same for every server, so the servers are
 // what is measured.
 import net from 'node:net'
+import tls from 'node:tls'
 import { Duplex } from 'node:stream'
 import type { Addr } from './model.ts'
 
@@ -42,8 +43,9 @@ function frames(chunk: Buffer): Buffer {
   return out
 }
 
-/** A TCP socket, or a WebSocket stream over one when `addr.ws` says so. */
+/** A TCP socket, a TLS one when `addr.tls` says so, or a WebSocket stream over TCP when `addr.ws` does. */
 export function dial(addr: Addr): net.Socket {
+  if (addr.tls) return tls.connect({ host: addr.host, port: addr.port, servername: 'localhost', ...addr.tls })
   if (!addr.ws) return net.connect({ host: addr.host, port: addr.port })
   return new WsStream(addr) as unknown as net.Socket
 }

@@ -64,17 +64,18 @@ function wsScenarios(quick: boolean): Scenario[] {
   })
 }
 
-interface WsServer {
+/** A server measured on a port of its own (WebSocket here, TLS in tls-load.ts), started with a plain TCP port beside it. */
+export interface SideServer {
   name: string
   kind: Kind
   reference: boolean
-  /** argv with the WebSocket port `ws` and the plain TCP port `tcp`. */
-  argv: (ws: number, tcp: number) => string[]
+  /** argv with the measured port `side` (here: WebSocket) and the plain TCP port `tcp`. */
+  argv: (side: number, tcp: number) => string[]
   describe: string
 }
 
-function servers(o: WsBenchOpts, kinds: Kind[]): { list: WsServer[]; notes: string[] } {
-  const list: WsServer[] = []
+function servers(o: WsBenchOpts, kinds: Kind[]): { list: SideServer[]; notes: string[] } {
+  const list: SideServer[] = []
   const notes: string[] = []
   const conf = (name: string, text: string): string => {
     const f = path.join(o.tmp, name)
@@ -122,15 +123,19 @@ async function wsReady(addr: Addr, kind: Kind): Promise<void> {
   }
 }
 
-async function runOne(srv: WsServer, scenarios: Scenario[], o: WsBenchOpts, round: number, out: RunResult[]): Promise<void> {
-  const ws = await freePort()
+/**
+ * Starts `srv`, waits for its TCP port and then for `ready` on its side port, runs the
+ * scenarios against the side port (CPU and other load measured as bench.ts does), stops it.
+ */
+export async function runSidePort(srv: SideServer, scenarios: Scenario[], root: string, round: number, out: RunResult[], ready: (addr: Addr, kind: Kind) => Promise<void>): Promise<void> {
+  const side = await freePort()
   let tcp = await freePort()
-  while (tcp === ws) tcp = await freePort()
-  const proc: ServerProcess = launch(srv.argv(ws, tcp), o.root)
+  while (tcp === side) tcp = await freePort()
+  const proc: ServerProcess = launch(srv.argv(side, tcp), root)
   try {
     // The TCP port is NATS on sprig (its MQTT rows too) and nats-server, MQTT on mosquitto.
     await waitReady(proc, tcp, srv.name === 'mosquitto' ? 'mqtt' : 'nats')
-    await wsReady({ host: HOST, port: ws }, srv.kind)
+    await ready({ host: HOST, port: side }, srv.kind)
   } catch (e) {
     const why = `did not start: ${(e as Error).message.split('\n')[0]}${proc.tail() ? ` (${proc.tail().split('\n').slice(-1)[0]})` : ''}`
     progress(`[round ${round}] ${srv.name}: ${why}`)
@@ -145,7 +150,7 @@ async function runOne(srv: WsServer, scenarios: Scenario[], o: WsBenchOpts, roun
     const t0 = performance.now()
     const r: RunResult = { scenario: s.id, server: srv.name, round, wallMs: 0 }
     try {
-      r.metrics = await s.run({ host: HOST, port: ws, pid: proc.pid })
+      r.metrics = await s.run({ host: HOST, port: side, pid: proc.pid })
     } catch (e) {
       r.error = (e as Error).message
       await sleep(200)
@@ -181,7 +186,7 @@ export async function runWsBench(o: WsBenchOpts, only: string[]): Promise<{ resu
   const raw: RunResult[] = []
   for (let round = 1; round <= o.rounds; round++) {
     const order = list.map((_, i) => list[(i + round - 1) % list.length]!)
-    for (const srv of order) await runOne(srv, scenarios.filter((s) => s.kind === srv.kind), o, round, raw)
+    for (const srv of order) await runSidePort(srv, scenarios.filter((s) => s.kind === srv.kind), o.root, round, raw, wsReady)
   }
   const results = combineRounds(raw, scenarios)
   const cols = (kind: Kind): Column[] => [...list.filter((s) => s.kind === kind && !s.reference), ...list.filter((s) => s.kind === kind && s.reference)].map((s) => ({ name: s.name, reference: s.reference }))

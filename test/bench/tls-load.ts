@@ -1,0 +1,152 @@
+// The TLS row: idle MQTT connections over mutual TLS, the way a gateway's devices connect, on
+// sprig's MQTT TLS port (`mqtt { tls_port, tls { verify: true } }`) and on a mosquitto
+// listener with `require_certificate true`. The same scenario as mqtt-idle-conns (mqtt-load.ts),
+// each connection with the client certificate; certificates are made with openssl when the row
+// runs (P-256, in the bench's temp directory). Each server also gets a plain TCP port, where
+// readiness is checked (as in ws-load.ts).
+
+import { spawnSync } from 'node:child_process'
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { Addr, Scenario } from './model.ts'
+import { mqttScenarios } from './mqtt-load.ts'
+import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
+import { HOST, progress, sleep, which } from './proc.ts'
+import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
+import { runSidePort, type SideServer } from './ws-load.ts'
+
+export interface TlsBenchOpts {
+  quick: boolean
+  rounds: number
+  conns: number
+  /** sprig under each runtime: `<runtime> dist/sprig.js`; the config is added here. */
+  sprigs: { name: string; cmd: string[]; version: string }[]
+  tmp: string
+  root: string
+  /** mosquitto's settings for the MQTT rows (bench.ts), the listeners added here. */
+  mosquittoSettings: string[]
+}
+
+export const TLS_IDS = ['tls-mqtt-idle-conns']
+
+/** `--only tls` (or a substring of the row's id containing it) picks the row. */
+export function tlsSelected(only: string[]): boolean {
+  return !only.length || only.some((o) => o === 'tls' || (o.includes('tls') && TLS_IDS.some((id) => id.includes(o))))
+}
+
+interface Pems {
+  dir: string
+  ca: string
+  server: { cert: string; key: string }
+  client: { cert: string; key: string }
+}
+
+/** A CA, a server certificate for 127.0.0.1 and localhost, and one device certificate. */
+function makePems(tmp: string): Pems {
+  const openssl = which('openssl')
+  if (!openssl) throw new Error('openssl not found (apt-get install openssl): no certificates for the TLS row')
+  // Readable by all: mosquitto started as root reads them as the user `mosquitto`. Throwaway
+  // test keys, removed with the bench's temp directory.
+  const dir = path.join(tmp, 'tls')
+  mkdirSync(dir, { mode: 0o755 })
+  chmodSync(tmp, 0o755)
+  const p = (f: string): string => path.join(dir, f)
+  const run = (...args: string[]): void => {
+    const r = spawnSync(openssl, args, { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr.trim().split('\n').slice(-1)[0]}`)
+  }
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
+  run('req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=sprig bench CA')
+  const sign = (name: string, subj: string, ext: string): void => {
+    run('req', ...ec, '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', subj)
+    writeFileSync(p(`${name}.ext`), ext)
+    run('x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p(`${name}.pem`), '-days', '2', '-extfile', p(`${name}.ext`))
+  }
+  sign('server', '/CN=localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
+  sign('client', '/CN=bench-device/O=Acme', 'subjectAltName=DNS:bench-device.example\n')
+  for (const f of ['ca.pem', 'server.pem', 'server.key', 'client.pem', 'client.key']) chmodSync(p(f), 0o644)
+  return { dir, ca: p('ca.pem'), server: { cert: p('server.pem'), key: p('server.key') }, client: { cert: p('client.pem'), key: p('client.key') } }
+}
+
+function servers(o: TlsBenchOpts, pem: Pems): { list: SideServer[]; notes: string[] } {
+  const list: SideServer[] = []
+  const notes: string[] = []
+  const conf = (name: string, text: string): string => {
+    const f = path.join(o.tmp, name)
+    writeFileSync(f, `# written by sprig's test/bench/tls-load.ts\n${text}\n`)
+    return f
+  }
+  const bin = which('mosquitto')
+  const mosq = `cafile ${pem.ca}\ncertfile ${pem.server.cert}\nkeyfile ${pem.server.key}\nrequire_certificate true`
+  if (bin) {
+    list.push({
+      name: 'mosquitto',
+      kind: 'mqtt',
+      reference: true,
+      argv: (side, tcp) => [bin, '-c', conf(`tls-mosq-${side}.conf`, `listener ${side} ${HOST}\n${mosq}\nlistener ${tcp} ${HOST}\n${o.mosquittoSettings.join('\n')}`)],
+      describe: `${bin} -c <listener {tls} ${HOST}; cafile, certfile, keyfile; require_certificate true; listener {tcp} ${HOST}; the MQTT rows' settings>`,
+    })
+  } else notes.push('mosquitto not found (apt-get install mosquitto): no reference for the TLS row')
+  const tls = `tls { cert_file: "${pem.server.cert}", key_file: "${pem.server.key}", ca_file: "${pem.ca}", verify: true }`
+  for (const s of o.sprigs) {
+    list.push({
+      name: s.name,
+      kind: 'mqtt',
+      reference: false,
+      argv: (side, tcp) => [...s.cmd, '-c', conf(`tls-sprig-${side}.conf`, `host: ${HOST}\nport: ${tcp}\nmqtt { tls_port: ${side}, ${tls} }`)],
+      describe: `${s.cmd.join(' ')} -c <host: ${HOST}; port: {tcp}; mqtt { tls_port: {tls}, tls { cert_file, key_file, ca_file, verify: true } }>`,
+    })
+  }
+  return { list, notes }
+}
+
+/** Until an MQTT client with the device certificate gets CONNACK over TLS. */
+function tlsReady(pems: Addr['tls']): (addr: Addr) => Promise<void> {
+  return async (addr) => {
+    const end = Date.now() + 10_000
+    for (;;) {
+      try {
+        closeMqtt(await connectMqtt({ ...addr, tls: pems }, 2000))
+        return
+      } catch (e) {
+        if (Date.now() > end) throw new Error(`no MQTT over TLS: ${(e as Error).message}`)
+        await sleep(100)
+      }
+    }
+  }
+}
+
+/** Runs the TLS row, prints its table. */
+export async function runTlsBench(o: TlsBenchOpts): Promise<{ results: RunResult[]; failed: number }> {
+  let pem: Pems
+  try {
+    pem = makePems(o.tmp)
+  } catch (e) {
+    console.log(`\ntls row: ${(e as Error).message}`)
+    return { results: [], failed: 1 }
+  }
+  const pems = { ca: readFileSync(pem.ca, 'utf8'), cert: readFileSync(pem.client.cert, 'utf8'), key: readFileSync(pem.client.key, 'utf8') }
+  const idle = mqttScenarios({ quick: o.quick, conns: o.conns }).find((s) => s.id.startsWith('mqtt-idle-conns'))!
+  const scenario: Scenario = {
+    ...idle,
+    id: `tls-mqtt-idle-conns ${o.conns}`,
+    describe: `${idle.describe}; over mutual TLS (P-256 certificates, the client's verified against the CA)`,
+    // The issue's memory targets are for plain connections: this row has none.
+    target: undefined,
+    run: (a: Addr) => idle.run({ ...a, tls: pems }),
+  }
+  const { list, notes } = servers(o, pem)
+  console.log(['', 'tls row (MQTT over mutual TLS):', ...list.map((s) => `           ${s.name} = ${s.describe}`), ...notes.map((n) => `note:      ${n}`), ''].join('\n'))
+  const raw: RunResult[] = []
+  for (let round = 1; round <= o.rounds; round++) {
+    const order = list.map((_, i) => list[(i + round - 1) % list.length]!)
+    for (const srv of order) await runSidePort(srv, [scenario], o.root, round, raw, tlsReady(pems))
+  }
+  const results = combineRounds(raw, [scenario])
+  const cols: Column[] = [...list.filter((s) => !s.reference), ...list.filter((s) => s.reference)].map((s) => ({ name: s.name, reference: s.reference }))
+  console.log(scenarioTable(scenario, cols, results) + '\n')
+  console.log(`== summary (tls)\n${summaryTable([scenario], cols, results)}\n`)
+  console.log(`(${os.cpus().length} cores; server and load generator share them)`)
+  return { results: raw, failed: raw.filter((r) => r.error).length }
+}
