@@ -45,7 +45,30 @@ declare const Bun: {
  */
 export function bunHandlers(accept: Accept, count: (delta: number) => void, secure?: ServerTls) {
   const guard = (accept as GuardedAccept).guard ?? null
+  // Bun has taken what was waiting: the rest goes, and then the connection may write again.
+  const drain = (s: BunSocket): void => {
+    const w = s.data
+    if (!w.writeRest()) return
+    if (w.closing) return s.end()
+    const c = w.conn
+    if (c === null) return
+    if (guard === null) return c.drained()
+    if (w.failed) return
+    try {
+      c.drained()
+    } catch (e) {
+      w.fail(guard, 'drained', e)
+    }
+  }
+  // TLS sockets only: what the connection wrote before the handshake was over goes out once
+  // it is (NATS's INFO with handshake_first), as after a drain.
+  const tls = secure === undefined ? {} : {
+    handshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null) {
+      if (settleHandshake(s, ok, err)) drain(s)
+    },
+  }
   return {
+    ...tls,
     open(s: BunSocket) {
       count(1)
       afterAccept()
@@ -71,20 +94,7 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void, secu
       }
       releaseRead(d)
     },
-    drain(s: BunSocket) {
-      const w = s.data
-      if (!w.writeRest()) return
-      if (w.closing) return s.end()
-      const c = w.conn
-      if (c === null) return
-      if (guard === null) return c.drained()
-      if (w.failed) return
-      try {
-        c.drained()
-      } catch (e) {
-        w.fail(guard, 'drained', e)
-      }
-    },
+    drain,
     close(s: BunSocket, err?: Error) {
       count(-1)
       afterClose()
@@ -124,7 +134,7 @@ function listenBun(host: string, port: number, accept: Accept): Promise<Listener
  */
 function listenBunTls(host: string, port: number, accept: Accept, st: ServerTls): Promise<Listener> {
   let open = 0
-  const socket = { ...bunHandlers(accept, (d) => (open += d), st), handshake: onHandshake }
+  const socket = bunHandlers(accept, (d) => (open += d), st)
   const listen = (at: number, tls: BunTlsOptions) => Bun.listen({ hostname: host, port: at, tls, socket })
   let tls = bunTlsOptions(st)
   let l: ReturnType<typeof listen>
@@ -167,10 +177,13 @@ function bunTlsOptions(st: ServerTls): BunTlsOptions {
   return { cert: o.cert, key: o.key, ...(o.ca !== undefined ? { ca: o.ca } : {}), requestCert: st.verify, rejectUnauthorized: false }
 }
 
-/** The handshake is over (ok) or failed: let the connection's bytes flow, or refuse it with the reason. */
-function onHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null): void {
+/**
+ * The handshake is over (ok) or failed: true when the client may go on (its certificate, if
+ * any, is in `tls`); otherwise it is refused with the reason, logged, and closed.
+ */
+function settleHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null): boolean {
   const w = s.data as BunTlsWire
-  if (w.timer === null) return // already refused (a timeout), or a second call
+  if (w.timer === null) return false // already refused (a timeout), or a second call
   clearTimeout(w.timer)
   w.timer = null
   const st = w.st
@@ -182,11 +195,9 @@ function onHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string })
   } catch (e) {
     why = `cannot read the client certificate: ${(e as Error).message}`
   }
-  if (why !== null) return refuseTls(w, why)
-  // What the connection wrote meanwhile (NATS's INFO with handshake_first) goes out now.
-  if (!w.writeRest()) return
-  if (w.closing) return s.end()
-  w.conn?.drained()
+  if (why === null) return true
+  refuseTls(w, why)
+  return false
 }
 
 function refuseTls(w: BunTlsWire, why: string): void {

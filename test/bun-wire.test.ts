@@ -15,31 +15,8 @@ import { Outbound } from '../src/outbound.ts'
 import { createLogger } from '../src/log.ts'
 import { guardAccept } from '../targets/runtime.ts'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
+import { fakeSocket } from './helpers/fake-bun.ts'
 import { freePort, spawnServer } from './helpers/peers.ts'
-
-/** Takes `take()` bytes per write (all when it returns Infinity) and keeps a copy, as the kernel does. */
-function fakeSocket(take: () => number) {
-  const sent: number[] = []
-  const s = {
-    ended: 0,
-    terminated: 0,
-    remoteAddress: '::ffff:127.0.0.1',
-    remotePort: 5555,
-    data: null as unknown as BunWire,
-    write(d: Uint8Array): number {
-      const n = Math.max(0, Math.min(d.length, take()))
-      for (let i = 0; i < n; i++) sent.push(d[i]!)
-      return n
-    },
-    end() {
-      s.ended++
-    },
-    terminate() {
-      s.terminated++
-    },
-  }
-  return { s: s as typeof s & BunSocket, sent }
-}
 
 interface Seen {
   data: Uint8Array[]
