@@ -1,6 +1,6 @@
 // Server processes: free ports, readiness, /proc readings, shutdown.
 import { spawn, spawnSync } from 'node:child_process'
-import { accessSync, constants, readFileSync } from 'node:fs'
+import { accessSync, constants, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
@@ -178,4 +178,11 @@ export async function stop(p: Proc, graceMs = 3000): Promise<void> {
   const t = setTimeout(() => p.child.kill('SIGKILL'), graceMs)
   await gone
   clearTimeout(t)
+}
+
+/** Writes a server's config file into `dir`, headed with the tool that wrote it; returns its path. */
+export function confFile(dir: string, name: string, text: string, by: string): string {
+  const f = path.join(dir, name)
+  writeFileSync(f, `# written by sprig's ${by}\n${text}\n`)
+  return f
 }

@@ -12,7 +12,7 @@ import path from 'node:path'
 import type { Addr, Scenario } from './model.ts'
 import { mqttScenarios } from './mqtt-load.ts'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
-import { HOST, progress, sleep, which } from './proc.ts'
+import { confFile, HOST, sleep, which } from './proc.ts'
 import { combineRounds, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 import { runSidePort, type SideServer } from './ws-load.ts'
 
@@ -72,11 +72,7 @@ function makePems(tmp: string): Pems {
 function servers(o: TlsBenchOpts, pem: Pems): { list: SideServer[]; notes: string[] } {
   const list: SideServer[] = []
   const notes: string[] = []
-  const conf = (name: string, text: string): string => {
-    const f = path.join(o.tmp, name)
-    writeFileSync(f, `# written by sprig's test/bench/tls-load.ts\n${text}\n`)
-    return f
-  }
+  const conf = (name: string, text: string): string => confFile(o.tmp, name, text, 'test/bench/tls-load.ts')
   const bin = which('mosquitto')
   const mosq = `cafile ${pem.ca}\ncertfile ${pem.server.cert}\nkeyfile ${pem.server.key}\nrequire_certificate true`
   if (bin) {

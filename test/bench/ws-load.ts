@@ -5,7 +5,6 @@
 // 2.0.11 will not start with a websockets listener alone ("Unable to start any listening
 // sockets": it only counts its plain listeners).
 
-import { writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { Addr, Kind, Scenario, ServerProcess } from './model.ts'
@@ -14,7 +13,7 @@ import { natsScenarios } from './nats-load.ts'
 import { close, connectNats } from './nats-conn.ts'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
 import { FRAME } from './ws-conn.ts'
-import { freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress } from './proc.ts'
+import { confFile, freePort, HOST, launch, machineBusySeconds, procCpuSeconds, sleep, stop, waitReady, which, progress } from './proc.ts'
 import { combineRounds, cpuPerMillion, scenarioTable, summaryTable, type Column, type RunResult } from './report.ts'
 
 export interface WsBenchOpts {
@@ -77,11 +76,7 @@ export interface SideServer {
 function servers(o: WsBenchOpts, kinds: Kind[]): { list: SideServer[]; notes: string[] } {
   const list: SideServer[] = []
   const notes: string[] = []
-  const conf = (name: string, text: string): string => {
-    const f = path.join(o.tmp, name)
-    writeFileSync(f, `# written by sprig's test/bench/ws-load.ts\n${text}\n`)
-    return f
-  }
+  const conf = (name: string, text: string): string => confFile(o.tmp, name, text, 'test/bench/ws-load.ts')
   for (const kind of kinds) {
     if (kind === 'nats') {
       const bin = which('nats-server')
