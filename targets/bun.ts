@@ -184,6 +184,7 @@ function bunTlsOptions(st: ServerTls): BunTlsOptions {
 function settleHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null): boolean {
   const w = s.data as BunTlsWire
   if (w.timer === null) return false // already refused (a timeout), or a second call
+  if (refusedAtAccept(w)) return false
   clearTimeout(w.timer)
   w.timer = null
   const st = w.st
@@ -208,12 +209,25 @@ function refuseTls(w: BunTlsWire, why: string): void {
 }
 
 function handshakeTimeout(w: BunTlsWire): void {
-  if (w.timer !== null) refuseTls(w, 'TLS handshake timeout')
+  if (w.timer !== null && !refusedAtAccept(w)) refuseTls(w, 'TLS handshake timeout')
 }
 
 /** Closed with the handshake still going and no word from Bun about it: logged as node:tls listeners do. */
 function closedInHandshake(w: BunTlsWire): void {
-  if (w.timer !== null) refuseTls(w, 'connection closed during the TLS handshake')
+  if (w.timer === null) return
+  if (refusedAtAccept(w)) return
+  refuseTls(w, 'connection closed during the TLS handshake')
+}
+
+/**
+ * A socket the listener turned away at accept (descriptors short, or the accept threw) has no
+ * connection: the guard has logged it, once per episode, so its handshake is not reported.
+ */
+function refusedAtAccept(w: BunTlsWire): boolean {
+  if (w.conn !== null) return false
+  if (w.timer !== null) clearTimeout(w.timer)
+  w.timer = null
+  return true
 }
 
 /** Bytes Bun has not taken yet: made when a write is cut short, dropped once all is sent. */

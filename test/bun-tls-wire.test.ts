@@ -126,3 +126,20 @@ t.test("an exception from the connection once the handshake is over: the guard's
   t.ok(logs.some((l) => l.includes('127.0.0.1:5555 - internal error in drained: Error: injected drain failure')), 'logged with the peer')
   h.close(bun)
 })
+
+t.test('a socket turned away at accept (descriptors short) is not reported as a failed handshake', async (t) => {
+  const refused: string[] = []
+  const st: ServerTls = { mode: 'first', timeout: 30, verify: true, map: 'auto', serverOptions: {}, revoked: null, refused: (l) => void refused.push(l) }
+  // What guardAccept does when descriptors run short: destroy the wire, return no connection.
+  const h = bunHandlers((w) => (w.destroy(), null), () => {}, st) as ReturnType<typeof bunHandlers> & { handshake(s: BunSocket, ok: boolean, err: Error | null): void }
+  for (const how of ['close', 'handshake', 'timeout'] as const) {
+    const { s } = fakeSocket(() => Infinity)
+    h.open(s)
+    t.equal(s.terminated, 1, `${how}: closed at once`)
+    if (how === 'close') h.close(s)
+    if (how === 'handshake') h.handshake(s, false, Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))
+    await new Promise((r) => setTimeout(r, 60))
+    h.close(s)
+  }
+  t.same(refused, [], 'no TLS line for any of them: the guard logs the episode once')
+})
