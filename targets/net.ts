@@ -31,11 +31,15 @@ export function listenNet(host: string, port: number, accept: Accept, secure?: S
     sock.on('error', onError) // 'close' follows and tells the connection, with this reason
     sock.on('close', onClose)
     // With TLS, the plain socket's bytes belong to the handshake: no 'data' listener on it.
-    if (secure?.mode === 'first') startTls(wire, secure, onClose)
+    // TLS first: what the connection writes waits for the handshake, which starts only once the
+    // socket is let in (one turned away while descriptors are short is logged once per
+    // episode by the guard, not once each as a failed handshake).
+    if (secure?.mode === 'first') wire.held = []
     else if (secure?.mode === 'after-info') wire.upgradeAfter = { st: secure, onClose }
     const conn = accept(wire)
     if (!conn) return
     wire.conn = conn
+    if (secure?.mode === 'first') return startTls(wire, secure, onClose)
     if (secure?.mode === 'mixed') {
       wire.mixed = { st: secure, onClose }
       sock.on('data', sniff)

@@ -4,8 +4,10 @@
 
 import t from 'tap'
 import net from 'node:net'
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
+import { makeCerts, serverTlsOptions } from './helpers/certs.ts'
 import { freePort, spawnServer, type Proc } from './helpers/peers.ts'
 import { startBroker } from './helpers/broker.ts'
 import { monitorTarget } from '../src/monitor.ts'
@@ -85,6 +87,45 @@ t.test(`out of file descriptors (ulimit -n ${FD_LIMIT}): refuse, log once, recov
       t.match(info, /^INFO /, 'a new client gets in after the others closed')
       t.ok(await until(() => /accepting connections/.test(p.output()), 3000), 'the end of the episode is logged')
       t.notMatch(p.output(), /\[ERR\]|\n\s+at /, 'no errors or stack traces')
+    })
+  }
+})
+
+t.test(`out of file descriptors on a TLS port: the turned-away sockets are not each logged as failed handshakes`, async (t) => {
+  const certs = makeCerts(t)
+  if (!certs) return
+  const bundle = freshBundle()
+  // Node: node:net + node:tls; Bun: Bun.listen's own TLS.
+  for (const [name, bin] of [['node', process.execPath], ['bun', runtimeBin('bun')]] as const) {
+    t.test(name, async (t) => {
+      if (!existsSync(bin)) return t.fail(`${bin} not found: it is a devDependency, run npm install`)
+      const port = await freePort()
+      const tlsPort = await freePort()
+      const conf = join(certs.dir, `exhaustion-tls-${name}.json`)
+      const tls = serverTlsOptions(certs, { verify: false, timeout: 30 }) // seconds in a file
+      writeFileSync(conf, JSON.stringify({ host: '127.0.0.1', port, mqtt: { tls, tls_port: tlsPort } }))
+      let p: Proc
+      try {
+        p = await spawnServer('bash', ['-c', `ulimit -n ${FD_LIMIT}; exec '${bin}' '${bundle}' -c '${conf}'`], port, { NODE_OPTIONS: '', SPRIG_NET: '' })
+      } catch (e) {
+        return t.fail(`did not start: ${(e as Error).message}`)
+      }
+      t.teardown(() => p.stop())
+      const socks: net.Socket[] = []
+      for (let i = 0; i < CLIENTS; i++) {
+        const s = net.connect(tlsPort, '127.0.0.1')
+        s.on('error', () => {})
+        socks.push(s)
+      }
+      t.ok(await until(() => /Too many open files/.test(p.output()), 5000), 'the episode is logged')
+      await until(() => false, 500)
+      for (const s of socks) s.destroy()
+      await until(() => false, 1000)
+      const lines = p.output().match(/TLS handshake error/g)?.length ?? 0
+      // Only sockets that were let in can fail a handshake, and fewer than FD_LIMIT were.
+      t.ok(lines < FD_LIMIT, `${lines} handshake lines for ${CLIENTS} connections, fewer than the ${FD_LIMIT} descriptors`)
+      t.equal(p.output().match(/Too many open files/g)?.length, 1, 'the refusals are logged once')
+      t.equal(p.proc.exitCode, null, 'still running')
     })
   }
 })
