@@ -2,7 +2,7 @@
 // connections (logged once per episode) and accepts again once some close; no single
 // monitoring request or retained query holds the event loop for long.
 
-import t from 'tap'
+import t, { type Test } from 'tap'
 import net from 'node:net'
 import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -45,6 +45,23 @@ function firstBytes(port: number, ms = 2000): Promise<string> {
   })
 }
 
+/** The server command `cmd` under `ulimit -n FD_LIMIT`, stopped at the end of `t`; null (and a failure) if it did not start. */
+async function startLimited(t: Test, cmd: string, port: number, sprigNet: string): Promise<Proc | null> {
+  try {
+    const p = await spawnServer('bash', ['-c', `ulimit -n ${FD_LIMIT}; ${cmd}`], port, { NODE_OPTIONS: '', SPRIG_NET: sprigNet })
+    t.teardown(() => p.stop())
+    return p
+  } catch (e) {
+    t.fail(`did not start: ${(e as Error).message}`)
+    return null
+  }
+}
+
+/** CLIENTS connections to `port`, all at once, errors ignored. */
+function openMany(port: number): net.Socket[] {
+  return Array.from({ length: CLIENTS }, () => net.connect(port, '127.0.0.1').on('error', () => {}))
+}
+
 t.test(`out of file descriptors (ulimit -n ${FD_LIMIT}): refuse, log once, recover`, async (t) => {
   const bundle = freshBundle()
   const variants = [
@@ -61,20 +78,9 @@ t.test(`out of file descriptors (ulimit -n ${FD_LIMIT}): refuse, log once, recov
     t.test(name, { todo }, async (t) => {
       if (!existsSync(bin)) return t.fail(`${bin} not found: it is a devDependency, run npm install`)
       const port = await freePort()
-      const cmd = `ulimit -n ${FD_LIMIT}; exec '${bin}' ${pre} '${bundle}' -a 127.0.0.1 -p ${port} --mqtt-port 0`
-      let p: Proc
-      try {
-        p = await spawnServer('bash', ['-c', cmd], port, { NODE_OPTIONS: '', SPRIG_NET: sprigNet })
-      } catch (e) {
-        return t.fail(`did not start: ${(e as Error).message}`)
-      }
-      t.teardown(() => p.stop())
-      const socks: net.Socket[] = []
-      for (let i = 0; i < CLIENTS; i++) {
-        const s = net.connect(port, '127.0.0.1')
-        s.on('error', () => {})
-        socks.push(s)
-      }
+      const p = await startLimited(t, `exec '${bin}' ${pre} '${bundle}' -a 127.0.0.1 -p ${port} --mqtt-port 0`, port, sprigNet)
+      if (!p) return
+      const socks = openMany(port)
       const warned = await until(() => /Too many open files|Temporary accept error/.test(p.output()), 5000)
       t.ok(warned, 'the episode is logged')
       t.equal(p.output().match(/Too many open files|Temporary accept error/g)?.length, 1, 'once')
@@ -104,19 +110,9 @@ t.test(`out of file descriptors on a TLS port: the turned-away sockets are not e
       const conf = join(certs.dir, `exhaustion-tls-${name}.json`)
       const tls = serverTlsOptions(certs, { verify: false, timeout: 30 }) // seconds in a file
       writeFileSync(conf, JSON.stringify({ host: '127.0.0.1', port, mqtt: { tls, tls_port: tlsPort } }))
-      let p: Proc
-      try {
-        p = await spawnServer('bash', ['-c', `ulimit -n ${FD_LIMIT}; exec '${bin}' '${bundle}' -c '${conf}'`], port, { NODE_OPTIONS: '', SPRIG_NET: '' })
-      } catch (e) {
-        return t.fail(`did not start: ${(e as Error).message}`)
-      }
-      t.teardown(() => p.stop())
-      const socks: net.Socket[] = []
-      for (let i = 0; i < CLIENTS; i++) {
-        const s = net.connect(tlsPort, '127.0.0.1')
-        s.on('error', () => {})
-        socks.push(s)
-      }
+      const p = await startLimited(t, `exec '${bin}' '${bundle}' -c '${conf}'`, port, '')
+      if (!p) return
+      const socks = openMany(tlsPort)
       t.ok(await until(() => /Too many open files/.test(p.output()), 5000), 'the episode is logged')
       await until(() => false, 500)
       for (const s of socks) s.destroy()
