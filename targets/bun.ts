@@ -77,6 +77,9 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void, secu
       s.data = w
       s.setNoDelay?.(true)
       w.conn = guard === null ? accept(w) : guard.accept(w)
+      // The handshake counts only for a socket let in: one turned away (descriptors short) is
+      // logged once per episode by the guard, not once each as a failed handshake.
+      if (w instanceof BunTlsWire && w.conn !== null) w.timer = setTimeout(handshakeTimeout, w.st.timeout, w)
     },
     data(s: BunSocket, d: Uint8Array) {
       const w = s.data
@@ -183,8 +186,7 @@ function bunTlsOptions(st: ServerTls): BunTlsOptions {
  */
 function settleHandshake(s: BunSocket, ok: boolean, err: (Error & { code?: string }) | null): boolean {
   const w = s.data as BunTlsWire
-  if (w.timer === null) return false // already refused (a timeout), or a second call
-  if (refusedAtAccept(w)) return false
+  if (w.timer === null) return false // turned away at accept, already refused, or a second call
   clearTimeout(w.timer)
   w.timer = null
   const st = w.st
@@ -209,25 +211,12 @@ function refuseTls(w: BunTlsWire, why: string): void {
 }
 
 function handshakeTimeout(w: BunTlsWire): void {
-  if (w.timer !== null && !refusedAtAccept(w)) refuseTls(w, 'TLS handshake timeout')
+  if (w.timer !== null) refuseTls(w, 'TLS handshake timeout')
 }
 
 /** Closed with the handshake still going and no word from Bun about it: logged as node:tls listeners do. */
 function closedInHandshake(w: BunTlsWire): void {
-  if (w.timer === null) return
-  if (refusedAtAccept(w)) return
-  refuseTls(w, 'connection closed during the TLS handshake')
-}
-
-/**
- * A socket the listener turned away at accept (descriptors short, or the accept threw) has no
- * connection: the guard has logged it, once per episode, so its handshake is not reported.
- */
-function refusedAtAccept(w: BunTlsWire): boolean {
-  if (w.conn !== null) return false
-  if (w.timer !== null) clearTimeout(w.timer)
-  w.timer = null
-  return true
+  if (w.timer !== null) refuseTls(w, 'connection closed during the TLS handshake')
 }
 
 /** Bytes Bun has not taken yet: made when a write is cut short, dropped once all is sent. */
@@ -389,15 +378,14 @@ export class BunWire extends WireGetters implements Wire {
  */
 class BunTlsWire extends BunWire {
   tls: PeerTls | undefined = undefined
-  /** The handshake's deadline; null once it is over (done or refused). */
-  timer: ReturnType<typeof setTimeout> | null
+  /** The handshake's deadline, set once the socket is let in; null when there is none (turned away) or it is over. */
+  timer: ReturnType<typeof setTimeout> | null = null
   constructor(
     s: BunSocket,
     readonly st: ServerTls,
   ) {
     super(s)
     this.hold()
-    this.timer = setTimeout(handshakeTimeout, st.timeout, this)
   }
 }
 
