@@ -5,7 +5,7 @@
 
 import t, { type Test } from 'tap'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
-import { freePort, rssFileMiB, spawnServer, type Proc } from './helpers/peers.ts'
+import { freePort, rssFileMiB, spawnServer, waitOutput, type Proc } from './helpers/peers.ts'
 import { connectRaw, exchange } from './helpers/raw.ts'
 
 const bundle = freshBundle()
@@ -13,10 +13,7 @@ const deno = runtimeBin('deno')
 // As in production: without tap's coverage loader.
 const env = { NODE_OPTIONS: '', SPRIG_NET: '', SPRIG_PAGEOUT: '300' }
 
-async function until(p: Proc, re: RegExp, ms = 8000): Promise<RegExpExecArray | null> {
-  for (let i = 0; i < ms / 50 && !re.test(p.output()); i++) await new Promise((r) => setTimeout(r, 50))
-  return re.exec(p.output())
-}
+const until = (p: Proc, re: RegExp): Promise<RegExpExecArray | null> => waitOutput(p, re, 0, 8000)
 
 /** 150 NATS connections at once: a burst (targets/runtime.ts afterAccept). */
 async function burst(t: Test, port: number): Promise<void> {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { connect } from '@nats-io/transport-node'
 import { runtimeBin } from './helpers/bins.ts'
-import { freePort, skipOrFail, spawnServer, type Proc } from './helpers/peers.ts'
+import { freePort, skipOrFail, spawnServer, waitOutput, type Proc } from './helpers/peers.ts'
 import { mqttClient, sleep } from './helpers/mqtt.ts'
 
 const MAIN = resolve(import.meta.dirname, '..', 'targets', 'main.ts')
@@ -63,11 +63,6 @@ function config(port: number, mqttPort: number, devPerms: unknown, extraUsers: u
   })
 }
 
-async function waitFor(p: Proc, text: string, from: number): Promise<boolean> {
-  const end = Date.now() + 5000
-  while (!p.output().slice(from).includes(text) && Date.now() < end) await sleep(20)
-  return p.output().slice(from).includes(text)
-}
 
 t.test('SIGHUP reloads users and permissions under live connections', async (t) => {
   const bun = runtimeBin('bun')
@@ -95,7 +90,7 @@ t.test('SIGHUP reloads users and permissions under live connections', async (t) 
   let mark = p.output().length
   writeFileSync(file, config(port, mqttPort, { publish: ['up.new.>'], subscribe: ['down.ok.>'] }))
   p.proc.kill('SIGHUP')
-  t.ok(await waitFor(p, 'Reloaded server configuration', mark), 'reloaded')
+  t.ok(await waitOutput(p, 'Reloaded server configuration', mark), 'reloaded')
   const log = p.output().slice(mark)
   t.match(log, /Reloaded: authorization/, 'says what changed, like nats-server')
   t.match(log, /Removed sub "down\.>" \(sid "1"\) for User "dev" - not authorized/, 'NATS sub removal logged')
@@ -126,7 +121,7 @@ t.test('SIGHUP reloads users and permissions under live connections', async (t) 
   mark = p.output().length
   writeFileSync(file, config(port, mqttPort, { publish: ['up..x'] }))
   p.proc.kill('SIGHUP')
-  t.ok(await waitFor(p, 'Failed to reload server configuration', mark), 'bad config refused')
+  t.ok(await waitOutput(p, 'Failed to reload server configuration', mark), 'bad config refused')
   t.match(p.output().slice(mark), /authorization\.users\[0\]\.permissions\.publish\[0\]: invalid subject "up\.\.x"/, 'the reason names the key')
   t.equal(await dev.send('PUB up.new.b 1', 'x', 'PUB up.b 1', 'x'), `-ERR 'Permissions Violation for Publish to "up.b"'\r\nPONG\r\n`, 'the old rules still hold')
 
@@ -134,13 +129,13 @@ t.test('SIGHUP reloads users and permissions under live connections', async (t) 
   mark = p.output().length
   writeFileSync(file, config(port + 1, mqttPort, v1))
   p.proc.kill('SIGHUP')
-  t.ok(await waitFor(p, 'Failed to reload server configuration: port', mark), 'a port change is refused by name')
+  t.ok(await waitOutput(p, 'Failed to reload server configuration: port', mark), 'a port change is refused by name')
 
   // dev taken out: its connections go, as in nats-server; admin stays.
   mark = p.output().length
   writeFileSync(file, JSON.stringify({ host: '127.0.0.1', port, mqtt: { port: mqttPort }, authorization: { users: [{ user: 'admin', password: 'admin' }] } }))
   p.proc.kill('SIGHUP')
-  t.ok(await waitFor(p, 'Reloaded server configuration', mark), 'reloaded')
+  t.ok(await waitOutput(p, 'Reloaded server configuration', mark), 'reloaded')
   await sleep(300)
   t.match(dev.out, /-ERR 'Authorization Violation'\r\n$/, 'removed user: Authorization Violation')
   t.equal(dev.closed, true, 'and closed')

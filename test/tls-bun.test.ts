@@ -14,7 +14,7 @@ import { connect } from '@nats-io/transport-node'
 import mqtt from 'mqtt'
 import { freshBundle, runtimeBin } from './helpers/bins.ts'
 import { BAD_CLIENTS, makeCerts, serverTlsOptions, tlsAttempt, type CertPair, type Certs } from './helpers/certs.ts'
-import { freePort, skipOrFail, spawnServer, type Proc } from './helpers/peers.ts'
+import { freePort, skipOrFail, spawnServer, waitOutput, type Proc } from './helpers/peers.ts'
 
 const bundle = join(resolve(import.meta.dirname, '..'), 'dist', 'sprig.js')
 const certs = makeCerts(t)
@@ -28,18 +28,7 @@ const USERS = [
 
 /** The log line for a peer's port from `from` on (it follows the close), or '' after 3 s. */
 async function lineFor(p: Proc, port: number, from: number): Promise<string> {
-  const re = new RegExp(`127\\.0\\.0\\.1:${port} - TLS handshake[^\\n]*`)
-  for (let i = 0; i < 150; i++) {
-    const m = re.exec(p.output().slice(from))
-    if (m) return m[0]
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  return ''
-}
-
-async function waitFor(p: Proc, text: string, from: number): Promise<boolean> {
-  for (let i = 0; i < 250 && !p.output().slice(from).includes(text); i++) await new Promise((r) => setTimeout(r, 20))
-  return p.output().slice(from).includes(text)
+  return (await waitOutput(p, new RegExp(`127\\.0\\.0\\.1:${port} - TLS handshake[^\\n]*`), from, 3000))?.[0] ?? ''
 }
 
 function mqttTls(c: Certs, port: number, pair: CertPair, ca = c.ca): Promise<mqtt.MqttClient> {
@@ -117,7 +106,7 @@ if (certs) {
     await dev.publishAsync('dev42/temp', '21.5')
     for (let i = 0; i < 100 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 20))
     t.same(got, ['dev42.temp 21.5'], "the mapped user's permissions apply: its allowed publish arrives, the denied one does not")
-    t.ok(await waitFor(p, 'Publish Violation - User "dev42@example.com"', from), 'the violation names the user the certificate maps to')
+    t.ok(await waitOutput(p, 'Publish Violation - User "dev42@example.com"', from), 'the violation names the user the certificate maps to')
     t.equal(nc.isClosed(), false, 'while handshakes stall, a NATS client over handshake_first works')
 
     await Promise.all(closed)
@@ -149,7 +138,7 @@ if (certs) {
     const mark = p.output().length
     write(certs.ca)
     p.proc.kill('SIGHUP')
-    t.ok(await waitFor(p, 'Reloaded server configuration', mark), 'reloaded')
+    t.ok(await waitOutput(p, 'Reloaded server configuration', mark), 'reloaded')
     t.match(p.output().slice(mark), /Reloaded: mqtt\.tls/, 'says the MQTT TLS settings changed')
     t.ok((await tlsAttempt(mqttPort, 'mqtt', certs, certs.client)).ok, 'after: the test CA is trusted')
     t.notOk((await tlsAttempt(mqttPort, 'mqtt', certs, certs.otherCa)).ok, 'after: the other CA is not')

@@ -1,14 +1,13 @@
 // The TLS row: idle MQTT connections over mutual TLS, the way a gateway's devices connect, on
 // sprig's MQTT TLS port (`mqtt { tls_port, tls { verify: true } }`) and on a mosquitto
 // listener with `require_certificate true`. The same scenario as mqtt-idle-conns (mqtt-load.ts),
-// each connection with the client certificate; certificates are made with openssl when the row
-// runs (P-256, in the bench's temp directory). Each server also gets a plain TCP port, where
+// each connection with the client certificate; the certificates are the tests' own
+// (test/helpers/certs.ts), made with openssl when the row runs. Each server also gets a plain TCP port, where
 // readiness is checked (as in ws-load.ts).
 
-import { spawnSync } from 'node:child_process'
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { chmodSync, readFileSync } from 'node:fs'
+import { buildCerts, type Certs } from '../helpers/certs.ts'
 import os from 'node:os'
-import path from 'node:path'
 import type { Addr, Scenario } from './model.ts'
 import { mqttScenarios } from './mqtt-load.ts'
 import { closeMqtt, connectMqtt } from './mqtt-conn.ts'
@@ -35,41 +34,20 @@ export function tlsSelected(only: string[]): boolean {
   return !only.length || only.some((o) => o === 'tls' || (o.includes('tls') && TLS_IDS.some((id) => id.includes(o))))
 }
 
-interface Pems {
-  dir: string
-  ca: string
-  server: { cert: string; key: string }
-  client: { cert: string; key: string }
+/**
+ * The tests' certificates (test/helpers/certs.ts): its CA, its server certificate (localhost,
+ * 127.0.0.1) and its device certificate, made readable by all, since mosquitto started as root
+ * reads them as the user `mosquitto` (throwaway keys, removed when the bench exits).
+ */
+function makePems(): Certs {
+  if (!which('openssl')) throw new Error('openssl not found (apt-get install openssl): no certificates for the TLS row')
+  const c = buildCerts()
+  chmodSync(c.dir, 0o755)
+  for (const f of [c.ca, c.server.cert, c.server.key, c.client.cert, c.client.key]) chmodSync(f, 0o644)
+  return c
 }
 
-/** A CA, a server certificate for 127.0.0.1 and localhost, and one device certificate. */
-function makePems(tmp: string): Pems {
-  const openssl = which('openssl')
-  if (!openssl) throw new Error('openssl not found (apt-get install openssl): no certificates for the TLS row')
-  // Readable by all: mosquitto started as root reads them as the user `mosquitto`. Throwaway
-  // test keys, removed with the bench's temp directory.
-  const dir = path.join(tmp, 'tls')
-  mkdirSync(dir, { mode: 0o755 })
-  chmodSync(tmp, 0o755)
-  const p = (f: string): string => path.join(dir, f)
-  const run = (...args: string[]): void => {
-    const r = spawnSync(openssl, args, { encoding: 'utf8' })
-    if (r.status !== 0) throw new Error(`openssl ${args[0]}: ${r.stderr.trim().split('\n').slice(-1)[0]}`)
-  }
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes']
-  run('req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.pem'), '-days', '2', '-subj', '/CN=sprig bench CA')
-  const sign = (name: string, subj: string, ext: string): void => {
-    run('req', ...ec, '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', subj)
-    writeFileSync(p(`${name}.ext`), ext)
-    run('x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca.pem'), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p(`${name}.pem`), '-days', '2', '-extfile', p(`${name}.ext`))
-  }
-  sign('server', '/CN=localhost', 'subjectAltName=DNS:localhost,IP:127.0.0.1\n')
-  sign('client', '/CN=bench-device/O=Acme', 'subjectAltName=DNS:bench-device.example\n')
-  for (const f of ['ca.pem', 'server.pem', 'server.key', 'client.pem', 'client.key']) chmodSync(p(f), 0o644)
-  return { dir, ca: p('ca.pem'), server: { cert: p('server.pem'), key: p('server.key') }, client: { cert: p('client.pem'), key: p('client.key') } }
-}
-
-function servers(o: TlsBenchOpts, pem: Pems): { list: SideServer[]; notes: string[] } {
+function servers(o: TlsBenchOpts, pem: Certs): { list: SideServer[]; notes: string[] } {
   const list: SideServer[] = []
   const notes: string[] = []
   const conf = (name: string, text: string): string => confFile(o.tmp, name, text, 'test/bench/tls-load.ts')
@@ -115,9 +93,9 @@ function tlsReady(pems: Addr['tls']): (addr: Addr) => Promise<void> {
 
 /** Runs the TLS row, prints its table. */
 export async function runTlsBench(o: TlsBenchOpts): Promise<{ results: RunResult[]; failed: number }> {
-  let pem: Pems
+  let pem: Certs
   try {
-    pem = makePems(o.tmp)
+    pem = makePems()
   } catch (e) {
     console.log(`\ntls row: ${(e as Error).message}`)
     return { results: [], failed: 1 }

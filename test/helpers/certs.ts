@@ -59,11 +59,12 @@ let cached: Certs | null = null
 export function makeCerts(t: Parameters<typeof havePeer>[0]): Certs | null {
   if (cached) return cached
   if (!havePeer(t, 'openssl', 'openssl')) return null
-  cached = build()
+  cached = buildCerts()
   return cached
 }
 
-function build(): Certs {
+/** Makes the certificates in a temp directory of their own (needs openssl; test/bench/tls-load.ts calls it too). */
+export function buildCerts(): Certs {
   const dir = mkdtempSync(join(tmpdir(), 'sprig-certs-'))
   const p = (f: string): string => join(dir, f)
   const ssl = (...args: string[]): void => {

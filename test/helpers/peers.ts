@@ -97,6 +97,20 @@ export interface Proc {
   stop(): Promise<void>
 }
 
+/**
+ * Waits up to `ms` for `what` (a RegExp, or a string taken literally) in a server's output from
+ * offset `from` on; the match, or null.
+ */
+export async function waitOutput(p: Proc, what: RegExp | string, from = 0, ms = 5000): Promise<RegExpExecArray | null> {
+  const re = typeof what === 'string' ? new RegExp(what.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : what
+  const end = Date.now() + ms
+  for (;;) {
+    const m = re.exec(p.output().slice(from))
+    if (m !== null || Date.now() >= end) return m
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
 /** Spawns a server process that listens on `port`, and waits until it accepts. */
 export async function spawnServer(cmd: string, args: string[], port: number, env?: NodeJS.ProcessEnv): Promise<Proc> {
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
