@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import { withConns, type Addr, type Metrics, type MetricSpec, type Scenario } from './model.ts'
 import { closeMqtt, connectMqtt, sendPing, publishQos0, publishQos1, startCounting, subscribeMqtt, type MqttConn } from './mqtt-conn.ts'
 import { waitUntil } from './nats-conn.ts'
-import { procStatusBytes, sleep } from './proc.ts'
+import { procCpuSeconds, procStatusBytes, sleep } from './proc.ts'
 import { fmtCount, fmtMB, fmtPct, fmtRate } from './report.ts'
 
 export interface MqttLoadOpts {
@@ -146,8 +146,11 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
     const before = procStatusBytes(pid, 'VmRSS')
     const anonBefore = procStatusBytes(pid, 'RssAnon')
     const t0 = performance.now()
+    const cpu0 = procCpuSeconds(pid)
     await openIdle(addr, n, conns, 'a')
     const openSecs = (performance.now() - t0) / 1000
+    // What a fleet reconnecting at once costs the server: accept, CONNECT, SUBSCRIBE, PINGREQ.
+    const openCpu = procCpuSeconds(pid) - cpu0
     await sleep(IDLE_SETTLE_MS)
     const after = procStatusBytes(pid, 'VmRSS')
     const anonAfter = procStatusBytes(pid, 'RssAnon')
@@ -167,6 +170,7 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
       rssAfter: after / 2 ** 20,
       rssClosed: closed / 2 ** 20,
       connsPerSec: n / openSecs,
+      cpuUsPerConn: (openCpu * 1e6) / n,
     }
   } finally {
     for (const c of conns) c.sock.destroy()
@@ -225,6 +229,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       { key: 'rssAfter', label: 'RSS with conns (MiB)', fmt: fmtMB },
       { key: 'rssClosed', label: 'RSS after close (MiB)', fmt: fmtMB },
       { key: 'connsPerSec', label: 'conns+SUBACK /s', fmt: fmtRate, better: 'higher' },
+      { key: 'cpuUsPerConn', label: 'server CPU µs per conn opened', fmt: (v) => v.toFixed(0), better: 'lower' },
     ],
     headline: 'kbPerConn',
     // Issue 15: ≤ 4 KB each for the first 1,000 connections of a fresh server, ≤ 2 KB at 10,000.
