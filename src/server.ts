@@ -227,6 +227,8 @@ export class Server {
     this.housekeeping.push(fn)
   }
 
+  // Runs for every session once a second: what it calls per session is listed for the runtime
+  // in targets/run.ts (keepFromTopTier), and stays cheap.
   tick(): void {
     const now = this.host.now()
     for (const s of this.sessions.values()) s.tick(now)

@@ -11,6 +11,7 @@ import process from 'node:process'
 import { Buffer } from 'node:buffer'
 import { EMPTY, useRangeCopy } from '../src/bytes.ts'
 import type { Conn, PeerTls, Wire } from '../src/host.ts'
+import { bunJsc } from './lazy.ts'
 import { listenNet, releaseRead, useReadRelease } from './net.ts'
 import { bunLibc, libcOnce, pageOutAfter, pageOutExecutable } from './pageout.ts'
 import { afterAccept, afterClose, END_GRACE_MS, listenError, plainAddress, standardHost, type Accept, type Guard, type GuardedAccept, type Listener, type Runtime } from './runtime.ts'
@@ -439,6 +440,24 @@ export function tuneAllocator(): void {
 
 const libc = libcOnce(bunLibc)
 
+/**
+ * JavaScriptCore compiles code that keeps running hot with its top tier (FTL), whose compiler
+ * is ~4–5 MB of Bun's executable. After an accept burst Bun.shrink() drops compiled code and
+ * sprig pages the executable's code out (targets/runtime.ts, pageout.ts); with thousands of
+ * idle devices the housekeeping tick alone then ran hot enough to be compiled by FTL again
+ * within seconds, which paged its compiler back in: ~3–4 MB of RSS that an idle gateway kept
+ * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 17:00). The tier below
+ * (DFG) compiles it as well for that. A Bun without `noFTL` is left as it is.
+ */
+function keepFromTopTier(fns: readonly Function[]): void {
+  try {
+    const jsc = bunJsc()
+    for (const f of fns) jsc.noFTL(f)
+  } catch {
+    // Not fatal: the tick only costs more memory once compiled by FTL.
+  }
+}
+
 /** A function, not a constant: this module is also loaded (but not called) under Node and Deno. */
 export function bun(): Runtime {
   const viaNode = process.env.SPRIG_NET === 'node'
@@ -452,5 +471,6 @@ export function bun(): Runtime {
     listen: viaNode ? listenNet : listenBun,
     ...(viaNode ? {} : { listenTls: listenBunTls }),
     ...(after !== null ? { pageOut: { after, run: () => pageOutExecutable(libc) } } : {}),
+    keepFromTopTier,
   }
 }

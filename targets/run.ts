@@ -6,8 +6,9 @@
 import { readFileSync } from 'node:fs'
 import { totalmem } from 'node:os'
 import process from 'node:process'
-import { acceptMqtt, startMqtt } from '../adapters/mqtt/index.ts'
-import { acceptNats } from '../adapters/nats/index.ts'
+import { acceptMqtt, MqttConn, startMqtt } from '../adapters/mqtt/index.ts'
+import { acceptNats, NatsClient } from '../adapters/nats/index.ts'
+import { Client } from '../src/lifecycle.ts'
 import { bcryptPool } from './bcrypt.ts'
 import { listenMonitor } from './http.ts'
 import { watchEventLoop } from './lag.ts'
@@ -281,6 +282,10 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpPort = opts.http_port !== 0 ? await monitor('http', Math.max(0, opts.http_port)) : 0
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
+  // What the housekeeping tick runs for every session each second: cheap, but with thousands of
+  // idle devices hot enough for Bun's top tier, whose compiler is then paged in again after
+  // every quiet burst (targets/bun.ts keepFromTopTier).
+  rt.keepFromTopTier?.([Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick])
   srv.start()
   const lag = watchEventLoop(srv)
   const pageOut = rt.pageOut ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(rt.pageOut!.run(), log), rt.pageOut.after) : null

@@ -33,6 +33,11 @@ export interface Runtime {
   readonly pageOut?: { readonly after: number; run(): PageOutResult }
   /** Deno: glibc's free memory back to the system at a quiet burst's end (Bun shrinks itself). */
   readonly trim?: () => PageOutResult
+  /**
+   * Bun: never compile these with the optimizing top tier (JavaScriptCore's FTL). For code that
+   * runs often but cheaply, where the lower optimizing tier (DFG) does as well.
+   */
+  readonly keepFromTopTier?: (fns: readonly Function[]) => void
 }
 
 /**

@@ -1,0 +1,66 @@
+// Bun: the housekeeping tick's per-session code is never compiled by JavaScriptCore's top tier
+// (FTL), whose compiler would otherwise be paged in again after every quiet burst (targets/bun.ts
+// keepFromTopTier, called from targets/run.ts). JavaScriptCore reports each compilation when
+// asked (BUN_JSC_report*CompileTimes); its tier-up thresholds are lowered here so that a few
+// idle sessions make the tick hot within seconds, as thousands do in the field.
+
+import t, { type Test } from 'tap'
+import { freshBundle, runtimeBin } from './helpers/bins.ts'
+import { RawMqtt, sleep } from './helpers/mqtt.ts'
+import { freePort, skipOrFail, spawnServer, type Proc } from './helpers/peers.ts'
+import { subscribedRaw } from './helpers/raw.ts'
+
+const bun = runtimeBin('bun')
+
+const HOT = {
+  BUN_JSC_reportDFGCompileTimes: '1',
+  BUN_JSC_reportFTLCompileTimes: '1',
+  BUN_JSC_thresholdForJITAfterWarmUp: '10',
+  BUN_JSC_thresholdForOptimizeAfterWarmUp: '20',
+  BUN_JSC_thresholdForFTLOptimizeAfterWarmUp: '200',
+}
+
+/** JavaScriptCore's report lines for the functions named (`tick#…`, `writeDeadline#…`). */
+const compiles = (out: string, names: string[]): string[] =>
+  out.split('\n').filter((l) => l.startsWith('Optimized ') && names.some((n) => l.startsWith(`Optimized ${n}#`)))
+
+async function idleBroker(t: Test, env: NodeJS.ProcessEnv): Promise<Proc> {
+  const port = await freePort()
+  const mqttPort = await freePort()
+  const p = await spawnServer(bun!, [freshBundle(), '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', String(mqttPort)], port, { NODE_OPTIONS: '', SPRIG_PAGEOUT: '0', ...env })
+  t.teardown(() => p.stop())
+  const open: { close(): void }[] = []
+  t.teardown(() => open.forEach((c) => c.close()))
+  for (let i = 0; i < 20; i++) {
+    open.push(await RawMqtt.connect(mqttPort))
+    const s = await subscribedRaw(port, `SUB idle.${i} 1\r\n`)
+    open.push({ close: () => s.destroy() })
+  }
+  return p
+}
+
+t.test('the tick and what it runs per session reach DFG, never FTL', async (t) => {
+  if (!bun) return skipOrFail(t, 'bun is not installed (npm package bun)')
+  const p = await idleBroker(t, HOT)
+  // Ten ticks of 40 sessions: far past the lowered FTL threshold.
+  await sleep(10_000)
+  const ticks = compiles(p.output(), ['tick', 'writeDeadline'])
+  t.ok(ticks.some((l) => /^Optimized tick#.* using DFG/.test(l)), `the tick ran hot and was compiled by DFG:\n${ticks.join('\n')}`)
+  t.same(
+    ticks.filter((l) => / using FTL/.test(l)),
+    [],
+    'none by FTL',
+  )
+  t.ok(
+    ticks.every((l) => l.includes('(NeverFTLOptimize)')),
+    'each marked never-FTL',
+  )
+  t.match(p.output(), /Server is ready/)
+})
+
+t.test('the same thresholds do compile other hot code with FTL (the test above can see FTL)', async (t) => {
+  if (!bun) return skipOrFail(t, 'bun is not installed (npm package bun)')
+  const p = await idleBroker(t, HOT)
+  await sleep(3000)
+  t.ok(/using FTL/.test(p.output()), 'FTL compiled something while the sessions connected')
+})
