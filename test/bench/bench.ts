@@ -1,7 +1,7 @@
 // sprig benchmark: the same raw-socket load against sprig (per runtime) and the reference
 // server, one server at a time, printed side by side with ratios. See --help.
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -241,6 +241,26 @@ function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: str
   }
 }
 
+/** SPRIG_PAGEOUT for the idle rows: start-up's page-out once quiet from 0.5 s (the default waits 5 s, inside the first row). */
+const DEPLOYED_PAGEOUT_MS = 500
+
+/**
+ * The idle-connection rows read a server's memory as a gateway has it: with the page-outs on
+ * (targets/pageout.ts; none on Node), and on Bun from an executable of its own, as the
+ * compiled binary is: the load generator here runs Bun too, and the kernel hands back no page
+ * that another process maps. The executable to run: Bun's copied once into the run's directory.
+ */
+function asDeployed(r: Runtime, bin: string): string {
+  if (r !== 'bun') return bin
+  const copy = path.join(TMP, 'bun')
+  if (!existsSync(copy)) copyFileSync(bin, copy)
+  return copy
+}
+
+function deployedEnv(r: Runtime): string[] {
+  return r === 'node' ? [] : [`SPRIG_PAGEOUT=${DEPLOYED_PAGEOUT_MS}`]
+}
+
 function mosquittoConfPath(port: string): string {
   return path.join(TMP, `mosquitto-${port}.conf`)
 }
@@ -434,8 +454,8 @@ async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2))
   const notes: string[] = []
   // Bun's sprig hands start-up's code pages back once quiet, ~5 s in (targets/pageout.ts).
-  // Every row but the binary's runs without that, unless SPRIG_PAGEOUT is set: it would land
-  // inside a row (the idle connections' before/after reading most of all), once per server.
+  // The rows run without that, unless SPRIG_PAGEOUT is set: it would land inside a row, once
+  // per server. But for the binary's, and the MQTT family's (from 0.5 s, before its idle row).
   const pageOut = process.env.SPRIG_PAGEOUT
   if (pageOut === undefined) process.env.SPRIG_PAGEOUT = '0'
 
@@ -461,7 +481,7 @@ async function main(): Promise<number> {
   const wsOpts: WsBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
   // The idle connections again, over mutual TLS: tls-load.ts.
   const wantTls = tlsSelected(args.only)
-  const tlsOpts: TlsBenchOpts = { quick: args.quick, rounds: args.rounds, conns: args.conns, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
+  const tlsOpts: TlsBenchOpts = { quick: args.quick, rounds: args.rounds, conns: args.conns, sprigs: leafSprigs(wanted, versions, pageOut === undefined && wantTls), tmp: TMP, root: ROOT, mosquittoSettings: MOSQUITTO_SETTINGS }
   // Store rows (MQTT QoS 1 into the on-disk store): store-load.ts, last.
   const wantStore = !args.only.length || storeSelected(args.only)
   const storeOpts: StoreBenchOpts = { quick: args.quick, rounds: args.rounds, sprigs: leafSprigs(wanted, versions), tmp: TMP, root: ROOT, startup: true }
@@ -509,12 +529,16 @@ async function main(): Promise<number> {
     for (const name of wanted) {
       const v = VARIANTS[name]
       const r = v ? v.runtime : (name as Runtime)
-      const bin = runtimeBin(r)
+      let bin = runtimeBin(r)
       if (!bin) {
         if (kind === kinds[0]) notes.push(`runtime ${r} not installed, skipped`)
         continue
       }
-      const env = v ? ['env', v.env] : []
+      // The MQTT family opens with the idle connections: read as deployed (asDeployed).
+      const deployed = kind === 'mqtt' && pageOut === undefined
+      if (deployed) bin = asDeployed(r, bin)
+      const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
+      const env = vars.length ? ['env', ...vars] : []
       // NATS rows: -p {port}. MQTT rows: the MQTT listener on {port}, NATS on a port of its own.
       const ports = (port: string, aux: string): string[] => (kind === 'nats' ? ['-p', port, '--mqtt-port', '0'] : ['-p', aux, '--mqtt-port', port])
       const argv = (port: string, aux: string): string[] => [...env, ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE]), ...ports(port, aux)]
@@ -550,6 +574,9 @@ async function main(): Promise<number> {
       ? [
           `mosquitto: listener {port} ${HOST}; ${MOSQUITTO_SETTINGS.join('; ')}`,
           `mqtt load: MQTT 3.1.1, clean session; ${flowControlNote()}`,
+          ...(pageOut === undefined
+            ? [`as deployed: sprig's MQTT servers (and the TLS row's) with the page-outs on (SPRIG_PAGEOUT=${DEPLOYED_PAGEOUT_MS}; none on Node), on Bun from a copy of the executable of their own`]
+            : []),
           `targets:   sprig MQTT: ${MQTT_TARGETS}`,
         ]
       : []),
@@ -642,15 +669,17 @@ async function main(): Promise<number> {
   return failed || lossy || ws?.failed || tlsRow?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
 }
 
-/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */
-function leafSprigs(wanted: string[], versions: Record<string, string>): LeafBenchOpts['sprigs'] {
+/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows); `deployed`: asDeployed. */
+function leafSprigs(wanted: string[], versions: Record<string, string>, deployed = false): LeafBenchOpts['sprigs'] {
   if (!existsSync(path.resolve(ROOT, BUNDLE))) return []
   return wanted.flatMap((name) => {
     const v = VARIANTS[name]
     const r = v ? v.runtime : (name as Runtime)
-    const bin = runtimeBin(r)
+    let bin = runtimeBin(r)
     if (!bin) return []
-    const cmd = [...(v ? ['env', v.env] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])]
+    if (deployed) bin = asDeployed(r, bin)
+    const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
+    const cmd = [...(vars.length ? ['env', ...vars] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])]
     return [{ name: `sprig/${name}`, cmd, version: versions[r] ?? '' }]
   })
 }
