@@ -446,7 +446,7 @@ const libc = libcOnce(bunLibc)
  * sprig pages the executable's code out (targets/runtime.ts, pageout.ts); with thousands of
  * idle devices the housekeeping tick alone then ran hot enough to be compiled by FTL again
  * within seconds, which paged its compiler back in: ~3–4 MB of RSS that an idle gateway kept
- * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 17:00). The tier below
+ * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 16:50). The tier below
  * (DFG) compiles it as well for that. A Bun without `noFTL` is left as it is.
  */
 function keepFromTopTier(fns: readonly Function[]): void {

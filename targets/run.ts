@@ -285,6 +285,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // What the housekeeping tick runs for every session each second: cheap, but with thousands of
   // idle devices hot enough for Bun's top tier, whose compiler is then paged in again after
   // every quiet burst (targets/bun.ts keepFromTopTier).
+  // (writeDeadline is protected: reached by name.)
   rt.keepFromTopTier?.([Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick])
   srv.start()
   const lag = watchEventLoop(srv)
