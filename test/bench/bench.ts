@@ -527,21 +527,15 @@ async function main(): Promise<number> {
       continue
     }
     for (const name of wanted) {
-      const v = VARIANTS[name]
-      const r = v ? v.runtime : (name as Runtime)
-      let bin = runtimeBin(r)
-      if (!bin) {
+      // The MQTT family opens with the idle connections: read as deployed (asDeployed).
+      const { r, cmd } = sprigCmd(name, kind === 'mqtt' && pageOut === undefined)
+      if (!cmd) {
         if (kind === kinds[0]) notes.push(`runtime ${r} not installed, skipped`)
         continue
       }
-      // The MQTT family opens with the idle connections: read as deployed (asDeployed).
-      const deployed = kind === 'mqtt' && pageOut === undefined
-      if (deployed) bin = asDeployed(r, bin)
-      const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
-      const env = vars.length ? ['env', ...vars] : []
       // NATS rows: -p {port}. MQTT rows: the MQTT listener on {port}, NATS on a port of its own.
       const ports = (port: string, aux: string): string[] => (kind === 'nats' ? ['-p', port, '--mqtt-port', '0'] : ['-p', aux, '--mqtt-port', port])
-      const argv = (port: string, aux: string): string[] => [...env, ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE]), ...ports(port, aux)]
+      const argv = (port: string, aux: string): string[] => [...cmd, ...ports(port, aux)]
       sprigs.push(fromArgv(`sprig/${name}`, kind, false, argv, () => versions[r]!))
     }
   }
@@ -669,18 +663,23 @@ async function main(): Promise<number> {
   return failed || lossy || ws?.failed || tlsRow?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
 }
 
-/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows); `deployed`: asDeployed. */
+/** The command that runs the bundle under runtime (or variant) `name`, null when it is not installed; `deployed`: asDeployed. */
+function sprigCmd(name: string, deployed: boolean): { r: Runtime; cmd: string[] | null } {
+  const v = VARIANTS[name]
+  const r = v ? v.runtime : (name as Runtime)
+  const found = runtimeBin(r)
+  if (!found) return { r, cmd: null }
+  const bin = deployed ? asDeployed(r, found) : found
+  const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
+  return { r, cmd: [...(vars.length ? ['env', ...vars] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])] }
+}
+
+/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */
 function leafSprigs(wanted: string[], versions: Record<string, string>, deployed = false): LeafBenchOpts['sprigs'] {
   if (!existsSync(path.resolve(ROOT, BUNDLE))) return []
   return wanted.flatMap((name) => {
-    const v = VARIANTS[name]
-    const r = v ? v.runtime : (name as Runtime)
-    let bin = runtimeBin(r)
-    if (!bin) return []
-    if (deployed) bin = asDeployed(r, bin)
-    const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
-    const cmd = [...(vars.length ? ['env', ...vars] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])]
-    return [{ name: `sprig/${name}`, cmd, version: versions[r] ?? '' }]
+    const { r, cmd } = sprigCmd(name, deployed)
+    return cmd ? [{ name: `sprig/${name}`, cmd, version: versions[r] ?? '' }] : []
   })
 }
 
