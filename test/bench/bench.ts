@@ -244,23 +244,6 @@ function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: str
 /** SPRIG_PAGEOUT for the idle rows: start-up's page-out once quiet from 0.5 s (the default waits 5 s, inside the first row). */
 const DEPLOYED_PAGEOUT_MS = 500
 
-/**
- * The idle-connection rows read a server's memory as a gateway has it: with the page-outs on
- * (targets/pageout.ts; none on Node), and on Bun from an executable of its own, as the
- * compiled binary is: the load generator here runs Bun too, and the kernel hands back no page
- * that another process maps. The executable to run: Bun's copied once into the run's directory.
- */
-function asDeployed(r: Runtime, bin: string): string {
-  if (r !== 'bun') return bin
-  const copy = path.join(TMP, 'bun')
-  if (!existsSync(copy)) copyFileSync(bin, copy)
-  return copy
-}
-
-function deployedEnv(r: Runtime): string[] {
-  return r === 'node' ? [] : [`SPRIG_PAGEOUT=${DEPLOYED_PAGEOUT_MS}`]
-}
-
 function mosquittoConfPath(port: string): string {
   return path.join(TMP, `mosquitto-${port}.conf`)
 }
@@ -527,7 +510,7 @@ async function main(): Promise<number> {
       continue
     }
     for (const name of wanted) {
-      // The MQTT family opens with the idle connections: read as deployed (asDeployed).
+      // The MQTT family opens with the idle connections: read as deployed (sprigCmd).
       const { r, cmd } = sprigCmd(name, kind === 'mqtt' && pageOut === undefined)
       if (!cmd) {
         if (kind === kinds[0]) notes.push(`runtime ${r} not installed, skipped`)
@@ -663,18 +646,28 @@ async function main(): Promise<number> {
   return failed || lossy || ws?.failed || tlsRow?.failed || leaf?.failed || gw?.failed || store?.failed || binary?.failed ? 1 : 0
 }
 
-/** The command that runs the bundle under runtime (or variant) `name`, null when it is not installed; `deployed`: asDeployed. */
+/**
+ * The command that runs the bundle under runtime (or variant) `name`, null when it is not
+ * installed. `deployed`, for the idle-connection rows: memory as a gateway has it, with the
+ * page-outs on (targets/pageout.ts; none on Node) and Bun run from a copy of its executable
+ * in the run's directory, as the compiled binary is its own file: the load generator here
+ * runs Bun too, and the kernel hands back no page that another process maps.
+ */
 function sprigCmd(name: string, deployed: boolean): { r: Runtime; cmd: string[] | null } {
   const v = VARIANTS[name]
   const r = v ? v.runtime : (name as Runtime)
-  const found = runtimeBin(r)
-  if (!found) return { r, cmd: null }
-  const bin = deployed ? asDeployed(r, found) : found
-  const vars = [...(v ? [v.env] : []), ...(deployed ? deployedEnv(r) : [])]
+  let bin = runtimeBin(r)
+  if (!bin) return { r, cmd: null }
+  if (deployed && r === 'bun') {
+    const copy = path.join(TMP, 'bun')
+    if (!existsSync(copy)) copyFileSync(bin, copy)
+    bin = copy
+  }
+  const vars = [...(v ? [v.env] : []), ...(deployed && r !== 'node' ? [`SPRIG_PAGEOUT=${DEPLOYED_PAGEOUT_MS}`] : [])]
   return { r, cmd: [...(vars.length ? ['env', ...vars] : []), ...(r === 'deno' ? [bin, 'run', '-A', BUNDLE] : [bin, BUNDLE])] }
 }
 
-/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows). */
+/** The sprig spokes for the leaf rows: the bundle under each wanted runtime (as for NATS rows); `deployed`: see sprigCmd. */
 function leafSprigs(wanted: string[], versions: Record<string, string>, deployed = false): LeafBenchOpts['sprigs'] {
   if (!existsSync(path.resolve(ROOT, BUNDLE))) return []
   return wanted.flatMap((name) => {
