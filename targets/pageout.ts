@@ -100,7 +100,7 @@ export type PageOutResult = { before: number; after: number } | { error: string 
 const RSS = { File: /^RssFile:\s+(\d+) kB/m, Anon: /^RssAnon:\s+(\d+) kB/m }
 
 /** RssFile or RssAnon of /proc/self/status, in bytes. */
-function rss(kind: keyof typeof RSS): number {
+export function rss(kind: keyof typeof RSS): number {
   const m = RSS[kind].exec(readFileSync('/proc/self/status', 'utf8'))
   return m === null ? 0 : Number(m[1]) * 1024
 }
@@ -195,6 +195,67 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
     last = t
     logBurstPageOut(pageOut(), log)
   }
+}
+
+/**
+ * A page-out leaves the top tier's compiler out only until something runs hot enough for it
+ * again. On Bun, 1,000 idle devices pinging every 30 s get their read path compiled by FTL
+ * 3–6 minutes after a burst's page-out, and then a straggler every few minutes (a function
+ * that left its optimized code, compiled again); each brings FTL's compiler back, 2–5 MiB of
+ * the executable that stays resident for good (docs/benchmarks.md, 2026-12-07 19:10). So once
+ * a minute the file-backed RSS is read and compared with the lowest reading since the last
+ * page-out (from half a minute after it, when what the broker runs has come back from the
+ * disk). Grown by `SETTLED_GROWTH` and not moved since the minute before (the compiles are
+ * over), the executable is paged out again; what still runs faults back in once, and the
+ * compiled code stays. The first of these comes 5 minutes after any other page-out at the
+ * earliest, each next one twice as long after the one before, up to an hour: whatever grows
+ * back costs at most one reading of a few MiB from the disk an hour. The others (start-up's,
+ * a burst's, after which code is compiled again) call `reset`.
+ */
+export const SETTLED_CHECK_MS = 60_000
+export const SETTLED_GROWTH = 2 * 1048576
+/** Less change than this between two readings: settled. */
+export const SETTLED_WITHIN = 256 * 1024
+/** Readings this soon after a page-out are not the low: what runs is still coming back. */
+export const SETTLED_AFTER_MS = 30_000
+export const SETTLED_EVERY_MS = 5 * 60_000
+export const SETTLED_EVERY_MAX_MS = 60 * 60_000
+export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(): void; cancel(): void } {
+  let low = Infinity
+  let prev = 0
+  let lastOut = now()
+  let gap = SETTLED_EVERY_MS
+  const reset = (): void => {
+    low = Infinity
+    lastOut = now()
+    gap = SETTLED_EVERY_MS
+  }
+  const t = host.every(SETTLED_CHECK_MS, () => {
+    let f: number
+    try {
+      f = fileRss()
+    } catch (e) {
+      // Deno reads /proc/self/status only with every permission.
+      log.debug(`Pages paged in since the last page-out not watched: ${(e as Error).message}`)
+      t.cancel()
+      return
+    }
+    const settled = Math.abs(f - prev) < SETTLED_WITHIN
+    prev = f
+    const since = now() - lastOut
+    if (since < SETTLED_AFTER_MS) return
+    if (f < low) low = f
+    if (f - low < SETTLED_GROWTH || !settled || since < gap) return
+    pageOut()
+    const next = Math.min(gap * 2, SETTLED_EVERY_MAX_MS)
+    reset()
+    gap = next
+  })
+  return { reset, cancel: () => t.cancel() }
+}
+
+export function logSettledPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
+  log.debug('error' in r ? `Code paged in since the last page-out kept: ${r.error}` : `Code paged in since the last page-out: ${handedBack(r, '', '')}`)
 }
 
 /** "N MiB of the executable's pages handed back<to>(file-backed RSS a → b MiB<tail>)". */

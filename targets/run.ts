@@ -32,7 +32,7 @@ import { Store } from '../src/store/store.ts'
 import { openMqttStore } from '../adapters/mqtt/persist.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
-import { burstPageOut, logPageOut, logTrim, schedulePageOut } from './pageout.ts'
+import { burstPageOut, logPageOut, logSettledPageOut, logTrim, rss, schedulePageOut, settledPageOut, type PageOutResult } from './pageout.ts'
 import { pageStatus } from '../src/status-page.ts'
 
 /** How long a stopping broker waits for sockets to flush before it exits anyway. */
@@ -289,9 +289,21 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   rt.keepFromTopTier?.([Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick])
   srv.start()
   const lag = watchEventLoop(srv)
-  const pageOut = rt.pageOut ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(rt.pageOut!.run(), log), rt.pageOut.after) : null
-  const burstOut = rt.pageOut ? burstPageOut(rt.pageOut.run, log) : null
   const trim = rt.trim
+  const po = rt.pageOut
+  const settled = po
+    ? settledPageOut(srv.host, () => rss('File'), () => {
+        if (trim) logTrim(trim(), log)
+        logSettledPageOut(po.run(), log)
+      }, log)
+    : null
+  /** Every page-out but the settled one's: it starts that one's count again. */
+  const pageOutNow = (): PageOutResult => {
+    settled!.reset()
+    return po!.run()
+  }
+  const pageOut = po ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(pageOutNow(), log), po.after) : null
+  const burstOut = po ? burstPageOut(pageOutNow, log) : null
   if (trim || burstOut) {
     onQuietBurstEnd(() => {
       if (trim) logTrim(trim(), log)
@@ -318,6 +330,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     } catch (e) {
       lag.stop()
       pageOut?.cancel()
+      settled?.cancel()
       onQuietBurstEnd(null)
       for (const l of listeners) l.close()
       srv.shutdown()
@@ -346,6 +359,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       removePortsFile()
       lag.stop()
       pageOut?.cancel()
+      settled?.cancel()
       onQuietBurstEnd(null)
       uplink?.stop()
       store?.close()

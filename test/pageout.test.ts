@@ -2,7 +2,7 @@
 // SPRIG_PAGEOUT switch. The compiled binary doing it for real is in test/packaging.test.ts.
 
 import t from 'tap'
-import { BURST_PAGEOUT_EVERY_MS, burstPageOut, libcOnce, logBurstPageOut, logPageOut, logTrim, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, pageOutExecutable, schedulePageOut, trimMalloc, type Libc } from '../targets/pageout.ts'
+import { BURST_PAGEOUT_EVERY_MS, burstPageOut, libcOnce, logBurstPageOut, logPageOut, logSettledPageOut, logTrim, mappingsOf, PAGEOUT_AFTER_MS, pageOutAfter, pageOutExecutable, schedulePageOut, SETTLED_CHECK_MS, SETTLED_EVERY_MAX_MS, settledPageOut, trimMalloc, type Libc } from '../targets/pageout.ts'
 
 const MAPS = [
   '00400000-00401000 r--p 00000000 08:01 1234                               /opt/sprig/sprig-linux-x64',
@@ -123,6 +123,93 @@ t.test('after bursts: at most one page-out a minute', async (t) => {
   hook()
   t.equal(runs, 2, 'a minute on: again')
   t.equal(lines.length, 2)
+})
+
+t.test('paged out again once what was paged in since has settled', async (t) => {
+  const c = clock()
+  const MiB = 1048576
+  let ms = 0
+  let file = 20 * MiB
+  let runs = 0
+  const lines: string[] = []
+  // Each step is a minute: the clock moves with the timer.
+  const s = settledPageOut({ every: (m, fn) => c.every(m, () => ((ms += m), fn())) }, () => file, () => runs++, { debug: (m: string) => void lines.push(m) }, () => ms)
+  t.equal(c.live[0]!.ms, SETTLED_CHECK_MS, 'looked at once a minute')
+  s.reset() // start-up's page-out
+  ms -= 50_000 // the next check 10 s after it
+  file = 5 * MiB // the moment after a page-out
+  c.step()
+  file = 23 * MiB // what runs back from the disk: the low
+  c.step()
+  file = 24.9 * MiB // pings: compiled by the top tier, its compiler paged in
+  c.step(5)
+  t.equal(runs, 0, 'low 23 MiB (not the 5 of 10 s after the page-out): 1.9 MiB more is not enough')
+  file = 25.5 * MiB
+  c.step()
+  t.equal(runs, 0, 'grown by 2.5 MiB, but still moving (compiles going on)')
+  c.step()
+  t.equal(runs, 1, 'grown by 2 MiB and settled, 5 minutes on: paged out')
+  file = 21 * MiB // what runs back: the new low
+  c.step()
+  file = 23 * MiB // a straggler compiled: its compiler back
+  c.step(8)
+  t.equal(runs, 1, 'grown and settled, but the next one waits 10 minutes')
+  c.step()
+  t.equal(runs, 2, 'at 10 minutes: again')
+  file = 21 * MiB
+  c.step()
+  file = 24 * MiB
+  c.step(18)
+  t.equal(runs, 2, 'grown again: the third waits 20 minutes after the second')
+  c.step()
+  t.equal(runs, 3)
+  file = 21 * MiB
+  c.step(200)
+  t.equal(runs, 3, 'nothing grows: nothing more is done')
+  file = 24 * MiB
+  c.step(2)
+  t.equal(runs, 4, 'grown much later: at once, the 40 minutes long past')
+  for (let i = 0; i < 3; i++) {
+    file = 21 * MiB
+    c.step()
+    file = 24 * MiB
+    c.step(SETTLED_EVERY_MAX_MS / SETTLED_CHECK_MS - 2)
+    t.equal(runs, 4 + i, `growing back at once: not within the hour (${i + 1})`)
+    c.step()
+    t.equal(runs, 5 + i, 'one an hour: the longest wait')
+  }
+  s.reset() // a burst's page-out: code compiled again follows, the 5 minutes again
+  file = 10 * MiB
+  c.step()
+  file = 30 * MiB
+  c.step(3) // grown and settled at 4 minutes
+  t.equal(runs, 7, 'the 5 minutes counted from the burst')
+  c.step()
+  t.equal(runs, 8)
+  s.cancel()
+  file = 90 * MiB
+  c.step(200)
+  t.equal(runs, 8, 'cancelled (the broker stopped): never')
+  t.same(lines, [])
+})
+
+t.test('the settled check stops when the RSS cannot be read', async (t) => {
+  const c = clock()
+  const lines: string[] = []
+  let reads = 0
+  settledPageOut(c, () => (reads++, (() => { throw new Error('EACCES: /proc/self/status') })()), () => t.fail('no page-out'), { debug: (m: string) => void lines.push(m) })
+  c.step(10)
+  t.equal(reads, 1, 'tried once')
+  t.match(lines, [/not watched: EACCES/])
+  t.same(c.live.map((e) => e.on), [false], 'its timer cancelled')
+})
+
+t.test('the settled page-out\'s log line', async (t) => {
+  const lines: string[] = []
+  logSettledPageOut({ before: 26 * 1048576, after: 21 * 1048576 }, { debug: (m: string) => void lines.push(m) })
+  logSettledPageOut({ error: 'no mapping' }, { debug: (m: string) => void lines.push(m) })
+  t.match(lines[0], /^Code paged in since the last page-out: 5\.0 MiB of the executable's pages handed back \(file-backed RSS 26\.0 → 21\.0 MiB\)/)
+  t.match(lines[1], /^Code paged in since the last page-out kept: no mapping/)
 })
 
 t.test('libc is opened once, and a failure to open it is kept', async (t) => {
