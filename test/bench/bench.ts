@@ -116,6 +116,9 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                (default 1; 0: none, the first row then carries Bun's JIT compiling)
   --conns      idle MQTT connections for mqtt-idle-conns (default 1000), e.g. --conns 10000
                (needs ulimit -n above N + a few hundred, for this process and the servers)
+  --idle-pings  after the idle reading, S seconds in which every idle connection sends a
+               PINGREQ every 30 s (a device's keepalive), then RSS again (default 0: none);
+               600 shows what Bun's top tier pages back in, and what sprig hands back again
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
                (same as env SPRIG_CMD), e.g. --sprig-cmd 'nats-server -a 127.0.0.1 -p {port}'
   --sprig-mqtt-cmd  replace the sprig MQTT servers by this command (same as env
@@ -142,6 +145,7 @@ interface Args {
   sprigCmd: string
   sprigMqttCmd: string
   conns: number
+  idlePings: number
   gwRefs: string[] | undefined
   gwScale: number
   gwWarmup: number
@@ -165,6 +169,7 @@ function parseArgs(argv: string[]): Args {
     sprigCmd: process.env.SPRIG_CMD ?? '',
     sprigMqttCmd: process.env.SPRIG_MQTT_CMD ?? '',
     conns: 1000,
+    idlePings: 0,
     gwRefs: undefined,
     gwScale: 1,
     gwWarmup: 1,
@@ -195,6 +200,7 @@ function parseArgs(argv: string[]): Args {
       a.conns = Number(val())
       if (!Number.isInteger(a.conns) || a.conns < 1) throw new Error('--conns wants a positive integer')
     }
+    else if (flag === '--idle-pings') a.idlePings = atLeastZero(flag, val())
     else if (flag === '--rounds') {
       a.rounds = Number(val())
       if (!Number.isInteger(a.rounds) || a.rounds < 1) throw new Error('--rounds wants a positive integer')
@@ -451,7 +457,7 @@ async function main(): Promise<number> {
     versions[r] = bin ? runtimeVersion(r, bin) : 'not installed'
   }
   if (args.quick) notes.push('--quick: runs of ~0.1-0.5 s, a smoke test; ratios are noise (±30%), use a full run for numbers')
-  const all = [...natsScenarios({ quick: args.quick }), ...mqttScenarios({ quick: args.quick, conns: args.conns })]
+  const all = [...natsScenarios({ quick: args.quick }), ...mqttScenarios({ quick: args.quick, conns: args.conns, idlePings: args.idlePings })]
   const scenarios = args.only.length ? all.filter((s) => args.only.some((o) => s.id.toLowerCase().includes(o) || o === s.kind)) : all
   // Leaf rows need a hub and a spoke per server, so leaf-load.ts runs them, after the others.
   const wantLeaf = !args.only.length || args.only.some((o) => o === 'leaf' || LEAF_IDS.some((id) => id.toLowerCase().includes(o)))

@@ -10,7 +10,12 @@ export interface MqttLoadOpts {
   quick: boolean
   /** Idle connections for the memory-per-connection scenario. */
   conns: number
+  /** Seconds of keepalive pings after the idle reading (0: none), then a reading again. */
+  idlePings?: number
 }
+
+/** With --idle-pings: each idle connection sends a PINGREQ this often, as a device with a 30 s keepalive does. */
+export const IDLE_PING_EVERY_MS = 30_000
 
 // Full-run sizes: ~2-5 s per scenario and round for mosquitto on a small 2-core VM (it manages
 // ~50-100k msgs/s there: one send() per outgoing packet), ~1 s for a broker 3× faster.
@@ -133,7 +138,7 @@ async function runFan(addr: Addr, payload: number, count: number, nsubs: number,
  * one-time costs: code the JIT compiles, heap the runtime grows and keeps); the second what
  * connections cost once the server has held that many before (memory is reused).
  */
-async function runIdle(addr: Addr, n: number): Promise<Metrics> {
+async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
   if (!addr.pid) throw new Error('server pid unknown: cannot read its RSS')
   const pid = addr.pid
   const conns: MqttConn[] = []
@@ -154,6 +159,8 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
     await sleep(IDLE_SETTLE_MS)
     const after = procStatusBytes(pid, 'VmRSS')
     const anonAfter = procStatusBytes(pid, 'RssAnon')
+    const pinging = pingSecs > 0 ? await pingIdle(conns, pingSecs) : 0
+    const pinged = pingSecs > 0 ? procStatusBytes(pid, 'VmRSS') : NaN
     for (const c of conns) closeMqtt(c)
     conns.length = 0
     await sleep(IDLE_SETTLE_MS)
@@ -166,6 +173,7 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
       kbPerConn: (after - before) / 1024 / n,
       kbAnonPerConn: (anonAfter - anonBefore) / 1024 / n,
       kbPerConnAgain: (again - closed) / 1024 / n,
+      ...(pingSecs > 0 ? { kbPerConnPinging: (pinged - before) / 1024 / n, pingsPerSec: pinging } : {}),
       rssBefore: before / 2 ** 20,
       rssAfter: after / 2 ** 20,
       rssClosed: closed / 2 ** 20,
@@ -175,6 +183,29 @@ async function runIdle(addr: Addr, n: number): Promise<Metrics> {
   } finally {
     for (const c of conns) c.sock.destroy()
   }
+}
+
+/**
+ * Idle devices are not silent: each pings at its keepalive. For `secs`, every connection sends a
+ * PINGREQ every IDLE_PING_EVERY_MS, spread evenly; the answers are checked. On Bun this is what
+ * gets the read path compiled by the top tier again after the burst's page-out (minutes
+ * later, at these rates), so the reading after it is the one a fleet lives with. Returns the
+ * pings per second sent.
+ */
+async function pingIdle(conns: MqttConn[], secs: number): Promise<number> {
+  const n = conns.length
+  const gap = IDLE_PING_EVERY_MS / n
+  const t0 = performance.now()
+  let sent = 0
+  while (performance.now() - t0 < secs * 1000) {
+    const due = Math.floor((performance.now() - t0) / gap)
+    for (; sent < due; sent++) sendPing(conns[sent % n]!)
+    await sleep(50)
+  }
+  await sleep(1000)
+  const answered = conns.reduce((a, c) => a + c.pingResps, 0) - n // the n of openIdle's check
+  if (answered < sent) throw new Error(`${sent - answered} of ${sent} keepalive PINGREQs unanswered: ${conns.map((c) => c.err).find(Boolean) ?? 'timeout'}`)
+  return sent / secs
 }
 
 /** Opens n idle subscribed connections into `conns` and checks that each answers PINGREQ. */
@@ -217,7 +248,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
   // First, while the server is fresh: memory is the cleanest before any buffers have grown.
   add({
     id: `mqtt-idle-conns ${o.conns}`,
-    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after, each after ${IDLE_SETTLE_MS / 1000} s at rest; then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
+    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after, each after ${IDLE_SETTLE_MS / 1000} s at rest;${o.idlePings ? ` then ${o.idlePings} s of keepalive pings, one per connection every ${IDLE_PING_EVERY_MS / 1000} s, and VmRSS again;` : ''} then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
     metrics: [
       { key: 'kbPerConn', label: 'KB RSS per idle conn', fmt: (v) => v.toFixed(1), better: 'lower' },
       // The rest is file-backed: the server's own executable paged in. On Bun the first
@@ -225,6 +256,12 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       { key: 'kbAnonPerConn', label: 'of which anonymous (KB)', fmt: (v) => v.toFixed(1) },
       // No ratio: mosquitto's second batch is ~0 KB, which makes any ratio meaningless.
       { key: 'kbPerConnAgain', label: 'KB RSS per idle conn, 2nd batch', fmt: (v) => v.toFixed(1) },
+      ...(o.idlePings
+        ? [
+            { key: 'kbPerConnPinging', label: `KB RSS per idle conn after ${o.idlePings} s of pings`, fmt: (v: number) => v.toFixed(1), better: 'lower' as const },
+            { key: 'pingsPerSec', label: 'keepalive PINGREQs /s', fmt: (v: number) => v.toFixed(0) },
+          ]
+        : []),
       { key: 'rssBefore', label: 'RSS before (MiB)', fmt: fmtMB },
       { key: 'rssAfter', label: 'RSS with conns (MiB)', fmt: fmtMB },
       { key: 'rssClosed', label: 'RSS after close (MiB)', fmt: fmtMB },
@@ -234,8 +271,8 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
     headline: 'kbPerConn',
     // Issue 15: ≤ 4 KB each for the first 1,000 connections of a fresh server, ≤ 2 KB at 10,000.
     target: o.conns >= 10_000 ? { max: 2, text: '≤ 2 KB' } : { max: 4, text: '≤ 4 KB' },
-    params: { conns: o.conns, openers: OPENERS },
-    run: (a) => runIdle(a, o.conns),
+    params: { conns: o.conns, openers: OPENERS, ...(o.idlePings ? { idlePings: o.idlePings, pingEveryMs: IDLE_PING_EVERY_MS } : {}) },
+    run: (a) => runIdle(a, o.conns, o.idlePings),
   })
   for (const size of SIZES) {
     const c = scale(COUNTS.qos0[size])
