@@ -206,7 +206,8 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
  * a minute the file-backed RSS is read and compared with the lowest reading since the last
  * page-out (from half a minute after it, when what the broker runs has come back from the
  * disk). Grown by `SETTLED_GROWTH` and not moved since the minute before (the compiles are
- * over), the executable is paged out again; what still runs faults back in once, and the
+ * over), and the process quiet over that minute (under a quarter of a core, as after a burst:
+ * a page-out under load stalls it while the hot code comes back), the executable is paged out again; what still runs faults back in once, and the
  * compiled code stays. The first of these comes 5 minutes after any other page-out at the
  * earliest, each next one twice as long after the one before, up to an hour: whatever grows
  * back costs at most one reading of a few MiB from the disk an hour. The others (start-up's,
@@ -220,10 +221,14 @@ export const SETTLED_WITHIN = 256 * 1024
 export const SETTLED_AFTER_MS = 30_000
 export const SETTLED_EVERY_MS = 5 * 60_000
 export const SETTLED_EVERY_MAX_MS = 60 * 60_000
-export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(): void; cancel(): void } {
+/** "Quiet": under this share of one core over the last minute. */
+export const SETTLED_QUIET_CPU = 0.25
+export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, cpuSeconds: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(): void; cancel(): void } {
   let low = Infinity
   let prev = 0
   let lastOut = now()
+  let cpuAt = cpuSeconds()
+  let checkedAt = lastOut
   let gap = SETTLED_EVERY_MS
   const reset = (): void => {
     low = Infinity
@@ -242,10 +247,15 @@ export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number,
     }
     const settled = Math.abs(f - prev) < SETTLED_WITHIN
     prev = f
-    const since = now() - lastOut
+    const at = now()
+    const cpu = cpuSeconds()
+    const quiet = (cpu - cpuAt) * 1000 < SETTLED_QUIET_CPU * Math.max(1, at - checkedAt)
+    cpuAt = cpu
+    checkedAt = at
+    const since = at - lastOut
     if (since < SETTLED_AFTER_MS) return
     if (f < low) low = f
-    if (f - low < SETTLED_GROWTH || !settled || since < gap) return
+    if (f - low < SETTLED_GROWTH || !settled || !quiet || since < gap) return
     pageOut()
     const next = Math.min(gap * 2, SETTLED_EVERY_MAX_MS)
     reset()

@@ -26,7 +26,7 @@ import { startSystemd } from './notify.ts'
 import { logFile, sendSignal, signalArg, stderrLine } from './signals.ts'
 import { enterLameDuck, reloadLameDuck, uplinkFlushed } from '../src/lameduck.ts'
 import { reloadStall } from '../src/stall.ts'
-import { processStats } from './proc.ts'
+import { cpuSeconds, processStats } from './proc.ts'
 import { nodeFiles } from './files.ts'
 import { Store } from '../src/store/store.ts'
 import { openMqttStore } from '../adapters/mqtt/persist.ts'
@@ -292,7 +292,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const trim = rt.trim
   const po = rt.pageOut
   const settled = po
-    ? settledPageOut(srv.host, () => rss('File'), () => {
+    ? settledPageOut(srv.host, () => rss('File'), cpuSeconds, () => {
         if (trim) logTrim(trim(), log)
         logSettledPageOut(po.run(), log)
       }, log)

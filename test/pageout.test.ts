@@ -131,9 +131,11 @@ t.test('paged out again once what was paged in since has settled', async (t) => 
   let ms = 0
   let file = 20 * MiB
   let runs = 0
+  let busy = false
   const lines: string[] = []
   // Each step is a minute: the clock moves with the timer.
-  const s = settledPageOut({ every: (m, fn) => c.every(m, () => ((ms += m), fn())) }, () => file, () => runs++, { debug: (m: string) => void lines.push(m) }, () => ms)
+  let cpu = 0 // seconds of CPU so far: 1 s a minute is quiet, 30 busy
+  const s = settledPageOut({ every: (m, fn) => c.every(m, () => ((ms += m), (cpu += busy ? 30 : 1), fn())) }, () => file, () => cpu, () => runs++, { debug: (m: string) => void lines.push(m) }, () => ms)
   t.equal(c.live[0]!.ms, SETTLED_CHECK_MS, 'looked at once a minute')
   s.reset() // start-up's page-out
   ms -= 50_000 // the next check 10 s after it
@@ -147,8 +149,12 @@ t.test('paged out again once what was paged in since has settled', async (t) => 
   file = 25.5 * MiB
   c.step()
   t.equal(runs, 0, 'grown by 2.5 MiB, but still moving (compiles going on)')
+  busy = true
+  c.step(3)
+  t.equal(runs, 0, 'grown and settled, but busy (half a core): the hot code is not stalled')
+  busy = false
   c.step()
-  t.equal(runs, 1, 'grown by 2 MiB and settled, 5 minutes on: paged out')
+  t.equal(runs, 1, 'grown by 2 MiB, settled and quiet, 5 minutes on: paged out')
   file = 21 * MiB // what runs back: the new low
   c.step()
   file = 23 * MiB // a straggler compiled: its compiler back
@@ -197,7 +203,7 @@ t.test('the settled check stops when the RSS cannot be read', async (t) => {
   const c = clock()
   const lines: string[] = []
   let reads = 0
-  settledPageOut(c, () => (reads++, (() => { throw new Error('EACCES: /proc/self/status') })()), () => t.fail('no page-out'), { debug: (m: string) => void lines.push(m) })
+  settledPageOut(c, () => (reads++, (() => { throw new Error('EACCES: /proc/self/status') })()), () => 0, () => t.fail('no page-out'), { debug: (m: string) => void lines.push(m) })
   c.step(10)
   t.equal(reads, 1, 'tried once')
   t.match(lines, [/not watched: EACCES/])
