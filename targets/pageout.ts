@@ -202,7 +202,7 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
  * again. On Bun, 1,000 idle devices pinging every 30 s get their read path compiled by FTL
  * 3–6 minutes after a burst's page-out, and then a straggler every few minutes (a function
  * that left its optimized code, compiled again); each brings FTL's compiler back, 2–5 MiB of
- * the executable that stays resident for good (docs/benchmarks.md, 2026-12-07 19:10). So once
+ * the executable that stays resident for good (docs/benchmarks.md, 2026-12-07 19:00). So once
  * a minute the file-backed RSS is read and compared with the lowest reading since the last
  * page-out (from half a minute after it, when what the broker runs has come back from the
  * disk). Grown by `SETTLED_GROWTH` and not moved since the minute before (the compiles are
