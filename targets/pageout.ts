@@ -206,9 +206,9 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
  * a minute the file-backed RSS is read and compared with the lowest reading since the last
  * page-out (from half a minute after it, when what the broker runs has come back from the
  * disk). Grown by `SETTLED_GROWTH` and not moved since the minute before (the compiles are
- * over), and the process quiet over that minute (under a quarter of a core, as after a burst:
- * a page-out under load stalls it while the hot code comes back), the executable is paged out again; what still runs faults back in once, and the
- * compiled code stays. The first of these comes 5 minutes after any other page-out at the
+ * over), and the process quiet over that minute (under a quarter of a core, as after a
+ * burst: a page-out under load stalls it while the hot code comes back), the executable is
+ * paged out again; what still runs faults back in once, and the compiled code stays. The first of these comes 5 minutes after any other page-out at the
  * earliest, each next one twice as long after the one before, up to an hour: whatever grows
  * back costs at most one reading of a few MiB from the disk an hour. The others (start-up's,
  * a burst's, after which code is compiled again) call `reset`.
@@ -272,8 +272,9 @@ export function logSettledPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>):
 const handedBack = (r: { before: number; after: number }, to: string, tail: string): string =>
   `${mib(r.before - r.after)} MiB of the executable's pages handed back${to} (file-backed RSS ${mib(r.before)} → ${mib(r.after)} MiB${tail})`
 
-export function logTrim(r: PageOutResult, log: Pick<Logger, 'debug'>): void {
-  log.debug('error' in r ? `Accept burst over, malloc_trim: ${r.error}` : `Accept burst over: ${mib(r.before - r.after)} MiB of free heap handed back (anonymous RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)
+/** `when`: what the trim follows, the line's start. */
+export function logTrim(r: PageOutResult, log: Pick<Logger, 'debug'>, when = 'Accept burst over'): void {
+  log.debug('error' in r ? `${when}, malloc_trim: ${r.error}` : `${when}: ${mib(r.before - r.after)} MiB of free heap handed back (anonymous RSS ${mib(r.before)} → ${mib(r.after)} MiB)`)
 }
 
 export function logBurstPageOut(r: PageOutResult, log: Pick<Logger, 'debug'>): void {

@@ -293,7 +293,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const po = rt.pageOut
   const settled = po
     ? settledPageOut(srv.host, () => rss('File'), cpuSeconds, () => {
-        if (trim) logTrim(trim(), log)
+        if (trim) logTrim(trim(), log, 'Code paged in since the last page-out')
         logSettledPageOut(po.run(), log)
       }, log)
     : null

@@ -212,6 +212,8 @@ t.test('the settled check stops when the RSS cannot be read', async (t) => {
 
 t.test('the settled page-out\'s log line', async (t) => {
   const lines: string[] = []
+  logTrim({ before: 30 * 1048576, after: 21 * 1048576 }, { debug: (m: string) => void lines.push(m) }, 'Code paged in since the last page-out')
+  t.match(lines.shift(), /^Code paged in since the last page-out: 9\.0 MiB of free heap handed back/, 'Deno\'s trim with it says so')
   logSettledPageOut({ before: 26 * 1048576, after: 21 * 1048576 }, { debug: (m: string) => void lines.push(m) })
   logSettledPageOut({ error: 'no mapping' }, { debug: (m: string) => void lines.push(m) })
   t.match(lines[0], /^Code paged in since the last page-out: 5\.0 MiB of the executable's pages handed back \(file-backed RSS 26\.0 → 21\.0 MiB\)/)
