@@ -16,6 +16,7 @@ import process from 'node:process'
 import type { Host } from '../src/host.ts'
 import type { Logger } from '../src/log.ts'
 import { bunFfi } from './lazy.ts'
+import { quietOver } from './proc.ts'
 
 /** What sprig calls in libc, through the runtime's foreign-function interface. */
 export interface Libc {
@@ -221,8 +222,6 @@ export const SETTLED_WITHIN = 256 * 1024
 export const SETTLED_AFTER_MS = 30_000
 export const SETTLED_EVERY_MS = 5 * 60_000
 export const SETTLED_EVERY_MAX_MS = 60 * 60_000
-/** "Quiet": under this share of one core over the last minute. */
-export const SETTLED_QUIET_CPU = 0.25
 export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, cpuSeconds: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(): void; cancel(): void } {
   let low = Infinity
   let prev = 0
@@ -249,7 +248,7 @@ export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number,
     prev = f
     const at = now()
     const cpu = cpuSeconds()
-    const quiet = (cpu - cpuAt) * 1000 < SETTLED_QUIET_CPU * Math.max(1, at - checkedAt)
+    const quiet = quietOver(cpuAt, cpu, at - checkedAt)
     cpuAt = cpu
     checkedAt = at
     const since = at - lastOut

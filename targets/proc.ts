@@ -26,6 +26,12 @@ export function processStats(): () => ProcessStats {
   }
 }
 
+/** "Quiet" (before a shrink or a page-out): the process used under this share of one core. */
+const QUIET_CPU = 0.25
+
+/** Whether CPU time went from `fromSecs` to `toSecs` (cpuSeconds) in under QUIET_CPU of `ms`. */
+export const quietOver = (fromSecs: number, toSecs: number, ms: number): boolean => (toSecs - fromSecs) * 1000 < QUIET_CPU * Math.max(1, ms)
+
 /** The process's CPU time (user + system) in seconds. */
 export function cpuSeconds(): number {
   const u = process.cpuUsage()

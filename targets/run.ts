@@ -297,9 +297,9 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
         logSettledPageOut(po.run(), log)
       }, log)
     : null
-  /** Every page-out but the settled one's: it starts that one's count again. */
+  /** Start-up's and a burst's page-out: each starts the settled one's wait again. */
   const pageOutNow = (): PageOutResult => {
-    settled!.reset()
+    settled?.reset()
     return po!.run()
   }
   const pageOut = po ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(pageOutNow(), log), po.after) : null

@@ -5,7 +5,7 @@ import type { ServerTls } from './tls.ts'
 import { readdirSync, readFileSync } from 'node:fs'
 import type { Conn, Dial, Host, Wire } from '../src/host.ts'
 import { nodeV8, nodeVm } from './lazy.ts'
-import { cpuSeconds } from './proc.ts'
+import { cpuSeconds, quietOver } from './proc.ts'
 import type { Logger } from '../src/log.ts'
 
 export type Accept = (wire: Wire) => Conn | null
@@ -130,7 +130,7 @@ let inBurst = false
 let lastGc = -Infinity
 /** Since when every check after the burst's end found the process quiet (0: the last did not). */
 let quietFrom = 0
-/** The process's CPU time when the pending check was set, and when (ms). */
+/** The process's CPU time when the pending check was set (s), and when (ms). */
 let cpuAt = 0
 let armedAt = 0
 const CHURN_BURST = 100
@@ -149,8 +149,6 @@ const BURST_END_MS = 250
 const QUIET_HOLD_MS = 500
 /** How long after a burst's last accept or close a busy process is waited for to go quiet. */
 const QUIET_WAIT_MS = 5000
-/** "Quiet": the process used under this share of one core since the last check. */
-const QUIET_CPU = 0.25
 
 type BunMemory = { shrink?(): void }
 
@@ -194,7 +192,7 @@ export function afterAccept(): void {
 export const afterClose: () => void = afterAccept
 
 function armAcceptCheck(ms: number): void {
-  cpuAt = cpuMs()
+  cpuAt = cpuSeconds()
   armedAt = Date.now()
   gcCheck = setTimeout(acceptCheck, ms)
   ;(gcCheck as { unref?(): void }).unref?.()
@@ -208,7 +206,7 @@ function acceptCheck(): void {
     // too). Busy (the new clients' SUBSCRIBEs and first messages, or a message load): look
     // again every 250 ms, for up to 5 s after the last accept or close; a process busy that
     // long has load.
-    if (cpuMs() - cpuAt < QUIET_CPU * Math.max(1, now - armedAt)) {
+    if (quietOver(cpuAt, cpuSeconds(), now - armedAt)) {
       if (quietFrom === 0) quietFrom = armedAt
       if (now - quietFrom >= QUIET_HOLD_MS) {
         inBurst = false
@@ -236,8 +234,6 @@ function acceptCheck(): void {
   if (inBurst) armAcceptCheck(BURST_END_MS)
 }
 
-/** The process's CPU time in ms. */
-const cpuMs = (): number => cpuSeconds() * 1000
 
 // --- exceptions from adapter code -------------------------------------------------------------
 // Adapter and core code runs inside socket, timer and file callbacks. An exception there is a
