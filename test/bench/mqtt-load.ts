@@ -161,6 +161,7 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
     const anonAfter = procStatusBytes(pid, 'RssAnon')
     const pinging = pingSecs > 0 ? await pingIdle(conns, pingSecs) : 0
     const pinged = pingSecs > 0 ? procStatusBytes(pid, 'VmRSS') : NaN
+    const anonPinged = pingSecs > 0 ? procStatusBytes(pid, 'RssAnon') : NaN
     for (const c of conns) closeMqtt(c)
     conns.length = 0
     await sleep(IDLE_SETTLE_MS)
@@ -173,7 +174,7 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
       kbPerConn: (after - before) / 1024 / n,
       kbAnonPerConn: (anonAfter - anonBefore) / 1024 / n,
       kbPerConnAgain: (again - closed) / 1024 / n,
-      ...(pingSecs > 0 ? { kbPerConnPinging: (pinged - before) / 1024 / n, pingsPerSec: pinging } : {}),
+      ...(pingSecs > 0 ? { kbPerConnPinging: (pinged - before) / 1024 / n, kbAnonPerConnPinging: (anonPinged - anonBefore) / 1024 / n, pingsPerSec: pinging } : {}),
       rssBefore: before / 2 ** 20,
       rssAfter: after / 2 ** 20,
       rssClosed: closed / 2 ** 20,
@@ -259,6 +260,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
       ...(o.idlePings
         ? [
             { key: 'kbPerConnPinging', label: `KB RSS per idle conn after ${o.idlePings} s of pings`, fmt: (v: number) => v.toFixed(1), better: 'lower' as const },
+            { key: 'kbAnonPerConnPinging', label: 'of which anonymous, after pings (KB)', fmt: (v: number) => v.toFixed(1) },
             { key: 'pingsPerSec', label: 'keepalive PINGREQs /s', fmt: (v: number) => v.toFixed(0) },
           ]
         : []),
