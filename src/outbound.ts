@@ -135,6 +135,17 @@ export class Outbound {
     return at
   }
 
+  /**
+   * A reply of a few bytes that never change (an idle device's PINGRESP) with nothing queued
+   * before it: straight to the wire, no batch, no buffer, no flush scheduled. False, and
+   * nothing written, when something is queued or the wire is blocked: the caller queues it.
+   */
+  direct(d: Uint8Array, now: number): boolean {
+    if (this.len !== 0 || this.segs !== null || this.blockedSince !== 0) return false
+    if (!this.wire.write(d)) this.blockedSince = now
+    return true
+  }
+
   /** Appends bytes; false when over the limit (nothing is written then). */
   push(data: Uint8Array): boolean {
     const at = this.reserve(data.length)

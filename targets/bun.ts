@@ -68,7 +68,7 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void, secu
       if (settleHandshake(s, ok, err)) drain(s)
     },
   }
-  return {
+  const handlers = {
     ...tls,
     open(s: BunSocket) {
       count(1)
@@ -116,7 +116,13 @@ export function bunHandlers(accept: Accept, count: (delta: number) => void, secu
       if (s.data && s.data.error === null) s.data.error = err.message
     },
   }
+  // Every listener's `data` is the same code: one of them stands for all (keepFromTopTier).
+  dataHandler ??= handlers.data
+  return handlers
 }
+
+/** A listener's `data` handler, once one was made: on the path of every read (keepFromTopTier). */
+let dataHandler: Function | null = null
 
 function listenBun(host: string, port: number, accept: Accept): Promise<Listener> {
   let open = 0
@@ -446,15 +452,21 @@ const libc = libcOnce(bunLibc)
  * sprig pages the executable's code out (targets/runtime.ts, pageout.ts); with thousands of
  * idle devices the housekeeping tick alone then ran hot enough to be compiled by FTL again
  * within seconds, which paged its compiler back in: ~3–4 MB of RSS that an idle gateway kept
- * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 16:50). The tier below
- * (DFG) compiles it as well for that. A Bun without `noFTL` is left as it is.
+ * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 16:50), and their pings
+ * did the same to the read path within minutes (2026-12-07 21:40). The tier below (DFG)
+ * compiles these as well for that. With `fns` go this module's part of every read (a
+ * PINGREQ's whole path, with the adapter's entry and the queue's direct write in `fns`);
+ * `apart`: functions never inlined into those, so that busy code behind them still reaches
+ * the top tier. A Bun without `noFTL` is left as it is.
  */
-function keepFromTopTier(fns: readonly Function[]): void {
+function keepFromTopTier(fns: readonly Function[], apart: readonly Function[] = []): void {
   try {
     const jsc = bunJsc()
-    for (const f of fns) jsc.noFTL(f)
+    const readPath = [BunWire.prototype.write, releaseRead, standardHost.now, ...(dataHandler === null ? [] : [dataHandler])]
+    for (const f of [...fns, ...readPath]) jsc.noFTL(f)
+    for (const f of apart) jsc.noInline(f)
   } catch {
-    // Not fatal: the tick only costs more memory once compiled by FTL.
+    // Not fatal: the code only costs more memory once compiled by FTL.
   }
 }
 

@@ -31,10 +31,11 @@ export const bunFfi = once<BunFfi>('bun:ffi')
 export interface BunFfi {
   dlopen(lib: string, symbols: Record<string, { args: string[]; returns: string }>): { symbols: Record<string, (...a: (number | bigint)[]) => number>; close(): void }
 }
-/** JavaScriptCore's controls: Bun only, to keep the housekeeping tick out of the top tier (targets/bun.ts). */
+/** JavaScriptCore's controls: Bun only, to keep the tick and the ping's path out of the top tier (targets/bun.ts). */
 export const bunJsc = once<BunJsc>('bun:jsc')
 export interface BunJsc {
   noFTL(fn: Function): unknown
+  noInline(fn: Function): unknown
 }
 /** V8's flags: Node (and Deno) only; Bun is not V8. */
 export const nodeV8 = once<typeof import('node:v8')>('node:v8')

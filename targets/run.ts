@@ -29,6 +29,7 @@ import { reloadStall } from '../src/stall.ts'
 import { cpuSeconds, processStats } from './proc.ts'
 import { nodeFiles } from './files.ts'
 import { Store } from '../src/store/store.ts'
+import { Outbound } from '../src/outbound.ts'
 import { openMqttStore } from '../adapters/mqtt/persist.ts'
 import { serverTls, tlsReloader, type ServerTls } from './tls.ts'
 import { listenWebsocket } from './ws.ts'
@@ -282,11 +283,17 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpPort = opts.http_port !== 0 ? await monitor('http', Math.max(0, opts.http_port)) : 0
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
-  // What the housekeeping tick runs for every session each second: cheap, but with thousands of
-  // idle devices hot enough for Bun's top tier, whose compiler is then paged in again after
-  // every quiet burst (targets/bun.ts keepFromTopTier).
-  // (writeDeadline is protected: reached by name.)
-  rt.keepFromTopTier?.([Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick])
+  // What the housekeeping tick runs for every session each second, and what an idle device's
+  // PINGREQ runs: cheap, but with thousands of idle devices hot enough for Bun's top tier,
+  // whose compiler is then paged in again after every quiet burst (targets/bun.ts
+  // keepFromTopTier). The rest of an MQTT read stays apart, for the top tier under load.
+  // (writeDeadline and pong are not public: reached by name; the session's state getters, which
+  // pong reads, through their descriptors.)
+  const states = (['done', 'connected', 'holding'] as const).map((k) => Object.getOwnPropertyDescriptor(Client.prototype, k)!.get!)
+  rt.keepFromTopTier?.(
+    [Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick, MqttConn.prototype.data, MqttConn.prototype['pong'], Outbound.prototype.direct, ...states],
+    [MqttConn.prototype.read],
+  )
   srv.start()
   const lag = watchEventLoop(srv)
   const trim = rt.trim

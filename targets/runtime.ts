@@ -34,10 +34,11 @@ export interface Runtime {
   /** Deno: glibc's free memory back to the system at a quiet burst's end (Bun shrinks itself). */
   readonly trim?: () => PageOutResult
   /**
-   * Bun: never compile these with the optimizing top tier (JavaScriptCore's FTL). For code that
-   * runs often but cheaply, where the lower optimizing tier (DFG) does as well.
+   * Bun: never compile `fns` with the optimizing top tier (JavaScriptCore's FTL). For code that
+   * runs often but cheaply, where the lower optimizing tier (DFG) does as well. `apart`: never
+   * inlined, so they tier up on their own when called from those.
    */
-  readonly keepFromTopTier?: (fns: readonly Function[]) => void
+  readonly keepFromTopTier?: (fns: readonly Function[], apart?: readonly Function[]) => void
 }
 
 /**

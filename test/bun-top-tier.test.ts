@@ -24,19 +24,22 @@ const HOT = {
 const compiles = (out: string, names: string[]): string[] =>
   out.split('\n').filter((l) => names.some((n) => l.startsWith(`Optimized ${n}#`)))
 
-async function idleBroker(t: Test): Promise<Proc> {
+async function idleBroker(t: Test): Promise<Proc & { mqtt: RawMqtt[] }> {
   const port = await freePort()
   const mqttPort = await freePort()
   const p = await spawnServer(bun!, [freshBundle(), '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', String(mqttPort)], port, { NODE_OPTIONS: '', SPRIG_PAGEOUT: '0', ...HOT })
   t.teardown(() => p.stop())
   const open: { close(): void }[] = []
+  const mqtt: RawMqtt[] = []
   t.teardown(() => open.forEach((c) => c.close()))
   for (let i = 0; i < 20; i++) {
-    open.push(await RawMqtt.connect(mqttPort))
+    const m = await RawMqtt.connect(mqttPort)
+    open.push(m)
+    mqtt.push(m)
     const s = await subscribedRaw(port, `SUB idle.${i} 1\r\n`)
     open.push({ close: () => s.destroy() })
   }
-  return p
+  return Object.assign(p, { mqtt })
 }
 
 t.test('the tick and what it runs per session reach DFG, never FTL', async (t) => {
@@ -56,6 +59,27 @@ t.test('the tick and what it runs per session reach DFG, never FTL', async (t) =
     'each marked never-FTL',
   )
   t.match(p.output(), /Server is ready/)
+})
+
+t.test('idle devices keeping alive: what their PINGREQs run is never compiled by FTL', async (t) => {
+  if (!bun) return skipOrFail(t, 'bun is not installed (npm package bun)')
+  const p = await idleBroker(t)
+  await sleep(2000) // the connect path's compiles are over
+  const from = p.output().length
+  // 20 devices, each a PINGREQ every 20 ms for 4 s: 4,000 pings, 20× the lowered FTL threshold.
+  const PINGREQ = new Uint8Array([0xc0, 0])
+  const end = Date.now() + 4000
+  while (Date.now() < end) {
+    for (const m of p.mqtt) m.send(PINGREQ)
+    await sleep(20)
+  }
+  await sleep(500)
+  for (const m of p.mqtt) t.ok(m.packets.length > 150 && m.packets.every((k) => k.cmd === 'pingresp'), 'each device had its PINGRESPs, nothing else')
+  const after = p.output().slice(from)
+  const ftl = after.split('\n').filter((l) => / using FTL/.test(l))
+  t.same(ftl, [], 'nothing compiled by FTL while only pings ran')
+  t.ok(/^Optimized (pong|direct)#.*\(NeverFTLOptimize\).* using DFG/m.test(p.output()), `the ping's path ran hot, DFG-compiled and marked never-FTL:\n${compiles(p.output(), ['data', 'pong', 'direct']).join('\n')}`)
+  t.notOk(p.mqtt.some((m) => m.closed), 'no device was closed')
 })
 
 t.test('the same thresholds do compile other hot code with FTL (the test above can see FTL)', async (t) => {

@@ -19,6 +19,8 @@ interface Client {
   /** Packets the server sent, decoded. */
   got: Packet[]
   ended: boolean
+  /** The wire refuses more (write() returns false) while set. */
+  block?: boolean
   send(p: Packet | Uint8Array, step?: number): void
 }
 
@@ -50,7 +52,7 @@ function rig() {
     const w: Wire = {
       write: (d) => {
         p.parse(Buffer.from(d))
-        return true
+        return c.block !== true
       },
       buffered: () => 0,
       end: () => void (c.ended = true),
@@ -236,6 +238,76 @@ t.test('keepalive closes every silent client among many at 1.5× keepalive, and 
   r.srv.tick()
   r.run()
   t.equal(clients.filter((c) => !c.ended).length, 0, 'and closes 15 s after its last PINGREQ')
+})
+
+t.test('a PINGREQ alone in a read is answered straight to the wire; anything before it keeps it in the queue, in order', async (t) => {
+  const PINGREQ = new Uint8Array([0xc0, 0])
+  for (const version of [4, 5] as const) {
+    const r = rig()
+    const dev = r.open(`ping-${version}`, { version, keepalive: 10 })
+    dev.send(sub('p/1', 0))
+    const out = lazy(dev).out as { buf: Uint8Array; len: number; scheduled: boolean }
+    dev.got.length = 0
+    r.advance(5000)
+    dev.conn.data(PINGREQ) // no deferred work run: only a direct write shows
+    t.same(dev.got.map((p) => p.cmd), ['pingresp'], `${version}: answered within the read`)
+    t.equal(out.buf.length, 0, 'no outbound buffer made for it')
+    t.notOk(out.scheduled, 'no flush scheduled')
+    t.equal(dev.conn.lastIn, 6000, 'the ping counts as activity for keepalive')
+
+    // A message queued for the device (not yet flushed) goes out first.
+    dev.got.length = 0
+    const pubr = r.open(`pub-${version}`)
+    r.run()
+    pubr.conn.data(generate(pub('p/1', Buffer.from('x'), 0)))
+    dev.conn.data(PINGREQ)
+    t.same(dev.got, [], 'nothing written past what is queued')
+    r.run()
+    t.same(dev.got.map((p) => p.cmd), ['publish', 'pingresp'], 'the PUBLISH, then the PINGRESP')
+
+    // A PINGREQ cut over two reads takes the general path.
+    dev.got.length = 0
+    dev.send(PINGREQ, 1)
+    t.same(dev.got.map((p) => p.cmd), ['pingresp'], 'a cut PINGREQ is answered too')
+
+    // A wire that refuses more: the next PINGRESP waits in the queue until it drains.
+    dev.got.length = 0
+    dev.block = true
+    dev.conn.data(PINGREQ)
+    t.same(dev.got.map((p) => p.cmd), ['pingresp'], 'written; the wire now holds part of it')
+    dev.block = false
+    dev.conn.data(PINGREQ)
+    r.run()
+    t.equal(dev.got.length, 1, 'the next one waits while the wire is blocked')
+    dev.conn.drained()
+    r.run()
+    t.same(dev.got.map((p) => p.cmd), ['pingresp', 'pingresp'], 'and goes once it drained')
+
+    // Two PINGREQs in one read, and one with flags set, take the general path's rules.
+    dev.got.length = 0
+    dev.send(new Uint8Array([0xc0, 0, 0xc0, 0]))
+    t.same(dev.got.map((p) => p.cmd), ['pingresp', 'pingresp'], 'two in one read: two answers')
+    dev.send(new Uint8Array([0xc1, 0]))
+    t.ok(dev.ended, 'a PINGREQ with a reserved flag set is malformed: the connection is closed')
+    t.notOk(dev.got.some((p) => p.cmd === 'pingresp' && dev.got.indexOf(p) >= 2), 'and not answered')
+  }
+})
+
+t.test('a PINGREQ before CONNECT is not answered: the connection is closed', async (t) => {
+  const r = rig()
+  const dev = r.open('early')
+  // A fresh connection on the same server, its first read a PINGREQ.
+  const got: Packet[] = []
+  let ended = false
+  const p = newParser({ protocolVersion: 4 })
+  p.on('packet', (pk: Packet) => void got.push(pk))
+  const w: Wire = { write: (d) => (p.parse(Buffer.from(d)), true), buffered: () => 0, end: () => void (ended = true), destroy: () => void (ended = true), remoteAddress: '127.0.0.1', remotePort: 2 }
+  const c = new MqttConn(r.srv, r.srv.admit(), w)
+  c.data(new Uint8Array([0xc0, 0]))
+  r.run()
+  t.notOk(got.some((k) => k.cmd === 'pingresp'), 'no PINGRESP')
+  t.ok(ended, 'closed')
+  t.notOk(dev.ended, 'another device is untouched')
 })
 
 t.test('subscriptions have one shape however they are made (SUBSCRIBE, MQTT 5 options, a parked session and its return)', async (t) => {

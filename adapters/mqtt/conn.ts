@@ -124,6 +124,8 @@ export interface Settings {
 
 /** Where packet() reads a PUBLISH: used and done with before the next one is read. */
 const READ = publishIn()
+/** PINGRESP, as written for a PINGREQ alone in a read (never changed: wires may hold it). */
+const PINGRESP_BYTES = new Uint8Array([0xd0, 0])
 
 // MqttConn.mode: the protocol level (4 or 5) in the low three bits, and above them `routing`
 // while this connection's own PUBLISH goes through the router.
@@ -305,7 +307,28 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   // --- bytes in ---------------------------------------------------------------------------
 
+  /**
+   * Bytes read. A read that is just a PINGREQ (an idle device keeping alive) is answered here,
+   * straight to the wire. On Bun this entry is kept from the top tier and the rest of the read
+   * path is not reached, so thousands of pinging devices do not get the read path compiled by
+   * FTL again after each page-out, paging its compiler back in (targets/run.ts, the list).
+   */
   data(chunk: Uint8Array): void {
+    if (chunk.length === 2 && chunk[0] === 0xc0 && chunk[1] === 0 && this.pong()) return
+    this.read(chunk)
+  }
+
+  /** A PINGREQ alone in a read: answered at once if nothing waits before it [MQTT-3.12.4-1]. */
+  private pong(): boolean {
+    if (this.done || !this.connected || this.holding || this.cut !== null) return false
+    const now = this.srv.host.now()
+    if (!this.out.direct(PINGRESP_BYTES, now)) return false
+    this.lastIn = now
+    return true
+  }
+
+  /** Every other read: kept a function of its own (noInline on Bun) so it tiers up on its own. */
+  read(chunk: Uint8Array): void {
     if (this.done) return
     this.lastIn = this.srv.host.now()
     try {
