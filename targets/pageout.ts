@@ -185,16 +185,48 @@ const mib = (n: number): string => (n / 1048576).toFixed(1)
  * burst is over and the process quiet (targets/runtime.ts afterAccept), this hook runs
  * `pageOut` and logs it at debug level, at most once a minute. Each page-out sends the
  * pages the broker still uses back to the disk (an SD card on a gateway), so a site whose
- * devices come and go in bursts pays that read once a minute, not once a burst.
+ * devices come and go in bursts pays that read once a minute, not once a burst. A burst
+ * within the minute is not forgotten (a fleet that drops and reconnects at once is two
+ * bursts seconds apart, and the second pages in as much as the first): with `later`, its
+ * page-out runs once the minute is over, if the process stayed quiet until then (under a
+ * quarter of a core: under load the hot code coming back would stall it).
  */
 export const BURST_PAGEOUT_EVERY_MS = 60_000
-export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): () => void {
+export function burstPageOut(
+  pageOut: () => PageOutResult,
+  log: Pick<Logger, 'debug'>,
+  now: () => number = () => performance.now(),
+  later?: { every: Host['every']; cpuSeconds: () => number },
+): { burst(): void; cancel(): void } {
   let last = -Infinity
-  return () => {
-    const t = now()
-    if (t - last < BURST_PAGEOUT_EVERY_MS) return
-    last = t
+  let pending: { cancel(): void } | null = null
+  const run = (): void => {
+    last = now()
     logBurstPageOut(pageOut(), log)
+  }
+  const burst = (): void => {
+    const t = now()
+    const wait = last + BURST_PAGEOUT_EVERY_MS - t
+    if (wait <= 0) {
+      pending?.cancel()
+      pending = null
+      return run()
+    }
+    if (pending !== null || later === undefined) return
+    const cpuAt = later.cpuSeconds()
+    const timer = later.every(wait, () => {
+      timer.cancel()
+      pending = null
+      if (quietOver(cpuAt, later.cpuSeconds(), now() - t)) run()
+    })
+    pending = timer
+  }
+  return {
+    burst,
+    cancel: () => {
+      pending?.cancel()
+      pending = null
+    },
   }
 }
 
@@ -209,9 +241,10 @@ export function burstPageOut(pageOut: () => PageOutResult, log: Pick<Logger, 'de
  * disk). Grown by `SETTLED_GROWTH` and not moved since the minute before (the compiles are
  * over), and the process quiet over that minute (under a quarter of a core, as after a
  * burst: a page-out under load stalls it while the hot code comes back), the executable is
- * paged out again; what still runs faults back in once, and the compiled code stays. The first of these comes 5 minutes after any other page-out at the
- * earliest, each next one twice as long after the one before, up to an hour: whatever grows
- * back costs at most one reading of a few MiB from the disk an hour. The others (start-up's,
+ * paged out again; what still runs faults back in once, and the compiled code stays. The
+ * first of these comes 5 minutes after any other page-out at the earliest, each next one twice
+ * as long after the one before, up to an hour: whatever grows back costs at most one reading
+ * of a few MiB from the disk an hour. The others (start-up's,
  * a burst's, after which code is compiled again) call `reset`.
  */
 export const SETTLED_CHECK_MS = 60_000

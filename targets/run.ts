@@ -310,11 +310,11 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
     return po!.run()
   }
   const pageOut = po ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(pageOutNow(), log), po.after) : null
-  const burstOut = po ? burstPageOut(pageOutNow, log) : null
+  const burstOut = po ? burstPageOut(pageOutNow, log, undefined, { every: (ms, fn) => srv.host.every(ms, fn), cpuSeconds }) : null
   if (trim || burstOut) {
     onQuietBurstEnd(() => {
       if (trim) logTrim(trim(), log)
-      burstOut?.()
+      burstOut?.burst()
     })
   }
   log.info(`Listening for client connections on ${opts.host}:${nats.port}`)
@@ -338,6 +338,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       lag.stop()
       pageOut?.cancel()
       settled?.cancel()
+      burstOut?.cancel()
       onQuietBurstEnd(null)
       for (const l of listeners) l.close()
       srv.shutdown()
@@ -367,6 +368,7 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
       lag.stop()
       pageOut?.cancel()
       settled?.cancel()
+      burstOut?.cancel()
       onQuietBurstEnd(null)
       uplink?.stop()
       store?.close()

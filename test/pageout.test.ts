@@ -113,16 +113,74 @@ t.test('after bursts: at most one page-out a minute', async (t) => {
   let runs = 0
   const lines: string[] = []
   const hook = burstPageOut(() => (runs++, { before: 20 * 1048576, after: 5 * 1048576 }), { debug: (m: string) => void lines.push(m) }, () => clock)
-  hook()
+  hook.burst()
   t.equal(runs, 1, 'the first burst')
   t.match(lines[0], /^Accept burst over: 15\.0 MiB/)
   clock += BURST_PAGEOUT_EVERY_MS - 1
-  hook()
-  t.equal(runs, 1, 'a burst within the minute: nothing')
+  hook.burst()
+  t.equal(runs, 1, 'a burst within the minute: nothing (no timer to wait with)')
   clock += 1
-  hook()
+  hook.burst()
   t.equal(runs, 2, 'a minute on: again')
   t.equal(lines.length, 2)
+})
+
+t.test('a burst within the minute pages out once the minute is over, if the process stayed quiet', async (t) => {
+  const c = clock()
+  let ms = 0
+  let cpu = 0
+  let runs = 0
+  const lines: string[] = []
+  const hook = burstPageOut(() => (runs++, { before: 30 * 1048576, after: 6 * 1048576 }), { debug: (m: string) => void lines.push(m) }, () => ms, { every: (m, fn) => c.every(m, fn), cpuSeconds: () => cpu })
+  hook.burst() // the fleet drops: its close burst
+  t.equal(runs, 1)
+  ms = 8000
+  hook.burst() // and reconnects 8 s later
+  t.equal(runs, 1, 'not within the minute')
+  t.equal(c.live.filter((e) => e.on).length, 1, 'one timer')
+  t.equal(c.live[0]!.ms, BURST_PAGEOUT_EVERY_MS - 8000, 'for the rest of the minute')
+  ms = 20_000
+  hook.burst() // more bursts meanwhile: still one timer
+  t.equal(c.live.filter((e) => e.on).length, 1, 'still one timer')
+  ms = 60_000
+  cpu = 5 // 5 s of CPU over 52 s: quiet
+  c.step()
+  t.equal(runs, 2, 'paged out a minute after the last')
+  t.match(lines[1], /^Accept burst over: 24\.0 MiB/)
+  t.equal(c.live.filter((e) => e.on).length, 0, 'the timer is gone')
+  c.step()
+  t.equal(runs, 2, 'once')
+
+  // Busy by then: nothing; the next burst a minute on pages out as usual.
+  ms = 70_000
+  hook.burst()
+  ms = 120_000
+  cpu = 40 // 35 s of CPU over 50 s: busy
+  c.step()
+  t.equal(runs, 2, 'busy when the minute was over: not paged out')
+  ms = 121_000
+  hook.burst()
+  t.equal(runs, 3, 'a burst past the minute: at once')
+
+  // A burst past the minute cancels a wait still pending; cancel() drops one.
+  ms = 130_000
+  hook.burst()
+  const waiting = c.live.filter((e) => e.on).length
+  t.equal(waiting, 1)
+  hook.cancel()
+  t.equal(c.live.filter((e) => e.on).length, 0, 'cancel: no timer left (shutdown)')
+  ms = 190_000
+  c.step()
+  t.equal(runs, 3, 'and nothing runs')
+  ms = 200_000
+  hook.burst()
+  t.equal(runs, 4)
+  ms = 210_000
+  hook.burst()
+  ms = 261_000
+  hook.burst()
+  t.equal(runs, 5, 'a burst past the minute runs at once')
+  t.equal(c.live.filter((e) => e.on).length, 0, 'and the pending wait is cancelled')
 })
 
 t.test('paged out again once what was paged in since has settled', async (t) => {
