@@ -207,6 +207,16 @@ export abstract class Client implements Session {
   }
 
   /**
+   * Connected, not closing, nothing held: a keepalive may be answered at once (the ping
+   * shortcuts of both adapters). A method of its own, not the getters: on Bun it is kept from
+   * the top tier with the pings' path, and the getters, which every message reads, are not.
+   */
+  answering(): boolean {
+    // this.heldOps, read without its getter (which every held operation runs).
+    return (this.state & (DONE | CONNECTED)) === CONNECTED && (this.pending === null || this.pending.held === null)
+  }
+
+  /**
    * Queues an operation that arrived while the login's password is checked; bounded like the
    * outbound queue (a client may not pile up work while it waits): past max_pending it is a
    * slow consumer.

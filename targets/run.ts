@@ -8,6 +8,7 @@ import { totalmem } from 'node:os'
 import process from 'node:process'
 import { acceptMqtt, MqttConn, startMqtt } from '../adapters/mqtt/index.ts'
 import { acceptNats, NatsClient } from '../adapters/nats/index.ts'
+import { Parser } from '../adapters/nats/parser.ts'
 import { Client } from '../src/lifecycle.ts'
 import { bcryptPool } from './bcrypt.ts'
 import { listenMonitor } from './http.ts'
@@ -284,15 +285,19 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   const httpsPort = opts.https_port !== 0 && natsTls ? await monitor('https', Math.max(0, opts.https_port), natsTls) : 0
   srv.opts = { ...srv.opts, http_port: httpPort, https_port: httpsPort }
   // What the housekeeping tick runs for every session each second, and what an idle device's
-  // PINGREQ runs: cheap, but with thousands of idle devices hot enough for Bun's top tier,
-  // whose compiler is then paged in again after every quiet burst (targets/bun.ts
-  // keepFromTopTier). The rest of an MQTT read stays apart, for the top tier under load.
-  // (writeDeadline and pong are not public: reached by name; the session's state getters, which
-  // pong reads, through their descriptors.)
-  const states = (['done', 'connected', 'holding'] as const).map((k) => Object.getOwnPropertyDescriptor(Client.prototype, k)!.get!)
+  // PINGREQ (a NATS client's PING) runs: cheap, but with thousands of idle devices hot enough
+  // for Bun's top tier, whose compiler is then paged in again after every quiet burst
+  // (targets/bun.ts keepFromTopTier). The rest of a read stays apart, for the top tier under
+  // load. (writeDeadline, pong and quickPong are not public: reached by name; the parser's
+  // `between`, a getter, through its descriptor.)
+  const between = Object.getOwnPropertyDescriptor(Parser.prototype, 'between')!.get!
   rt.keepFromTopTier?.(
-    [Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick, MqttConn.prototype.data, MqttConn.prototype['pong'], Outbound.prototype.direct, ...states],
-    [MqttConn.prototype.read],
+    [
+      ...[Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick],
+      ...[MqttConn.prototype.data, MqttConn.prototype['pong'], NatsClient.prototype.data, NatsClient.prototype['quickPong'], between],
+      ...[Client.prototype.answering, Outbound.prototype.direct],
+    ],
+    [MqttConn.prototype.read, NatsClient.prototype.read],
   )
   srv.start()
   const lag = watchEventLoop(srv)

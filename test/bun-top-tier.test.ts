@@ -24,22 +24,26 @@ const HOT = {
 const compiles = (out: string, names: string[]): string[] =>
   out.split('\n').filter((l) => names.some((n) => l.startsWith(`Optimized ${n}#`)))
 
-async function idleBroker(t: Test): Promise<Proc & { mqtt: RawMqtt[] }> {
+async function idleBroker(t: Test): Promise<Proc & { mqtt: RawMqtt[]; nats: { sock: import('node:net').Socket; pongs: number }[] }> {
   const port = await freePort()
   const mqttPort = await freePort()
   const p = await spawnServer(bun!, [freshBundle(), '-a', '127.0.0.1', '-p', String(port), '--mqtt-port', String(mqttPort)], port, { NODE_OPTIONS: '', SPRIG_PAGEOUT: '0', ...HOT })
   t.teardown(() => p.stop())
   const open: { close(): void }[] = []
   const mqtt: RawMqtt[] = []
+  const nats: { sock: import('node:net').Socket; pongs: number }[] = []
   t.teardown(() => open.forEach((c) => c.close()))
   for (let i = 0; i < 20; i++) {
     const m = await RawMqtt.connect(mqttPort)
     open.push(m)
     mqtt.push(m)
     const s = await subscribedRaw(port, `SUB idle.${i} 1\r\n`)
+    const n = { sock: s, pongs: 0 }
+    s.on('data', (d: Buffer) => void (n.pongs += d.toString('latin1').split('PONG\r\n').length - 1))
+    nats.push(n)
     open.push({ close: () => s.destroy() })
   }
-  return Object.assign(p, { mqtt })
+  return Object.assign(p, { mqtt, nats })
 }
 
 t.test('the tick and what it runs per session reach DFG, never FTL', async (t) => {
@@ -61,7 +65,7 @@ t.test('the tick and what it runs per session reach DFG, never FTL', async (t) =
   t.match(p.output(), /Server is ready/)
 })
 
-t.test('idle devices keeping alive: what their PINGREQs run is never compiled by FTL', async (t) => {
+t.test('idle devices keeping alive: what their PINGREQs (and NATS PINGs) run is never compiled by FTL', async (t) => {
   if (!bun) return skipOrFail(t, 'bun is not installed (npm package bun)')
   const p = await idleBroker(t)
   // The connect path's compiles are over: a second with no compile reported (at most 15 s).
@@ -71,21 +75,25 @@ t.test('idle devices keeping alive: what their PINGREQs run is never compiled by
     if (!p.output().slice(at).includes('Optimized ')) break
   }
   const from = p.output().length
-  // 20 devices, each 150 PINGREQs 20 ms apart: 3,000 pings, 15× the lowered FTL threshold.
+  // 20 MQTT devices and 20 NATS clients, each 150 pings 20 ms apart: 6,000 pings, each path
+  // 15× the lowered FTL threshold.
   const PINGREQ = new Uint8Array([0xc0, 0])
   const ROUNDS = 150
   for (let i = 0; i < ROUNDS; i++) {
     for (const m of p.mqtt) m.send(PINGREQ)
+    for (const n of p.nats) n.sock.write('PING\r\n')
     await sleep(20)
   }
   for (const m of p.mqtt) {
     await m.until(() => m.packets.length >= ROUNDS, 5000)
     t.ok(m.packets.length === ROUNDS && m.packets.every((k) => k.cmd === 'pingresp'), 'each device had its PINGRESPs, nothing else')
   }
+  for (let i = 0; i < 50 && p.nats.some((n) => n.pongs < ROUNDS); i++) await sleep(100)
+  t.same(p.nats.map((n) => n.pongs), p.nats.map(() => ROUNDS), 'each NATS client had its PONGs')
   const after = p.output().slice(from)
   const ftl = after.split('\n').filter((l) => / using FTL/.test(l))
   t.same(ftl, [], 'nothing compiled by FTL while only pings ran')
-  t.ok(/^Optimized (pong|direct)#.*\(NeverFTLOptimize\).* using DFG/m.test(p.output()), `the ping's path ran hot, DFG-compiled and marked never-FTL:\n${compiles(p.output(), ['data', 'pong', 'direct']).join('\n')}`)
+  for (const f of ['pong', 'quickPong']) t.ok(new RegExp(`^Optimized ${f}#.*\\(NeverFTLOptimize\\).* using DFG`, 'm').test(p.output()), `${f}: ran hot, DFG-compiled and marked never-FTL:\n${compiles(p.output(), ['data', f, 'direct']).join('\n')}`)
   t.notOk(p.mqtt.some((m) => m.closed), 'no device was closed')
 })
 

@@ -129,7 +129,28 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
 
   // --- bytes in ---------------------------------------------------------------------------
 
+  /**
+   * Bytes read. A read that is just `PING\r\n` (an idle client keeping alive; nats.js and
+   * nats.go every 2 minutes) is answered here, straight to the wire, as MQTT's PINGREQ is
+   * (adapters/mqtt/conn.ts data): on Bun this entry is kept from the top tier and the rest
+   * of the read path is not reached (targets/run.ts, the list).
+   */
   data(chunk: Uint8Array): void {
+    if (chunk.length === 6 && chunk[0] === 0x50 && chunk[1] === 0x49 && chunk[2] === 0x4e && chunk[3] === 0x47 && chunk[4] === 0x0d && chunk[5] === 0x0a && this.quickPong()) return
+    this.read(chunk)
+  }
+
+  /** `PING` alone in a read: PONG at once if nothing waits before it and nothing is traced. */
+  private quickPong(): boolean {
+    if (!this.answering() || !this.parser.between || this.srv.log.level === 'trace') return false
+    const now = this.srv.host.now()
+    if (!this.out.direct(PONG, now)) return false
+    this.lastIn = now
+    return true
+  }
+
+  /** Every other read: a function of its own (noInline on Bun), so it tiers up on its own. */
+  read(chunk: Uint8Array): void {
     if (this.done) return
     this.lastIn = this.srv.host.now()
     const t = this.srv.router.traffic

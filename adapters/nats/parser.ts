@@ -88,6 +88,11 @@ export class Parser {
     this.maxControlLine = opts.maxControlLine
   }
 
+  /** At a line's start: no control line cut, no payload arriving, not stopped. */
+  get between(): boolean {
+    return this.partial === null && this.body === null && !this.stopped
+  }
+
   feed(chunk: Uint8Array): void {
     if (this.stopped) return
     // A plain Uint8Array view of a runtime's Buffer: subarray() on a Buffer subclass costs
