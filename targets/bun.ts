@@ -453,7 +453,7 @@ const libc = libcOnce(bunLibc)
  * idle devices the housekeeping tick alone then ran hot enough to be compiled by FTL again
  * within seconds, which paged its compiler back in: ~3–4 MB of RSS that an idle gateway kept
  * for a loop that runs once a second (docs/benchmarks.md, 2026-12-07 16:50), and their pings
- * did the same to the read path within minutes (2026-12-07 21:40). The tier below (DFG)
+ * did the same to the read path within minutes (2026-12-07 19:00, 21:45). The tier below (DFG)
  * compiles these as well for that. With `fns` go this module's part of every read (a
  * PINGREQ's whole path, with the adapter's entry and the queue's direct write in `fns`);
  * `apart`: functions never inlined into those, so that busy code behind them still reaches

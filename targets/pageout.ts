@@ -244,8 +244,8 @@ export function burstPageOut(
  * paged out again; what still runs faults back in once, and the compiled code stays. The
  * first of these comes 5 minutes after any other page-out at the earliest, each next one twice
  * as long after the one before, up to an hour: whatever grows back costs at most one reading
- * of a few MiB from the disk an hour. The others (start-up's,
- * a burst's, after which code is compiled again) call `reset`.
+ * of a few MiB from the disk an hour. The others (start-up's, a burst's, after which code is
+ * compiled again) call `reset`.
  */
 export const SETTLED_CHECK_MS = 60_000
 export const SETTLED_GROWTH = 2 * 1048576

@@ -309,9 +309,10 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   /**
    * Bytes read. A read that is just a PINGREQ (an idle device keeping alive) is answered here,
-   * straight to the wire. On Bun this entry is kept from the top tier and the rest of the read
-   * path is not reached, so thousands of pinging devices do not get the read path compiled by
-   * FTL again after each page-out, paging its compiler back in (targets/run.ts, the list).
+   * straight to the wire: the rest of the read path (the parser, the handlers, a buffer and a
+   * flush per PINGRESP), with its garbage and its compiles, was most of what a pinging fleet
+   * cost in memory (docs/benchmarks.md, 2026-12-07 21:45). On Bun this entry is kept from the
+   * top tier (targets/run.ts, the list).
    */
   data(chunk: Uint8Array): void {
     if (chunk.length === 2 && chunk[0] === 0xc0 && chunk[1] === 0 && this.pong()) return
