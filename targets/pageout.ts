@@ -246,6 +246,14 @@ export function burstPageOut(
  * as long after the one before, up to an hour: whatever grows back costs at most one reading
  * of a few MiB from the disk an hour. The others (start-up's, a burst's, after which code is
  * compiled again) call `reset`.
+ *
+ * Given what was left right after such a page-out (`reset(after)`), the first check a minute
+ * or more after it also looks once at what came back in that minute: much of it is code that
+ * ran once (what start-up's lazy parts or the burst's end ran, the compiles of what runs
+ * now), not what the broker keeps running. Grown by `SETTLED_GROWTH` over `after`, with the
+ * process quiet over the minute, the executable is paged out once more, and the wait above
+ * starts from then. An idle broker keeps ~13 MiB of its executable that way instead of ~21
+ * (docs/benchmarks.md, 2026-12-07 21:45).
  */
 export const SETTLED_CHECK_MS = 60_000
 export const SETTLED_GROWTH = 2 * 1048576
@@ -255,17 +263,22 @@ export const SETTLED_WITHIN = 256 * 1024
 export const SETTLED_AFTER_MS = 30_000
 export const SETTLED_EVERY_MS = 5 * 60_000
 export const SETTLED_EVERY_MAX_MS = 60 * 60_000
-export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, cpuSeconds: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(): void; cancel(): void } {
+/** The follow-up looks at the first check at least this long after the page-out. */
+export const FOLLOW_UP_MS = 60_000
+export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number, cpuSeconds: () => number, pageOut: () => void, log: Pick<Logger, 'debug'>, now: () => number = () => performance.now()): { reset(after?: number): void; cancel(): void } {
   let low = Infinity
   let prev = 0
   let lastOut = now()
   let cpuAt = cpuSeconds()
   let checkedAt = lastOut
   let gap = SETTLED_EVERY_MS
-  const reset = (): void => {
+  /** File-backed RSS right after the last start-up or burst page-out, until its follow-up looked. */
+  let followFrom: number | null = null
+  const reset = (after?: number): void => {
     low = Infinity
     lastOut = now()
     gap = SETTLED_EVERY_MS
+    followFrom = after ?? null
   }
   const t = host.every(SETTLED_CHECK_MS, () => {
     let f: number
@@ -285,6 +298,15 @@ export function settledPageOut(host: Pick<Host, 'every'>, fileRss: () => number,
     cpuAt = cpu
     checkedAt = at
     const since = at - lastOut
+    if (followFrom !== null && since >= FOLLOW_UP_MS) {
+      const from = followFrom
+      followFrom = null
+      if (quiet && f - from >= SETTLED_GROWTH) {
+        pageOut()
+        reset()
+        return
+      }
+    }
     if (since < SETTLED_AFTER_MS) return
     if (f < low) low = f
     if (f - low < SETTLED_GROWTH || !settled || !quiet || since < gap) return

@@ -309,10 +309,11 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
         logSettledPageOut(po.run(), log)
       }, log)
     : null
-  /** Start-up's and a burst's page-out: each starts the settled one's wait again. */
+  /** Start-up's and a burst's page-out: each starts the settled one's wait again, with a follow-up. */
   const pageOutNow = (): PageOutResult => {
-    settled?.reset()
-    return po!.run()
+    const r = po!.run()
+    settled?.reset('error' in r ? undefined : r.after)
+    return r
   }
   const pageOut = po ? schedulePageOut(srv.host, () => srv.router.traffic.in_msgs + srv.counters.total_connections, () => logPageOut(pageOutNow(), log), po.after) : null
   const burstOut = po ? burstPageOut(pageOutNow, log, undefined, { every: (ms, fn) => srv.host.every(ms, fn), cpuSeconds }) : null

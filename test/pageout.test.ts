@@ -257,6 +257,50 @@ t.test('paged out again once what was paged in since has settled', async (t) => 
   t.same(lines, [])
 })
 
+t.test('a minute after start-up\'s or a burst\'s page-out, what came back once is paged out once more', async (t) => {
+  const c = clock()
+  const MiB = 1048576
+  let ms = 0
+  let file = 30 * MiB
+  let runs = 0
+  let busy = false
+  let cpu = 0
+  const s = settledPageOut({ every: (m, fn) => c.every(m, () => ((ms += m), (cpu += busy ? 30 : 1), fn())) }, () => file, () => cpu, () => (runs++, (file = 4 * MiB)), { debug: () => {} }, () => ms)
+  s.reset(5 * MiB) // start-up's page-out left 5 MiB
+  ms -= 50_000 // the next check 10 s after it
+  file = 21 * MiB // lazy start-up code and the first compiles came back at once
+  c.step()
+  t.equal(runs, 0, '10 s after: too soon to look')
+  c.step()
+  t.equal(runs, 1, '70 s after, quiet, 16 MiB above what the page-out left: paged out once more')
+  file = 13 * MiB // what the idle broker really runs
+  c.step(10)
+  t.equal(runs, 1, 'once: then the settled rule and its 5 minutes')
+
+  s.reset(5 * MiB) // a burst's page-out
+  ms -= 50_000
+  file = 22 * MiB
+  busy = true
+  c.step(2)
+  t.equal(runs, 1, 'busy in that minute: no follow-up')
+  busy = false
+  c.step(10)
+  t.equal(runs, 1, 'and none later from it: the settled rule looks at growth over its low (22 MiB)')
+
+  s.reset(5 * MiB)
+  ms -= 50_000
+  file = 6.5 * MiB // little came back
+  c.step(2)
+  t.equal(runs, 1, 'under 2 MiB more than the page-out left: nothing')
+
+  s.reset() // a page-out whose result is unknown (no `after`): no follow-up
+  ms -= 50_000
+  file = 25 * MiB
+  c.step(2)
+  t.equal(runs, 1, 'no follow-up without what the page-out left')
+  s.cancel()
+})
+
 t.test('the settled check stops when the RSS cannot be read', async (t) => {
   const c = clock()
   const lines: string[] = []
