@@ -207,13 +207,17 @@ export abstract class Client implements Session {
   }
 
   /**
-   * Connected, not closing, nothing held: a keepalive may be answered at once (the ping
-   * shortcuts of both adapters). A method of its own, not the getters: on Bun it is kept from
-   * the top tier with the pings' path, and the getters, which every message reads, are not.
+   * A keepalive's reply (PINGRESP, PONG) written at once, for the ping shortcuts of both
+   * adapters: only when connected, not closing, nothing held and nothing queued
+   * (Outbound.direct). Returns host.now() when written, -1 when not (the caller goes the
+   * general way). The state is read here, not through the getters: on Bun this method is kept
+   * from the top tier with the pings' path, and the getters, which every message reads, are not.
    */
-  answering(): boolean {
+  answerKeepalive(reply: Uint8Array): number {
     // this.heldOps, read without its getter (which every held operation runs).
-    return (this.state & (DONE | CONNECTED)) === CONNECTED && (this.pending === null || this.pending.held === null)
+    if ((this.state & (DONE | CONNECTED)) !== CONNECTED || (this.pending !== null && this.pending.held !== null)) return -1
+    const now = this.srv.host.now()
+    return this.out.direct(reply, now) ? now : -1
   }
 
   /**

@@ -288,14 +288,12 @@ export async function serve(rt: Runtime, opts: Options, log: Logger): Promise<Br
   // PINGREQ (a NATS client's PING) runs: cheap, but with thousands of idle devices hot enough
   // for Bun's top tier, whose compiler is then paged in again after every quiet burst
   // (targets/bun.ts keepFromTopTier). The rest of a read stays apart, for the top tier under
-  // load. (writeDeadline, pong and quickPong are not public: reached by name; the parser's
-  // `between`, a getter, through its descriptor.)
-  const between = Object.getOwnPropertyDescriptor(Parser.prototype, 'between')!.get!
+  // load. (writeDeadline, pong and quickPong are not public: reached by name.)
   rt.keepFromTopTier?.(
     [
       ...[Server.prototype.tick, Client.prototype['writeDeadline'], MqttConn.prototype.tick, NatsClient.prototype.tick],
-      ...[MqttConn.prototype.data, MqttConn.prototype['pong'], NatsClient.prototype.data, NatsClient.prototype['quickPong'], between],
-      ...[Client.prototype.answering, Outbound.prototype.direct],
+      ...[MqttConn.prototype.data, MqttConn.prototype['pong'], NatsClient.prototype.data, NatsClient.prototype['quickPong'], Parser.prototype.atLineStart],
+      ...[Client.prototype.answerKeepalive, Outbound.prototype.direct],
     ],
     [MqttConn.prototype.read, NatsClient.prototype.read],
   )

@@ -321,9 +321,8 @@ export class MqttConn extends Client implements Owner, Conn, Holder {
 
   /** A PINGREQ alone in a read: answered at once if nothing waits before it [MQTT-3.12.4-1]. */
   private pong(): boolean {
-    if (!this.answering() || this.cut !== null) return false
-    const now = this.srv.host.now()
-    if (!this.out.direct(PINGRESP_BYTES, now)) return false
+    const now = this.cut === null ? this.answerKeepalive(PINGRESP_BYTES) : -1
+    if (now < 0) return false
     this.lastIn = now
     return true
   }

@@ -142,9 +142,8 @@ export class NatsClient extends Client implements Owner, Conn, Handler {
 
   /** `PING` alone in a read: PONG at once if nothing waits before it and nothing is traced. */
   private quickPong(): boolean {
-    if (!this.answering() || !this.parser.between || this.srv.log.level === 'trace') return false
-    const now = this.srv.host.now()
-    if (!this.out.direct(PONG, now)) return false
+    const now = this.parser.atLineStart() && this.srv.log.level !== 'trace' ? this.answerKeepalive(PONG) : -1
+    if (now < 0) return false
     this.lastIn = now
     return true
   }

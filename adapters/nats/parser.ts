@@ -89,7 +89,7 @@ export class Parser {
   }
 
   /** At a line's start: no control line cut, no payload arriving, not stopped. */
-  get between(): boolean {
+  atLineStart(): boolean {
     return this.partial === null && this.body === null && !this.stopped
   }
 
