@@ -118,7 +118,8 @@ const HELP = `usage: bun test/bench/bench.ts [--runtimes bun,node,deno] [--quick
                (needs ulimit -n above N + a few hundred, for this process and the servers)
   --idle-pings  after the idle reading, S seconds in which every idle connection sends a
                PINGREQ every 30 s (a device's keepalive), then RSS again (default 0: none);
-               600 shows what Bun's top tier pages back in, and what sprig hands back again
+               600 shows what Bun's top tier pages back in, and what sprig hands back again;
+               a control server (the same, no devices) beside it gives the runtime's own growth
   --sprig-cmd  replace the sprig NATS servers by this command, {port} is substituted
                (same as env SPRIG_CMD), e.g. --sprig-cmd 'nats-server -a 127.0.0.1 -p {port}'
   --sprig-mqtt-cmd  replace the sprig MQTT servers by this command (same as env
@@ -233,7 +234,8 @@ function runtimeVersion(r: Runtime, bin: string): string {
  * port for the MQTT rows); for the header, without ports, it gets the placeholders, and
  * `conf` says whether a config file path should show as {conf}.
  */
-function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: string, aux: string, conf: (port: string) => string) => string[], version: () => string): ServerSpec {
+type Argv = (port: string, aux: string, conf: (port: string) => string) => string[]
+function fromArgv(name: string, kind: Kind, reference: boolean, argv: Argv, version: () => string, twinArgv?: Argv): ServerSpec {
   return {
     name,
     kind,
@@ -243,6 +245,7 @@ function fromArgv(name: string, kind: Kind, reference: boolean, argv: (port: str
         .map(shellQuote)
         .join(' '),
     start: (port, aux) => launch(argv(String(port), String(aux), mosquittoConf), ROOT),
+    ...(twinArgv ? { startTwin: (port: number, aux: number) => launch(twinArgv(String(port), String(aux), mosquittoConf), ROOT) } : {}),
     version,
   }
 }
@@ -339,6 +342,21 @@ interface ServerReport {
   error?: string
 }
 
+/** Another instance of `spec` on ports of its own, ready (Addr.twin). */
+async function startTwin(spec: ServerSpec): Promise<{ host: string; port: number; pid: number; stop(): Promise<void> }> {
+  const port = await freePort()
+  let aux = await freePort()
+  while (aux === port) aux = await freePort()
+  const p = (spec.startTwin ?? spec.start)(port, aux)
+  try {
+    await waitReady(p, port, spec.kind)
+  } catch (e) {
+    await stop(p)
+    throw new Error(`control server did not start: ${(e as Error).message.split('\n')[0]}`)
+  }
+  return { host: HOST, port, pid: p.pid, stop: () => stop(p) }
+}
+
 async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunResult[], round: number, tag: string, warmup: number): Promise<ServerReport> {
   const port = await freePort()
   let aux = await freePort()
@@ -392,7 +410,7 @@ async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunRe
     const t0 = performance.now()
     const r: RunResult = { scenario: s.id, server: spec.name, round, wallMs: 0 }
     try {
-      r.metrics = await s.run({ host: HOST, port, pid: proc.pid })
+      r.metrics = await s.run({ host: HOST, port, pid: proc.pid, twin: () => startTwin(spec) })
     } catch (e) {
       r.error = (e as Error).message
       // A dropped connection is often the server dying: give its exit a moment to be noticed.
@@ -525,7 +543,9 @@ async function main(): Promise<number> {
       // NATS rows: -p {port}. MQTT rows: the MQTT listener on {port}, NATS on a port of its own.
       const ports = (port: string, aux: string): string[] => (kind === 'nats' ? ['-p', port, '--mqtt-port', '0'] : ['-p', aux, '--mqtt-port', port])
       const argv = (port: string, aux: string): string[] => [...cmd, ...ports(port, aux)]
-      sprigs.push(fromArgv(`sprig/${name}`, kind, false, argv, () => versions[r]!))
+      // With --idle-pings, the idle row reads a control server too: the same, from a copy of its own.
+      const twin = kind === 'mqtt' && args.idlePings > 0 ? sprigCmd(name, pageOut === undefined, 'twin').cmd : null
+      sprigs.push(fromArgv(`sprig/${name}`, kind, false, argv, () => versions[r]!, twin ? (port, aux) => [...twin, ...ports(port, aux)] : undefined))
     }
   }
 
@@ -657,15 +677,17 @@ async function main(): Promise<number> {
  * installed. `deployed`, for the idle-connection rows: memory as a gateway has it, with the
  * page-outs on (targets/pageout.ts; none on Node) and Bun run from a copy of its executable
  * in the run's directory, as the compiled binary is its own file: the load generator here
- * runs Bun too, and the kernel hands back no page that another process maps.
+ * runs Bun too, and the kernel hands back no page that another process maps. `twin`: for a
+ * control server beside it (Addr.twin), whose Bun or Deno executable is another copy, for the
+ * same reason.
  */
-function sprigCmd(name: string, deployed: boolean): { r: Runtime; cmd: string[] | null } {
+function sprigCmd(name: string, deployed: boolean, twin?: 'twin'): { r: Runtime; cmd: string[] | null } {
   const v = VARIANTS[name]
   const r = v ? v.runtime : (name as Runtime)
   let bin = runtimeBin(r)
   if (!bin) return { r, cmd: null }
-  if (deployed && r === 'bun') {
-    const copy = path.join(TMP, 'bun')
+  if (deployed && (r === 'bun' || (twin && r === 'deno'))) {
+    const copy = path.join(TMP, twin ? `${r}-twin` : r)
     if (!existsSync(copy)) copyFileSync(bin, copy)
     bin = copy
   }

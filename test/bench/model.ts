@@ -13,6 +13,11 @@ export interface Addr {
   ws?: { path: string; protocol?: string }
   /** Over TLS (tls-load.ts): the CA to trust and the client's certificate and key, PEM. */
   tls?: { ca: string; cert: string; key: string }
+  /**
+   * Starts another instance of the same server (its own ports; on Bun and Deno its own copy of
+   * the executable), for a control reading beside the measured one; stop it when done.
+   */
+  twin?: () => Promise<{ host: string; port: number; pid: number; stop(): Promise<void> }>
 }
 
 /** Numbers for the table; strings for notes such as per-subscriber completion. */
@@ -75,6 +80,8 @@ export interface ServerSpec {
    */
   describe: (port?: number, aux?: number) => string
   start: (port: number, aux: number) => ServerProcess
+  /** The same server from a separate executable (see Addr.twin); `start` when none is needed. */
+  startTwin?: (port: number, aux: number) => ServerProcess
   /** Version string from the binary, if it can tell. */
   version: () => string
 }

@@ -142,14 +142,21 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
   if (!addr.pid) throw new Error('server pid unknown: cannot read its RSS')
   const pid = addr.pid
   const conns: MqttConn[] = []
+  // With pings, a control: the same server beside it, with the warm-up connection only, read at
+  // the same moments. What it grows by over those minutes is the runtime's own (its collector and
+  // compilers coming back from the disk after a page-out), not the devices'.
+  const control = pingSecs > 0 && addr.twin ? await addr.twin() : null
   try {
     // A warm-up connection, so one-time costs (first accept, lazily built tables) aren't per-connection.
-    const warm = await connectMqtt(addr)
-    await subscribeMqtt(warm, 'bench/idle/warm', 1)
-    closeMqtt(warm)
+    for (const a of control ? [addr, control] : [addr]) {
+      const warm = await connectMqtt(a)
+      await subscribeMqtt(warm, 'bench/idle/warm', 1)
+      closeMqtt(warm)
+    }
     await sleep(IDLE_SETTLE_MS)
     const before = procStatusBytes(pid, 'VmRSS')
     const anonBefore = procStatusBytes(pid, 'RssAnon')
+    const controlBefore = control ? procStatusBytes(control.pid, 'VmRSS') : NaN
     const t0 = performance.now()
     const cpu0 = procCpuSeconds(pid)
     await openIdle(addr, n, conns, 'a')
@@ -162,6 +169,8 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
     const pinging = pingSecs > 0 ? await pingIdle(conns, pingSecs) : 0
     const pinged = pingSecs > 0 ? procStatusBytes(pid, 'VmRSS') : NaN
     const anonPinged = pingSecs > 0 ? procStatusBytes(pid, 'RssAnon') : NaN
+    const controlGrew = control ? procStatusBytes(control.pid, 'VmRSS') - controlBefore : NaN
+    await control?.stop()
     for (const c of conns) closeMqtt(c)
     conns.length = 0
     await sleep(IDLE_SETTLE_MS)
@@ -175,6 +184,7 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
       kbAnonPerConn: (anonAfter - anonBefore) / 1024 / n,
       kbPerConnAgain: (again - closed) / 1024 / n,
       ...(pingSecs > 0 ? { kbPerConnPinging: (pinged - before) / 1024 / n, kbAnonPerConnPinging: (anonPinged - anonBefore) / 1024 / n, pingsPerSec: pinging } : {}),
+      ...(control ? { kbPerConnPingingNet: (pinged - before - controlGrew) / 1024 / n, controlGrewMiB: controlGrew / 2 ** 20 } : {}),
       rssBefore: before / 2 ** 20,
       rssAfter: after / 2 ** 20,
       rssClosed: closed / 2 ** 20,
@@ -183,6 +193,7 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
     }
   } finally {
     for (const c of conns) c.sock.destroy()
+    await control?.stop()
   }
 }
 
@@ -249,7 +260,7 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
   // First, while the server is fresh: memory is the cleanest before any buffers have grown.
   add({
     id: `mqtt-idle-conns ${o.conns}`,
-    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after, each after ${IDLE_SETTLE_MS / 1000} s at rest;${o.idlePings ? ` then ${o.idlePings} s of keepalive pings, one per connection every ${IDLE_PING_EVERY_MS / 1000} s, and VmRSS again;` : ''} then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
+    describe: `${fmtCount(o.conns)} clean-session connections, each SUBSCRIBEd at QoS 1 to bench/idle/<i>, ${OPENERS} opened at a time; server VmRSS before/after, each after ${IDLE_SETTLE_MS / 1000} s at rest;${o.idlePings ? ` then ${o.idlePings} s of keepalive pings, one per connection every ${IDLE_PING_EVERY_MS / 1000} s, and VmRSS again, with a control server's beside it (the same server with no devices, read at the same moments);` : ''} then closed and ${fmtCount(o.conns)} opened again (2nd batch)`,
     metrics: [
       { key: 'kbPerConn', label: 'KB RSS per idle conn', fmt: (v) => v.toFixed(1), better: 'lower' },
       // The rest is file-backed: the server's own executable paged in. On Bun the first
@@ -262,6 +273,10 @@ export function mqttScenarios(o: MqttLoadOpts): Scenario[] {
             { key: 'kbPerConnPinging', label: `KB RSS per idle conn after ${o.idlePings} s of pings`, fmt: (v: number) => v.toFixed(1), better: 'lower' as const },
             { key: 'kbAnonPerConnPinging', label: 'of which anonymous, after pings (KB)', fmt: (v: number) => v.toFixed(1) },
             { key: 'pingsPerSec', label: 'keepalive PINGREQs /s', fmt: (v: number) => v.toFixed(0) },
+            // A control server (Addr.twin) with no devices, read at the same moments: its growth
+            // is the runtime's own over those minutes, taken out here.
+            { key: 'kbPerConnPingingNet', label: 'the same, less a control server\'s growth (KB)', fmt: (v: number) => v.toFixed(1), better: 'lower' as const },
+            { key: 'controlGrewMiB', label: 'control server grew by (MiB)', fmt: (v: number) => v.toFixed(1) },
           ]
         : []),
       { key: 'rssBefore', label: 'RSS before (MiB)', fmt: fmtMB },
