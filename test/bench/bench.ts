@@ -342,11 +342,17 @@ interface ServerReport {
   error?: string
 }
 
-/** Another instance of `spec` on ports of its own, ready (Addr.twin). */
-async function startTwin(spec: ServerSpec): Promise<{ host: string; port: number; pid: number; stop(): Promise<void> }> {
+/** A server's port and its second (aux) port, two different free ones. */
+async function twoPorts(): Promise<[number, number]> {
   const port = await freePort()
   let aux = await freePort()
   while (aux === port) aux = await freePort()
+  return [port, aux]
+}
+
+/** Another instance of `spec` on ports of its own, ready (Addr.twin). */
+async function startTwin(spec: ServerSpec): Promise<{ host: string; port: number; pid: number; stop(): Promise<void> }> {
+  const [port, aux] = await twoPorts()
   const p = (spec.startTwin ?? spec.start)(port, aux)
   try {
     await waitReady(p, port, spec.kind)
@@ -358,9 +364,7 @@ async function startTwin(spec: ServerSpec): Promise<{ host: string; port: number
 }
 
 async function runServer(spec: ServerSpec, scenarios: Scenario[], results: RunResult[], round: number, tag: string, warmup: number): Promise<ServerReport> {
-  const port = await freePort()
-  let aux = await freePort()
-  while (aux === port) aux = await freePort()
+  const [port, aux] = await twoPorts()
   const rep: ServerReport = {
     name: spec.name,
     kind: spec.kind,

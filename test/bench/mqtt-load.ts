@@ -170,7 +170,6 @@ async function runIdle(addr: Addr, n: number, pingSecs = 0): Promise<Metrics> {
     const pinged = pingSecs > 0 ? procStatusBytes(pid, 'VmRSS') : NaN
     const anonPinged = pingSecs > 0 ? procStatusBytes(pid, 'RssAnon') : NaN
     const controlGrew = control ? procStatusBytes(control.pid, 'VmRSS') - controlBefore : NaN
-    await control?.stop()
     for (const c of conns) closeMqtt(c)
     conns.length = 0
     await sleep(IDLE_SETTLE_MS)
